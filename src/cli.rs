@@ -1,0 +1,177 @@
+//! The command line: `lti-tool [serve]` and `lti-tool consumer ...`, on the server's configuration.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::store::{self, consumers, Db};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "lti-tool", version, about = "Reference LTI 1.1 tool provider")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web server (the default).
+    Serve,
+    /// Manage consumer keys (one per LMS or course).
+    Consumer {
+        #[command(subcommand)]
+        action: ConsumerAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsumerAction {
+    /// Add a consumer; prints its secret once.
+    Add {
+        /// Consumer key: letters, digits and . _ : -
+        key: String,
+        /// Use this secret instead of generating one.
+        #[arg(long)]
+        secret: Option<String>,
+        /// A human name (defaults to the key).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List consumers (secrets are never shown).
+    List,
+    /// Refuse launches signed with this key.
+    Disable { key: String },
+    /// Accept launches signed with this key again.
+    Enable { key: String },
+    /// Delete a consumer and end its sessions.
+    Remove { key: String },
+    /// Replace a consumer's secret with a new one; prints it once.
+    Rotate { key: String },
+}
+
+/// Runs the command; the server when none is given.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        None | Some(Command::Serve) => match crate::rocket().launch().await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lti-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Consumer { action }) => match consumer(action).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lti-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn open_db() -> Result<Db, String> {
+    let settings = Settings::from_figment(&crate::figment())?;
+    store::open(&settings.database_url)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    if consumers::is_valid_key(key) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key {key:?}: use 1 to 255 characters of A-Z a-z 0-9 . _ : -"
+        ))
+    }
+}
+
+fn found(done: bool, key: &str) -> Result<(), String> {
+    if done {
+        Ok(())
+    } else {
+        Err(format!("no consumer with key {key:?}"))
+    }
+}
+
+async fn consumer(action: ConsumerAction) -> Result<(), String> {
+    let db = open_db().await?;
+    let err = |e: crate::error::LtiError| e.to_string();
+    match action {
+        ConsumerAction::Add { key, secret, name } => {
+            check_key(&key)?;
+            let generated = secret.is_none();
+            let secret = match secret {
+                Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
+                Some(s) => s,
+                None => consumers::generate_secret(),
+            };
+            if !generated && secret.len() < 16 {
+                eprintln!(
+                    "warning: a secret of {} characters is easy to guess; prefer 16 or more",
+                    secret.len()
+                );
+            }
+            let name = name.unwrap_or_else(|| key.clone());
+            if !consumers::insert(&db, &key, &secret, &name, store::now())
+                .await
+                .map_err(err)?
+            {
+                return Err(format!("a consumer with key {key:?} already exists"));
+            }
+            println!("added consumer {key:?}");
+            if generated {
+                println!("secret: {secret}");
+                println!("(shown once: copy it into the LMS now)");
+            }
+        }
+        ConsumerAction::List => {
+            let all = consumers::list(&db).await.map_err(err)?;
+            if all.is_empty() {
+                println!("no consumers");
+            }
+            for c in all {
+                let created = chrono::DateTime::from_timestamp(c.created_at, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                let state = if c.enabled { "enabled" } else { "disabled" };
+                println!("{}\t{state}\t{created}\t{}", c.key, c.name);
+            }
+        }
+        ConsumerAction::Disable { key } => {
+            found(
+                consumers::set_enabled(&db, &key, false)
+                    .await
+                    .map_err(err)?,
+                &key,
+            )?;
+            println!("disabled {key:?}");
+        }
+        ConsumerAction::Enable { key } => {
+            found(
+                consumers::set_enabled(&db, &key, true).await.map_err(err)?,
+                &key,
+            )?;
+            println!("enabled {key:?}");
+        }
+        ConsumerAction::Remove { key } => {
+            found(consumers::delete(&db, &key).await.map_err(err)?, &key)?;
+            println!("removed {key:?} and ended its sessions");
+        }
+        ConsumerAction::Rotate { key } => {
+            let secret = consumers::generate_secret();
+            found(
+                consumers::set_secret(&db, &key, &secret)
+                    .await
+                    .map_err(err)?,
+                &key,
+            )?;
+            println!("new secret for {key:?}: {secret}");
+            println!("(shown once: the old secret no longer works)");
+        }
+    }
+    db.close().await;
+    Ok(())
+}

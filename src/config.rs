@@ -1,0 +1,150 @@
+//! Typed settings, read from the same figment as Rocket's own (Rocket.toml, then `ROCKET_*`).
+
+use std::net::IpAddr;
+
+use rocket::figment::Figment;
+use rocket::http::SameSite;
+use serde::Deserialize;
+
+/// The cookie `SameSite` policy, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSitePolicy {
+    /// Sent on top-level navigation from other sites; fine on localhost over http.
+    Lax,
+    /// Never sent cross-site: breaks the tool inside an LMS iframe.
+    Strict,
+    /// Sent everywhere, including inside the LMS iframe; browsers require `Secure` with it.
+    None,
+}
+
+impl From<SameSitePolicy> for SameSite {
+    fn from(p: SameSitePolicy) -> Self {
+        match p {
+            SameSitePolicy::Lax => SameSite::Lax,
+            SameSitePolicy::Strict => SameSite::Strict,
+            SameSitePolicy::None => SameSite::None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Raw {
+    database_url: Option<String>,
+    timestamp_window: Option<i64>,
+    session_ttl: Option<i64>,
+    cookie_same_site: Option<SameSitePolicy>,
+    cookie_secure: Option<bool>,
+    seed_demo_consumer: Option<bool>,
+    public_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<IpAddr>,
+    launch_body_limit: Option<u64>,
+}
+
+/// The tool's settings, with profile-dependent defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SQLite URL, e.g. `sqlite://data/lti-tool.db`.
+    pub database_url: String,
+    /// Allowed clock difference, in seconds, between the LMS and us (both directions).
+    pub timestamp_window: i64,
+    /// Lifetime of a session, in seconds.
+    pub session_ttl: i64,
+    /// `SameSite` of the session cookie.
+    pub cookie_same_site: SameSitePolicy,
+    /// Whether the session cookie is marked `Secure` (https only).
+    pub cookie_secure: bool,
+    /// Whether to create PyLTI's demo consumer `__consumer_key__` / `__lti_secret__` at start.
+    pub seed_demo_consumer: bool,
+    /// The scheme, host and port the LMS uses to reach us (e.g. `https://tool.example.edu`).
+    pub public_url: Option<PublicUrl>,
+    /// Addresses whose `X-Forwarded-*` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Largest launch body accepted, in bytes.
+    pub launch_body_limit: u64,
+    /// True in the debug profile (developer defaults), false otherwise.
+    pub debug_profile: bool,
+}
+
+/// The parsed `public_url` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port, when not the scheme's default.
+    pub port: Option<u16>,
+}
+
+/// The default database, relative to the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/lti-tool.db";
+
+impl PublicUrl {
+    /// Parses `scheme://host[:port]` (a path, if given, is ignored).
+    pub fn parse(url: &str) -> Result<PublicUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("public_url {url:?} has no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("public_url {url:?} must be http or https"));
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        let (host, port) = crate::lti::oauth::split_host_port(authority)
+            .ok_or_else(|| format!("public_url {url:?} has a bad port"))?;
+        if host.is_empty() {
+            return Err(format!("public_url {url:?} has no host"));
+        }
+        Ok(PublicUrl {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// `scheme://host[:port]` without a trailing slash.
+    pub fn origin(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
+            None => format!("{}://{}", self.scheme, self.host),
+        }
+    }
+}
+
+impl Settings {
+    /// Extracts the settings from a (profile-selected) figment.
+    pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
+        let raw: Raw = figment.extract().map_err(|e| e.to_string())?;
+        let debug_profile = figment.profile() == "debug";
+        let public_url = raw
+            .public_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| PublicUrl::parse(u.trim()))
+            .transpose()?;
+        let positive = |v: Option<i64>, default: i64, name: &str| match v {
+            Some(v) if v <= 0 => Err(format!("{name} must be positive")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(Settings {
+            database_url: raw
+                .database_url
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            timestamp_window: positive(raw.timestamp_window, 300, "timestamp_window")?,
+            session_ttl: positive(raw.session_ttl, 8 * 3600, "session_ttl")?,
+            cookie_same_site: raw.cookie_same_site.unwrap_or(if debug_profile {
+                SameSitePolicy::Lax
+            } else {
+                SameSitePolicy::None
+            }),
+            cookie_secure: raw.cookie_secure.unwrap_or(!debug_profile),
+            seed_demo_consumer: raw.seed_demo_consumer.unwrap_or(debug_profile),
+            public_url,
+            trusted_proxies: raw.trusted_proxies,
+            launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
+            debug_profile,
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! The one error type of the tool. Its HTTP status and page are chosen in `web::error`.
+
+use crate::lti::params::ParamsError;
+
+/// Everything that can refuse a request, from a malformed launch to a database that is down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LtiError {
+    /// The body is larger than the configured limit.
+    #[error("request body over the {0}-byte limit")]
+    BodyTooLarge(u64),
+    /// The body could not be read (the client went away mid-request).
+    #[error("request body unreadable: {0}")]
+    BodyUnreadable(String),
+    /// The form, query or header could not be decoded.
+    #[error("malformed parameters: {0}")]
+    MalformedParams(#[from] ParamsError),
+    /// A launch POST that is not a form.
+    #[error("unsupported content type {0}")]
+    UnsupportedContentType(String),
+    /// The request has no Host header, so the signed URL cannot be rebuilt.
+    #[error("missing Host header")]
+    MissingHost,
+    /// A required OAuth parameter is absent or empty.
+    #[error("missing {0}")]
+    MissingOAuthParam(&'static str),
+    /// An OAuth parameter appears more than once.
+    #[error("duplicated {0}")]
+    DuplicateOAuthParam(&'static str),
+    /// `oauth_timestamp` is not a number of seconds.
+    #[error("oauth_timestamp is not a number")]
+    MalformedTimestamp,
+    /// Anything but HMAC-SHA1 (PLAINTEXT included).
+    #[error("unsupported oauth_signature_method {0}")]
+    UnsupportedSignatureMethod(String),
+    /// `oauth_version` other than 1.0.
+    #[error("unsupported oauth_version {0}")]
+    UnsupportedOAuthVersion(String),
+    /// The request carries no launch at all, on a page that needs one.
+    #[error("not a launch")]
+    NoLaunch,
+    /// No consumer has this key.
+    #[error("unknown consumer key")]
+    UnknownConsumer,
+    /// The consumer exists but is disabled.
+    #[error("consumer key is disabled")]
+    DisabledConsumer,
+    /// The HMAC does not match.
+    #[error("invalid signature")]
+    BadSignature,
+    /// The timestamp is older than the window allows (seconds behind).
+    #[error("timestamp {0} s in the past")]
+    StaleTimestamp(i64),
+    /// The timestamp is further ahead than the window allows (seconds ahead).
+    #[error("timestamp {0} s in the future")]
+    FutureTimestamp(i64),
+    /// The nonce was already used by this consumer.
+    #[error("nonce already used")]
+    ReplayedNonce,
+    /// A verified launch whose LTI fields are wrong; `log` names the parameter (`missing
+    /// resource_link_id`), `return_url` is the signed `launch_presentation_return_url`, if any.
+    #[error("{log}")]
+    InvalidLaunch {
+        /// What is wrong, naming the parameter.
+        log: String,
+        /// Where the LMS wants errors sent back.
+        return_url: Option<String>,
+    },
+    /// No session cookie, or it names no session.
+    #[error("no session")]
+    NoSession,
+    /// The session existed but has expired.
+    #[error("session expired")]
+    SessionExpired,
+    /// The user's roles do not allow this page.
+    #[error("role not allowed")]
+    NotStaff,
+    /// The database failed (busy, read-only, full or gone).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl From<sqlx::Error> for LtiError {
+    fn from(e: sqlx::Error) -> Self {
+        LtiError::Storage(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for LtiError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        LtiError::Storage(e.to_string())
+    }
+}

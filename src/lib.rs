@@ -1,0 +1,108 @@
+//! The reference LTI 1.1 tool provider: verified launches, sessions in SQLite, role-gated pages.
+//!
+//! `build(figment)` assembles the whole application; `main.rs` and the tests both use it.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod lti;
+pub mod store;
+pub mod web;
+
+use std::time::Duration;
+
+use rocket::fairing::AdHoc;
+use rocket::figment::Figment;
+use rocket::shield::{Frame, Shield};
+use rocket::{Build, Rocket};
+use rocket_dyn_templates::Template;
+
+use crate::config::Settings;
+use crate::web::AppState;
+
+/// The demo consumer seeded in the debug profile: PyLTI's example key and secret.
+pub const DEMO_CONSUMER: (&str, &str) = ("__consumer_key__", "__lti_secret__");
+
+/// How often expired nonces and sessions are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Rocket's figment (Rocket.toml + `ROCKET_*`), with our defaults for what is not set.
+pub fn figment() -> Figment {
+    with_defaults(rocket::Config::figment())
+}
+
+fn with_defaults(figment: Figment) -> Figment {
+    // Templates ship with the source; a deployment elsewhere sets `template_dir`.
+    figment.join((
+        "template_dir",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+    ))
+}
+
+/// The application on Rocket's default configuration.
+pub fn rocket() -> Rocket<Build> {
+    build(figment())
+}
+
+/// The application on a given configuration (tests pass their own database URL here).
+pub fn build(figment: Figment) -> Rocket<Build> {
+    // The tool lives in an LMS iframe: X-Frame-Options would break it.
+    let shield = Shield::default().disable::<Frame>();
+    rocket::custom(with_defaults(figment))
+        .attach(shield)
+        .attach(Template::fairing())
+        .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
+            match init_state(rocket.figment()).await {
+                Ok(state) => Ok(rocket.manage(state)),
+                Err(e) => {
+                    log::error!("cannot start: {e}");
+                    Err(rocket)
+                }
+            }
+        }))
+        .attach(AdHoc::on_liftoff("Pruning", |rocket| {
+            Box::pin(async move {
+                if let Some(state) = rocket.state::<AppState>() {
+                    rocket::tokio::spawn(prune_forever(state.db.clone()));
+                }
+            })
+        }))
+        .mount("/", web::pages::routes())
+        .register("/", web::error::catchers())
+}
+
+async fn init_state(figment: &Figment) -> Result<AppState, String> {
+    let settings = Settings::from_figment(figment)?;
+    if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
+        log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie");
+    }
+    let db = store::open(&settings.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if settings.seed_demo_consumer {
+        let (key, secret) = DEMO_CONSUMER;
+        let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        if added {
+            log::warn!(
+                "seeded the demo consumer {key:?} / {secret:?} (debug profile; never in release)"
+            );
+        } else {
+            log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
+        }
+    }
+    Ok(AppState { db, settings })
+}
+
+async fn prune_forever(db: store::Db) {
+    let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        match store::prune_expired(&db, store::now()).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} expired nonces and sessions"),
+            Err(e) => log::warn!("pruning failed: {e}"),
+        }
+    }
+}

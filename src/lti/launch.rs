@@ -1,0 +1,334 @@
+//! The fields of an LTI 1.1 basic launch: OAuth protocol fields, freshness and the LTI fields.
+
+use serde::{Deserialize, Serialize};
+
+use super::params::Params;
+use super::roles::{self, Role};
+use crate::error::LtiError;
+
+/// The OAuth protocol fields of a launch, checked for presence and form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthFields {
+    /// `oauth_consumer_key`.
+    pub consumer_key: String,
+    /// `oauth_signature` (base64).
+    pub signature: String,
+    /// `oauth_nonce`.
+    pub nonce: String,
+    /// `oauth_timestamp`, seconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// Longest nonce we store; real LMSs send 32 to 64 characters.
+const MAX_NONCE_LEN: usize = 255;
+
+fn single<'a>(params: &'a Params, name: &'static str) -> Result<Option<&'a str>, LtiError> {
+    let mut values = params
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str());
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(LtiError::DuplicateOAuthParam(name));
+    }
+    Ok(first)
+}
+
+fn required<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, LtiError> {
+    match single(params, name)? {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(LtiError::MissingOAuthParam(name)),
+    }
+}
+
+/// Reads and checks the OAuth fields (RFC 5849 section 3.2: all present, none repeated, HMAC-SHA1
+/// only, version 1.0 if given).
+pub fn read_oauth_fields(params: &Params) -> Result<OAuthFields, LtiError> {
+    let consumer_key = required(params, "oauth_consumer_key")?;
+    let signature = required(params, "oauth_signature")?;
+    let method = required(params, "oauth_signature_method")?;
+    let timestamp = required(params, "oauth_timestamp")?;
+    let nonce = required(params, "oauth_nonce")?;
+    if method != "HMAC-SHA1" {
+        return Err(LtiError::UnsupportedSignatureMethod(
+            method.chars().take(40).collect(),
+        ));
+    }
+    if let Some(version) = single(params, "oauth_version")? {
+        if version != "1.0" {
+            return Err(LtiError::UnsupportedOAuthVersion(
+                version.chars().take(40).collect(),
+            ));
+        }
+    }
+    let timestamp = if timestamp.len() <= 12 && timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        timestamp
+            .parse()
+            .map_err(|_| LtiError::MalformedTimestamp)?
+    } else {
+        return Err(LtiError::MalformedTimestamp);
+    };
+    if nonce.len() > MAX_NONCE_LEN {
+        return Err(LtiError::MissingOAuthParam("oauth_nonce"));
+    }
+    Ok(OAuthFields {
+        consumer_key: consumer_key.to_string(),
+        signature: signature.to_string(),
+        nonce: nonce.to_string(),
+        timestamp,
+    })
+}
+
+/// Refuses a timestamp more than `window` seconds away from `now`, in either direction.
+pub fn check_timestamp(timestamp: i64, now: i64, window: i64) -> Result<(), LtiError> {
+    let skew = now - timestamp;
+    if skew > window {
+        Err(LtiError::StaleTimestamp(skew))
+    } else if -skew > window {
+        Err(LtiError::FutureTimestamp(-skew))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks the LTI fields of a verified launch: message type, version and resource link.
+pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
+    let first = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let problem = match (
+        first("lti_message_type"),
+        first("lti_version"),
+        first("resource_link_id"),
+    ) {
+        (None | Some(""), _, _) => "missing lti_message_type".to_string(),
+        (Some(t), _, _) if t != "basic-lti-launch-request" => {
+            format!("unsupported lti_message_type {t}")
+        }
+        (_, None | Some(""), _) => "missing lti_version".to_string(),
+        (_, Some(v), _) if v != "LTI-1p0" => format!("unsupported lti_version {v}"),
+        (_, _, None | Some("")) => "missing resource_link_id".to_string(),
+        _ => return Ok(()),
+    };
+    Err(LtiError::InvalidLaunch {
+        log: problem.chars().take(200).collect(),
+        return_url: first("launch_presentation_return_url").map(str::to_string),
+    })
+}
+
+/// What a launch told us about the user and the course; kept in the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchData {
+    /// The consumer (LMS) that signed the launch.
+    pub consumer_key: String,
+    /// Every launch parameter but the `oauth_*` ones, in the order received.
+    pub params: Params,
+}
+
+impl LaunchData {
+    /// Keeps the launch parameters, dropping the OAuth protocol fields.
+    pub fn new(consumer_key: String, params: Params) -> Self {
+        let params = params
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("oauth_"))
+            .collect();
+        LaunchData {
+            consumer_key,
+            params,
+        }
+    }
+
+    /// The first value of a parameter; empty values count as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `user_id`, or an empty string for an anonymous launch.
+    pub fn user_id(&self) -> &str {
+        self.get("user_id").unwrap_or("")
+    }
+
+    /// The roles, parsed.
+    pub fn roles(&self) -> Vec<Role> {
+        roles::parse_roles(self.get("roles").unwrap_or(""))
+    }
+
+    /// True for course staff (see [`Role::is_staff`]).
+    pub fn is_staff(&self) -> bool {
+        roles::is_staff(&self.roles())
+    }
+
+    /// `lis_person_contact_email_primary`.
+    pub fn email(&self) -> Option<&str> {
+        self.get("lis_person_contact_email_primary")
+    }
+
+    /// The full name, or given and family names joined.
+    pub fn full_name(&self) -> Option<String> {
+        if let Some(full) = self.get("lis_person_name_full") {
+            return Some(full.to_string());
+        }
+        let parts: Vec<&str> = ["lis_person_name_given", "lis_person_name_family"]
+            .iter()
+            .filter_map(|n| self.get(n))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
+    /// PyLTI's user name: `lis_person_sourcedid`, else the email, else `user_id`.
+    pub fn username(&self) -> &str {
+        self.get("lis_person_sourcedid")
+            .or_else(|| self.email())
+            .unwrap_or_else(|| self.user_id())
+    }
+
+    /// The name to show: the username, followed by the full name when the LMS sent one.
+    pub fn display_name(&self) -> String {
+        match self.full_name() {
+            Some(full) if full != self.username() => format!("{} ({full})", self.username()),
+            _ => self.username().to_string(),
+        }
+    }
+
+    /// Parameters whose names start with `prefix` (`custom_`, `ext_`), in the order received.
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.params
+            .iter()
+            .filter(move |(n, _)| n.starts_with(prefix))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    const OAUTH: &[(&str, &str)] = &[
+        ("oauth_consumer_key", "k"),
+        ("oauth_signature", "c2ln"),
+        ("oauth_signature_method", "HMAC-SHA1"),
+        ("oauth_timestamp", "1700000000"),
+        ("oauth_nonce", "n"),
+    ];
+
+    #[test]
+    fn oauth_fields_present_once_and_well_formed() {
+        assert_eq!(
+            read_oauth_fields(&params(OAUTH)).unwrap().timestamp,
+            1_700_000_000
+        );
+        for (i, (name, _)) in OAUTH.iter().enumerate() {
+            let mut p = params(OAUTH);
+            p.remove(i);
+            assert_eq!(
+                read_oauth_fields(&p),
+                Err(LtiError::MissingOAuthParam(name))
+            );
+            let mut p = params(OAUTH);
+            p[i].1.clear();
+            assert_eq!(
+                read_oauth_fields(&p),
+                Err(LtiError::MissingOAuthParam(name))
+            );
+        }
+        let mut p = params(OAUTH);
+        p.push(("oauth_nonce".into(), "m".into()));
+        assert_eq!(
+            read_oauth_fields(&p),
+            Err(LtiError::DuplicateOAuthParam("oauth_nonce"))
+        );
+        let mut p = params(OAUTH);
+        p[2].1 = "PLAINTEXT".into();
+        assert!(matches!(
+            read_oauth_fields(&p),
+            Err(LtiError::UnsupportedSignatureMethod(_))
+        ));
+        let mut p = params(OAUTH);
+        p[3].1 = "17e8".into();
+        assert_eq!(read_oauth_fields(&p), Err(LtiError::MalformedTimestamp));
+        let mut p = params(OAUTH);
+        p.push(("oauth_version".into(), "2.0".into()));
+        assert!(matches!(
+            read_oauth_fields(&p),
+            Err(LtiError::UnsupportedOAuthVersion(_))
+        ));
+    }
+
+    #[test]
+    fn timestamp_window_both_ways() {
+        assert!(check_timestamp(1000, 1300, 300).is_ok());
+        assert!(check_timestamp(1600, 1300, 300).is_ok());
+        assert_eq!(
+            check_timestamp(999, 1300, 300),
+            Err(LtiError::StaleTimestamp(301))
+        );
+        assert_eq!(
+            check_timestamp(1601, 1300, 300),
+            Err(LtiError::FutureTimestamp(301))
+        );
+    }
+
+    #[test]
+    fn lti_fields_name_the_parameter() {
+        let ok = params(&[
+            ("lti_message_type", "basic-lti-launch-request"),
+            ("lti_version", "LTI-1p0"),
+            ("resource_link_id", "r"),
+        ]);
+        assert!(check_lti_fields(&ok).is_ok());
+        let log_of = |p: Params| match check_lti_fields(&p) {
+            Err(LtiError::InvalidLaunch { log, .. }) => log,
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut p = ok.clone();
+        p.remove(2);
+        assert_eq!(log_of(p), "missing resource_link_id");
+        let mut p = ok.clone();
+        p[1].1 = "LTI-2p0".into();
+        assert_eq!(log_of(p), "unsupported lti_version LTI-2p0");
+        let mut p = ok.clone();
+        p.remove(0);
+        assert_eq!(log_of(p), "missing lti_message_type");
+    }
+
+    #[test]
+    fn names_follow_pylti() {
+        let d = LaunchData::new(
+            "k".into(),
+            params(&[
+                ("user_id", "u1"),
+                ("lis_person_name_given", "Ann"),
+                ("oauth_nonce", "x"),
+            ]),
+        );
+        assert_eq!(d.username(), "u1");
+        assert_eq!(d.display_name(), "u1 (Ann)");
+        assert!(d.params.iter().all(|(n, _)| !n.starts_with("oauth_")));
+        let d = LaunchData::new(
+            "k".into(),
+            params(&[
+                ("user_id", "u1"),
+                ("lis_person_contact_email_primary", "a@b"),
+                ("lis_person_sourcedid", ""),
+            ]),
+        );
+        assert_eq!(d.username(), "a@b");
+    }
+}

@@ -1,0 +1,172 @@
+//! OAuth 1.0a HMAC-SHA1 signatures as LTI 1.1 uses them (RFC 5849 section 3.4).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha1::Sha1;
+
+/// Everything but the RFC 3986 unreserved characters `A-Z a-z 0-9 - . _ ~`.
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a string the OAuth way (RFC 5849 section 3.6): a space is `%20`, never `+`.
+pub fn encode(s: &str) -> String {
+    utf8_percent_encode(s, RESERVED).to_string()
+}
+
+/// Builds the base string URI (RFC 5849 section 3.4.1.2): scheme and host lower-cased, the default
+/// port dropped, the path as sent, no query.
+pub fn base_uri(scheme: &str, host: &str, port: Option<u16>, path: &str) -> String {
+    let scheme = scheme.to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    match port {
+        Some(p) if Some(p) != default_port => format!("{scheme}://{host}:{p}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
+    }
+}
+
+/// Splits an absolute URL (`scheme://host[:port]/path?query`) into its base string URI.
+/// Returns `None` when the URL has no scheme or host, or a port that is not a number.
+pub fn base_uri_of_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let (host, port) = split_host_port(authority)?;
+    if scheme.is_empty() || host.is_empty() {
+        return None;
+    }
+    Some(base_uri(scheme, host, port, path))
+}
+
+/// Splits `host[:port]`, keeping IPv6 literals such as `[::1]:8000` whole.
+pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let colon = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => i,
+        _ => return Some((authority, None)),
+    };
+    let port = authority[colon + 1..].parse().ok()?;
+    Some((&authority[..colon], Some(port)))
+}
+
+/// Normalises the request parameters (RFC 5849 section 3.4.1.3.2): every name and value encoded,
+/// then sorted by name and value, joined with `&`. `oauth_signature` is left out; repeated names
+/// and empty values are kept.
+pub fn normalized_parameters<'a, I>(params: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut encoded: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(name, _)| *name != "oauth_signature")
+        .map(|(name, value)| (encode(name), encode(value)))
+        .collect();
+    encoded.sort_unstable();
+    let mut out = String::with_capacity(encoded.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
+    for (i, (name, value)) in encoded.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
+/// The signature base string (RFC 5849 section 3.4.1): `METHOD&enc(base_uri)&enc(params)`.
+pub fn signature_base_string<'a, I>(method: &str, base_uri: &str, params: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    format!(
+        "{}&{}&{}",
+        method.to_ascii_uppercase(),
+        encode(base_uri),
+        encode(&normalized_parameters(params))
+    )
+}
+
+fn mac(base_string: &str, consumer_secret: &str) -> Hmac<Sha1> {
+    // The token secret is always empty in LTI 1.1, so the key is `enc(secret)&`.
+    let key = format!("{}&", encode(consumer_secret));
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(base_string.as_bytes());
+    mac
+}
+
+/// Signs a base string with HMAC-SHA1, returning the base64 signature.
+pub fn sign(base_string: &str, consumer_secret: &str) -> String {
+    BASE64.encode(mac(base_string, consumer_secret).finalize().into_bytes())
+}
+
+/// Checks a base64 HMAC-SHA1 signature in constant time.
+pub fn verify(base_string: &str, consumer_secret: &str, signature: &str) -> bool {
+    match BASE64.decode(signature.trim()) {
+        Ok(given) => mac(base_string, consumer_secret)
+            .verify_slice(&given)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_unreserved_only() {
+        assert_eq!(encode("a b+c~d-e.f_g"), "a%20b%2Bc~d-e.f_g");
+        assert_eq!(encode("ü&="), "%C3%BC%26%3D");
+    }
+
+    #[test]
+    fn base_uri_drops_default_ports_and_lowercases() {
+        assert_eq!(
+            base_uri("HTTP", "LocalHost", Some(80), "/any"),
+            "http://localhost/any"
+        );
+        assert_eq!(base_uri("https", "h", Some(443), "/a"), "https://h/a");
+        assert_eq!(base_uri("https", "h", Some(8443), "/a"), "https://h:8443/a");
+        assert_eq!(base_uri("http", "h", None, ""), "http://h/");
+        assert_eq!(
+            base_uri_of_url("HTTP://LocalHost:8000/any?x=1").as_deref(),
+            Some("http://localhost:8000/any")
+        );
+        assert_eq!(
+            base_uri_of_url("http://[::1]:8000/a").as_deref(),
+            Some("http://[::1]:8000/a")
+        );
+        assert_eq!(base_uri_of_url("nohost"), None);
+    }
+
+    #[test]
+    fn sorts_after_encoding() {
+        // `a b` encodes to `a%20b`, which sorts before `a+`'s `a%2B` and after `a!`'s `a%21`.
+        let params = [("a+", "1"), ("a b", "2"), ("a!", "3")];
+        assert_eq!(normalized_parameters(params), "a%20b=2&a%21=3&a%2B=1");
+    }
+
+    #[test]
+    fn verify_refuses_garbage_signatures() {
+        let base = signature_base_string("POST", "http://h/", [("a", "b")]);
+        let good = sign(&base, "s");
+        assert!(verify(&base, "s", &good));
+        assert!(!verify(&base, "s2", &good));
+        assert!(!verify(&base, "s", "not base64!"));
+        assert!(!verify(&base, "s", ""));
+    }
+}

@@ -1,0 +1,132 @@
+//! Decoding launch parameters from a form body, a query string and an `Authorization: OAuth` header.
+
+use percent_encoding::percent_decode;
+
+/// Name/value pairs in the order they arrived; repeated names and empty values are kept.
+pub type Params = Vec<(String, String)>;
+
+/// More parameters than any real launch carries; a request over it is refused before any work.
+pub const MAX_PARAMS: usize = 1000;
+
+/// Why a parameter list could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// A name or value is not UTF-8 once percent-decoded.
+    #[error("a parameter is not valid UTF-8")]
+    InvalidUtf8,
+    /// More than [`MAX_PARAMS`] parameters.
+    #[error("too many parameters (more than {MAX_PARAMS})")]
+    TooMany,
+    /// The `Authorization: OAuth` header could not be parsed.
+    #[error("the Authorization header is malformed")]
+    MalformedHeader,
+}
+
+fn decode_component(raw: &[u8]) -> Result<String, ParamsError> {
+    // `+` means a space in form encoding; it must be replaced before percent-decoding so that an
+    // encoded plus (`%2B`) survives as `+`.
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let decoded: Vec<u8> = percent_decode(&spaced).collect();
+    String::from_utf8(decoded).map_err(|_| ParamsError::InvalidUtf8)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body or query string, strictly: invalid UTF-8 is
+/// an error rather than replaced, so what we verify is exactly what was signed.
+pub fn parse_form(raw: &[u8]) -> Result<Params, ParamsError> {
+    let mut out = Params::new();
+    for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        if out.len() == MAX_PARAMS {
+            return Err(ParamsError::TooMany);
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        out.push((decode_component(name)?, decode_component(value)?));
+    }
+    Ok(out)
+}
+
+/// Reads the `oauth_*` fields of an `Authorization: OAuth k="v", ...` header (RFC 5849 section
+/// 3.5.1); `realm` is not a signed parameter and is dropped. Returns `Ok(None)` for other schemes.
+pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, ParamsError> {
+    let header = header.trim_start();
+    let Some(scheme_end) = header.find(|c: char| c.is_ascii_whitespace()) else {
+        return Ok(None);
+    };
+    if !header[..scheme_end].eq_ignore_ascii_case("OAuth") {
+        return Ok(None);
+    }
+    let mut out = Params::new();
+    for item in header[scheme_end..].split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (name, value) = item.split_once('=').ok_or(ParamsError::MalformedHeader)?;
+        let value = value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or(ParamsError::MalformedHeader)?;
+        let name = name.trim();
+        if name == "realm" {
+            continue;
+        }
+        let decode = |s: &str| {
+            String::from_utf8(percent_decode(s.as_bytes()).collect())
+                .map_err(|_| ParamsError::InvalidUtf8)
+        };
+        out.push((decode(name)?, decode(value)?));
+        if out.len() > MAX_PARAMS {
+            return Err(ParamsError::TooMany);
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_keeps_repeats_empties_and_plus() {
+        let p = parse_form(b"a=1&a=2&b=&c&d=x+y%2Bz&&e=%C3%BC").unwrap();
+        let want: Vec<(&str, &str)> = vec![
+            ("a", "1"),
+            ("a", "2"),
+            ("b", ""),
+            ("c", ""),
+            ("d", "x y+z"),
+            ("e", "ü"),
+        ];
+        let got: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn form_refuses_invalid_utf8_and_floods() {
+        assert_eq!(parse_form(b"a=%FF"), Err(ParamsError::InvalidUtf8));
+        assert_eq!(parse_form(b"a=\xff"), Err(ParamsError::InvalidUtf8));
+        let flood = "a=1&".repeat(MAX_PARAMS + 1);
+        assert_eq!(parse_form(flood.as_bytes()), Err(ParamsError::TooMany));
+    }
+
+    #[test]
+    fn authorization_header_drops_realm() {
+        let h = r#"OAuth realm="x", oauth_consumer_key="k%20y", oauth_nonce="n""#;
+        let p = parse_authorization_header(h).unwrap().unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("oauth_consumer_key".into(), "k y".into()),
+                ("oauth_nonce".into(), "n".into())
+            ]
+        );
+        assert_eq!(parse_authorization_header("Bearer abc").unwrap(), None);
+        assert!(parse_authorization_header("OAuth oauth_nonce=n").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! SQLite storage: opening the pool, migrations, and one module per table.
+
+pub mod consumers;
+pub mod nonces;
+pub mod sessions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::error::LtiError;
+
+/// The connection pool, shared by the server and the command line.
+pub type Db = SqlitePool;
+
+/// Opens (creating the file and its folder if needed) and migrates the database.
+pub async fn open(database_url: &str) -> Result<Db, LtiError> {
+    let options = SqliteConnectOptions::from_str(database_url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    let file = options.get_filename();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if file.to_str() != Some(":memory:") {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LtiError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Deletes expired nonces and sessions in small batches, so launches never wait long behind it.
+pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
+    let mut total = 0;
+    loop {
+        let n = nonces::prune(db, now, 500).await? + sessions::prune(db, now, 500).await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}

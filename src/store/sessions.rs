@@ -1,0 +1,98 @@
+//! The `sessions` table: server-side LTI sessions, keyed by a random id held in a cookie.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::RngCore;
+use sqlx::{Row, SqliteConnection};
+
+use super::Db;
+use crate::error::LtiError;
+use crate::lti::launch::LaunchData;
+
+/// A stored session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The random id (the cookie value).
+    pub id: String,
+    /// What the launch said.
+    pub launch: LaunchData,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A fresh session id: 256 random bits, URL-safe base64.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Stores a new session.
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    id: &str,
+    launch: &LaunchData,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), LtiError> {
+    let json =
+        serde_json::to_string(&launch.params).map_err(|e| LtiError::Storage(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(&launch.consumer_key)
+    .bind(launch.user_id())
+    .bind(launch.get("roles").unwrap_or(""))
+    .bind(json)
+    .bind(now)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Finds a session by id, expired or not (the caller decides what expiry means).
+pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, LtiError> {
+    let row = sqlx::query("SELECT id, consumer_key, launch, expires_at FROM sessions WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let json: String = row.try_get("launch")?;
+    let params = serde_json::from_str(&json).map_err(|e| LtiError::Storage(e.to_string()))?;
+    Ok(Some(Session {
+        id: row.try_get("id")?,
+        launch: LaunchData {
+            consumer_key: row.try_get("consumer_key")?,
+            params,
+        },
+        expires_at: row.try_get("expires_at")?,
+    }))
+}
+
+/// Deletes one session (no error when it is already gone).
+pub async fn delete<'c, E>(executor: E, id: &str) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query("DELETE FROM sessions WHERE id = ?")
+        .bind(id)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `batch` expired sessions; returns how many went.
+pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
+    let done = sqlx::query(
+        "DELETE FROM sessions WHERE rowid IN \
+         (SELECT rowid FROM sessions WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
+    )
+    .bind(now)
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,284 @@
+//! Where every refusal becomes an HTTP status and the templated error page (or, for a verified
+//! launch with bad LTI fields, a redirect back to the LMS). Restyle `templates/error.html.tera`.
+
+use std::sync::Mutex;
+
+use rocket::http::Status;
+use rocket::request::Request;
+use rocket::response::{self, Redirect, Responder};
+use rocket::serde::Serialize;
+use rocket::{catch, catchers, Catcher};
+use rocket_dyn_templates::Template;
+
+use crate::error::LtiError;
+use crate::lti::oauth::encode;
+
+impl LtiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> Status {
+        use LtiError::*;
+        match self {
+            BodyTooLarge(_) => Status::PayloadTooLarge,
+            UnsupportedContentType(_) => Status::UnsupportedMediaType,
+            MalformedParams(_)
+            | BodyUnreadable(_)
+            | MissingHost
+            | MissingOAuthParam(_)
+            | DuplicateOAuthParam(_)
+            | MalformedTimestamp
+            | UnsupportedSignatureMethod(_)
+            | UnsupportedOAuthVersion(_)
+            | InvalidLaunch { .. } => Status::BadRequest,
+            NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
+            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired => {
+                Status::Unauthorized
+            }
+            NotStaff => Status::Forbidden,
+            Storage(_) => Status::ServiceUnavailable,
+        }
+    }
+
+    /// A short title and a plain explanation for the person in front of the browser. Never
+    /// contains a secret, a signature or the base string.
+    pub fn user_message(&self) -> (&'static str, String) {
+        use LtiError::*;
+        const ASK: &str = "Ask whoever manages this tool in your LMS to check its settings.";
+        const AGAIN: &str = "Go back to your course and open the tool again.";
+        match self {
+            BodyTooLarge(limit) => ("Request too large", format!("The request was larger than the {limit} bytes this tool accepts.")),
+            BodyUnreadable(_) => ("Malformed request", "The request body could not be read.".into()),
+            MalformedParams(e) => ("Malformed launch", format!("The launch could not be read: {e}. {ASK}")),
+            UnsupportedContentType(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
+            MissingHost => ("Malformed launch", "The request has no Host header, so its signature cannot be checked.".into()),
+            MissingOAuthParam(p) => ("Malformed launch", format!("The launch is missing the required parameter {p}. {ASK}")),
+            DuplicateOAuthParam(p) => ("Malformed launch", format!("The launch carries the parameter {p} more than once. {ASK}")),
+            MalformedTimestamp => ("Malformed launch", format!("The launch's oauth_timestamp is not a number of seconds. {ASK}")),
+            UnsupportedSignatureMethod(m) => ("Malformed launch", format!("The launch was signed with {m}; this tool only accepts HMAC-SHA1. {ASK}")),
+            UnsupportedOAuthVersion(v) => ("Malformed launch", format!("The launch uses OAuth version {v}; this tool only accepts 1.0. {ASK}")),
+            InvalidLaunch { log, .. } => ("Invalid LTI launch", format!("The LMS sent a launch this tool cannot use ({log}). {ASK}")),
+            NoLaunch => ("Not launched from an LMS", format!("This address only opens from a launch by your LMS. {AGAIN}")),
+            UnknownConsumer => ("Launch not trusted", format!("The consumer key of this launch is not registered with this tool. {ASK}")),
+            DisabledConsumer => ("Launch not trusted", format!("The consumer key of this launch has been disabled by the tool's administrator. {ASK}")),
+            BadSignature => ("Launch not trusted", format!("The launch's signature does not match: the consumer secret in the LMS may be wrong, or the LMS signed a different address than this tool sees. {ASK}")),
+            StaleTimestamp(_) => ("Launch expired", format!("The launch is too old, or the LMS clock is behind. {AGAIN}")),
+            FutureTimestamp(_) => ("Launch not trusted", format!("The launch is dated in the future: the LMS clock is ahead. {ASK}")),
+            ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
+            NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
+            SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
+            NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
+            Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
+        }
+    }
+}
+
+/// Keeps the error a guard refused with, so the catcher can explain it.
+#[derive(Default)]
+struct RefusalSlot(Mutex<Option<LtiError>>);
+
+/// Logs a refusal and keeps it for the catcher; returns the status to fail with.
+pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
+    let status = error.status();
+    match error {
+        LtiError::Storage(_) => {
+            log::error!("{} {}: {status}: {error}", req.method(), req.uri().path())
+        }
+        _ => log::warn!("{} {}: {status}: {error}", req.method(), req.uri().path()),
+    }
+    if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {
+        slot.get_or_insert_with(|| error.clone());
+    }
+    status
+}
+
+fn remembered(req: &Request<'_>) -> Option<LtiError> {
+    req.local_cache(RefusalSlot::default)
+        .0
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+}
+
+/// A valid `launch_presentation_return_url` with `lti_errormsg` and `lti_errorlog` added to its query.
+pub fn return_url_with_error(return_url: &str, message: &str, log: &str) -> Option<String> {
+    let lower = return_url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[..host_end].is_empty()
+        || return_url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return None;
+    }
+    let (base, fragment) = match return_url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (return_url, None),
+    };
+    let sep = if !base.contains('?') {
+        "?"
+    } else if base.ends_with('?') || base.ends_with('&') {
+        ""
+    } else {
+        "&"
+    };
+    let mut url = format!(
+        "{base}{sep}lti_errormsg={}&lti_errorlog={}",
+        encode(message),
+        encode(log)
+    );
+    if let Some(f) = fragment {
+        url.push('#');
+        url.push_str(f);
+    }
+    Some(url)
+}
+
+/// The templated error page with its status.
+pub struct ErrorPage {
+    status: Status,
+    title: String,
+    message: String,
+}
+
+impl ErrorPage {
+    /// A page for a status, with our own words.
+    pub fn new(status: Status, title: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorPage {
+            status,
+            title: title.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&LtiError> for ErrorPage {
+    fn from(e: &LtiError) -> Self {
+        let (title, message) = e.user_message();
+        ErrorPage::new(e.status(), title, message)
+    }
+}
+
+impl<'r> Responder<'r, 'static> for ErrorPage {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        #[derive(Serialize)]
+        #[serde(crate = "rocket::serde")]
+        struct Ctx<'a> {
+            code: u16,
+            reason: &'a str,
+            title: &'a str,
+            message: &'a str,
+        }
+        let ctx = Ctx {
+            code: self.status.code,
+            reason: self.status.reason().unwrap_or(""),
+            title: &self.title,
+            message: &self.message,
+        };
+        let mut response = Template::render("error", &ctx).respond_to(req)?;
+        response.set_status(self.status);
+        Ok(response)
+    }
+}
+
+impl<'r> Responder<'r, 'static> for LtiError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        remember(req, &self);
+        ErrorPage::from(&self).respond_to(req)
+    }
+}
+
+/// What the catcher answers: the error page, or a redirect back to the LMS.
+#[derive(Responder)]
+pub enum Refusal {
+    /// Back to the LMS's return URL with `lti_errormsg` / `lti_errorlog`.
+    Redirect(Box<Redirect>),
+    /// Our own page.
+    Page(ErrorPage),
+}
+
+fn refusal(status: Status, req: &Request<'_>) -> Refusal {
+    match remembered(req) {
+        Some(LtiError::InvalidLaunch {
+            log,
+            return_url: Some(url),
+        }) => {
+            let (_, message) = LtiError::InvalidLaunch {
+                log: log.clone(),
+                return_url: None,
+            }
+            .user_message();
+            match return_url_with_error(&url, &message, &log) {
+                Some(target) => Refusal::Redirect(Box::new(Redirect::to(target))),
+                None => Refusal::Page(ErrorPage::new(status, "Invalid LTI launch", message)),
+            }
+        }
+        Some(error) if error.status() == status => Refusal::Page(ErrorPage::from(&error)),
+        _ => Refusal::Page(generic(status)),
+    }
+}
+
+fn generic(status: Status) -> ErrorPage {
+    let (title, message) = match status.code {
+        404 => ("Not found", "There is nothing at this address."),
+        413 => (
+            "Request too large",
+            "The request was larger than this tool accepts.",
+        ),
+        422 | 400 => ("Bad request", "The request could not be understood."),
+        429 => (
+            "Too many attempts",
+            "Please wait a minute before trying again.",
+        ),
+        500 => (
+            "Something went wrong",
+            "The tool hit an unexpected problem. Please try again later.",
+        ),
+        503 => (
+            "Temporarily unavailable",
+            "The tool cannot serve this right now. Please try again in a minute.",
+        ),
+        _ => ("Request refused", "The tool could not serve this request."),
+    };
+    ErrorPage::new(status, title, message)
+}
+
+#[catch(default)]
+fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
+    refusal(status, req)
+}
+
+/// The catchers: every status renders the templated error page.
+pub fn catchers() -> Vec<Catcher> {
+    catchers![default_catcher]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_url_keeps_its_query_and_fragment() {
+        assert_eq!(
+            return_url_with_error("http://lms/ret?x=1&y=2#top", "a b", "missing resource_link_id").as_deref(),
+            Some("http://lms/ret?x=1&y=2&lti_errormsg=a%20b&lti_errorlog=missing%20resource_link_id#top")
+        );
+        assert_eq!(
+            return_url_with_error("HTTPS://lms/ret", "m", "l").as_deref(),
+            Some("HTTPS://lms/ret?lti_errormsg=m&lti_errorlog=l")
+        );
+        for bad in [
+            "",
+            "javascript:alert(1)",
+            "ftp://x/",
+            "//evil",
+            "http://",
+            "http:///x",
+            "/relative",
+            "http://a b/",
+        ] {
+            assert_eq!(return_url_with_error(bad, "m", "l"), None, "{bad}");
+        }
+    }
+}

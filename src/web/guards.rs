@@ -1,0 +1,307 @@
+//! The request guards that protect pages: `LtiInitial`, `LtiSession`, `LtiAny` and `Staff<G>`.
+//!
+//! A launch is signed over the whole form body, so the launch guards are data guards on POST
+//! routes (and request guards on GET routes, for launches signed in the query string).
+
+use std::ops::Deref;
+
+use rocket::data::{self, Data, FromData, ToByteUnit};
+use rocket::http::{CookieJar, Method, Status};
+use rocket::outcome::Outcome;
+use rocket::request::{self, FromRequest, Request};
+
+use crate::error::LtiError;
+use crate::lti::launch::LaunchData;
+use crate::store::{self, sessions};
+use crate::web::error::remember;
+use crate::web::launch::{
+    check_form_content_type, end_session, launch, LaunchParams, SESSION_COOKIE,
+};
+use crate::web::AppState;
+
+/// What every guard hands the page: the launch data, and the session it lives in.
+pub struct LtiUser {
+    /// The launch parameters (user, roles, context, custom and extension fields).
+    pub launch: LaunchData,
+    /// The session id (also the cookie value).
+    pub session_id: String,
+    /// True when this request was the launch itself.
+    pub fresh_launch: bool,
+}
+
+impl Deref for LtiUser {
+    type Target = LaunchData;
+    fn deref(&self) -> &LaunchData {
+        &self.launch
+    }
+}
+
+impl LtiUser {
+    /// Ends this session (logout): the row is deleted and the cookie cleared.
+    pub async fn end_session(&self, state: &AppState, cookies: &CookieJar<'_>) {
+        end_session(state, cookies, Some(&self.session_id)).await;
+    }
+}
+
+/// Implemented by every guard, so `Staff<G>` can wrap any of them.
+pub trait HasLtiUser {
+    /// The user this guard let in.
+    fn lti_user(&self) -> &LtiUser;
+}
+
+macro_rules! guard_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(pub LtiUser);
+
+        impl Deref for $name {
+            type Target = LtiUser;
+            fn deref(&self) -> &LtiUser {
+                &self.0
+            }
+        }
+
+        impl HasLtiUser for $name {
+            fn lti_user(&self) -> &LtiUser {
+                &self.0
+            }
+        }
+    };
+}
+
+guard_type!(
+    /// Only a valid launch in this very request (POST form, or GET signed in the query).
+    LtiInitial
+);
+guard_type!(
+    /// Only an existing session (from the cookie); launch fields in the request are ignored.
+    LtiSession
+);
+guard_type!(
+    /// A launch when the request carries one (it then must be valid), else the existing session.
+    LtiAny
+);
+
+fn state<'r>(req: &'r Request<'_>) -> Result<&'r AppState, LtiError> {
+    req.rocket()
+        .state::<AppState>()
+        .ok_or_else(|| LtiError::Storage("application state missing".into()))
+}
+
+/// Reads the body of a POST (refusing it when over the limit).
+async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
+    let limit = state.settings.launch_body_limit;
+    let body = data
+        .open(limit.bytes())
+        .into_bytes()
+        .await
+        .map_err(|e| LtiError::BodyUnreadable(e.to_string()))?;
+    if !body.is_complete() {
+        return Err(LtiError::BodyTooLarge(limit));
+    }
+    Ok(body.into_inner())
+}
+
+/// The session named by the cookie, if it is still valid.
+async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
+    let id = req
+        .cookies()
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+        .ok_or(LtiError::NoSession)?;
+    let session = sessions::find(&state.db, &id)
+        .await?
+        .ok_or(LtiError::NoSession)?;
+    if session.expires_at <= store::now() {
+        end_session(state, req.cookies(), Some(&id)).await;
+        return Err(LtiError::SessionExpired);
+    }
+    Ok(LtiUser {
+        launch: session.launch,
+        session_id: session.id,
+        fresh_launch: false,
+    })
+}
+
+async fn launch_user(
+    req: &Request<'_>,
+    state: &AppState,
+    params: LaunchParams,
+) -> Result<LtiUser, LtiError> {
+    let (launch, session_id) = launch(req, state, params).await?;
+    Ok(LtiUser {
+        launch,
+        session_id,
+        fresh_launch: true,
+    })
+}
+
+async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
+    let state = state(req)?;
+    check_form_content_type(req)?;
+    let body = read_body(data, state).await?;
+    let params = LaunchParams::read(req, Some(&body))?;
+    launch_user(req, state, params).await
+}
+
+async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
+    let state = state(req)?;
+    if check_form_content_type(req).is_err() {
+        return session_user(req, state).await;
+    }
+    let body = read_body(data, state).await?;
+    let params = LaunchParams::read(req, Some(&body))?;
+    if params.looks_like_launch() {
+        launch_user(req, state, params).await
+    } else {
+        session_user(req, state).await
+    }
+}
+
+async fn any_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
+    let state = state(req)?;
+    let params = LaunchParams::read(req, None)?;
+    if params.looks_like_launch() {
+        launch_user(req, state, params).await
+    } else {
+        session_user(req, state).await
+    }
+}
+
+async fn initial_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
+    let state = state(req)?;
+    let params = LaunchParams::read(req, None)?;
+    launch_user(req, state, params).await
+}
+
+fn request_outcome<T>(
+    req: &Request<'_>,
+    result: Result<LtiUser, LtiError>,
+    wrap: fn(LtiUser) -> T,
+) -> request::Outcome<T, LtiError> {
+    match result {
+        Ok(user) => Outcome::Success(wrap(user)),
+        Err(e) => Outcome::Error((remember(req, &e), e)),
+    }
+}
+
+fn data_outcome<'r, T>(
+    req: &Request<'_>,
+    result: Result<LtiUser, LtiError>,
+    wrap: fn(LtiUser) -> T,
+) -> data::Outcome<'r, T, LtiError> {
+    match result {
+        Ok(user) => Outcome::Success(wrap(user)),
+        Err(e) => Outcome::Error((remember(req, &e), e)),
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromData<'r> for LtiInitial {
+    type Error = LtiError;
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        data_outcome(req, initial_from_body(req, data).await, LtiInitial)
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LtiInitial {
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        request_outcome(req, initial_from_query(req).await, LtiInitial)
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LtiSession {
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        let result = match state(req) {
+            Ok(state) => session_user(req, state).await,
+            Err(e) => Err(e),
+        };
+        request_outcome(req, result, LtiSession)
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromData<'r> for LtiAny {
+    type Error = LtiError;
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let result = if req.method() == Method::Post {
+            any_from_body(req, data).await
+        } else {
+            any_from_query(req).await
+        };
+        data_outcome(req, result, LtiAny)
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LtiAny {
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        request_outcome(req, any_from_query(req).await, LtiAny)
+    }
+}
+
+/// Wraps any guard and lets in only course staff (see `Role::is_staff`); others get 403.
+pub struct Staff<G>(pub G);
+
+impl<G> Deref for Staff<G> {
+    type Target = G;
+    fn deref(&self) -> &G {
+        &self.0
+    }
+}
+
+impl<G: HasLtiUser> HasLtiUser for Staff<G> {
+    fn lti_user(&self) -> &LtiUser {
+        self.0.lti_user()
+    }
+}
+
+fn staff_check<G: HasLtiUser>(req: &Request<'_>, inner: G) -> Result<Staff<G>, (Status, LtiError)> {
+    if inner.lti_user().is_staff() {
+        Ok(Staff(inner))
+    } else {
+        let e = LtiError::NotStaff;
+        Err((remember(req, &e), e))
+    }
+}
+
+#[rocket::async_trait]
+impl<'r, G> FromRequest<'r> for Staff<G>
+where
+    G: FromRequest<'r, Error = LtiError> + HasLtiUser + Send,
+{
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        match G::from_request(req).await {
+            Outcome::Success(inner) => match staff_check(req, inner) {
+                Ok(staff) => Outcome::Success(staff),
+                Err(e) => Outcome::Error(e),
+            },
+            Outcome::Error(e) => Outcome::Error(e),
+            Outcome::Forward(f) => Outcome::Forward(f),
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl<'r, G> FromData<'r> for Staff<G>
+where
+    G: FromData<'r, Error = LtiError> + HasLtiUser + Send,
+{
+    type Error = LtiError;
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        match G::from_data(req, data).await {
+            Outcome::Success(inner) => match staff_check(req, inner) {
+                Ok(staff) => Outcome::Success(staff),
+                Err(e) => Outcome::Error(e),
+            },
+            Outcome::Error(e) => Outcome::Error(e),
+            Outcome::Forward(f) => Outcome::Forward(f),
+        }
+    }
+}

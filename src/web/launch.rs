@@ -1,0 +1,263 @@
+//! Verifying a launch request end to end: parameters, consumer, signature, freshness, nonce, LTI
+//! fields; then a new session in place of the browser's old one.
+
+use rocket::http::{ContentType, Cookie, CookieJar};
+use rocket::request::Request;
+
+use crate::error::LtiError;
+use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
+use crate::lti::oauth::{base_uri, signature_base_string, verify};
+use crate::lti::params::{parse_authorization_header, parse_form, Params};
+use crate::store::{self, consumers, nonces, sessions};
+use crate::web::origin::signed_origin;
+use crate::web::AppState;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "lti_session";
+
+/// Where a launch's parameters came from, kept apart because the signature tolerances need it.
+#[derive(Debug, Default)]
+pub struct LaunchParams {
+    /// From the URL's query string.
+    pub query: Params,
+    /// From the form body.
+    pub body: Params,
+    /// `oauth_*` fields of an `Authorization: OAuth` header.
+    pub header: Params,
+}
+
+impl LaunchParams {
+    /// Reads the query string, the header and (when given) the form body of a request.
+    pub fn read(req: &Request<'_>, body: Option<&[u8]>) -> Result<Self, LtiError> {
+        let query = match req.uri().query() {
+            Some(q) => parse_form(q.as_str().as_bytes())?,
+            None => Params::new(),
+        };
+        let header = match req.headers().get_one("Authorization") {
+            Some(h) => parse_authorization_header(h)?.unwrap_or_default(),
+            None => Params::new(),
+        };
+        let body = match body {
+            Some(b) => parse_form(b)?,
+            None => Params::new(),
+        };
+        Ok(LaunchParams {
+            query,
+            body,
+            header,
+        })
+    }
+
+    /// True when the request tries to be a launch (it carries OAuth or LTI launch fields).
+    pub fn looks_like_launch(&self) -> bool {
+        self.all()
+            .any(|(n, _)| n.starts_with("oauth_") || n == "lti_message_type")
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query
+            .iter()
+            .chain(&self.body)
+            .chain(&self.header)
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    fn combined(&self) -> Params {
+        self.query
+            .iter()
+            .chain(&self.body)
+            .chain(&self.header)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Checks that a launch body is a form; a missing Content-Type is read as one.
+pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
+    match req.content_type() {
+        None => Ok(()),
+        Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
+        Some(ct) => Err(LtiError::UnsupportedContentType(ct.to_string())),
+    }
+}
+
+/// The base string URIs to try: the path as sent, then with its trailing slash toggled (admins
+/// type launch URLs both ways; the HMAC still has to match one of them).
+fn candidate_uris(req: &Request<'_>, state: &AppState) -> Result<Vec<String>, LtiError> {
+    let origin = signed_origin(req, &state.settings)?;
+    let path = req.uri().path().as_str();
+    let toggled = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p.to_string(),
+        Some(_) => path.to_string(),
+        None => format!("{path}/"),
+    };
+    let mut uris = vec![base_uri(&origin.scheme, &origin.host, origin.port, path)];
+    if toggled != path {
+        uris.push(base_uri(
+            &origin.scheme,
+            &origin.host,
+            origin.port,
+            &toggled,
+        ));
+    }
+    Ok(uris)
+}
+
+/// The parameter sets to try: all of them, then (when Canvas copied launch-URL query parameters
+/// into the body) with each query parameter that reappears in the body with the same value counted once.
+fn candidate_param_sets(params: &LaunchParams) -> Vec<Params> {
+    let all = params.combined();
+    let duplicated = |q: &(String, String)| params.body.contains(q);
+    if !params.query.iter().any(duplicated) {
+        return vec![all];
+    }
+    let deduped = params
+        .query
+        .iter()
+        .filter(|q| !duplicated(q))
+        .chain(&params.body)
+        .chain(&params.header)
+        .cloned()
+        .collect();
+    vec![all, deduped]
+}
+
+/// True when the signature matches any of the tolerated readings of the request.
+fn signature_matches(
+    method: &str,
+    uris: &[String],
+    sets: &[Params],
+    secret: &str,
+    signature: &str,
+) -> bool {
+    uris.iter().any(|uri| {
+        sets.iter().any(|set| {
+            let base = signature_base_string(
+                method,
+                uri,
+                set.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            );
+            verify(&base, secret, signature)
+        })
+    })
+}
+
+/// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
+/// and sets its cookie. On failure the browser's current session ends too.
+pub async fn launch(
+    req: &Request<'_>,
+    state: &AppState,
+    params: LaunchParams,
+) -> Result<(LaunchData, String), LtiError> {
+    let old_session = req
+        .cookies()
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_string());
+    let result = verify_and_record(req, state, &params, old_session.as_deref()).await;
+    match &result {
+        Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
+        Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
+    }
+    result
+}
+
+async fn verify_and_record(
+    req: &Request<'_>,
+    state: &AppState,
+    params: &LaunchParams,
+    old_session: Option<&str>,
+) -> Result<(LaunchData, String), LtiError> {
+    if !params.looks_like_launch() {
+        return Err(LtiError::NoLaunch);
+    }
+    let all = params.combined();
+    let oauth = read_oauth_fields(&all)?;
+    let consumer = consumers::find(&state.db, &oauth.consumer_key).await?;
+    let consumer = match consumer {
+        None => return Err(refused(&oauth.consumer_key, LtiError::UnknownConsumer)),
+        Some(c) if !c.enabled => {
+            return Err(refused(&oauth.consumer_key, LtiError::DisabledConsumer))
+        }
+        Some(c) => c,
+    };
+    let uris = candidate_uris(req, state)?;
+    let sets = candidate_param_sets(params);
+    if !signature_matches(
+        req.method().as_str(),
+        &uris,
+        &sets,
+        &consumer.secret,
+        &oauth.signature,
+    ) {
+        log::info!(
+            "signed URL we checked: {} (consumer key {:?})",
+            uris[0],
+            oauth.consumer_key
+        );
+        return Err(refused(&oauth.consumer_key, LtiError::BadSignature));
+    }
+    let now = store::now();
+    let window = state.settings.timestamp_window;
+    check_timestamp(oauth.timestamp, now, window).map_err(|e| refused(&oauth.consumer_key, e))?;
+
+    // Nonces outlive the window on both sides, so a replay is refused for as long as its
+    // timestamp would still be accepted.
+    let nonce_expiry = oauth.timestamp.max(now) + window + 1;
+    let fields = check_lti_fields(&all);
+    let launch = LaunchData::new(oauth.consumer_key.clone(), all);
+    let session_id = sessions::new_id();
+
+    let mut tx = state.db.begin().await?;
+    if !nonces::record_once(&mut tx, &oauth.consumer_key, &oauth.nonce, nonce_expiry).await? {
+        return Err(refused(&oauth.consumer_key, LtiError::ReplayedNonce));
+    }
+    if let Err(e) = fields {
+        // The nonce is spent even though the launch is refused: the request was genuine.
+        tx.commit().await?;
+        return Err(refused(&oauth.consumer_key, e));
+    }
+    if let Some(old) = old_session {
+        sessions::delete(&mut *tx, old).await?;
+    }
+    sessions::insert(
+        &mut tx,
+        &session_id,
+        &launch,
+        now,
+        now + state.settings.session_ttl,
+    )
+    .await?;
+    tx.commit().await?;
+    log::info!(
+        "launch accepted: consumer key {:?}, user {:?}",
+        launch.consumer_key,
+        launch.user_id()
+    );
+    Ok((launch, session_id))
+}
+
+fn refused(consumer_key: &str, error: LtiError) -> LtiError {
+    log::warn!("launch refused: {error} (consumer key {consumer_key:?})");
+    error
+}
+
+/// The session cookie, with the configured `SameSite` and `Secure` policy.
+pub fn session_cookie(state: &AppState, value: String) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(state.settings.cookie_same_site.into())
+        .secure(state.settings.cookie_secure)
+        .build()
+}
+
+/// Ends a session: the row goes and the cookie is cleared. Storage errors are logged, not raised:
+/// the cookie is cleared either way and the row expires on its own.
+pub async fn end_session(state: &AppState, cookies: &CookieJar<'_>, id: Option<&str>) {
+    if let Some(id) = id {
+        if let Err(e) = sessions::delete(&state.db, id).await {
+            log::error!("could not delete a session: {e}");
+        }
+        cookies.remove(session_cookie(state, String::new()));
+    }
+}

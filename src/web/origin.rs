@@ -1,0 +1,102 @@
+//! The scheme, host and port the LMS used to reach us: the part of the signed URL that a
+//! TLS-terminating proxy changes. From `public_url`, else from forwarded headers of a trusted
+//! proxy, else from the request itself.
+
+use rocket::request::Request;
+
+use crate::config::Settings;
+use crate::error::LtiError;
+use crate::lti::oauth::split_host_port;
+
+/// Scheme, host and optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Host name or address, as the LMS wrote it.
+    pub host: String,
+    /// Explicit port, if any.
+    pub port: Option<u16>,
+}
+
+impl Origin {
+    /// `scheme://host[:port]`.
+    pub fn to_url(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
+            None => format!("{}://{}", self.scheme, self.host),
+        }
+    }
+}
+
+/// First value of a comma-separated header, trimmed.
+fn first_header<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
+    let v = req.headers().get_one(name)?.split(',').next()?.trim();
+    (!v.is_empty()).then_some(v)
+}
+
+/// Reads `proto` and `host` from the first element of an RFC 7239 `Forwarded` header.
+fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
+    let (mut proto, mut host) = (None, None);
+    if let Some(first) = first_header(req, "Forwarded") {
+        for pair in first.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                let v = v.trim().trim_matches('"').to_string();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "proto" => proto = Some(v),
+                    "host" => host = Some(v),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (proto, host)
+}
+
+/// Works out the origin the LMS signed for this request.
+pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, LtiError> {
+    if let Some(public) = &settings.public_url {
+        return Ok(Origin {
+            scheme: public.scheme.clone(),
+            host: public.host.clone(),
+            port: public.port,
+        });
+    }
+    let host_header = req
+        .headers()
+        .get_one("Host")
+        .map(str::trim)
+        .filter(|h| !h.is_empty());
+    let mut scheme = "http".to_string();
+    let mut authority = host_header.map(str::to_string);
+    let mut port_override = None;
+    let trusted = req
+        .remote()
+        .is_some_and(|addr| settings.trusted_proxies.contains(&addr.ip()));
+    if trusted {
+        let (proto, host) = forwarded(req);
+        if let Some(p) =
+            proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string))
+        {
+            scheme = p.to_ascii_lowercase();
+        }
+        if let Some(h) = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string))
+        {
+            authority = Some(h);
+        }
+        port_override = first_header(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
+    }
+    if scheme != "http" && scheme != "https" {
+        scheme = "http".to_string();
+    }
+    let authority = authority.ok_or(LtiError::MissingHost)?;
+    let (host, port) = split_host_port(&authority).ok_or(LtiError::MissingHost)?;
+    if host.is_empty() {
+        return Err(LtiError::MissingHost);
+    }
+    Ok(Origin {
+        scheme,
+        host: host.to_string(),
+        port: port_override.or(port),
+    })
+}

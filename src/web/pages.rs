@@ -1,0 +1,153 @@
+//! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
+
+use rocket::http::{ContentType, CookieJar};
+use rocket::serde::Serialize;
+use rocket::{get, post, routes, Route, State};
+use rocket_dyn_templates::{context, Template};
+
+use crate::lti::roles::Role;
+use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
+use crate::web::launch::{end_session, SESSION_COOKIE};
+use crate::web::AppState;
+
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+struct PageView<'a> {
+    title: &'a str,
+    user_id: &'a str,
+    name: String,
+    roles: Vec<Role>,
+    is_staff: bool,
+    consumer_key: &'a str,
+    context_title: Option<&'a str>,
+    resource_link_title: Option<&'a str>,
+    fresh_launch: bool,
+    custom: Vec<(&'a str, &'a str)>,
+    extensions: Vec<(&'a str, &'a str)>,
+}
+
+/// Renders a guarded page for a user; staff also see the custom and extension parameters.
+fn page(title: &str, user: &LtiUser) -> Template {
+    let is_staff = user.is_staff();
+    let view = PageView {
+        title,
+        user_id: user.user_id(),
+        name: user.display_name(),
+        roles: user.roles(),
+        is_staff,
+        consumer_key: &user.consumer_key,
+        context_title: user.get("context_title"),
+        resource_link_title: user.get("resource_link_title"),
+        fresh_launch: user.fresh_launch,
+        custom: if is_staff {
+            user.with_prefix("custom_").collect()
+        } else {
+            Vec::new()
+        },
+        extensions: if is_staff {
+            user.with_prefix("ext_").collect()
+        } else {
+            Vec::new()
+        },
+    };
+    Template::render("page", &view)
+}
+
+const ANY: &str = "Landing page";
+const INITIAL: &str = "Initial request";
+const SESSION: &str = "Session request";
+const STAFF: &str = "Staff page";
+
+#[post("/any", data = "<lti>")]
+fn any_post(lti: LtiAny) -> Template {
+    page(ANY, &lti)
+}
+
+#[get("/any")]
+fn any_get(lti: LtiAny) -> Template {
+    page(ANY, &lti)
+}
+
+#[post("/initial", data = "<lti>")]
+fn initial_post(lti: LtiInitial) -> Template {
+    page(INITIAL, &lti)
+}
+
+#[get("/initial")]
+fn initial_get(lti: LtiInitial) -> Template {
+    page(INITIAL, &lti)
+}
+
+#[post("/session")]
+fn session_post(lti: LtiSession) -> Template {
+    page(SESSION, &lti)
+}
+
+#[get("/session")]
+fn session_get(lti: LtiSession) -> Template {
+    page(SESSION, &lti)
+}
+
+#[post("/initial_staff", data = "<lti>")]
+fn initial_staff_post(lti: Staff<LtiInitial>) -> Template {
+    page(STAFF, &lti)
+}
+
+#[get("/initial_staff")]
+fn initial_staff_get(lti: Staff<LtiInitial>) -> Template {
+    page(STAFF, &lti)
+}
+
+#[get("/")]
+fn index(state: &State<AppState>) -> Template {
+    let base = state
+        .settings
+        .public_url
+        .as_ref()
+        .map(|p| p.origin())
+        .unwrap_or_default();
+    Template::render(
+        "index",
+        context! { base, pages: ["/any", "/initial", "/session", "/initial_staff"] },
+    )
+}
+
+/// Ends the session, if any. POST from the page's button; GET for a typed address.
+#[post("/logout")]
+async fn logout_post(state: &State<AppState>, cookies: &CookieJar<'_>) -> Template {
+    logout(state, cookies).await
+}
+
+#[get("/logout")]
+async fn logout_get(state: &State<AppState>, cookies: &CookieJar<'_>) -> Template {
+    logout(state, cookies).await
+}
+
+async fn logout(state: &AppState, cookies: &CookieJar<'_>) -> Template {
+    let id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    end_session(state, cookies, id.as_deref()).await;
+    Template::render("logout", context! {})
+}
+
+#[get("/static/style.css")]
+fn stylesheet() -> (ContentType, &'static str) {
+    (ContentType::CSS, include_str!("../../static/style.css"))
+}
+
+/// The routes of this module.
+pub fn routes() -> Vec<Route> {
+    routes![
+        any_post,
+        any_get,
+        initial_post,
+        initial_get,
+        session_post,
+        session_get,
+        initial_staff_post,
+        initial_staff_get,
+        index,
+        logout_post,
+        logout_get,
+        stylesheet
+    ]
+}
