@@ -261,13 +261,23 @@ impl<G: HasLtiUser> HasLtiUser for Staff<G> {
     }
 }
 
-fn staff_check<G: HasLtiUser>(req: &Request<'_>, inner: G) -> Result<Staff<G>, (Status, LtiError)> {
-    if inner.lti_user().is_staff() {
-        Ok(Staff(inner))
-    } else {
-        let e = LtiError::NotStaff;
-        Err((remember(req, &e), e))
+/// Lets staff through. A fresh launch by someone else is a failed launch: its new session ends
+/// at once (Rocket drops cookies set before an error, so it would be unreachable anyway).
+async fn staff_check<G: HasLtiUser>(
+    req: &Request<'_>,
+    inner: G,
+) -> Result<Staff<G>, (Status, LtiError)> {
+    let user = inner.lti_user();
+    if user.is_staff() {
+        return Ok(Staff(inner));
     }
+    if user.fresh_launch {
+        if let Ok(state) = state(req) {
+            end_session(state, req.cookies(), Some(&user.session_id)).await;
+        }
+    }
+    let e = LtiError::NotStaff;
+    Err((remember(req, &e), e))
 }
 
 #[rocket::async_trait]
@@ -278,7 +288,7 @@ where
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
         match G::from_request(req).await {
-            Outcome::Success(inner) => match staff_check(req, inner) {
+            Outcome::Success(inner) => match staff_check(req, inner).await {
                 Ok(staff) => Outcome::Success(staff),
                 Err(e) => Outcome::Error(e),
             },
@@ -296,7 +306,7 @@ where
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         match G::from_data(req, data).await {
-            Outcome::Success(inner) => match staff_check(req, inner) {
+            Outcome::Success(inner) => match staff_check(req, inner).await {
                 Ok(staff) => Outcome::Success(staff),
                 Err(e) => Outcome::Error(e),
             },

@@ -2,11 +2,12 @@
 //! TLS-terminating proxy changes. From `public_url`, else from forwarded headers of a trusted
 //! proxy, else from the request itself.
 
-use rocket::request::Request;
+use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
 use crate::error::LtiError;
 use crate::lti::oauth::split_host_port;
+use crate::web::AppState;
 
 /// Scheme, host and optional port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,4 +100,23 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
         host: host.to_string(),
         port: port_override.or(port),
     })
+}
+
+/// Request guard: this request's public origin (`https://tool.example.edu`), or an empty string
+/// when it cannot be told (no Host header).
+pub struct RequestOrigin(pub String);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequestOrigin {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let url = req
+            .rocket()
+            .state::<AppState>()
+            .and_then(|state| signed_origin(req, &state.settings).ok())
+            .map(|origin| origin.to_url())
+            .unwrap_or_default();
+        request::Outcome::Success(RequestOrigin(url))
+    }
 }

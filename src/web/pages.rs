@@ -8,6 +8,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::lti::roles::Role;
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
+use crate::web::origin::RequestOrigin;
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -98,18 +99,11 @@ fn initial_staff_get(lti: Staff<LtiInitial>) -> Template {
     page(STAFF, &lti)
 }
 
+/// What this tool is, and its launch URLs as the LMS should be given them.
 #[get("/")]
-fn index(state: &State<AppState>) -> Template {
-    let base = state
-        .settings
-        .public_url
-        .as_ref()
-        .map(|p| p.origin())
-        .unwrap_or_default();
-    Template::render(
-        "index",
-        context! { base, pages: ["/any", "/initial", "/session", "/initial_staff"] },
-    )
+fn index(origin: RequestOrigin) -> Template {
+    let pages = ["/any", "/initial", "/session", "/initial_staff"];
+    Template::render("index", context! { base: origin.0, pages })
 }
 
 /// Ends the session, if any. POST from the page's button; GET for a typed address.

@@ -1,0 +1,403 @@
+//! Launch verification from the outside: what an LMS or an attacker sends, through HTTP.
+
+use rocket::futures::future::join_all;
+use rocket::http::{ContentType, Header, Status};
+
+use crate::helpers::*;
+
+#[rocket::async_test]
+async fn valid_launch_gets_the_page_directly_with_a_session_cookie() {
+    let app = spawn_app().await;
+    let res = app.launch(&Launch::new("/initial")).await;
+    assert_eq!(res.status(), Status::Ok);
+    let cookie = res
+        .headers()
+        .get_one("Set-Cookie")
+        .expect("session cookie")
+        .to_string();
+    assert!(cookie.starts_with("lti_session="));
+    assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("SameSite=Lax"));
+    assert!(
+        !cookie.contains("Secure"),
+        "debug profile serves plain http"
+    );
+    // The id is long and random: at least 128 bits.
+    let id = cookie
+        .trim_start_matches("lti_session=")
+        .split(';')
+        .next()
+        .unwrap();
+    assert!(id.len() >= 22, "{id}");
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("Initial request"));
+    assert!(body.contains("teacher-1"));
+    assert!(body.contains("Ada Lovelace"));
+    // Framing by the LMS is allowed.
+    let res = app.launch(&Launch::new("/any")).await;
+    assert_eq!(res.headers().get_one("X-Frame-Options"), None);
+    // The second launch in the same browser replaced the first session.
+    assert_eq!(app.count("sessions").await, 1);
+}
+
+#[rocket::async_test]
+async fn production_cookie_policy_is_samesite_none_and_secure() {
+    let app = spawn_app_with(|f| {
+        f.merge(("cookie_same_site", "none"))
+            .merge(("cookie_secure", true))
+    })
+    .await;
+    let res = app.launch(&Launch::new("/any")).await;
+    let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
+    assert!(cookie.contains("SameSite=None"), "{cookie}");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+}
+
+#[rocket::async_test]
+async fn get_launch_signed_in_the_query_is_accepted_on_initial() {
+    let app = spawn_app().await;
+    let path = Launch::new("/initial").signed_get_path();
+    assert!(path.contains("oauth_signature="));
+    let body = page(app.get(&path).await, Status::Ok).await;
+    assert!(body.contains("Initial request"));
+}
+
+#[rocket::async_test]
+async fn bad_signature_wrong_secret_and_tampering_are_refused() {
+    let app = spawn_app().await;
+    let wrong_secret = Launch::new("/any").consumer("__consumer_key__", "not-the-secret");
+    refused(app.launch(&wrong_secret).await, Status::Unauthorized).await;
+
+    let body = Launch::new("/any").roles("Learner").signed_body();
+    let tampered = tamper(&body, "roles", "Instructor");
+    refused(
+        app.post_form("/initial_staff", tampered.clone()).await,
+        Status::Unauthorized,
+    )
+    .await;
+    refused(app.post_form("/any", tampered).await, Status::Unauthorized).await;
+
+    let body = Launch::new("/any").signed_body();
+    refused(
+        app.post_form(
+            "/any",
+            tamper(&body, "oauth_signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA%3D"),
+        )
+        .await,
+        Status::Unauthorized,
+    )
+    .await;
+    refused(
+        app.post_form("/any", format!("{body}&extra=1")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    // Signed for another page.
+    refused(app.post_form("/initial", body).await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn unknown_and_disabled_keys_are_refused() {
+    let app = spawn_app().await;
+    let unknown = Launch::new("/any").consumer("nobody", "x");
+    let body = refused(app.launch(&unknown).await, Status::Unauthorized).await;
+    assert!(body.contains("not registered"));
+
+    app.add_consumer("school", "school-secret-1234").await;
+    let launch = Launch::new("/any").consumer("school", "school-secret-1234");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    rocket_lti_tool::store::consumers::set_enabled(&app.state().db, "school", false)
+        .await
+        .unwrap();
+    let again = Launch::new("/any").consumer("school", "school-secret-1234");
+    let body = refused(app.launch(&again).await, Status::Unauthorized).await;
+    assert!(body.contains("disabled"));
+}
+
+#[rocket::async_test]
+async fn each_missing_oauth_field_is_a_clear_400() {
+    let app = spawn_app().await;
+    for field in [
+        "oauth_consumer_key",
+        "oauth_signature",
+        "oauth_signature_method",
+        "oauth_timestamp",
+        "oauth_nonce",
+    ] {
+        let body = drop_field(&Launch::new("/any").signed_body(), field);
+        let page = refused(app.post_form("/any", body).await, Status::BadRequest).await;
+        assert!(page.contains(field), "{field} not named: {page}");
+    }
+    // Empty values and duplicates are malformed too.
+    let body = tamper(&Launch::new("/any").signed_body(), "oauth_nonce", "");
+    refused(app.post_form("/any", body).await, Status::BadRequest).await;
+    let body = Launch::new("/any").signed_body();
+    refused(
+        app.post_form("/any", format!("{body}&oauth_nonce=again"))
+            .await,
+        Status::BadRequest,
+    )
+    .await;
+    let body = tamper(
+        &Launch::new("/any").signed_body(),
+        "oauth_timestamp",
+        "soon",
+    );
+    refused(app.post_form("/any", body).await, Status::BadRequest).await;
+    let body = tamper(&Launch::new("/any").signed_body(), "oauth_version", "2.0");
+    refused(app.post_form("/any", body).await, Status::BadRequest).await;
+}
+
+#[rocket::async_test]
+async fn plaintext_is_refused() {
+    let app = spawn_app().await;
+    let body = Launch::new("/any").plaintext_body();
+    assert!(body.contains("oauth_signature_method=PLAINTEXT"));
+    let page = refused(app.post_form("/any", body).await, Status::BadRequest).await;
+    assert!(page.contains("HMAC-SHA1"));
+}
+
+#[rocket::async_test]
+async fn stale_and_future_timestamps_are_refused_but_the_window_is_honoured() {
+    let app = spawn_app().await;
+    refused(
+        app.launch(&Launch::new("/any").timestamp(now() - 301 - 5))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
+    refused(
+        app.launch(&Launch::new("/any").timestamp(now() + 301 + 5))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
+    refused(
+        app.launch(&Launch::new("/any").timestamp(now() + 86_400 * 365))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
+    assert_eq!(
+        app.launch(&Launch::new("/any").timestamp(now() - 250))
+            .await
+            .status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.launch(&Launch::new("/any").timestamp(now() + 250))
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    let narrow = spawn_app_with(|f| f.merge(("timestamp_window", 10))).await;
+    refused(
+        narrow
+            .launch(&Launch::new("/any").timestamp(now() - 60))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn a_replayed_nonce_is_refused() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    let body = refused(app.launch(&launch).await, Status::Unauthorized).await;
+    assert!(body.contains("already used"));
+    // The same nonce from another consumer is a different nonce.
+    app.add_consumer("other", "other-secret-123456").await;
+    let mut other = launch.clone().consumer("other", "other-secret-123456");
+    other.nonce = launch.nonce.clone();
+    assert_eq!(app.launch(&other).await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn the_same_launch_sent_20_times_concurrently_is_accepted_once() {
+    let app = spawn_app().await;
+    let body = Launch::new("/initial").signed_body();
+    let requests = (0..20).map(|_| {
+        app.client
+            .post("/initial")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(body.clone())
+            .dispatch()
+    });
+    let statuses: Vec<Status> = join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Status::Ok).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == Status::Unauthorized)
+            .count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(app.count("nonces").await, 1);
+}
+
+#[rocket::async_test]
+async fn non_ascii_and_reserved_characters_and_repeated_names_verify() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any")
+        .set("lis_person_name_full", "Zoë Ñúñez 李小龙 🦀")
+        .set("custom_query", "a=1&b=2+3 %20 ~!*'()")
+        .add("custom_tag", "b")
+        .add("custom_tag", "a")
+        .add("custom_tag", "")
+        .set("custom_empty", "");
+    let body = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(body.contains("Zoë Ñúñez 李小龙 🦀"));
+    assert!(body.contains("a=1&amp;b=2+3 %20 ~!*&#x27;()"), "{body}");
+}
+
+#[rocket::async_test]
+async fn invalid_utf8_and_garbage_bodies_are_400_not_500() {
+    let app = spawn_app().await;
+    for body in [
+        "roles=%FF%FE",
+        "oauth_consumer_key=%C3%28",
+        "%%%===&&&=",
+        "\u{0}",
+    ] {
+        let res = app.post_form("/any", body.to_string()).await;
+        assert!(
+            res.status().code >= 400 && res.status().code < 500,
+            "{body}: {}",
+            res.status()
+        );
+    }
+    let res = app
+        .client
+        .post("/initial")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(b"oauth_nonce=\xff\xfe".to_vec())
+        .dispatch()
+        .await;
+    refused(res, Status::BadRequest).await;
+    // A JSON launch is not a form.
+    let res = app
+        .client
+        .post("/initial")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::JSON)
+        .body("{}")
+        .dispatch()
+        .await;
+    refused(res, Status::UnsupportedMediaType).await;
+}
+
+#[rocket::async_test]
+async fn an_oversized_body_is_413_and_writes_nothing() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any").set("custom_big", &"x".repeat(70 * 1024));
+    refused(app.launch(&launch).await, Status::PayloadTooLarge).await;
+    assert_eq!(app.count("nonces").await, 0);
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn no_host_header_is_a_400() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post("/any")
+        .header(ContentType::Form)
+        .body(Launch::new("/any").signed_body())
+        .dispatch()
+        .await;
+    refused(res, Status::BadRequest).await;
+}
+
+#[rocket::async_test]
+async fn lti_fields_are_checked_after_the_signature() {
+    let app = spawn_app().await;
+    for (launch, log) in [
+        (
+            Launch::new("/any").without("resource_link_id"),
+            "missing resource_link_id",
+        ),
+        (
+            Launch::new("/any").set("lti_version", "LTI-2p0"),
+            "unsupported lti_version LTI-2p0",
+        ),
+        (
+            Launch::new("/any").set("lti_message_type", "ContentItemSelectionRequest"),
+            "unsupported lti_message_type",
+        ),
+        (
+            Launch::new("/any").without("lti_version"),
+            "missing lti_version",
+        ),
+    ] {
+        let body = refused(app.launch(&launch).await, Status::BadRequest).await;
+        assert!(body.contains(log), "{log}: {body}");
+    }
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn a_failed_launch_ends_the_current_session() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
+    refused(app.launch(&bad).await, Status::Unauthorized).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn sessions_expire() {
+    let app = spawn_app_with(|f| f.merge(("session_ttl", 1))).await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let body = refused(app.get("/session").await, Status::Unauthorized).await;
+    assert!(body.contains("expired"));
+}
+
+#[rocket::async_test]
+async fn authorization_header_launches_verify() {
+    // Some consumers put the OAuth fields in the Authorization header instead of the body.
+    use oauth1_request as oauth;
+    let app = spawn_app().await;
+    let launch = Launch::new("/any");
+    let list = oauth::ParameterList::new(
+        launch
+            .params
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let header = oauth::Builder::<_, _>::new(
+        oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
+        oauth::HmacSha1::new(),
+    )
+    .post(&launch.url, &list);
+    let res = app
+        .client
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Authorization", header))
+        .header(ContentType::Form)
+        .body(oauth::to_form(&list))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}

@@ -1,0 +1,7 @@
+//! One integration test binary (one link on small machines); each module is one area.
+
+mod helpers;
+
+mod launch;
+mod pages;
+mod vectors;

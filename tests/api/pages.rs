@@ -1,0 +1,205 @@
+//! The four guarded pages, each against launches, sessions and roles.
+
+use rocket::http::Status;
+
+use crate::helpers::*;
+
+const PAGES: [(&str, &str); 4] = [
+    ("/any", "Landing page"),
+    ("/initial", "Initial request"),
+    ("/session", "Session request"),
+    ("/initial_staff", "Staff page"),
+];
+
+#[rocket::async_test]
+async fn without_launch_or_session_every_page_refuses_on_get_and_post() {
+    let app = spawn_app().await;
+    for (path, _) in PAGES {
+        refused(app.get(path).await, Status::Unauthorized).await;
+        refused(app.post(path).await, Status::Unauthorized).await;
+        refused(
+            app.post_form(path, "foo=bar".into()).await,
+            Status::Unauthorized,
+        )
+        .await;
+    }
+}
+
+#[rocket::async_test]
+async fn a_valid_launch_opens_the_launch_pages() {
+    let app = spawn_app().await;
+    for (path, text) in [PAGES[0], PAGES[1], PAGES[3]] {
+        let body = page(app.launch(&Launch::new(path)).await, Status::Ok).await;
+        assert!(body.contains(text), "{path}");
+        assert!(body.contains("teacher-1"));
+    }
+}
+
+#[rocket::async_test]
+async fn session_page_ignores_launch_fields_and_needs_a_session() {
+    let app = spawn_app().await;
+    // A launch posted to /session is not a launch there: no session, no entry.
+    refused(
+        app.launch(&Launch::new("/session")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    assert_eq!(app.count("sessions").await, 0);
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    for res in [app.get("/session").await, app.post("/session").await] {
+        let body = page(res, Status::Ok).await;
+        assert!(body.contains("Session request"));
+        assert!(body.contains("teacher-1"));
+    }
+}
+
+#[rocket::async_test]
+async fn an_existing_session_opens_any_but_not_initial() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.launch(&Launch::new("/initial")).await.status(),
+        Status::Ok
+    );
+    let body = page(app.get("/any").await, Status::Ok).await;
+    assert!(body.contains("Landing page"));
+    let body = page(app.post_form("/any", "note=hello".into()).await, Status::Ok).await;
+    assert!(body.contains("Landing page"));
+    refused(app.get("/initial").await, Status::Unauthorized).await;
+    refused(app.post("/initial_staff").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn an_invalid_launch_on_any_does_not_fall_back_to_the_session() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let forged = Launch::new("/any").consumer("__consumer_key__", "guess");
+    refused(app.launch(&forged).await, Status::Unauthorized).await;
+    // ... and the failed launch ended the session.
+    refused(app.get("/any").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn a_second_launch_in_the_same_browser_replaces_the_first() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.launch(&Launch::new("/initial_staff")).await.status(),
+        Status::Ok
+    );
+    assert_eq!(
+        app.launch(&Launch::new("/any").user("student-2").roles("Learner"))
+            .await
+            .status(),
+        Status::Ok
+    );
+    let body = page(app.get("/session").await, Status::Ok).await;
+    assert!(body.contains("student-2"));
+    assert!(!body.contains("teacher-1"));
+    assert_eq!(
+        app.count("sessions").await,
+        1,
+        "the first session was deleted"
+    );
+
+    // A role-less second launch is not staff, whatever the first one was.
+    assert_eq!(
+        app.launch(&Launch::new("/initial_staff")).await.status(),
+        Status::Ok
+    );
+    let roleless = Launch::new("/any").user("anon").without("roles");
+    let body = page(app.launch(&roleless).await, Status::Ok).await;
+    assert!(body.contains("anon"));
+    assert!(body.contains("Course staff</dt><dd>no"), "{body}");
+    refused(app.get("/initial_staff").await, Status::Unauthorized).await;
+
+    // Refused on the staff page, a launch leaves no session behind, not even the previous one.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let roleless = Launch::new("/initial_staff").user("anon").without("roles");
+    refused(app.launch(&roleless).await, Status::Forbidden).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn staff_page_refuses_learners_and_roleless_and_unknown_roles() {
+    let app = spawn_app().await;
+    for roles in [
+        "Learner",
+        "",
+        "instructor",
+        "TeachingAssistant",
+        "ContentDeveloper,Mentor",
+        "urn:lti:instrole:ims/lis/Instructor",
+        "urn:non:ims/something/Else,NotALearner",
+        "Student",
+    ] {
+        let body = refused(
+            app.launch(&Launch::new("/initial_staff").roles(roles))
+                .await,
+            Status::Forbidden,
+        )
+        .await;
+        assert!(body.contains("teachers and administrators"), "{roles}");
+    }
+    refused(
+        app.launch(&Launch::new("/initial_staff").without("roles"))
+            .await,
+        Status::Forbidden,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn staff_page_accepts_urn_institution_and_system_admin_roles() {
+    let app = spawn_app().await;
+    for roles in [
+        "Instructor",
+        "urn:lti:role:ims/lis/Instructor",
+        "urn:lti:role:ims/lis/Instructor/Lecturer",
+        "Learner, Instructor",
+        "urn:lti:role:ims/lis/Administrator",
+        "urn:lti:instrole:ims/lis/Administrator",
+        "urn:lti:sysrole:ims/lis/Administrator",
+        "Instructor,Administrator,urn:lti:instrole:ims/lis/Administrator,urn:lti:sysrole:ims/lis/Administrator",
+    ] {
+        let body = page(app.launch(&Launch::new("/initial_staff").roles(roles)).await, Status::Ok).await;
+        assert!(body.contains("Staff page"), "{roles}");
+    }
+}
+
+#[rocket::async_test]
+async fn staff_see_custom_parameters_escaped_and_learners_do_not() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any")
+        .set("custom_note", "<script>alert(1)</script>")
+        .set("ext_lms", "moodle");
+    let body = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
+    assert!(!body.contains("<script>alert(1)"));
+    assert!(body.contains("ext_lms"));
+    let learner = Launch::new("/any").set("custom_note", "x").roles("Learner");
+    let body = page(app.launch(&learner).await, Status::Ok).await;
+    assert!(!body.contains("custom_note"));
+}
+
+#[rocket::async_test]
+async fn logout_ends_the_session() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let res = app.post("/logout").await;
+    assert_eq!(res.status(), Status::Ok);
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn index_and_404_are_templated() {
+    let app = spawn_app().await;
+    let body = page(app.get("/").await, Status::Ok).await;
+    assert!(
+        body.contains("http:&#x2F;&#x2F;tool.test&#x2F;initial_staff"),
+        "{body}"
+    );
+    refused(app.get("/nope").await, Status::NotFound).await;
+    let css = app.get("/static/style.css").await;
+    assert_eq!(css.status(), Status::Ok);
+}
