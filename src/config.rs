@@ -40,6 +40,7 @@ struct Raw {
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     launch_body_limit: Option<u64>,
+    benchmark_routes: Option<bool>,
 }
 
 /// The tool's settings, with profile-dependent defaults filled in.
@@ -65,6 +66,8 @@ pub struct Settings {
     pub launch_body_limit: u64,
     /// True in the debug profile (developer defaults), false otherwise.
     pub debug_profile: bool,
+    /// Mounts the benchmark's baseline routes under `/bench` (off unless set; never in production).
+    pub benchmark_routes: bool,
 }
 
 /// The parsed `public_url` setting.
@@ -145,6 +148,7 @@ impl Settings {
             trusted_proxies: raw.trusted_proxies,
             launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
             debug_profile,
+            benchmark_routes: raw.benchmark_routes.unwrap_or(false),
         })
     }
 }

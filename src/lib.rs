@@ -53,6 +53,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(Template::fairing())
         .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
             match init_state(rocket.figment()).await {
+                Ok(state) if state.settings.benchmark_routes => {
+                    Ok(web::bench::mount(rocket.manage(state)))
+                }
                 Ok(state) => Ok(rocket.manage(state)),
                 Err(e) => {
                     log::error!("cannot start: {e}");

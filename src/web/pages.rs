@@ -28,7 +28,7 @@ struct PageView<'a> {
 }
 
 /// Renders a guarded page for a user; staff also see the custom and extension parameters.
-fn page(title: &str, user: &LtiUser) -> Template {
+pub(crate) fn page(title: &str, user: &LtiUser) -> Template {
     let is_staff = user.is_staff();
     let view = PageView {
         title,

@@ -1,0 +1,74 @@
+//! Baseline routes for the benchmark (`examples/bench.rs`): the same body read and the same page
+//! as a launch, with no LTI work (no parsing, verifying or writing), so launch and session figures
+//! can be given as ratios of what this server does anyway. Mounted only when the
+//! `benchmark_routes` setting is on; otherwise these paths do not exist (404).
+
+use rocket::data::{Data, ToByteUnit};
+use rocket::{get, post, routes, Build, Rocket, State};
+use rocket_dyn_templates::Template;
+
+use crate::error::LtiError;
+use crate::lti::launch::LaunchData;
+use crate::web::guards::LtiUser;
+use crate::web::pages::page;
+use crate::web::AppState;
+
+/// The fixed user the baseline pages show, built once at start-up.
+struct BaselineUser(LtiUser);
+
+const TITLE: &str = "Baseline page";
+
+/// Reads the whole body (under the launch body limit) and answers the page.
+#[post("/post", data = "<data>")]
+async fn post_baseline(
+    data: Data<'_>,
+    state: &State<AppState>,
+    user: &State<BaselineUser>,
+) -> Result<Template, LtiError> {
+    let limit = state.settings.launch_body_limit;
+    let body = data
+        .open(limit.bytes())
+        .into_bytes()
+        .await
+        .map_err(|e| LtiError::BodyUnreadable(e.to_string()))?;
+    if !body.is_complete() {
+        return Err(LtiError::BodyTooLarge(limit));
+    }
+    Ok(page(TITLE, &user.0))
+}
+
+/// Answers the page.
+#[get("/get")]
+fn get_baseline(user: &State<BaselineUser>) -> Template {
+    page(TITLE, &user.0)
+}
+
+/// Mounts the baseline routes under `/bench`, with the user they show.
+pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
+    log::warn!("benchmark routes are mounted under /bench (benchmark_routes = true)");
+    let params = [
+        ("lti_message_type", "basic-lti-launch-request"),
+        ("lti_version", "LTI-1p0"),
+        ("resource_link_id", "bench-link"),
+        ("user_id", "bench-user"),
+        ("roles", "Learner"),
+        ("lis_person_name_full", "Bench Mark"),
+        ("context_id", "bench-course"),
+        ("context_title", "Benchmarks"),
+    ];
+    let launch = LaunchData::new(
+        "bench".into(),
+        params
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+    );
+    let user = LtiUser {
+        launch,
+        session_id: String::new(),
+        fresh_launch: false,
+    };
+    rocket
+        .manage(BaselineUser(user))
+        .mount("/bench", routes![post_baseline, get_baseline])
+}
