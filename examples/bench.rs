@@ -23,6 +23,8 @@ use rocket::tokio::net::TcpStream;
 
 const KEY: &str = "bench";
 const SECRET: &str = "bench-secret-0123456789abcdef";
+/// Sessions the GET phases rotate over: a lecture's worth of students.
+const SESSIONS: usize = 1000;
 
 /// Command-line options.
 struct Args {
@@ -132,6 +134,10 @@ fn run(args: &Args) -> Result<bool, String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_until_up(addr, &mut server.0)?;
     let pid = server.0.id();
+    println!(
+        "server pid {pid}, port {port}, database in {}",
+        dir.display()
+    );
 
     let started = Instant::now();
     let bodies = Arc::new(sign_launches(port, args.launches));
@@ -386,7 +392,7 @@ async fn phase(
                         }
                         if let (Some(jar), Some(cookie)) = (&cookies, answer.session_cookie) {
                             if let Ok(mut jar) = jar.lock() {
-                                if jar.len() < 5000 {
+                                if jar.len() < SESSIONS {
                                     jar.push(cookie);
                                 }
                             }

@@ -95,7 +95,14 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
         }
     }
-    Ok(AppState { db, settings })
+    let front = store::front::StoreFront::start(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(AppState {
+        db,
+        settings,
+        front,
+    })
 }
 
 async fn prune_forever(db: store::Db) {

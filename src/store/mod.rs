@@ -1,6 +1,8 @@
 //! SQLite storage: opening the pool, migrations, and one module per table.
 
 pub mod consumers;
+pub mod front;
+pub mod launches;
 pub mod nonces;
 pub mod sessions;
 

@@ -96,3 +96,48 @@ pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Stores new sessions in one statement.
+pub async fn insert_many(
+    conn: &mut SqliteConnection,
+    new: &[&super::launches::NewSession],
+) -> Result<(), LtiError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
+         VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?)"; new.len()].join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for s in new {
+        query = query
+            .bind(&s.id)
+            .bind(&s.consumer_key)
+            .bind(&s.user_id)
+            .bind(&s.roles)
+            .bind(&s.launch_json)
+            .bind(s.created_at)
+            .bind(s.expires_at);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Deletes sessions by id in one statement (ids already gone are no error).
+pub async fn delete_many(conn: &mut SqliteConnection, ids: &[&str]) -> Result<(), LtiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "DELETE FROM sessions WHERE id IN ({})",
+        vec!["?"; ids.len()].join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}

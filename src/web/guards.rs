@@ -12,7 +12,7 @@ use rocket::request::{self, FromRequest, Request};
 
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
-use crate::store::{self, sessions};
+use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
     check_form_content_type, end_session, launch, LaunchParams, SESSION_COOKIE,
@@ -109,7 +109,9 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
         .get(SESSION_COOKIE)
         .map(|c| c.value().to_string())
         .ok_or(LtiError::NoSession)?;
-    let session = sessions::find(&state.db, &id)
+    let session = state
+        .front
+        .session(&state.db, &id)
         .await?
         .ok_or(LtiError::NoSession)?;
     if session.expires_at <= store::now() {

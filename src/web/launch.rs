@@ -8,7 +8,8 @@ use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
-use crate::store::{self, consumers, nonces, sessions};
+use crate::store::launches::{LaunchWrite, NewSession, Recorded};
+use crate::store::{self, sessions};
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -172,7 +173,7 @@ async fn verify_and_record(
     }
     let all = params.combined();
     let oauth = read_oauth_fields(&all)?;
-    let consumer = consumers::find(&state.db, &oauth.consumer_key).await?;
+    let consumer = state.front.consumer(&state.db, &oauth.consumer_key).await?;
     let consumer = match consumer {
         None => return Err(refused(&oauth.consumer_key, LtiError::UnknownConsumer)),
         Some(c) if !c.enabled => {
@@ -207,27 +208,29 @@ async fn verify_and_record(
     let launch = LaunchData::new(oauth.consumer_key.clone(), all);
     let session_id = sessions::new_id();
 
-    let mut tx = state.db.begin().await?;
-    if !nonces::record_once(&mut tx, &oauth.consumer_key, &oauth.nonce, nonce_expiry).await? {
+    // The nonce is spent even when the LTI fields are wrong: the request was genuine.
+    let session = match &fields {
+        Ok(()) => Some(NewSession::new(
+            &session_id,
+            &launch,
+            now,
+            now + state.settings.session_ttl,
+        )?),
+        Err(_) => None,
+    };
+    let write = LaunchWrite {
+        consumer_key: oauth.consumer_key.clone(),
+        nonce: oauth.nonce.clone(),
+        nonce_expires_at: nonce_expiry,
+        replaces: old_session
+            .filter(|_| session.is_some())
+            .map(str::to_string),
+        session,
+    };
+    if state.front.record_launch(write).await? == Recorded::Replayed {
         return Err(refused(&oauth.consumer_key, LtiError::ReplayedNonce));
     }
-    if let Err(e) = fields {
-        // The nonce is spent even though the launch is refused: the request was genuine.
-        tx.commit().await?;
-        return Err(refused(&oauth.consumer_key, e));
-    }
-    if let Some(old) = old_session {
-        sessions::delete(&mut *tx, old).await?;
-    }
-    sessions::insert(
-        &mut tx,
-        &session_id,
-        &launch,
-        now,
-        now + state.settings.session_ttl,
-    )
-    .await?;
-    tx.commit().await?;
+    fields.map_err(|e| refused(&oauth.consumer_key, e))?;
     log::info!(
         "launch accepted: consumer key {:?}, user {:?}",
         launch.consumer_key,

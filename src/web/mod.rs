@@ -8,6 +8,7 @@ pub mod origin;
 pub mod pages;
 
 use crate::config::Settings;
+use crate::store::front::StoreFront;
 use crate::store::Db;
 
 /// What the handlers and guards share: the database pool and the settings.
@@ -16,4 +17,6 @@ pub struct AppState {
     pub db: Db,
     /// The tool's settings.
     pub settings: Settings,
+    /// Records launches (committing concurrent ones together) and caches consumers and sessions.
+    pub front: StoreFront,
 }

@@ -2,6 +2,9 @@
 
 mod helpers;
 
+mod hostile;
+mod housekeeping;
 mod launch;
 mod pages;
+mod reliability;
 mod vectors;

@@ -1,0 +1,245 @@
+//! The in-memory front of the store, for speed under bursts of launches.
+//!
+//! One task owns a connection of its own and does two things for all requests at once:
+//! - it commits the launches that arrive together in one transaction (group commit), so
+//!   concurrent launches neither queue on SQLite's write lock (whose busy handler sleeps) nor pay
+//!   a commit each; a launch is answered only after the transaction with its own write committed;
+//! - it keeps small caches of consumers and sessions honest: `PRAGMA data_version` on its
+//!   connection changes when any *other* connection commits (the command line in another process,
+//!   a logout, the pruning task), and then both caches are emptied. Every cached answer waits for
+//!   such a check that started after the request arrived, so nothing ended before a request
+//!   arrived (a consumer removed or disabled, a session logged out) is ever served from memory.
+//!   The task's own commits do not change the value; it updates the caches itself instead.
+//!
+//! sqlx runs each SQLite connection on a thread of its own, so every query costs two thread
+//! switches; sharing one check and one commit among all waiting requests is what makes this fast.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rocket::tokio::sync::{mpsc, oneshot};
+use sqlx::{ConnectOptions, SqliteConnection};
+
+use super::consumers::{self, Consumer};
+use super::launches::{record_batch, LaunchWrite, Recorded};
+use super::sessions::{self, Session};
+use super::Db;
+use crate::error::LtiError;
+
+/// Most jobs handled in one round (keeps statements short and the write lock held briefly).
+const MAX_BATCH: usize = 64;
+/// Requests waiting for the task; more wait on the channel (back-pressure, not memory).
+const QUEUE: usize = 1024;
+/// Sessions kept in memory (about 1 KiB each); past this, new ones are read from SQLite.
+const MAX_SESSIONS: usize = 2048;
+/// Consumers kept in memory.
+const MAX_CONSUMERS: usize = 256;
+
+enum Job {
+    Write(
+        Box<LaunchWrite>,
+        oneshot::Sender<Result<Recorded, LtiError>>,
+    ),
+    Check(oneshot::Sender<Result<(), LtiError>>),
+}
+
+#[derive(Default)]
+struct Caches {
+    /// Bumped whenever the caches are emptied; a value read from SQLite under an older
+    /// generation is not cached.
+    generation: u64,
+    consumers: HashMap<String, Consumer>,
+    sessions: HashMap<String, Session>,
+}
+
+impl Caches {
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.consumers.clear();
+        self.sessions.clear();
+    }
+}
+
+/// The handle requests use; cheap to clone.
+#[derive(Clone)]
+pub struct StoreFront {
+    jobs: mpsc::Sender<Job>,
+    caches: Arc<Mutex<Caches>>,
+}
+
+fn lock(caches: &Mutex<Caches>) -> MutexGuard<'_, Caches> {
+    // A panic while holding the lock cannot leave the maps inconsistent; carry on.
+    caches.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StoreFront {
+    /// Opens the task's own connection (same settings as the pool) and starts the task.
+    pub async fn start(db: &Db) -> Result<Self, LtiError> {
+        let options = (*db.connect_options()).clone();
+        let conn = options.connect().await?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let caches = Arc::new(Mutex::new(Caches::default()));
+        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone()));
+        Ok(StoreFront { jobs, caches })
+    }
+
+    async fn send<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, LtiError>>) -> Job,
+    ) -> Result<T, LtiError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || LtiError::Storage("the store task has stopped".into());
+        self.jobs.send(job(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Records a launch; returns once its transaction has committed.
+    pub async fn record_launch(&self, write: LaunchWrite) -> Result<Recorded, LtiError> {
+        self.send(|reply| Job::Write(Box::new(write), reply)).await
+    }
+
+    /// Waits for a check of other connections' commits that started after this call.
+    async fn fresh(&self) -> Result<u64, LtiError> {
+        self.send(Job::Check).await?;
+        Ok(lock(&self.caches).generation)
+    }
+
+    /// The consumer with this key, as the database has it now.
+    pub async fn consumer(&self, db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
+        let generation = self.fresh().await?;
+        if let Some(c) = lock(&self.caches).consumers.get(key) {
+            return Ok(Some(c.clone()));
+        }
+        let found = consumers::find(db, key).await?;
+        if let Some(c) = &found {
+            let mut caches = lock(&self.caches);
+            if caches.generation == generation && caches.consumers.len() < MAX_CONSUMERS {
+                caches.consumers.insert(key.to_string(), c.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The session with this id, expired or not, as the database has it now.
+    pub async fn session(&self, db: &Db, id: &str) -> Result<Option<Session>, LtiError> {
+        let generation = self.fresh().await?;
+        if let Some(s) = lock(&self.caches).sessions.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        let found = sessions::find(db, id).await?;
+        if let Some(s) = &found {
+            let mut caches = lock(&self.caches);
+            if caches.generation == generation && caches.sessions.len() < MAX_SESSIONS {
+                caches.sessions.insert(id.to_string(), s.clone());
+            }
+        }
+        Ok(found)
+    }
+}
+
+async fn run(
+    options: sqlx::sqlite::SqliteConnectOptions,
+    mut conn: Option<SqliteConnection>,
+    mut queue: mpsc::Receiver<Job>,
+    caches: Arc<Mutex<Caches>>,
+) {
+    let mut seen_version = None;
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.recv().await {
+        jobs.push(first);
+        // Whatever queued up during the last round goes into this one.
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut writes = Vec::new();
+        let mut write_replies = Vec::new();
+        let mut check_replies = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Write(w, reply) => {
+                    writes.push(*w);
+                    write_replies.push(reply);
+                }
+                Job::Check(reply) => check_replies.push(reply),
+            }
+        }
+        match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
+            Ok(outcomes) => {
+                for reply in check_replies {
+                    let _ = reply.send(Ok(()));
+                }
+                for (reply, outcome) in write_replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                log::error!(
+                    "store round failed ({} launches not recorded): {e}",
+                    writes.len()
+                );
+                // Start again from a new connection and empty caches.
+                conn = None;
+                seen_version = None;
+                lock(&caches).clear();
+                for reply in check_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in write_replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One round: the check for other connections' commits, then the launches, if any.
+async fn round(
+    options: &sqlx::sqlite::SqliteConnectOptions,
+    conn: &mut Option<SqliteConnection>,
+    seen_version: &mut Option<i64>,
+    caches: &Mutex<Caches>,
+    writes: &[LaunchWrite],
+) -> Result<Vec<Recorded>, LtiError> {
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(options.connect().await?),
+    };
+    let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    if *seen_version != Some(version) {
+        lock(caches).clear();
+        *seen_version = Some(version);
+    }
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let outcomes = record_batch(conn, writes).await?;
+    let mut caches = lock(caches);
+    for (write, outcome) in writes.iter().zip(&outcomes) {
+        if *outcome != Recorded::Accepted {
+            continue;
+        }
+        if let Some(old) = &write.replaces {
+            caches.sessions.remove(old);
+            // A read of `old` from SQLite still in flight must not put it back.
+            caches.generation += 1;
+        }
+        if let Some(new) = &write.session {
+            if caches.sessions.len() < MAX_SESSIONS {
+                caches.sessions.insert(
+                    new.id.clone(),
+                    Session {
+                        id: new.id.clone(),
+                        launch: new.launch.clone(),
+                        expires_at: new.expires_at,
+                    },
+                );
+            }
+        }
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,131 @@
+//! Housekeeping on a fake clock: a week of synthetic launches, with the pruning the server runs
+//! every minute, keeps the tables and the database file bounded.
+
+use rocket_lti_tool::lti::launch::LaunchData;
+use rocket_lti_tool::store::{self, nonces, sessions, Db};
+
+use crate::helpers::temp_dir;
+
+async fn open(dir: &std::path::Path) -> Db {
+    store::open(&format!("sqlite://{}", dir.join("db.sqlite").display()))
+        .await
+        .expect("database")
+}
+
+async fn scalar(db: &Db, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.expect(sql)
+}
+
+fn launch_data(user: &str) -> LaunchData {
+    LaunchData::new(
+        "k".into(),
+        [
+            ("lti_message_type", "basic-lti-launch-request"),
+            ("resource_link_id", "link"),
+            ("user_id", user),
+            ("roles", "Learner"),
+            ("lis_person_name_full", "Some Student With A Long Name"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect(),
+    )
+}
+
+/// Records `count` launches at time `now`, as the launch pipeline does.
+async fn launches_at(db: &Db, now: i64, count: usize, window: i64, ttl: i64) {
+    let mut tx = db.begin().await.expect("begin");
+    for i in 0..count {
+        let nonce = format!("{now}-{i}");
+        assert!(nonces::record_once(&mut tx, "k", &nonce, now + window + 1)
+            .await
+            .expect("nonce"));
+        let launch = launch_data(&format!("user-{i}"));
+        sessions::insert(&mut tx, &sessions::new_id(), &launch, now, now + ttl)
+            .await
+            .expect("session");
+    }
+    tx.commit().await.expect("commit");
+}
+
+#[rocket::async_test]
+async fn a_week_of_launches_keeps_the_database_bounded() {
+    const STEP: i64 = 600; // ten minutes of fake time per step
+    const PER_STEP: usize = 20;
+    const WINDOW: i64 = 300;
+    const TTL: i64 = 8 * 3600;
+    const STEPS_PER_DAY: i64 = 24 * 3600 / STEP;
+    let dir = temp_dir();
+    let db = open(&dir).await;
+    let start = 1_700_000_000;
+    let mut daily_pages = Vec::new();
+    let mut most_sessions = 0;
+    for step in 0..7 * STEPS_PER_DAY {
+        let now = start + step * STEP;
+        launches_at(&db, now, PER_STEP, WINDOW, TTL).await;
+        store::prune_expired(&db, now).await.expect("prune");
+        let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
+        let live_nonces = scalar(&db, "SELECT COUNT(*) FROM nonces").await;
+        // Only what has not expired is left: a session lasts TTL, a nonce WINDOW + 1 seconds.
+        assert!(
+            live_sessions <= PER_STEP as i64 * (TTL / STEP + 1),
+            "{live_sessions}"
+        );
+        assert!(live_nonces <= PER_STEP as i64, "{live_nonces}");
+        most_sessions = most_sessions.max(live_sessions);
+        if step % STEPS_PER_DAY == STEPS_PER_DAY - 1 {
+            daily_pages.push(scalar(&db, "PRAGMA page_count").await);
+        }
+    }
+    // Sessions live TTL seconds plus up to one pruning step.
+    assert_eq!(most_sessions, PER_STEP as i64 * (TTL / STEP + 1));
+    // After the first day the file stops growing: freed pages are reused.
+    let first = daily_pages[0];
+    assert!(
+        daily_pages.iter().all(|&p| p <= first + first / 10 + 4),
+        "pages per day: {daily_pages:?}"
+    );
+    // 20 160 launches went through; far fewer rows remain.
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM sessions").await,
+        most_sessions
+    );
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn pruning_takes_expired_rows_only_in_bounded_batches() {
+    let dir = temp_dir();
+    let db = open(&dir).await;
+    let now = 1_700_000_000;
+    launches_at(&db, now - 40_000, 1_234, 300, 3600).await; // long expired
+    launches_at(&db, now, 7, 300, 3600).await; // live
+                                               // Every batch is bounded: one call deletes at most the batch size.
+    assert_eq!(nonces::prune(&db, now, 100).await.expect("prune"), 100);
+    assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
+    assert_eq!(
+        store::prune_expired(&db, now).await.expect("prune"),
+        2 * 1_134
+    );
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM nonces").await, 7);
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM sessions").await, 7);
+    // The deletes find expired rows through the expiry indexes, not a table scan.
+    for (table, index) in [
+        ("nonces", "nonces_by_expiry"),
+        ("sessions", "sessions_by_expiry"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+            "EXPLAIN QUERY PLAN SELECT rowid FROM {table} WHERE expires_at < 1 ORDER BY expires_at LIMIT 10"
+        ))
+        .fetch_all(&db)
+        .await
+        .expect("plan");
+        assert!(
+            plan.iter().any(|(_, _, _, d)| d.contains(index)),
+            "{table}: {plan:?}"
+        );
+    }
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,446 @@
+//! The real binary under races, crashes, shutdown and storage trouble: each test spawns
+//! `lti-tool` on a free loopback port with a fresh database and talks plain HTTP to it.
+//! Launches are signed by `oauth1-request` for `http://tool.test` (the server's `public_url`),
+//! so a restarted server on another port still checks the same signatures.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{temp_dir, Launch, HOST};
+
+/// A spawned `lti-tool serve`, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on the database in `dir` (created if new).
+    fn start(dir: &Path) -> Server {
+        Server::start_with(dir, |_| {})
+    }
+
+    fn start_with(dir: &Path, configure: impl FnOnce(&mut Command)) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lti-tool"));
+        cmd.env("ROCKET_PROFILE", "debug")
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .env("ROCKET_DATABASE_URL", db_url(dir))
+            .env("ROCKET_PUBLIC_URL", format!("http://{HOST}"))
+            .env("ROCKET_LOG_LEVEL", "normal")
+            .env("ROCKET_CLI_COLORS", "false")
+            .stdin(Stdio::null())
+            // Through pipes, not straight into a file: the storage test limits the server's
+            // file sizes, and its log must still get out.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("lti-tool starts");
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for mut pipe in [out, err] {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .expect("log file");
+            std::thread::spawn(move || std::io::copy(&mut pipe, &mut log));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("lti-tool exited at start ({status}): {}", log_of(dir));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lti-tool did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn log(&self) -> String {
+        log_of(&self.dir)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn post(&self, path: &str, body: &str) -> std::io::Result<Answer> {
+        post(self.port, path, body)
+    }
+
+    fn get(&self, path: &str, cookie: Option<&str>) -> std::io::Result<Answer> {
+        let cookie = cookie
+            .map(|c| format!("Cookie: lti_session={c}\r\n"))
+            .unwrap_or_default();
+        send(
+            self.port,
+            format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{cookie}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn db_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("db.sqlite").display())
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An HTTP answer, read to the end of the connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn session_cookie(&self) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (name, v) = l.split_once(": ")?;
+            if !name.eq_ignore_ascii_case("set-cookie") {
+                return None;
+            }
+            let v = v.strip_prefix("lti_session=")?;
+            let v = v.split(';').next()?;
+            (!v.is_empty()).then(|| v.to_string())
+        })
+    }
+
+    fn is_error_page(&self, title: &str) -> bool {
+        self.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/html")
+            && self.body.contains(title)
+    }
+}
+
+fn send(port: u16, raw: &[u8]) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(raw)?;
+    read_answer(&mut stream)
+}
+
+fn read_answer(stream: &mut TcpStream) -> std::io::Result<Answer> {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    Ok(Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+fn post_head(path: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+fn post(port: u16, path: &str, body: &str) -> std::io::Result<Answer> {
+    send(
+        port,
+        format!("{}{body}", post_head(path, body.len())).as_bytes(),
+    )
+}
+
+/// Runs SQL against a database file from outside the server.
+fn query_db(dir: &Path, sql: &str) -> String {
+    let url = db_url(dir);
+    let sql = sql.to_string();
+    let runtime = rocket::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        let value: String = sqlx::query_scalar(&sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("query");
+        value
+    })
+}
+
+#[test]
+fn replayed_launch_raced_fifty_times_succeeds_exactly_once() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let body = Launch::new("/initial").signed_body();
+    let barrier = Arc::new(Barrier::new(50));
+    let port = server.port;
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let (barrier, body) = (barrier.clone(), body.clone());
+            std::thread::spawn(move || {
+                let request = format!("{}{body}", post_head("/initial", body.len()));
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                barrier.wait();
+                stream.write_all(request.as_bytes()).expect("send");
+                read_answer(&mut stream).expect("answer")
+            })
+        })
+        .collect();
+    let answers: Vec<Answer> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    let ok = answers.iter().filter(|a| a.status == 200).count();
+    let replays = answers
+        .iter()
+        .filter(|a| a.status == 401 && a.is_error_page("Launch already used"))
+        .count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert_eq!(replays, 49);
+    assert!(answers.iter().all(|a| a.status < 500));
+    assert_eq!(
+        query_db(&dir, "SELECT CAST(COUNT(*) AS TEXT) FROM sessions"),
+        "1"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A launch that was answered 200: its body (to replay) and the session cookie it set.
+struct Accepted {
+    user: String,
+    body: String,
+    cookie: String,
+}
+
+fn launch_as(server_port: u16, user: &str) -> std::io::Result<Option<Accepted>> {
+    let body = Launch::new("/initial").user(user).signed_body();
+    let answer = post(server_port, "/initial", &body)?;
+    Ok(match (answer.status, answer.session_cookie()) {
+        (200, Some(cookie)) => Some(Accepted {
+            user: user.to_string(),
+            body,
+            cookie,
+        }),
+        _ => None,
+    })
+}
+
+#[test]
+fn kill_9_mid_load_loses_no_answered_launch() {
+    let dir = temp_dir();
+    let mut server = Server::start(&dir);
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..20 {
+        let done = launch_as(server.port, &format!("before-{i}")).expect("launch");
+        accepted.lock().unwrap().push(done.expect("accepted"));
+    }
+    // Eight clients launch as fast as they can; the server is killed while they do.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = server.port;
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match launch_as(port, &format!("load-{c}-{i}")) {
+                        Ok(Some(a)) => accepted.lock().unwrap().push(a),
+                        Ok(None) => panic!("a valid launch was refused under load"),
+                        Err(_) => break, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.lock().unwrap().len() < 60 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+    assert!(accepted.len() > 20, "no launch completed under load");
+
+    let server = Server::start(&dir);
+    assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
+    for a in &accepted {
+        let page = server.get("/session", Some(&a.cookie)).expect("GET");
+        assert_eq!(page.status, 200, "session of {} lost", a.user);
+        assert!(page.body.contains(&a.user));
+        let replay = server.post("/initial", &a.body).expect("replay");
+        assert_eq!(replay.status, 401, "nonce of {} forgotten", a.user);
+        assert!(replay.is_error_page("Launch already used"));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
+    let dir = temp_dir();
+    let mut server = Server::start(&dir);
+    let body = Launch::new("/initial").user("in-flight").signed_body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(format!("{}{first}", post_head("/initial", body.len())).as_bytes())
+        .expect("send half");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(rest.as_bytes()).expect("send the rest");
+    let answer = read_answer(&mut stream).expect("answer after SIGTERM");
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("in-flight"));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}: {}", server.log());
+    assert!(!server.log().contains("panicked"));
+    assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sets the server's largest file size (RLIMIT_FSIZE): at 0 every write to the database fails
+/// with EFBIG, as on a full disk; reads still work.
+fn limit_file_size(pid: i32, bytes: libc::rlim_t) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) on our own child with a valid rlimit and no old-value pointer.
+    let done = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+    assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn full_disk_gives_503_pages_then_recovers() {
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir();
+    let server = Server::start_with(&dir, |cmd| {
+        // Over the file-size limit the kernel sends SIGXFSZ, which kills by default; ignored,
+        // the write fails with EFBIG instead, as it would with ENOSPC on a full disk.
+        // SAFETY: signal(2) is async-signal-safe, and runs in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let before = launch_as(server.port, "before-full")
+        .expect("launch")
+        .expect("accepted");
+
+    limit_file_size(server.pid(), 0);
+    for i in 0..3 {
+        let body = Launch::new("/initial")
+            .user(&format!("full-{i}"))
+            .signed_body();
+        let answer = server
+            .post("/initial", &body)
+            .unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(answer.is_error_page("Temporarily unavailable"));
+        assert!(answer.session_cookie().is_none());
+    }
+    // Reading still works: the session from before is served.
+    let page = server.get("/session", Some(&before.cookie)).expect("GET");
+    assert_eq!(page.status, 200);
+
+    limit_file_size(server.pid(), libc::RLIM_INFINITY);
+    let after = launch_as(server.port, "after-full")
+        .expect("launch")
+        .expect("accepted once storage is back");
+    let page = server.get("/session", Some(&after.cookie)).expect("GET");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("after-full"));
+    // Every launch answered 200 is in the database, and no refused one is.
+    assert_eq!(
+        query_db(
+            &dir,
+            "SELECT group_concat(user_id, ',') FROM (SELECT user_id FROM sessions ORDER BY user_id)"
+        ),
+        "after-full,before-full"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .log()
+        .contains("503 Service Unavailable: storage error")
+    {
+        assert!(Instant::now() < deadline, "no log line: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(server);
+    assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
