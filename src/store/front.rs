@@ -6,9 +6,11 @@
 //!   a commit each; a launch is answered only after the transaction with its own write committed;
 //! - it keeps small caches of consumers and sessions honest: `PRAGMA data_version` on its
 //!   connection changes when any *other* connection commits (the command line in another process,
-//!   a logout, the pruning task), and then both caches are emptied. Every cached answer waits for
-//!   such a check that started after the request arrived, so nothing ended before a request
-//!   arrived (a consumer removed or disabled, a session logged out) is ever served from memory.
+//!   a logout, the pruning task), and then both caches are emptied. A cached session is served
+//!   only after such a check that started after the request arrived, so a session ended before a
+//!   request arrived is never served from memory. A cached consumer is used to verify a launch at
+//!   once, but the launch is written only if, under the write lock, the consumer is still enabled
+//!   with the same secret; otherwise it is verified again from SQLite.
 //!   The task's own commits do not change the value; it updates the caches itself instead.
 //!
 //! sqlx runs each SQLite connection on a thread of its own, so every query costs two thread
@@ -75,7 +77,10 @@ fn lock(caches: &Mutex<Caches>) -> MutexGuard<'_, Caches> {
 impl StoreFront {
     /// Opens the task's own connection (same settings as the pool) and starts the task.
     pub async fn start(db: &Db) -> Result<Self, LtiError> {
-        let options = (*db.connect_options()).clone();
+        // Batch statements differ by size: room for each size of each.
+        let options = (*db.connect_options())
+            .clone()
+            .statement_cache_capacity(256);
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
@@ -104,17 +109,31 @@ impl StoreFront {
         Ok(lock(&self.caches).generation)
     }
 
-    /// The consumer with this key, as the database has it now.
-    pub async fn consumer(&self, db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
-        let generation = self.fresh().await?;
-        if let Some(c) = lock(&self.caches).consumers.get(key) {
-            return Ok(Some(c.clone()));
-        }
+    /// The consumer with this key: from memory when `cached` and it is there (a launch verified
+    /// with it is written only if it is still current, see `record_batch`), else from SQLite.
+    pub async fn consumer(
+        &self,
+        db: &Db,
+        key: &str,
+        cached: bool,
+    ) -> Result<Option<Consumer>, LtiError> {
+        let generation = {
+            let caches = lock(&self.caches);
+            if let Some(c) = caches.consumers.get(key).filter(|_| cached) {
+                return Ok(Some(c.clone()));
+            }
+            caches.generation
+        };
         let found = consumers::find(db, key).await?;
-        if let Some(c) = &found {
-            let mut caches = lock(&self.caches);
-            if caches.generation == generation && caches.consumers.len() < MAX_CONSUMERS {
+        let mut caches = lock(&self.caches);
+        match &found {
+            Some(c)
+                if caches.generation == generation && caches.consumers.len() < MAX_CONSUMERS =>
+            {
                 caches.consumers.insert(key.to_string(), c.clone());
+            }
+            _ => {
+                caches.consumers.remove(key);
             }
         }
         Ok(found)
@@ -195,7 +214,7 @@ async fn run(
     }
 }
 
-/// One round: the check for other connections' commits, then the launches, if any.
+/// One round: the launches, if any, else just the check for other connections' commits.
 async fn round(
     options: &sqlx::sqlite::SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
@@ -207,21 +226,27 @@ async fn round(
         Some(c) => c,
         None => conn.insert(options.connect().await?),
     };
-    let version: i64 = sqlx::query_scalar("PRAGMA data_version")
-        .fetch_one(&mut *conn)
-        .await?;
+    let (outcomes, version) = if writes.is_empty() {
+        let version = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        (Vec::new(), version)
+    } else {
+        record_batch(conn, writes).await?
+    };
+    let mut caches = lock(caches);
     if *seen_version != Some(version) {
-        lock(caches).clear();
+        caches.clear();
         *seen_version = Some(version);
     }
-    if writes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let outcomes = record_batch(conn, writes).await?;
-    let mut caches = lock(caches);
     for (write, outcome) in writes.iter().zip(&outcomes) {
-        if *outcome != Recorded::Accepted {
-            continue;
+        match outcome {
+            Recorded::Accepted => {}
+            Recorded::Replayed => continue,
+            Recorded::ConsumerChanged => {
+                caches.consumers.remove(&write.consumer_key);
+                continue;
+            }
         }
         if let Some(old) = &write.replaces {
             caches.sessions.remove(old);

@@ -1,9 +1,11 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
-use sqlx::SqliteConnection;
+use std::collections::{BTreeSet, HashMap};
 
-use super::{nonces, sessions};
+use sqlx::{Row, SqliteConnection};
+
+use super::nonces;
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 
@@ -46,10 +48,13 @@ impl NewSession {
 }
 
 /// What one verified launch writes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LaunchWrite {
     /// The consumer that signed it.
     pub consumer_key: String,
+    /// The secret its signature was verified with (it is written only if that is still the
+    /// consumer's secret and the consumer is enabled).
+    pub consumer_secret: String,
     /// Its `oauth_nonce`.
     pub nonce: String,
     /// When the nonce may be forgotten (its timestamp can no longer pass).
@@ -67,17 +72,22 @@ pub enum Recorded {
     Accepted,
     /// The consumer already used this nonce: nothing was written.
     Replayed,
+    /// The consumer's secret or state is no longer the one the launch was verified with (the
+    /// command line changed it meanwhile): nothing was written; verify again.
+    ConsumerChanged,
 }
 
-/// Records launches in one transaction on `conn`, which must not be in a transaction: nonces
-/// first (a nonce seen before, or twice in the batch, makes that launch a replay), then the
-/// sessions of the accepted ones. On error the transaction is rolled back explicitly (SQLite may
-/// or may not have done it) and the caller must not reuse the connection.
+/// Records launches in one transaction on `conn` (which must not be in one), in three round
+/// trips whatever their number: lock, note other connections' commits and read the consumers as
+/// they are now; record the nonces of the launches whose consumer is unchanged (a nonce seen
+/// before, or twice in the batch, makes that launch a replay); end the replaced sessions, start
+/// the new ones and commit. Returns each launch's outcome and `PRAGMA data_version` as read
+/// under the write lock. On error the transaction is rolled back explicitly (SQLite may or may
+/// not have done it) and the caller must not reuse the connection.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
     writes: &[LaunchWrite],
-) -> Result<Vec<Recorded>, LtiError> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+) -> Result<(Vec<Recorded>, i64), LtiError> {
     let result = write_and_commit(conn, writes).await;
     if result.is_err() {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -85,41 +95,106 @@ pub async fn record_batch(
     result
 }
 
+fn placeholders(count: usize, one: &str) -> String {
+    vec![one; count].join(", ")
+}
+
 async fn write_and_commit(
     conn: &mut SqliteConnection,
     writes: &[LaunchWrite],
-) -> Result<Vec<Recorded>, LtiError> {
+) -> Result<(Vec<Recorded>, i64), LtiError> {
+    let keys: BTreeSet<&str> = writes.iter().map(|w| w.consumer_key.as_str()).collect();
+    let sql = format!(
+        "BEGIN IMMEDIATE; PRAGMA data_version; \
+         SELECT consumer_key, secret, enabled FROM consumers WHERE consumer_key IN ({})",
+        placeholders(keys.len(), "?")
+    );
+    let mut query = sqlx::query(&sql);
+    for key in &keys {
+        query = query.bind(*key);
+    }
+    let mut version = None;
+    let mut current = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        if row.len() == 1 {
+            version = Some(row.try_get::<i64, _>(0)?);
+        } else {
+            let enabled = row.try_get::<i64, _>(2)? != 0;
+            current.insert(
+                row.try_get::<String, _>(0)?,
+                (row.try_get::<String, _>(1)?, enabled),
+            );
+        }
+    }
+    let version = version.ok_or_else(|| LtiError::Storage("no data_version".into()))?;
+    let unchanged: Vec<bool> = writes
+        .iter()
+        .map(|w| matches!(current.get(&w.consumer_key), Some((secret, true)) if *secret == w.consumer_secret))
+        .collect();
+
     let fresh = nonces::record_many(
         conn,
-        writes.iter().map(|w| {
-            (
-                w.consumer_key.as_str(),
-                w.nonce.as_str(),
-                w.nonce_expires_at,
-            )
-        }),
+        writes
+            .iter()
+            .zip(&unchanged)
+            .filter(|(_, u)| **u)
+            .map(|(w, _)| {
+                (
+                    w.consumer_key.as_str(),
+                    w.nonce.as_str(),
+                    w.nonce_expires_at,
+                )
+            }),
     )
     .await?;
+    let mut fresh = fresh.into_iter();
+    let outcomes: Vec<Recorded> = unchanged
+        .iter()
+        .map(|u| match (u, u.then(|| fresh.next()).flatten()) {
+            (false, _) => Recorded::ConsumerChanged,
+            (true, Some(true)) => Recorded::Accepted,
+            (true, _) => Recorded::Replayed,
+        })
+        .collect();
+
     let accepted = || {
         writes
             .iter()
-            .zip(&fresh)
-            .filter(|(_, f)| **f)
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == Recorded::Accepted)
             .map(|(w, _)| w)
     };
     let ended: Vec<&str> = accepted().filter_map(|w| w.replaces.as_deref()).collect();
-    sessions::delete_many(conn, &ended).await?;
     let started: Vec<&NewSession> = accepted().filter_map(|w| w.session.as_ref()).collect();
-    sessions::insert_many(conn, &started).await?;
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
-    Ok(fresh
-        .into_iter()
-        .map(|f| {
-            if f {
-                Recorded::Accepted
-            } else {
-                Recorded::Replayed
-            }
-        })
-        .collect())
+    let mut sql = String::new();
+    if !ended.is_empty() {
+        sql += &format!(
+            "DELETE FROM sessions WHERE id IN ({}); ",
+            placeholders(ended.len(), "?")
+        );
+    }
+    if !started.is_empty() {
+        sql += &format!(
+            "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
+             VALUES {}; ",
+            placeholders(started.len(), "(?, ?, ?, ?, ?, ?, ?)")
+        );
+    }
+    sql += "COMMIT";
+    let mut query = sqlx::query(&sql);
+    for id in ended {
+        query = query.bind(id);
+    }
+    for s in started {
+        query = query
+            .bind(&s.id)
+            .bind(&s.consumer_key)
+            .bind(&s.user_id)
+            .bind(&s.roles)
+            .bind(&s.launch_json)
+            .bind(s.created_at)
+            .bind(s.expires_at);
+    }
+    query.execute(&mut *conn).await?;
+    Ok((outcomes, version))
 }

@@ -44,15 +44,16 @@ pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
 /// twice is new only the first time.
 pub async fn record_many<'a>(
     conn: &mut SqliteConnection,
-    nonces: impl ExactSizeIterator<Item = (&'a str, &'a str, i64)> + Clone,
+    nonces: impl Iterator<Item = (&'a str, &'a str, i64)> + Clone,
 ) -> Result<Vec<bool>, LtiError> {
-    if nonces.len() == 0 {
+    let count = nonces.clone().count();
+    if count == 0 {
         return Ok(Vec::new());
     }
     let sql = format!(
         "INSERT INTO nonces (consumer_key, nonce, expires_at) VALUES {} \
          ON CONFLICT (consumer_key, nonce) DO NOTHING RETURNING consumer_key, nonce",
-        vec!["(?, ?, ?)"; nonces.len()].join(", ")
+        vec!["(?, ?, ?)"; count].join(", ")
     );
     let mut query = sqlx::query_as::<_, (String, String)>(&sql);
     for (key, nonce, expires_at) in nonces.clone() {

@@ -154,7 +154,15 @@ pub async fn launch(
         .cookies()
         .get(SESSION_COOKIE)
         .map(|c| c.value().to_string());
-    let result = verify_and_record(req, state, &params, old_session.as_deref()).await;
+    let old = old_session.as_deref();
+    // First against the consumer cache; a refusal that may come from a cached consumer being out
+    // of date (the command line just changed it) is decided again from the database.
+    let result = match verify_and_record(req, state, &params, old, true).await {
+        Err(LtiError::BadSignature | LtiError::DisabledConsumer) => {
+            verify_and_record(req, state, &params, old, false).await
+        }
+        other => other,
+    };
     match &result {
         Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
         Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
@@ -167,18 +175,28 @@ async fn verify_and_record(
     state: &AppState,
     params: &LaunchParams,
     old_session: Option<&str>,
+    cached: bool,
 ) -> Result<(LaunchData, String), LtiError> {
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
     }
     let all = params.combined();
     let oauth = read_oauth_fields(&all)?;
-    let consumer = state.front.consumer(&state.db, &oauth.consumer_key).await?;
+    let consumer = state
+        .front
+        .consumer(&state.db, &oauth.consumer_key, cached)
+        .await?;
+    // With a cached consumer these refusals are only provisional (see `launch`): not logged.
+    let refused_by_consumer = |e| {
+        if cached {
+            e
+        } else {
+            refused(&oauth.consumer_key, e)
+        }
+    };
     let consumer = match consumer {
         None => return Err(refused(&oauth.consumer_key, LtiError::UnknownConsumer)),
-        Some(c) if !c.enabled => {
-            return Err(refused(&oauth.consumer_key, LtiError::DisabledConsumer))
-        }
+        Some(c) if !c.enabled => return Err(refused_by_consumer(LtiError::DisabledConsumer)),
         Some(c) => c,
     };
     let uris = candidate_uris(req, state)?;
@@ -190,12 +208,14 @@ async fn verify_and_record(
         &consumer.secret,
         &oauth.signature,
     ) {
-        log::info!(
-            "signed URL we checked: {} (consumer key {:?})",
-            uris[0],
-            oauth.consumer_key
-        );
-        return Err(refused(&oauth.consumer_key, LtiError::BadSignature));
+        if !cached {
+            log::info!(
+                "signed URL we checked: {} (consumer key {:?})",
+                uris[0],
+                oauth.consumer_key
+            );
+        }
+        return Err(refused_by_consumer(LtiError::BadSignature));
     }
     let now = store::now();
     let window = state.settings.timestamp_window;
@@ -220,6 +240,7 @@ async fn verify_and_record(
     };
     let write = LaunchWrite {
         consumer_key: oauth.consumer_key.clone(),
+        consumer_secret: consumer.secret.clone(),
         nonce: oauth.nonce.clone(),
         nonce_expires_at: nonce_expiry,
         replaces: old_session
@@ -227,8 +248,10 @@ async fn verify_and_record(
             .map(str::to_string),
         session,
     };
-    if state.front.record_launch(write).await? == Recorded::Replayed {
-        return Err(refused(&oauth.consumer_key, LtiError::ReplayedNonce));
+    match state.front.record_launch(write).await? {
+        Recorded::Accepted => {}
+        Recorded::Replayed => return Err(refused(&oauth.consumer_key, LtiError::ReplayedNonce)),
+        Recorded::ConsumerChanged => return Err(refused_by_consumer(LtiError::BadSignature)),
     }
     fields.map_err(|e| refused(&oauth.consumer_key, e))?;
     log::info!(
