@@ -444,3 +444,92 @@ fn full_disk_gives_503_pages_then_recovers() {
     assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `lti-tool consumer ...` in its own process on the server's database.
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(args)
+        .env("ROCKET_PROFILE", "debug")
+        .env("ROCKET_DATABASE_URL", db_url(dir))
+        .env("ROCKET_LOG_LEVEL", "off")
+        .output()
+        .expect("lti-tool runs");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn command_line_changes_apply_at_once_despite_the_caches() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let old_secret = "first-secret-0123456789";
+    cli(
+        &dir,
+        &["consumer", "add", "course-2", "--secret", old_secret],
+    );
+    let launch = |secret: &str, user: &str| {
+        let launch = Launch::new("/initial")
+            .consumer("course-2", secret)
+            .user(user);
+        server
+            .post("/initial", &launch.signed_body())
+            .expect("launch")
+    };
+    // These put the consumer and the session in the server's caches.
+    let first = launch(old_secret, "u1");
+    assert_eq!(first.status, 200);
+    let cookie = first.session_cookie().expect("cookie");
+    assert_eq!(launch(old_secret, "u2").status, 200);
+    assert_eq!(
+        server.get("/session", Some(&cookie)).expect("GET").status,
+        200
+    );
+
+    // A logout ends a cached session for a replayed cookie too.
+    let other = launch(old_secret, "u-logout")
+        .session_cookie()
+        .expect("cookie");
+    assert_eq!(
+        server.get("/session", Some(&other)).expect("GET").status,
+        200
+    );
+    assert_eq!(
+        server.get("/logout", Some(&other)).expect("logout").status,
+        200
+    );
+    assert_eq!(
+        server.get("/session", Some(&other)).expect("GET").status,
+        401
+    );
+
+    let rotated = cli(&dir, &["consumer", "rotate", "course-2"]);
+    let new_secret = rotated
+        .lines()
+        .find_map(|l| l.split(": ").nth(1))
+        .expect("new secret")
+        .trim()
+        .to_string();
+    assert_eq!(launch(old_secret, "u3").status, 401);
+    assert_eq!(launch(&new_secret, "u4").status, 200);
+
+    cli(&dir, &["consumer", "disable", "course-2"]);
+    let refused = launch(&new_secret, "u5");
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("disabled"));
+    cli(&dir, &["consumer", "enable", "course-2"]);
+    assert_eq!(launch(&new_secret, "u6").status, 200);
+
+    // Removing the consumer ends its sessions, cached or not.
+    assert_eq!(
+        server.get("/session", Some(&cookie)).expect("GET").status,
+        200
+    );
+    cli(&dir, &["consumer", "remove", "course-2"]);
+    assert_eq!(
+        server.get("/session", Some(&cookie)).expect("GET").status,
+        401
+    );
+    assert_eq!(launch(&new_secret, "u7").status, 401);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
