@@ -40,6 +40,7 @@ struct Raw {
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     launch_body_limit: Option<u64>,
+    admin_idle_timeout: Option<i64>,
 }
 
 /// The tool's settings, with profile-dependent defaults filled in.
@@ -63,6 +64,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,
+    /// Seconds of inactivity after which an admin is logged out.
+    pub admin_idle_timeout: i64,
     /// True in the debug profile (developer defaults), false otherwise.
     pub debug_profile: bool,
 }
@@ -144,6 +147,7 @@ impl Settings {
             public_url,
             trusted_proxies: raw.trusted_proxies,
             launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
+            admin_idle_timeout: positive(raw.admin_idle_timeout, 30 * 60, "admin_idle_timeout")?,
             debug_profile,
         })
     }

@@ -74,6 +74,15 @@ pub enum LtiError {
     /// The user's roles do not allow this page.
     #[error("role not allowed")]
     NotStaff,
+    /// An admin page without a live admin session.
+    #[error("admin login required")]
+    AdminLoginRequired,
+    /// An admin form without the session's CSRF token.
+    #[error("missing or wrong CSRF token")]
+    CsrfMismatch,
+    /// Too many failed admin logins from one address.
+    #[error("too many failed logins")]
+    TooManyLogins,
     /// The database failed (busy, read-only, full or gone).
     #[error("storage error: {0}")]
     Storage(String),

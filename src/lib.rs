@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod lti;
 pub mod store;
@@ -68,7 +69,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             })
         }))
         .mount("/", web::pages::routes())
+        .mount("/admin", web::admin::routes())
         .register("/", web::error::catchers())
+        .register("/admin", web::admin::catchers())
 }
 
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
@@ -79,6 +82,18 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
+    crypto::install_from_figment(&db, figment).await?;
+    let unreadable = store::consumers::unreadable_secrets(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "the secrets of {} consumers ({}) do not decrypt under this secret_key: it changed; \
+             run `lti-tool admin rekey` (see the README)",
+            unreadable.len(),
+            unreadable.join(", ")
+        ));
+    }
     if settings.seed_demo_consumer {
         let (key, secret) = DEMO_CONSUMER;
         let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())

@@ -30,10 +30,10 @@ impl LtiError {
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired => {
-                Status::Unauthorized
-            }
-            NotStaff => Status::Forbidden,
+            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired
+            | AdminLoginRequired => Status::Unauthorized,
+            NotStaff | CsrfMismatch => Status::Forbidden,
+            TooManyLogins => Status::TooManyRequests,
             Storage(_) => Status::ServiceUnavailable,
         }
     }
@@ -66,6 +66,9 @@ impl LtiError {
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
+            AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
+            CsrfMismatch => ("Form expired", "This form was not sent from the current admin session, so nothing was changed. Reload the admin page and try again.".into()),
+            TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
         }
     }

@@ -8,7 +8,7 @@ use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
-use crate::store::{self, consumers, nonces, sessions};
+use crate::store::{self, consumers, nonces, sessions, usage};
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -52,6 +52,13 @@ impl LaunchParams {
     pub fn looks_like_launch(&self) -> bool {
         self.all()
             .any(|(n, _)| n.starts_with("oauth_") || n == "lti_message_type")
+    }
+
+    /// The `oauth_consumer_key` sent, if any.
+    pub fn consumer_key(&self) -> Option<&str> {
+        self.all()
+            .find(|(n, _)| *n == "oauth_consumer_key")
+            .map(|(_, v)| v)
     }
 
     fn all(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -154,6 +161,9 @@ pub async fn launch(
         .get(SESSION_COOKIE)
         .map(|c| c.value().to_string());
     let result = verify_and_record(req, state, &params, old_session.as_deref()).await;
+    if let Err(e) = &result {
+        usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
+    }
     match &result {
         Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
         Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
@@ -227,6 +237,7 @@ async fn verify_and_record(
         now + state.settings.session_ttl,
     )
     .await?;
+    usage::record_launch(&mut tx, &launch.consumer_key, now).await?;
     tx.commit().await?;
     log::info!(
         "launch accepted: consumer key {:?}, user {:?}",

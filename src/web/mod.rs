@@ -1,5 +1,6 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
+pub mod admin;
 pub mod error;
 pub mod guards;
 pub mod launch;

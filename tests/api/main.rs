@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod admin;
 mod launch;
 mod pages;
 mod vectors;
