@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin;
+mod admin_browser;
 mod launch;
 mod pages;
 mod vectors;
