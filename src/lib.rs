@@ -68,6 +68,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             })
         }))
         .mount("/", web::pages::routes())
+        .mount("/", web::handoff::routes())
+        .mount("/", web::registration::routes())
+        .mount("/", web::dev_launcher::routes())
         .register("/", web::error::catchers())
 }
 
@@ -75,6 +78,11 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
         log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie");
+    }
+    if settings.dev_launcher && !settings.debug_profile {
+        log::warn!(
+            "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
+        );
     }
     let db = store::open(&settings.database_url)
         .await

@@ -30,7 +30,7 @@ impl LtiError {
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired => {
+            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired | HandoffInvalid => {
                 Status::Unauthorized
             }
             NotStaff => Status::Forbidden,
@@ -65,6 +65,7 @@ impl LtiError {
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
+            HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
         }

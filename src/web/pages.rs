@@ -23,6 +23,7 @@ struct PageView<'a> {
     context_title: Option<&'a str>,
     resource_link_title: Option<&'a str>,
     fresh_launch: bool,
+    handoff_token: Option<&'a str>,
     custom: Vec<(&'a str, &'a str)>,
     extensions: Vec<(&'a str, &'a str)>,
 }
@@ -40,6 +41,7 @@ fn page(title: &str, user: &LtiUser) -> Template {
         context_title: user.get("context_title"),
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
+        handoff_token: user.handoff_token.as_deref(),
         custom: if is_staff {
             user.with_prefix("custom_").collect()
         } else {
@@ -53,6 +55,9 @@ fn page(title: &str, user: &LtiUser) -> Template {
     };
     Template::render("page", &view)
 }
+
+/// The launch URL to give an LMS by default: it accepts launches and existing sessions.
+pub const LAUNCH_PAGE: &str = "/any";
 
 const ANY: &str = "Landing page";
 const INITIAL: &str = "Initial request";

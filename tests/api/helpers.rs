@@ -184,6 +184,12 @@ impl Launch {
         self
     }
 
+    /// Signs for this absolute URL (as the LMS knows the tool) instead of `http://HOST/path`.
+    pub fn signed_for(mut self, url: &str) -> Self {
+        self.url = url.to_string();
+        self
+    }
+
     pub fn timestamp(mut self, ts: u64) -> Self {
         self.timestamp = ts;
         self

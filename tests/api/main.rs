@@ -3,5 +3,6 @@
 mod helpers;
 
 mod launch;
+mod lms;
 mod pages;
 mod vectors;
