@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod fork;
 mod launch;
 mod lms;
 mod pages;
