@@ -79,11 +79,13 @@ struct RefusalSlot(Mutex<Option<LtiError>>);
 /// Logs a refusal and keeps it for the catcher; returns the status to fail with.
 pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let status = error.status();
+    // Errors quote request values: escape them so a crafted parameter cannot forge log lines.
+    let what = error.to_string();
+    let what = what.escape_debug();
+    let (method, path) = (req.method(), req.uri().path());
     match error {
-        LtiError::Storage(_) => {
-            log::error!("{} {}: {status}: {error}", req.method(), req.uri().path())
-        }
-        _ => log::warn!("{} {}: {status}: {error}", req.method(), req.uri().path()),
+        LtiError::Storage(_) => log::error!("{method} {path}: {status}: {what}"),
+        _ => log::warn!("{method} {path}: {status}: {what}"),
     }
     if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {
         slot.get_or_insert_with(|| error.clone());

@@ -261,7 +261,11 @@ async fn verify_and_record(
 }
 
 fn refused(consumer_key: &str, error: LtiError) -> LtiError {
-    log::warn!("launch refused: {error} (consumer key {consumer_key:?})");
+    let what = error.to_string();
+    log::warn!(
+        "launch refused: {} (consumer key {consumer_key:?})",
+        what.escape_debug()
+    );
     error
 }
 
