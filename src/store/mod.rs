@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod consumers;
+pub mod handoffs;
 pub mod nonces;
 pub mod sessions;
 pub mod usage;
@@ -50,7 +51,9 @@ pub fn now() -> i64 {
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
     loop {
-        let n = nonces::prune(db, now, 500).await? + sessions::prune(db, now, 500).await?;
+        let n = nonces::prune(db, now, 500).await?
+            + sessions::prune(db, now, 500).await?
+            + handoffs::prune(db, now, 500).await?;
         total += n;
         if n == 0 {
             return Ok(total);

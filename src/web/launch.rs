@@ -8,7 +8,7 @@ use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
-use crate::store::{self, consumers, nonces, sessions, usage};
+use crate::store::{self, consumers, handoffs, nonces, sessions, usage};
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -149,13 +149,23 @@ fn signature_matches(
     })
 }
 
+/// A verified launch and the session it started.
+pub struct Launched {
+    /// What the launch said.
+    pub launch: LaunchData,
+    /// The new session's id.
+    pub session_id: String,
+    /// A single-use token that opens the session in a new window (see `web::handoff`).
+    pub handoff_token: String,
+}
+
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
 /// and sets its cookie. On failure the browser's current session ends too.
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,
     params: LaunchParams,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     let old_session = req
         .cookies()
         .get(SESSION_COOKIE)
@@ -165,7 +175,9 @@ pub async fn launch(
         usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
     }
     match &result {
-        Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
+        Ok(launched) => req
+            .cookies()
+            .add(session_cookie(state, launched.session_id.clone())),
         Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
     }
     result
@@ -176,7 +188,7 @@ async fn verify_and_record(
     state: &AppState,
     params: &LaunchParams,
     old_session: Option<&str>,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
     }
@@ -216,6 +228,7 @@ async fn verify_and_record(
     let fields = check_lti_fields(&all);
     let launch = LaunchData::new(oauth.consumer_key.clone(), all);
     let session_id = sessions::new_id();
+    let handoff_token = sessions::new_id();
 
     let mut tx = state.db.begin().await?;
     if !nonces::record_once(&mut tx, &oauth.consumer_key, &oauth.nonce, nonce_expiry).await? {
@@ -237,6 +250,13 @@ async fn verify_and_record(
         now + state.settings.session_ttl,
     )
     .await?;
+    handoffs::insert(
+        &mut tx,
+        &handoff_token,
+        &session_id,
+        now + handoffs::HANDOFF_TTL,
+    )
+    .await?;
     usage::record_launch(&mut tx, &launch.consumer_key, now).await?;
     tx.commit().await?;
     log::info!(
@@ -244,11 +264,19 @@ async fn verify_and_record(
         launch.consumer_key,
         launch.user_id()
     );
-    Ok((launch, session_id))
+    Ok(Launched {
+        launch,
+        session_id,
+        handoff_token,
+    })
 }
 
 fn refused(consumer_key: &str, error: LtiError) -> LtiError {
-    log::warn!("launch refused: {error} (consumer key {consumer_key:?})");
+    let what = error.to_string();
+    log::warn!(
+        "launch refused: {} (consumer key {consumer_key:?})",
+        what.escape_debug()
+    );
     error
 }
 

@@ -4,6 +4,8 @@ mod helpers;
 
 mod admin;
 mod admin_browser;
+mod fork;
 mod launch;
+mod lms;
 mod pages;
 mod vectors;
