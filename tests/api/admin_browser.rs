@@ -137,7 +137,9 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
             std::env::var_os("CI").is_none(),
             "CI must run the browser test: {why}"
         );
-        eprintln!("SKIPPED admin_in_a_real_browser...: {why}");
+        eprintln!(
+            "SKIPPED admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it: {why}"
+        );
         return;
     };
 
@@ -300,5 +302,47 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
         .expect("log out");
     assert_eq!(text(&c, "h1").await, "Admin login");
     c.close().await.expect("close the browser");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn cli_rekey_re_encrypts_the_secrets_after_a_key_change() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}", dir.join("db/rekey.sqlite").display());
+    let (key_a, key_b) = (
+        "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=",
+        "yTxL0aAkBGnUwQVR95xPzVYeyBs7QJP3bTpqPUVBdYw=",
+    );
+    let env = |key: &str| {
+        vec![
+            ("ROCKET_DATABASE_URL", url.clone()),
+            ("ROCKET_SECRET_KEY", key.to_string()),
+            ("ROCKET_LOG_LEVEL", "critical".to_string()),
+        ]
+    };
+    let secret = "a-secret-of-twenty-chars";
+    let args = ["consumer", "add", "k1", "--secret", secret];
+    assert!(cli(&env(key_a), &args, "").status.success());
+    // Under the new key, a wrong old key changes nothing; the right one re-encrypts.
+    let out = cli(&env(key_b), &["admin", "rekey"], "not-the-old-key\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    let out = cli(&env(key_b), &["admin", "rekey"], &format!("{key_a}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 1 "));
+
+    let db = rocket_lti_tool::store::open(&url).await.unwrap();
+    use rocket_lti_tool::crypto::{install, SecretCipher};
+    install(&db, SecretCipher::from_key_material(key_b.as_bytes()));
+    let found = rocket_lti_tool::store::consumers::find(&db, "k1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.secret, secret);
+    db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
