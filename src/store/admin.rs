@@ -100,24 +100,43 @@ pub async fn end_session(db: &Db, id: &str) -> Result<(), LtiError> {
     Ok(())
 }
 
-/// Failed logins from `address` in the minute before `now`.
-pub async fn recent_failures(db: &Db, address: &str, now: i64) -> Result<i64, LtiError> {
-    Ok(
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM admin_login_failures WHERE address = ? AND at > ?",
-        )
-        .bind(address)
-        .bind(now - 60)
-        .fetch_one(db)
-        .await?,
+/// Counts a login attempt from `address` as failed until `forget_attempt` clears it; returns
+/// its row id and the failed attempts in the last minute, this one included. If that number is
+/// over `limit`, the attempt is not counted and `None` is returned: the caller refuses it. One
+/// transaction, so parallel attempts cannot all slip under the limit.
+pub async fn begin_attempt(
+    db: &Db,
+    address: &str,
+    now: i64,
+    limit: i64,
+) -> Result<Option<i64>, LtiError> {
+    let mut tx = db.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO admin_login_failures (address, at) VALUES (?, ?) RETURNING rowid",
     )
+    .bind(address)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM admin_login_failures WHERE address = ? AND at > ?",
+    )
+    .bind(address)
+    .bind(now - 60)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recent > limit {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(id))
 }
 
-/// Records a failed login from `address`.
-pub async fn record_failure(db: &Db, address: &str, now: i64) -> Result<(), LtiError> {
-    sqlx::query("INSERT INTO admin_login_failures (address, at) VALUES (?, ?)")
-        .bind(address)
-        .bind(now)
+/// Uncounts an attempt that succeeded.
+pub async fn forget_attempt(db: &Db, id: i64) -> Result<(), LtiError> {
+    sqlx::query("DELETE FROM admin_login_failures WHERE rowid = ?")
+        .bind(id)
         .execute(db)
         .await?;
     Ok(())

@@ -256,19 +256,21 @@ async fn login(
 ) -> Result<Reply, LtiError> {
     let now = store::now();
     let address = address.0;
-    if admin::recent_failures(&state.db, &address, now).await? >= MAX_FAILURES_PER_MINUTE {
-        log::warn!("admin login refused: too many failures from {address}");
-        return Err(LtiError::TooManyLogins);
-    }
     let Some(hash) = admin::password_hash(&state.db).await? else {
         return Ok(Reply::Page(login_page(Status::Ok, false, None)));
+    };
+    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
+    let Some(attempt) =
+        admin::begin_attempt(&state.db, &address, now, MAX_FAILURES_PER_MINUTE).await?
+    else {
+        log::warn!("admin login refused: too many failures from {address}");
+        return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
     let ok = rocket::tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash))
         .await
         .unwrap_or(false);
     if !ok {
-        admin::record_failure(&state.db, &address, now).await?;
         log::warn!("admin login failed from {address}");
         return Ok(Reply::Page(login_page(
             Status::Unauthorized,
@@ -276,6 +278,7 @@ async fn login(
             Some("That password is not right."),
         )));
     }
+    admin::forget_attempt(&state.db, attempt).await?;
     let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
     cookies.add(admin_cookie(state, token));
     log::info!("admin logged in from {address}");

@@ -706,3 +706,34 @@ async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
     assert_eq!(demo.secret, "__lti_secret__");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[rocket::async_test]
+async fn parallel_guesses_cannot_outrun_the_throttle() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let addr: std::net::SocketAddr = "203.0.113.5:4000".parse().unwrap();
+    let guesses = (0..20).map(|i| {
+        app.client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote(addr)
+            .body(format!("password=guess-{i}"))
+            .dispatch()
+    });
+    let statuses: Vec<Status> = rocket::futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let tried = statuses
+        .iter()
+        .filter(|s| **s == Status::Unauthorized)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == Status::TooManyRequests)
+        .count();
+    assert_eq!(tried, 5, "{statuses:?}");
+    assert_eq!(throttled, 15, "{statuses:?}");
+}
