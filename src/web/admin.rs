@@ -117,28 +117,17 @@ fn admin_cookie(state: &AppState, value: String) -> Cookie<'static> {
         .build()
 }
 
-/// A page that must not be cached (it may show a secret, or a CSRF token).
-#[derive(Responder)]
-pub struct NoStore {
-    page: Template,
-    cache: Header<'static>,
-}
-
-/// An admin page with a status.
+/// An admin page with its status, never cached (it may show a secret, or a CSRF token).
 #[derive(Responder)]
 pub struct Page {
-    page: (Status, NoStore),
+    page: (Status, Template),
+    cache: Header<'static>,
 }
 
 fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
     Page {
-        page: (
-            status,
-            NoStore {
-                page: Template::render(name, ctx),
-                cache: Header::new("Cache-Control", "no-store"),
-            },
-        ),
+        page: (status, Template::render(name, ctx)),
+        cache: Header::new("Cache-Control", "no-store"),
     }
 }
 
@@ -164,7 +153,7 @@ pub enum Reply {
     Redirect(Redirect),
 }
 
-/// A day and time in UTC, or a dash.
+/// A day and time in UTC, or "never".
 fn when(ts: Option<i64>) -> String {
     ts.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())

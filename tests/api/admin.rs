@@ -160,13 +160,14 @@ async fn the_admin_cookie_is_secure_when_cookies_are() {
 
 #[rocket::async_test]
 async fn an_idle_admin_is_logged_out() {
-    let app = spawn_app_with(|f| f.merge(("admin_idle_timeout", 1))).await;
+    // Two seconds: whole-second timestamps leave the first check at least a second of margin.
+    let app = spawn_app_with(|f| f.merge(("admin_idle_timeout", 2))).await;
     set_password(&app, PASSWORD).await;
     assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
     assert!(!is_login_page(
         &page(app.get("/admin").await, Status::Ok).await
     ));
-    rocket::tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert!(is_login_page(
         &page(app.get("/admin").await, Status::Ok).await
     ));

@@ -118,6 +118,26 @@ async fn text(c: &Client, css: &str) -> String {
         .expect("element text")
 }
 
+/// Waits until the page's `h1` reads `expected` (the click that leads there may not have
+/// navigated yet, so the old page's heading is read again until it has).
+async fn wait_heading(c: &Client, expected: &str) {
+    let start = Instant::now();
+    loop {
+        let now = match c.find(Locator::Css("h1")).await {
+            Ok(h1) => h1.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if now == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the heading is {now:?}, not {expected:?}"
+        );
+        rocket::tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
     // Set ADMIN_E2E_SCREENSHOTS=dir to look at the pages.
     if let Some(dir) = std::env::var_os("ADMIN_E2E_SCREENSHOTS") {
@@ -205,7 +225,8 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
 
     // Log in.
     c.goto(&format!("{base}/admin")).await.expect("open /admin");
-    assert_eq!(text(&c, "h1").await, "Admin login");
+    wait_heading(&c, "Admin login").await;
+    screenshot(&c, "login").await;
     c.find(Locator::Css("#password"))
         .await
         .expect("password field")
@@ -218,7 +239,7 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
         .click()
         .await
         .expect("log in");
-    assert_eq!(text(&c, "h1").await, "Consumer keys");
+    wait_heading(&c, "Consumer keys").await;
 
     // Create a consumer and read what the page shows.
     c.find(Locator::LinkText("Add a consumer key"))
@@ -241,6 +262,7 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
         .send_keys("End-to-end LMS")
         .await
         .expect("type the name");
+    screenshot(&c, "new").await;
     c.find(Locator::Css(
         "form[action='/admin/consumers'] button[type=submit]",
     ))
@@ -300,7 +322,7 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
         .click()
         .await
         .expect("log out");
-    assert_eq!(text(&c, "h1").await, "Admin login");
+    wait_heading(&c, "Admin login").await;
     c.close().await.expect("close the browser");
     let _ = std::fs::remove_dir_all(&dir);
 }
