@@ -25,6 +25,25 @@ impl Drop for Killed {
     }
 }
 
+/// chromedriver in a process group of its own, killed with the browsers it started when the
+/// test ends (a failed assertion never reaches `close()`, and would leave Chromium running).
+struct KilledGroup(Child);
+
+impl KilledGroup {
+    fn spawn(command: &mut Command) -> std::io::Result<KilledGroup> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(KilledGroup)
+    }
+}
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
 fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -79,7 +98,8 @@ async fn browser(driver_port: u16, profile: &Path, chromium: &Path) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1200,900",
+                "--no-first-run", "--disable-crash-reporter", "--disable-breakpad",
+                "--window-size=1200,900",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -210,14 +230,13 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
             .expect("the server starts"),
     );
     let driver_port = free_port();
-    let _driver = Killed(
+    let _driver = KilledGroup::spawn(
         Command::new(&driver)
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
+            .stderr(Stdio::null()),
+    )
+    .expect("chromedriver starts");
     wait_for_port(port, "lti-tool");
     wait_for_port(driver_port, "chromedriver");
     let base = format!("http://127.0.0.1:{port}");
