@@ -95,6 +95,8 @@ async fn login_sets_a_strict_admin_only_cookie_and_logout_ends_the_session() {
     set_password(&app, PASSWORD).await;
     let body = page(app.get("/admin").await, Status::Ok).await;
     assert!(is_login_page(&body));
+    let body = page(app.get("/admin/").await, Status::Ok).await;
+    assert!(is_login_page(&body), "with a trailing slash too");
 
     let res = login(&app, "wrong password").await;
     assert!(res.headers().get_one("Set-Cookie").is_none());
