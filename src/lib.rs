@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod lti;
+pub mod outcomes;
 pub mod store;
 pub mod web;
 

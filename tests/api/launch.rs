@@ -286,7 +286,7 @@ async fn invalid_utf8_and_garbage_bodies_are_400_not_500() {
         .post("/initial")
         .header(Header::new("Host", HOST))
         .header(ContentType::Form)
-        .body(b"oauth_nonce=\xff\xfe".to_vec())
+        .body(b"oauth_nonce=\xff\xfe")
         .dispatch()
         .await;
     refused(res, Status::BadRequest).await;

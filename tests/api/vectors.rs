@@ -61,7 +61,7 @@ fn every_valid_vector_verifies_with_the_expected_base_string() {
         let signature = v["oauth_signature"].as_str().unwrap();
         assert!(
             verify(
-                &v["base_string"].as_str().unwrap(),
+                v["base_string"].as_str().unwrap(),
                 v["consumer_secret"].as_str().unwrap(),
                 signature
             ),
