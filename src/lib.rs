@@ -61,6 +61,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             }
         }))
+        .attach(web::grades::fairing())
         .attach(AdHoc::on_liftoff("Pruning", |rocket| {
             Box::pin(async move {
                 if let Some(state) = rocket.state::<AppState>() {
@@ -69,6 +70,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             })
         }))
         .mount("/", web::pages::routes())
+        .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
 }
 

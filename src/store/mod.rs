@@ -2,6 +2,7 @@
 
 pub mod consumers;
 pub mod nonces;
+pub mod outcomes;
 pub mod sessions;
 
 use std::str::FromStr;

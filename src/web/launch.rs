@@ -227,6 +227,8 @@ async fn verify_and_record(
         now + state.settings.session_ttl,
     )
     .await?;
+    // Grade passback: remember where this learner's result lives, so staff can grade later.
+    store::outcomes::record_launch(&mut tx, &launch, now).await?;
     tx.commit().await?;
     log::info!(
         "launch accepted: consumer key {:?}, user {:?}",

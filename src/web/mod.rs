@@ -1,6 +1,7 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
 pub mod error;
+pub mod grades;
 pub mod guards;
 pub mod launch;
 pub mod origin;

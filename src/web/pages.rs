@@ -23,6 +23,7 @@ struct PageView<'a> {
     context_title: Option<&'a str>,
     resource_link_title: Option<&'a str>,
     fresh_launch: bool,
+    outcome_service: bool,
     custom: Vec<(&'a str, &'a str)>,
     extensions: Vec<(&'a str, &'a str)>,
 }
@@ -40,6 +41,7 @@ fn page(title: &str, user: &LtiUser) -> Template {
         context_title: user.get("context_title"),
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
+        outcome_service: user.outcome_target().is_some(),
         custom: if is_staff {
             user.with_prefix("custom_").collect()
         } else {

@@ -3,5 +3,6 @@
 mod helpers;
 
 mod launch;
+mod outcomes;
 mod pages;
 mod vectors;
