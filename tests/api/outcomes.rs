@@ -497,3 +497,36 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
     );
     lms.assert_all_valid();
 }
+
+#[rocket::async_test]
+async fn bad_outcomes_settings_stop_the_start() {
+    use rocket::figment::Figment;
+    type Configure = fn(Figment) -> Figment;
+    let cases: [(&str, Configure); 3] = [
+        ("timeout -1", |f| f.merge(("outcomes_timeout", -1.0))),
+        ("timeout 0", |f| f.merge(("outcomes_timeout", 0))),
+        ("attempts 0", |f| f.merge(("outcomes_attempts", 0))),
+    ];
+    for (case, configure) in cases {
+        let dir = temp_dir();
+        let figment = rocket_lti_tool::figment()
+            .merge((
+                "database_url",
+                format!("sqlite://{}", dir.join("t.sqlite").display()),
+            ))
+            .merge(("log_level", "off"));
+        let started = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
+            configure(figment),
+        ))
+        .await;
+        match started {
+            Ok(_) => panic!("{case} was accepted"),
+            // Rocket panics on an error dropped unread.
+            Err(e) => assert!(matches!(
+                e.kind(),
+                rocket::error::ErrorKind::FailedFairings(_)
+            )),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
