@@ -184,7 +184,8 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
                 let value = text.trim().to_string();
                 match name.as_str() {
                     "imsx_codeMajor" => code_major = Some(value),
-                    "imsx_description" => description = value,
+                    // Shown to users and logged: keep it to a paragraph.
+                    "imsx_description" => description = value.chars().take(500).collect(),
                     "imsx_messageRefIdentifier" => message_ref = Some(value),
                     "imsx_operationRefIdentifier" => operation_ref = Some(value),
                     "textString" if in_read_score(&path) => score_text = Some(value),

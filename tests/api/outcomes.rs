@@ -385,16 +385,33 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
 async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;
+    let known = |app: &TestApp| {
+        let db = app.state().db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<f64>, Option<i64>)>(
+                "SELECT sourcedid, last_score, score_known_at FROM outcome_targets",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "old"))
         .await;
+    let token = grade_form_token(&app).await;
+    app.post_form("/grade", format!("score=0.75&csrf={token}"))
+        .await;
+    let rows = known(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("old", Some(0.75)));
+    assert!(rows[0].2.is_some());
+    // A relaunch with the same sourcedid keeps the score; a new sourcedid forgets it.
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "old"))
+        .await;
+    assert_eq!(known(&app).await[0].1, Some(0.75));
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "new"))
         .await;
-    let sourcedids: Vec<String> =
-        sqlx::query_scalar("SELECT sourcedid FROM outcome_targets ORDER BY sourcedid")
-            .fetch_all(&app.state().db)
-            .await
-            .unwrap();
-    assert_eq!(sourcedids, ["new"]);
+    assert_eq!(known(&app).await, [("new".to_string(), None, None)]);
     let forged = learner_launch(&lms, "/ok", "learner-2", "x").consumer(KEY, "wrong");
     refused(app.launch(&forged).await, Status::Unauthorized).await;
     assert_eq!(app.count("outcome_targets").await, 1);
@@ -529,4 +546,10 @@ async fn bad_outcomes_settings_stop_the_start() {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
+    // Whole seconds and a retry count are fine (`spawn_app_with` asserts the start).
+    spawn_app_with(|f| {
+        f.merge(("outcomes_timeout", 5))
+            .merge(("outcomes_attempts", 1))
+    })
+    .await;
 }
