@@ -3,6 +3,7 @@
 pub mod consumers;
 pub mod handoffs;
 pub mod nonces;
+pub mod refusals;
 pub mod sessions;
 
 use std::str::FromStr;

@@ -9,6 +9,7 @@ use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, L
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::{self, consumers, handoffs, nonces, sessions};
+use crate::web::diagnosis::record_refusal;
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -62,7 +63,8 @@ impl LaunchParams {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    fn combined(&self) -> Params {
+    /// Query, body and header parameters together, in that order.
+    pub fn combined(&self) -> Params {
         self.query
             .iter()
             .chain(&self.body)
@@ -168,7 +170,10 @@ pub async fn launch(
         Ok(launched) => req
             .cookies()
             .add(session_cookie(state, launched.session_id.clone())),
-        Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
+        Err(e) => {
+            end_session(state, req.cookies(), old_session.as_deref()).await;
+            record_refusal(req, state, &params, e).await;
+        }
     }
     result
 }

@@ -1,6 +1,7 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
 pub mod dev_launcher;
+pub mod diagnosis;
 pub mod error;
 pub mod guards;
 pub mod handoff;

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod diagnosis;
 mod fork;
 mod launch;
 mod lms;
