@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod cli;
 mod diagnosis;
 mod fork;
 mod launch;
