@@ -40,6 +40,9 @@ struct Raw {
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     launch_body_limit: Option<u64>,
+    dev_launcher: Option<bool>,
+    tool_title: Option<String>,
+    tool_description: Option<String>,
 }
 
 /// The tool's settings, with profile-dependent defaults filled in.
@@ -63,6 +66,12 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,
+    /// Whether `/dev/launch` (the built-in test launcher) is served.
+    pub dev_launcher: bool,
+    /// The tool's name, in the LMS registration XML.
+    pub tool_title: String,
+    /// One sentence on the tool, in the LMS registration XML.
+    pub tool_description: String,
     /// True in the debug profile (developer defaults), false otherwise.
     pub debug_profile: bool,
 }
@@ -144,6 +153,11 @@ impl Settings {
             public_url,
             trusted_proxies: raw.trusted_proxies,
             launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
+            dev_launcher: raw.dev_launcher.unwrap_or(debug_profile),
+            tool_title: raw.tool_title.unwrap_or_else(|| "Rocket LTI tool".into()),
+            tool_description: raw.tool_description.unwrap_or_else(|| {
+                "Reference LTI 1.1 tool provider: verified launches and role-gated pages.".into()
+            }),
             debug_profile,
         })
     }

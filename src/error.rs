@@ -72,6 +72,9 @@ pub enum LtiError {
     /// The session existed but has expired.
     #[error("session expired")]
     SessionExpired,
+    /// A new-window token that is unknown, used or expired.
+    #[error("hand-off token invalid, used or expired")]
+    HandoffInvalid,
     /// The user's roles do not allow this page.
     #[error("role not allowed")]
     NotStaff,

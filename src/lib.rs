@@ -69,7 +69,20 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             })
         }))
+        .attach(AdHoc::on_response("No caching of pages", |req, res| {
+            Box::pin(async move {
+                // Pages carry a user's data: shared caches and the back button must not keep them.
+                if !req.uri().path().starts_with("/static/")
+                    && res.headers().get_one("Cache-Control").is_none()
+                {
+                    res.set_raw_header("Cache-Control", "no-store");
+                }
+            })
+        }))
         .mount("/", web::pages::routes())
+        .mount("/", web::handoff::routes())
+        .mount("/", web::registration::routes())
+        .mount("/", web::dev_launcher::routes())
         .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
 }
@@ -78,6 +91,11 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
         log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie");
+    }
+    if settings.dev_launcher && !settings.debug_profile {
+        log::warn!(
+            "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
+        );
     }
     let db = store::open(&settings.database_url)
         .await

@@ -97,7 +97,7 @@ pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiErr
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a consumer with its sessions and nonces, in one transaction; false when there is no such key.
+/// Deletes a consumer with its sessions, nonces and refused-launch log, in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM consumers WHERE consumer_key = ?")
@@ -112,6 +112,7 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    super::refusals::delete_for(&mut *tx, key).await?;
     tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }

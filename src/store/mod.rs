@@ -1,8 +1,10 @@
 //! SQLite storage: opening the pool, migrations, and one module per table.
 
 pub mod consumers;
+pub mod handoffs;
 pub mod nonces;
 pub mod outcomes;
+pub mod refusals;
 pub mod sessions;
 
 use std::str::FromStr;
@@ -49,7 +51,9 @@ pub fn now() -> i64 {
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
     let mut total = 0;
     loop {
-        let n = nonces::prune(db, now, 500).await? + sessions::prune(db, now, 500).await?;
+        let n = nonces::prune(db, now, 500).await?
+            + sessions::prune(db, now, 500).await?
+            + handoffs::prune(db, now, 500).await?;
         total += n;
         if n == 0 {
             return Ok(total);

@@ -31,7 +31,7 @@ impl LtiError {
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired => {
+            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired | HandoffInvalid => {
                 Status::Unauthorized
             }
             NotStaff | BadCsrfToken => Status::Forbidden,
@@ -67,6 +67,7 @@ impl LtiError {
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
+            HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Reload the page and try again.".into()),
             Outcome(e) => outcome_message(e),
@@ -120,11 +121,13 @@ struct RefusalSlot(Mutex<Option<LtiError>>);
 /// Logs a refusal and keeps it for the catcher; returns the status to fail with.
 pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let status = error.status();
+    // Errors quote request values: escape them so a crafted parameter cannot forge log lines.
+    let what = error.to_string();
+    let what = what.escape_debug();
+    let (method, path) = (req.method(), req.uri().path());
     match error {
-        LtiError::Storage(_) => {
-            log::error!("{} {}: {status}: {error}", req.method(), req.uri().path())
-        }
-        _ => log::warn!("{} {}: {status}: {error}", req.method(), req.uri().path()),
+        LtiError::Storage(_) => log::error!("{method} {path}: {status}: {what}"),
+        _ => log::warn!("{method} {path}: {status}: {what}"),
     }
     if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {
         slot.get_or_insert_with(|| error.clone());

@@ -27,6 +27,8 @@ pub struct LtiUser {
     pub session_id: String,
     /// True when this request was the launch itself.
     pub fresh_launch: bool,
+    /// On a fresh launch, the single-use token that reopens this session in a new window.
+    pub handoff_token: Option<String>,
 }
 
 impl Deref for LtiUser {
@@ -120,6 +122,7 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
         launch: session.launch,
         session_id: session.id,
         fresh_launch: false,
+        handoff_token: None,
     })
 }
 
@@ -128,11 +131,12 @@ async fn launch_user(
     state: &AppState,
     params: LaunchParams,
 ) -> Result<LtiUser, LtiError> {
-    let (launch, session_id) = launch(req, state, params).await?;
+    let launched = launch(req, state, params).await?;
     Ok(LtiUser {
-        launch,
-        session_id,
+        launch: launched.launch,
+        session_id: launched.session_id,
         fresh_launch: true,
+        handoff_token: Some(launched.handoff_token),
     })
 }
 

@@ -8,7 +8,8 @@ use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
-use crate::store::{self, consumers, nonces, sessions};
+use crate::store::{self, consumers, handoffs, nonces, sessions};
+use crate::web::diagnosis::record_refusal;
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -62,7 +63,8 @@ impl LaunchParams {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    fn combined(&self) -> Params {
+    /// Query, body and header parameters together, in that order.
+    pub fn combined(&self) -> Params {
         self.query
             .iter()
             .chain(&self.body)
@@ -142,21 +144,36 @@ fn signature_matches(
     })
 }
 
+/// A verified launch and the session it started.
+pub struct Launched {
+    /// What the launch said.
+    pub launch: LaunchData,
+    /// The new session's id.
+    pub session_id: String,
+    /// A single-use token that opens the session in a new window (see `web::handoff`).
+    pub handoff_token: String,
+}
+
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
 /// and sets its cookie. On failure the browser's current session ends too.
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,
     params: LaunchParams,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     let old_session = req
         .cookies()
         .get(SESSION_COOKIE)
         .map(|c| c.value().to_string());
     let result = verify_and_record(req, state, &params, old_session.as_deref()).await;
     match &result {
-        Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
-        Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
+        Ok(launched) => req
+            .cookies()
+            .add(session_cookie(state, launched.session_id.clone())),
+        Err(e) => {
+            end_session(state, req.cookies(), old_session.as_deref()).await;
+            record_refusal(req, state, &params, e).await;
+        }
     }
     result
 }
@@ -166,7 +183,7 @@ async fn verify_and_record(
     state: &AppState,
     params: &LaunchParams,
     old_session: Option<&str>,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
     }
@@ -206,6 +223,7 @@ async fn verify_and_record(
     let fields = check_lti_fields(&all);
     let launch = LaunchData::new(oauth.consumer_key.clone(), all);
     let session_id = sessions::new_id();
+    let handoff_token = sessions::new_id();
 
     let mut tx = state.db.begin().await?;
     if !nonces::record_once(&mut tx, &oauth.consumer_key, &oauth.nonce, nonce_expiry).await? {
@@ -227,6 +245,13 @@ async fn verify_and_record(
         now + state.settings.session_ttl,
     )
     .await?;
+    handoffs::insert(
+        &mut tx,
+        &handoff_token,
+        &session_id,
+        now + handoffs::HANDOFF_TTL,
+    )
+    .await?;
     // Grade passback: remember where this learner's result lives, so staff can grade later.
     store::outcomes::record_launch(&mut tx, &launch, now).await?;
     tx.commit().await?;
@@ -235,11 +260,19 @@ async fn verify_and_record(
         launch.consumer_key,
         launch.user_id()
     );
-    Ok((launch, session_id))
+    Ok(Launched {
+        launch,
+        session_id,
+        handoff_token,
+    })
 }
 
 fn refused(consumer_key: &str, error: LtiError) -> LtiError {
-    log::warn!("launch refused: {error} (consumer key {consumer_key:?})");
+    let what = error.to_string();
+    log::warn!(
+        "launch refused: {} (consumer key {consumer_key:?})",
+        what.escape_debug()
+    );
     error
 }
 

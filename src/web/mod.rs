@@ -1,11 +1,15 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
+pub mod dev_launcher;
+pub mod diagnosis;
 pub mod error;
 pub mod grades;
 pub mod guards;
+pub mod handoff;
 pub mod launch;
 pub mod origin;
 pub mod pages;
+pub mod registration;
 
 use crate::config::Settings;
 use crate::store::Db;

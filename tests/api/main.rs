@@ -2,7 +2,11 @@
 
 mod helpers;
 
+mod cli;
+mod diagnosis;
+mod fork;
 mod launch;
+mod lms;
 mod outcomes;
 mod pages;
 mod vectors;

@@ -167,18 +167,62 @@ async fn staff_page_accepts_urn_institution_and_system_admin_roles() {
 }
 
 #[rocket::async_test]
-async fn staff_see_custom_parameters_escaped_and_learners_do_not() {
-    let app = spawn_app().await;
-    let launch = Launch::new("/any")
-        .set("custom_note", "<script>alert(1)</script>")
-        .set("ext_lms", "moodle");
-    let body = page(app.launch(&launch).await, Status::Ok).await;
+async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
+    let app = spawn_release_app().await;
+    let launch = |roles: &str| {
+        Launch::new("/any")
+            .consumer("release-key", "release-secret-123456")
+            .roles(roles)
+            .set("custom_note", "<script>alert(1)</script>")
+            .set("ext_lms", "moodle")
+            .without("lis_person_name_full")
+    };
+    let staff = launch("Instructor,urn:lti:instrole:ims/lis/Instructor");
+    let signed = staff.signed_body();
+    let signature = signed
+        .split("oauth_signature=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = page(app.post_form("/any", signed).await, Status::Ok).await;
+    assert!(body.contains("What the LMS sent"));
     assert!(body.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
     assert!(!body.contains("<script>alert(1)"));
-    assert!(body.contains("ext_lms"));
-    let learner = Launch::new("/any").set("custom_note", "x").roles("Learner");
-    let body = page(app.launch(&learner).await, Status::Ok).await;
+    for text in [
+        "Custom",
+        "Extensions",
+        "OAuth",
+        "ext_lms",
+        "oauth_nonce",
+        "not necessarily this course",
+    ] {
+        assert!(body.contains(text), "{text}");
+    }
+    // The name was not sent: the panel says so and why.
+    assert!(body.contains("lis_person_name_full</code>: no name"));
+    assert!(!body.contains("<code>oauth_signature</code>"));
+    let signature = signature
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    assert!(!body.contains(&signature) && !body.contains(&signature.replace('/', "&#x2F;")));
+    assert!(!body.contains("release-secret-123456"));
+
+    let body = page(app.launch(&launch("Learner")).await, Status::Ok).await;
+    assert!(!body.contains("What the LMS sent"));
     assert!(!body.contains("custom_note"));
+
+    // In the debug profile everyone sees it.
+    let debug = spawn_app().await;
+    let body = page(
+        debug.launch(&Launch::new("/any").roles("Learner")).await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("What the LMS sent"));
 }
 
 #[rocket::async_test]
