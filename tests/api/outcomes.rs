@@ -553,3 +553,60 @@ async fn bad_outcomes_settings_stop_the_start() {
     })
     .await;
 }
+
+/// The README's three-line example, as a fork would mount it.
+#[rocket::post("/done")]
+async fn done(
+    lti: rocket_lti_tool::web::guards::LtiSession,
+    outcomes: &rocket::State<rocket_lti_tool::web::grades::Outcomes>,
+) -> Result<&'static str, rocket_lti_tool::error::LtiError> {
+    lti.post_grade(outcomes, 0.8).await?;
+    Ok("Your score was sent to the gradebook.")
+}
+
+#[rocket::async_test]
+async fn the_readme_example_posts_a_grade_from_a_fork() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount("/", rocket::routes![done]),
+    )
+    .await
+    .unwrap();
+    let host = rocket::http::Header::new("Host", HOST);
+    let launch = learner_launch(&lms, "/ok", "learner-1", "sid-1");
+    let res = client
+        .post("/any")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let res = client.post("/done").header(host.clone()).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(
+        res.into_string().await.unwrap(),
+        "Your score was sent to the gradebook."
+    );
+    assert_eq!(lms.score_of("sid-1").as_deref(), Some("0.8"));
+    lms.assert_all_valid();
+
+    // A learner launched without grade passback gets the error page, not a 500.
+    let plain = Launch::new("/any").roles("Learner").user("learner-2");
+    client
+        .post("/any")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(plain.signed_body())
+        .dispatch()
+        .await;
+    let res = client.post("/done").header(host).dispatch().await;
+    assert_eq!(res.status(), Status::Conflict);
+    assert!(res
+        .into_string()
+        .await
+        .unwrap()
+        .contains("lis_outcome_service_url"));
+}
