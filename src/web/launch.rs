@@ -170,10 +170,12 @@ pub async fn launch(
         Ok(launched) => req
             .cookies()
             .add(session_cookie(state, launched.session_id.clone())),
-        Err(e) => {
+        // A request with no launch fields at all is not a failed launch: it leaves the session be.
+        Err(e) if params.looks_like_launch() => {
             end_session(state, req.cookies(), old_session.as_deref()).await;
             record_refusal(req, state, &params, e).await;
         }
+        Err(_) => {}
     }
     result
 }
