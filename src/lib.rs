@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod lti;
+pub mod outcomes;
 pub mod store;
 pub mod web;
 
@@ -61,6 +62,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             }
         }))
+        .attach(web::grades::fairing())
         .attach(AdHoc::on_liftoff("Pruning", |rocket| {
             Box::pin(async move {
                 if let Some(state) = rocket.state::<AppState>() {
@@ -83,6 +85,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .mount("/", web::handoff::routes())
         .mount("/", web::registration::routes())
         .mount("/", web::dev_launcher::routes())
+        .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
         .register("/admin", web::admin::catchers())
 }

@@ -127,7 +127,7 @@ pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiErr
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a consumer with its sessions and nonces, in one transaction; false when there is no such key.
+/// Deletes a consumer with its sessions, nonces and refused-launch log, in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM consumers WHERE consumer_key = ?")
@@ -142,6 +142,7 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    super::refusals::delete_for(&mut *tx, key).await?;
     sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
         .bind(key)
         .execute(&mut *tx)

@@ -4,6 +4,8 @@ pub mod admin;
 pub mod consumers;
 pub mod handoffs;
 pub mod nonces;
+pub mod outcomes;
+pub mod refusals;
 pub mod sessions;
 pub mod usage;
 

@@ -74,7 +74,7 @@ impl Admin {
         let expected = self.0.csrf.as_bytes();
         match token {
             Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => Ok(()),
-            _ => Err(LtiError::CsrfMismatch),
+            _ => Err(LtiError::BadCsrfToken),
         }
     }
 }

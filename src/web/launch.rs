@@ -9,6 +9,7 @@ use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, L
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::{self, consumers, handoffs, nonces, sessions, usage};
+use crate::web::diagnosis::record_refusal;
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -69,7 +70,8 @@ impl LaunchParams {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    fn combined(&self) -> Params {
+    /// Query, body and header parameters together, in that order.
+    pub fn combined(&self) -> Params {
         self.query
             .iter()
             .chain(&self.body)
@@ -178,7 +180,12 @@ pub async fn launch(
         Ok(launched) => req
             .cookies()
             .add(session_cookie(state, launched.session_id.clone())),
-        Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
+        // A request with no launch fields at all is not a failed launch: it leaves the session be.
+        Err(e) if params.looks_like_launch() => {
+            end_session(state, req.cookies(), old_session.as_deref()).await;
+            record_refusal(req, state, &params, e).await;
+        }
+        Err(_) => {}
     }
     result
 }
@@ -257,6 +264,8 @@ async fn verify_and_record(
         now + handoffs::HANDOFF_TTL,
     )
     .await?;
+    // Grade passback: remember where this learner's result lives, so staff can grade later.
+    store::outcomes::record_launch(&mut tx, &launch, now).await?;
     usage::record_launch(&mut tx, &launch.consumer_key, now).await?;
     tx.commit().await?;
     log::info!(

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod dev_launcher;
+pub mod diagnosis;
 pub mod error;
+pub mod grades;
 pub mod guards;
 pub mod handoff;
 pub mod launch;

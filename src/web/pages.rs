@@ -25,6 +25,7 @@ struct PageView<'a> {
     context_title: Option<&'a str>,
     resource_link_title: Option<&'a str>,
     fresh_launch: bool,
+    outcome_service: bool,
     handoff_token: Option<&'a str>,
     inspector: Option<Inspector<'a>>,
 }
@@ -61,6 +62,7 @@ fn page(title: &str, user: &LtiUser, settings: &Settings) -> Template {
         context_title: user.get("context_title"),
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
+        outcome_service: user.outcome_target().is_some(),
         handoff_token: user.handoff_token.as_deref(),
         inspector: (is_staff || settings.debug_profile).then(|| inspector(user)),
     };

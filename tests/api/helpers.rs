@@ -19,7 +19,7 @@ pub const HOST: &str = "tool.test";
 /// A running app (through Rocket's local client) on a database of its own.
 pub struct TestApp {
     pub client: Client,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Drop for TestApp {
@@ -66,6 +66,11 @@ pub async fn spawn_release_app() -> TestApp {
 }
 
 impl TestApp {
+    /// The database URL this app uses (for the command line in the same test).
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("db/test.sqlite").display())
+    }
+
     pub fn state(&self) -> &AppState {
         self.client.rocket().state::<AppState>().expect("state")
     }

@@ -4,8 +4,11 @@ mod helpers;
 
 mod admin;
 mod admin_browser;
+mod cli;
+mod diagnosis;
 mod fork;
 mod launch;
 mod lms;
+mod outcomes;
 mod pages;
 mod vectors;

@@ -247,3 +247,38 @@ async fn index_and_404_are_templated() {
     let css = app.get("/static/style.css").await;
     assert_eq!(css.status(), Status::Ok);
 }
+
+#[rocket::async_test]
+async fn visiting_a_launch_page_without_a_launch_keeps_the_session() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    for path in ["/initial", "/initial_staff"] {
+        refused(app.get(path).await, Status::Unauthorized).await;
+        refused(app.post(path).await, Status::Unauthorized).await;
+    }
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn any_treats_undecodable_non_launch_input_as_a_session_request() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    assert_eq!(app.get("/any?x=%ff").await.status(), Status::Ok);
+    assert_eq!(
+        app.post_form("/any", "comment=%E9t%E9".into())
+            .await
+            .status(),
+        Status::Ok
+    );
+    let many: Vec<String> = (0..3000).map(|i| format!("q{i}=1")).collect();
+    assert_eq!(
+        app.get(&format!("/any?{}", many.join("&"))).await.status(),
+        Status::Ok
+    );
+    // ...but undecodable input that tries to be a launch is refused.
+    refused(
+        app.post_form("/any", "oauth_nonce=%FF".into()).await,
+        Status::BadRequest,
+    )
+    .await;
+}
