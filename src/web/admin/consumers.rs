@@ -1,29 +1,20 @@
-//! The admin area under `/admin`: password login (separate from LTI), the consumer list with
-//! launch figures, and create / rotate / enable / disable / delete, every form with a CSRF token.
-
-use std::net::IpAddr;
+//! The consumer pages of the admin area: the list with launch figures, create (secret shown
+//! once), the confirmation step, rotate, enable / disable and delete.
 
 use rocket::form::{Form, FromForm};
-use rocket::http::{Cookie, CookieJar, Header, Status};
-use rocket::request::{self, FromRequest, Request};
+use rocket::http::Status;
 use rocket::response::Redirect;
 use rocket::serde::Serialize;
-use rocket::{catch, catchers, get, post, routes, Catcher, Responder, Route, State};
-use rocket_dyn_templates::{context, Template};
-use subtle::ConstantTimeEq;
+use rocket::{get, post, Responder, State};
+use rocket_dyn_templates::context;
 
-use crate::crypto;
+use super::session::{has_password, login_page, Admin};
+use super::{render, Page};
 use crate::error::LtiError;
-use crate::store::{self, admin, consumers, usage};
-use crate::web::error::{remember, ErrorPage};
+use crate::store::{self, consumers, usage};
+use crate::web::error::ErrorPage;
 use crate::web::origin::RequestOrigin;
 use crate::web::AppState;
-
-/// Name of the admin session cookie (distinct from the LTI session's).
-pub const ADMIN_COOKIE: &str = "lti_admin";
-
-/// Failed logins allowed per address per minute; the next attempt gets 429.
-pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
 
 /// The launch URLs an LMS can be given, with who gets in (as on the index page).
 const LAUNCH_PAGES: [(&str, &str); 4] = [
@@ -35,123 +26,6 @@ const LAUNCH_PAGES: [(&str, &str); 4] = [
 
 const MAX_NAME: usize = 200;
 const MAX_NOTE: usize = 2000;
-
-/// Request guard: a live admin session (its idle expiry is pushed back on each use). Without
-/// one it fails with 401, which the `/admin` catcher answers with the login page.
-pub struct Admin(admin::AdminSession);
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for Admin {
-    type Error = LtiError;
-
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let fail = |e: LtiError| request::Outcome::Error((remember(req, &e), e));
-        let Some(state) = req.rocket().state::<AppState>() else {
-            return fail(LtiError::Storage("no state".into()));
-        };
-        let Some(token) = req
-            .cookies()
-            .get(ADMIN_COOKIE)
-            .map(|c| c.value().to_string())
-        else {
-            return fail(LtiError::AdminLoginRequired);
-        };
-        let idle = state.settings.admin_idle_timeout;
-        match admin::touch_session(&state.db, &token, store::now(), idle).await {
-            Ok(Some(session)) => request::Outcome::Success(Admin(session)),
-            Ok(None) => {
-                req.cookies().remove(admin_cookie(state, String::new()));
-                fail(LtiError::AdminLoginRequired)
-            }
-            Err(e) => fail(e),
-        }
-    }
-}
-
-impl Admin {
-    /// Refuses (403) a form whose token is not this session's; compared in constant time.
-    fn check_csrf(&self, token: Option<&str>) -> Result<(), LtiError> {
-        let expected = self.0.csrf.as_bytes();
-        match token {
-            Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => Ok(()),
-            _ => Err(LtiError::BadCsrfToken),
-        }
-    }
-}
-
-/// Request guard: the client's address for login throttling (the proxy's client when the
-/// peer is a trusted proxy; never a header from anyone else).
-pub struct ClientAddress(String);
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for ClientAddress {
-    type Error = std::convert::Infallible;
-
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let trusted = req
-            .rocket()
-            .state::<AppState>()
-            .map(|s| &s.settings.trusted_proxies);
-        let address = match req.remote() {
-            Some(peer) if trusted.is_some_and(|t| t.contains(&peer.ip())) => req
-                .headers()
-                .get_one("X-Forwarded-For")
-                .and_then(|h| h.rsplit(',').next())
-                .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-                .unwrap_or(peer.ip())
-                .to_string(),
-            Some(peer) => peer.ip().to_string(),
-            None => "unknown".to_string(),
-        };
-        request::Outcome::Success(ClientAddress(address))
-    }
-}
-
-/// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured.
-fn admin_cookie(state: &AppState, value: String) -> Cookie<'static> {
-    Cookie::build((ADMIN_COOKIE, value))
-        .path("/admin")
-        .http_only(true)
-        .same_site(rocket::http::SameSite::Strict)
-        .secure(state.settings.cookie_secure)
-        .build()
-}
-
-/// An admin page with its status, never cached (it may show a secret, or a CSRF token).
-#[derive(Responder)]
-pub struct Page {
-    page: (Status, Template),
-    cache: Header<'static>,
-}
-
-fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
-    Page {
-        page: (status, Template::render(name, ctx)),
-        cache: Header::new("Cache-Control", "no-store"),
-    }
-}
-
-/// The login page, or the set-up explanation when no admin password exists yet.
-fn login_page(status: Status, has_password: bool, error: Option<&str>) -> Page {
-    if has_password {
-        render(status, "admin/login", context! { error })
-    } else {
-        render(status, "admin/setup", context! {})
-    }
-}
-
-async fn has_password(state: &AppState) -> Result<bool, LtiError> {
-    Ok(admin::password_hash(&state.db).await?.is_some())
-}
-
-/// What an admin action answers.
-#[derive(Responder)]
-pub enum Reply {
-    /// A page.
-    Page(Page),
-    /// Back to the list (after a change), or to the login page.
-    Redirect(Redirect),
-}
 
 /// A day and time in UTC, or "never".
 fn when(ts: Option<i64>) -> String {
@@ -195,7 +69,7 @@ async fn list_page(
     Ok(render(
         Status::Ok,
         "admin/list",
-        context! { csrf: &session.0.csrf, consumers: rows, notice },
+        context! { csrf: &session.csrf(), consumers: rows, notice },
     ))
 }
 
@@ -230,69 +104,6 @@ async fn home(
     }
 }
 
-#[derive(FromForm)]
-struct LoginForm {
-    password: Option<String>,
-}
-
-/// Checks the password (Argon2id, off the async threads); throttled per address.
-#[post("/login", data = "<form>")]
-async fn login(
-    state: &State<AppState>,
-    cookies: &CookieJar<'_>,
-    address: ClientAddress,
-    form: Form<LoginForm>,
-) -> Result<Reply, LtiError> {
-    let now = store::now();
-    let address = address.0;
-    let Some(hash) = admin::password_hash(&state.db).await? else {
-        return Ok(Reply::Page(login_page(Status::Ok, false, None)));
-    };
-    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
-    let Some(attempt) =
-        admin::begin_attempt(&state.db, &address, now, MAX_FAILURES_PER_MINUTE).await?
-    else {
-        log::warn!("admin login refused: too many failures from {address}");
-        return Err(LtiError::TooManyLogins);
-    };
-    let password = form.into_inner().password.unwrap_or_default();
-    let ok = rocket::tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        log::warn!("admin login failed from {address}");
-        return Ok(Reply::Page(login_page(
-            Status::Unauthorized,
-            true,
-            Some("That password is not right."),
-        )));
-    }
-    admin::forget_attempt(&state.db, attempt).await?;
-    let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
-    cookies.add(admin_cookie(state, token));
-    log::info!("admin logged in from {address}");
-    Ok(Reply::Redirect(Redirect::to("/admin")))
-}
-
-#[derive(FromForm)]
-struct CsrfForm {
-    csrf: Option<String>,
-}
-
-/// Ends the admin session.
-#[post("/logout", data = "<form>")]
-async fn logout(
-    state: &State<AppState>,
-    cookies: &CookieJar<'_>,
-    session: Admin,
-    form: Form<CsrfForm>,
-) -> Result<Redirect, LtiError> {
-    session.check_csrf(form.csrf.as_deref())?;
-    admin::end_session(&state.db, &session.0.id).await?;
-    cookies.remove(admin_cookie(state, String::new()));
-    Ok(Redirect::to("/admin"))
-}
-
 #[derive(FromForm, Default)]
 struct NewConsumer {
     csrf: Option<String>,
@@ -314,7 +125,7 @@ fn new_form(session: &Admin, status: Status, form: &Typed, error: Option<String>
     render(
         status,
         "admin/new",
-        context! { csrf: &session.0.csrf, form, error },
+        context! { csrf: &session.csrf(), form, error },
     )
 }
 
@@ -352,7 +163,7 @@ fn secret_page(
     render(
         Status::Ok,
         "admin/secret",
-        context! { csrf: &session.0.csrf, key, secret, urls, rotated },
+        context! { csrf: &session.csrf(), key, secret, urls, rotated },
     )
 }
 
@@ -467,7 +278,7 @@ async fn confirm(
     Ok(render(
         Status::Ok,
         "admin/confirm",
-        context! { csrf: &session.0.csrf, action, key, name: consumer.name },
+        context! { csrf: &session.csrf(), action, key, name: consumer.name },
     ))
 }
 
@@ -544,22 +355,10 @@ async fn delete(
     )))
 }
 
-/// Any admin address without a live admin session: the login page (or set-up page), with 401.
-#[catch(401)]
-async fn unauthorized(req: &Request<'_>) -> Page {
-    let has = match req.rocket().state::<AppState>() {
-        Some(state) => has_password(state).await.unwrap_or(true),
-        None => true,
-    };
-    login_page(Status::Unauthorized, has, None)
-}
-
-/// The routes of the admin area (mounted at `/admin`).
-pub fn routes() -> Vec<Route> {
-    routes![
+/// The routes of this module.
+pub(super) fn routes() -> Vec<rocket::Route> {
+    rocket::routes![
         home,
-        login,
-        logout,
         new_consumer,
         create,
         confirm,
@@ -568,9 +367,4 @@ pub fn routes() -> Vec<Route> {
         disable,
         delete
     ]
-}
-
-/// The catchers of the admin area (registered at `/admin`).
-pub fn catchers() -> Vec<Catcher> {
-    catchers![unauthorized]
 }
