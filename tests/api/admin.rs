@@ -740,3 +740,58 @@ async fn parallel_guesses_cannot_outrun_the_throttle() {
     assert_eq!(tried, 5, "{statuses:?}");
     assert_eq!(throttled, 15, "{statuses:?}");
 }
+
+#[rocket::async_test]
+async fn an_admin_sees_why_a_launch_was_refused_fixes_it_and_the_next_launch_works() {
+    let app = logged_in().await;
+    let secret = create(&app, "canvas-main").await;
+    // The LMS admin typed the key wrong, then signed for https behind a proxy we do not trust.
+    let typo = Launch::new("/any").consumer("canvas-mian", &secret);
+    refused(app.launch(&typo).await, Status::Unauthorized).await;
+    let https = Launch::new("/any")
+        .consumer("canvas-main", &secret)
+        .signed_for(&format!("https://{HOST}/any"));
+    refused(app.launch(&https).await, Status::Unauthorized).await;
+
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    assert!(list.contains("/admin/refusals?key=canvas%2Dmain"), "{list}");
+    let body = page(app.get("/admin/refusals?key=canvas-main").await, Status::Ok).await;
+    assert!(body.contains(r#"data-hint="scheme_mismatch""#), "{body}");
+    assert!(body.contains("public_url") && body.contains("trusted_proxies"));
+    assert!(!body.contains(&secret));
+    let all = page(app.get("/admin/refusals").await, Status::Ok).await;
+    assert!(all.contains(r#"data-hint="unknown_key_typo""#) && all.contains("canvas-main"));
+
+    // Fixed in the LMS: the right key and URL.
+    assert_eq!(
+        app.launch(&Launch::new("/any").consumer("canvas-main", &secret))
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    let json = app.get("/admin/refusals.json?key=canvas-main").await;
+    assert_eq!(json.status(), Status::Ok);
+    assert_eq!(json.content_type(), Some(ContentType::JSON));
+    let list: serde_json::Value = serde_json::from_str(&json.into_string().await.unwrap()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["hint"], "scheme_mismatch");
+    assert_eq!(list[0]["signed_url"], format!("http://{HOST}/any"));
+}
+
+#[rocket::async_test]
+async fn the_refused_launch_log_is_for_logged_in_admins_and_escaped() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let hostile = Launch::new("/any").consumer("<script>x</script>", "x");
+    refused(app.launch(&hostile).await, Status::Unauthorized).await;
+    for path in ["/admin/refusals", "/admin/refusals.json"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), Status::Unauthorized);
+        assert!(is_login_page(&res.into_string().await.unwrap()));
+    }
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    let body = page(app.get("/admin/refusals").await, Status::Ok).await;
+    assert!(!body.contains("<script>x</script>"));
+    assert!(body.contains("&lt;script&gt;x&lt;&#x2F;script&gt;"));
+}

@@ -2,6 +2,7 @@
 //! launch figures, and create / rotate / enable / disable / delete, every form with a CSRF token.
 
 pub mod consumers;
+pub mod refusals;
 pub mod session;
 
 use rocket::http::{Header, Status};
@@ -29,6 +30,7 @@ fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
 pub fn routes() -> Vec<Route> {
     let mut routes = session::routes();
     routes.extend(consumers::routes());
+    routes.extend(refusals::routes());
     routes
 }
 
