@@ -173,9 +173,6 @@ pub async fn launch(
         .get(SESSION_COOKIE)
         .map(|c| c.value().to_string());
     let result = verify_and_record(req, state, &params, old_session.as_deref()).await;
-    if let Err(e) = &result {
-        usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
-    }
     match &result {
         Ok(launched) => req
             .cookies()
@@ -183,6 +180,8 @@ pub async fn launch(
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             end_session(state, req.cookies(), old_session.as_deref()).await;
+            // Exact counts for the admin's list, and the bounded detailed log with its hint.
+            usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
             record_refusal(req, state, &params, e).await;
         }
         Err(_) => {}
