@@ -25,7 +25,7 @@ CREATE TABLE sessions (
     consumer_key TEXT NOT NULL,
     user_id      TEXT NOT NULL,
     roles        TEXT NOT NULL,
-    launch       TEXT NOT NULL, -- JSON of the launch parameters (no oauth_* fields)
+    launch       TEXT NOT NULL, -- JSON of the launch parameters (without oauth_signature)
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL
 );

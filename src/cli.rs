@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 use crate::store::{self, consumers, Db};
 
+mod admin;
+
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(name = "lti-tool", version, about = "Reference LTI 1.1 tool provider")]
@@ -23,6 +25,11 @@ enum Command {
     Consumer {
         #[command(subcommand)]
         action: ConsumerAction,
+    },
+    /// Manage the web admin at /admin.
+    Admin {
+        #[command(subcommand)]
+        action: admin::AdminAction,
     },
 }
 
@@ -68,14 +75,25 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Admin { action }) => match admin::run(action).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lti-tool: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-async fn open_db() -> Result<Db, String> {
-    let settings = Settings::from_figment(&crate::figment())?;
-    store::open(&settings.database_url)
+/// Opens the server's database with its secret cipher, as the server would.
+pub(crate) async fn open_db() -> Result<Db, String> {
+    let figment = crate::figment();
+    let settings = Settings::from_figment(&figment)?;
+    let db = store::open(&settings.database_url)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    crate::crypto::install_from_figment(&db, &figment).await?;
+    Ok(db)
 }
 
 fn check_key(key: &str) -> Result<(), String> {

@@ -40,6 +40,10 @@ struct Raw {
     #[serde(default)]
     trusted_proxies: Vec<IpAddr>,
     launch_body_limit: Option<u64>,
+    admin_idle_timeout: Option<i64>,
+    dev_launcher: Option<bool>,
+    tool_title: Option<String>,
+    tool_description: Option<String>,
     benchmark_routes: Option<bool>,
 }
 
@@ -64,6 +68,14 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,
+    /// Seconds of inactivity after which an admin is logged out.
+    pub admin_idle_timeout: i64,
+    /// Whether `/dev/launch` (the built-in test launcher) is served.
+    pub dev_launcher: bool,
+    /// The tool's name, in the LMS registration XML.
+    pub tool_title: String,
+    /// One sentence on the tool, in the LMS registration XML.
+    pub tool_description: String,
     /// True in the debug profile (developer defaults), false otherwise.
     pub debug_profile: bool,
     /// Mounts the benchmark's baseline routes under `/bench` (off unless set; never in production).
@@ -147,6 +159,12 @@ impl Settings {
             public_url,
             trusted_proxies: raw.trusted_proxies,
             launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
+            admin_idle_timeout: positive(raw.admin_idle_timeout, 30 * 60, "admin_idle_timeout")?,
+            dev_launcher: raw.dev_launcher.unwrap_or(debug_profile),
+            tool_title: raw.tool_title.unwrap_or_else(|| "Rocket LTI tool".into()),
+            tool_description: raw.tool_description.unwrap_or_else(|| {
+                "Reference LTI 1.1 tool provider: verified launches and role-gated pages.".into()
+            }),
             debug_profile,
             benchmark_routes: raw.benchmark_routes.unwrap_or(false),
         })

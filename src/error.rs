@@ -1,6 +1,7 @@
 //! The one error type of the tool. Its HTTP status and page are chosen in `web::error`.
 
 use crate::lti::params::ParamsError;
+use crate::outcomes::OutcomeError;
 
 /// Everything that can refuse a request, from a malformed launch to a database that is down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,9 +72,24 @@ pub enum LtiError {
     /// The session existed but has expired.
     #[error("session expired")]
     SessionExpired,
+    /// A new-window token that is unknown, used or expired.
+    #[error("hand-off token invalid, used or expired")]
+    HandoffInvalid,
     /// The user's roles do not allow this page.
     #[error("role not allowed")]
     NotStaff,
+    /// Grade passback failed, or was refused before sending (see `OutcomeError`).
+    #[error("grade passback: {0}")]
+    Outcome(#[from] OutcomeError),
+    /// A form's CSRF token is missing or does not belong to this session.
+    #[error("bad CSRF token")]
+    BadCsrfToken,
+    /// An admin page without a live admin session.
+    #[error("admin login required")]
+    AdminLoginRequired,
+    /// Too many failed admin logins from one address.
+    #[error("too many failed logins")]
+    TooManyLogins,
     /// The database failed (busy, read-only, full or gone).
     #[error("storage error: {0}")]
     Storage(String),

@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod lti;
+pub mod outcomes;
 pub mod store;
 pub mod web;
 
@@ -63,6 +65,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             }
         }))
+        .attach(web::grades::fairing())
         .attach(AdHoc::on_liftoff("Pruning", |rocket| {
             Box::pin(async move {
                 if let Some(state) = rocket.state::<AppState>() {
@@ -70,8 +73,24 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             })
         }))
+        .attach(AdHoc::on_response("No caching of pages", |req, res| {
+            Box::pin(async move {
+                // Pages carry a user's data: shared caches and the back button must not keep them.
+                if !req.uri().path().starts_with("/static/")
+                    && res.headers().get_one("Cache-Control").is_none()
+                {
+                    res.set_raw_header("Cache-Control", "no-store");
+                }
+            })
+        }))
         .mount("/", web::pages::routes())
+        .mount("/admin", web::admin::routes())
+        .mount("/", web::handoff::routes())
+        .mount("/", web::registration::routes())
+        .mount("/", web::dev_launcher::routes())
+        .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
+        .register("/admin", web::admin::catchers())
 }
 
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
@@ -79,9 +98,26 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
         log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie");
     }
+    if settings.dev_launcher && !settings.debug_profile {
+        log::warn!(
+            "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
+        );
+    }
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
+    crypto::install_from_figment(&db, figment).await?;
+    let unreadable = store::consumers::unreadable_secrets(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "the secrets of {} consumers ({}) do not decrypt under this secret_key: it changed; \
+             run `lti-tool admin rekey` (see the README)",
+            unreadable.len(),
+            unreadable.join(", ")
+        ));
+    }
     if settings.seed_demo_consumer {
         let (key, secret) = DEMO_CONSUMER;
         let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())

@@ -124,16 +124,16 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
 pub struct LaunchData {
     /// The consumer (LMS) that signed the launch.
     pub consumer_key: String,
-    /// Every launch parameter but the `oauth_*` ones, in the order received.
+    /// Every launch parameter but `oauth_signature`, in the order received.
     pub params: Params,
 }
 
 impl LaunchData {
-    /// Keeps the launch parameters, dropping the OAuth protocol fields.
+    /// Keeps the launch parameters, dropping the signature (never to be shown or stored).
     pub fn new(consumer_key: String, params: Params) -> Self {
         let params = params
             .into_iter()
-            .filter(|(n, _)| !n.starts_with("oauth_"))
+            .filter(|(n, _)| n != "oauth_signature")
             .collect();
         LaunchData {
             consumer_key,
@@ -316,11 +316,13 @@ mod tests {
                 ("user_id", "u1"),
                 ("lis_person_name_given", "Ann"),
                 ("oauth_nonce", "x"),
+                ("oauth_signature", "sig"),
             ]),
         );
         assert_eq!(d.username(), "u1");
+        assert_eq!(d.get("oauth_nonce"), Some("x"));
         assert_eq!(d.display_name(), "u1 (Ann)");
-        assert!(d.params.iter().all(|(n, _)| !n.starts_with("oauth_")));
+        assert!(d.params.iter().all(|(n, _)| n != "oauth_signature"));
         let d = LaunchData::new(
             "k".into(),
             params(&[

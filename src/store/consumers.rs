@@ -1,8 +1,10 @@
-//! The `consumers` table: LMS consumer keys and their shared secrets.
+//! The `consumers` table: LMS consumer keys and their shared secrets (encrypted at rest with
+//! the database's cipher from `crypto`; callers only ever see plaintext).
 
 use sqlx::Row;
 
 use super::Db;
+use crate::crypto::{cipher_for, SecretCipher};
 use crate::error::LtiError;
 
 /// One tool consumer (an LMS, or a course in it).
@@ -22,10 +24,18 @@ pub struct Consumer {
     pub created_at: i64,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Consumer, sqlx::Error> {
+fn from_row(row: &sqlx::sqlite::SqliteRow, cipher: &SecretCipher) -> Result<Consumer, LtiError> {
+    let key: String = row.try_get("consumer_key")?;
+    let stored: String = row.try_get("secret")?;
+    let secret = if row.try_get::<i64, _>("secret_encrypted")? != 0 {
+        cipher.decrypt(&key, &stored)?
+    } else {
+        // A row from before encryption that the start-up migration has not reached yet.
+        stored
+    };
     Ok(Consumer {
-        key: row.try_get("consumer_key")?,
-        secret: row.try_get("secret")?,
+        key,
+        secret,
         name: row.try_get("name")?,
         note: row.try_get("note")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
@@ -33,7 +43,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Consumer, sqlx::Error> {
     })
 }
 
-const COLUMNS: &str = "consumer_key, secret, name, note, enabled, created_at";
+const COLUMNS: &str = "consumer_key, secret, secret_encrypted, name, note, enabled, created_at";
 
 /// Looks a consumer up by key.
 pub async fn find(db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
@@ -43,7 +53,10 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
     .bind(key)
     .fetch_optional(db)
     .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
+    match row {
+        Some(row) => Ok(Some(from_row(&row, &*cipher_for(db)?)?)),
+        None => Ok(None),
+    }
 }
 
 /// All consumers, by key.
@@ -53,7 +66,8 @@ pub async fn list(db: &Db) -> Result<Vec<Consumer>, LtiError> {
     ))
     .fetch_all(db)
     .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let cipher = cipher_for(db)?;
+    rows.iter().map(|r| from_row(r, &cipher)).collect()
 }
 
 /// Adds a consumer; returns false (and changes nothing) when the key exists.
@@ -64,13 +78,27 @@ pub async fn insert(
     name: &str,
     now: i64,
 ) -> Result<bool, LtiError> {
+    create(db, key, secret, name, "", now).await
+}
+
+/// Adds an enabled consumer with a note; returns false (and changes nothing) when the key exists.
+pub async fn create(
+    db: &Db,
+    key: &str,
+    secret: &str,
+    name: &str,
+    note: &str,
+    now: i64,
+) -> Result<bool, LtiError> {
+    let sealed = cipher_for(db)?.encrypt(key, secret)?;
     let done = sqlx::query(
-        "INSERT INTO consumers (consumer_key, secret, name, enabled, created_at) VALUES (?, ?, ?, 1, ?) \
-         ON CONFLICT (consumer_key) DO NOTHING",
+        "INSERT INTO consumers (consumer_key, secret, secret_encrypted, name, note, enabled, created_at) \
+         VALUES (?, ?, 1, ?, ?, 1, ?) ON CONFLICT (consumer_key) DO NOTHING",
     )
     .bind(key)
-    .bind(secret)
+    .bind(sealed)
     .bind(name)
+    .bind(note)
     .bind(now)
     .execute(db)
     .await?;
@@ -89,15 +117,17 @@ pub async fn set_enabled(db: &Db, key: &str, enabled: bool) -> Result<bool, LtiE
 
 /// Replaces a consumer's secret; false when there is no such key.
 pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiError> {
-    let done = sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = ?")
-        .bind(secret)
-        .bind(key)
-        .execute(db)
-        .await?;
+    let sealed = cipher_for(db)?.encrypt(key, secret)?;
+    let done =
+        sqlx::query("UPDATE consumers SET secret = ?, secret_encrypted = 1 WHERE consumer_key = ?")
+            .bind(sealed)
+            .bind(key)
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a consumer with its sessions and nonces, in one transaction; false when there is no such key.
+/// Deletes a consumer with its sessions, nonces and refused-launch log, in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM consumers WHERE consumer_key = ?")
@@ -112,8 +142,74 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    super::refusals::delete_for(&mut *tx, key).await?;
+    sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Encrypts the secrets still stored in plaintext (rows from before migration 0002); returns
+/// how many were encrypted.
+pub async fn encrypt_plaintext_secrets(db: &Db) -> Result<u64, LtiError> {
+    let cipher = cipher_for(db)?;
+    let mut tx = db.begin().await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 0")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (key, secret) in &rows {
+        sqlx::query("UPDATE consumers SET secret = ?, secret_encrypted = 1 WHERE consumer_key = ?")
+            .bind(cipher.encrypt(key, secret)?)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// The keys whose stored secret the database's cipher cannot decrypt (after a key change).
+pub async fn unreadable_secrets(db: &Db) -> Result<Vec<String>, LtiError> {
+    let cipher = cipher_for(db)?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
+            .fetch_all(db)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(key, stored)| cipher.decrypt(key, stored).is_err())
+        .map(|(key, _)| key)
+        .collect())
+}
+
+/// Re-encrypts every secret from the `old` cipher to the database's current one, in one
+/// transaction: nothing changes unless every secret decrypts under `old` (or already under the
+/// current key). Returns how many were re-encrypted.
+pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiError> {
+    let new = cipher_for(db)?;
+    let mut tx = db.begin().await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut changed = 0;
+    for (key, stored) in &rows {
+        if new.decrypt(key, stored).is_ok() {
+            continue;
+        }
+        let plain = old.decrypt(key, stored)?;
+        sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = ?")
+            .bind(new.encrypt(key, &plain)?)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        changed += 1;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }
 
 /// True when `key` is a valid consumer key: 1 to 255 characters of `A-Za-z0-9._:-`.

@@ -84,7 +84,7 @@ impl StoreFront {
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
-        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone()));
+        rocket::tokio::spawn(run(db.clone(), options, Some(conn), queue, caches.clone()));
         Ok(StoreFront { jobs, caches })
     }
 
@@ -157,6 +157,7 @@ impl StoreFront {
 }
 
 async fn run(
+    db: Db,
     options: sqlx::sqlite::SqliteConnectOptions,
     mut conn: Option<SqliteConnection>,
     mut queue: mpsc::Receiver<Job>,
@@ -185,7 +186,16 @@ async fn run(
                 Job::Check(reply) => check_replies.push(reply),
             }
         }
-        match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
+        match round(
+            &db,
+            &options,
+            &mut conn,
+            &mut seen_version,
+            &caches,
+            &writes,
+        )
+        .await
+        {
             Ok(outcomes) => {
                 for reply in check_replies {
                     let _ = reply.send(Ok(()));
@@ -216,6 +226,7 @@ async fn run(
 
 /// One round: the launches, if any, else just the check for other connections' commits.
 async fn round(
+    db: &Db,
     options: &sqlx::sqlite::SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
     seen_version: &mut Option<i64>,
@@ -232,7 +243,7 @@ async fn round(
             .await?;
         (Vec::new(), version)
     } else {
-        record_batch(conn, writes).await?
+        record_batch(conn, &*crate::crypto::cipher_for(db)?, writes).await?
     };
     let mut caches = lock(caches);
     if *seen_version != Some(version) {

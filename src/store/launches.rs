@@ -1,11 +1,12 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Row, SqliteConnection};
 
-use super::nonces;
+use super::{nonces, outcomes};
+use crate::crypto::SecretCipher;
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 
@@ -63,6 +64,8 @@ pub struct LaunchWrite {
     pub session: Option<NewSession>,
     /// The browser's previous session, which an accepted launch ends.
     pub replaces: Option<String>,
+    /// The single-use token that reopens the new session in another window, and its expiry.
+    pub handoff: Option<(String, i64)>,
 }
 
 /// The outcome of recording a launch.
@@ -86,9 +89,10 @@ pub enum Recorded {
 /// not have done it) and the caller must not reuse the connection.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
+    cipher: &SecretCipher,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
-    let result = write_and_commit(conn, writes).await;
+    let result = write_and_commit(conn, cipher, writes).await;
     if result.is_err() {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
@@ -101,12 +105,14 @@ fn placeholders(count: usize, one: &str) -> String {
 
 async fn write_and_commit(
     conn: &mut SqliteConnection,
+    cipher: &SecretCipher,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
     let keys: BTreeSet<&str> = writes.iter().map(|w| w.consumer_key.as_str()).collect();
     let sql = format!(
         "BEGIN IMMEDIATE; PRAGMA data_version; \
-         SELECT consumer_key, secret, enabled FROM consumers WHERE consumer_key IN ({})",
+         SELECT consumer_key, secret, secret_encrypted, enabled FROM consumers \
+         WHERE consumer_key IN ({})",
         placeholders(keys.len(), "?")
     );
     let mut query = sqlx::query(&sql);
@@ -119,11 +125,14 @@ async fn write_and_commit(
         if row.len() == 1 {
             version = Some(row.try_get::<i64, _>(0)?);
         } else {
-            let enabled = row.try_get::<i64, _>(2)? != 0;
-            current.insert(
-                row.try_get::<String, _>(0)?,
-                (row.try_get::<String, _>(1)?, enabled),
-            );
+            let key: String = row.try_get(0)?;
+            let stored: String = row.try_get(1)?;
+            let secret = if row.try_get::<i64, _>(2)? != 0 {
+                cipher.decrypt(&key, &stored)?
+            } else {
+                stored
+            };
+            current.insert(key, (secret, row.try_get::<i64, _>(3)? != 0));
         }
     }
     let version = version.ok_or_else(|| LtiError::Storage("no data_version".into()))?;
@@ -166,6 +175,22 @@ async fn write_and_commit(
     };
     let ended: Vec<&str> = accepted().filter_map(|w| w.replaces.as_deref()).collect();
     let started: Vec<&NewSession> = accepted().filter_map(|w| w.session.as_ref()).collect();
+    let handoffs: Vec<(&str, &str, i64)> = accepted()
+        .filter_map(|w| match (&w.session, &w.handoff) {
+            (Some(s), Some((token, expires_at))) => {
+                Some((token.as_str(), s.id.as_str(), *expires_at))
+            }
+            _ => None,
+        })
+        .collect();
+    // Launch counts per consumer, as `usage::record_launch` keeps them, one update per consumer.
+    let mut usage: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for s in &started {
+        // Grade passback: where this learner's result lives (a no-op without outcome fields).
+        outcomes::record_launch(conn, &s.launch, s.created_at).await?;
+        let entry = usage.entry(s.consumer_key.as_str()).or_insert((0, 0));
+        *entry = (entry.0 + 1, entry.1.max(s.created_at));
+    }
     let mut sql = String::new();
     if !ended.is_empty() {
         sql += &format!(
@@ -179,6 +204,16 @@ async fn write_and_commit(
              VALUES {}; ",
             placeholders(started.len(), "(?, ?, ?, ?, ?, ?, ?)")
         );
+    }
+    if !handoffs.is_empty() {
+        sql += &format!(
+            "INSERT INTO handoffs (token, session_id, expires_at) VALUES {}; ",
+            placeholders(handoffs.len(), "(?, ?, ?)")
+        );
+    }
+    for _ in &usage {
+        sql += "UPDATE consumers SET launch_count = launch_count + ?, last_launch_at = ? \
+                WHERE consumer_key = ?; ";
     }
     sql += "COMMIT";
     let mut query = sqlx::query(&sql);
@@ -194,6 +229,12 @@ async fn write_and_commit(
             .bind(&s.launch_json)
             .bind(s.created_at)
             .bind(s.expires_at);
+    }
+    for (token, session_id, expires_at) in handoffs {
+        query = query.bind(token).bind(session_id).bind(expires_at);
+    }
+    for (key, (count, last)) in usage {
+        query = query.bind(count).bind(last).bind(key);
     }
     query.execute(&mut *conn).await?;
     Ok((outcomes, version))

@@ -1,10 +1,15 @@
 //! SQLite storage: opening the pool, migrations, and one module per table.
 
+pub mod admin;
 pub mod consumers;
 pub mod front;
+pub mod handoffs;
 pub mod launches;
 pub mod nonces;
+pub mod outcomes;
+pub mod refusals;
 pub mod sessions;
+pub mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,9 +53,11 @@ pub fn now() -> i64 {
 
 /// Deletes expired nonces and sessions in small batches, so launches never wait long behind it.
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
-    let mut total = 0;
+    let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
     loop {
-        let n = nonces::prune(db, now, 500).await? + sessions::prune(db, now, 500).await?;
+        let n = nonces::prune(db, now, 500).await?
+            + sessions::prune(db, now, 500).await?
+            + handoffs::prune(db, now, 500).await?;
         total += n;
         if n == 0 {
             return Ok(total);

@@ -34,13 +34,13 @@ async fn post_baseline(
     if !body.is_complete() {
         return Err(LtiError::BodyTooLarge(limit));
     }
-    Ok(page(TITLE, &user.0))
+    Ok(page(TITLE, &user.0, &state.settings))
 }
 
 /// Answers the page.
 #[get("/get")]
-fn get_baseline(user: &State<BaselineUser>) -> Template {
-    page(TITLE, &user.0)
+fn get_baseline(state: &State<AppState>, user: &State<BaselineUser>) -> Template {
+    page(TITLE, &user.0, &state.settings)
 }
 
 /// Mounts the baseline routes under `/bench`, with the user they show.
@@ -67,6 +67,7 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
         launch,
         session_id: String::new(),
         fresh_launch: false,
+        handoff_token: None,
     };
     rocket
         .manage(BaselineUser(user))

@@ -12,6 +12,7 @@ use rocket_dyn_templates::Template;
 
 use crate::error::LtiError;
 use crate::lti::oauth::encode;
+use crate::outcomes::OutcomeError;
 
 impl LtiError {
     /// The HTTP status for this error.
@@ -30,10 +31,11 @@ impl LtiError {
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired => {
-                Status::Unauthorized
-            }
-            NotStaff => Status::Forbidden,
+            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired | HandoffInvalid
+            | AdminLoginRequired => Status::Unauthorized,
+            NotStaff | BadCsrfToken => Status::Forbidden,
+            TooManyLogins => Status::TooManyRequests,
+            Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
         }
     }
@@ -65,9 +67,52 @@ impl LtiError {
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
+            HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
+            BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Reload the page and try again.".into()),
+            Outcome(e) => outcome_message(e),
+            AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
+            TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
         }
+    }
+}
+
+/// The status for grade passback errors: a bad score is the user's (422), a launch without an
+/// outcome service cannot be graded (409), and LMS trouble is a bad gateway (502, 504 on timeout).
+fn outcome_status(e: &OutcomeError) -> Status {
+    use OutcomeError::*;
+    match e {
+        ScoreOutOfRange(_) | ScoreNotANumber(_) => Status::UnprocessableEntity,
+        NoOutcomeService | ConsumerUnavailable(_) => Status::Conflict,
+        UnknownLearner => Status::NotFound,
+        Timeout => Status::GatewayTimeout,
+        BadServiceUrl(_)
+        | Failure { .. }
+        | Unsupported { .. }
+        | HttpStatus(_)
+        | MalformedResponse(_)
+        | Network(_) => Status::BadGateway,
+    }
+}
+
+/// A title and a plain explanation of a grade passback error.
+fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
+    use OutcomeError::*;
+    const LATER: &str = "Your score was not changed; try again in a few minutes.";
+    match e {
+        ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
+        ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),
+        NoOutcomeService => ("No gradebook for this launch", "The LMS did not set up grade passback for this launch (it sent no lis_outcome_service_url and lis_result_sourcedid), so no score can be sent. Open the tool from a graded assignment.".into()),
+        UnknownLearner => ("Learner not found", "This tool has no grade record for that learner on this resource link. They need to open the tool from the course once.".into()),
+        ConsumerUnavailable(_) => ("Cannot sign grades", "The LMS's consumer key is no longer registered or enabled with this tool, so grades cannot be signed.".into()),
+        BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
+        Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
+        Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
+        HttpStatus(code) => ("Gradebook error", format!("The LMS's grade service answered HTTP {code}. {LATER}")),
+        MalformedResponse(_) => ("Gradebook error", format!("The LMS's grade service answered something that is not a grade response. {LATER}")),
+        Timeout => ("Gradebook too slow", "The LMS's grade service did not answer in time. The score may or may not have been saved; check the gradebook.".into()),
+        Network(_) => ("Gradebook unreachable", format!("The tool could not reach the LMS's grade service. {LATER}")),
     }
 }
 
@@ -78,11 +123,13 @@ struct RefusalSlot(Mutex<Option<LtiError>>);
 /// Logs a refusal and keeps it for the catcher; returns the status to fail with.
 pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let status = error.status();
+    // Errors quote request values: escape them so a crafted parameter cannot forge log lines.
+    let what = error.to_string();
+    let what = what.escape_debug();
+    let (method, path) = (req.method(), req.uri().path());
     match error {
-        LtiError::Storage(_) => {
-            log::error!("{} {}: {status}: {error}", req.method(), req.uri().path())
-        }
-        _ => log::warn!("{} {}: {status}: {error}", req.method(), req.uri().path()),
+        LtiError::Storage(_) => log::error!("{method} {path}: {status}: {what}"),
+        _ => log::warn!("{method} {path}: {status}: {what}"),
     }
     if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {
         slot.get_or_insert_with(|| error.clone());

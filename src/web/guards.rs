@@ -27,6 +27,8 @@ pub struct LtiUser {
     pub session_id: String,
     /// True when this request was the launch itself.
     pub fresh_launch: bool,
+    /// On a fresh launch, the single-use token that reopens this session in a new window.
+    pub handoff_token: Option<String>,
 }
 
 impl Deref for LtiUser {
@@ -122,6 +124,7 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
         launch: session.launch,
         session_id: session.id,
         fresh_launch: false,
+        handoff_token: None,
     })
 }
 
@@ -130,11 +133,12 @@ async fn launch_user(
     state: &AppState,
     params: LaunchParams,
 ) -> Result<LtiUser, LtiError> {
-    let (launch, session_id) = launch(req, state, params).await?;
+    let launched = launch(req, state, params).await?;
     Ok(LtiUser {
-        launch,
-        session_id,
+        launch: launched.launch,
+        session_id: launched.session_id,
         fresh_launch: true,
+        handoff_token: Some(launched.handoff_token),
     })
 }
 
@@ -152,22 +156,45 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
         return session_user(req, state).await;
     }
     let body = read_body(data, state).await?;
-    let params = LaunchParams::read(req, Some(&body))?;
-    if params.looks_like_launch() {
-        launch_user(req, state, params).await
-    } else {
-        session_user(req, state).await
-    }
+    any_from(req, state, Some(&body)).await
 }
 
 async fn any_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
-    let state = state(req)?;
-    let params = LaunchParams::read(req, None)?;
-    if params.looks_like_launch() {
-        launch_user(req, state, params).await
-    } else {
-        session_user(req, state).await
+    any_from(req, state(req)?, None).await
+}
+
+/// `LtiAny`: a request carrying launch fields is a launch and must be valid; anything else,
+/// even a form we cannot decode, is a session request.
+async fn any_from(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+) -> Result<LtiUser, LtiError> {
+    match LaunchParams::read(req, body) {
+        Ok(params) if params.looks_like_launch() => launch_user(req, state, params).await,
+        Ok(_) => session_user(req, state).await,
+        Err(e) if mentions_launch(req, body) => Err(e),
+        Err(_) => session_user(req, state).await,
     }
+}
+
+/// True when undecodable input still plainly tries to be a launch.
+fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    let has = |raw: &[u8], marker: &[u8]| raw.windows(marker.len()).any(|w| w == marker);
+    let query = req
+        .uri()
+        .query()
+        .map(|q| q.as_str().as_bytes())
+        .unwrap_or_default();
+    let oauth_header = req.headers().get_one("Authorization").is_some_and(|h| {
+        h.trim_start()
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("oauth"))
+    });
+    oauth_header
+        || [query, body.unwrap_or_default()]
+            .iter()
+            .any(|raw| has(raw, b"oauth_") || has(raw, b"lti_message_type"))
 }
 
 async fn initial_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {

@@ -9,7 +9,8 @@ use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, L
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
-use crate::store::{self, sessions};
+use crate::store::{self, handoffs, sessions, usage};
+use crate::web::diagnosis::record_refusal;
 use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
@@ -55,6 +56,13 @@ impl LaunchParams {
             .any(|(n, _)| n.starts_with("oauth_") || n == "lti_message_type")
     }
 
+    /// The `oauth_consumer_key` sent, if any.
+    pub fn consumer_key(&self) -> Option<&str> {
+        self.all()
+            .find(|(n, _)| *n == "oauth_consumer_key")
+            .map(|(_, v)| v)
+    }
+
     fn all(&self) -> impl Iterator<Item = (&str, &str)> {
         self.query
             .iter()
@@ -63,7 +71,8 @@ impl LaunchParams {
             .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    fn combined(&self) -> Params {
+    /// Query, body and header parameters together, in that order.
+    pub fn combined(&self) -> Params {
         self.query
             .iter()
             .chain(&self.body)
@@ -143,13 +152,23 @@ fn signature_matches(
     })
 }
 
+/// A verified launch and the session it started.
+pub struct Launched {
+    /// What the launch said.
+    pub launch: LaunchData,
+    /// The new session's id.
+    pub session_id: String,
+    /// A single-use token that opens the session in a new window (see `web::handoff`).
+    pub handoff_token: String,
+}
+
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
 /// and sets its cookie. On failure the browser's current session ends too.
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,
     params: LaunchParams,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     let old_session = req
         .cookies()
         .get(SESSION_COOKIE)
@@ -164,8 +183,17 @@ pub async fn launch(
         other => other,
     };
     match &result {
-        Ok((_, id)) => req.cookies().add(session_cookie(state, id.clone())),
-        Err(_) => end_session(state, req.cookies(), old_session.as_deref()).await,
+        Ok(launched) => req
+            .cookies()
+            .add(session_cookie(state, launched.session_id.clone())),
+        // A request with no launch fields at all is not a failed launch: it leaves the session be.
+        Err(e) if params.looks_like_launch() => {
+            end_session(state, req.cookies(), old_session.as_deref()).await;
+            // Exact counts for the admin's list, and the bounded detailed log with its hint.
+            usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
+            record_refusal(req, state, &params, e).await;
+        }
+        Err(_) => {}
     }
     result
 }
@@ -176,7 +204,7 @@ async fn verify_and_record(
     params: &LaunchParams,
     old_session: Option<&str>,
     cached: bool,
-) -> Result<(LaunchData, String), LtiError> {
+) -> Result<Launched, LtiError> {
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
     }
@@ -227,6 +255,7 @@ async fn verify_and_record(
     let fields = check_lti_fields(&all);
     let launch = LaunchData::new(oauth.consumer_key.clone(), all);
     let session_id = sessions::new_id();
+    let handoff_token = sessions::new_id();
 
     // The nonce is spent even when the LTI fields are wrong: the request was genuine.
     let session = match &fields {
@@ -246,6 +275,9 @@ async fn verify_and_record(
         replaces: old_session
             .filter(|_| session.is_some())
             .map(str::to_string),
+        handoff: session
+            .as_ref()
+            .map(|_| (handoff_token.clone(), now + handoffs::HANDOFF_TTL)),
         session,
     };
     match state.front.record_launch(write).await? {
@@ -259,11 +291,19 @@ async fn verify_and_record(
         launch.consumer_key,
         launch.user_id()
     );
-    Ok((launch, session_id))
+    Ok(Launched {
+        launch,
+        session_id,
+        handoff_token,
+    })
 }
 
 fn refused(consumer_key: &str, error: LtiError) -> LtiError {
-    log::warn!("launch refused: {error} (consumer key {consumer_key:?})");
+    let what = error.to_string();
+    log::warn!(
+        "launch refused: {} (consumer key {consumer_key:?})",
+        what.escape_debug()
+    );
     error
 }
 

@@ -1,11 +1,17 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
+pub mod admin;
 pub mod bench;
+pub mod dev_launcher;
+pub mod diagnosis;
 pub mod error;
+pub mod grades;
 pub mod guards;
+pub mod handoff;
 pub mod launch;
 pub mod origin;
 pub mod pages;
+pub mod registration;
 
 use crate::config::Settings;
 use crate::store::front::StoreFront;

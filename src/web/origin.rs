@@ -102,6 +102,27 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     })
 }
 
+/// The origin that forwarded headers claim, believed or not: only used to explain a refused
+/// launch (see `web::diagnosis`), never to accept one.
+pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
+    let (proto, host) = forwarded(req);
+    let proto = proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string));
+    let host = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string))?;
+    let (host, port) = split_host_port(&host)?;
+    let port = first_header(req, "X-Forwarded-Port")
+        .and_then(|p| p.parse().ok())
+        .or(port);
+    let scheme = match proto.as_deref() {
+        Some("https") => "https",
+        _ => "http",
+    };
+    Some(Origin {
+        scheme: scheme.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
 /// Request guard: this request's public origin (`https://tool.example.edu`), or an empty string
 /// when it cannot be told (no Host header).
 pub struct RequestOrigin(pub String);

@@ -5,6 +5,8 @@ use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
+use crate::config::Settings;
+use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::lti::roles::Role;
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
@@ -23,12 +25,32 @@ struct PageView<'a> {
     context_title: Option<&'a str>,
     resource_link_title: Option<&'a str>,
     fresh_launch: bool,
-    custom: Vec<(&'a str, &'a str)>,
-    extensions: Vec<(&'a str, &'a str)>,
+    outcome_service: bool,
+    handoff_token: Option<&'a str>,
+    inspector: Option<Inspector<'a>>,
 }
 
-/// Renders a guarded page for a user; staff also see the custom and extension parameters.
-pub(crate) fn page(title: &str, user: &LtiUser) -> Template {
+/// The "What the LMS sent" panel.
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+struct Inspector<'a> {
+    groups: Vec<Group<'a>>,
+    roles: Vec<RoleReading>,
+    missing: Vec<(&'static str, &'static str)>,
+}
+
+fn inspector(user: &LtiUser) -> Inspector<'_> {
+    let params = user.params.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    Inspector {
+        groups: group_params(params),
+        roles: explain_roles(&user.roles()),
+        missing: missing_recommended(|name| user.get(name).is_some()),
+    }
+}
+
+/// Renders a guarded page for a user; staff (and everyone in the debug profile) also see what the
+/// LMS sent.
+pub(crate) fn page(title: &str, user: &LtiUser, settings: &Settings) -> Template {
     let is_staff = user.is_staff();
     let view = PageView {
         title,
@@ -40,19 +62,15 @@ pub(crate) fn page(title: &str, user: &LtiUser) -> Template {
         context_title: user.get("context_title"),
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
-        custom: if is_staff {
-            user.with_prefix("custom_").collect()
-        } else {
-            Vec::new()
-        },
-        extensions: if is_staff {
-            user.with_prefix("ext_").collect()
-        } else {
-            Vec::new()
-        },
+        outcome_service: user.outcome_target().is_some(),
+        handoff_token: user.handoff_token.as_deref(),
+        inspector: (is_staff || settings.debug_profile).then(|| inspector(user)),
     };
     Template::render("page", &view)
 }
+
+/// The launch URL to give an LMS by default: it accepts launches and existing sessions.
+pub const LAUNCH_PAGE: &str = "/any";
 
 const ANY: &str = "Landing page";
 const INITIAL: &str = "Initial request";
@@ -60,43 +78,43 @@ const SESSION: &str = "Session request";
 const STAFF: &str = "Staff page";
 
 #[post("/any", data = "<lti>")]
-fn any_post(lti: LtiAny) -> Template {
-    page(ANY, &lti)
+fn any_post(lti: LtiAny, state: &State<AppState>) -> Template {
+    page(ANY, &lti, &state.settings)
 }
 
 #[get("/any")]
-fn any_get(lti: LtiAny) -> Template {
-    page(ANY, &lti)
+fn any_get(lti: LtiAny, state: &State<AppState>) -> Template {
+    page(ANY, &lti, &state.settings)
 }
 
 #[post("/initial", data = "<lti>")]
-fn initial_post(lti: LtiInitial) -> Template {
-    page(INITIAL, &lti)
+fn initial_post(lti: LtiInitial, state: &State<AppState>) -> Template {
+    page(INITIAL, &lti, &state.settings)
 }
 
 #[get("/initial")]
-fn initial_get(lti: LtiInitial) -> Template {
-    page(INITIAL, &lti)
+fn initial_get(lti: LtiInitial, state: &State<AppState>) -> Template {
+    page(INITIAL, &lti, &state.settings)
 }
 
 #[post("/session")]
-fn session_post(lti: LtiSession) -> Template {
-    page(SESSION, &lti)
+fn session_post(lti: LtiSession, state: &State<AppState>) -> Template {
+    page(SESSION, &lti, &state.settings)
 }
 
 #[get("/session")]
-fn session_get(lti: LtiSession) -> Template {
-    page(SESSION, &lti)
+fn session_get(lti: LtiSession, state: &State<AppState>) -> Template {
+    page(SESSION, &lti, &state.settings)
 }
 
 #[post("/initial_staff", data = "<lti>")]
-fn initial_staff_post(lti: Staff<LtiInitial>) -> Template {
-    page(STAFF, &lti)
+fn initial_staff_post(lti: Staff<LtiInitial>, state: &State<AppState>) -> Template {
+    page(STAFF, &lti, &state.settings)
 }
 
 #[get("/initial_staff")]
-fn initial_staff_get(lti: Staff<LtiInitial>) -> Template {
-    page(STAFF, &lti)
+fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Template {
+    page(STAFF, &lti, &state.settings)
 }
 
 /// What this tool is, and its launch URLs as the LMS should be given them.

@@ -19,7 +19,7 @@ pub const HOST: &str = "tool.test";
 /// A running app (through Rocket's local client) on a database of its own.
 pub struct TestApp {
     pub client: Client,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Drop for TestApp {
@@ -53,7 +53,24 @@ pub async fn spawn_app_with(configure: impl FnOnce(Figment) -> Figment) -> TestA
     TestApp { client, dir }
 }
 
+/// A Rocket secret key for tests that run the release profile.
+pub const TEST_SECRET_KEY: &str =
+    "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk6hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=";
+
+/// The app in the release profile (no demo consumer: it adds `release-key` / `release-secret-123456`).
+pub async fn spawn_release_app() -> TestApp {
+    let app = spawn_app_with(|f| f.select("release").merge(("secret_key", TEST_SECRET_KEY))).await;
+    app.add_consumer("release-key", "release-secret-123456")
+        .await;
+    app
+}
+
 impl TestApp {
+    /// The database URL this app uses (for the command line in the same test).
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("db/test.sqlite").display())
+    }
+
     pub fn state(&self) -> &AppState {
         self.client.rocket().state::<AppState>().expect("state")
     }
@@ -181,6 +198,12 @@ impl Launch {
     pub fn consumer(mut self, key: &str, secret: &str) -> Self {
         self.key = key.into();
         self.secret = secret.into();
+        self
+    }
+
+    /// Signs for this absolute URL (as the LMS knows the tool) instead of `http://HOST/path`.
+    pub fn signed_for(mut self, url: &str) -> Self {
+        self.url = url.to_string();
         self
     }
 

@@ -2,9 +2,16 @@
 
 mod helpers;
 
+mod admin;
+mod admin_browser;
+mod cli;
+mod diagnosis;
+mod fork;
 mod hostile;
 mod housekeeping;
 mod launch;
+mod lms;
+mod outcomes;
 mod pages;
 mod reliability;
 mod vectors;

@@ -167,18 +167,62 @@ async fn staff_page_accepts_urn_institution_and_system_admin_roles() {
 }
 
 #[rocket::async_test]
-async fn staff_see_custom_parameters_escaped_and_learners_do_not() {
-    let app = spawn_app().await;
-    let launch = Launch::new("/any")
-        .set("custom_note", "<script>alert(1)</script>")
-        .set("ext_lms", "moodle");
-    let body = page(app.launch(&launch).await, Status::Ok).await;
+async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
+    let app = spawn_release_app().await;
+    let launch = |roles: &str| {
+        Launch::new("/any")
+            .consumer("release-key", "release-secret-123456")
+            .roles(roles)
+            .set("custom_note", "<script>alert(1)</script>")
+            .set("ext_lms", "moodle")
+            .without("lis_person_name_full")
+    };
+    let staff = launch("Instructor,urn:lti:instrole:ims/lis/Instructor");
+    let signed = staff.signed_body();
+    let signature = signed
+        .split("oauth_signature=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = page(app.post_form("/any", signed).await, Status::Ok).await;
+    assert!(body.contains("What the LMS sent"));
     assert!(body.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
     assert!(!body.contains("<script>alert(1)"));
-    assert!(body.contains("ext_lms"));
-    let learner = Launch::new("/any").set("custom_note", "x").roles("Learner");
-    let body = page(app.launch(&learner).await, Status::Ok).await;
+    for text in [
+        "Custom",
+        "Extensions",
+        "OAuth",
+        "ext_lms",
+        "oauth_nonce",
+        "not necessarily this course",
+    ] {
+        assert!(body.contains(text), "{text}");
+    }
+    // The name was not sent: the panel says so and why.
+    assert!(body.contains("lis_person_name_full</code>: no name"));
+    assert!(!body.contains("<code>oauth_signature</code>"));
+    let signature = signature
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    assert!(!body.contains(&signature) && !body.contains(&signature.replace('/', "&#x2F;")));
+    assert!(!body.contains("release-secret-123456"));
+
+    let body = page(app.launch(&launch("Learner")).await, Status::Ok).await;
+    assert!(!body.contains("What the LMS sent"));
     assert!(!body.contains("custom_note"));
+
+    // In the debug profile everyone sees it.
+    let debug = spawn_app().await;
+    let body = page(
+        debug.launch(&Launch::new("/any").roles("Learner")).await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("What the LMS sent"));
 }
 
 #[rocket::async_test]
@@ -202,4 +246,39 @@ async fn index_and_404_are_templated() {
     refused(app.get("/nope").await, Status::NotFound).await;
     let css = app.get("/static/style.css").await;
     assert_eq!(css.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn visiting_a_launch_page_without_a_launch_keeps_the_session() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    for path in ["/initial", "/initial_staff"] {
+        refused(app.get(path).await, Status::Unauthorized).await;
+        refused(app.post(path).await, Status::Unauthorized).await;
+    }
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn any_treats_undecodable_non_launch_input_as_a_session_request() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    assert_eq!(app.get("/any?x=%ff").await.status(), Status::Ok);
+    assert_eq!(
+        app.post_form("/any", "comment=%E9t%E9".into())
+            .await
+            .status(),
+        Status::Ok
+    );
+    let many: Vec<String> = (0..3000).map(|i| format!("q{i}=1")).collect();
+    assert_eq!(
+        app.get(&format!("/any?{}", many.join("&"))).await.status(),
+        Status::Ok
+    );
+    // ...but undecodable input that tries to be a launch is refused.
+    refused(
+        app.post_form("/any", "oauth_nonce=%FF".into()).await,
+        Status::BadRequest,
+    )
+    .await;
 }

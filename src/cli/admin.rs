@@ -1,0 +1,101 @@
+//! `lti-tool admin ...`: the admin password and re-encryption of secrets after a key change.
+
+use std::io::{BufRead, IsTerminal};
+
+use clap::Subcommand;
+
+use crate::crypto::{self, SecretCipher, DEVELOPMENT_SECRET_KEY};
+use crate::store::{self, admin, consumers};
+
+/// Shortest admin password accepted.
+const MIN_PASSWORD: usize = 8;
+
+/// What `lti-tool admin` does.
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Set the admin password (asked twice on a terminal; otherwise line 1 of standard input,
+    /// and line 2, if given, must match). Ends every admin session; a running server uses it at once.
+    SetPassword,
+    /// Re-encrypt the consumer secrets after `secret_key` changed: run it with the new key
+    /// configured and give the old key on standard input ("development" for the built-in one).
+    Rekey,
+}
+
+/// Runs an admin command.
+pub async fn run(action: AdminAction) -> Result<(), String> {
+    match action {
+        AdminAction::SetPassword => set_password().await,
+        AdminAction::Rekey => rekey().await,
+    }
+}
+
+/// Up to two lines of standard input, without their line endings.
+fn stdin_lines() -> Result<(String, Option<String>), String> {
+    let mut lines = std::io::stdin().lock().lines();
+    let first = lines
+        .next()
+        .transpose()
+        .map_err(|e| format!("cannot read standard input: {e}"))?
+        .ok_or("nothing on standard input")?;
+    let second = lines
+        .next()
+        .transpose()
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok((first, second))
+}
+
+fn read_new_password() -> Result<String, String> {
+    let (first, second) = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New admin password: ")
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        let second = rpassword::prompt_password("Same password again: ")
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        (first, Some(second))
+    } else {
+        stdin_lines()?
+    };
+    if second.is_some_and(|s| s != first) {
+        return Err("the two passwords differ; nothing was changed".into());
+    }
+    if first.chars().count() < MIN_PASSWORD {
+        return Err(format!(
+            "the password is too short: use at least {MIN_PASSWORD} characters; nothing was changed"
+        ));
+    }
+    Ok(first)
+}
+
+async fn set_password() -> Result<(), String> {
+    let password = read_new_password()?;
+    let db = super::open_db().await?;
+    let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())??;
+    admin::set_password_hash(&db, &hash, store::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    db.close().await;
+    println!("admin password set; log in at /admin (existing admin sessions have ended)");
+    Ok(())
+}
+
+async fn rekey() -> Result<(), String> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("Old secret_key (as it was configured; \"development\" for the built-in key):");
+    }
+    let (old, _) = stdin_lines()?;
+    let old = old.trim();
+    let material = if old == "development" {
+        DEVELOPMENT_SECRET_KEY
+    } else {
+        old
+    };
+    let old = SecretCipher::from_key_material(material.as_bytes());
+    let db = super::open_db().await?;
+    let n = consumers::reencrypt_secrets(&db, &old)
+        .await
+        .map_err(|e| format!("{e}; nothing was changed"))?;
+    db.close().await;
+    println!("re-encrypted {n} consumer secrets under the configured secret_key");
+    Ok(())
+}

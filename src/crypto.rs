@@ -1,0 +1,213 @@
+//! Consumer secrets encrypted at rest (ChaCha20-Poly1305 under a key derived from Rocket's
+//! `secret_key`), and the admin password hash (Argon2id).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Argon2, PasswordVerifier};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rocket::figment::Figment;
+
+use crate::error::LtiError;
+use crate::store::Db;
+
+/// The key used in the debug profile when no `secret_key` is configured. Rocket would make up a
+/// random one per start, which would leave every stored secret unreadable after a restart.
+/// Public knowledge: never for production (the release profile refuses to start without a key).
+pub const DEVELOPMENT_SECRET_KEY: &str =
+    "lti-tool development key: not secret, never use in production";
+
+/// Encrypts and decrypts consumer secrets.
+pub struct SecretCipher {
+    aead: ChaCha20Poly1305,
+}
+
+impl SecretCipher {
+    /// A cipher whose key is derived (HKDF-SHA256) from the `secret_key` material as configured.
+    pub fn from_key_material(material: &[u8]) -> SecretCipher {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"lti-tool consumer secrets"), material);
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit: this cannot fail.
+        let _ = hk.expand(b"chacha20poly1305 v1", &mut key);
+        SecretCipher {
+            aead: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
+    }
+
+    /// The cipher for a configuration: its `secret_key`, or the development key in the debug
+    /// profile when none is set. An error when a non-debug profile has no key.
+    pub fn from_figment(figment: &Figment) -> Result<SecretCipher, String> {
+        match secret_key_material(figment) {
+            Some(material) => Ok(SecretCipher::from_key_material(&material)),
+            None if figment.profile() == "debug" => {
+                log::warn!(
+                    "no secret_key configured: consumer secrets are encrypted under the public \
+                     development key (debug profile only)"
+                );
+                Ok(SecretCipher::from_key_material(
+                    DEVELOPMENT_SECRET_KEY.as_bytes(),
+                ))
+            }
+            None => Err(
+                "secret_key is not set: consumer secrets cannot be read or stored \
+                         (set ROCKET_SECRET_KEY, e.g. from `openssl rand -base64 32`)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Encrypts a secret for the row of `consumer_key` (bound as associated data, so a
+    /// ciphertext copied to another row does not decrypt).
+    pub fn encrypt(&self, consumer_key: &str, secret: &str) -> Result<String, LtiError> {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: consumer_key.as_bytes(),
+                },
+            )
+            .map_err(|_| LtiError::Storage("cannot encrypt a consumer secret".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(STANDARD.encode(out))
+    }
+
+    /// Decrypts what `encrypt` stored; an error when the key differs or the value was altered.
+    pub fn decrypt(&self, consumer_key: &str, stored: &str) -> Result<String, LtiError> {
+        let unreadable = || {
+            LtiError::Storage(format!(
+                "the secret of consumer {consumer_key:?} cannot be decrypted: has secret_key \
+                 changed? (see `lti-tool admin rekey`)"
+            ))
+        };
+        let bytes = STANDARD.decode(stored).map_err(|_| unreadable())?;
+        if bytes.len() < 12 {
+            return Err(unreadable());
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let plain = self
+            .aead
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: consumer_key.as_bytes(),
+                },
+            )
+            .map_err(|_| unreadable())?;
+        String::from_utf8(plain).map_err(|_| unreadable())
+    }
+}
+
+/// The `secret_key` as configured (a string as written, or an array of bytes), if any.
+fn secret_key_material(figment: &Figment) -> Option<Vec<u8>> {
+    if let Ok(s) = figment.extract_inner::<String>("secret_key") {
+        return (!s.trim().is_empty()).then(|| s.trim().as_bytes().to_vec());
+    }
+    figment
+        .extract_inner::<Vec<u8>>("secret_key")
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+/// The cipher of each open database, by file. A registry rather than a parameter so that
+/// `store::consumers` keeps taking just the pool (the launch pipeline and the command line call
+/// it as before); keyed by file so that tests may run several apps in one process.
+type Registry = RwLock<HashMap<PathBuf, Arc<SecretCipher>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+fn db_file(db: &Db) -> PathBuf {
+    db.connect_options().get_filename().to_path_buf()
+}
+
+/// Makes `cipher` the one used for the secrets of this database.
+pub fn install(db: &Db, cipher: SecretCipher) {
+    if let Ok(mut map) = registry().write() {
+        map.insert(db_file(db), Arc::new(cipher));
+    }
+}
+
+/// The cipher installed for this database.
+pub fn cipher_for(db: &Db) -> Result<Arc<SecretCipher>, LtiError> {
+    registry()
+        .read()
+        .ok()
+        .and_then(|map| map.get(&db_file(db)).cloned())
+        .ok_or_else(|| LtiError::Storage("no secret key installed for this database".into()))
+}
+
+/// Installs the configuration's cipher for `db` and encrypts any secrets still in plaintext.
+pub async fn install_from_figment(db: &Db, figment: &Figment) -> Result<(), String> {
+    install(db, SecretCipher::from_figment(figment)?);
+    let n = crate::store::consumers::encrypt_plaintext_secrets(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if n > 0 {
+        log::info!("encrypted {n} consumer secrets stored in plaintext");
+    }
+    Ok(())
+}
+
+/// An Argon2id PHC string for a password (slow on purpose: call it off the async threads).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// True when `password` matches the PHC string (slow on purpose: call it off the async threads).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_are_bound_to_key_and_row() {
+        let a = SecretCipher::from_key_material(b"key a");
+        let b = SecretCipher::from_key_material(b"key b");
+        let stored = a.encrypt("moodle", "s3cret-value").unwrap();
+        assert!(!stored.contains("s3cret-value"));
+        assert_ne!(
+            stored,
+            a.encrypt("moodle", "s3cret-value").unwrap(),
+            "fresh nonce"
+        );
+        assert_eq!(a.decrypt("moodle", &stored).unwrap(), "s3cret-value");
+        assert!(b.decrypt("moodle", &stored).is_err(), "other key");
+        assert!(a.decrypt("canvas", &stored).is_err(), "other row");
+        assert!(a.decrypt("moodle", "not base64!").is_err());
+        assert!(a.decrypt("moodle", "AAAA").is_err());
+    }
+
+    #[test]
+    fn passwords_verify_only_when_equal() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("correct hors", &phc));
+        assert!(!verify_password("correct horse", "garbage"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Why a launch was refused, as a concrete hint for the administrator: computed from the evidence
+//! (what we tried, what matched), never from guesses about secrets.
+
+use serde::{Deserialize, Serialize};
+
+/// A hint naming the likely cause of a refused launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hint {
+    /// The LMS signed another scheme (https behind a TLS proxy, typically).
+    SchemeMismatch { signed: String, seen: String },
+    /// The LMS signed another host or port than the one this tool reconstructed.
+    HostMismatch { signed: String, seen: String },
+    /// The launch was signed for another path of this tool.
+    PathMismatch { signed: String, seen: String },
+    /// The LMS clock differs from ours by this many seconds (positive: LMS behind).
+    TimestampSkew { seconds: i64 },
+    /// The same nonce arrived twice.
+    ReplayedNonce,
+    /// No consumer has the key, but one with a very similar key exists.
+    UnknownKeyLike { similar: String },
+    /// No consumer has the key.
+    UnknownKey,
+    /// The consumer is disabled.
+    DisabledKey,
+    /// A required field is absent or malformed.
+    MissingField { field: String },
+    /// The URL and parameters are as signed, so the secret must differ.
+    WrongSecret,
+    /// The launch is malformed in another way (repeated field, bad timestamp, PLAINTEXT...).
+    Malformed { detail: String },
+}
+
+impl Hint {
+    /// A short code, stable for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Hint::SchemeMismatch { .. } => "scheme_mismatch",
+            Hint::HostMismatch { .. } => "host_mismatch",
+            Hint::PathMismatch { .. } => "path_mismatch",
+            Hint::TimestampSkew { .. } => "timestamp_skew",
+            Hint::ReplayedNonce => "replayed_nonce",
+            Hint::UnknownKeyLike { .. } => "unknown_key_typo",
+            Hint::UnknownKey => "unknown_key",
+            Hint::DisabledKey => "disabled_key",
+            Hint::MissingField { .. } => "missing_field",
+            Hint::WrongSecret => "wrong_secret",
+            Hint::Malformed { .. } => "malformed",
+        }
+    }
+
+    /// What the administrator should check, in plain words.
+    pub fn advice(&self) -> String {
+        match self {
+            Hint::SchemeMismatch { signed, seen } => format!(
+                "The LMS signed {signed} but this tool saw {seen}: it is behind a TLS proxy. Set the public_url setting \
+                 (ROCKET_PUBLIC_URL) to the address the LMS uses, or add the proxy's address to the trusted_proxies setting."
+            ),
+            Hint::HostMismatch { signed, seen } => format!(
+                "The LMS signed {signed} but this tool saw {seen}. Set the public_url setting (ROCKET_PUBLIC_URL) to the \
+                 address the LMS uses, or add the proxy's address to the trusted_proxies setting."
+            ),
+            Hint::PathMismatch { signed, seen } => format!(
+                "The launch was signed for {signed} but arrived at {seen}: check the launch URL typed in the LMS."
+            ),
+            Hint::TimestampSkew { seconds } => {
+                let (n, way) = if *seconds >= 0 { (*seconds, "behind") } else { (-seconds, "ahead of") };
+                format!(
+                    "The launch's timestamp is {n} seconds {way} this tool's clock: check the LMS clock (NTP), or this server's."
+                )
+            }
+            Hint::ReplayedNonce => {
+                "The same launch arrived twice: a double submit by the user, or a proxy retrying the POST.".into()
+            }
+            Hint::UnknownKeyLike { similar } => {
+                format!("No consumer has this key, but {similar:?} does: probably a typo in the LMS's consumer key.")
+            }
+            Hint::UnknownKey => "No consumer has this key: add it, or fix the key in the LMS.".into(),
+            Hint::DisabledKey => "This consumer key is disabled: enable it if the LMS should launch the tool.".into(),
+            Hint::MissingField { field } => {
+                format!("The launch lacks the required field {field}: check the LMS's tool settings.")
+            }
+            Hint::WrongSecret => "The URL and parameters match what this tool expects, so the shared secret in the LMS \
+                                  differs from this consumer's: paste it again or rotate it."
+                .into(),
+            Hint::Malformed { detail } => format!("The launch is malformed ({detail}): check the LMS's tool settings."),
+        }
+    }
+}
+
+/// Edit distance between two short strings (keys are at most 255 characters).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The existing key closest to `key`, when it is close enough to be a typo (case, or two edits).
+pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    existing
+        .into_iter()
+        .filter(|k| *k != key)
+        .map(|k| {
+            (
+                k,
+                if k.eq_ignore_ascii_case(key) {
+                    0
+                } else {
+                    distance(k, key)
+                },
+            )
+        })
+        .filter(|(k, d)| *d <= 2 && *d < k.len().max(key.len()))
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}
+
+/// Fields whose values identify a person: kept out of the refused-launch log.
+pub const USER_FIELDS: [&str; 9] = [
+    "user_id",
+    "lis_person_name_full",
+    "lis_person_name_given",
+    "lis_person_name_family",
+    "lis_person_contact_email_primary",
+    "lis_person_sourcedid",
+    "lis_result_sourcedid",
+    "user_image",
+    "custom_canvas_user_login_id",
+];
+
+/// Replaces the value of a user field by a placeholder that gives only its length.
+pub fn redact<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
+    if USER_FIELDS.contains(&name) {
+        std::borrow::Cow::Owned(format!("[{} chars]", value.chars().count()))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_typos_not_strangers() {
+        let keys = ["canvas-main", "moodle", "ab"];
+        assert_eq!(similar_key("canvas-mian", keys), Some("canvas-main"));
+        assert_eq!(similar_key("Moodle", keys), Some("moodle"));
+        assert_eq!(similar_key("blackboard", keys), None);
+        assert_eq!(similar_key("xy", keys), None);
+    }
+
+    #[test]
+    fn skew_is_a_plain_integer() {
+        assert!(Hint::TimestampSkew { seconds: 3600 }
+            .advice()
+            .contains("3600 seconds behind"));
+        assert!(Hint::TimestampSkew { seconds: -42 }
+            .advice()
+            .contains("42 seconds ahead"));
+    }
+
+    #[test]
+    fn redacts_user_fields_only() {
+        assert_eq!(redact("user_id", "alice"), "[5 chars]");
+        assert_eq!(redact("context_title", "Maths"), "Maths");
+    }
+}

@@ -1,0 +1,374 @@
+//! Sending outcomes requests: OAuth 1.0a HMAC-SHA1 signing with a body hash, one shared HTTP
+//! client, timeouts, bounded retries of what is safe to retry, and reading the answer.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use super::xml::{self, CodeMajor, Operation, Response, ResultData};
+use super::{check_score, OutcomeError, OutcomeTarget};
+use crate::lti::oauth::{base_uri_of_url, encode, sign, signature_base_string};
+use crate::lti::params::parse_form;
+
+/// Timeouts and retries of the outcomes client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Longest wait for one whole request, connection included.
+    pub timeout: Duration,
+    /// Longest wait for the connection alone.
+    pub connect_timeout: Duration,
+    /// How many times a request is tried at most (connection errors and 5xx only are retried).
+    pub attempts: u32,
+    /// The pause before the first retry; it doubles on each further retry.
+    pub backoff: Duration,
+    /// Largest response body read; a bigger one is malformed.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            attempts: 3,
+            backoff: Duration::from_millis(250),
+            max_response_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The consumer key and secret that sign the request (those of the consumer that launched).
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    /// `oauth_consumer_key`.
+    pub key: &'a str,
+    /// The shared secret.
+    pub secret: &'a str,
+}
+
+/// The outcomes client: one per process, since it holds the HTTP connection pool.
+#[derive(Debug, Clone)]
+pub struct OutcomesClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+/// `base64(SHA-1(body))`, the `oauth_body_hash` of the OAuth Request Body Hash extension.
+pub fn body_hash(body: &[u8]) -> String {
+    BASE64.encode(Sha1::digest(body))
+}
+
+/// The `Authorization: OAuth ...` header for POSTing `body` to `url`. The URL's query parameters
+/// are signed along with the protocol fields (RFC 5849 section 3.4.1.3).
+pub fn authorization_header(
+    credentials: Credentials<'_>,
+    url: &str,
+    body: &[u8],
+    nonce: &str,
+    timestamp: i64,
+) -> Result<String, OutcomeError> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        return Err(OutcomeError::BadServiceUrl("not an http(s) URL".into()));
+    }
+    let base_uri = base_uri_of_url(url)
+        .ok_or_else(|| OutcomeError::BadServiceUrl("no host, or a bad port".into()))?;
+    let without_fragment = url.split('#').next().unwrap_or(url);
+    let query = match without_fragment.split_once('?') {
+        Some((_, q)) => parse_form(q.as_bytes())
+            .map_err(|e| OutcomeError::BadServiceUrl(format!("query string: {e}")))?,
+        None => Vec::new(),
+    };
+    let timestamp = timestamp.to_string();
+    let hash = body_hash(body);
+    let oauth = [
+        ("oauth_body_hash", hash.as_str()),
+        ("oauth_consumer_key", credentials.key),
+        ("oauth_nonce", nonce),
+        ("oauth_signature_method", "HMAC-SHA1"),
+        ("oauth_timestamp", timestamp.as_str()),
+        ("oauth_version", "1.0"),
+    ];
+    let base = signature_base_string(
+        "POST",
+        &base_uri,
+        query
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(oauth.iter().copied()),
+    );
+    let signature = sign(&base, credentials.secret);
+    let mut header = String::from("OAuth ");
+    for (name, value) in oauth
+        .iter()
+        .copied()
+        .chain([("oauth_signature", signature.as_str())])
+    {
+        if !header.ends_with(' ') {
+            header.push_str(", ");
+        }
+        header.push_str(&format!("{name}=\"{}\"", encode(value)));
+    }
+    Ok(header)
+}
+
+/// What one attempt ended with.
+enum Attempt {
+    Done(Result<Response, OutcomeError>),
+    Retry(OutcomeError),
+}
+
+impl OutcomesClient {
+    /// Builds the client (once, at start-up). Redirects are not followed: the signature is bound
+    /// to the URL, and a redirected POST would lose its body.
+    pub fn new(config: ClientConfig) -> Result<OutcomesClient, OutcomeError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rocket-lti-tool/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OutcomeError::Network(format!("cannot build the HTTP client: {e}")))?;
+        Ok(OutcomesClient { http, config })
+    }
+
+    /// `replaceResult`: sets the score (0.0 to 1.0; anything else is refused before sending).
+    pub async fn replace_result(
+        &self,
+        credentials: Credentials<'_>,
+        target: &OutcomeTarget,
+        score: f64,
+        data: Option<ResultData>,
+    ) -> Result<Response, OutcomeError> {
+        let score = check_score(score)?;
+        self.send(credentials, target, &Operation::Replace { score, data })
+            .await
+    }
+
+    /// `readResult`: the current score (`response.score`, `None` when the LMS has none).
+    pub async fn read_result(
+        &self,
+        credentials: Credentials<'_>,
+        target: &OutcomeTarget,
+    ) -> Result<Response, OutcomeError> {
+        let response = self.send(credentials, target, &Operation::Read).await?;
+        if !response.has_read_response {
+            return Err(OutcomeError::MalformedResponse(
+                "success without a readResultResponse".into(),
+            ));
+        }
+        Ok(response)
+    }
+
+    /// `deleteResult`: removes the score.
+    pub async fn delete_result(
+        &self,
+        credentials: Credentials<'_>,
+        target: &OutcomeTarget,
+    ) -> Result<Response, OutcomeError> {
+        self.send(credentials, target, &Operation::Delete).await
+    }
+
+    /// Sends one operation, retrying connection errors and 5xx answers with a doubling pause.
+    /// Each attempt is signed afresh (new nonce and timestamp): LMSs refuse a reused nonce.
+    pub async fn send(
+        &self,
+        credentials: Credentials<'_>,
+        target: &OutcomeTarget,
+        operation: &Operation,
+    ) -> Result<Response, OutcomeError> {
+        let message_id = uuid::Uuid::new_v4().simple().to_string();
+        let body = xml::request(&message_id, &target.sourcedid, operation);
+        let mut pause = self.config.backoff;
+        let attempts = self.config.attempts.max(1);
+        for attempt in 1..=attempts {
+            match self.attempt(credentials, &target.service_url, &body).await {
+                Attempt::Done(result) => return self.outcome(operation, result),
+                Attempt::Retry(error) if attempt == attempts => {
+                    log::warn!(
+                        "{}: giving up after {attempt} attempts: {error}",
+                        operation.name()
+                    );
+                    return Err(error);
+                }
+                Attempt::Retry(error) => {
+                    log::info!(
+                        "{}: attempt {attempt} failed ({error}); retrying in {pause:?}",
+                        operation.name()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        Err(OutcomeError::Network("no attempt made".into()))
+    }
+
+    fn outcome(
+        &self,
+        operation: &Operation,
+        result: Result<Response, OutcomeError>,
+    ) -> Result<Response, OutcomeError> {
+        let response = result?;
+        let description = response.description.clone();
+        match response.code_major {
+            CodeMajor::Success | CodeMajor::Processing => Ok(response),
+            CodeMajor::Failure => Err(OutcomeError::Failure {
+                operation: operation.name(),
+                description,
+            }),
+            CodeMajor::Unsupported => Err(OutcomeError::Unsupported {
+                operation: operation.name(),
+                description,
+            }),
+        }
+    }
+
+    async fn attempt(&self, credentials: Credentials<'_>, url: &str, body: &str) -> Attempt {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let header = match authorization_header(
+            credentials,
+            url,
+            body.as_bytes(),
+            &nonce,
+            chrono::Utc::now().timestamp(),
+        ) {
+            Ok(h) => h,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let sent = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, header)
+            .header(reqwest::header::CONTENT_TYPE, "application/xml")
+            .body(body.to_string())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Attempt::Done(Err(OutcomeError::Timeout)),
+            Err(e) if e.is_connect() => return Attempt::Retry(network(e)),
+            Err(e) if e.is_builder() => {
+                return Attempt::Done(Err(OutcomeError::BadServiceUrl(
+                    e.without_url().to_string(),
+                )))
+            }
+            Err(e) => return Attempt::Done(Err(network(e))),
+        };
+        let status = response.status();
+        if status.is_server_error() {
+            return Attempt::Retry(OutcomeError::HttpStatus(status.as_u16()));
+        }
+        let text = match self.read_body(response).await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let parsed = xml::parse_response(&text);
+        Attempt::Done(match parsed {
+            Ok(r) if status.is_success() => Ok(r),
+            // A refusal with an envelope explains itself better than its status does.
+            Ok(r) if r.code_major != CodeMajor::Success => Ok(r),
+            _ if !status.is_success() => Err(OutcomeError::HttpStatus(status.as_u16())),
+            Ok(r) => Ok(r),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, OutcomeError> {
+        let limit = self.config.max_response_bytes;
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(OutcomeError::MalformedResponse(format!(
+                            "response over {limit} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(OutcomeError::Timeout),
+                Err(e) => return Err(network(e)),
+            }
+        }
+        String::from_utf8(bytes)
+            .map_err(|_| OutcomeError::MalformedResponse("response is not UTF-8".into()))
+    }
+}
+
+/// A network error, without the URL (it may carry tokens in its query).
+fn network(e: reqwest::Error) -> OutcomeError {
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    OutcomeError::Network(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREDS: Credentials<'static> = Credentials {
+        key: "key",
+        secret: "secret",
+    };
+
+    #[test]
+    fn body_hash_is_base64_sha1() {
+        // SHA-1("") and SHA-1("abc") from FIPS 180 test vectors.
+        assert_eq!(body_hash(b""), "2jmj7l5rSw0yVb/vlWAYkK/YBwk=");
+        assert_eq!(body_hash(b"abc"), "qZk+NkcGgWq6PiVxeFDCbJzQ2J0=");
+    }
+
+    #[test]
+    fn header_carries_every_protocol_field_encoded() {
+        let h = authorization_header(
+            CREDS,
+            "https://lms.test/o?a=1",
+            b"<x/>",
+            "n1",
+            1_700_000_000,
+        )
+        .unwrap();
+        assert!(h.starts_with("OAuth oauth_body_hash=\""), "{h}");
+        for field in [
+            "oauth_consumer_key=\"key\"",
+            "oauth_nonce=\"n1\"",
+            "oauth_signature_method=\"HMAC-SHA1\"",
+            "oauth_timestamp=\"1700000000\"",
+            "oauth_version=\"1.0\"",
+            "oauth_signature=\"",
+        ] {
+            assert!(h.contains(field), "{field} in {h}");
+        }
+        // base64's `+`, `/` and `=` are percent-encoded inside the header.
+        let sig = h.split("oauth_signature=\"").nth(1).unwrap();
+        assert!(!sig.trim_end_matches('"').contains(['+', '/', '=']), "{h}");
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_before_sending() {
+        for url in [
+            "ftp://lms.test/o",
+            "lms.test/o",
+            "http://",
+            "http://h:port/o",
+        ] {
+            assert!(
+                matches!(
+                    authorization_header(CREDS, url, b"", "n", 1),
+                    Err(OutcomeError::BadServiceUrl(_))
+                ),
+                "{url}"
+            );
+        }
+    }
+}

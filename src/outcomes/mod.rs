@@ -1,0 +1,157 @@
+//! LTI 1.1 Basic Outcomes (grade passback), with no Rocket types: the XML envelopes, the signed
+//! HTTP client, and the typed errors. The Rocket glue lives in `web::grades`.
+
+pub mod client;
+pub mod xml;
+
+pub use client::{ClientConfig, Credentials, OutcomesClient};
+pub use xml::{CodeMajor, Operation, Response, ResultData};
+
+use crate::lti::launch::LaunchData;
+
+/// Why a grade could not be sent, read or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    /// The score is not within 0.0..=1.0 (nothing was sent).
+    #[error("score {0} is outside 0.0 to 1.0")]
+    ScoreOutOfRange(String),
+    /// The score is not a number (nothing was sent).
+    #[error("score {0:?} is not a number")]
+    ScoreNotANumber(String),
+    /// The launch carried no `lis_outcome_service_url` + `lis_result_sourcedid`.
+    #[error(
+        "the launch has no outcome service (lis_outcome_service_url and lis_result_sourcedid)"
+    )]
+    NoOutcomeService,
+    /// No stored outcome service for this learner on this resource link.
+    #[error("no outcome service recorded for this learner")]
+    UnknownLearner,
+    /// The consumer that launched is gone or disabled, so there is no secret to sign with.
+    #[error("consumer {0:?} is unknown or disabled")]
+    ConsumerUnavailable(String),
+    /// `lis_outcome_service_url` is not an http(s) URL we can sign and call.
+    #[error("unusable outcome service URL: {0}")]
+    BadServiceUrl(String),
+    /// The LMS answered `imsx_codeMajor` = failure.
+    #[error("the LMS refused {operation}: {description}")]
+    Failure {
+        /// `replaceResult`, `readResult` or `deleteResult`.
+        operation: &'static str,
+        /// `imsx_description`.
+        description: String,
+    },
+    /// The LMS answered `imsx_codeMajor` = unsupported.
+    #[error("the LMS does not support {operation}: {description}")]
+    Unsupported {
+        /// `replaceResult`, `readResult` or `deleteResult`.
+        operation: &'static str,
+        /// `imsx_description`.
+        description: String,
+    },
+    /// The LMS answered an HTTP error status without an outcomes envelope.
+    #[error("the LMS answered HTTP {0}")]
+    HttpStatus(u16),
+    /// The LMS answered something that is not an outcomes response envelope.
+    #[error("malformed LMS response: {0}")]
+    MalformedResponse(String),
+    /// The LMS did not answer within the timeout.
+    #[error("the LMS did not answer in time")]
+    Timeout,
+    /// The LMS could not be reached.
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// Checks that a score is a finite number within 0.0..=1.0.
+pub fn check_score(score: f64) -> Result<f64, OutcomeError> {
+    if (0.0..=1.0).contains(&score) {
+        Ok(score)
+    } else {
+        Err(OutcomeError::ScoreOutOfRange(score.to_string()))
+    }
+}
+
+/// Reads a score typed into a form (`0.85`, ` 1 `), then checks its range.
+pub fn parse_score(text: &str) -> Result<f64, OutcomeError> {
+    let text = text.trim();
+    let score = text
+        .parse::<f64>()
+        .map_err(|_| OutcomeError::ScoreNotANumber(text.chars().take(40).collect()))?;
+    check_score(score)
+}
+
+/// Where a learner's result lives: the LMS's outcome service and the result's sourcedid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeTarget {
+    /// `lis_outcome_service_url`.
+    pub service_url: String,
+    /// `lis_result_sourcedid`.
+    pub sourcedid: String,
+}
+
+impl OutcomeTarget {
+    /// The target of a launch, when it carries both fields.
+    pub fn from_launch(launch: &LaunchData) -> Option<OutcomeTarget> {
+        Some(OutcomeTarget {
+            service_url: launch.get("lis_outcome_service_url")?.to_string(),
+            sourcedid: launch.get("lis_result_sourcedid")?.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_outside_the_range_or_not_numbers_are_refused() {
+        for ok in ["0", "1", "0.5", " 0.25 ", "1.0", "0e0"] {
+            assert!(parse_score(ok).is_ok(), "{ok}");
+        }
+        for out in ["-0.1", "1.0001", "NaN", "inf", "-inf", "2"] {
+            assert!(
+                matches!(parse_score(out), Err(OutcomeError::ScoreOutOfRange(_))),
+                "{out}"
+            );
+        }
+        for nan in ["", "abc", "0,5", "1/2", "0.5x"] {
+            assert!(
+                matches!(parse_score(nan), Err(OutcomeError::ScoreNotANumber(_))),
+                "{nan}"
+            );
+        }
+        assert!(check_score(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn a_target_needs_both_fields() {
+        let launch = |params: &[(&str, &str)]| LaunchData {
+            consumer_key: "k".into(),
+            params: params
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            OutcomeTarget::from_launch(&launch(&[
+                ("lis_outcome_service_url", "http://lms/o"),
+                ("lis_result_sourcedid", "s1"),
+            ])),
+            Some(OutcomeTarget {
+                service_url: "http://lms/o".into(),
+                sourcedid: "s1".into()
+            })
+        );
+        assert_eq!(
+            OutcomeTarget::from_launch(&launch(&[("lis_outcome_service_url", "http://lms/o")])),
+            None
+        );
+        assert_eq!(
+            OutcomeTarget::from_launch(&launch(&[
+                ("lis_outcome_service_url", ""),
+                ("lis_result_sourcedid", "s1"),
+            ])),
+            None
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The `outcome_targets` table: each learner's outcome service and result sourcedid per
+//! (consumer, resource link, user), and the last score the LMS confirmed.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::Db;
+use crate::error::LtiError;
+use crate::lti::launch::LaunchData;
+use crate::outcomes::OutcomeTarget;
+
+/// A learner's stored outcome service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTarget {
+    /// The consumer that launched.
+    pub consumer_key: String,
+    /// `resource_link_id`.
+    pub resource_link_id: String,
+    /// `user_id`.
+    pub user_id: String,
+    /// The name shown to staff.
+    pub display_name: String,
+    /// Where to send the grade.
+    pub target: OutcomeTarget,
+    /// The last score the LMS confirmed (`Some(None)`: it has none; `None`: never asked).
+    pub last_score: Option<Option<f64>>,
+    /// When `last_score` was learned (Unix seconds).
+    pub score_known_at: Option<i64>,
+}
+
+/// Records the outcome service of a launch that carries one (and a user and resource link);
+/// returns whether it did. A relaunch updates the row; a new sourcedid forgets the old score.
+pub async fn record_launch(
+    conn: &mut SqliteConnection,
+    launch: &LaunchData,
+    now: i64,
+) -> Result<bool, LtiError> {
+    let (Some(target), Some(link), Some(user)) = (
+        OutcomeTarget::from_launch(launch),
+        launch.get("resource_link_id"),
+        launch.get("user_id"),
+    ) else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "INSERT INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url, \
+         sourcedid, display_name, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (consumer_key, resource_link_id, user_id) DO UPDATE SET \
+         last_score = CASE WHEN sourcedid = excluded.sourcedid THEN last_score ELSE NULL END, \
+         score_known_at = CASE WHEN sourcedid = excluded.sourcedid THEN score_known_at ELSE NULL END, \
+         service_url = excluded.service_url, sourcedid = excluded.sourcedid, \
+         display_name = excluded.display_name, updated_at = excluded.updated_at",
+    )
+    .bind(&launch.consumer_key)
+    .bind(link)
+    .bind(user)
+    .bind(&target.service_url)
+    .bind(&target.sourcedid)
+    .bind(launch.display_name())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+const COLUMNS: &str = "consumer_key, resource_link_id, user_id, service_url, sourcedid, \
+                       display_name, last_score, score_known_at";
+
+fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredTarget, sqlx::Error> {
+    let known_at: Option<i64> = row.try_get("score_known_at")?;
+    let score: Option<f64> = row.try_get("last_score")?;
+    Ok(StoredTarget {
+        consumer_key: row.try_get("consumer_key")?,
+        resource_link_id: row.try_get("resource_link_id")?,
+        user_id: row.try_get("user_id")?,
+        display_name: row.try_get("display_name")?,
+        target: OutcomeTarget {
+            service_url: row.try_get("service_url")?,
+            sourcedid: row.try_get("sourcedid")?,
+        },
+        last_score: known_at.map(|_| score),
+        score_known_at: known_at,
+    })
+}
+
+/// One learner's outcome service on a resource link.
+pub async fn find(
+    db: &Db,
+    consumer_key: &str,
+    resource_link_id: &str,
+    user_id: &str,
+) -> Result<Option<StoredTarget>, LtiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM outcome_targets \
+         WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ?"
+    ))
+    .bind(consumer_key)
+    .bind(resource_link_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// Every learner with an outcome service on a resource link, by name.
+pub async fn list_for_link(
+    db: &Db,
+    consumer_key: &str,
+    resource_link_id: &str,
+) -> Result<Vec<StoredTarget>, LtiError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM outcome_targets WHERE consumer_key = ? AND resource_link_id = ? \
+         ORDER BY display_name, user_id"
+    ))
+    .bind(consumer_key)
+    .bind(resource_link_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Remembers the score the LMS just confirmed (`None`: it has none) for a learner's result,
+/// unless a newer launch has since changed the sourcedid.
+pub async fn set_last_score(
+    db: &Db,
+    consumer_key: &str,
+    resource_link_id: &str,
+    user_id: &str,
+    sourcedid: &str,
+    score: Option<f64>,
+    now: i64,
+) -> Result<(), LtiError> {
+    sqlx::query(
+        "UPDATE outcome_targets SET last_score = ?, score_known_at = ? \
+         WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ?",
+    )
+    .bind(score)
+    .bind(now)
+    .bind(consumer_key)
+    .bind(resource_link_id)
+    .bind(user_id)
+    .bind(sourcedid)
+    .execute(db)
+    .await?;
+    Ok(())
+}

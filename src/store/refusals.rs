@@ -1,0 +1,135 @@
+//! The `refusals` table: the last refused launches per consumer, for diagnosis on the admin page.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::Db;
+use crate::error::LtiError;
+use crate::lti::diagnosis::Hint;
+
+/// How many refusals are kept per bucket (one bucket per known consumer, one for unknown keys).
+pub const KEEP_PER_BUCKET: i64 = 1000;
+
+/// One refused launch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// Unix seconds.
+    pub at: i64,
+    /// The key as sent (may be unknown, or empty when absent).
+    pub consumer_key: String,
+    /// The refusal, as logged.
+    pub reason: String,
+    /// What probably went wrong.
+    pub hint: Hint,
+    /// The URL we checked the signature against.
+    pub signed_url: String,
+    /// The base string we computed, user-field values replaced by their length.
+    pub base_string: String,
+    /// Parameter names received, comma-separated.
+    pub param_names: String,
+    /// The client's address.
+    pub remote_addr: String,
+    /// The client's User-Agent.
+    pub user_agent: String,
+}
+
+/// Records a refusal and trims its bucket to [`KEEP_PER_BUCKET`] rows.
+pub async fn record(db: &Db, known_consumer: bool, refusal: &Refusal) -> Result<(), LtiError> {
+    let bucket = if known_consumer {
+        refusal.consumer_key.as_str()
+    } else {
+        ""
+    };
+    let hint =
+        serde_json::to_string(&refusal.hint).map_err(|e| LtiError::Storage(e.to_string()))?;
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO refusals (bucket, at, consumer_key, reason, hint, signed_url, base_string, param_names, \
+         remote_addr, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(bucket)
+    .bind(refusal.at)
+    .bind(&refusal.consumer_key)
+    .bind(&refusal.reason)
+    .bind(hint)
+    .bind(&refusal.signed_url)
+    .bind(&refusal.base_string)
+    .bind(&refusal.param_names)
+    .bind(&refusal.remote_addr)
+    .bind(&refusal.user_agent)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM refusals WHERE bucket = ? AND id <= \
+         (SELECT id FROM refusals WHERE bucket = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+    )
+    .bind(bucket)
+    .bind(bucket)
+    .bind(KEEP_PER_BUCKET)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The newest refusals, newest first; of one consumer when `consumer_key` is given.
+pub async fn recent(
+    db: &Db,
+    consumer_key: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Refusal>, LtiError> {
+    let rows = match consumer_key {
+        Some(key) => {
+            sqlx::query("SELECT * FROM refusals WHERE consumer_key = ? ORDER BY id DESC LIMIT ?")
+                .bind(key)
+                .bind(limit)
+                .fetch_all(db)
+                .await?
+        }
+        None => {
+            sqlx::query("SELECT * FROM refusals ORDER BY id DESC LIMIT ?")
+                .bind(limit)
+                .fetch_all(db)
+                .await?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            let hint: String = row.try_get("hint")?;
+            Ok(Refusal {
+                at: row.try_get("at")?,
+                consumer_key: row.try_get("consumer_key")?,
+                reason: row.try_get("reason")?,
+                hint: serde_json::from_str(&hint).map_err(|e| LtiError::Storage(e.to_string()))?,
+                signed_url: row.try_get("signed_url")?,
+                base_string: row.try_get("base_string")?,
+                param_names: row.try_get("param_names")?,
+                remote_addr: row.try_get("remote_addr")?,
+                user_agent: row.try_get("user_agent")?,
+            })
+        })
+        .collect()
+}
+
+/// Number of refused launches of a known consumer since `since` (Unix seconds).
+pub async fn count_since(db: &Db, consumer_key: &str, since: i64) -> Result<i64, LtiError> {
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM refusals WHERE bucket = ? AND at >= ?")
+        .bind(consumer_key)
+        .bind(since)
+        .fetch_one(db)
+        .await?;
+    Ok(n)
+}
+
+/// Deletes a consumer's refusals (when the consumer is deleted).
+pub async fn delete_for<'c, E>(executor: E, consumer_key: &str) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query("DELETE FROM refusals WHERE bucket = ? OR consumer_key = ?")
+        .bind(consumer_key)
+        .bind(consumer_key)
+        .execute(executor)
+        .await?;
+    Ok(())
+}

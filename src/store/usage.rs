@@ -1,0 +1,117 @@
+//! Launch figures per consumer: successful launches (count, last) on the `consumers` row, and
+//! refused launches per hour in `consumer_refusals`, for the admin's consumer list.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::Db;
+use crate::error::LtiError;
+
+const HOUR: i64 = 3600;
+
+/// Counts a successful launch; call it inside the transaction that stores the session.
+pub async fn record_launch(
+    conn: &mut SqliteConnection,
+    consumer_key: &str,
+    now: i64,
+) -> Result<(), LtiError> {
+    sqlx::query(
+        "UPDATE consumers SET launch_count = launch_count + 1, last_launch_at = ? \
+         WHERE consumer_key = ?",
+    )
+    .bind(now)
+    .bind(consumer_key)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// True for the refusals an admin should see: the LMS signs with a known key but gets
+/// something wrong (secret, clock, or it resends a launch).
+pub fn counts_as_refusal(error: &LtiError) -> bool {
+    matches!(
+        error,
+        LtiError::BadSignature
+            | LtiError::ReplayedNonce
+            | LtiError::StaleTimestamp(_)
+            | LtiError::FutureTimestamp(_)
+    )
+}
+
+/// Counts a refused launch of `consumer_key`, if the error is one that counts and the key is
+/// known (unknown keys add no rows). Storage errors are logged: the refusal stands either way.
+pub async fn record_refusal(db: &Db, consumer_key: Option<&str>, error: &LtiError, now: i64) {
+    let Some(key) = consumer_key.filter(|_| counts_as_refusal(error)) else {
+        return;
+    };
+    let done = sqlx::query(
+        "INSERT INTO consumer_refusals (consumer_key, hour, refused) \
+         SELECT consumer_key, ?, 1 FROM consumers WHERE consumer_key = ? \
+         ON CONFLICT (consumer_key, hour) DO UPDATE SET refused = refused + 1",
+    )
+    .bind(now / HOUR)
+    .bind(key)
+    .execute(db)
+    .await;
+    if let Err(e) = done {
+        log::error!("could not count a refused launch: {e}");
+    }
+}
+
+/// One line of the admin's consumer list: no secret in it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerFigures {
+    /// The consumer key.
+    pub key: String,
+    /// Its human name.
+    pub name: String,
+    /// The admin's note.
+    pub note: String,
+    /// Whether launches are accepted.
+    pub enabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last successful launch.
+    pub last_launch_at: Option<i64>,
+    /// Successful launches ever.
+    pub launch_count: i64,
+    /// Refused launches (bad signature, replay, stale or future timestamp) in the last 24 hours.
+    pub refused_24h: i64,
+}
+
+/// Every consumer with its figures, by key.
+pub async fn overview(db: &Db, now: i64) -> Result<Vec<ConsumerFigures>, LtiError> {
+    // Hourly buckets: the current hour plus the 24 before it cover at least the last 24 hours.
+    let rows = sqlx::query(
+        "SELECT c.consumer_key, c.name, c.note, c.enabled, c.created_at, c.last_launch_at, \
+         c.launch_count, COALESCE((SELECT SUM(r.refused) FROM consumer_refusals r \
+         WHERE r.consumer_key = c.consumer_key AND r.hour >= ?), 0) AS refused_24h \
+         FROM consumers c ORDER BY c.consumer_key",
+    )
+    .bind(now / HOUR - 24)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ConsumerFigures {
+                key: r.try_get("consumer_key")?,
+                name: r.try_get("name")?,
+                note: r.try_get("note")?,
+                enabled: r.try_get::<i64, _>("enabled")? != 0,
+                created_at: r.try_get("created_at")?,
+                last_launch_at: r.try_get("last_launch_at")?,
+                launch_count: r.try_get("launch_count")?,
+                refused_24h: r.try_get("refused_24h")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(LtiError::from)
+}
+
+/// Deletes refusal counts older than a day; returns how many rows went.
+pub async fn prune(db: &Db, now: i64) -> Result<u64, LtiError> {
+    let done = sqlx::query("DELETE FROM consumer_refusals WHERE hour < ?")
+        .bind(now / HOUR - 25)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

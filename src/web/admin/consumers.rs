@@ -1,0 +1,370 @@
+//! The consumer pages of the admin area: the list with launch figures, create (secret shown
+//! once), the confirmation step, rotate, enable / disable and delete.
+
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::response::Redirect;
+use rocket::serde::Serialize;
+use rocket::{get, post, Responder, State};
+use rocket_dyn_templates::context;
+
+use super::session::{has_password, login_page, Admin};
+use super::{render, Page};
+use crate::error::LtiError;
+use crate::store::{self, consumers, usage};
+use crate::web::error::ErrorPage;
+use crate::web::origin::RequestOrigin;
+use crate::web::AppState;
+
+/// The launch URLs an LMS can be given, with who gets in (as on the index page).
+const LAUNCH_PAGES: [(&str, &str); 4] = [
+    ("/any", "a launch, or an existing visit"),
+    ("/initial", "a launch only"),
+    ("/session", "an existing visit only"),
+    ("/initial_staff", "a launch by course staff only"),
+];
+
+const MAX_NAME: usize = 200;
+const MAX_NOTE: usize = 2000;
+
+/// A day and time in UTC, or "never".
+fn when(ts: Option<i64>) -> String {
+    ts.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+struct Row {
+    key: String,
+    name: String,
+    note: String,
+    enabled: bool,
+    created: String,
+    last_launch: String,
+    launch_count: i64,
+    refused_24h: i64,
+}
+
+async fn list_page(
+    state: &AppState,
+    session: &Admin,
+    notice: Option<String>,
+) -> Result<Page, LtiError> {
+    let rows: Vec<Row> = usage::overview(&state.db, store::now())
+        .await?
+        .into_iter()
+        .map(|c| Row {
+            created: when(Some(c.created_at)),
+            last_launch: when(c.last_launch_at),
+            key: c.key,
+            name: c.name,
+            note: c.note,
+            enabled: c.enabled,
+            launch_count: c.launch_count,
+            refused_24h: c.refused_24h,
+        })
+        .collect();
+    Ok(render(
+        Status::Ok,
+        "admin/list",
+        context! { csrf: &session.csrf(), consumers: rows, notice },
+    ))
+}
+
+/// `/admin`: the consumer list when logged in, else the login (or set-up) page.
+#[get("/?<done>&<key>")]
+async fn home(
+    state: &State<AppState>,
+    session: Result<Admin, LtiError>,
+    done: Option<&str>,
+    key: Option<&str>,
+) -> Result<Page, LtiError> {
+    match session {
+        Ok(session) => {
+            let notice = match (done, key) {
+                (Some("enabled"), Some(k)) => Some(format!(
+                    "Consumer {k} is enabled: its launches are accepted."
+                )),
+                (Some("disabled"), Some(k)) => Some(format!(
+                    "Consumer {k} is disabled: its launches are refused."
+                )),
+                (Some("deleted"), Some(k)) => Some(format!(
+                    "Consumer {k} is deleted and its sessions have ended."
+                )),
+                _ => None,
+            };
+            list_page(state, &session, notice).await
+        }
+        Err(LtiError::AdminLoginRequired) => {
+            Ok(login_page(Status::Ok, has_password(state).await?, None))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(FromForm, Default)]
+struct NewConsumer {
+    csrf: Option<String>,
+    key: Option<String>,
+    name: Option<String>,
+    note: Option<String>,
+}
+
+/// The values typed into the create form, shown again with an error.
+#[derive(Default, Serialize)]
+#[serde(crate = "rocket::serde")]
+struct Typed {
+    key: String,
+    name: String,
+    note: String,
+}
+
+fn new_form(session: &Admin, status: Status, form: &Typed, error: Option<String>) -> Page {
+    render(
+        status,
+        "admin/new",
+        context! { csrf: &session.csrf(), form, error },
+    )
+}
+
+/// The create form.
+#[get("/consumers/new")]
+fn new_consumer(session: Admin) -> Page {
+    new_form(&session, Status::Ok, &Typed::default(), None)
+}
+
+/// Why a key cannot be used, in words for the admin.
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("Enter a consumer key.")
+    } else if key.len() > 255 {
+        Some("The consumer key is too long: use at most 255 characters.")
+    } else if !consumers::is_valid_key(key) {
+        Some("The consumer key may only contain letters A-Z a-z, digits 0-9 and . _ : - (no spaces).")
+    } else {
+        None
+    }
+}
+
+/// The page showing a secret once, with everything the LMS admin needs.
+fn secret_page(
+    session: &Admin,
+    origin: &RequestOrigin,
+    key: &str,
+    secret: &str,
+    rotated: bool,
+) -> Page {
+    let urls: Vec<(String, &str)> = LAUNCH_PAGES
+        .iter()
+        .map(|(path, who)| (format!("{}{path}", origin.0), *who))
+        .collect();
+    render(
+        Status::Ok,
+        "admin/secret",
+        context! { csrf: &session.csrf(), key, secret, urls, rotated },
+    )
+}
+
+/// Creates a consumer with a generated secret and shows it once.
+#[post("/consumers", data = "<form>")]
+async fn create(
+    state: &State<AppState>,
+    session: Admin,
+    origin: RequestOrigin,
+    form: Form<NewConsumer>,
+) -> Result<Page, LtiError> {
+    session.check_csrf(form.csrf.as_deref())?;
+    let field = |v: &Option<String>| v.as_deref().unwrap_or("").trim().to_string();
+    let typed = Typed {
+        key: field(&form.key),
+        name: field(&form.name),
+        note: field(&form.note),
+    };
+    let (key, name, note) = (&typed.key, &typed.name, &typed.note);
+    let problem = key_problem(key).map(str::to_string).or_else(|| {
+        if name.chars().count() > MAX_NAME {
+            Some(format!(
+                "The name is too long: use at most {MAX_NAME} characters."
+            ))
+        } else if note.chars().count() > MAX_NOTE {
+            Some(format!(
+                "The note is too long: use at most {MAX_NOTE} characters."
+            ))
+        } else {
+            None
+        }
+    });
+    if let Some(problem) = problem {
+        return Ok(new_form(
+            &session,
+            Status::BadRequest,
+            &typed,
+            Some(problem),
+        ));
+    }
+    let name = if name.is_empty() { key } else { name };
+    let secret = consumers::generate_secret();
+    if !consumers::create(&state.db, key, &secret, name, note, store::now()).await? {
+        let message = format!(
+            "A consumer with the key {key} already exists. Nothing was changed: choose another key."
+        );
+        return Ok(new_form(&session, Status::Conflict, &typed, Some(message)));
+    }
+    log::info!("admin created consumer {key:?}");
+    Ok(secret_page(&session, &origin, key, &secret, false))
+}
+
+#[derive(FromForm)]
+struct KeyForm {
+    csrf: Option<String>,
+    key: Option<String>,
+}
+
+impl KeyForm {
+    /// The key, once the CSRF token is checked.
+    fn checked(&self, session: &Admin) -> Result<&str, LtiError> {
+        session.check_csrf(self.csrf.as_deref())?;
+        Ok(self.key.as_deref().unwrap_or(""))
+    }
+}
+
+fn no_such_consumer() -> ErrorPage {
+    ErrorPage::new(
+        Status::NotFound,
+        "No such consumer",
+        "There is no consumer with this key (it may have been deleted). Nothing was changed.",
+    )
+}
+
+/// An admin action's refusal: our error page, or the `LtiError`'s.
+#[derive(Responder)]
+pub enum Refused {
+    /// A refusal of its own words.
+    Page(ErrorPage),
+    /// A refusal from the error enum.
+    Error(LtiError),
+}
+
+impl From<LtiError> for Refused {
+    fn from(e: LtiError) -> Self {
+        Refused::Error(e)
+    }
+}
+
+/// The confirmation step before a rotation or deletion.
+#[get("/consumers/<action>?<key>")]
+async fn confirm(
+    state: &State<AppState>,
+    session: Admin,
+    action: &str,
+    key: &str,
+) -> Result<Page, Refused> {
+    if action != "rotate" && action != "delete" {
+        return Err(Refused::Page(ErrorPage::new(
+            Status::NotFound,
+            "Not found",
+            "There is nothing at this address.",
+        )));
+    }
+    let exists = usage::overview(&state.db, store::now())
+        .await?
+        .into_iter()
+        .find(|c| c.key == key);
+    let Some(consumer) = exists else {
+        return Err(Refused::Page(no_such_consumer()));
+    };
+    Ok(render(
+        Status::Ok,
+        "admin/confirm",
+        context! { csrf: &session.csrf(), action, key, name: consumer.name },
+    ))
+}
+
+/// Replaces the secret and shows the new one once; the old one stops working at once.
+#[post("/consumers/rotate", data = "<form>")]
+async fn rotate(
+    state: &State<AppState>,
+    session: Admin,
+    origin: RequestOrigin,
+    form: Form<KeyForm>,
+) -> Result<Page, Refused> {
+    let key = form.checked(&session)?;
+    let secret = consumers::generate_secret();
+    if !consumers::set_secret(&state.db, key, &secret).await? {
+        return Err(Refused::Page(no_such_consumer()));
+    }
+    log::info!("admin rotated the secret of consumer {key:?}");
+    Ok(secret_page(&session, &origin, key, &secret, true))
+}
+
+async fn set_enabled(
+    state: &AppState,
+    session: &Admin,
+    form: &KeyForm,
+    enabled: bool,
+) -> Result<Redirect, Refused> {
+    let key = form.checked(session)?;
+    if !consumers::set_enabled(&state.db, key, enabled).await? {
+        return Err(Refused::Page(no_such_consumer()));
+    }
+    let done = if enabled { "enabled" } else { "disabled" };
+    log::info!("admin {done} consumer {key:?}");
+    Ok(Redirect::to(format!(
+        "/admin?done={done}&key={}",
+        crate::lti::oauth::encode(key)
+    )))
+}
+
+/// Accepts the consumer's launches again.
+#[post("/consumers/enable", data = "<form>")]
+async fn enable(
+    state: &State<AppState>,
+    session: Admin,
+    form: Form<KeyForm>,
+) -> Result<Redirect, Refused> {
+    set_enabled(state, &session, &form, true).await
+}
+
+/// Refuses the consumer's launches (existing sessions run out on their own).
+#[post("/consumers/disable", data = "<form>")]
+async fn disable(
+    state: &State<AppState>,
+    session: Admin,
+    form: Form<KeyForm>,
+) -> Result<Redirect, Refused> {
+    set_enabled(state, &session, &form, false).await
+}
+
+/// Deletes the consumer and ends its sessions.
+#[post("/consumers/delete", data = "<form>")]
+async fn delete(
+    state: &State<AppState>,
+    session: Admin,
+    form: Form<KeyForm>,
+) -> Result<Redirect, Refused> {
+    let key = form.checked(&session)?;
+    if !consumers::delete(&state.db, key).await? {
+        return Err(Refused::Page(no_such_consumer()));
+    }
+    log::info!("admin deleted consumer {key:?}");
+    Ok(Redirect::to(format!(
+        "/admin?done=deleted&key={}",
+        crate::lti::oauth::encode(key)
+    )))
+}
+
+/// The routes of this module.
+pub(super) fn routes() -> Vec<rocket::Route> {
+    rocket::routes![
+        home,
+        new_consumer,
+        create,
+        confirm,
+        rotate,
+        enable,
+        disable,
+        delete
+    ]
+}

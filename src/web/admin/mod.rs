@@ -1,0 +1,40 @@
+//! The admin area under `/admin`: password login (separate from LTI), the consumer list with
+//! launch figures, and create / rotate / enable / disable / delete, every form with a CSRF token.
+
+pub mod consumers;
+pub mod refusals;
+pub mod session;
+
+use rocket::http::{Header, Status};
+use rocket::serde::Serialize;
+use rocket::{catchers, Catcher, Responder, Route};
+use rocket_dyn_templates::Template;
+
+pub use session::{Admin, ADMIN_COOKIE, MAX_FAILURES_PER_MINUTE};
+
+/// An admin page with its status, never cached (it may show a secret, or a CSRF token).
+#[derive(Responder)]
+pub struct Page {
+    page: (Status, Template),
+    cache: Header<'static>,
+}
+
+fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
+    Page {
+        page: (status, Template::render(name, ctx)),
+        cache: Header::new("Cache-Control", "no-store"),
+    }
+}
+
+/// The routes of the admin area (mounted at `/admin`).
+pub fn routes() -> Vec<Route> {
+    let mut routes = session::routes();
+    routes.extend(consumers::routes());
+    routes.extend(refusals::routes());
+    routes
+}
+
+/// The catchers of the admin area (registered at `/admin`).
+pub fn catchers() -> Vec<Catcher> {
+    catchers![session::unauthorized]
+}

@@ -1,0 +1,211 @@
+//! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
+//! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
+
+use std::net::IpAddr;
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{Cookie, CookieJar, Status};
+use rocket::request::{self, FromRequest, Request};
+use rocket::response::Redirect;
+use rocket::{catch, post, Responder, State};
+use rocket_dyn_templates::context;
+use subtle::ConstantTimeEq;
+
+use super::{render, Page};
+use crate::crypto;
+use crate::error::LtiError;
+use crate::store::{self, admin};
+use crate::web::error::remember;
+use crate::web::AppState;
+
+/// Name of the admin session cookie (distinct from the LTI session's).
+pub const ADMIN_COOKIE: &str = "lti_admin";
+
+/// Failed logins allowed per address per minute; the next attempt gets 429.
+pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
+
+/// Request guard: a live admin session (its idle expiry is pushed back on each use). Without
+/// one it fails with 401, which the `/admin` catcher answers with the login page.
+pub struct Admin(admin::AdminSession);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Admin {
+    type Error = LtiError;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let fail = |e: LtiError| request::Outcome::Error((remember(req, &e), e));
+        let Some(state) = req.rocket().state::<AppState>() else {
+            return fail(LtiError::Storage("no state".into()));
+        };
+        let Some(token) = req
+            .cookies()
+            .get(ADMIN_COOKIE)
+            .map(|c| c.value().to_string())
+        else {
+            return fail(LtiError::AdminLoginRequired);
+        };
+        let idle = state.settings.admin_idle_timeout;
+        match admin::touch_session(&state.db, &token, store::now(), idle).await {
+            Ok(Some(session)) => request::Outcome::Success(Admin(session)),
+            Ok(None) => {
+                req.cookies().remove(admin_cookie(state, String::new()));
+                fail(LtiError::AdminLoginRequired)
+            }
+            Err(e) => fail(e),
+        }
+    }
+}
+
+impl Admin {
+    /// The CSRF token every form of this session carries.
+    pub fn csrf(&self) -> &str {
+        &self.0.csrf
+    }
+
+    /// Refuses (403) a form whose token is not this session's; compared in constant time.
+    pub fn check_csrf(&self, token: Option<&str>) -> Result<(), LtiError> {
+        let expected = self.0.csrf.as_bytes();
+        match token {
+            Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => Ok(()),
+            _ => Err(LtiError::BadCsrfToken),
+        }
+    }
+}
+
+/// Request guard: the client's address for login throttling (the proxy's client when the
+/// peer is a trusted proxy; never a header from anyone else).
+pub struct ClientAddress(String);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for ClientAddress {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let trusted = req
+            .rocket()
+            .state::<AppState>()
+            .map(|s| &s.settings.trusted_proxies);
+        let address = match req.remote() {
+            Some(peer) if trusted.is_some_and(|t| t.contains(&peer.ip())) => req
+                .headers()
+                .get_one("X-Forwarded-For")
+                .and_then(|h| h.rsplit(',').next())
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+                .unwrap_or(peer.ip())
+                .to_string(),
+            Some(peer) => peer.ip().to_string(),
+            None => "unknown".to_string(),
+        };
+        request::Outcome::Success(ClientAddress(address))
+    }
+}
+
+/// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured.
+fn admin_cookie(state: &AppState, value: String) -> Cookie<'static> {
+    Cookie::build((ADMIN_COOKIE, value))
+        .path("/admin")
+        .http_only(true)
+        .same_site(rocket::http::SameSite::Strict)
+        .secure(state.settings.cookie_secure)
+        .build()
+}
+
+/// The login page, or the set-up explanation when no admin password exists yet.
+pub(super) fn login_page(status: Status, has_password: bool, error: Option<&str>) -> Page {
+    if has_password {
+        render(status, "admin/login", context! { error })
+    } else {
+        render(status, "admin/setup", context! {})
+    }
+}
+
+pub(super) async fn has_password(state: &AppState) -> Result<bool, LtiError> {
+    Ok(admin::password_hash(&state.db).await?.is_some())
+}
+
+/// What an admin action answers.
+#[derive(Responder)]
+pub enum Reply {
+    /// A page.
+    Page(Page),
+    /// Back to the list (after a change), or to the login page.
+    Redirect(Redirect),
+}
+
+#[derive(FromForm)]
+struct LoginForm {
+    password: Option<String>,
+}
+
+/// Checks the password (Argon2id, off the async threads); throttled per address.
+#[post("/login", data = "<form>")]
+async fn login(
+    state: &State<AppState>,
+    cookies: &CookieJar<'_>,
+    address: ClientAddress,
+    form: Form<LoginForm>,
+) -> Result<Reply, LtiError> {
+    let now = store::now();
+    let address = address.0;
+    let Some(hash) = admin::password_hash(&state.db).await? else {
+        return Ok(Reply::Page(login_page(Status::Ok, false, None)));
+    };
+    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
+    let Some(attempt) =
+        admin::begin_attempt(&state.db, &address, now, MAX_FAILURES_PER_MINUTE).await?
+    else {
+        log::warn!("admin login refused: too many failures from {address}");
+        return Err(LtiError::TooManyLogins);
+    };
+    let password = form.into_inner().password.unwrap_or_default();
+    let ok = rocket::tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        log::warn!("admin login failed from {address}");
+        return Ok(Reply::Page(login_page(
+            Status::Unauthorized,
+            true,
+            Some("That password is not right."),
+        )));
+    }
+    admin::forget_attempt(&state.db, attempt).await?;
+    let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
+    cookies.add(admin_cookie(state, token));
+    log::info!("admin logged in from {address}");
+    Ok(Reply::Redirect(Redirect::to("/admin")))
+}
+
+#[derive(FromForm)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// Ends the admin session.
+#[post("/logout", data = "<form>")]
+async fn logout(
+    state: &State<AppState>,
+    cookies: &CookieJar<'_>,
+    session: Admin,
+    form: Form<CsrfForm>,
+) -> Result<Redirect, LtiError> {
+    session.check_csrf(form.csrf.as_deref())?;
+    admin::end_session(&state.db, &session.0.id).await?;
+    cookies.remove(admin_cookie(state, String::new()));
+    Ok(Redirect::to("/admin"))
+}
+
+/// Any admin address without a live admin session: the login page (or set-up page), with 401.
+#[catch(401)]
+pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
+    let has = match req.rocket().state::<AppState>() {
+        Some(state) => has_password(state).await.unwrap_or(true),
+        None => true,
+    };
+    login_page(Status::Unauthorized, has, None)
+}
+
+/// The routes of this module.
+pub(super) fn routes() -> Vec<rocket::Route> {
+    rocket::routes![login, logout]
+}

@@ -1,0 +1,216 @@
+//! `/dev/launch`: a built-in test launcher that signs launches exactly as an LMS does, so a
+//! browser alone shows every page and every refusal. On in the debug profile, off (404) in release.
+
+use rocket::form::{Form, FromForm};
+use rocket::http::Status;
+use rocket::outcome::Outcome;
+use rocket::request::{self, FromRequest, Request};
+use rocket::{get, post, routes, Route, State};
+use rocket_dyn_templates::{context, Template};
+
+use crate::error::LtiError;
+use crate::lti::oauth::{base_uri, sign, signature_base_string};
+use crate::lti::params::Params;
+use crate::store::{self, consumers};
+use crate::web::origin::{signed_origin, Origin};
+use crate::web::AppState;
+
+/// Request guard: present only when `dev_launcher` is on; otherwise the route does not exist.
+pub struct DevLauncherOn;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for DevLauncherOn {
+    type Error = ();
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ()> {
+        match req.rocket().state::<AppState>() {
+            Some(state) if state.settings.dev_launcher => Outcome::Success(DevLauncherOn),
+            _ => Outcome::Forward(Status::NotFound),
+        }
+    }
+}
+
+const PAGES: [&str; 4] = ["/any", "/initial", "/session", "/initial_staff"];
+const ROLE_PRESETS: [&str; 9] = [
+    "Instructor",
+    "Learner",
+    "urn:lti:role:ims/lis/Instructor",
+    "urn:lti:role:ims/lis/Learner",
+    "urn:lti:instrole:ims/lis/Administrator",
+    "TeachingAssistant",
+    "Instructor,urn:lti:instrole:ims/lis/Administrator",
+    "Student",
+    "",
+];
+const MODES: [(&str, &str); 7] = [
+    ("valid", "A valid launch"),
+    ("bad_signature", "Bad signature (wrong secret)"),
+    ("stale", "Stale timestamp"),
+    ("future", "Timestamp in the future"),
+    ("replay", "Replay (the same launch sent twice)"),
+    (
+        "missing_resource_link",
+        "Missing resource_link_id (sent back to the LMS)",
+    ),
+    ("unknown_key", "Unknown consumer key"),
+];
+
+#[get("/dev/launch?<lti_errormsg>&<lti_errorlog>")]
+async fn form(
+    _on: DevLauncherOn,
+    state: &State<AppState>,
+    lti_errormsg: Option<&str>,
+    lti_errorlog: Option<&str>,
+) -> Result<Template, LtiError> {
+    let keys: Vec<String> = consumers::list(&state.db)
+        .await?
+        .into_iter()
+        .filter(|c| c.enabled)
+        .map(|c| c.key)
+        .collect();
+    Ok(Template::render(
+        "dev/launch",
+        context! { keys, pages: PAGES, roles: ROLE_PRESETS, modes: MODES, lti_errormsg, lti_errorlog },
+    ))
+}
+
+#[derive(FromForm)]
+struct DevLaunch<'r> {
+    page: &'r str,
+    consumer_key: &'r str,
+    roles: &'r str,
+    user_id: &'r str,
+    name: &'r str,
+    email: &'r str,
+    custom: &'r str,
+    mode: &'r str,
+}
+
+/// Reads `name=value` lines into `custom_name` parameters.
+fn custom_params(text: &str) -> Params {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| {
+            let name = name
+                .trim()
+                .to_ascii_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+            let name = if name.starts_with("custom_") {
+                name
+            } else {
+                format!("custom_{name}")
+            };
+            (name, value.trim().to_string())
+        })
+        .collect()
+}
+
+#[post("/dev/launch", data = "<form>")]
+async fn sign_launch(
+    _on: DevLauncherOn,
+    form: Form<DevLaunch<'_>>,
+    state: &State<AppState>,
+    origin: ForwardedOrigin,
+) -> Result<Template, LtiError> {
+    let origin = origin.0;
+    let page = PAGES
+        .iter()
+        .find(|p| **p == form.page)
+        .copied()
+        .unwrap_or(PAGES[0]);
+    let secret = match form.mode {
+        "unknown_key" => "not-registered".to_string(),
+        _ => consumers::find(&state.db, form.consumer_key)
+            .await?
+            .map(|c| c.secret)
+            .ok_or(LtiError::UnknownConsumer)?,
+    };
+    let key = if form.mode == "unknown_key" {
+        "no-such-key"
+    } else {
+        form.consumer_key
+    };
+    let now = store::now();
+    let window = state.settings.timestamp_window;
+    let timestamp = match form.mode {
+        "stale" => now - window - 60,
+        "future" => now + window + 60,
+        _ => now,
+    };
+    let mut params: Params = vec![
+        ("lti_message_type".into(), "basic-lti-launch-request".into()),
+        ("lti_version".into(), "LTI-1p0".into()),
+        ("resource_link_id".into(), "dev-launcher-link".into()),
+        ("resource_link_title".into(), "Dev launcher link".into()),
+        ("context_id".into(), "dev-course".into()),
+        ("context_title".into(), "Dev launcher course".into()),
+        ("user_id".into(), form.user_id.into()),
+        ("roles".into(), form.roles.into()),
+        ("lis_person_name_full".into(), form.name.into()),
+        ("lis_person_contact_email_primary".into(), form.email.into()),
+        (
+            "launch_presentation_return_url".into(),
+            format!("{}/dev/launch", origin.to_url()),
+        ),
+        (
+            "launch_presentation_document_target".into(),
+            "window".into(),
+        ),
+        (
+            "tool_consumer_info_product_family_code".into(),
+            "rocket-lti-tool-dev".into(),
+        ),
+        ("oauth_consumer_key".into(), key.into()),
+        ("oauth_signature_method".into(), "HMAC-SHA1".into()),
+        ("oauth_timestamp".into(), timestamp.to_string()),
+        (
+            "oauth_nonce".into(),
+            uuid::Uuid::new_v4().simple().to_string(),
+        ),
+        ("oauth_version".into(), "1.0".into()),
+        ("oauth_callback".into(), "about:blank".into()),
+    ];
+    if form.mode == "missing_resource_link" {
+        params.retain(|(n, _)| n != "resource_link_id");
+    }
+    params.extend(custom_params(form.custom));
+    let uri = base_uri(&origin.scheme, &origin.host, origin.port, page);
+    let base = signature_base_string(
+        "POST",
+        &uri,
+        params.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    let secret = if form.mode == "bad_signature" {
+        format!("{secret}-wrong")
+    } else {
+        secret
+    };
+    params.push(("oauth_signature".into(), sign(&base, &secret)));
+    Ok(Template::render(
+        "dev/autosubmit",
+        context! { action: page, params, replay: form.mode == "replay" },
+    ))
+}
+
+/// The origin the launch must be signed for: what the verifier will reconstruct.
+pub struct ForwardedOrigin(Origin);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for ForwardedOrigin {
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        let result = req
+            .rocket()
+            .state::<AppState>()
+            .ok_or_else(|| LtiError::Storage("application state missing".into()))
+            .and_then(|state| signed_origin(req, &state.settings));
+        match result {
+            Ok(o) => Outcome::Success(ForwardedOrigin(o)),
+            Err(e) => Outcome::Error((crate::web::error::remember(req, &e), e)),
+        }
+    }
+}
+
+/// The routes of this module.
+pub fn routes() -> Vec<Route> {
+    routes![form, sign_launch]
+}

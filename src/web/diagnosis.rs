@@ -1,0 +1,191 @@
+//! Recording refused launches with a hint for the administrator. The hint comes from evidence:
+//! for a bad signature we re-check it against the URLs the LMS may have signed instead (the other
+//! scheme, the host in forwarded headers we did not trust, the other pages). These re-checks only
+//! explain a refusal; they never accept a launch.
+
+use rocket::request::Request;
+
+use crate::error::LtiError;
+use crate::lti::diagnosis::{redact, similar_key, Hint};
+use crate::lti::oauth::{base_uri, signature_base_string, verify};
+use crate::lti::params::Params;
+use crate::store::{self, consumers, refusals};
+use crate::web::launch::LaunchParams;
+use crate::web::origin::{signed_origin, untrusted_forwarded_origin, Origin};
+use crate::web::AppState;
+
+/// Pages a launch may have been meant for (the tool's own launch URLs).
+const LAUNCH_PATHS: [&str; 4] = ["/any", "/initial", "/session", "/initial_staff"];
+
+fn first<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Records a refused launch with its hint. Failures to record are logged, never raised: the
+/// user's refusal must not turn into a storage error.
+pub async fn record_refusal(
+    req: &Request<'_>,
+    state: &AppState,
+    params: &LaunchParams,
+    error: &LtiError,
+) {
+    if matches!(
+        error,
+        LtiError::NoLaunch | LtiError::Storage(_) | LtiError::BodyTooLarge(_)
+    ) {
+        return;
+    }
+    let all = params.combined();
+    let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
+    let consumer = match key.is_empty() {
+        true => None,
+        false => consumers::find(&state.db, &key).await.ok().flatten(),
+    };
+    let origin = signed_origin(req, &state.settings).ok();
+    let path = req.uri().path().as_str();
+    let signed_url = origin
+        .as_ref()
+        .map(|o| base_uri(&o.scheme, &o.host, o.port, path))
+        .unwrap_or_default();
+    let method = req.method().as_str();
+    let hint = match error {
+        LtiError::UnknownConsumer => {
+            let keys = consumers::list(&state.db).await.unwrap_or_default();
+            match similar_key(&key, keys.iter().map(|c| c.key.as_str())) {
+                Some(similar) => Hint::UnknownKeyLike {
+                    similar: similar.to_string(),
+                },
+                None => Hint::UnknownKey,
+            }
+        }
+        LtiError::DisabledConsumer => Hint::DisabledKey,
+        LtiError::BadSignature => match (&consumer, &origin) {
+            (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),
+            _ => Hint::WrongSecret,
+        },
+        LtiError::StaleTimestamp(s) => Hint::TimestampSkew { seconds: *s },
+        LtiError::FutureTimestamp(s) => Hint::TimestampSkew { seconds: -s },
+        LtiError::ReplayedNonce => Hint::ReplayedNonce,
+        LtiError::MissingOAuthParam(field) => Hint::MissingField {
+            field: field.to_string(),
+        },
+        LtiError::InvalidLaunch { log, .. } if log.starts_with("missing ") => Hint::MissingField {
+            field: log.trim_start_matches("missing ").to_string(),
+        },
+        other => Hint::Malformed {
+            detail: other.to_string(),
+        },
+    };
+    let redacted: Vec<(String, String)> = all
+        .iter()
+        .map(|(n, v)| (n.clone(), redact(n, v).into_owned()))
+        .collect();
+    let base_string = signature_base_string(
+        method,
+        &signed_url,
+        redacted.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    names.dedup();
+    let refusal = refusals::Refusal {
+        at: store::now(),
+        consumer_key: key,
+        reason: error.to_string(),
+        hint,
+        signed_url,
+        base_string,
+        param_names: names.join(", "),
+        remote_addr: req.remote().map(|a| a.ip().to_string()).unwrap_or_default(),
+        user_agent: req
+            .headers()
+            .get_one("User-Agent")
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect(),
+    };
+    if let Err(e) = refusals::record(&state.db, consumer.is_some(), &refusal).await {
+        log::error!("could not record a refused launch: {e}");
+    }
+}
+
+/// Re-checks a bad signature against the URLs the LMS may have meant, to name the mismatch.
+fn signature_evidence(
+    req: &Request<'_>,
+    state: &AppState,
+    method: &str,
+    seen: &Origin,
+    path: &str,
+    params: &Params,
+    secret: &str,
+) -> Hint {
+    let matches = |uri: &str| {
+        let base = signature_base_string(
+            method,
+            uri,
+            params.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        verify(
+            &base,
+            secret,
+            first(params, "oauth_signature").unwrap_or(""),
+        )
+    };
+    let seen_url = base_uri(&seen.scheme, &seen.host, seen.port, path);
+    let mut origins: Vec<Origin> = Vec::new();
+    // The other scheme on the same host, with and without the port we saw.
+    let flipped = if seen.scheme == "https" {
+        "http"
+    } else {
+        "https"
+    };
+    origins.push(Origin {
+        scheme: flipped.into(),
+        host: seen.host.clone(),
+        port: None,
+    });
+    origins.push(Origin {
+        scheme: flipped.into(),
+        host: seen.host.clone(),
+        port: seen.port,
+    });
+    // What an untrusted proxy said, and (when public_url overrides it) the request's own Host.
+    origins.extend(untrusted_forwarded_origin(req));
+    if state.settings.public_url.is_some() {
+        let mut own = state.settings.clone();
+        own.public_url = None;
+        origins.extend(signed_origin(req, &own).ok());
+    }
+    for o in origins {
+        let url = base_uri(&o.scheme, &o.host, o.port, path);
+        if url != seen_url && matches(&url) {
+            return if o.host.eq_ignore_ascii_case(&seen.host) && o.scheme != seen.scheme {
+                Hint::SchemeMismatch {
+                    signed: url,
+                    seen: seen_url,
+                }
+            } else {
+                Hint::HostMismatch {
+                    signed: url,
+                    seen: seen_url,
+                }
+            };
+        }
+    }
+    for other in LAUNCH_PATHS
+        .iter()
+        .filter(|p| **p != path.trim_end_matches('/'))
+    {
+        let url = base_uri(&seen.scheme, &seen.host, seen.port, other);
+        if matches(&url) {
+            return Hint::PathMismatch {
+                signed: url,
+                seen: seen_url,
+            };
+        }
+    }
+    Hint::WrongSecret
+}

@@ -1,0 +1,60 @@
+//! CSRF tokens for the grade forms: an HMAC of the session id under a key made at start-up, so
+//! a token is valid only for its own session (and until the process restarts).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha1::Sha1;
+
+/// Separates these tokens from any other use of the key.
+const CONTEXT: &[u8] = b"lti-tool grade forms\0";
+
+/// The per-process key behind the tokens.
+pub struct CsrfKey([u8; 32]);
+
+impl CsrfKey {
+    /// A fresh random key.
+    pub fn random() -> CsrfKey {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        CsrfKey(key)
+    }
+
+    fn mac(&self, session_id: &str) -> Hmac<Sha1> {
+        let mut mac = Hmac::<Sha1>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(CONTEXT);
+        mac.update(session_id.as_bytes());
+        mac
+    }
+
+    /// The token for a session's forms.
+    pub fn token(&self, session_id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(session_id).finalize().into_bytes())
+    }
+
+    /// True when `token` is this session's token (compared in constant time).
+    pub fn verify(&self, session_id: &str, token: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(token.trim()) {
+            Ok(given) => self.mac(session_id).verify_slice(&given).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_fits_only_its_session_and_key() {
+        let key = CsrfKey::random();
+        let token = key.token("session-a");
+        assert!(key.verify("session-a", &token));
+        assert!(!key.verify("session-b", &token));
+        assert!(!CsrfKey::random().verify("session-a", &token));
+        assert!(!key.verify("session-a", ""));
+        assert!(!key.verify("session-a", "not base64 !"));
+        assert!(!key.verify("session-a", &token[..token.len() - 2]));
+    }
+}

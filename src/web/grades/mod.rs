@@ -1,0 +1,285 @@
+//! Grade passback in the web app: the `Outcomes` state (one HTTP client, the CSRF key), the
+//! PyLTI-style `post_grade` / `read_grade` / `delete_grade` on every guard, and the grade pages.
+//!
+//! ```no_run
+//! use rocket::{post, State};
+//! use rocket_lti_tool::{error::LtiError, web::grades::Outcomes, web::guards::LtiSession};
+//!
+//! #[post("/done")]
+//! async fn done(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<&'static str, LtiError> {
+//!     lti.post_grade(outcomes, 0.8).await?;
+//!     Ok("Your score was sent to the gradebook.")
+//! }
+//! ```
+
+pub mod csrf;
+pub mod pages;
+
+use std::time::Duration;
+
+use rocket::fairing::{AdHoc, Fairing};
+use serde::Deserialize;
+
+use crate::error::LtiError;
+use crate::outcomes::{
+    check_score, ClientConfig, Credentials, OutcomeError, OutcomeTarget, OutcomesClient, Response,
+    ResultData,
+};
+use crate::store::{self, consumers, outcomes::StoredTarget, Db};
+use crate::web::guards::LtiUser;
+use crate::web::AppState;
+use csrf::CsrfKey;
+
+pub use pages::routes;
+
+/// Whose result an operation is about: the consumer that signs, and where the result lives.
+/// The resource link and user say which stored row learns the confirmed score.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The consumer whose secret signs the request.
+    pub consumer_key: &'a str,
+    /// `resource_link_id`, when known.
+    pub resource_link_id: Option<&'a str>,
+    /// `user_id`, when known.
+    pub user_id: Option<&'a str>,
+    /// The outcome service and sourcedid.
+    pub target: &'a OutcomeTarget,
+}
+
+impl<'a> From<&'a StoredTarget> for Subject<'a> {
+    fn from(s: &'a StoredTarget) -> Self {
+        Subject {
+            consumer_key: &s.consumer_key,
+            resource_link_id: Some(&s.resource_link_id),
+            user_id: Some(&s.user_id),
+            target: &s.target,
+        }
+    }
+}
+
+/// The grade passback state, managed by Rocket: built once at start-up.
+pub struct Outcomes {
+    client: OutcomesClient,
+    db: Db,
+    csrf: CsrfKey,
+}
+
+/// Optional settings (Rocket.toml / `ROCKET_*`): `outcomes_timeout` in seconds (default 10),
+/// `outcomes_attempts` (default 3).
+#[derive(Debug, Deserialize)]
+struct Raw {
+    outcomes_timeout: Option<f64>,
+    outcomes_attempts: Option<u32>,
+}
+
+/// The fairing that builds `Outcomes`; attach it after the one that makes `AppState`.
+pub fn fairing() -> impl Fairing {
+    AdHoc::try_on_ignite("Grade passback", |rocket| async move {
+        let built = match rocket.state::<AppState>() {
+            Some(state) => Outcomes::from_figment(rocket.figment(), state.db.clone()),
+            None => Err("the LTI state is missing".to_string()),
+        };
+        match built {
+            Ok(outcomes) => Ok(rocket.manage(outcomes)),
+            Err(e) => {
+                log::error!("cannot start grade passback: {e}");
+                Err(rocket)
+            }
+        }
+    })
+}
+
+impl Outcomes {
+    /// Builds the state from a client configuration.
+    pub fn new(db: Db, config: ClientConfig) -> Result<Outcomes, OutcomeError> {
+        Ok(Outcomes {
+            client: OutcomesClient::new(config)?,
+            db,
+            csrf: CsrfKey::random(),
+        })
+    }
+
+    fn from_figment(figment: &rocket::figment::Figment, db: Db) -> Result<Outcomes, String> {
+        let raw: Raw = figment.extract().map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::default();
+        if let Some(secs) = raw.outcomes_timeout {
+            config.timeout = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or("outcomes_timeout must be a positive number of seconds")?;
+            config.connect_timeout = config.connect_timeout.min(config.timeout);
+        }
+        if let Some(n) = raw.outcomes_attempts {
+            if n == 0 {
+                return Err("outcomes_attempts must be at least 1".into());
+            }
+            config.attempts = n;
+        }
+        Outcomes::new(db, config).map_err(|e| e.to_string())
+    }
+
+    /// The client, for callers with their own targets.
+    pub fn client(&self) -> &OutcomesClient {
+        &self.client
+    }
+
+    /// The CSRF token of a session's grade forms.
+    pub fn csrf_token(&self, session_id: &str) -> String {
+        self.csrf.token(session_id)
+    }
+
+    /// Refuses a form whose CSRF token is not this session's.
+    pub fn check_csrf(&self, session_id: &str, token: Option<&str>) -> Result<(), LtiError> {
+        match token {
+            Some(t) if self.csrf.verify(session_id, t) => Ok(()),
+            _ => Err(LtiError::BadCsrfToken),
+        }
+    }
+
+    /// The key and secret of an enabled consumer.
+    async fn credentials(&self, consumer_key: &str) -> Result<(String, String), LtiError> {
+        match consumers::find(&self.db, consumer_key).await? {
+            Some(c) if c.enabled => Ok((c.key, c.secret)),
+            _ => Err(OutcomeError::ConsumerUnavailable(consumer_key.to_string()).into()),
+        }
+    }
+
+    /// Keeps the score the LMS confirmed; a storage failure is logged, not raised, since the
+    /// LMS already did what was asked.
+    async fn remember(&self, subject: Subject<'_>, score: Option<f64>) {
+        let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
+            return;
+        };
+        let saved = store::outcomes::set_last_score(
+            &self.db,
+            subject.consumer_key,
+            link,
+            user,
+            &subject.target.sourcedid,
+            score,
+            store::now(),
+        )
+        .await;
+        if let Err(e) = saved {
+            log::error!("could not store a confirmed score: {e}");
+        }
+    }
+
+    fn log(&self, operation: &str, subject: Subject<'_>, result: &Result<Response, OutcomeError>) {
+        let user = subject.user_id.unwrap_or("?");
+        match result {
+            Ok(r) => log::info!(
+                "{operation} for user {user:?} (consumer key {:?}): {:?} {}",
+                subject.consumer_key,
+                r.code_major,
+                r.description
+            ),
+            Err(e) => log::warn!(
+                "{operation} for user {user:?} (consumer key {:?}) failed: {e}",
+                subject.consumer_key
+            ),
+        }
+    }
+
+    /// `replaceResult`: sends a score (0.0 to 1.0; anything else is refused before sending).
+    pub async fn post(
+        &self,
+        subject: Subject<'_>,
+        score: f64,
+        data: Option<ResultData>,
+    ) -> Result<Response, LtiError> {
+        let score = check_score(score)?;
+        let (key, secret) = self.credentials(subject.consumer_key).await?;
+        let credentials = Credentials {
+            key: &key,
+            secret: &secret,
+        };
+        let result = self
+            .client
+            .replace_result(credentials, subject.target, score, data)
+            .await;
+        self.log("replaceResult", subject, &result);
+        let response = result?;
+        self.remember(subject, Some(score)).await;
+        Ok(response)
+    }
+
+    /// `readResult`: the score in the gradebook is `response.score`.
+    pub async fn read(&self, subject: Subject<'_>) -> Result<Response, LtiError> {
+        let (key, secret) = self.credentials(subject.consumer_key).await?;
+        let credentials = Credentials {
+            key: &key,
+            secret: &secret,
+        };
+        let result = self.client.read_result(credentials, subject.target).await;
+        self.log("readResult", subject, &result);
+        let response = result?;
+        self.remember(subject, response.score).await;
+        Ok(response)
+    }
+
+    /// `deleteResult`: removes the score.
+    pub async fn delete(&self, subject: Subject<'_>) -> Result<Response, LtiError> {
+        let (key, secret) = self.credentials(subject.consumer_key).await?;
+        let credentials = Credentials {
+            key: &key,
+            secret: &secret,
+        };
+        let result = self.client.delete_result(credentials, subject.target).await;
+        self.log("deleteResult", subject, &result);
+        let response = result?;
+        self.remember(subject, None).await;
+        Ok(response)
+    }
+}
+
+/// PyLTI's grade calls, on every guard (they all deref to `LtiUser`).
+impl LtiUser {
+    /// Where this launch's result lives, if the LMS set up grade passback.
+    pub fn outcome_target(&self) -> Option<OutcomeTarget> {
+        OutcomeTarget::from_launch(&self.launch)
+    }
+
+    /// Sends this learner's score (0.0 to 1.0) to the LMS gradebook.
+    pub async fn post_grade(&self, outcomes: &Outcomes, score: f64) -> Result<Response, LtiError> {
+        self.post_grade_with(outcomes, score, None).await
+    }
+
+    /// Sends a score with result data (text or a URL, shown by Canvas beside the score).
+    pub async fn post_grade_with(
+        &self,
+        outcomes: &Outcomes,
+        score: f64,
+        data: Option<ResultData>,
+    ) -> Result<Response, LtiError> {
+        let score = check_score(score)?;
+        let target = self.target_or_refuse()?;
+        outcomes.post(self.subject(&target), score, data).await
+    }
+
+    /// Reads this learner's score from the gradebook (`response.score`; `None` when empty).
+    pub async fn read_grade(&self, outcomes: &Outcomes) -> Result<Response, LtiError> {
+        let target = self.target_or_refuse()?;
+        outcomes.read(self.subject(&target)).await
+    }
+
+    /// Deletes this learner's score from the gradebook.
+    pub async fn delete_grade(&self, outcomes: &Outcomes) -> Result<Response, LtiError> {
+        let target = self.target_or_refuse()?;
+        outcomes.delete(self.subject(&target)).await
+    }
+
+    fn target_or_refuse(&self) -> Result<OutcomeTarget, LtiError> {
+        self.outcome_target()
+            .ok_or(LtiError::Outcome(OutcomeError::NoOutcomeService))
+    }
+
+    fn subject<'a>(&'a self, target: &'a OutcomeTarget) -> Subject<'a> {
+        Subject {
+            consumer_key: &self.consumer_key,
+            resource_link_id: self.get("resource_link_id"),
+            user_id: self.get("user_id"),
+            target,
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The grade pages: a learner sends, reads or deletes their own score (`/grade`), and staff see
+//! and set the scores of everyone on the current resource link (`/grades`).
+
+use rocket::form::{Form, FromForm};
+use rocket::futures::stream::{self, StreamExt};
+use rocket::serde::Serialize;
+use rocket::{get, post, routes, Route, State};
+use rocket_dyn_templates::{context, Template};
+
+use super::{Outcomes, Subject};
+use crate::error::LtiError;
+use crate::outcomes::xml::format_score;
+use crate::outcomes::{parse_score, CodeMajor, OutcomeError, Response, ResultData};
+use crate::store::outcomes::{find, list_for_link, StoredTarget};
+use crate::web::guards::{LtiSession, LtiUser, Staff};
+use crate::web::AppState;
+
+/// How many learners' scores are read from the LMS at once on the staff page.
+const READ_CONCURRENCY: usize = 4;
+
+/// A learner's score form.
+#[derive(FromForm)]
+struct ScoreForm {
+    score: Option<String>,
+    result_data: Option<String>,
+    csrf: Option<String>,
+}
+
+/// A form that only carries its CSRF token.
+#[derive(FromForm)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// A staff form about one learner.
+#[derive(FromForm)]
+struct LearnerForm {
+    user_id: String,
+    score: Option<String>,
+    csrf: Option<String>,
+}
+
+/// What the LMS answered, for the result page.
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+struct Answer {
+    title: &'static str,
+    learner: String,
+    code_major: &'static str,
+    description: String,
+    /// Shown when the operation is about a score: the score sent, or the one read.
+    score: Option<String>,
+    /// True after a read: `score` is what the gradebook holds.
+    read: bool,
+    back: &'static str,
+}
+
+fn code_name(code: CodeMajor) -> &'static str {
+    match code {
+        CodeMajor::Success => "success",
+        CodeMajor::Processing => "processing",
+        CodeMajor::Failure => "failure",
+        CodeMajor::Unsupported => "unsupported",
+    }
+}
+
+fn answer(title: &'static str, learner: String, response: &Response, back: &'static str) -> Answer {
+    Answer {
+        title,
+        learner,
+        code_major: code_name(response.code_major),
+        description: response.description.clone(),
+        score: None,
+        read: false,
+        back,
+    }
+}
+
+fn result_page(answer: Answer) -> Template {
+    Template::render("grade_result", &answer)
+}
+
+fn target_or_refuse(lti: &LtiUser) -> Result<(), LtiError> {
+    match lti.outcome_target() {
+        Some(_) => Ok(()),
+        None => Err(OutcomeError::NoOutcomeService.into()),
+    }
+}
+
+/// The learner's grade page: a form to send a score, and buttons to read or delete it.
+#[get("/grade")]
+fn grade_page(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, LtiError> {
+    target_or_refuse(&lti)?;
+    Ok(Template::render(
+        "grade",
+        context! {
+            name: lti.display_name(),
+            resource_link_title: lti.get("resource_link_title"),
+            csrf: outcomes.csrf_token(&lti.session_id),
+        },
+    ))
+}
+
+#[post("/grade", data = "<form>")]
+async fn grade_post(
+    lti: LtiSession,
+    outcomes: &State<Outcomes>,
+    form: Form<ScoreForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    let score = parse_score(form.score.as_deref().unwrap_or(""))?;
+    let data = form
+        .result_data
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| ResultData::Text(d.to_string()));
+    let response = lti.post_grade_with(outcomes, score, data).await?;
+    let mut page = answer("Score sent", lti.display_name(), &response, "/grade");
+    page.score = Some(format_score(score));
+    Ok(result_page(page))
+}
+
+#[get("/grade/read")]
+async fn grade_read(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, LtiError> {
+    let response = lti.read_grade(outcomes).await?;
+    let mut page = answer(
+        "Score in the gradebook",
+        lti.display_name(),
+        &response,
+        "/grade",
+    );
+    page.score = response.score.map(format_score);
+    page.read = true;
+    Ok(result_page(page))
+}
+
+#[post("/grade/delete", data = "<form>")]
+async fn grade_delete(
+    lti: LtiSession,
+    outcomes: &State<Outcomes>,
+    form: Form<CsrfForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    let response = lti.delete_grade(outcomes).await?;
+    Ok(result_page(answer(
+        "Score deleted",
+        lti.display_name(),
+        &response,
+        "/grade",
+    )))
+}
+
+/// One learner on the staff page.
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+struct LearnerRow {
+    user_id: String,
+    name: String,
+    /// `None`: never asked; `Some("")`: the gradebook has none.
+    score: Option<String>,
+    known_at: Option<String>,
+    /// Why the score could not be read just now.
+    error: Option<String>,
+}
+
+fn row(stored: &StoredTarget, error: Option<String>) -> LearnerRow {
+    LearnerRow {
+        user_id: stored.user_id.clone(),
+        name: stored.display_name.clone(),
+        score: stored
+            .last_score
+            .map(|s| s.map(format_score).unwrap_or_default()),
+        known_at: stored
+            .score_known_at
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string()),
+        error,
+    }
+}
+
+fn resource_link(lti: &LtiUser) -> &str {
+    lti.get("resource_link_id").unwrap_or("")
+}
+
+/// The learners of the current resource link with their last known scores; `?refresh=true`
+/// first reads every score from the LMS.
+#[get("/grades?<refresh>")]
+async fn grades_page(
+    lti: Staff<LtiSession>,
+    state: &State<AppState>,
+    outcomes: &State<Outcomes>,
+    refresh: Option<bool>,
+) -> Result<Template, LtiError> {
+    let link = resource_link(&lti);
+    let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
+    let mut errors: Vec<(String, String)> = Vec::new();
+    if refresh == Some(true) {
+        let outcomes: &Outcomes = outcomes;
+        // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
+        let results: Vec<(String, Result<Response, LtiError>)> = stream::iter(stored.clone())
+            .map(|s| async move {
+                let result = outcomes.read(Subject::from(&s)).await;
+                (s.user_id, result)
+            })
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
+        for (user, result) in results {
+            if let Err(e) = result {
+                errors.push((user, e.user_message().0.to_string()));
+            }
+        }
+        stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
+    }
+    let learners: Vec<LearnerRow> = stored
+        .iter()
+        .map(|s| {
+            let error = errors
+                .iter()
+                .find(|(u, _)| *u == s.user_id)
+                .map(|(_, e)| e.clone());
+            row(s, error)
+        })
+        .collect();
+    Ok(Template::render(
+        "grades",
+        context! {
+            learners,
+            refreshed: refresh == Some(true),
+            context_title: lti.get("context_title"),
+            resource_link_title: lti.get("resource_link_title"),
+            csrf: outcomes.csrf_token(&lti.session_id),
+        },
+    ))
+}
+
+async fn learner(lti: &LtiUser, state: &AppState, user_id: &str) -> Result<StoredTarget, LtiError> {
+    find(&state.db, &lti.consumer_key, resource_link(lti), user_id)
+        .await?
+        .ok_or_else(|| OutcomeError::UnknownLearner.into())
+}
+
+#[post("/grades/set", data = "<form>")]
+async fn grades_set(
+    lti: Staff<LtiSession>,
+    state: &State<AppState>,
+    outcomes: &State<Outcomes>,
+    form: Form<LearnerForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    let score = parse_score(form.score.as_deref().unwrap_or(""))?;
+    let stored = learner(&lti, state, &form.user_id).await?;
+    let response = outcomes.post(Subject::from(&stored), score, None).await?;
+    let mut page = answer("Score sent", stored.display_name, &response, "/grades");
+    page.score = Some(format_score(score));
+    Ok(result_page(page))
+}
+
+#[post("/grades/delete", data = "<form>")]
+async fn grades_delete(
+    lti: Staff<LtiSession>,
+    state: &State<AppState>,
+    outcomes: &State<Outcomes>,
+    form: Form<LearnerForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    let stored = learner(&lti, state, &form.user_id).await?;
+    let response = outcomes.delete(Subject::from(&stored)).await?;
+    Ok(result_page(answer(
+        "Score deleted",
+        stored.display_name,
+        &response,
+        "/grades",
+    )))
+}
+
+/// The routes of the grade pages.
+pub fn routes() -> Vec<Route> {
+    routes![
+        grade_page,
+        grade_post,
+        grade_read,
+        grade_delete,
+        grades_page,
+        grades_set,
+        grades_delete
+    ]
+}

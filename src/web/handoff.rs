@@ -1,0 +1,54 @@
+//! "Open in a new window": when the browser does not send the session cookie back inside the LMS
+//! iframe (Safari, blocked third-party cookies), the launch page offers a button that POSTs a
+//! single-use token to a new top-level window, which then gets an ordinary first-party cookie.
+//! The token travels in a form body, never in a URL, so it never reaches a log.
+
+use rocket::form::{Form, FromForm};
+use rocket::http::{CookieJar, Status};
+use rocket::response::Redirect;
+use rocket::{get, post, routes, Route, State};
+
+use crate::error::LtiError;
+use crate::store::{self, handoffs, sessions};
+use crate::web::guards::LtiSession;
+use crate::web::launch::session_cookie;
+use crate::web::AppState;
+
+/// Where the new window lands: a page that accepts an existing session.
+pub const LANDING: &str = "/any";
+
+#[derive(FromForm)]
+struct Handoff {
+    token: String,
+}
+
+/// Trades a hand-off token for a session cookie in this (top-level) window.
+#[post("/lti/continue", data = "<form>")]
+async fn continue_in_window(
+    form: Form<Handoff>,
+    state: &State<AppState>,
+    cookies: &CookieJar<'_>,
+) -> Result<Redirect, LtiError> {
+    let session_id = handoffs::take(&state.db, &form.token, store::now())
+        .await?
+        .ok_or(LtiError::HandoffInvalid)?;
+    // The session may have ended (logout, a newer launch) since the token was issued.
+    match sessions::find(&state.db, &session_id).await? {
+        Some(s) if s.expires_at > store::now() => {}
+        _ => return Err(LtiError::HandoffInvalid),
+    }
+    cookies.add(session_cookie(state, session_id));
+    Ok(Redirect::to(LANDING))
+}
+
+/// 204 when the browser sent back a valid session cookie; the launch page's script asks this to
+/// learn whether the cookie survived inside the iframe.
+#[get("/lti/session_check")]
+fn session_check(_session: LtiSession) -> Status {
+    Status::NoContent
+}
+
+/// The routes of this module.
+pub fn routes() -> Vec<Route> {
+    routes![continue_in_window, session_check]
+}

@@ -1,0 +1,797 @@
+//! The admin area from the outside: login, throttling, CSRF, every consumer action logged in and
+//! logged out, and what each change does to launches.
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::LocalResponse;
+use rocket_lti_tool::crypto;
+use rocket_lti_tool::store::{self, admin, consumers};
+
+use crate::helpers::*;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Stores an admin password as `lti-tool admin set-password` would.
+async fn set_password(app: &TestApp, password: &str) {
+    let hash = crypto::hash_password(password).unwrap();
+    admin::set_password_hash(&app.state().db, &hash, store::now())
+        .await
+        .unwrap();
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(n, v)| format!("{n}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn post<'a>(app: &'a TestApp, path: &str, fields: &[(&str, &str)]) -> LocalResponse<'a> {
+    app.post_form(path, form(fields)).await
+}
+
+async fn login<'a>(app: &'a TestApp, password: &str) -> LocalResponse<'a> {
+    post(app, "/admin/login", &[("password", password)]).await
+}
+
+/// An app with an admin password, logged in (the tracked client keeps the cookie).
+async fn logged_in() -> TestApp {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    app
+}
+
+/// The text between `start` and the next `end`.
+fn between<'a>(body: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = body.find(start)? + start.len();
+    let len = body[from..].find(end)?;
+    Some(&body[from..from + len])
+}
+
+/// The CSRF token on the logged-in list page.
+async fn csrf(app: &TestApp) -> String {
+    let body = page(app.get("/admin").await, Status::Ok).await;
+    between(&body, r#"name="csrf" value=""#, "\"")
+        .expect("a CSRF field")
+        .to_string()
+}
+
+fn is_login_page(body: &str) -> bool {
+    body.contains("Admin login") && body.contains(r#"action="/admin/login""#)
+}
+
+/// Creates a consumer through the admin; returns the secret shown.
+async fn create(app: &TestApp, key: &str) -> String {
+    let token = csrf(app).await;
+    let res = post(app, "/admin/consumers", &[("csrf", &token), ("key", key)]).await;
+    let body = page(res, Status::Ok).await;
+    between(&body, r#"<code id="consumer-secret">"#, "</code>")
+        .expect("the secret is shown")
+        .to_string()
+}
+
+async fn stored(app: &TestApp, key: &str) -> Option<consumers::Consumer> {
+    consumers::find(&app.state().db, key).await.unwrap()
+}
+
+#[rocket::async_test]
+async fn without_a_password_admin_explains_how_to_set_one_and_offers_nothing() {
+    let app = spawn_app().await;
+    let body = page(app.get("/admin").await, Status::Ok).await;
+    assert!(body.contains("lti-tool admin set-password"), "{body}");
+    assert!(!body.contains("<input"), "no form at all: {body}");
+    let res = login(&app, "anything at all").await;
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("lti-tool admin set-password"));
+    assert_eq!(app.count("admin_sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn login_sets_a_strict_admin_only_cookie_and_logout_ends_the_session() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let body = page(app.get("/admin").await, Status::Ok).await;
+    assert!(is_login_page(&body));
+    let body = page(app.get("/admin/").await, Status::Ok).await;
+    assert!(is_login_page(&body), "with a trailing slash too");
+
+    let res = login(&app, "wrong password").await;
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    let body = page(res, Status::Unauthorized).await;
+    assert!(is_login_page(&body) && body.contains("not right"));
+    assert!(
+        !body.contains("wrong password"),
+        "the password is not echoed"
+    );
+
+    let res = login(&app, PASSWORD).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/admin"));
+    let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
+    assert!(cookie.starts_with("lti_admin="), "{cookie}");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(cookie.contains(part), "{part} in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "debug profile serves plain http"
+    );
+    let body = page(app.get("/admin").await, Status::Ok).await;
+    assert!(body.contains("Consumer keys") && body.contains("__consumer_key__"));
+    // The cookie value is not what the database holds.
+    let value = cookie["lti_admin=".len()..].split(';').next().unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM admin_sessions")
+        .fetch_all(&app.state().db)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], value);
+
+    // Logout needs the CSRF token too.
+    let res = post(&app, "/admin/logout", &[]).await;
+    assert_eq!(res.status(), Status::Forbidden);
+    assert_eq!(app.count("admin_sessions").await, 1);
+    let token = csrf(&app).await;
+    let res = post(&app, "/admin/logout", &[("csrf", &token)]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(app.count("admin_sessions").await, 0);
+    let body = page(app.get("/admin").await, Status::Ok).await;
+    assert!(is_login_page(&body));
+    // The old cookie, replayed, is dead.
+    let res = app
+        .client
+        .get("/admin")
+        .header(Header::new("Host", HOST))
+        .cookie(rocket::http::Cookie::new("lti_admin", value.to_string()))
+        .dispatch()
+        .await;
+    assert!(is_login_page(&page(res, Status::Ok).await));
+}
+
+#[rocket::async_test]
+async fn the_admin_cookie_is_secure_when_cookies_are() {
+    let app = spawn_app_with(|f| f.merge(("cookie_secure", true))).await;
+    set_password(&app, PASSWORD).await;
+    let res = login(&app, PASSWORD).await;
+    let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
+    assert!(cookie.contains("Secure"), "{cookie}");
+}
+
+#[rocket::async_test]
+async fn an_idle_admin_is_logged_out() {
+    // Two seconds: whole-second timestamps leave the first check at least a second of margin.
+    let app = spawn_app_with(|f| f.merge(("admin_idle_timeout", 2))).await;
+    set_password(&app, PASSWORD).await;
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    assert!(!is_login_page(
+        &page(app.get("/admin").await, Status::Ok).await
+    ));
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert!(is_login_page(
+        &page(app.get("/admin").await, Status::Ok).await
+    ));
+}
+
+#[rocket::async_test]
+async fn a_new_password_takes_effect_at_once_and_ends_admin_sessions() {
+    let app = logged_in().await;
+    set_password(&app, "another password").await;
+    assert_eq!(app.count("admin_sessions").await, 0);
+    assert!(is_login_page(
+        &page(app.get("/admin").await, Status::Ok).await
+    ));
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::Unauthorized);
+    assert_eq!(
+        login(&app, "another password").await.status(),
+        Status::SeeOther
+    );
+}
+
+#[rocket::async_test]
+async fn failed_logins_are_throttled_per_address() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let from = |addr: &str| {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        app.client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote(addr)
+    };
+    for _ in 0..5 {
+        let res = from("192.0.2.7:5000")
+            .body("password=nope")
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Unauthorized);
+    }
+    let res = from("192.0.2.7:5001")
+        .body("password=nope")
+        .dispatch()
+        .await;
+    let body = page(res, Status::TooManyRequests).await;
+    assert!(body.contains("Too many attempts"), "{body}");
+    // Even the right password waits: guessing must not go on.
+    let res = from("192.0.2.7:5002")
+        .body(form(&[("password", PASSWORD)]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    assert_eq!(app.count("admin_sessions").await, 0);
+    // Another address is not affected.
+    let res = from("198.51.100.9:5000")
+        .body(form(&[("password", PASSWORD)]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
+async fn logged_out_requests_get_the_login_page_and_change_nothing() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let before = stored(&app, "__consumer_key__").await.unwrap();
+    let key = "__consumer_key__";
+    for path in [
+        "/admin/consumers/new",
+        "/admin/consumers/rotate?key=__consumer_key__",
+        "/admin/consumers/delete?key=__consumer_key__",
+    ] {
+        let body = page(app.get(path).await, Status::Unauthorized).await;
+        assert!(is_login_page(&body), "{path}: {body}");
+    }
+    for (path, fields) in [
+        ("/admin/consumers", vec![("key", "new-key")]),
+        ("/admin/consumers/rotate", vec![("key", key)]),
+        ("/admin/consumers/disable", vec![("key", key)]),
+        ("/admin/consumers/delete", vec![("key", key)]),
+        ("/admin/logout", vec![]),
+    ] {
+        // A forged CSRF field changes nothing either.
+        let mut fields = fields.clone();
+        fields.push(("csrf", "forged"));
+        let body = page(post(&app, path, &fields).await, Status::Unauthorized).await;
+        assert!(is_login_page(&body), "{path}: {body}");
+    }
+    assert_eq!(stored(&app, key).await, Some(before));
+    assert_eq!(app.count("consumers").await, 1);
+    // A disabled consumer stays disabled too.
+    consumers::set_enabled(&app.state().db, key, false)
+        .await
+        .unwrap();
+    let res = post(&app, "/admin/consumers/enable", &[("key", key)]).await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert!(!stored(&app, key).await.unwrap().enabled);
+}
+
+#[rocket::async_test]
+async fn actions_without_the_sessions_csrf_token_are_403_and_change_nothing() {
+    let app = logged_in().await;
+    let key = "__consumer_key__";
+    let before = stored(&app, key).await.unwrap();
+    for token in [None, Some("wrong"), Some("")] {
+        for (path, fields) in [
+            ("/admin/consumers", vec![("key", "new-key")]),
+            ("/admin/consumers/rotate", vec![("key", key)]),
+            ("/admin/consumers/disable", vec![("key", key)]),
+            ("/admin/consumers/delete", vec![("key", key)]),
+            ("/admin/logout", vec![]),
+        ] {
+            let mut fields = fields.clone();
+            if let Some(t) = token {
+                fields.push(("csrf", t));
+            }
+            let body = page(post(&app, path, &fields).await, Status::Forbidden).await;
+            assert!(body.contains("Form expired"), "{path}: {body}");
+        }
+    }
+    assert_eq!(stored(&app, key).await, Some(before));
+    assert_eq!(app.count("consumers").await, 1);
+    assert_eq!(app.count("admin_sessions").await, 1);
+    // Another admin session's token is no good either.
+    admin::start_session(&app.state().db, store::now(), 600)
+        .await
+        .unwrap();
+    let tokens: Vec<String> = sqlx::query_scalar("SELECT csrf FROM admin_sessions")
+        .fetch_all(&app.state().db)
+        .await
+        .unwrap();
+    let mine = csrf(&app).await;
+    let theirs = tokens.into_iter().find(|t| *t != mine).unwrap();
+    let res = post(
+        &app,
+        "/admin/consumers/disable",
+        &[("csrf", &theirs), ("key", key)],
+    )
+    .await;
+    assert_eq!(res.status(), Status::Forbidden);
+    assert!(stored(&app, key).await.unwrap().enabled);
+}
+
+#[rocket::async_test]
+async fn a_created_consumer_shows_its_secret_once_and_can_launch() {
+    let app = logged_in().await;
+    let body = page(app.get("/admin/consumers/new").await, Status::Ok).await;
+    for label in [
+        r#"<label for="key">"#,
+        r#"<label for="name">"#,
+        r#"<label for="note">"#,
+    ] {
+        assert!(body.contains(label), "{label}");
+    }
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[
+            ("csrf", &token),
+            ("key", "canvas-1"),
+            ("name", ""),
+            ("note", ""),
+        ],
+    )
+    .await;
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    let body = page(res, Status::Ok).await;
+    let secret = between(&body, r#"<code id="consumer-secret">"#, "</code>").unwrap();
+    assert!((16..=64).contains(&secret.len()), "{secret}");
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(body.contains("shown only once"));
+    assert!(body.contains(r#"<code id="consumer-key">canvas-1</code>"#));
+    for path in ["any", "initial", "session", "initial_staff"] {
+        assert!(
+            body.contains(&format!("http:&#x2F;&#x2F;{HOST}&#x2F;{path}</code>")),
+            "launch URL for {path}: {body}"
+        );
+    }
+    let created = stored(&app, "canvas-1").await.unwrap();
+    assert_eq!(created.name, "canvas-1", "the name defaults to the key");
+    assert!(created.enabled);
+    assert_eq!(created.secret, secret);
+
+    // The LMS, with what the page showed, is let in; the list counts the launch.
+    let res = app
+        .launch(&Launch::new("/initial").consumer("canvas-1", secret))
+        .await;
+    assert!(page(res, Status::Ok).await.contains("Initial request"));
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    assert!(!list.contains(secret), "the list never shows a secret");
+    let row = between(&list, "<code>canvas-1</code>", "</tr>").unwrap();
+    assert!(row.contains(r#"data-label="Launches">1<"#), "{row}");
+    assert!(!row.contains(r#"data-label="Last launch">never"#), "{row}");
+
+    // At rest the secret is encrypted.
+    let raw: String = sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
+        .bind("canvas-1")
+        .fetch_one(&app.state().db)
+        .await
+        .unwrap();
+    assert!(!raw.contains(secret), "{raw}");
+    let demo: String = sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
+        .bind("__consumer_key__")
+        .fetch_one(&app.state().db)
+        .await
+        .unwrap();
+    assert!(!demo.contains("__lti_secret__"));
+}
+
+#[rocket::async_test]
+async fn a_duplicate_key_gets_a_clear_message_and_changes_nothing() {
+    let app = logged_in().await;
+    let secret = create(&app, "moodle").await;
+    let before = stored(&app, "moodle").await.unwrap();
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", "moodle"), ("name", "Other")],
+    )
+    .await;
+    let body = page(res, Status::Conflict).await;
+    assert!(body.contains("already exists"), "{body}");
+    assert!(body.contains("Nothing was changed"));
+    assert!(!body.contains("consumer-secret"));
+    assert_eq!(stored(&app, "moodle").await, Some(before));
+    let res = app
+        .launch(&Launch::new("/initial").consumer("moodle", &secret))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
+    let app = logged_in().await;
+    let token = csrf(&app).await;
+    let long = "k".repeat(256);
+    for (key, message) in [
+        ("", "Enter a consumer key"),
+        ("   ", "Enter a consumer key"),
+        (long.as_str(), "too long"),
+        ("has space", "may only contain"),
+        ("<script>alert(1)</script>", "may only contain"),
+    ] {
+        let res = post(&app, "/admin/consumers", &[("csrf", &token), ("key", key)]).await;
+        let body = page(res, Status::BadRequest).await;
+        assert!(body.contains(message), "{key:?}: {body}");
+        assert!(!body.contains("<script>alert"), "escaped: {body}");
+    }
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[
+            ("csrf", &token),
+            ("key", "ok-key"),
+            ("name", &"n".repeat(201)),
+        ],
+    )
+    .await;
+    assert!(page(res, Status::BadRequest)
+        .await
+        .contains("name is too long"));
+    assert_eq!(app.count("consumers").await, 1);
+    // The longest valid key is fine.
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", &"k".repeat(255))],
+    )
+    .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn names_and_notes_are_escaped_everywhere() {
+    let app = logged_in().await;
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[
+            ("csrf", &token),
+            ("key", "x1"),
+            ("name", "<img src=x onerror=alert(1)>"),
+            ("note", "\"><script>alert(2)</script>"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), Status::Ok);
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    assert!(!list.contains("<img src=x"), "{list}");
+    assert!(!list.contains("<script>alert(2)"), "{list}");
+    assert!(list.contains("&lt;img src=x"));
+    let confirm = page(app.get("/admin/consumers/delete?key=x1").await, Status::Ok).await;
+    assert!(!confirm.contains("<img src=x"));
+}
+
+#[rocket::async_test]
+async fn disabling_refuses_launches_and_enabling_restores_them() {
+    let app = logged_in().await;
+    let secret = create(&app, "lms").await;
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers/disable",
+        &[("csrf", &token), ("key", "lms")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let location = res.headers().get_one("Location").unwrap().to_string();
+    assert!(!stored(&app, "lms").await.unwrap().enabled);
+    let list = page(app.get(&location).await, Status::Ok).await;
+    assert!(list.contains("Consumer lms is disabled"));
+    let res = app
+        .launch(&Launch::new("/initial").consumer("lms", &secret))
+        .await;
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(body.contains("disabled"));
+
+    let res = post(
+        &app,
+        "/admin/consumers/enable",
+        &[("csrf", &token), ("key", "lms")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let res = app
+        .launch(&Launch::new("/initial").consumer("lms", &secret))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    // An unknown key is a 404 page, and nothing is created.
+    let res = post(
+        &app,
+        "/admin/consumers/disable",
+        &[("csrf", &token), ("key", "nobody")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::NotFound);
+    assert_eq!(app.count("consumers").await, 2);
+}
+
+#[rocket::async_test]
+async fn a_rotated_secret_is_shown_once_and_the_old_one_is_refused() {
+    let app = logged_in().await;
+    let old = create(&app, "bb").await;
+    let body = page(app.get("/admin/consumers/rotate?key=bb").await, Status::Ok).await;
+    assert!(body.contains("New secret for bb?"));
+    assert_eq!(
+        stored(&app, "bb").await.unwrap().secret,
+        old,
+        "confirming first"
+    );
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers/rotate",
+        &[("csrf", &token), ("key", "bb")],
+    )
+    .await;
+    let body = page(res, Status::Ok).await;
+    let new = between(&body, r#"<code id="consumer-secret">"#, "</code>")
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    let res = app
+        .launch(&Launch::new("/initial").consumer("bb", &old))
+        .await;
+    refused(res, Status::Unauthorized).await;
+    let res = app
+        .launch(&Launch::new("/initial").consumer("bb", &new))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    // The refused launch with the old secret shows on the list.
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    assert!(!list.contains(&new));
+    let row = between(&list, "<code>bb</code>", "</tr>").unwrap();
+    assert!(row.contains(r#"<strong class="bad">1</strong>"#), "{row}");
+}
+
+#[rocket::async_test]
+async fn deleting_asks_first_then_ends_the_consumers_sessions() {
+    let app = logged_in().await;
+    let secret = create(&app, "gone").await;
+    let res = app
+        .launch(&Launch::new("/initial").consumer("gone", &secret))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 1);
+    let body = page(
+        app.get("/admin/consumers/delete?key=gone").await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Delete gone?"));
+    assert!(
+        stored(&app, "gone").await.is_some(),
+        "the GET changes nothing"
+    );
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers/delete",
+        &[("csrf", &token), ("key", "gone")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(stored(&app, "gone").await.is_none());
+    assert_eq!(app.count("sessions").await, 0);
+    // The browser's LTI session is over.
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    let res = app
+        .launch(&Launch::new("/initial").consumer("gone", &secret))
+        .await;
+    refused(res, Status::Unauthorized).await;
+    let res = app.get("/admin/consumers/delete?key=gone").await;
+    assert_eq!(res.status(), Status::NotFound);
+}
+
+#[rocket::async_test]
+async fn refused_launches_are_counted_for_known_keys_only() {
+    let app = logged_in().await;
+    let secret = create(&app, "clocky").await;
+    let stale = now() - 3600;
+    for launch in [
+        Launch::new("/initial").consumer("clocky", "wrong secret"),
+        Launch::new("/initial")
+            .consumer("clocky", &secret)
+            .timestamp(stale),
+        Launch::new("/initial").consumer("unknown-key", "x"),
+    ] {
+        let res = app.launch(&launch).await;
+        assert_eq!(res.status(), Status::Unauthorized);
+    }
+    let replay = Launch::new("/initial").consumer("clocky", &secret);
+    assert_eq!(app.launch(&replay).await.status(), Status::Ok);
+    assert_eq!(app.launch(&replay).await.status(), Status::Unauthorized);
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    let row = between(&list, "<code>clocky</code>", "</tr>").unwrap();
+    assert!(row.contains(r#"<strong class="bad">3</strong>"#), "{row}");
+    assert!(row.contains(r#"data-label="Launches">1<"#), "{row}");
+    assert!(!list.contains("unknown-key"));
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT consumer_key FROM consumer_refusals")
+            .fetch_all(&app.state().db)
+            .await
+            .unwrap();
+    assert_eq!(keys, vec!["clocky".to_string()]);
+}
+
+/// Two apps, one after the other, on the same database file with a given `secret_key`.
+async fn start_on(
+    url: &str,
+    secret_key: Option<&str>,
+) -> Result<rocket::local::asynchronous::Client, String> {
+    let mut figment = rocket_lti_tool::figment()
+        .merge(("database_url", url))
+        .merge(("log_level", "off"));
+    if let Some(k) = secret_key {
+        figment = figment.merge(("secret_key", k));
+    }
+    rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(figment))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[rocket::async_test]
+async fn plaintext_secrets_from_before_are_encrypted_at_start_and_keep_working() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+    let client = start_on(&url, None).await.unwrap();
+    let db = &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap()
+        .db;
+    // A row as migration 0001 wrote it.
+    sqlx::query(
+        "INSERT INTO consumers (consumer_key, secret, name, created_at, secret_encrypted) \
+         VALUES ('old', 'plain-old-secret-1234', 'old', 0, 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    client.terminate().await;
+    let client = start_on(&url, None).await.unwrap();
+    let db = &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap()
+        .db;
+    let (raw, flag): (String, i64) =
+        sqlx::query_as("SELECT secret, secret_encrypted FROM consumers WHERE consumer_key = 'old'")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(flag, 1);
+    assert!(!raw.contains("plain-old-secret"));
+    let found = consumers::find(db, "old").await.unwrap().unwrap();
+    assert_eq!(found.secret, "plain-old-secret-1234");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
+async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+    let key_a = "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=";
+    let key_b = "yTxL0aAkBGnUwQVR95xPzVYeyBs7QJP3bTpqPUVBdYw=";
+    let client = start_on(&url, Some(key_a)).await.unwrap();
+    client.terminate().await;
+    assert!(
+        start_on(&url, Some(key_b)).await.is_err(),
+        "a key that does not decrypt the stored secrets refuses to start"
+    );
+    // Re-encrypt with the library call behind `lti-tool admin rekey`.
+    let db = store::open(&url).await.unwrap();
+    crypto::install(
+        &db,
+        crypto::SecretCipher::from_key_material(key_b.as_bytes()),
+    );
+    let old = crypto::SecretCipher::from_key_material(key_a.as_bytes());
+    assert_eq!(consumers::reencrypt_secrets(&db, &old).await.unwrap(), 1);
+    db.close().await;
+    let client = start_on(&url, Some(key_b)).await.unwrap();
+    let db = &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap()
+        .db;
+    let demo = consumers::find(db, "__consumer_key__")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demo.secret, "__lti_secret__");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
+async fn parallel_guesses_cannot_outrun_the_throttle() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let addr: std::net::SocketAddr = "203.0.113.5:4000".parse().unwrap();
+    let guesses = (0..20).map(|i| {
+        app.client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote(addr)
+            .body(format!("password=guess-{i}"))
+            .dispatch()
+    });
+    let statuses: Vec<Status> = rocket::futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    let tried = statuses
+        .iter()
+        .filter(|s| **s == Status::Unauthorized)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == Status::TooManyRequests)
+        .count();
+    assert_eq!(tried, 5, "{statuses:?}");
+    assert_eq!(throttled, 15, "{statuses:?}");
+}
+
+#[rocket::async_test]
+async fn an_admin_sees_why_a_launch_was_refused_fixes_it_and_the_next_launch_works() {
+    let app = logged_in().await;
+    let secret = create(&app, "canvas-main").await;
+    // The LMS admin typed the key wrong, then signed for https behind a proxy we do not trust.
+    let typo = Launch::new("/any").consumer("canvas-mian", &secret);
+    refused(app.launch(&typo).await, Status::Unauthorized).await;
+    let https = Launch::new("/any")
+        .consumer("canvas-main", &secret)
+        .signed_for(&format!("https://{HOST}/any"));
+    refused(app.launch(&https).await, Status::Unauthorized).await;
+
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    assert!(list.contains("/admin/refusals?key=canvas%2Dmain"), "{list}");
+    let body = page(app.get("/admin/refusals?key=canvas-main").await, Status::Ok).await;
+    assert!(body.contains(r#"data-hint="scheme_mismatch""#), "{body}");
+    assert!(body.contains("public_url") && body.contains("trusted_proxies"));
+    assert!(!body.contains(&secret));
+    let all = page(app.get("/admin/refusals").await, Status::Ok).await;
+    assert!(all.contains(r#"data-hint="unknown_key_typo""#) && all.contains("canvas-main"));
+
+    // Fixed in the LMS: the right key and URL.
+    assert_eq!(
+        app.launch(&Launch::new("/any").consumer("canvas-main", &secret))
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    let json = app.get("/admin/refusals.json?key=canvas-main").await;
+    assert_eq!(json.status(), Status::Ok);
+    assert_eq!(json.content_type(), Some(ContentType::JSON));
+    let list: serde_json::Value = serde_json::from_str(&json.into_string().await.unwrap()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["hint"], "scheme_mismatch");
+    assert_eq!(list[0]["signed_url"], format!("http://{HOST}/any"));
+}
+
+#[rocket::async_test]
+async fn the_refused_launch_log_is_for_logged_in_admins_and_escaped() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let hostile = Launch::new("/any").consumer("<script>x</script>", "x");
+    refused(app.launch(&hostile).await, Status::Unauthorized).await;
+    for path in ["/admin/refusals", "/admin/refusals.json"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), Status::Unauthorized);
+        assert!(is_login_page(&res.into_string().await.unwrap()));
+    }
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    let body = page(app.get("/admin/refusals").await, Status::Ok).await;
+    assert!(!body.contains("<script>x</script>"));
+    assert!(body.contains("&lt;script&gt;x&lt;&#x2F;script&gt;"));
+}

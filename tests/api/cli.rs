@@ -1,0 +1,114 @@
+//! The command line, run as the real binary against the database of a running app.
+
+use std::process::{Command, Output};
+
+use rocket::http::Status;
+
+use crate::helpers::*;
+
+fn cli(database_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(args)
+        .env("ROCKET_DATABASE_URL", database_url)
+        .env("ROCKET_LOG_LEVEL", "off")
+        .output()
+        .expect("lti-tool runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[rocket::async_test]
+async fn consumer_commands_take_effect_on_the_running_server_at_once() {
+    let app = spawn_app().await;
+    let db = app.database_url();
+
+    let out = cli(
+        &db,
+        &["consumer", "add", "moodle.school-1:x", "--name", "Moodle"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("secret printed")
+        .trim()
+        .to_string();
+    assert!((16..=64).contains(&secret.len()));
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+
+    let launch = || Launch::new("/any").consumer("moodle.school-1:x", &secret);
+    assert_eq!(app.launch(&launch()).await.status(), Status::Ok);
+
+    let list = stdout(&cli(&db, &["consumer", "list"]));
+    assert!(
+        list.contains("moodle.school-1:x") && list.contains("Moodle") && list.contains("enabled")
+    );
+    assert!(!list.contains(&secret) && !list.contains("__lti_secret__"));
+
+    assert!(cli(&db, &["consumer", "disable", "moodle.school-1:x"])
+        .status
+        .success());
+    refused(app.launch(&launch()).await, Status::Unauthorized).await;
+    assert!(cli(&db, &["consumer", "enable", "moodle.school-1:x"])
+        .status
+        .success());
+    assert_eq!(app.launch(&launch()).await.status(), Status::Ok);
+
+    let out = cli(&db, &["consumer", "rotate", "moodle.school-1:x"]);
+    let new_secret = stdout(&out).split_whitespace().nth(4).unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    refused(app.launch(&launch()).await, Status::Unauthorized).await;
+    assert_eq!(
+        app.launch(&Launch::new("/any").consumer("moodle.school-1:x", &new_secret))
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    // Removing the consumer ends its sessions.
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    assert!(cli(&db, &["consumer", "remove", "moodle.school-1:x"])
+        .status
+        .success());
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert!(!cli(&db, &["consumer", "remove", "moodle.school-1:x"])
+        .status
+        .success());
+}
+
+#[rocket::async_test]
+async fn bad_keys_duplicates_and_short_secrets() {
+    let dir = temp_dir();
+    // The command line creates the database and its folders when it runs first.
+    let db = format!("sqlite://{}", dir.join("nested/deeper/lti.db").display());
+    let out = cli(&db, &["consumer", "add", "school", "--secret", "short"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    assert!(
+        !stdout(&out).contains("short"),
+        "a given secret is not echoed"
+    );
+    assert!(dir.join("nested/deeper/lti.db").exists());
+    assert!(
+        !cli(&db, &["consumer", "add", "school"]).status.success(),
+        "duplicate key"
+    );
+    for bad in ["", "has space", "ünï", "a/b", &"k".repeat(256)] {
+        assert!(
+            !cli(&db, &["consumer", "add", bad]).status.success(),
+            "{bad:?}"
+        );
+    }
+    assert!(!cli(&db, &["consumer", "add", "x", "--secret", ""])
+        .status
+        .success());
+    assert!(!cli(&db, &["consumer", "disable", "nobody"])
+        .status
+        .success());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,219 @@
+//! Refused launches are recorded with the hint that names their cause, and nothing private.
+
+use rocket::http::{ContentType, Header, Status};
+use rocket_lti_tool::lti::diagnosis::Hint;
+use rocket_lti_tool::store::refusals::{self, Refusal, KEEP_PER_BUCKET};
+
+use crate::helpers::*;
+
+async fn only_refusal(app: &TestApp) -> Refusal {
+    let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
+}
+
+async fn hint_of(launch: Launch) -> Hint {
+    let app = spawn_app().await;
+    app.add_consumer("canvas-main", "canvas-secret-123456")
+        .await;
+    let res = app.launch(&launch).await;
+    assert!(res.status().code >= 400);
+    only_refusal(&app).await.hint
+}
+
+#[rocket::async_test]
+async fn scheme_mismatch_behind_a_tls_proxy() {
+    let hint = hint_of(Launch::new("/any").signed_for(&format!("https://{HOST}/any"))).await;
+    assert_eq!(
+        hint,
+        Hint::SchemeMismatch {
+            signed: format!("https://{HOST}/any"),
+            seen: format!("http://{HOST}/any")
+        }
+    );
+    assert!(hint.advice().contains("public_url") && hint.advice().contains("trusted_proxies"));
+}
+
+#[rocket::async_test]
+async fn host_mismatch_through_an_untrusted_proxy_and_a_wrong_public_url() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any").signed_for("https://tool.example.edu/any");
+    let res = app
+        .client
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("X-Forwarded-Proto", "https"))
+        .header(Header::new("X-Forwarded-Host", "tool.example.edu"))
+        .header(ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    let hint = only_refusal(&app).await.hint;
+    assert!(
+        matches!(&hint, Hint::HostMismatch { signed, .. } if signed == "https://tool.example.edu/any"),
+        "{hint:?}"
+    );
+
+    let app = spawn_app_with(|f| f.merge(("public_url", "https://wrong.example.edu"))).await;
+    assert_eq!(
+        app.launch(&Launch::new("/any")).await.status(),
+        Status::Unauthorized
+    );
+    let hint = only_refusal(&app).await.hint;
+    assert_eq!(
+        hint,
+        Hint::HostMismatch {
+            signed: format!("http://{HOST}/any"),
+            seen: "https://wrong.example.edu/any".into()
+        }
+    );
+}
+
+#[rocket::async_test]
+async fn path_mismatch() {
+    let launch = Launch::new("/any").signed_for(&format!("http://{HOST}/initial"));
+    let hint = hint_of(launch).await;
+    assert_eq!(
+        hint,
+        Hint::PathMismatch {
+            signed: format!("http://{HOST}/initial"),
+            seen: format!("http://{HOST}/any")
+        }
+    );
+}
+
+#[rocket::async_test]
+async fn timestamp_skew_in_seconds() {
+    match hint_of(Launch::new("/any").timestamp(now() - 3600)).await {
+        Hint::TimestampSkew { seconds } => assert!((3600..3610).contains(&seconds)),
+        other => panic!("{other:?}"),
+    }
+    match hint_of(Launch::new("/any").timestamp(now() + 900)).await {
+        Hint::TimestampSkew { seconds } => assert!((-900..=-890).contains(&seconds)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[rocket::async_test]
+async fn replayed_nonce() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    assert_eq!(app.launch(&launch).await.status(), Status::Unauthorized);
+    assert_eq!(only_refusal(&app).await.hint, Hint::ReplayedNonce);
+}
+
+#[rocket::async_test]
+async fn unknown_key_close_to_an_existing_one_and_unknown_key() {
+    let hint = hint_of(Launch::new("/any").consumer("canvas-mian", "canvas-secret-123456")).await;
+    assert_eq!(
+        hint,
+        Hint::UnknownKeyLike {
+            similar: "canvas-main".into()
+        }
+    );
+    let hint = hint_of(Launch::new("/any").consumer("blackboard", "x")).await;
+    assert_eq!(hint, Hint::UnknownKey);
+}
+
+#[rocket::async_test]
+async fn disabled_key_wrong_secret_and_missing_field() {
+    let app = spawn_app().await;
+    app.add_consumer("canvas-main", "canvas-secret-123456")
+        .await;
+    rocket_lti_tool::store::consumers::set_enabled(&app.state().db, "canvas-main", false)
+        .await
+        .unwrap();
+    app.launch(&Launch::new("/any").consumer("canvas-main", "canvas-secret-123456"))
+        .await;
+    assert_eq!(only_refusal(&app).await.hint, Hint::DisabledKey);
+
+    assert_eq!(
+        hint_of(Launch::new("/any").consumer("canvas-main", "canvas-secret-12345")).await,
+        Hint::WrongSecret
+    );
+    assert_eq!(
+        hint_of(Launch::new("/any").without("resource_link_id")).await,
+        Hint::MissingField {
+            field: "resource_link_id".into()
+        }
+    );
+    let app = spawn_app().await;
+    let body = drop_field(&Launch::new("/any").signed_body(), "oauth_nonce");
+    app.post_form("/any", body).await;
+    assert_eq!(
+        only_refusal(&app).await.hint,
+        Hint::MissingField {
+            field: "oauth_nonce".into()
+        }
+    );
+}
+
+#[rocket::async_test]
+async fn the_log_keeps_no_user_values_and_no_secret() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any")
+        .consumer("__consumer_key__", "wrong-secret")
+        .user("alice-id-12345")
+        .set("lis_person_contact_email_primary", "alice@example.edu")
+        .set("lis_person_name_full", "Alice Example");
+    app.launch(&launch).await;
+    let r = only_refusal(&app).await;
+    let all = format!("{r:?}");
+    for private in [
+        "alice-id-12345",
+        "alice@example.edu",
+        "Alice",
+        "__lti_secret__",
+        "wrong-secret",
+    ] {
+        assert!(!all.contains(private), "{private} in {all}");
+    }
+    assert!(
+        r.base_string.contains("user_id%3D%255B14%2520chars%255D"),
+        "{}",
+        r.base_string
+    );
+    assert!(r.param_names.contains("lis_person_contact_email_primary"));
+    assert_eq!(r.signed_url, format!("http://{HOST}/any"));
+    let signature = launch
+        .signed_body()
+        .split("oauth_signature=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(!all.contains(&signature));
+}
+
+#[rocket::async_test]
+async fn the_log_stays_bounded_and_goes_with_its_consumer() {
+    let app = spawn_app().await;
+    let db = &app.state().db;
+    let refusal = |key: &str| Refusal {
+        at: 1,
+        consumer_key: key.into(),
+        reason: "invalid signature".into(),
+        hint: Hint::WrongSecret,
+        signed_url: String::new(),
+        base_string: String::new(),
+        param_names: String::new(),
+        remote_addr: String::new(),
+        user_agent: String::new(),
+    };
+    for i in 0..5000 {
+        refusals::record(db, true, &refusal("__consumer_key__"))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            refusals::record(db, false, &refusal(&format!("unknown-{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(app.count("refusals").await, 2 * KEEP_PER_BUCKET);
+    rocket_lti_tool::store::consumers::delete(db, "__consumer_key__")
+        .await
+        .unwrap();
+    assert_eq!(app.count("refusals").await, KEEP_PER_BUCKET);
+}

@@ -1,0 +1,79 @@
+//! The README's "extending the tool" example, compiled and exercised: a fork adds pages with guards.
+
+use rocket::http::Status;
+use rocket::{get, post, routes};
+use rocket_lti_tool::web::guards::{LtiAny, LtiSession, Staff};
+
+use crate::helpers::*;
+
+#[get("/quiz")]
+fn quiz(lti: LtiSession) -> String {
+    format!(
+        "quiz for {} in {:?}, color {:?}",
+        lti.user_id(),
+        lti.get("context_title"),
+        lti.get("custom_color")
+    )
+}
+
+#[post("/gradebook", data = "<lti>")]
+fn gradebook(lti: Staff<LtiAny>) -> String {
+    format!("{} may grade here", lti.display_name())
+}
+
+#[rocket::async_test]
+async fn a_fork_adds_guarded_pages() {
+    let app = spawn_app_with(|f| f).await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount("/", routes![quiz, gradebook]),
+    )
+    .await
+    .unwrap();
+    let host = rocket::http::Header::new("Host", HOST);
+    assert_eq!(
+        client
+            .get("/quiz")
+            .header(host.clone())
+            .dispatch()
+            .await
+            .status(),
+        Status::Unauthorized
+    );
+
+    let launch = Launch::new("/gradebook").set("custom_color", "blue");
+    let res = client
+        .post("/gradebook")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(
+        res.into_string().await.unwrap(),
+        "teacher-1 (Ada Lovelace) may grade here"
+    );
+    let quiz = client
+        .get("/quiz")
+        .header(host.clone())
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert_eq!(
+        quiz,
+        "quiz for teacher-1 in Some(\"Analytical Engines\"), color Some(\"blue\")"
+    );
+
+    let learner = Launch::new("/gradebook").roles("Learner");
+    let res = client
+        .post("/gradebook")
+        .header(host)
+        .header(rocket::http::ContentType::Form)
+        .body(learner.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Forbidden);
+}

@@ -1,0 +1,565 @@
+//! Launches shaped like real LMSs send them, proxies and `public_url`, errors sent back to the
+//! LMS, the registration XML, the new-window hand-off and the test launcher.
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::LocalResponse;
+use rocket_lti_tool::lti::params::parse_form;
+
+use crate::helpers::*;
+
+#[rocket::async_test]
+async fn canvas_copies_query_parameters_into_the_body() {
+    let app = spawn_app().await;
+    // Canvas signs the parameters once, but posts to the launch URL with its query string *and*
+    // copies those parameters into the body.
+    let launch = Launch::new("/any")
+        .set("course", "101")
+        .set("section", "a b")
+        .roles("Instructor,urn:lti:instrole:ims/lis/Administrator")
+        .set("tool_consumer_info_product_family_code", "canvas")
+        .set("custom_canvas_course_id", "101");
+    let res = app
+        .post_form("/any?course=101&section=a%20b", launch.signed_body())
+        .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("Course staff</dt><dd>yes"));
+    // The tolerance needs the same value: a query value that differs from the body's is counted
+    // and breaks the signature.
+    let launch = Launch::new("/any").set("course", "101");
+    refused(
+        app.post_form("/any?course=102", launch.signed_body()).await,
+        Status::Unauthorized,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn query_parameters_signed_with_the_body_still_verify() {
+    let app = spawn_app().await;
+    // An LMS that signs query and body parameters together (each counted once, as RFC 5849 says).
+    let launch = Launch::new("/any").set("course", "101");
+    let body = launch.signed_body();
+    let body = body.replace("course=101&", "");
+    assert!(!body.contains("course="));
+    assert_eq!(
+        app.post_form("/any?course=101", body).await.status(),
+        Status::Ok
+    );
+}
+
+#[rocket::async_test]
+async fn moodle_empty_parameters_and_trailing_slash() {
+    let app = spawn_app().await;
+    let moodle = |path: &str| {
+        Launch::new(path)
+            .set("lis_person_name_given", "")
+            .set("lis_person_name_family", "")
+            .set("context_label", "")
+            .set("lis_result_sourcedid", r#"{"data":{"instanceid":"1","userid":"2","typeid":"","launchid":123},"hash":"abc"}"#)
+            .set("tool_consumer_info_product_family_code", "moodle")
+            .set("ext_lms", "moodle-2")
+    };
+    // The admin typed the URL with a trailing slash: the LMS signs and posts it that way.
+    let typed = moodle("/any").signed_for(&format!("http://{HOST}/any/"));
+    assert_eq!(
+        app.post_form("/any/", typed.signed_body()).await.status(),
+        Status::Ok
+    );
+    // Typed with a slash but reached without one (a proxy normalised it): still the HMAC decides.
+    let typed = moodle("/any").signed_for(&format!("http://{HOST}/any/"));
+    assert_eq!(
+        app.post_form("/any", typed.signed_body()).await.status(),
+        Status::Ok
+    );
+    // ...and the other way round.
+    let typed = moodle("/any");
+    assert_eq!(
+        app.post_form("/any/", typed.signed_body()).await.status(),
+        Status::Ok
+    );
+    // A different path is not a trailing-slash variant.
+    let typed = moodle("/any").signed_for(&format!("http://{HOST}/anyx"));
+    refused(
+        app.post_form("/any", typed.signed_body()).await,
+        Status::Unauthorized,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn sakai_superuser_and_blackboard_urn_roles() {
+    let app = spawn_app().await;
+    let sakai = Launch::new("/initial_staff")
+        .roles("Instructor,Administrator,urn:lti:instrole:ims/lis/Administrator,urn:lti:sysrole:ims/lis/Administrator")
+        .set("ext_sakai_server", "https://sakai.example.edu")
+        .set("ext_sakai_serverid", "sakai1");
+    assert_eq!(app.launch(&sakai).await.status(), Status::Ok);
+    let bb = Launch::new("/initial_staff")
+        .roles("urn:lti:role:ims/lis/Instructor,urn:lti:sysrole:ims/lis/User")
+        .set("tool_consumer_info_product_family_code", "learn");
+    assert_eq!(app.launch(&bb).await.status(), Status::Ok);
+    let bb_learner = Launch::new("/initial_staff")
+        .roles("urn:lti:role:ims/lis/Learner,urn:lti:instrole:ims/lis/Student");
+    refused(app.launch(&bb_learner).await, Status::Forbidden).await;
+}
+
+#[rocket::async_test]
+async fn open_edx_empty_return_url_and_student_role() {
+    let app = spawn_app().await;
+    let edx = Launch::new("/any")
+        .roles("Student")
+        .set("launch_presentation_return_url", "");
+    let body = page(app.launch(&edx).await, Status::Ok).await;
+    assert!(body.contains("Course staff</dt><dd>no"));
+    // A refused launch with an empty return URL gets our page, not a redirect.
+    let bad = Launch::new("/any")
+        .roles("Student")
+        .set("launch_presentation_return_url", "")
+        .without("resource_link_id");
+    refused(app.launch(&bad).await, Status::BadRequest).await;
+}
+
+#[rocket::async_test]
+async fn ims_certification_role_strings() {
+    let app = spawn_app().await;
+    for (roles, staff) in [
+        ("Instructor", true),
+        ("urn:lti:role:ims/lis/Instructor", true),
+        ("urn:lti:role:ims/lis/Instructor/PrimaryInstructor", true),
+        ("Administrator", true),
+        ("urn:lti:instrole:ims/lis/Administrator", true),
+        ("Learner", false),
+        ("urn:lti:role:ims/lis/Learner", false),
+        ("urn:lti:role:ims/lis/Learner/NonCreditLearner", false),
+        ("urn:lti:role:ims/lis/TeachingAssistant", false),
+        ("urn:lti:role:ims/lis/Mentor/Advisor", false),
+        ("urn:lti:instrole:ims/lis/Faculty", false),
+        ("urn:lti:sysrole:ims/lis/SysAdmin", false),
+        ("Learner,urn:lti:role:ims/lis/Instructor", true),
+    ] {
+        let status = app
+            .launch(&Launch::new("/initial_staff").roles(roles))
+            .await
+            .status();
+        let want = if staff { Status::Ok } else { Status::Forbidden };
+        assert_eq!(status, want, "{roles}");
+    }
+}
+
+async fn proxied<'a>(
+    app: &'a TestApp,
+    remote: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> LocalResponse<'a> {
+    let mut req = app
+        .client
+        .post("/any")
+        .remote(remote.parse().unwrap())
+        .header(Header::new("Host", "10.0.0.5:8000"))
+        .header(ContentType::Form)
+        .body(body);
+    for (name, value) in headers {
+        req = req.header(Header::new(name.to_string(), value.to_string()));
+    }
+    req.dispatch().await
+}
+
+#[rocket::async_test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    let public = |_: ()| Launch::new("/any").signed_for("https://tool.example.edu/any");
+    let xff = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "tool.example.edu"),
+    ];
+    let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &xff).await;
+    assert_eq!(res.status(), Status::Ok);
+    let rfc7239 = [(
+        "Forwarded",
+        r#"for=192.0.2.60;proto=https;host="tool.example.edu""#,
+    )];
+    let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &rfc7239).await;
+    assert_eq!(res.status(), Status::Ok);
+    let with_port = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "tool.example.edu"),
+        ("X-Forwarded-Port", "8443"),
+    ];
+    let launch = Launch::new("/any").signed_for("https://tool.example.edu:8443/any");
+    assert_eq!(
+        proxied(&app, "10.0.0.1:40000", launch.signed_body(), &with_port)
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    // The same headers from anyone else are ignored: the URL is the one the request came to.
+    let res = proxied(&app, "10.0.0.2:40000", public(()).signed_body(), &xff).await;
+    refused(res, Status::Unauthorized).await;
+    let direct = Launch::new("/any").signed_for("http://10.0.0.5:8000/any");
+    assert_eq!(
+        proxied(&app, "10.0.0.2:40000", direct.signed_body(), &xff)
+            .await
+            .status(),
+        Status::Ok
+    );
+
+    // Default: trust no one.
+    let app = spawn_app().await;
+    refused(
+        proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &xff).await,
+        Status::Unauthorized,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn public_url_decides_the_signed_origin() {
+    let app = spawn_app_with(|f| f.merge(("public_url", "https://lti.example.edu"))).await;
+    let launch = Launch::new("/any").signed_for("https://lti.example.edu/any");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    refused(app.launch(&Launch::new("/any")).await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn verified_launch_with_bad_lti_fields_goes_back_to_the_lms() {
+    let app = spawn_app().await;
+    let return_url = "https://lms.example.com/return?a=1&b=x%20y";
+    for (launch, log) in [
+        (
+            Launch::new("/any").without("resource_link_id"),
+            "missing resource_link_id",
+        ),
+        (
+            Launch::new("/any").set("lti_version", "LTI-2p0"),
+            "unsupported lti_version LTI-2p0",
+        ),
+        (
+            Launch::new("/any").without("lti_message_type"),
+            "missing lti_message_type",
+        ),
+        (
+            Launch::new("/initial").set("lti_message_type", "wrong"),
+            "unsupported lti_message_type wrong",
+        ),
+    ] {
+        let res = app
+            .launch(&launch.set("launch_presentation_return_url", return_url))
+            .await;
+        assert!(
+            matches!(res.status().code, 302 | 303),
+            "{log}: {}",
+            res.status()
+        );
+        let location = res.headers().get_one("Location").unwrap().to_string();
+        assert!(
+            location.starts_with("https://lms.example.com/return?a=1&b=x%20y&"),
+            "{location}"
+        );
+        let query = parse_form(location.split_once('?').unwrap().1.as_bytes()).unwrap();
+        let get = |n: &str| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("a").as_deref(), Some("1"));
+        assert_eq!(get("b").as_deref(), Some("x y"));
+        assert_eq!(get("lti_errorlog").as_deref(), Some(log));
+        assert!(get("lti_errormsg").unwrap().contains(log));
+    }
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn unverified_or_non_http_return_urls_are_never_followed() {
+    let app = spawn_app().await;
+    let evil = "https://evil.example.com/phish";
+    let unsigned = Launch::new("/any")
+        .without("resource_link_id")
+        .set("launch_presentation_return_url", evil);
+    let forged = unsigned.clone().consumer("__consumer_key__", "guess");
+    let res = app.launch(&forged).await;
+    assert_eq!(res.headers().get_one("Location"), None);
+    refused(res, Status::Unauthorized).await;
+    let unknown = unsigned.clone().consumer("nobody", "x");
+    refused(app.launch(&unknown).await, Status::Unauthorized).await;
+    for url in [
+        "javascript:alert(1)",
+        "ftp://lms.example.com/",
+        "/relative",
+        "https://",
+    ] {
+        let launch = Launch::new("/any")
+            .without("resource_link_id")
+            .set("launch_presentation_return_url", url);
+        let res = app.launch(&launch).await;
+        assert_eq!(res.headers().get_one("Location"), None, "{url}");
+        refused(res, Status::BadRequest).await;
+    }
+}
+
+#[rocket::async_test]
+async fn config_xml_is_a_well_formed_cartridge() {
+    for (app, base) in [
+        (spawn_app().await, format!("http://{HOST}")),
+        (
+            spawn_app_with(|f| f.merge(("public_url", "https://lti.example.edu"))).await,
+            "https://lti.example.edu".to_string(),
+        ),
+    ] {
+        let res = app.get("/lti/config.xml").await;
+        assert_eq!(res.status(), Status::Ok);
+        assert_eq!(res.content_type(), Some(ContentType::XML));
+        let xml = res.into_string().await.unwrap();
+        let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "cartridge_basiclti_link");
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("http://www.imsglobal.org/xsd/imslticc_v1p0")
+        );
+        const BLTI: &str = "http://www.imsglobal.org/xsd/imsbasiclti_v1p0";
+        const LTICM: &str = "http://www.imsglobal.org/xsd/imslticm_v1p0";
+        const LTICP: &str = "http://www.imsglobal.org/xsd/imslticp_v1p0";
+        let text = |ns: &str, name: &str| {
+            doc.descendants()
+                .find(|n| n.tag_name().name() == name && n.tag_name().namespace() == Some(ns))
+                .and_then(|n| n.text())
+                .map(str::to_string)
+        };
+        assert_eq!(text(BLTI, "title").as_deref(), Some("Rocket LTI tool"));
+        assert!(text(BLTI, "description").is_some());
+        assert_eq!(text(BLTI, "launch_url"), Some(format!("{base}/any")));
+        assert_eq!(text(BLTI, "icon"), Some(format!("{base}/static/icon.svg")));
+        assert_eq!(
+            text(BLTI, "secure_launch_url").is_some(),
+            base.starts_with("https")
+        );
+        assert_eq!(text(LTICP, "code").as_deref(), Some("rocket-lti-tool"));
+        let ext = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "extensions")
+            .unwrap();
+        assert_eq!(ext.attribute("platform"), Some("canvas.instructure.com"));
+        let property = |parent: roxmltree::Node, name: &str| {
+            parent
+                .children()
+                .find(|n| {
+                    n.tag_name().namespace() == Some(LTICM) && n.attribute("name") == Some(name)
+                })
+                .and_then(|n| n.text())
+                .map(str::to_string)
+        };
+        assert_eq!(property(ext, "privacy_level").as_deref(), Some("public"));
+        let nav = ext
+            .children()
+            .find(|n| n.attribute("name") == Some("course_navigation"))
+            .unwrap();
+        assert_eq!(property(nav, "url"), Some(format!("{base}/any")));
+        assert_eq!(property(nav, "enabled").as_deref(), Some("true"));
+        let icon = app.get("/static/icon.svg").await;
+        assert_eq!(icon.status(), Status::Ok);
+    }
+}
+
+#[rocket::async_test]
+async fn config_xml_escapes_a_hostile_host() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get("/lti/config.xml")
+        .header(Header::new("Host", "evil\"><x>"))
+        .dispatch()
+        .await;
+    if res.status() == Status::Ok {
+        let xml = res.into_string().await.unwrap();
+        assert!(roxmltree::Document::parse(&xml).is_ok(), "{xml}");
+        assert!(!xml.contains("<x>"));
+    }
+}
+
+/// Pulls the hand-off token out of a launch page.
+fn handoff_token(body: &str) -> String {
+    let start = body
+        .find(r#"name="token" value=""#)
+        .expect("the page offers a new window")
+        + 20;
+    body[start..].split('"').next().unwrap().to_string()
+}
+
+#[rocket::async_test]
+async fn new_window_token_works_once() {
+    let app = spawn_app().await;
+    let body = page(app.launch(&Launch::new("/initial")).await, Status::Ok).await;
+    assert!(body.contains("Open in a new window"));
+    let token = handoff_token(&body);
+    assert!(token.len() >= 22);
+
+    // The iframe check: with the cookie, the session answers 204.
+    assert_eq!(
+        app.get("/lti/session_check").await.status(),
+        Status::NoContent
+    );
+
+    // A new window (a browser without the iframe's cookie) trades the token for a session.
+    let window = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
+        app.client.rocket().figment().clone(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        window
+            .get("/lti/session_check")
+            .header(Header::new("Host", HOST))
+            .dispatch()
+            .await
+            .status(),
+        Status::Unauthorized
+    );
+    let res = window
+        .post("/lti/continue")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(format!("token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(res.headers().get_one("Location"), Some("/any"));
+    let res = window
+        .get("/any")
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("teacher-1"));
+
+    // Twice: refused.
+    let again = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
+        app.client.rocket().figment().clone(),
+    ))
+    .await
+    .unwrap();
+    let res = again
+        .post("/lti/continue")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(format!("token={token}"))
+        .dispatch()
+        .await;
+    refused(res, Status::Unauthorized).await;
+    let res = again
+        .post("/lti/continue")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body("token=made-up")
+        .dispatch()
+        .await;
+    refused(res, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn new_window_token_expires() {
+    let app = spawn_app().await;
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    // Age the token past its minute.
+    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 61")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let res = app
+        .post_form("/lti/continue", format!("token={token}"))
+        .await;
+    refused(res, Status::Unauthorized).await;
+    // Session pages (not launches) carry no token.
+    let body = page(app.get("/session").await, Status::Ok).await;
+    assert!(!body.contains("name=\"token\""));
+}
+
+#[rocket::async_test]
+async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
+    let app = spawn_app().await;
+    let form = page(app.get("/dev/launch").await, Status::Ok).await;
+    assert!(form.contains("__consumer_key__"));
+    let res = app
+        .post_form(
+            "/dev/launch",
+            "page=%2Finitial_staff&consumer_key=__consumer_key__&roles=Instructor&user_id=u-9&name=Dev&email=d%40x.edu&custom=color%3Dblue&mode=valid".into(),
+        )
+        .await;
+    let auto = page(res, Status::Ok).await;
+    // Replay the auto-submitting form as a browser would.
+    let mut fields = Vec::new();
+    for part in auto.split(r#"<input type="hidden" name=""#).skip(1) {
+        let (name, rest) = part.split_once(r#"" value=""#).unwrap();
+        let value = rest.split('"').next().unwrap();
+        let unescape = |s: &str| {
+            s.replace("&#x2F;", "/")
+                .replace("&amp;", "&")
+                .replace("&quot;", "\"")
+                .replace("&#x27;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+        };
+        fields.push(format!(
+            "{}={}",
+            rocket_lti_tool::lti::oauth::encode(&unescape(name)),
+            rocket_lti_tool::lti::oauth::encode(&unescape(value))
+        ));
+    }
+    let body = page(
+        app.post_form("/initial_staff", fields.join("&")).await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Staff page") && body.contains("u-9") && body.contains("custom_color"));
+
+    let off = spawn_app_with(|f| f.merge(("dev_launcher", false))).await;
+    refused(off.get("/dev/launch").await, Status::NotFound).await;
+}
+
+#[rocket::async_test]
+async fn release_profile_defaults() {
+    // 64 bytes of key, base64: the release profile refuses to start without one.
+    let key =
+        "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk6hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=";
+    let app = spawn_app_with(|f| f.select("release").merge(("secret_key", key))).await;
+    // No demo consumer, no test launcher.
+    refused(app.launch(&Launch::new("/any")).await, Status::Unauthorized).await;
+    refused(app.get("/dev/launch").await, Status::NotFound).await;
+    refused(
+        app.post_form("/dev/launch", "page=%2Fany".into()).await,
+        Status::NotFound,
+    )
+    .await;
+    // The session cookie is made for an LMS iframe over https.
+    app.add_consumer("school", "school-secret-123456").await;
+    let res = app
+        .launch(&Launch::new("/any").consumer("school", "school-secret-123456"))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("SameSite=None")
+            && cookie.contains("Secure")
+            && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
+
+#[rocket::async_test]
+async fn release_profile_refuses_to_start_without_a_secret_key() {
+    let dir = temp_dir();
+    let figment = rocket_lti_tool::figment()
+        .select("release")
+        .merge((
+            "database_url",
+            format!("sqlite://{}", dir.join("x.db").display()),
+        ))
+        .merge(("log_level", "off"));
+    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        Ok(_) => panic!("release started without a secret_key"),
+        Err(e) => assert!(
+            matches!(e.kind(), rocket::error::ErrorKind::InsecureSecretKey(_)),
+            "{e}"
+        ),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,612 @@
+//! Grade passback against a live outcomes endpoint on a loopback port (`mock_lms`): the client
+//! on its own, then the learner's and the staff's pages through the app.
+
+mod mock_lms;
+
+use std::time::{Duration, Instant};
+
+use rocket::http::Status;
+use rocket_lti_tool::outcomes::{
+    ClientConfig, CodeMajor, Credentials, OutcomeError, OutcomeTarget, OutcomesClient, ResultData,
+};
+
+use crate::helpers::*;
+use mock_lms::{MockLms, KEY, SECRET};
+
+/// A Moodle-style sourcedid: JSON, with the characters XML must escape.
+const MOODLE_SOURCEDID: &str =
+    r#"{"data":{"instanceid":"2","userid":"4","launchid":1},"hash":"a<b&c'd\"e"}"#;
+
+const CREDS: Credentials<'static> = Credentials {
+    key: KEY,
+    secret: SECRET,
+};
+
+fn client() -> OutcomesClient {
+    OutcomesClient::new(ClientConfig {
+        timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        attempts: 3,
+        backoff: Duration::from_millis(20),
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+fn target(lms: &MockLms, path: &str, sourcedid: &str) -> OutcomeTarget {
+    OutcomeTarget {
+        service_url: lms.url(path),
+        sourcedid: sourcedid.into(),
+    }
+}
+
+#[rocket::async_test]
+async fn replace_read_delete_round_trip_signed_as_an_lms_expects() {
+    let lms = MockLms::start().await;
+    let client = client();
+    // Query parameters of the service URL are part of the signature.
+    let t = target(&lms, "/ok?course=42&note=a%20b+c", MOODLE_SOURCEDID);
+
+    let sent = client
+        .replace_result(CREDS, &t, 0.85, Some(ResultData::Text("well done".into())))
+        .await
+        .unwrap();
+    assert_eq!(sent.code_major, CodeMajor::Success);
+    assert!(sent.description.contains("is now 0.85"), "{sent:?}");
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID).as_deref(), Some("0.85"));
+
+    let read = client.read_result(CREDS, &t).await.unwrap();
+    assert_eq!(read.score, Some(0.85));
+
+    client.delete_result(CREDS, &t).await.unwrap();
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID), None);
+    let read = client.read_result(CREDS, &t).await.unwrap();
+    assert_eq!(read.score, None);
+
+    lms.assert_all_valid();
+    let received = lms.received();
+    let ops: Vec<&str> = received.iter().map(|r| r.operation.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["replaceResult", "readResult", "deleteResult", "readResult"]
+    );
+    for r in &received {
+        assert_eq!(r.sourcedid, MOODLE_SOURCEDID);
+        assert_eq!(r.target, "/ok?course=42&note=a%20b+c");
+        assert_eq!(r.content_type, "application/xml");
+    }
+    assert_eq!(received[0].score.as_deref(), Some("0.85"));
+    assert_eq!(received[0].result_text.as_deref(), Some("well done"));
+    assert_eq!(received[1].score, None);
+    // Each request has its own message id too.
+    assert_ne!(received[0].message_id, received[1].message_id);
+}
+
+#[rocket::async_test]
+async fn the_endpoint_catches_a_wrong_secret() {
+    // Proves the endpoint's checks are live: a request signed with another secret is refused.
+    let lms = MockLms::start().await;
+    let wrong = Credentials {
+        key: KEY,
+        secret: "not the secret",
+    };
+    let err = client()
+        .replace_result(wrong, &target(&lms, "/ok", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    match err {
+        OutcomeError::Failure { description, .. } => {
+            assert!(description.contains("signature mismatch"), "{description}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(lms.received()[0].problems, ["signature mismatch"]);
+    assert_eq!(lms.score_of("s1"), None);
+}
+
+#[rocket::async_test]
+async fn an_out_of_range_score_is_never_sent() {
+    let lms = MockLms::start().await;
+    let client = client();
+    let t = target(&lms, "/ok", "s1");
+    for score in [-0.01, 1.01, f64::NAN, f64::INFINITY] {
+        let err = client
+            .replace_result(CREDS, &t, score, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OutcomeError::ScoreOutOfRange(_)), "{err:?}");
+    }
+    assert!(lms.received().is_empty());
+}
+
+#[rocket::async_test]
+async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
+    let lms = MockLms::start().await;
+    let client = client();
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/failure", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OutcomeError::Failure {
+            operation: "replaceResult",
+            description: "Invalid sourcedid".into()
+        }
+    );
+    let err = client
+        .delete_result(CREDS, &target(&lms, "/unsupported", "s1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OutcomeError::Unsupported {
+            operation: "deleteResult",
+            description: "deleteResult is not supported".into()
+        }
+    );
+    let err = client
+        .read_result(CREDS, &target(&lms, "/malformed", "s1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OutcomeError::MalformedResponse(_)), "{err:?}");
+    let err = client
+        .read_result(CREDS, &target(&lms, "/forbidden", "s1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::HttpStatus(403));
+    // None of these is retried.
+    assert_eq!(lms.received().len(), 4);
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn a_slow_lms_times_out_without_a_retry() {
+    let lms = MockLms::start().await;
+    let started = Instant::now();
+    let err = client()
+        .replace_result(CREDS, &target(&lms, "/slow", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(lms.received().len(), 1);
+}
+
+#[rocket::async_test]
+async fn server_errors_are_retried_with_fresh_nonces_then_given_up() {
+    let lms = MockLms::start().await;
+    let client = client();
+    // Two 500s, then success on the third attempt.
+    let ok = client
+        .replace_result(CREDS, &target(&lms, "/flaky", "s1"), 0.25, None)
+        .await
+        .unwrap();
+    assert_eq!(ok.code_major, CodeMajor::Success);
+    assert_eq!(lms.received().len(), 3);
+    assert_eq!(lms.score_of("s1").as_deref(), Some("0.25"));
+    // Always 500: three attempts, then the status.
+    let err = client
+        .read_result(CREDS, &target(&lms, "/down", "s1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::HttpStatus(500));
+    assert_eq!(lms.received().len(), 6);
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn connection_errors_are_retried_then_reported() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = OutcomeTarget {
+        service_url: format!("http://127.0.0.1:{port}/ok"),
+        sourcedid: "s1".into(),
+    };
+    let started = Instant::now();
+    let err = client().read_result(CREDS, &t).await.unwrap_err();
+    assert!(matches!(err, OutcomeError::Network(_)), "{err:?}");
+    // Two pauses of 20 and 40 ms between the three attempts.
+    assert!(started.elapsed() >= Duration::from_millis(60));
+}
+
+// ---- Through the app ----
+
+fn learner_launch(lms: &MockLms, path: &str, user: &str, sourcedid: &str) -> Launch {
+    Launch::new("/any")
+        .roles("Learner")
+        .user(user)
+        .set("lis_person_name_full", &format!("Learner {user}"))
+        .set("lis_outcome_service_url", &lms.url(path))
+        .set("lis_result_sourcedid", sourcedid)
+}
+
+/// The CSRF token in a page's first grade form.
+fn csrf_in(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+async fn grade_form_token(app: &TestApp) -> String {
+    let body = page(app.get("/grade").await, Status::Ok).await;
+    assert!(body.contains("name=\"score\""), "{body}");
+    csrf_in(&body)
+}
+
+#[rocket::async_test]
+async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let launch = learner_launch(&lms, "/ok?course=7", "learner-1", MOODLE_SOURCEDID);
+    let landing = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(landing.contains("href=\"/grade\""), "{landing}");
+    assert!(
+        !landing.contains("href=\"/grades\""),
+        "learners get no staff link"
+    );
+    assert_eq!(app.count("outcome_targets").await, 1);
+
+    let token = grade_form_token(&app).await;
+    let body = page(
+        app.post_form(
+            "/grade",
+            format!("score=0.85&result_data=essay+done&csrf={token}"),
+        )
+        .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Score sent"), "{body}");
+    assert!(
+        body.contains("<dd id=\"code-major\">success</dd>"),
+        "{body}"
+    );
+    assert!(body.contains("is now 0.85"), "{body}");
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID).as_deref(), Some("0.85"));
+    let sent = &lms.received()[0];
+    assert_eq!(sent.operation, "replaceResult");
+    assert_eq!(sent.sourcedid, MOODLE_SOURCEDID);
+    assert_eq!(sent.result_text.as_deref(), Some("essay done"));
+
+    let body = page(app.get("/grade/read").await, Status::Ok).await;
+    assert!(body.contains("<dd id=\"score\">0.85</dd>"), "{body}");
+
+    let body = page(
+        app.post_form("/grade/delete", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Score deleted"), "{body}");
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID), None);
+    let body = page(app.get("/grade/read").await, Status::Ok).await;
+    assert!(body.contains("<dd id=\"score\">none</dd>"), "{body}");
+
+    let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
+    assert_eq!(
+        ops,
+        ["replaceResult", "readResult", "deleteResult", "readResult"]
+    );
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn bad_scores_and_bad_tokens_send_nothing() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "s1"))
+        .await;
+    let token = grade_form_token(&app).await;
+    for score in ["1.5", "-1", "abc", "", "NaN", "0,5"] {
+        let body = refused(
+            app.post_form("/grade", format!("score={score}&csrf={token}"))
+                .await,
+            Status::UnprocessableEntity,
+        )
+        .await;
+        assert!(body.contains("nothing was sent"), "{score}: {body}");
+    }
+    refused(
+        app.post_form("/grade", "score=0.5".into()).await,
+        Status::Forbidden,
+    )
+    .await;
+    refused(
+        app.post_form("/grade", "score=0.5&csrf=forged".into())
+            .await,
+        Status::Forbidden,
+    )
+    .await;
+    refused(
+        app.post_form("/grade/delete", "csrf=".into()).await,
+        Status::Forbidden,
+    )
+    .await;
+    // A token from another session does not work either.
+    let other = spawn_app().await;
+    other
+        .launch(&learner_launch(&lms, "/ok", "learner-2", "s2"))
+        .await;
+    let foreign = grade_form_token(&other).await;
+    refused(
+        app.post_form("/grade", format!("score=0.5&csrf={foreign}"))
+            .await,
+        Status::Forbidden,
+    )
+    .await;
+    assert!(lms.received().is_empty());
+}
+
+#[rocket::async_test]
+async fn a_launch_without_an_outcome_service_says_so() {
+    let app = spawn_app().await;
+    let launch = Launch::new("/any").roles("Learner").user("learner-1");
+    let landing = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(!landing.contains("href=\"/grade\""));
+    assert_eq!(app.count("outcome_targets").await, 0);
+    let body = refused(app.get("/grade").await, Status::Conflict).await;
+    assert!(body.contains("lis_outcome_service_url"), "{body}");
+    refused(app.get("/grade/read").await, Status::Conflict).await;
+    // Without a session at all, the grade pages refuse like every guarded page.
+    let fresh = spawn_app().await;
+    refused(fresh.get("/grade").await, Status::Unauthorized).await;
+    refused(fresh.get("/grades").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn lms_trouble_renders_the_error_page_not_a_500() {
+    let lms = MockLms::start().await;
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.3))).await;
+    let cases = [
+        ("/failure", Status::BadGateway, "Invalid sourcedid"),
+        ("/malformed", Status::BadGateway, "not a grade response"),
+        ("/forbidden", Status::BadGateway, "HTTP 403"),
+        ("/slow", Status::GatewayTimeout, "did not answer in time"),
+    ];
+    for (path, status, text) in cases {
+        app.launch(&learner_launch(&lms, path, "learner-1", "s1"))
+            .await;
+        let token = grade_form_token(&app).await;
+        let body = refused(
+            app.post_form("/grade", format!("score=0.5&csrf={token}"))
+                .await,
+            status,
+        )
+        .await;
+        assert!(body.contains(text), "{path}: {body}");
+    }
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let known = |app: &TestApp| {
+        let db = app.state().db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<f64>, Option<i64>)>(
+                "SELECT sourcedid, last_score, score_known_at FROM outcome_targets",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "old"))
+        .await;
+    let token = grade_form_token(&app).await;
+    app.post_form("/grade", format!("score=0.75&csrf={token}"))
+        .await;
+    let rows = known(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("old", Some(0.75)));
+    assert!(rows[0].2.is_some());
+    // A relaunch with the same sourcedid keeps the score; a new sourcedid forgets it.
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "old"))
+        .await;
+    assert_eq!(known(&app).await[0].1, Some(0.75));
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "new"))
+        .await;
+    assert_eq!(known(&app).await, [("new".to_string(), None, None)]);
+    let forged = learner_launch(&lms, "/ok", "learner-2", "x").consumer(KEY, "wrong");
+    refused(app.launch(&forged).await, Status::Unauthorized).await;
+    assert_eq!(app.count("outcome_targets").await, 1);
+}
+
+#[rocket::async_test]
+async fn staff_see_and_set_the_grades_of_their_resource_link() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-a", "sid-a"))
+        .await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-b", MOODLE_SOURCEDID))
+        .await;
+    // Someone on another resource link is not listed.
+    app.launch(
+        &learner_launch(&lms, "/ok", "learner-c", "sid-c").set("resource_link_id", "link-2"),
+    )
+    .await;
+    // A learner's session cannot open the staff page.
+    refused(app.get("/grades").await, Status::Forbidden).await;
+
+    let landing = page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
+    assert!(landing.contains("href=\"/grades\""), "{landing}");
+    let body = page(app.get("/grades").await, Status::Ok).await;
+    assert!(body.contains("Learner learner-a") && body.contains("Learner learner-b"));
+    assert!(!body.contains("learner-c"));
+    assert!(body.contains("unknown"), "no score read yet: {body}");
+    let token = csrf_in(&body);
+
+    let body = page(
+        app.post_form(
+            "/grades/set",
+            format!("user_id=learner-a&score=0.5&csrf={token}"),
+        )
+        .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(
+        body.contains("Learner learner-a") && body.contains("success"),
+        "{body}"
+    );
+    assert_eq!(lms.score_of("sid-a").as_deref(), Some("0.5"));
+    refused(
+        app.post_form(
+            "/grades/set",
+            format!("user_id=learner-a&score=2&csrf={token}"),
+        )
+        .await,
+        Status::UnprocessableEntity,
+    )
+    .await;
+    refused(
+        app.post_form(
+            "/grades/set",
+            format!("user_id=learner-c&score=1&csrf={token}"),
+        )
+        .await,
+        Status::NotFound,
+    )
+    .await;
+    refused(
+        app.post_form("/grades/set", "user_id=learner-a&score=1&csrf=x".into())
+            .await,
+        Status::Forbidden,
+    )
+    .await;
+
+    // Read on demand: A has 0.5, B has none.
+    let body = page(app.get("/grades?refresh=true").await, Status::Ok).await;
+    assert!(body.contains("Scores just read from the LMS"), "{body}");
+    let row_of = |user: &str| {
+        body.split("<tr>")
+            .find(|r| r.contains(&format!("<code>{user}</code>")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row_of("learner-a").contains("0.5"), "{body}");
+    assert!(row_of("learner-b").contains("none"), "{body}");
+
+    let body = page(
+        app.post_form("/grades/delete", format!("user_id=learner-a&csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Score deleted"), "{body}");
+    assert_eq!(lms.score_of("sid-a"), None);
+    let body = page(app.get("/grades").await, Status::Ok).await;
+    let row_a = body
+        .split("<tr>")
+        .find(|r| r.contains("<code>learner-a</code>"))
+        .unwrap_or_default();
+    assert!(row_a.contains("none"), "{body}");
+
+    let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
+    assert_eq!(
+        ops,
+        ["replaceResult", "readResult", "readResult", "deleteResult"]
+    );
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn bad_outcomes_settings_stop_the_start() {
+    use rocket::figment::Figment;
+    type Configure = fn(Figment) -> Figment;
+    let cases: [(&str, Configure); 3] = [
+        ("timeout -1", |f| f.merge(("outcomes_timeout", -1.0))),
+        ("timeout 0", |f| f.merge(("outcomes_timeout", 0))),
+        ("attempts 0", |f| f.merge(("outcomes_attempts", 0))),
+    ];
+    for (case, configure) in cases {
+        let dir = temp_dir();
+        let figment = rocket_lti_tool::figment()
+            .merge((
+                "database_url",
+                format!("sqlite://{}", dir.join("t.sqlite").display()),
+            ))
+            .merge(("log_level", "off"));
+        let started = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
+            configure(figment),
+        ))
+        .await;
+        match started {
+            Ok(_) => panic!("{case} was accepted"),
+            // Rocket panics on an error dropped unread.
+            Err(e) => assert!(matches!(
+                e.kind(),
+                rocket::error::ErrorKind::FailedFairings(_)
+            )),
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    // Whole seconds and a retry count are fine (`spawn_app_with` asserts the start).
+    spawn_app_with(|f| {
+        f.merge(("outcomes_timeout", 5))
+            .merge(("outcomes_attempts", 1))
+    })
+    .await;
+}
+
+/// The README's three-line example, as a fork would mount it.
+#[rocket::post("/done")]
+async fn done(
+    lti: rocket_lti_tool::web::guards::LtiSession,
+    outcomes: &rocket::State<rocket_lti_tool::web::grades::Outcomes>,
+) -> Result<&'static str, rocket_lti_tool::error::LtiError> {
+    lti.post_grade(outcomes, 0.8).await?;
+    Ok("Your score was sent to the gradebook.")
+}
+
+#[rocket::async_test]
+async fn the_readme_example_posts_a_grade_from_a_fork() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount("/", rocket::routes![done]),
+    )
+    .await
+    .unwrap();
+    let host = rocket::http::Header::new("Host", HOST);
+    let launch = learner_launch(&lms, "/ok", "learner-1", "sid-1");
+    let res = client
+        .post("/any")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let res = client.post("/done").header(host.clone()).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(
+        res.into_string().await.unwrap(),
+        "Your score was sent to the gradebook."
+    );
+    assert_eq!(lms.score_of("sid-1").as_deref(), Some("0.8"));
+    lms.assert_all_valid();
+
+    // A learner launched without grade passback gets the error page, not a 500.
+    let plain = Launch::new("/any").roles("Learner").user("learner-2");
+    client
+        .post("/any")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(plain.signed_body())
+        .dispatch()
+        .await;
+    let res = client.post("/done").header(host).dispatch().await;
+    assert_eq!(res.status(), Status::Conflict);
+    assert!(res
+        .into_string()
+        .await
+        .unwrap()
+        .contains("lis_outcome_service_url"));
+}
