@@ -51,16 +51,25 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Deletes expired nonces and sessions in small batches, so launches never wait long behind it.
+/// Rows deleted per table and statement when pruning: each delete holds the write lock briefly.
+const PRUNE_BATCH: u64 = 500;
+
+/// Deletes expired nonces and sessions in small batches through their expiry indexes, pausing
+/// between full batches so that launches never wait long behind it.
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
+    let batch = PRUNE_BATCH as i64;
     loop {
-        let n = nonces::prune(db, now, 500).await?
-            + sessions::prune(db, now, 500).await?
-            + handoffs::prune(db, now, 500).await?;
-        total += n;
-        if n == 0 {
+        let counts = [
+            nonces::prune(db, now, batch).await?,
+            sessions::prune(db, now, batch).await?,
+            handoffs::prune(db, now, batch).await?,
+        ];
+        total += counts.iter().sum::<u64>();
+        if counts.iter().all(|&n| n < PRUNE_BATCH) {
             return Ok(total);
         }
+        // More to go: let the launch writer take the write lock in between.
+        rocket::tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
