@@ -1,7 +1,7 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::{Row, SqliteConnection};
 
@@ -80,11 +80,11 @@ pub enum Recorded {
     ConsumerChanged,
 }
 
-/// Records launches in one transaction on `conn` (which must not be in one), in three round
-/// trips whatever their number: lock, note other connections' commits and read the consumers as
-/// they are now; record the nonces of the launches whose consumer is unchanged (a nonce seen
-/// before, or twice in the batch, makes that launch a replay); end the replaced sessions, start
-/// the new ones and commit. Returns each launch's outcome and `PRAGMA data_version` as read
+/// Records launches in one transaction on `conn` (which must not be in one), in two round trips
+/// whatever their number: lock, note other connections' commits, read the consumers as they are
+/// now and record the nonces (a nonce seen before, or twice in the batch, makes that launch a
+/// replay); then end the replaced sessions, start the new ones and commit. A launch whose
+/// consumer is no longer enabled with the secret it was verified with writes nothing. Returns each launch's outcome and `PRAGMA data_version` as read
 /// under the write lock. On error the transaction is rolled back explicitly (SQLite may or may
 /// not have done it) and the caller must not reuse the connection.
 pub async fn record_batch(
@@ -108,61 +108,71 @@ async fn write_and_commit(
     cipher: &SecretCipher,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
+    // 1. Lock; note other connections' commits; read the consumers as they are now; record
+    //    every nonce (the inserted ones come back). One round trip.
     let keys: BTreeSet<&str> = writes.iter().map(|w| w.consumer_key.as_str()).collect();
     let sql = format!(
         "BEGIN IMMEDIATE; PRAGMA data_version; \
          SELECT consumer_key, secret, secret_encrypted, enabled FROM consumers \
-         WHERE consumer_key IN ({})",
-        placeholders(keys.len(), "?")
+         WHERE consumer_key IN ({}); {}",
+        placeholders(keys.len(), "?"),
+        nonces::record_many_sql(writes.len())
     );
     let mut query = sqlx::query(&sql);
     for key in &keys {
         query = query.bind(*key);
     }
+    for w in writes {
+        query = query
+            .bind(&w.consumer_key)
+            .bind(&w.nonce)
+            .bind(w.nonce_expires_at);
+    }
     let mut version = None;
     let mut current = HashMap::new();
+    let mut inserted = HashSet::new();
     for row in query.fetch_all(&mut *conn).await? {
-        if row.len() == 1 {
-            version = Some(row.try_get::<i64, _>(0)?);
-        } else {
-            let key: String = row.try_get(0)?;
-            let stored: String = row.try_get(1)?;
-            let secret = if row.try_get::<i64, _>(2)? != 0 {
-                cipher.decrypt(&key, &stored)?
-            } else {
-                stored
-            };
-            current.insert(key, (secret, row.try_get::<i64, _>(3)? != 0));
+        match row.len() {
+            1 => version = Some(row.try_get::<i64, _>(0)?),
+            2 => {
+                inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+            }
+            _ => {
+                let key: String = row.try_get(0)?;
+                let stored: String = row.try_get(1)?;
+                let secret = if row.try_get::<i64, _>(2)? != 0 {
+                    cipher.decrypt(&key, &stored)?
+                } else {
+                    stored
+                };
+                current.insert(key, (secret, row.try_get::<i64, _>(3)? != 0));
+            }
         }
     }
     let version = version.ok_or_else(|| LtiError::Storage("no data_version".into()))?;
-    let unchanged: Vec<bool> = writes
-        .iter()
-        .map(|w| matches!(current.get(&w.consumer_key), Some((secret, true)) if *secret == w.consumer_secret))
-        .collect();
 
-    let fresh = nonces::record_many(
-        conn,
-        writes
-            .iter()
-            .zip(&unchanged)
-            .filter(|(_, u)| **u)
-            .map(|(w, _)| {
-                (
-                    w.consumer_key.as_str(),
-                    w.nonce.as_str(),
-                    w.nonce_expires_at,
-                )
-            }),
-    )
-    .await?;
-    let mut fresh = fresh.into_iter();
-    let outcomes: Vec<Recorded> = unchanged
+    // A nonce inserted by this batch belongs to the first launch that carries it; the others are
+    // replays. A launch whose consumer changed since it was verified writes nothing: its nonce,
+    // if this batch inserted it, is taken out again below.
+    let mut unspent = Vec::new();
+    let outcomes: Vec<Recorded> = writes
         .iter()
-        .map(|u| match (u, u.then(|| fresh.next()).flatten()) {
-            (false, _) => Recorded::ConsumerChanged,
-            (true, Some(true)) => Recorded::Accepted,
-            (true, _) => Recorded::Replayed,
+        .map(|w| {
+            let ours = inserted.remove(&(w.consumer_key.clone(), w.nonce.clone()));
+            let unchanged = matches!(
+                current.get(&w.consumer_key),
+                Some((secret, true)) if *secret == w.consumer_secret
+            );
+            match (unchanged, ours) {
+                (true, true) => Recorded::Accepted,
+                (true, false) => Recorded::Replayed,
+                (false, ours) => {
+                    if ours {
+                        unspent.push(w);
+                    }
+                    Recorded::ConsumerChanged
+                }
+            }
         })
         .collect();
 
@@ -191,7 +201,11 @@ async fn write_and_commit(
         let entry = usage.entry(s.consumer_key.as_str()).or_insert((0, 0));
         *entry = (entry.0 + 1, entry.1.max(s.created_at));
     }
+    // 2. Everything else, and the commit. One round trip.
     let mut sql = String::new();
+    for _ in &unspent {
+        sql += "DELETE FROM nonces WHERE consumer_key = ? AND nonce = ?; ";
+    }
     if !ended.is_empty() {
         sql += &format!(
             "DELETE FROM sessions WHERE id IN ({}); ",
@@ -217,6 +231,9 @@ async fn write_and_commit(
     }
     sql += "COMMIT";
     let mut query = sqlx::query(&sql);
+    for w in unspent {
+        query = query.bind(&w.consumer_key).bind(&w.nonce);
+    }
     for id in ended {
         query = query.bind(id);
     }

@@ -1,7 +1,5 @@
 //! The `nonces` table: each (consumer, nonce) pair is accepted once.
 
-use std::collections::HashSet;
-
 use sqlx::SqliteConnection;
 
 use super::Db;
@@ -40,28 +38,13 @@ pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     Ok(done.rows_affected())
 }
 
-/// Records many nonces in one statement; `true` for each one that was new. A pair that appears
-/// twice is new only the first time.
-pub async fn record_many<'a>(
-    conn: &mut SqliteConnection,
-    nonces: impl Iterator<Item = (&'a str, &'a str, i64)> + Clone,
-) -> Result<Vec<bool>, LtiError> {
-    let count = nonces.clone().count();
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
+/// One statement recording `count` nonces, each bound as (consumer_key, nonce, expires_at): it
+/// returns the (consumer_key, nonce) of each one that was new; a pair seen before, or twice in
+/// the statement, comes back at most once.
+pub fn record_many_sql(count: usize) -> String {
+    format!(
         "INSERT INTO nonces (consumer_key, nonce, expires_at) VALUES {} \
          ON CONFLICT (consumer_key, nonce) DO NOTHING RETURNING consumer_key, nonce",
         vec!["(?, ?, ?)"; count].join(", ")
-    );
-    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-    for (key, nonce, expires_at) in nonces.clone() {
-        query = query.bind(key).bind(nonce).bind(expires_at);
-    }
-    let mut inserted: HashSet<(String, String)> =
-        query.fetch_all(conn).await?.into_iter().collect();
-    Ok(nonces
-        .map(|(key, nonce, _)| inserted.remove(&(key.to_string(), nonce.to_string())))
-        .collect())
+    )
 }
