@@ -1,5 +1,6 @@
 //! Housekeeping on a fake clock: a week of synthetic launches, with the pruning the server runs
-//! every minute, keeps the tables and the database file bounded.
+//! every minute, keeps the tables and the database file bounded. Also the batched launch write at
+//! the store level, where a consumer change between verification and commit can be staged.
 
 use rocket_lti_tool::lti::launch::LaunchData;
 use rocket_lti_tool::store::{self, nonces, sessions, Db};
@@ -126,6 +127,82 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
             "{table}: {plan:?}"
         );
     }
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
+    use rocket_lti_tool::crypto::{cipher_for, install, SecretCipher};
+    use rocket_lti_tool::store::consumers;
+    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
+
+    let dir = temp_dir();
+    let db = open(&dir).await;
+    install(&db, SecretCipher::from_key_material(b"test key material"));
+    let now = 1_700_000_000;
+    assert!(consumers::insert(&db, "k", "current-secret", "k", now)
+        .await
+        .expect("consumer"));
+    let write = |nonce: &str, secret: &str, user: &str| LaunchWrite {
+        consumer_key: "k".into(),
+        consumer_secret: secret.into(),
+        nonce: nonce.into(),
+        nonce_expires_at: now + 301,
+        session: Some(
+            NewSession::new(&sessions::new_id(), &launch_data(user), now, now + 3600)
+                .expect("session"),
+        ),
+        replaces: None,
+        handoff: None,
+    };
+    let cipher = cipher_for(&db).expect("cipher");
+    let mut conn = db.acquire().await.expect("connection");
+    let batch = [
+        write("n1", "old-secret", "stale"),
+        write("n2", "current-secret", "fresh"),
+        write("n2", "current-secret", "copy"),
+    ];
+    let (outcomes, _) = record_batch(&mut conn, &cipher, &batch)
+        .await
+        .expect("batch");
+    assert_eq!(
+        outcomes,
+        [
+            Recorded::ConsumerChanged,
+            Recorded::Accepted,
+            Recorded::Replayed
+        ]
+    );
+    drop(conn);
+    // The stale launch left neither its nonce nor a session: verified again, it can still pass.
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM nonces WHERE nonce = 'n1'").await,
+        0
+    );
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM sessions WHERE user_id = 'stale'").await,
+        0
+    );
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT launch_count FROM consumers WHERE consumer_key = 'k'"
+        )
+        .await,
+        1
+    );
+    // A disabled consumer is a changed one too.
+    consumers::set_enabled(&db, "k", false)
+        .await
+        .expect("disable");
+    let mut conn = db.acquire().await.expect("connection");
+    let (outcomes, _) = record_batch(&mut conn, &cipher, &[write("n3", "current-secret", "x")])
+        .await
+        .expect("batch");
+    assert_eq!(outcomes, [Recorded::ConsumerChanged]);
+    drop(conn);
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
