@@ -1,5 +1,6 @@
-//! CSRF tokens for the grade forms: an HMAC of the session id under a key made at start-up, so
-//! a token is valid only for its own session (and until the process restarts).
+//! CSRF tokens for the grade forms: an HMAC of the session id under a key derived from Rocket's
+//! `secret_key` (random per process when none is configured, in the debug profile), so a token is
+//! valid only for its own session.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -14,6 +15,13 @@ const CONTEXT: &[u8] = b"lti-tool grade forms\0";
 pub struct CsrfKey([u8; 32]);
 
 impl CsrfKey {
+    /// The key derived from the configured `secret_key`, or a random one when there is none.
+    pub fn from_figment(figment: &rocket::figment::Figment) -> CsrfKey {
+        crate::crypto::derived_key(figment, b"grade form csrf v1")
+            .map(CsrfKey)
+            .unwrap_or_else(CsrfKey::random)
+    }
+
     /// A fresh random key.
     pub fn random() -> CsrfKey {
         let mut key = [0u8; 32];
@@ -56,5 +64,16 @@ mod tests {
         assert!(!key.verify("session-a", ""));
         assert!(!key.verify("session-a", "not base64 !"));
         assert!(!key.verify("session-a", &token[..token.len() - 2]));
+    }
+
+    #[test]
+    fn the_key_follows_the_configured_secret_key() {
+        use rocket::figment::Figment;
+        let with = |k: &str| Figment::new().merge(("secret_key", k.to_string()));
+        let token = CsrfKey::from_figment(&with("key one")).token("s");
+        // Same secret_key (another process, or after a restart): same tokens.
+        assert!(CsrfKey::from_figment(&with("key one")).verify("s", &token));
+        assert!(!CsrfKey::from_figment(&with("key two")).verify("s", &token));
+        assert!(!CsrfKey::from_figment(&Figment::new()).verify("s", &token));
     }
 }

@@ -115,7 +115,9 @@ impl Outcomes {
             }
             config.attempts = n;
         }
-        Outcomes::new(db, config).map_err(|e| e.to_string())
+        let mut outcomes = Outcomes::new(db, config).map_err(|e| e.to_string())?;
+        outcomes.csrf = CsrfKey::from_figment(figment);
+        Ok(outcomes)
     }
 
     /// The client, for callers with their own targets.
