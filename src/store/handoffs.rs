@@ -40,13 +40,5 @@ pub async fn take(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiE
 
 /// Deletes up to `batch` expired tokens; returns how many went.
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
-    let done = sqlx::query(
-        "DELETE FROM handoffs WHERE rowid IN \
-         (SELECT rowid FROM handoffs WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
-    )
-    .bind(now)
-    .bind(batch)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::prune_expired_rows(db, "handoffs", now, batch).await
 }

@@ -54,7 +54,26 @@ pub fn now() -> i64 {
 /// Rows deleted per table and statement when pruning: each delete holds the write lock briefly.
 const PRUNE_BATCH: u64 = 500;
 
-/// Deletes expired nonces and sessions in small batches through their expiry indexes, pausing
+/// Deletes up to `batch` rows of `table` whose `expires_at` has passed, oldest first, through the
+/// table's expiry index (each table with an `expires_at` column has one).
+async fn prune_expired_rows(
+    db: &Db,
+    table: &'static str,
+    now: i64,
+    batch: i64,
+) -> Result<u64, LtiError> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE rowid IN \
+         (SELECT rowid FROM {table} WHERE expires_at < ? ORDER BY expires_at LIMIT ?)"
+    ))
+    .bind(now)
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts) in small batches through their expiry indexes, pausing
 /// between full batches so that launches never wait long behind it.
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;

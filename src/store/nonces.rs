@@ -27,15 +27,7 @@ pub async fn record_once(
 
 /// Deletes up to `batch` expired nonces; returns how many went.
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
-    let done = sqlx::query(
-        "DELETE FROM nonces WHERE rowid IN \
-         (SELECT rowid FROM nonces WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
-    )
-    .bind(now)
-    .bind(batch)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::prune_expired_rows(db, "nonces", now, batch).await
 }
 
 /// One statement recording `count` nonces, each bound as (consumer_key, nonce, expires_at): it

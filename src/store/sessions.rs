@@ -86,13 +86,5 @@ where
 
 /// Deletes up to `batch` expired sessions; returns how many went.
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
-    let done = sqlx::query(
-        "DELETE FROM sessions WHERE rowid IN \
-         (SELECT rowid FROM sessions WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
-    )
-    .bind(now)
-    .bind(batch)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::prune_expired_rows(db, "sessions", now, batch).await
 }
