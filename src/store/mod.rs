@@ -73,8 +73,9 @@ async fn prune_expired_rows(
     Ok(done.rows_affected())
 }
 
-/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts) in small batches through their expiry indexes, pausing
-/// between full batches so that launches never wait long behind it.
+/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts) in small
+/// batches through their expiry indexes, pausing between full batches so that launches never wait
+/// long behind it.
 pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
     let batch = PRUNE_BATCH as i64;
