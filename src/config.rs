@@ -93,6 +93,9 @@ pub struct PublicUrl {
     pub port: Option<u16>,
 }
 
+/// Upper bound of every duration setting: a year, in seconds.
+const MAX_SECONDS: i64 = 366 * 24 * 3600;
+
 /// The default database, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/lti-tool.db";
 
@@ -138,8 +141,12 @@ impl Settings {
             .filter(|u| !u.trim().is_empty())
             .map(|u| PublicUrl::parse(u.trim()))
             .transpose()?;
+        // Bounded so that time arithmetic can never overflow.
         let positive = |v: Option<i64>, default: i64, name: &str| match v {
             Some(v) if v <= 0 => Err(format!("{name} must be positive")),
+            Some(v) if v > MAX_SECONDS => {
+                Err(format!("{name} must be at most {MAX_SECONDS} seconds"))
+            }
             Some(v) => Ok(v),
             None => Ok(default),
         };

@@ -24,6 +24,9 @@ pub enum LtiError {
     /// A required OAuth parameter is absent or empty.
     #[error("missing {0}")]
     MissingOAuthParam(&'static str),
+    /// An OAuth parameter is longer than any real one (a consumer key over 255 bytes, say).
+    #[error("{0} too long")]
+    OAuthParamTooLong(&'static str),
     /// An OAuth parameter appears more than once.
     #[error("duplicated {0}")]
     DuplicateOAuthParam(&'static str),

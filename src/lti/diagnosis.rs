@@ -108,7 +108,7 @@ fn distance(a: &str, b: &str) -> usize {
 pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     existing
         .into_iter()
-        .filter(|k| *k != key)
+        .filter(|k| *k != key && k.len().abs_diff(key.len()) <= 2)
         .map(|k| {
             (
                 k,

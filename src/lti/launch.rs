@@ -21,6 +21,8 @@ pub struct OAuthFields {
 
 /// Longest nonce we store; real LMSs send 32 to 64 characters.
 const MAX_NONCE_LEN: usize = 255;
+/// Longest consumer key (the command line and admin page allow no longer ones).
+const MAX_KEY_LEN: usize = 255;
 
 fn single<'a>(params: &'a Params, name: &'static str) -> Result<Option<&'a str>, LtiError> {
     let mut values = params
@@ -69,7 +71,10 @@ pub fn read_oauth_fields(params: &Params) -> Result<OAuthFields, LtiError> {
         return Err(LtiError::MalformedTimestamp);
     };
     if nonce.len() > MAX_NONCE_LEN {
-        return Err(LtiError::MissingOAuthParam("oauth_nonce"));
+        return Err(LtiError::OAuthParamTooLong("oauth_nonce"));
+    }
+    if consumer_key.len() > MAX_KEY_LEN {
+        return Err(LtiError::OAuthParamTooLong("oauth_consumer_key"));
     }
     Ok(OAuthFields {
         consumer_key: consumer_key.to_string(),

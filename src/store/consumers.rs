@@ -70,6 +70,15 @@ pub async fn list(db: &Db) -> Result<Vec<Consumer>, LtiError> {
     rows.iter().map(|r| from_row(r, &cipher)).collect()
 }
 
+/// All consumer keys, without touching the secrets.
+pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
+    Ok(
+        sqlx::query_scalar("SELECT consumer_key FROM consumers ORDER BY consumer_key")
+            .fetch_all(db)
+            .await?,
+    )
+}
+
 /// Adds a consumer; returns false (and changes nothing) when the key exists.
 pub async fn insert(
     db: &Db,
@@ -127,7 +136,7 @@ pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiErr
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a consumer with its sessions, nonces and refused-launch log, in one transaction; false when there is no such key.
+/// Deletes a consumer with its sessions and refused-launch log, in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM consumers WHERE consumer_key = ?")
@@ -138,10 +147,8 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM nonces WHERE consumer_key = ?")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
+    // Nonces stay until they expire: a consumer re-added with the same secret must still refuse
+    // replays of its recent launches.
     super::refusals::delete_for(&mut *tx, key).await?;
     sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
         .bind(key)

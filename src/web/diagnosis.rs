@@ -53,8 +53,8 @@ pub async fn record_refusal(
     let method = req.method().as_str();
     let hint = match error {
         LtiError::UnknownConsumer => {
-            let keys = consumers::list(&state.db).await.unwrap_or_default();
-            match similar_key(&key, keys.iter().map(|c| c.key.as_str())) {
+            let keys = consumers::keys(&state.db).await.unwrap_or_default();
+            match similar_key(&key, keys.iter().map(String::as_str)) {
                 Some(similar) => Hint::UnknownKeyLike {
                     similar: similar.to_string(),
                 },
@@ -92,12 +92,12 @@ pub async fn record_refusal(
     names.dedup();
     let refusal = refusals::Refusal {
         at: store::now(),
-        consumer_key: key,
-        reason: error.to_string(),
+        consumer_key: capped(&key, 255),
+        reason: capped(&error.to_string(), 500),
         hint,
-        signed_url,
-        base_string,
-        param_names: names.join(", "),
+        signed_url: capped(&signed_url, 2048),
+        base_string: capped(&base_string, 8192),
+        param_names: capped(&names.join(", "), 4096),
         remote_addr: req.remote().map(|a| a.ip().to_string()).unwrap_or_default(),
         user_agent: req
             .headers()
@@ -110,6 +110,19 @@ pub async fn record_refusal(
     if let Err(e) = refusals::record(&state.db, consumer.is_some(), &refusal).await {
         log::error!("could not record a refused launch: {e}");
     }
+}
+
+/// At most `max` bytes of `s` (on a character boundary), marked when cut: a refusal is recorded
+/// for anyone who can send a request, so what it stores must stay small.
+fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (truncated)", &s[..end])
 }
 
 /// Re-checks a bad signature against the URLs the LMS may have meant, to name the mismatch.

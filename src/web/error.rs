@@ -25,6 +25,7 @@ impl LtiError {
             | BodyUnreadable(_)
             | MissingHost
             | MissingOAuthParam(_)
+            | OAuthParamTooLong(_)
             | DuplicateOAuthParam(_)
             | MalformedTimestamp
             | UnsupportedSignatureMethod(_)
@@ -52,6 +53,10 @@ impl LtiError {
             MalformedParams(e) => ("Malformed launch", format!("The launch could not be read: {e}. {ASK}")),
             UnsupportedContentType(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
             MissingHost => ("Malformed launch", "The request has no Host header, so its signature cannot be checked.".into()),
+            OAuthParamTooLong(p) => (
+                "Malformed launch",
+                format!("The launch's {p} is longer than this tool accepts. {ASK}"),
+            ),
             MissingOAuthParam(p) => ("Malformed launch", format!("The launch is missing the required parameter {p}. {ASK}")),
             DuplicateOAuthParam(p) => ("Malformed launch", format!("The launch carries the parameter {p} more than once. {ASK}")),
             MalformedTimestamp => ("Malformed launch", format!("The launch's oauth_timestamp is not a number of seconds. {ASK}")),
@@ -179,6 +184,8 @@ pub fn return_url_with_error(return_url: &str, message: &str, log: &str) -> Opti
         url.push('#');
         url.push_str(f);
     }
+    // Only what Rocket can send as a Location header (no raw non-ASCII, quotes or brackets).
+    rocket::http::uri::Reference::parse(&url).ok()?;
     Some(url)
 }
 
@@ -316,6 +323,9 @@ mod tests {
             Some("HTTPS://lms/ret?lti_errormsg=m&lti_errorlog=l")
         );
         for bad in [
+            "https://lms.example/ret?n=\u{e9}",
+            "https://lms.example/ret?q=\"x\"",
+            "https://l\u{e9}ms.example/",
             "",
             "javascript:alert(1)",
             "ftp://x/",

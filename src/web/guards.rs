@@ -152,10 +152,14 @@ async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser,
 
 async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
-    if check_form_content_type(req).is_err() {
-        return session_user(req, state).await;
-    }
     let body = read_body(data, state).await?;
+    if let Err(e) = check_form_content_type(req) {
+        // Not a form: a session request, unless it tries to be a launch.
+        return match mentions_launch(req, Some(&body)) {
+            true => Err(e),
+            false => session_user(req, state).await,
+        };
+    }
     any_from(req, state, Some(&body)).await
 }
 

@@ -5,13 +5,17 @@
 
 use rocket::form::{Form, FromForm};
 use rocket::http::{CookieJar, Status};
+use rocket::request::{self, FromRequest, Request};
 use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
 use crate::error::LtiError;
+use crate::lti::oauth::{base_uri, base_uri_of_url};
 use crate::store::{self, handoffs, sessions};
+use crate::web::error::remember;
 use crate::web::guards::LtiSession;
 use crate::web::launch::session_cookie;
+use crate::web::origin::signed_origin;
 use crate::web::AppState;
 
 /// Where the new window lands: a page that accepts an existing session.
@@ -26,6 +30,7 @@ struct Handoff {
 #[post("/lti/continue", data = "<form>")]
 async fn continue_in_window(
     form: Form<Handoff>,
+    _same_site: FromOwnPage,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Redirect, LtiError> {
@@ -39,6 +44,39 @@ async fn continue_in_window(
     }
     cookies.add(session_cookie(state, session_id));
     Ok(Redirect::to(LANDING))
+}
+
+/// Request guard: the request comes from one of this tool's own pages, as the real "Open in a
+/// new window" form does. Another site posting a token (its own, to log the victim in as
+/// someone else) is refused; browsers say where a form came from in `Sec-Fetch-Site` and
+/// `Origin`, and a client that sends neither is not a browser that can be tricked.
+pub struct FromOwnPage;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for FromOwnPage {
+    type Error = LtiError;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        let fetch_site = req.headers().get_one("Sec-Fetch-Site");
+        let origin = req.headers().get_one("Origin");
+        let own = req
+            .rocket()
+            .state::<AppState>()
+            .and_then(|state| signed_origin(req, &state.settings).ok())
+            .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
+        // Compared in base-URI form: lower case, default port dropped.
+        let foreign_origin = match (origin, own) {
+            (Some(o), Some(own)) if o != "null" => base_uri_of_url(o).is_none_or(|o| o != own),
+            _ => false,
+        };
+        let cross_site =
+            matches!(fetch_site, Some(site) if site != "same-origin") || foreign_origin;
+        if cross_site {
+            let e = LtiError::HandoffInvalid;
+            return request::Outcome::Error((remember(req, &e), e));
+        }
+        request::Outcome::Success(FromOwnPage)
+    }
 }
 
 /// 204 when the browser sent back a valid session cookie; the launch page's script asks this to

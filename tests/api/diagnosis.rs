@@ -217,3 +217,15 @@ async fn the_log_stays_bounded_and_goes_with_its_consumer() {
         .unwrap();
     assert_eq!(app.count("refusals").await, KEEP_PER_BUCKET);
 }
+
+#[rocket::async_test]
+async fn what_a_refusal_stores_stays_small() {
+    let app = spawn_app().await;
+    let big = Launch::new("/any")
+        .consumer("nobody", "x")
+        .set("custom_blob", &"x".repeat(60_000));
+    refused(app.launch(&big).await, Status::Unauthorized).await;
+    let r = only_refusal(&app).await;
+    assert!(r.base_string.len() < 9000, "{}", r.base_string.len());
+    assert!(r.base_string.ends_with("(truncated)"));
+}

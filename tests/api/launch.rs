@@ -401,3 +401,71 @@ async fn authorization_header_launches_verify() {
         .await;
     assert_eq!(res.status(), Status::Ok);
 }
+
+#[rocket::async_test]
+async fn over_long_oauth_fields_are_400() {
+    let app = spawn_app().await;
+    let long_key = "k".repeat(256);
+    let page = refused(
+        app.launch(&Launch::new("/any").consumer(&long_key, "x"))
+            .await,
+        Status::BadRequest,
+    )
+    .await;
+    assert!(page.contains("oauth_consumer_key"));
+    let mut launch = Launch::new("/any");
+    launch.nonce = "n".repeat(300);
+    refused(app.launch(&launch).await, Status::BadRequest).await;
+}
+
+#[rocket::async_test]
+async fn nonces_outlive_their_consumer() {
+    let app = spawn_app().await;
+    app.add_consumer("school", "school-secret-123456").await;
+    let launch = Launch::new("/any").consumer("school", "school-secret-123456");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    let db = &app.state().db;
+    assert!(rocket_lti_tool::store::consumers::delete(db, "school")
+        .await
+        .unwrap());
+    app.add_consumer("school", "school-secret-123456").await;
+    refused(app.launch(&launch).await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn a_non_form_post_to_any_is_a_session_request_unless_it_tries_to_launch() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let post = |body: &'static str| {
+        app.client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::JSON)
+            .body(body)
+            .dispatch()
+    };
+    assert_eq!(post(r#"{"note":"hi"}"#).await.status(), Status::Ok);
+    refused(
+        post(r#"{"oauth_consumer_key":"x"}"#).await,
+        Status::UnsupportedMediaType,
+    )
+    .await;
+}
+
+#[rocket::async_test]
+async fn absurd_durations_stop_the_start() {
+    let figment = rocket_lti_tool::figment()
+        .merge((
+            "database_url",
+            format!("sqlite://{}", temp_dir().join("x.db").display()),
+        ))
+        .merge(("log_level", "off"))
+        .merge(("timestamp_window", 9_000_000_000_000_000_000i64));
+    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        Ok(_) => panic!("started with a timestamp window of 285 billion years"),
+        Err(e) => assert!(
+            matches!(e.kind(), rocket::error::ErrorKind::FailedFairings(_)),
+            "{e}"
+        ),
+    }
+}

@@ -285,6 +285,8 @@ async fn unverified_or_non_http_return_urls_are_never_followed() {
         "ftp://lms.example.com/",
         "/relative",
         "https://",
+        "https://lms.example.com/ret?n=\u{e9}t\u{e9}",
+        "https://lms.example.com/ret?q=\"x\"",
     ] {
         let launch = Launch::new("/any")
             .without("resource_link_id")
@@ -562,4 +564,38 @@ async fn release_profile_refuses_to_start_without_a_secret_key() {
         ),
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
+async fn another_site_cannot_post_a_new_window_token() {
+    let app = spawn_app().await;
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    for (name, value) in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Origin", "https://evil.example"),
+    ] {
+        let res = app
+            .client
+            .post("/lti/continue")
+            .header(Header::new("Host", HOST))
+            .header(Header::new(name, value))
+            .header(ContentType::Form)
+            .body(format!("token={token}"))
+            .dispatch()
+            .await;
+        refused(res, Status::Unauthorized).await;
+    }
+    // The tool's own page (same origin, as browsers say it) still works, once.
+    let res = app
+        .client
+        .post("/lti/continue")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Sec-Fetch-Site", "same-origin"))
+        .header(Header::new("Origin", format!("http://{HOST}")))
+        .header(ContentType::Form)
+        .body(format!("token={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
 }
