@@ -3,13 +3,13 @@
 //! can be given as ratios of what this server does anyway. Mounted only when the
 //! `benchmark_routes` setting is on; otherwise these paths do not exist (404).
 
-use rocket::data::{Data, ToByteUnit};
+use rocket::data::Data;
 use rocket::{get, post, routes, Build, Rocket, State};
 use rocket_dyn_templates::Template;
 
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
-use crate::web::guards::LtiUser;
+use crate::web::guards::{read_body, LtiUser};
 use crate::web::pages::page;
 use crate::web::AppState;
 
@@ -25,15 +25,8 @@ async fn post_baseline(
     state: &State<AppState>,
     user: &State<BaselineUser>,
 ) -> Result<Template, LtiError> {
-    let limit = state.settings.launch_body_limit;
-    let body = data
-        .open(limit.bytes())
-        .into_bytes()
-        .await
-        .map_err(|e| LtiError::BodyUnreadable(e.to_string()))?;
-    if !body.is_complete() {
-        return Err(LtiError::BodyTooLarge(limit));
-    }
+    // The same read as a launch guard's, so the ratio measures only the LTI work.
+    read_body(data, state).await?;
     Ok(page(TITLE, &user.0, &state.settings))
 }
 

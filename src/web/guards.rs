@@ -91,7 +91,7 @@ fn state<'r>(req: &'r Request<'_>) -> Result<&'r AppState, LtiError> {
 }
 
 /// Reads the body of a POST (refusing it when over the limit).
-async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
+pub(crate) async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
     let limit = state.settings.launch_body_limit;
     let body = data
         .open(limit.bytes())
