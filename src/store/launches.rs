@@ -141,7 +141,12 @@ async fn write_and_commit(
                 let key: String = row.try_get(0)?;
                 let stored: String = row.try_get(1)?;
                 let secret = if row.try_get::<i64, _>(2)? != 0 {
-                    cipher.decrypt(&key, &stored)?
+                    // An unreadable secret (written under another secret_key) counts as a changed
+                    // consumer: its launches are re-checked alone, the rest of the batch goes on.
+                    match cipher.decrypt(&key, &stored) {
+                        Ok(secret) => secret,
+                        Err(_) => continue,
+                    }
                 } else {
                     stored
                 };
