@@ -12,7 +12,7 @@ use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, sign, signature_base_string};
 use crate::lti::params::Params;
 use crate::store::{self, consumers};
-use crate::web::origin::{signed_origin, Origin};
+use crate::web::origin::RequestOrigin;
 use crate::web::AppState;
 
 /// Request guard: present only when `dev_launcher` is on; otherwise the route does not exist.
@@ -109,9 +109,9 @@ async fn sign_launch(
     _on: DevLauncherOn,
     form: Form<DevLaunch<'_>>,
     state: &State<AppState>,
-    origin: ForwardedOrigin,
+    origin: RequestOrigin,
 ) -> Result<Template, LtiError> {
-    let origin = origin.0;
+    let origin = origin.0.ok_or(LtiError::MissingHost)?;
     let page = PAGES
         .iter()
         .find(|p| **p == form.page)
@@ -189,25 +189,6 @@ async fn sign_launch(
         "dev/autosubmit",
         context! { action: page, params, replay: form.mode == "replay" },
     ))
-}
-
-/// The origin the launch must be signed for: what the verifier will reconstruct.
-pub struct ForwardedOrigin(Origin);
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for ForwardedOrigin {
-    type Error = LtiError;
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        let result = req
-            .rocket()
-            .state::<AppState>()
-            .ok_or_else(|| LtiError::Storage("application state missing".into()))
-            .and_then(|state| signed_origin(req, &state.settings));
-        match result {
-            Ok(o) => Outcome::Success(ForwardedOrigin(o)),
-            Err(e) => Outcome::Error((crate::web::error::remember(req, &e), e)),
-        }
-    }
 }
 
 /// The routes of this module.

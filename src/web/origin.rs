@@ -123,21 +123,26 @@ pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
     })
 }
 
-/// Request guard: this request's public origin (`https://tool.example.edu`), or an empty string
+/// Request guard: the origin the LMS reaches this request at (see [`signed_origin`]), or `None`
 /// when it cannot be told (no Host header).
-pub struct RequestOrigin(pub String);
+pub struct RequestOrigin(pub Option<Origin>);
+
+impl RequestOrigin {
+    /// `scheme://host[:port]`, or an empty string when unknown (links then stay relative).
+    pub fn url(&self) -> String {
+        self.0.as_ref().map(Origin::to_url).unwrap_or_default()
+    }
+}
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for RequestOrigin {
     type Error = std::convert::Infallible;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let url = req
+        let origin = req
             .rocket()
             .state::<AppState>()
-            .and_then(|state| signed_origin(req, &state.settings).ok())
-            .map(|origin| origin.to_url())
-            .unwrap_or_default();
-        request::Outcome::Success(RequestOrigin(url))
+            .and_then(|state| signed_origin(req, &state.settings).ok());
+        request::Outcome::Success(RequestOrigin(origin))
     }
 }

@@ -121,7 +121,7 @@ fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Templat
 #[get("/")]
 fn index(origin: RequestOrigin) -> Template {
     let pages = ["/any", "/initial", "/session", "/initial_staff"];
-    Template::render("index", context! { base: origin.0, pages })
+    Template::render("index", context! { base: origin.url(), pages })
 }
 
 /// Ends the session, if any. POST from the page's button; GET for a typed address.

@@ -12,7 +12,7 @@ use crate::web::AppState;
 /// request's host.
 #[get("/lti/config.xml")]
 fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Template {
-    let base = origin.0;
+    let base = origin.url();
     let authority = base
         .split_once("://")
         .map(|(_, rest)| rest)

@@ -158,7 +158,7 @@ fn secret_page(
 ) -> Page {
     let urls: Vec<(String, &str)> = LAUNCH_PAGES
         .iter()
-        .map(|(path, who)| (format!("{}{path}", origin.0), *who))
+        .map(|(path, who)| (format!("{}{path}", origin.url()), *who))
         .collect();
     render(
         Status::Ok,
