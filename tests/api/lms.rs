@@ -2,7 +2,7 @@
 //! LMS, the registration XML, the new-window hand-off and the test launcher.
 
 use rocket::http::{ContentType, Header, Status};
-use rocket::local::asynchronous::LocalResponse;
+use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket_lti_tool::lti::params::parse_form;
 
 use crate::helpers::*;
@@ -386,6 +386,32 @@ fn handoff_token(body: &str) -> String {
     body[start..].split('"').next().unwrap().to_string()
 }
 
+/// Another browser on the same app: it has none of the first one's cookies.
+async fn new_browser(app: &TestApp) -> Client {
+    Client::tracked(rocket_lti_tool::build(
+        app.client.rocket().figment().clone(),
+    ))
+    .await
+    .unwrap()
+}
+
+/// Posts a hand-off token to `/lti/continue` from `client`, with extra headers.
+async fn continue_with<'c>(
+    client: &'c Client,
+    token: &str,
+    headers: &[(&str, String)],
+) -> LocalResponse<'c> {
+    let mut req = client
+        .post("/lti/continue")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(format!("token={token}"));
+    for (name, value) in headers {
+        req = req.header(Header::new(name.to_string(), value.clone()));
+    }
+    req.dispatch().await
+}
+
 #[rocket::async_test]
 async fn new_window_token_works_once() {
     let app = spawn_app().await;
@@ -401,27 +427,12 @@ async fn new_window_token_works_once() {
     );
 
     // A new window (a browser without the iframe's cookie) trades the token for a session.
-    let window = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
-        app.client.rocket().figment().clone(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(
-        window
-            .get("/lti/session_check")
-            .header(Header::new("Host", HOST))
-            .dispatch()
-            .await
-            .status(),
-        Status::Unauthorized
-    );
-    let res = window
-        .post("/lti/continue")
-        .header(Header::new("Host", HOST))
-        .header(ContentType::Form)
-        .body(format!("token={token}"))
-        .dispatch()
-        .await;
+    let window = new_browser(&app).await;
+    let check = window
+        .get("/lti/session_check")
+        .header(Header::new("Host", HOST));
+    assert_eq!(check.dispatch().await.status(), Status::Unauthorized);
+    let res = continue_with(&window, &token, &[]).await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(res.headers().get_one("Location"), Some("/any"));
     let res = window
@@ -432,28 +443,18 @@ async fn new_window_token_works_once() {
     let body = page(res, Status::Ok).await;
     assert!(body.contains("teacher-1"));
 
-    // Twice: refused.
-    let again = rocket::local::asynchronous::Client::tracked(rocket_lti_tool::build(
-        app.client.rocket().figment().clone(),
-    ))
-    .await
-    .unwrap();
-    let res = again
-        .post("/lti/continue")
-        .header(Header::new("Host", HOST))
-        .header(ContentType::Form)
-        .body(format!("token={token}"))
-        .dispatch()
-        .await;
-    refused(res, Status::Unauthorized).await;
-    let res = again
-        .post("/lti/continue")
-        .header(Header::new("Host", HOST))
-        .header(ContentType::Form)
-        .body("token=made-up")
-        .dispatch()
-        .await;
-    refused(res, Status::Unauthorized).await;
+    // Twice: refused; a made-up token too.
+    let again = new_browser(&app).await;
+    refused(
+        continue_with(&again, &token, &[]).await,
+        Status::Unauthorized,
+    )
+    .await;
+    refused(
+        continue_with(&again, "made-up", &[]).await,
+        Status::Unauthorized,
+    )
+    .await;
 }
 
 #[rocket::async_test]
@@ -575,27 +576,16 @@ async fn another_site_cannot_post_a_new_window_token() {
         ("Sec-Fetch-Site", "cross-site"),
         ("Origin", "https://evil.example"),
     ] {
-        let res = app
-            .client
-            .post("/lti/continue")
-            .header(Header::new("Host", HOST))
-            .header(Header::new(name, value))
-            .header(ContentType::Form)
-            .body(format!("token={token}"))
-            .dispatch()
-            .await;
+        let res = continue_with(&app.client, &token, &[(name, value.to_string())]).await;
         refused(res, Status::Unauthorized).await;
     }
     // The tool's own page (same origin, as browsers say it) still works, once.
-    let res = app
-        .client
-        .post("/lti/continue")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Sec-Fetch-Site", "same-origin"))
-        .header(Header::new("Origin", format!("http://{HOST}")))
-        .header(ContentType::Form)
-        .body(format!("token={token}"))
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::SeeOther);
+    let own = [
+        ("Sec-Fetch-Site", "same-origin".to_string()),
+        ("Origin", format!("http://{HOST}")),
+    ];
+    assert_eq!(
+        continue_with(&app.client, &token, &own).await.status(),
+        Status::SeeOther
+    );
 }
