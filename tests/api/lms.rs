@@ -362,19 +362,35 @@ async fn config_xml_is_a_well_formed_cartridge() {
 }
 
 #[rocket::async_test]
-async fn config_xml_escapes_a_hostile_host() {
-    let app = spawn_app().await;
+async fn config_xml_escapes_what_it_is_given() {
+    let app = spawn_app_with(|f| {
+        f.merge(("trusted_proxies", ["10.0.0.1"]))
+            .merge(("tool_title", "Maths & <Physics>"))
+    })
+    .await;
     let res = app
         .client
         .get("/lti/config.xml")
-        .header(Header::new("Host", "evil\"><x>"))
+        .remote("10.0.0.1:4000".parse().unwrap())
+        .header(Header::new("Host", HOST))
+        .header(Header::new("X-Forwarded-Host", "evil\"><x>&y"))
         .dispatch()
         .await;
-    if res.status() == Status::Ok {
-        let xml = res.into_string().await.unwrap();
-        assert!(roxmltree::Document::parse(&xml).is_ok(), "{xml}");
-        assert!(!xml.contains("<x>"));
-    }
+    assert_eq!(res.status(), Status::Ok);
+    let xml = res.into_string().await.unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed despite the hostile values");
+    let text = |name: &str| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == name)
+            .and_then(|n| n.text())
+            .map(str::to_string)
+    };
+    assert_eq!(text("title").as_deref(), Some("Maths & <Physics>"));
+    assert_eq!(
+        text("launch_url").as_deref(),
+        Some("http://evil\"><x>&y/any")
+    );
+    assert!(!xml.contains("<x>"));
 }
 
 /// Pulls the hand-off token out of a launch page.
