@@ -14,6 +14,9 @@ pub struct Consumer {
     pub key: String,
     /// The shared secret.
     pub secret: String,
+    /// The secret as the table stores it (sealed): the launch writer compares it to tell
+    /// whether the consumer changed since it was read.
+    pub stored_secret: String,
     /// A human name.
     pub name: String,
     /// Free text for admins.
@@ -31,11 +34,12 @@ fn from_row(row: &sqlx::sqlite::SqliteRow, cipher: &SecretCipher) -> Result<Cons
         cipher.decrypt(&key, &stored)?
     } else {
         // A row from before encryption that the start-up migration has not reached yet.
-        stored
+        stored.clone()
     };
     Ok(Consumer {
         key,
         secret,
+        stored_secret: stored,
         name: row.try_get("name")?,
         note: row.try_get("note")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,

@@ -80,11 +80,15 @@ impl StoreFront {
         // Batch statements differ by size: room for each size of each.
         let options = (*db.connect_options())
             .clone()
-            .statement_cache_capacity(256);
+            .statement_cache_capacity(256)
+            // Launches touch random pages of the nonce and session indexes.
+            .pragma("cache_size", "-4096")
+            // The batch table (see `launches`) never touches a file.
+            .pragma("temp_store", "memory");
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
-        rocket::tokio::spawn(run(db.clone(), options, Some(conn), queue, caches.clone()));
+        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone()));
         Ok(StoreFront { jobs, caches })
     }
 
@@ -157,7 +161,6 @@ impl StoreFront {
 }
 
 async fn run(
-    db: Db,
     options: sqlx::sqlite::SqliteConnectOptions,
     mut conn: Option<SqliteConnection>,
     mut queue: mpsc::Receiver<Job>,
@@ -186,16 +189,7 @@ async fn run(
                 Job::Check(reply) => check_replies.push(reply),
             }
         }
-        match round(
-            &db,
-            &options,
-            &mut conn,
-            &mut seen_version,
-            &caches,
-            &writes,
-        )
-        .await
-        {
+        match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
             Ok(outcomes) => {
                 for reply in check_replies {
                     let _ = reply.send(Ok(()));
@@ -226,7 +220,6 @@ async fn run(
 
 /// One round: the launches, if any, else just the check for other connections' commits.
 async fn round(
-    db: &Db,
     options: &sqlx::sqlite::SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
     seen_version: &mut Option<i64>,
@@ -243,7 +236,7 @@ async fn round(
             .await?;
         (Vec::new(), version)
     } else {
-        record_batch(conn, &*crate::crypto::cipher_for(db)?, writes).await?
+        record_batch(conn, writes).await?
     };
     let mut caches = lock(caches);
     if *seen_version != Some(version) {

@@ -1,12 +1,9 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
 use sqlx::{Row, SqliteConnection};
 
-use super::{nonces, outcomes};
-use crate::crypto::SecretCipher;
+use super::outcomes;
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 
@@ -53,9 +50,9 @@ impl NewSession {
 pub struct LaunchWrite {
     /// The consumer that signed it.
     pub consumer_key: String,
-    /// The secret its signature was verified with (it is written only if that is still the
-    /// consumer's secret and the consumer is enabled).
-    pub consumer_secret: String,
+    /// The consumer's secret as stored (`Consumer::stored_secret`) when the launch was verified:
+    /// the launch is written only if that is still the stored secret and the consumer is enabled.
+    pub stored_secret: String,
     /// Its `oauth_nonce`.
     pub nonce: String,
     /// When the nonce may be forgotten (its timestamp can no longer pass).
@@ -80,184 +77,151 @@ pub enum Recorded {
     ConsumerChanged,
 }
 
-/// Records launches in one transaction on `conn` (which must not be in one), in two round trips
-/// whatever their number: lock, note other connections' commits, read the consumers as they are
-/// now and record the nonces (a nonce seen before, or twice in the batch, makes that launch a
-/// replay); then end the replaced sessions, start the new ones and commit. A launch whose
-/// consumer is no longer enabled with the secret it was verified with writes nothing. Returns each launch's outcome and `PRAGMA data_version` as read
-/// under the write lock. On error the transaction is rolled back explicitly (SQLite may or may
-/// not have done it) and the caller must not reuse the connection.
+/// The launches of one round, one row each, on the writer's connection only (TEMP).
+const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
+    seq INTEGER PRIMARY KEY, consumer_key TEXT NOT NULL, stored_secret TEXT NOT NULL,
+    nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, spent_by TEXT NOT NULL,
+    replaces TEXT, session_id TEXT, user_id TEXT, roles TEXT, launch TEXT, created_at INTEGER,
+    expires_at INTEGER, handoff_token TEXT, handoff_expires_at INTEGER, outcome_link TEXT,
+    outcome_user TEXT, outcome_service_url TEXT, outcome_sourcedid TEXT, outcome_name TEXT,
+    accepted INTEGER NOT NULL DEFAULT 0)";
+
+/// Columns bound per launch, in `bind_launch` order.
+const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, spent_by, \
+    replaces, session_id, user_id, roles, launch, created_at, expires_at, handoff_token, \
+    handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
+    outcome_name";
+const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Records launches in one transaction on `conn` (which must not be in one), in one round trip
+/// whatever their number. Under the write lock:
+/// 1. each nonce is inserted, marked with the launch that spent it, if its consumer is still
+///    enabled with the stored secret the launch was verified with (a nonce seen before, or twice
+///    in the batch, keeps its first owner: the other launches are replays);
+/// 2. the launches that own their nonce end the sessions they replace, start theirs with their
+///    hand-off tokens and outcome services, and count towards their consumer's launches;
+/// 3. one row comes back: `PRAGMA data_version` and each launch's outcome; then it commits.
+///
+/// Returns each launch's outcome and the data version. On error the transaction is rolled back
+/// explicitly (SQLite may or may not have done it) and the caller must not reuse the connection.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
-    cipher: &SecretCipher,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
-    let result = write_and_commit(conn, cipher, writes).await;
+    let result = write_and_commit(conn, writes).await;
     if result.is_err() {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
     }
     result
 }
 
-fn placeholders(count: usize, one: &str) -> String {
-    vec![one; count].join(", ")
+fn script(count: usize) -> String {
+    let rows = vec![BATCH_ROW; count].join(", ");
+    let upsert = outcomes::UPSERT;
+    format!(
+        "{BATCH_TABLE};
+        BEGIN IMMEDIATE;
+        DELETE FROM temp.launch_batch;
+        INSERT INTO temp.launch_batch ({BATCH_COLUMNS}) VALUES {rows};
+        INSERT INTO nonces (consumer_key, nonce, expires_at, spent_by)
+            SELECT b.consumer_key, b.nonce, b.nonce_expires_at, b.spent_by
+            FROM temp.launch_batch b JOIN consumers c ON c.consumer_key = b.consumer_key
+                AND c.enabled = 1 AND c.secret = b.stored_secret
+            WHERE true ORDER BY b.seq
+            ON CONFLICT (consumer_key, nonce) DO NOTHING;
+        UPDATE temp.launch_batch SET accepted = 1 WHERE EXISTS (SELECT 1 FROM nonces n
+            WHERE n.consumer_key = launch_batch.consumer_key AND n.nonce = launch_batch.nonce
+            AND n.spent_by = launch_batch.spent_by);
+        DELETE FROM sessions WHERE id IN
+            (SELECT replaces FROM temp.launch_batch WHERE accepted = 1 AND session_id IS NOT NULL);
+        INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at)
+            SELECT session_id, consumer_key, user_id, roles, launch, created_at, expires_at
+            FROM temp.launch_batch WHERE accepted = 1 AND session_id IS NOT NULL;
+        INSERT INTO handoffs (token, session_id, expires_at)
+            SELECT handoff_token, session_id, handoff_expires_at FROM temp.launch_batch
+            WHERE accepted = 1 AND session_id IS NOT NULL AND handoff_token IS NOT NULL;
+        INSERT INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url,
+                sourcedid, display_name, updated_at)
+            SELECT consumer_key, outcome_link, outcome_user, outcome_service_url,
+                outcome_sourcedid, outcome_name, created_at
+            FROM temp.launch_batch
+            WHERE accepted = 1 AND session_id IS NOT NULL AND outcome_link IS NOT NULL
+            ORDER BY seq {upsert};
+        UPDATE consumers SET launch_count = launch_count + u.launches, last_launch_at = u.last
+            FROM (SELECT consumer_key, COUNT(*) AS launches, MAX(created_at) AS last
+                  FROM temp.launch_batch WHERE accepted = 1 AND session_id IS NOT NULL
+                  GROUP BY consumer_key) AS u
+            WHERE consumers.consumer_key = u.consumer_key;
+        SELECT (SELECT data_version FROM pragma_data_version()),
+            group_concat(CASE WHEN b.accepted = 1 THEN 'A'
+                              WHEN c.consumer_key IS NOT NULL THEN 'R' ELSE 'C' END, '' ORDER BY b.seq)
+            FROM temp.launch_batch b LEFT JOIN consumers c ON c.consumer_key = b.consumer_key
+                AND c.enabled = 1 AND c.secret = b.stored_secret;
+        COMMIT"
+    )
 }
 
 async fn write_and_commit(
     conn: &mut SqliteConnection,
-    cipher: &SecretCipher,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
-    // 1. Lock; note other connections' commits; read the consumers as they are now; record
-    //    every nonce (the inserted ones come back). One round trip.
-    let keys: BTreeSet<&str> = writes.iter().map(|w| w.consumer_key.as_str()).collect();
-    let sql = format!(
-        "BEGIN IMMEDIATE; PRAGMA data_version; \
-         SELECT consumer_key, secret, secret_encrypted, enabled FROM consumers \
-         WHERE consumer_key IN ({}); {}",
-        placeholders(keys.len(), "?"),
-        nonces::record_many_sql(writes.len())
-    );
-    let mut query = sqlx::query(&sql);
-    for key in &keys {
-        query = query.bind(*key);
-    }
-    for w in writes {
-        query = query
-            .bind(&w.consumer_key)
-            .bind(&w.nonce)
-            .bind(w.nonce_expires_at);
-    }
-    let mut version = None;
-    let mut current = HashMap::new();
-    let mut inserted = HashSet::new();
-    for row in query.fetch_all(&mut *conn).await? {
-        match row.len() {
-            1 => version = Some(row.try_get::<i64, _>(0)?),
-            2 => {
-                inserted.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
-            }
-            _ => {
-                let key: String = row.try_get(0)?;
-                let stored: String = row.try_get(1)?;
-                let secret = if row.try_get::<i64, _>(2)? != 0 {
-                    // An unreadable secret (written under another secret_key) counts as a changed
-                    // consumer: its launches are re-checked alone, the rest of the batch goes on.
-                    match cipher.decrypt(&key, &stored) {
-                        Ok(secret) => secret,
-                        Err(_) => continue,
-                    }
-                } else {
-                    stored
-                };
-                current.insert(key, (secret, row.try_get::<i64, _>(3)? != 0));
-            }
-        }
-    }
-    let version = version.ok_or_else(|| LtiError::Storage("no data_version".into()))?;
-
-    // A nonce inserted by this batch belongs to the first launch that carries it; the others are
-    // replays. A launch whose consumer changed since it was verified writes nothing: its nonce,
-    // if this batch inserted it, is taken out again below.
-    let mut unspent = Vec::new();
-    let outcomes: Vec<Recorded> = writes
+    let sql = script(writes.len());
+    let targets: Vec<_> = writes
         .iter()
         .map(|w| {
-            let ours = inserted.remove(&(w.consumer_key.clone(), w.nonce.clone()));
-            let unchanged = matches!(
-                current.get(&w.consumer_key),
-                Some((secret, true)) if *secret == w.consumer_secret
-            );
-            match (unchanged, ours) {
-                (true, true) => Recorded::Accepted,
-                (true, false) => Recorded::Replayed,
-                (false, ours) => {
-                    if ours {
-                        unspent.push(w);
-                    }
-                    Recorded::ConsumerChanged
-                }
-            }
+            w.session
+                .as_ref()
+                .and_then(|s| outcomes::launch_target(&s.launch))
         })
         .collect();
-
-    let accepted = || {
-        writes
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| **o == Recorded::Accepted)
-            .map(|(w, _)| w)
-    };
-    let ended: Vec<&str> = accepted().filter_map(|w| w.replaces.as_deref()).collect();
-    let started: Vec<&NewSession> = accepted().filter_map(|w| w.session.as_ref()).collect();
-    let handoffs: Vec<(&str, &str, i64)> = accepted()
-        .filter_map(|w| match (&w.session, &w.handoff) {
-            (Some(s), Some((token, expires_at))) => {
-                Some((token.as_str(), s.id.as_str(), *expires_at))
-            }
-            _ => None,
-        })
-        .collect();
-    // Launch counts per consumer, as `usage::record_launch` keeps them, one update per consumer.
-    let mut usage: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for s in &started {
-        // Grade passback: where this learner's result lives (a no-op without outcome fields).
-        outcomes::record_launch(conn, &s.launch, s.created_at).await?;
-        let entry = usage.entry(s.consumer_key.as_str()).or_insert((0, 0));
-        *entry = (entry.0 + 1, entry.1.max(s.created_at));
-    }
-    // 2. Everything else, and the commit. One round trip.
-    let mut sql = String::new();
-    for _ in &unspent {
-        sql += "DELETE FROM nonces WHERE consumer_key = ? AND nonce = ?; ";
-    }
-    if !ended.is_empty() {
-        sql += &format!(
-            "DELETE FROM sessions WHERE id IN ({}); ",
-            placeholders(ended.len(), "?")
-        );
-    }
-    if !started.is_empty() {
-        sql += &format!(
-            "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
-             VALUES {}; ",
-            placeholders(started.len(), "(?, ?, ?, ?, ?, ?, ?)")
-        );
-    }
-    if !handoffs.is_empty() {
-        sql += &format!(
-            "INSERT INTO handoffs (token, session_id, expires_at) VALUES {}; ",
-            placeholders(handoffs.len(), "(?, ?, ?)")
-        );
-    }
-    for _ in &usage {
-        sql += "UPDATE consumers SET launch_count = launch_count + ?, last_launch_at = ? \
-                WHERE consumer_key = ?; ";
-    }
-    sql += "COMMIT";
     let mut query = sqlx::query(&sql);
-    for w in unspent {
-        query = query.bind(&w.consumer_key).bind(&w.nonce);
-    }
-    for id in ended {
-        query = query.bind(id);
-    }
-    for s in started {
+    for (seq, (w, outcome)) in writes.iter().zip(&targets).enumerate() {
+        let outcome = outcome.as_ref();
+        let session = w.session.as_ref();
         query = query
-            .bind(&s.id)
-            .bind(&s.consumer_key)
-            .bind(&s.user_id)
-            .bind(&s.roles)
-            .bind(&s.launch_json)
-            .bind(s.created_at)
-            .bind(s.expires_at);
+            .bind(seq as i64)
+            .bind(&w.consumer_key)
+            .bind(&w.stored_secret)
+            .bind(&w.nonce)
+            .bind(w.nonce_expires_at)
+            // Who spent the nonce: the session's id, else a fresh random one.
+            .bind(session.map_or_else(super::sessions::new_id, |s| s.id.clone()))
+            .bind(w.replaces.as_deref())
+            .bind(session.map(|s| s.id.as_str()))
+            .bind(session.map(|s| s.user_id.as_str()))
+            .bind(session.map(|s| s.roles.as_str()))
+            .bind(session.map(|s| s.launch_json.as_str()))
+            .bind(session.map(|s| s.created_at))
+            .bind(session.map(|s| s.expires_at))
+            .bind(w.handoff.as_ref().map(|(token, _)| token.as_str()))
+            .bind(w.handoff.as_ref().map(|(_, expires_at)| *expires_at))
+            .bind(outcome.map(|o| o.0))
+            .bind(outcome.map(|o| o.1))
+            .bind(outcome.map(|o| o.2.service_url.as_str()))
+            .bind(outcome.map(|o| o.2.sourcedid.as_str()))
+            .bind(outcome.map(|o| o.3.as_str()));
     }
-    for (token, session_id, expires_at) in handoffs {
-        query = query.bind(token).bind(session_id).bind(expires_at);
+    // All rows are read: the statements after the SELECT (the commit) run only then.
+    let rows = query.fetch_all(&mut *conn).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| LtiError::Storage("the launch batch returned nothing".into()))?;
+    let version: i64 = row.try_get(0)?;
+    let codes: String = row.try_get(1)?;
+    let outcomes: Vec<Recorded> = codes
+        .chars()
+        .map(|c| match c {
+            'A' => Recorded::Accepted,
+            'R' => Recorded::Replayed,
+            _ => Recorded::ConsumerChanged,
+        })
+        .collect();
+    if outcomes.len() != writes.len() {
+        return Err(LtiError::Storage(format!(
+            "the launch batch returned {} outcomes for {} launches",
+            outcomes.len(),
+            writes.len()
+        )));
     }
-    for (key, (count, last)) in usage {
-        query = query.bind(count).bind(last).bind(key);
-    }
-    query.execute(&mut *conn).await?;
     Ok((outcomes, version))
 }

@@ -29,14 +29,3 @@ pub async fn record_once(
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     super::prune_expired_rows(db, "nonces", now, batch).await
 }
-
-/// One statement recording `count` nonces, each bound as (consumer_key, nonce, expires_at): it
-/// returns the (consumer_key, nonce) of each one that was new; a pair seen before, or twice in
-/// the statement, comes back at most once.
-pub fn record_many_sql(count: usize) -> String {
-    format!(
-        "INSERT INTO nonces (consumer_key, nonce, expires_at) VALUES {} \
-         ON CONFLICT (consumer_key, nonce) DO NOTHING RETURNING consumer_key, nonce",
-        vec!["(?, ?, ?)"; count].join(", ")
-    )
-}

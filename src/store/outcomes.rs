@@ -1,7 +1,7 @@
 //! The `outcome_targets` table: each learner's outcome service and result sourcedid per
 //! (consumer, resource link, user), and the last score the LMS confirmed.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::Db;
 use crate::error::LtiError;
@@ -27,39 +27,24 @@ pub struct StoredTarget {
     pub score_known_at: Option<i64>,
 }
 
-/// Records the outcome service of a launch that carries one (and a user and resource link);
-/// returns whether it did. A relaunch updates the row; a new sourcedid forgets the old score.
-pub async fn record_launch(
-    conn: &mut SqliteConnection,
-    launch: &LaunchData,
-    now: i64,
-) -> Result<bool, LtiError> {
-    let (Some(target), Some(link), Some(user)) = (
-        OutcomeTarget::from_launch(launch),
-        launch.get("resource_link_id"),
-        launch.get("user_id"),
-    ) else {
-        return Ok(false);
-    };
-    sqlx::query(
-        "INSERT INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url, \
-         sourcedid, display_name, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (consumer_key, resource_link_id, user_id) DO UPDATE SET \
-         last_score = CASE WHEN sourcedid = excluded.sourcedid THEN last_score ELSE NULL END, \
-         score_known_at = CASE WHEN sourcedid = excluded.sourcedid THEN score_known_at ELSE NULL END, \
-         service_url = excluded.service_url, sourcedid = excluded.sourcedid, \
-         display_name = excluded.display_name, updated_at = excluded.updated_at",
-    )
-    .bind(&launch.consumer_key)
-    .bind(link)
-    .bind(user)
-    .bind(&target.service_url)
-    .bind(&target.sourcedid)
-    .bind(launch.display_name())
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(true)
+/// The upsert clause of a launch's insert: a relaunch updates the row, and a new sourcedid
+/// forgets the old score.
+pub(super) const UPSERT: &str =
+    "ON CONFLICT (consumer_key, resource_link_id, user_id) DO UPDATE SET \
+     last_score = CASE WHEN sourcedid = excluded.sourcedid THEN last_score ELSE NULL END, \
+     score_known_at = CASE WHEN sourcedid = excluded.sourcedid THEN score_known_at ELSE NULL END, \
+     service_url = excluded.service_url, sourcedid = excluded.sourcedid, \
+     display_name = excluded.display_name, updated_at = excluded.updated_at";
+
+/// What a launch that carries an outcome service (and a user and resource link) records:
+/// its resource link, user, target and the name shown to staff.
+pub(super) fn launch_target(launch: &LaunchData) -> Option<(&str, &str, OutcomeTarget, String)> {
+    Some((
+        launch.get("resource_link_id")?,
+        launch.get("user_id")?,
+        OutcomeTarget::from_launch(launch)?,
+        launch.display_name(),
+    ))
 }
 
 const COLUMNS: &str = "consumer_key, resource_link_id, user_id, service_url, sourcedid, \

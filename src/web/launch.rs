@@ -269,7 +269,7 @@ async fn verify_and_record(
     };
     let write = LaunchWrite {
         consumer_key: oauth.consumer_key.clone(),
-        consumer_secret: consumer.secret.clone(),
+        stored_secret: consumer.stored_secret.clone(),
         nonce: oauth.nonce.clone(),
         nonce_expires_at: nonce_expiry,
         replaces: old_session

@@ -133,7 +133,7 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
 
 #[rocket::async_test]
 async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
-    use rocket_lti_tool::crypto::{cipher_for, install, SecretCipher};
+    use rocket_lti_tool::crypto::{install, SecretCipher};
     use rocket_lti_tool::store::consumers;
     use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
 
@@ -144,9 +144,15 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
     assert!(consumers::insert(&db, "k", "current-secret", "k", now)
         .await
         .expect("consumer"));
-    let write = |nonce: &str, secret: &str, user: &str| LaunchWrite {
+    // The secret as stored (sealed) when the launch was verified.
+    let current = consumers::find(&db, "k")
+        .await
+        .expect("find")
+        .expect("consumer")
+        .stored_secret;
+    let write = |nonce: &str, stored: &str, user: &str| LaunchWrite {
         consumer_key: "k".into(),
-        consumer_secret: secret.into(),
+        stored_secret: stored.into(),
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
         session: Some(
@@ -156,16 +162,13 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
         replaces: None,
         handoff: None,
     };
-    let cipher = cipher_for(&db).expect("cipher");
     let mut conn = db.acquire().await.expect("connection");
     let batch = [
-        write("n1", "old-secret", "stale"),
-        write("n2", "current-secret", "fresh"),
-        write("n2", "current-secret", "copy"),
+        write("n1", "sealed-old-secret", "stale"),
+        write("n2", &current, "fresh"),
+        write("n2", &current, "copy"),
     ];
-    let (outcomes, _) = record_batch(&mut conn, &cipher, &batch)
-        .await
-        .expect("batch");
+    let (outcomes, _) = record_batch(&mut conn, &batch).await.expect("batch");
     assert_eq!(
         outcomes,
         [
@@ -198,11 +201,123 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
         .await
         .expect("disable");
     let mut conn = db.acquire().await.expect("connection");
-    let (outcomes, _) = record_batch(&mut conn, &cipher, &[write("n3", "current-secret", "x")])
+    let (outcomes, _) = record_batch(&mut conn, &[write("n3", &current, "x")])
         .await
         .expect("batch");
     assert_eq!(outcomes, [Recorded::ConsumerChanged]);
     drop(conn);
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_target() {
+    use rocket_lti_tool::crypto::{install, SecretCipher};
+    use rocket_lti_tool::store::consumers;
+    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
+
+    let dir = temp_dir();
+    let db = open(&dir).await;
+    install(&db, SecretCipher::from_key_material(b"test key material"));
+    let now = 1_700_000_000;
+    assert!(consumers::insert(&db, "k", "s", "k", now)
+        .await
+        .expect("consumer"));
+    let stored = consumers::find(&db, "k")
+        .await
+        .expect("find")
+        .expect("consumer")
+        .stored_secret;
+    // Two browsers' current sessions, which their launches would end.
+    for old in ["old-a", "old-b"] {
+        sqlx::query(
+            "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, \
+             expires_at) VALUES (?, 'k', 'u', '', '{}', ?, ?)",
+        )
+        .bind(old)
+        .bind(now)
+        .bind(now + 3600)
+        .execute(&db)
+        .await
+        .expect("old session");
+    }
+    let graded = |user: &str| {
+        let mut launch = launch_data(user);
+        launch.params.push((
+            "lis_outcome_service_url".into(),
+            "https://lms.example/outcomes".into(),
+        ));
+        launch
+            .params
+            .push(("lis_result_sourcedid".into(), format!("sourcedid-{user}")));
+        launch
+    };
+    let write = |nonce: &str, user: Option<&str>, replaces: &str, token: &str| LaunchWrite {
+        consumer_key: "k".into(),
+        stored_secret: stored.clone(),
+        nonce: nonce.into(),
+        nonce_expires_at: now + 301,
+        session: user.map(|u| {
+            NewSession::new(&sessions::new_id(), &graded(u), now, now + 3600).expect("session")
+        }),
+        replaces: Some(replaces.into()),
+        handoff: Some((token.into(), now + 60)),
+    };
+    let batch = [
+        write("n1", Some("first"), "old-a", "token-first"),
+        // A replay of n1 from another browser: it must neither end that browser's session nor
+        // leave a token or a grade target.
+        write("n1", Some("replay"), "old-b", "token-replay"),
+        // A genuine launch with bad LTI fields: its nonce is spent, nothing else is written.
+        write("n2", None, "old-b", "token-none"),
+    ];
+    let mut conn = db.acquire().await.expect("connection");
+    let (outcomes, _) = record_batch(&mut conn, &batch).await.expect("batch");
+    drop(conn);
+    assert_eq!(
+        outcomes,
+        [Recorded::Accepted, Recorded::Replayed, Recorded::Accepted]
+    );
+    let count = |sql: &'static str| scalar(&db, sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE id = 'old-a'").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE id = 'old-b'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE user_id = 'first'").await,
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM sessions").await, 2);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM handoffs h JOIN sessions s ON s.id = h.session_id \
+             WHERE h.token = 'token-first' AND s.user_id = 'first'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM handoffs").await, 1);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM outcome_targets WHERE user_id = 'first' \
+             AND sourcedid = 'sourcedid-first' AND display_name != ''"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM outcome_targets").await, 1);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM nonces WHERE nonce IN ('n1', 'n2')").await,
+        2
+    );
+    assert_eq!(
+        count("SELECT launch_count FROM consumers WHERE consumer_key = 'k'").await,
+        1
+    );
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
