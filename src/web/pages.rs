@@ -7,7 +7,6 @@ use rocket_dyn_templates::{context, Template};
 
 use crate::config::Settings;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
-use crate::lti::roles::Role;
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
 use crate::web::origin::RequestOrigin;
@@ -19,7 +18,8 @@ struct PageView<'a> {
     title: &'a str,
     user_id: &'a str,
     name: String,
-    roles: Vec<Role>,
+    /// Each role as sent (the page shows no more of it).
+    roles: Vec<String>,
     is_staff: bool,
     consumer_key: &'a str,
     context_title: Option<&'a str>,
@@ -56,7 +56,7 @@ pub(crate) fn page(title: &str, user: &LtiUser, settings: &Settings) -> Template
         title,
         user_id: user.user_id(),
         name: user.display_name(),
-        roles: user.roles(),
+        roles: user.roles().into_iter().map(|r| r.raw).collect(),
         is_staff,
         consumer_key: &user.consumer_key,
         context_title: user.get("context_title"),
