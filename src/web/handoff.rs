@@ -10,12 +10,11 @@ use rocket::response::Redirect;
 use rocket::{get, post, routes, Route, State};
 
 use crate::error::LtiError;
-use crate::lti::oauth::{base_uri, base_uri_of_url};
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
 use crate::web::launch::session_cookie;
-use crate::web::origin::signed_origin;
+use crate::web::origin::started_by_another_site;
 use crate::web::AppState;
 
 /// Where the new window lands: a page that accepts an existing session.
@@ -57,21 +56,12 @@ impl<'r> FromRequest<'r> for FromOwnPage {
     type Error = LtiError;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        let fetch_site = req.headers().get_one("Sec-Fetch-Site");
-        let origin = req.headers().get_one("Origin");
-        let own = req
-            .rocket()
-            .state::<AppState>()
-            .and_then(|state| signed_origin(req, &state.settings).ok())
-            .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
-        // Compared in base-URI form: lower case, default port dropped.
-        let foreign_origin = match (origin, own) {
-            (Some(o), Some(own)) if o != "null" => base_uri_of_url(o).is_none_or(|o| o != own),
-            _ => false,
-        };
-        let cross_site =
-            matches!(fetch_site, Some(site) if site != "same-origin") || foreign_origin;
-        if cross_site {
+        // Not even a typed address ("none"): the real form is on one of our pages.
+        let not_ours = req
+            .headers()
+            .get_one("Sec-Fetch-Site")
+            .is_some_and(|site| site != "same-origin");
+        if not_ours || started_by_another_site(req) {
             let e = LtiError::HandoffInvalid;
             return request::Outcome::Error((remember(req, &e), e));
         }

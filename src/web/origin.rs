@@ -6,7 +6,7 @@ use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
 use crate::error::LtiError;
-use crate::lti::oauth::split_host_port;
+use crate::lti::oauth::{base_uri, base_uri_of_url, split_host_port};
 use crate::web::AppState;
 
 /// Scheme, host and optional port.
@@ -52,6 +52,37 @@ fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
         }
     }
     (proto, host)
+}
+
+/// True when another site's page started this request (a link, image or form there), as browsers
+/// say in `Sec-Fetch-Site` and `Origin`. A typed address, our own pages and clients that send
+/// neither header (not a browser that can be tricked) are not.
+pub fn started_by_another_site(req: &Request<'_>) -> bool {
+    let fetch_site = req.headers().get_one("Sec-Fetch-Site");
+    let origin = req.headers().get_one("Origin");
+    let own = req
+        .rocket()
+        .state::<AppState>()
+        .and_then(|state| signed_origin(req, &state.settings).ok())
+        .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
+    // Compared in base-URI form: lower case, default port dropped.
+    let foreign_origin = match (origin, own) {
+        (Some(o), Some(own)) if o != "null" => base_uri_of_url(o).is_none_or(|o| o != own),
+        _ => false,
+    };
+    matches!(fetch_site, Some("cross-site" | "same-site")) || foreign_origin
+}
+
+/// Request guard: whether another site's page started the request (`started_by_another_site`).
+pub struct StartedElsewhere(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for StartedElsewhere {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        request::Outcome::Success(StartedElsewhere(started_by_another_site(req)))
+    }
 }
 
 /// Works out the origin the LMS signed for this request.

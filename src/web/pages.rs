@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
-use crate::web::origin::RequestOrigin;
+use crate::web::origin::{RequestOrigin, StartedElsewhere};
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -126,16 +126,34 @@ fn index(origin: RequestOrigin) -> Template {
 
 /// Ends the session, if any. POST from the page's button; GET for a typed address.
 #[post("/logout")]
-async fn logout_post(state: &State<AppState>, cookies: &CookieJar<'_>) -> Template {
-    logout(state, cookies).await
+async fn logout_post(
+    elsewhere: StartedElsewhere,
+    state: &State<AppState>,
+    cookies: &CookieJar<'_>,
+) -> Template {
+    logout(elsewhere, state, cookies).await
 }
 
 #[get("/logout")]
-async fn logout_get(state: &State<AppState>, cookies: &CookieJar<'_>) -> Template {
-    logout(state, cookies).await
+async fn logout_get(
+    elsewhere: StartedElsewhere,
+    state: &State<AppState>,
+    cookies: &CookieJar<'_>,
+) -> Template {
+    logout(elsewhere, state, cookies).await
 }
 
-async fn logout(state: &AppState, cookies: &CookieJar<'_>) -> Template {
+async fn logout(
+    elsewhere: StartedElsewhere,
+    state: &AppState,
+    cookies: &CookieJar<'_>,
+) -> Template {
+    // The session cookie is sent cross-site (SameSite=None, for the LMS iframe), so another
+    // site's link, image or form could end a student's visit: ask first instead.
+    if elsewhere.0 {
+        log::warn!("logout started by another site: asking for confirmation");
+        return Template::render("logout_confirm", context! {});
+    }
     let id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
     end_session(state, cookies, id.as_deref()).await;
     Template::render("logout", context! {})

@@ -236,6 +236,56 @@ async fn logout_ends_the_session() {
 }
 
 #[rocket::async_test]
+async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
+    use rocket::http::Header;
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // An image or link on another site, and a form posted from one.
+    let image = app
+        .client
+        .get("/logout")
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = page(image, Status::Ok).await;
+    assert!(body.contains("Log out?"), "{body}");
+    assert!(body.contains(r#"<form method="post" action="/logout">"#));
+    let form = app
+        .client
+        .post("/logout")
+        .header(Header::new("Origin", "https://evil.example"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = page(form, Status::Ok).await;
+    assert!(body.contains("Log out?"), "{body}");
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 1);
+    // The button on that page (same origin) and a typed address do end it.
+    let own = app
+        .client
+        .post("/logout")
+        .header(Header::new("Sec-Fetch-Site", "same-origin"))
+        .header(Header::new("Origin", "http://tool.test"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(own, Status::Ok).await.contains("Logged out"));
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let typed = app
+        .client
+        .get("/logout")
+        .header(Header::new("Sec-Fetch-Site", "none"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(typed, Status::Ok).await.contains("Logged out"));
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
 async fn index_and_404_are_templated() {
     let app = spawn_app().await;
     let body = page(app.get("/").await, Status::Ok).await;
