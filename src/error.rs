@@ -87,6 +87,9 @@ pub enum LtiError {
     /// A form's CSRF token is missing or does not belong to this session.
     #[error("bad CSRF token")]
     BadCsrfToken,
+    /// A form that another site's page posted (`Sec-Fetch-Site` / `Origin`) where only ours may.
+    #[error("form posted from another site")]
+    CrossSiteForm,
     /// An admin page without a live admin session.
     #[error("admin login required")]
     AdminLoginRequired,

@@ -34,7 +34,7 @@ impl LtiError {
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
             | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired | HandoffInvalid
             | AdminLoginRequired => Status::Unauthorized,
-            NotStaff | BadCsrfToken => Status::Forbidden,
+            NotStaff | BadCsrfToken | CrossSiteForm => Status::Forbidden,
             TooManyLogins => Status::TooManyRequests,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
@@ -75,6 +75,7 @@ impl LtiError {
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Reload the page and try again.".into()),
+            CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
             Outcome(e) => outcome_message(e),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),

@@ -55,22 +55,24 @@ fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
 }
 
 /// True when another site's page started this request (a link, image or form there), as browsers
-/// say in `Sec-Fetch-Site` and `Origin`. A typed address, our own pages and clients that send
-/// neither header (not a browser that can be tricked) are not.
+/// say in `Sec-Fetch-Site`, or (older browsers) in an `Origin` that is not ours. A typed address,
+/// our own pages and clients that send neither header (not a browser that can be tricked) are not.
+/// The browser's own `Sec-Fetch-Site` is preferred: our idea of our origin can be wrong behind a
+/// proxy that is not configured (`public_url`, `trusted_proxies`).
 pub fn started_by_another_site(req: &Request<'_>) -> bool {
-    let fetch_site = req.headers().get_one("Sec-Fetch-Site");
-    let origin = req.headers().get_one("Origin");
+    if let Some(site) = req.headers().get_one("Sec-Fetch-Site") {
+        return matches!(site, "cross-site" | "same-site");
+    }
+    let Some(origin) = req.headers().get_one("Origin").filter(|o| *o != "null") else {
+        return false;
+    };
     let own = req
         .rocket()
         .state::<AppState>()
         .and_then(|state| signed_origin(req, &state.settings).ok())
         .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
     // Compared in base-URI form: lower case, default port dropped.
-    let foreign_origin = match (origin, own) {
-        (Some(o), Some(own)) if o != "null" => base_uri_of_url(o).is_none_or(|o| o != own),
-        _ => false,
-    };
-    matches!(fetch_site, Some("cross-site" | "same-site")) || foreign_origin
+    own.is_some_and(|own| base_uri_of_url(origin).is_none_or(|o| o != own))
 }
 
 /// Request guard: whether another site's page started the request (`started_by_another_site`).

@@ -191,6 +191,45 @@ async fn a_new_password_takes_effect_at_once_and_ends_admin_sessions() {
 }
 
 #[rocket::async_test]
+async fn a_login_form_posted_from_another_site_is_refused() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let attempt = |headers: &[(&'static str, &'static str)]| {
+        let mut req = app
+            .client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(form(&[("password", PASSWORD)]));
+        for (name, value) in headers {
+            req = req.header(Header::new(*name, *value));
+        }
+        req.dispatch()
+    };
+    for foreign in [
+        &[("Origin", "https://evil.example")][..],
+        &[("Sec-Fetch-Site", "cross-site")][..],
+    ] {
+        let res = attempt(foreign).await;
+        assert!(res.cookies().get("lti_admin").is_none());
+        let body = page(res, Status::Forbidden).await;
+        assert!(body.contains("Form from another site"), "{body}");
+        // Not logged in by it.
+        assert!(is_login_page(
+            &page(app.get("/admin").await, Status::Ok).await
+        ));
+    }
+    // The same form from the tool's own login page logs in.
+    let res = attempt(&[
+        ("Origin", "http://tool.test"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ])
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(res.cookies().get("lti_admin").is_some());
+}
+
+#[rocket::async_test]
 async fn failed_logins_are_throttled_per_address() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;

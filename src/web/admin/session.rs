@@ -16,6 +16,7 @@ use crate::crypto;
 use crate::error::LtiError;
 use crate::store::{self, admin};
 use crate::web::error::remember;
+use crate::web::origin::StartedElsewhere;
 use crate::web::AppState;
 
 /// Name of the admin session cookie (distinct from the LTI session's).
@@ -137,14 +138,21 @@ struct LoginForm {
     password: Option<String>,
 }
 
-/// Checks the password (Argon2id, off the async threads); throttled per address.
+/// Checks the password (Argon2id, off the async threads); throttled per address. A login form
+/// posted from another site's page is refused (login CSRF): there is no session yet whose token
+/// the form could carry, so the browser's `Sec-Fetch-Site` and `Origin` decide.
 #[post("/login", data = "<form>")]
 async fn login(
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
     address: ClientAddress,
+    elsewhere: StartedElsewhere,
     form: Form<LoginForm>,
 ) -> Result<Reply, LtiError> {
+    if elsewhere.0 {
+        log::warn!("admin login refused: posted from another site");
+        return Err(LtiError::CrossSiteForm);
+    }
     let now = store::now();
     let address = address.0;
     let Some(hash) = admin::password_hash(&state.db).await? else {
