@@ -5,7 +5,8 @@
 //! and drives four phases from this process over keep-alive HTTP/1.1 connections: the POST
 //! baseline, valid launches, the GET baseline, and session-page GETs with the cookies the launches
 //! set. For each it prints requests/s, p50 and p99 latency, non-2xx answers and transport
-//! errors, then the server's peak resident memory (VmHWM) and our figures as ratios of the
+//! errors, the server's CPU time per request, then its peak resident memory (VmHWM) and our
+//! figures as ratios of the
 //! baselines, against the targets of issue 6. Exits non-zero when a target is missed.
 
 use std::net::{SocketAddr, TcpListener};
@@ -78,6 +79,8 @@ struct Figures {
     errors: usize,
     exhausted: bool,
     peak_rss_kib: u64,
+    /// Server CPU time (user + system) per request in the measured window, in microseconds.
+    cpu_us_per_request: f64,
 }
 
 impl Figures {
@@ -362,6 +365,13 @@ async fn phase(
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = measure_from + Duration::from_secs(args.seconds);
     let exhausted = Arc::new(AtomicBool::new(false));
+    // The server's CPU time over the measured window: steadier than requests/s on a shared machine.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = cpu_ticks(pid);
+        tokio::time::sleep_until(end.into()).await;
+        cpu_ticks(pid).saturating_sub(before)
+    });
     let mut tasks = Vec::new();
     for c in 0..args.connections {
         let (next, cookies, exhausted) = (next.clone(), cookies.clone(), exhausted.clone());
@@ -430,6 +440,7 @@ async fn phase(
             errors += f.errors;
         }
     }
+    let cpu_ticks_used = cpu.await.unwrap_or(0);
     let seconds = Instant::now()
         .min(end)
         .saturating_duration_since(measure_from)
@@ -453,6 +464,7 @@ async fn phase(
         errors,
         exhausted: exhausted.load(Ordering::Relaxed),
         peak_rss_kib: peak_rss_kib(pid),
+        cpu_us_per_request: cpu_ticks_used as f64 * 1e6 / USER_HZ / latencies.len().max(1) as f64,
     };
     print_figures(&figures);
     figures
@@ -550,6 +562,22 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The server's CPU time so far (user + system, all threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks per second in `/proc` (USER_HZ, part of Linux's ABI: 100).
+const USER_HZ: f64 = 100.0;
+
 /// The server's peak resident set size (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -581,7 +609,7 @@ fn print_machine() {
 
 fn print_figures(f: &Figures) {
     println!(
-        "{:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {:>5}  errors {:>3}  peak RSS {:>5.1} MiB{}",
+        "{:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {:>5}  errors {:>3}  peak RSS {:>5.1} MiB  server CPU {:>4.0} µs/req{}",
         f.name,
         f.rate(),
         f.p50_ms,
@@ -589,6 +617,7 @@ fn print_figures(f: &Figures) {
         f.non_2xx,
         f.errors,
         f.peak_rss_kib as f64 / 1024.0,
+        f.cpu_us_per_request,
         if f.exhausted {
             "  (ran out of pre-signed launches: raise --launches)"
         } else {

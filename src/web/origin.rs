@@ -61,11 +61,16 @@ fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
 /// proxy that is not configured (`public_url`, `trusted_proxies`).
 pub fn started_by_another_site(req: &Request<'_>) -> bool {
     if let Some(site) = req.headers().get_one("Sec-Fetch-Site") {
-        return matches!(site, "cross-site" | "same-site");
+        let site = site.trim();
+        return site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site");
     }
-    let Some(origin) = req.headers().get_one("Origin").filter(|o| *o != "null") else {
+    let Some(origin) = req.headers().get_one("Origin") else {
         return false;
     };
+    // Sandboxed frames and some cross-site redirects send an opaque origin: not ours.
+    if origin.trim() == "null" {
+        return true;
+    }
     let own = req
         .rocket()
         .state::<AppState>()

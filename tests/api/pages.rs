@@ -260,6 +260,15 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         .await;
     let body = page(form, Status::Ok).await;
     assert!(body.contains("Log out?"), "{body}");
+    // An opaque origin (a sandboxed frame) is not ours either.
+    let opaque = app
+        .client
+        .post("/logout")
+        .header(Header::new("Origin", "null"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(opaque, Status::Ok).await.contains("Log out?"));
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     assert_eq!(app.count("sessions").await, 1);
     // The button on that page (same origin) and a typed address do end it.
