@@ -1,3 +1,3 @@
--- Which launch spent each nonce (its session's id): the launch writer records many launches in
--- one statement per table and tells its own nonces from replays by this mark.
+-- A random mark of the launch that spent each nonce: the launch writer records many launches in
+-- one statement per table and tells the launches that own their nonce from replays by it.
 ALTER TABLE nonces ADD COLUMN spent_by TEXT;

@@ -102,17 +102,26 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 ///    hand-off tokens and outcome services, and count towards their consumer's launches;
 /// 3. one row comes back: `PRAGMA data_version` and each launch's outcome; then it commits.
 ///
-/// Returns each launch's outcome and the data version. On error the transaction is rolled back
-/// explicitly (SQLite may or may not have done it) and the caller must not reuse the connection.
+/// Returns each launch's outcome and the data version. When the script fails, the transaction is
+/// rolled back explicitly (SQLite may or may not have done it); on any error the caller must not
+/// reuse the connection.
 pub async fn record_batch(
     conn: &mut SqliteConnection,
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
-    let result = write_and_commit(conn, writes).await;
-    if result.is_err() {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    }
-    result
+    let sql = script(writes.len());
+    let rows = match bind_batch(&sql, writes).fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(e.into());
+        }
+    };
+    // Committed: from here on nothing is undone. The row is built so that it cannot be missing
+    // or short; if it were, these launches are stored but their answers are errors.
+    read_outcomes(&rows, writes.len()).inspect_err(|e| {
+        log::error!("a launch batch committed but its outcomes could not be read: {e}");
+    })
 }
 
 fn script(count: usize) -> String {
@@ -153,39 +162,31 @@ fn script(count: usize) -> String {
                   GROUP BY consumer_key) AS u
             WHERE consumers.consumer_key = u.consumer_key;
         SELECT (SELECT data_version FROM pragma_data_version()),
-            group_concat(CASE WHEN b.accepted = 1 THEN 'A'
-                              WHEN c.consumer_key IS NOT NULL THEN 'R' ELSE 'C' END, '' ORDER BY b.seq)
+            coalesce(group_concat(CASE WHEN b.accepted = 1 THEN 'A'
+                              WHEN c.consumer_key IS NOT NULL THEN 'R' ELSE 'C' END, '' ORDER BY b.seq), '')
             FROM temp.launch_batch b LEFT JOIN consumers c ON c.consumer_key = b.consumer_key
                 AND c.enabled = 1 AND c.secret = b.stored_secret;
         COMMIT"
     )
 }
 
-async fn write_and_commit(
-    conn: &mut SqliteConnection,
-    writes: &[LaunchWrite],
-) -> Result<(Vec<Recorded>, i64), LtiError> {
-    let sql = script(writes.len());
-    let targets: Vec<_> = writes
-        .iter()
-        .map(|w| {
-            w.session
-                .as_ref()
-                .and_then(|s| outcomes::launch_target(&s.launch))
-        })
-        .collect();
-    let mut query = sqlx::query(&sql);
-    for (seq, (w, outcome)) in writes.iter().zip(&targets).enumerate() {
-        let outcome = outcome.as_ref();
+/// The script with every launch's values bound, in `BATCH_COLUMNS` order.
+fn bind_batch<'q>(
+    sql: &'q str,
+    writes: &'q [LaunchWrite],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    for (seq, w) in writes.iter().enumerate() {
         let session = w.session.as_ref();
+        let outcome = session.and_then(|s| outcomes::launch_target(&s.launch));
         query = query
             .bind(seq as i64)
             .bind(&w.consumer_key)
             .bind(&w.stored_secret)
             .bind(&w.nonce)
             .bind(w.nonce_expires_at)
-            // Who spent the nonce: the session's id, else a fresh random one.
-            .bind(session.map_or_else(super::sessions::new_id, |s| s.id.clone()))
+            // Marks the nonce as this launch's: random, so no credential is copied into `nonces`.
+            .bind(super::sessions::new_id())
             .bind(w.replaces.as_deref())
             .bind(session.map(|s| s.id.as_str()))
             .bind(session.map(|s| s.user_id.as_str()))
@@ -195,14 +196,20 @@ async fn write_and_commit(
             .bind(session.map(|s| s.expires_at))
             .bind(w.handoff.as_ref().map(|(token, _)| token.as_str()))
             .bind(w.handoff.as_ref().map(|(_, expires_at)| *expires_at))
-            .bind(outcome.map(|o| o.0))
-            .bind(outcome.map(|o| o.1))
-            .bind(outcome.map(|o| o.2.service_url.as_str()))
-            .bind(outcome.map(|o| o.2.sourcedid.as_str()))
-            .bind(outcome.map(|o| o.3.as_str()));
+            .bind(outcome.as_ref().map(|o| o.0.to_string()))
+            .bind(outcome.as_ref().map(|o| o.1.to_string()))
+            .bind(outcome.as_ref().map(|o| o.2.service_url.clone()))
+            .bind(outcome.as_ref().map(|o| o.2.sourcedid.clone()))
+            .bind(outcome.map(|o| o.3));
     }
-    // All rows are read: the statements after the SELECT (the commit) run only then.
-    let rows = query.fetch_all(&mut *conn).await?;
+    query
+}
+
+/// Each launch's outcome and the data version, from the script's one row.
+fn read_outcomes(
+    rows: &[sqlx::sqlite::SqliteRow],
+    launches: usize,
+) -> Result<(Vec<Recorded>, i64), LtiError> {
     let row = rows
         .first()
         .ok_or_else(|| LtiError::Storage("the launch batch returned nothing".into()))?;
@@ -216,11 +223,10 @@ async fn write_and_commit(
             _ => Recorded::ConsumerChanged,
         })
         .collect();
-    if outcomes.len() != writes.len() {
+    if outcomes.len() != launches {
         return Err(LtiError::Storage(format!(
-            "the launch batch returned {} outcomes for {} launches",
-            outcomes.len(),
-            writes.len()
+            "the launch batch returned {} outcomes for {launches} launches",
+            outcomes.len()
         )));
     }
     Ok((outcomes, version))

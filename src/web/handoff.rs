@@ -60,7 +60,7 @@ impl<'r> FromRequest<'r> for FromOwnPage {
         let not_ours = req
             .headers()
             .get_one("Sec-Fetch-Site")
-            .is_some_and(|site| site != "same-origin");
+            .is_some_and(|site| !site.trim().eq_ignore_ascii_case("same-origin"));
         if not_ours || started_by_another_site(req) {
             let e = LtiError::HandoffInvalid;
             return request::Outcome::Error((remember(req, &e), e));

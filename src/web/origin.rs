@@ -71,13 +71,22 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
     if origin.trim() == "null" {
         return true;
     }
+    let Some(theirs) = base_uri_of_url(origin) else {
+        return true;
+    };
+    // Ours: the origin the LMS signs for, or the address the browser asked for (`Host`), which
+    // still matches when a TLS proxy in front is not configured and the scheme differs.
+    // Compared in base-URI form: lower case, default port dropped.
     let own = req
         .rocket()
         .state::<AppState>()
         .and_then(|state| signed_origin(req, &state.settings).ok())
         .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
-    // Compared in base-URI form: lower case, default port dropped.
-    own.is_some_and(|own| base_uri_of_url(origin).is_none_or(|o| o != own))
+    let asked_for = req.headers().get_one("Host").and_then(|host| {
+        let scheme = origin.split_once("://")?.0;
+        base_uri_of_url(&format!("{scheme}://{}", host.trim()))
+    });
+    own.is_some_and(|own| own != theirs) && asked_for.is_none_or(|asked| asked != theirs)
 }
 
 /// Request guard: whether another site's page started the request (`started_by_another_site`).

@@ -263,6 +263,8 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
         replaces: Some(replaces.into()),
         handoff: Some((token.into(), now + 60)),
     };
+    // (`n2` has a replaced session and a token without a session, which the launch pipeline never
+    // builds: they must be ignored all the same.)
     let batch = [
         write("n1", Some("first"), "old-a", "token-first"),
         // A replay of n1 from another browser: it must neither end that browser's session nor
@@ -317,6 +319,79 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
     assert_eq!(
         count("SELECT launch_count FROM consumers WHERE consumer_key = 'k'").await,
         1
+    );
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid() {
+    use rocket_lti_tool::crypto::{install, SecretCipher};
+    use rocket_lti_tool::store::consumers;
+    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
+
+    let dir = temp_dir();
+    let db = open(&dir).await;
+    install(&db, SecretCipher::from_key_material(b"test key material"));
+    let now = 1_700_000_000;
+    assert!(consumers::insert(&db, "k", "s", "k", now)
+        .await
+        .expect("consumer"));
+    let stored = consumers::find(&db, "k")
+        .await
+        .expect("find")
+        .expect("consumer")
+        .stored_secret;
+    let graded = |nonce: &str, sourcedid: &str| {
+        let mut launch = launch_data("learner");
+        launch.params.push((
+            "lis_outcome_service_url".into(),
+            "https://lms.example/outcomes".into(),
+        ));
+        launch
+            .params
+            .push(("lis_result_sourcedid".into(), sourcedid.into()));
+        LaunchWrite {
+            consumer_key: "k".into(),
+            stored_secret: stored.clone(),
+            nonce: nonce.into(),
+            nonce_expires_at: now + 301,
+            session: Some(
+                NewSession::new(&sessions::new_id(), &launch, now, now + 3600).expect("session"),
+            ),
+            replaces: None,
+            handoff: None,
+        }
+    };
+    // A score the LMS confirmed for the first sourcedid: a new sourcedid must forget it.
+    let mut conn = db.acquire().await.expect("connection");
+    let (first, _) = record_batch(&mut conn, &[graded("n0", "s0")])
+        .await
+        .expect("batch");
+    assert_eq!(first, [Recorded::Accepted]);
+    sqlx::query("UPDATE outcome_targets SET last_score = 0.5, score_known_at = ?")
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .expect("score");
+    let (outcomes, _) = record_batch(&mut conn, &[graded("n1", "s1"), graded("n2", "s2")])
+        .await
+        .expect("batch");
+    drop(conn);
+    assert_eq!(outcomes, [Recorded::Accepted, Recorded::Accepted]);
+    let (sourcedid, score): (String, Option<f64>) =
+        sqlx::query_as("SELECT sourcedid, last_score FROM outcome_targets")
+            .fetch_one(&db)
+            .await
+            .expect("one target");
+    assert_eq!((sourcedid.as_str(), score), ("s2", None));
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT launch_count FROM consumers WHERE consumer_key = 'k'"
+        )
+        .await,
+        3
     );
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);

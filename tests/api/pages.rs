@@ -292,6 +292,22 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         .await;
     assert!(page(typed, Status::Ok).await.contains("Logged out"));
     assert_eq!(app.count("sessions").await, 0);
+    // Older browsers send only `Origin`: ours, also with the scheme a TLS proxy in front changed.
+    for own in ["http://tool.test", "https://tool.test"] {
+        assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+        let old_browser = app
+            .client
+            .post("/logout")
+            .header(Header::new("Origin", own))
+            .header(Header::new("Host", HOST))
+            .dispatch()
+            .await;
+        assert!(
+            page(old_browser, Status::Ok).await.contains("Logged out"),
+            "{own}"
+        );
+        assert_eq!(app.count("sessions").await, 0, "{own}");
+    }
 }
 
 #[rocket::async_test]
