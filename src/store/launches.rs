@@ -1,6 +1,8 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
+use std::sync::Arc;
+
 use sqlx::{Row, SqliteConnection};
 
 use super::outcomes;
@@ -21,7 +23,7 @@ pub struct NewSession {
     /// JSON of the launch parameters.
     pub launch_json: String,
     /// The launch itself (for the session cache).
-    pub launch: LaunchData,
+    pub launch: Arc<LaunchData>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -38,7 +40,7 @@ impl NewSession {
             roles: launch.get("roles").unwrap_or("").to_string(),
             launch_json: serde_json::to_string(&launch.params)
                 .map_err(|e| LtiError::Storage(e.to_string()))?,
-            launch: launch.clone(),
+            launch: Arc::new(launch.clone()),
             created_at: now,
             expires_at,
         })

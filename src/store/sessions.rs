@@ -1,5 +1,7 @@
 //! The `sessions` table: server-side LTI sessions, keyed by a random id held in a cookie.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
@@ -14,8 +16,8 @@ use crate::lti::launch::LaunchData;
 pub struct Session {
     /// The random id (the cookie value).
     pub id: String,
-    /// What the launch said.
-    pub launch: LaunchData,
+    /// What the launch said (shared: the session cache hands out copies).
+    pub launch: Arc<LaunchData>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -69,10 +71,10 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, LtiError> {
     let params = serde_json::from_str(&json).map_err(|e| LtiError::Storage(e.to_string()))?;
     Ok(Some(Session {
         id: row.try_get("id")?,
-        launch: LaunchData {
+        launch: Arc::new(LaunchData {
             consumer_key: row.try_get("consumer_key")?,
             params,
-        },
+        }),
         expires_at: row.try_get("expires_at")?,
     }))
 }

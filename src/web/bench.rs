@@ -57,7 +57,7 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
             .collect(),
     );
     let user = LtiUser {
-        launch,
+        launch: std::sync::Arc::new(launch),
         session_id: String::new(),
         fresh_launch: false,
         handoff_token: None,

@@ -4,6 +4,7 @@
 //! routes (and request guards on GET routes, for launches signed in the query string).
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::http::{CookieJar, Method, Status};
@@ -22,7 +23,7 @@ use crate::web::AppState;
 /// What every guard hands the page: the launch data, and the session it lives in.
 pub struct LtiUser {
     /// The launch parameters (user, roles, context, custom and extension fields).
-    pub launch: LaunchData,
+    pub launch: Arc<LaunchData>,
     /// The session id (also the cookie value).
     pub session_id: String,
     /// True when this request was the launch itself.
@@ -135,7 +136,7 @@ async fn launch_user(
 ) -> Result<LtiUser, LtiError> {
     let launched = launch(req, state, params).await?;
     Ok(LtiUser {
-        launch: launched.launch,
+        launch: Arc::new(launched.launch),
         session_id: launched.session_id,
         fresh_launch: true,
         handoff_token: Some(launched.handoff_token),
