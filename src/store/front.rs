@@ -170,8 +170,11 @@ async fn run(
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
-        // Let requests that are ready to send their job do so, so that they join this round.
-        rocket::tokio::task::yield_now().await;
+        // Let requests that are ready to send their job do so, so that they join this round (a
+        // few passes of the scheduler: each round costs the same however many jobs it carries).
+        for _ in 0..3 {
+            rocket::tokio::task::yield_now().await;
+        }
         // Whatever queued up during the last round goes into this one.
         while jobs.len() < MAX_BATCH {
             match queue.try_recv() {
