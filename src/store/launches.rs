@@ -79,7 +79,7 @@ pub enum Recorded {
     ConsumerChanged,
 }
 
-/// The launches of one round, one row each, on the writer's connection only (TEMP).
+/// The launches of one round, one row each (TEMP: only the connection recording them sees it).
 const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     seq INTEGER PRIMARY KEY, consumer_key TEXT NOT NULL, stored_secret TEXT NOT NULL,
     nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, spent_by TEXT NOT NULL,
@@ -88,7 +88,7 @@ const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     outcome_user TEXT, outcome_service_url TEXT, outcome_sourcedid TEXT, outcome_name TEXT,
     accepted INTEGER NOT NULL DEFAULT 0)";
 
-/// Columns bound per launch, in `bind_launch` order.
+/// Columns bound per launch, in `bind_batch` order.
 const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, spent_by, \
     replaces, session_id, user_id, roles, launch, created_at, expires_at, handoff_token, \
     handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
