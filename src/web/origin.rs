@@ -55,7 +55,7 @@ fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
 }
 
 /// True when another site's page started this request (a link, image or form there), as browsers
-/// say in `Sec-Fetch-Site`, or (older browsers) in an `Origin` that is not ours. A typed address,
+/// say in `Sec-Fetch-Site`, or (older browsers) in an `Origin` or `Referer` that is not ours. A typed address,
 /// our own pages and clients that send neither header (not a browser that can be tricked) are not.
 /// The browser's own `Sec-Fetch-Site` is preferred: our idea of our origin can be wrong behind a
 /// proxy that is not configured (`public_url`, `trusted_proxies`).
@@ -64,7 +64,12 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
         let site = site.trim();
         return site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site");
     }
-    let Some(origin) = req.headers().get_one("Origin") else {
+    // Older browsers: `Origin` on forms; on links and images only the page's address (`Referer`).
+    let (origin, referer) = (
+        req.headers().get_one("Origin"),
+        req.headers().get_one("Referer"),
+    );
+    let Some(origin) = origin.or_else(|| referer.and_then(origin_of_url)) else {
         return false;
     };
     // Sandboxed frames and some cross-site redirects send an opaque origin: not ours.
@@ -87,6 +92,13 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
         base_uri_of_url(&format!("{scheme}://{}", host.trim()))
     });
     own.is_some_and(|own| own != theirs) && asked_for.is_none_or(|asked| asked != theirs)
+}
+
+/// `scheme://authority` of a URL (a `Referer`), without its path, query or fragment.
+fn origin_of_url(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(&url[..scheme.len() + 3 + authority.len()])
 }
 
 /// Request guard: whether another site's page started the request (`started_by_another_site`).

@@ -292,6 +292,26 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         .await;
     assert!(page(typed, Status::Ok).await.contains("Logged out"));
     assert_eq!(app.count("sessions").await, 0);
+    // Older browsers on a link or image send only the page's address.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let old_link = app
+        .client
+        .get("/logout")
+        .header(Header::new("Referer", "https://evil.example/page?x=1"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(old_link, Status::Ok).await.contains("Log out?"));
+    assert_eq!(app.count("sessions").await, 1);
+    let own_link = app
+        .client
+        .get("/logout")
+        .header(Header::new("Referer", "http://tool.test/session"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(own_link, Status::Ok).await.contains("Logged out"));
+    assert_eq!(app.count("sessions").await, 0);
     // Older browsers send only `Origin`: ours, also with the scheme a TLS proxy in front changed.
     for own in ["http://tool.test", "https://tool.test"] {
         assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
