@@ -445,6 +445,88 @@ fn full_disk_gives_503_pages_then_recovers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The database and its log marked immutable (`chattr +i`) while it lives: every write to them,
+/// even through a file the server already has open, fails with EPERM, as on storage gone
+/// read-only. (Not the `-shm` index: SQLite maps it into memory, where a refused write is a
+/// SIGBUS; on storage that is read-only from the start SQLite maps it read-only instead.)
+struct ReadOnly(Vec<PathBuf>);
+
+impl ReadOnly {
+    /// `None` where the file system or the user cannot set the flag.
+    fn set(dir: &Path) -> Option<ReadOnly> {
+        let files: Vec<PathBuf> = ["db.sqlite", "db.sqlite-wal"]
+            .iter()
+            .map(|f| dir.join(f))
+            .filter(|f| f.exists())
+            .collect();
+        let done = Command::new("chattr")
+            .arg("+i")
+            .args(&files)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let guard = ReadOnly(files);
+        done.then_some(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+#[test]
+fn read_only_storage_gives_503_pages_then_recovers() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    assert!(launch_as(server.port, "before-read-only")
+        .expect("launch")
+        .is_some());
+    let Some(read_only) = ReadOnly::set(&dir) else {
+        eprintln!("SKIPPED: chattr +i is not available here (needs root on ext4 or similar)");
+        return;
+    };
+    for i in 0..3 {
+        let body = Launch::new("/initial")
+            .user(&format!("read-only-{i}"))
+            .signed_body();
+        let answer = server
+            .post("/initial", &body)
+            .unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(answer.is_error_page("Temporarily unavailable"));
+        assert!(answer.session_cookie().is_none());
+    }
+    drop(read_only);
+    let after = launch_as(server.port, "after-read-only")
+        .expect("launch")
+        .expect("accepted once storage is writable again");
+    let page = server.get("/session", Some(&after.cookie)).expect("GET");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("after-read-only"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .log()
+        .contains("503 Service Unavailable: storage error")
+    {
+        assert!(Instant::now() < deadline, "no log line: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+    drop(server);
+    // Every launch answered 200 is in the database, and no refused one is.
+    assert_eq!(
+        query_db(
+            &dir,
+            "SELECT group_concat(user_id, ',') FROM (SELECT user_id FROM sessions ORDER BY user_id)"
+        ),
+        "after-read-only,before-read-only"
+    );
+    assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Runs `lti-tool consumer ...` in its own process on the server's database.
 fn cli(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
