@@ -32,7 +32,12 @@ pub struct NewSession {
 
 impl NewSession {
     /// A session for a launch, created `now` and ending at `expires_at`.
-    pub fn new(id: &str, launch: &LaunchData, now: i64, expires_at: i64) -> Result<Self, LtiError> {
+    pub fn new(
+        id: &str,
+        launch: &Arc<LaunchData>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Self, LtiError> {
         Ok(NewSession {
             id: id.to_string(),
             consumer_key: launch.consumer_key.clone(),
@@ -40,7 +45,7 @@ impl NewSession {
             roles: launch.get("roles").unwrap_or("").to_string(),
             launch_json: serde_json::to_string(&launch.params)
                 .map_err(|e| LtiError::Storage(e.to_string()))?,
-            launch: Arc::new(launch.clone()),
+            launch: Arc::clone(launch),
             created_at: now,
             expires_at,
         })

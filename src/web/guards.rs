@@ -136,7 +136,7 @@ async fn launch_user(
 ) -> Result<LtiUser, LtiError> {
     let launched = launch(req, state, params).await?;
     Ok(LtiUser {
-        launch: Arc::new(launched.launch),
+        launch: launched.launch,
         session_id: launched.session_id,
         fresh_launch: true,
         handoff_token: Some(launched.handoff_token),

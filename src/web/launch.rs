@@ -1,6 +1,8 @@
 //! Verifying a launch request end to end: parameters, consumer, signature, freshness, nonce, LTI
 //! fields; then a new session in place of the browser's old one.
 
+use std::sync::Arc;
+
 use rocket::http::{ContentType, Cookie, CookieJar};
 use rocket::request::Request;
 
@@ -155,7 +157,7 @@ fn signature_matches(
 /// A verified launch and the session it started.
 pub struct Launched {
     /// What the launch said.
-    pub launch: LaunchData,
+    pub launch: Arc<LaunchData>,
     /// The new session's id.
     pub session_id: String,
     /// A single-use token that opens the session in a new window (see `web::handoff`).
@@ -253,7 +255,7 @@ async fn verify_and_record(
     // timestamp would still be accepted.
     let nonce_expiry = oauth.timestamp.max(now) + window + 1;
     let fields = check_lti_fields(&all);
-    let launch = LaunchData::new(oauth.consumer_key.clone(), all);
+    let launch = Arc::new(LaunchData::new(oauth.consumer_key.clone(), all));
     let session_id = sessions::new_id();
     let handoff_token = sessions::new_id();
 

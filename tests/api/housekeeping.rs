@@ -2,6 +2,8 @@
 //! every minute, keeps the tables and the database file bounded. Also the batched launch write at
 //! the store level, where a consumer change between verification and commit can be staged.
 
+use std::sync::Arc;
+
 use rocket_lti_tool::lti::launch::LaunchData;
 use rocket_lti_tool::store::{self, nonces, sessions, Db};
 
@@ -156,8 +158,13 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
         session: Some(
-            NewSession::new(&sessions::new_id(), &launch_data(user), now, now + 3600)
-                .expect("session"),
+            NewSession::new(
+                &sessions::new_id(),
+                &Arc::new(launch_data(user)),
+                now,
+                now + 3600,
+            )
+            .expect("session"),
         ),
         replaces: None,
         handoff: None,
@@ -258,7 +265,8 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
         session: user.map(|u| {
-            NewSession::new(&sessions::new_id(), &graded(u), now, now + 3600).expect("session")
+            NewSession::new(&sessions::new_id(), &Arc::new(graded(u)), now, now + 3600)
+                .expect("session")
         }),
         replaces: Some(replaces.into()),
         handoff: Some((token.into(), now + 60)),
@@ -357,7 +365,8 @@ async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid
             nonce: nonce.into(),
             nonce_expires_at: now + 301,
             session: Some(
-                NewSession::new(&sessions::new_id(), &launch, now, now + 3600).expect("session"),
+                NewSession::new(&sessions::new_id(), &Arc::new(launch), now, now + 3600)
+                    .expect("session"),
             ),
             replaces: None,
             handoff: None,
