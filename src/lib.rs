@@ -138,6 +138,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         db,
         settings,
         front,
+        page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
     })
 }
 

@@ -27,13 +27,13 @@ async fn post_baseline(
 ) -> Result<Template, LtiError> {
     // The same read as a launch guard's, so the ratio measures only the LTI work.
     read_body(data, state).await?;
-    Ok(page(TITLE, &user.0, &state.settings))
+    Ok(page(TITLE, &user.0, state))
 }
 
 /// Answers the page.
 #[get("/get")]
 fn get_baseline(state: &State<AppState>, user: &State<BaselineUser>) -> Template {
-    page(TITLE, &user.0, &state.settings)
+    page(TITLE, &user.0, state)
 }
 
 /// Mounts the baseline routes under `/bench`, with the user they show.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod csrf;
 pub mod dev_launcher;
 pub mod diagnosis;
 pub mod error;
@@ -25,4 +26,6 @@ pub struct AppState {
     pub settings: Settings,
     /// Records launches (committing concurrent ones together) and caches consumers and sessions.
     pub front: StoreFront,
+    /// The CSRF key of the LTI pages' own forms (logout).
+    pub page_forms: csrf::CsrfKey,
 }

@@ -1,11 +1,11 @@
 //! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
 
+use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, CookieJar};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
-use crate::config::Settings;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
@@ -27,6 +27,9 @@ struct PageView<'a> {
     fresh_launch: bool,
     outcome_service: bool,
     handoff_token: Option<&'a str>,
+    /// Lets the page's own "Log out" button through even where the browser reports it as coming
+    /// from another site (a sandboxed frame).
+    logout_token: String,
     inspector: Option<Inspector<'a>>,
 }
 
@@ -50,7 +53,7 @@ fn inspector(user: &LtiUser) -> Inspector<'_> {
 
 /// Renders a guarded page for a user; staff (and everyone in the debug profile) also see what the
 /// LMS sent.
-pub(crate) fn page(title: &str, user: &LtiUser, settings: &Settings) -> Template {
+pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
     let is_staff = user.is_staff();
     let view = PageView {
         title,
@@ -64,7 +67,8 @@ pub(crate) fn page(title: &str, user: &LtiUser, settings: &Settings) -> Template
         fresh_launch: user.fresh_launch,
         outcome_service: user.outcome_target().is_some(),
         handoff_token: user.handoff_token.as_deref(),
-        inspector: (is_staff || settings.debug_profile).then(|| inspector(user)),
+        logout_token: state.page_forms.token(&user.session_id),
+        inspector: (is_staff || state.settings.debug_profile).then(|| inspector(user)),
     };
     Template::render("page", &view)
 }
@@ -79,42 +83,42 @@ const STAFF: &str = "Staff page";
 
 #[post("/any", data = "<lti>")]
 fn any_post(lti: LtiAny, state: &State<AppState>) -> Template {
-    page(ANY, &lti, &state.settings)
+    page(ANY, &lti, state)
 }
 
 #[get("/any")]
 fn any_get(lti: LtiAny, state: &State<AppState>) -> Template {
-    page(ANY, &lti, &state.settings)
+    page(ANY, &lti, state)
 }
 
 #[post("/initial", data = "<lti>")]
 fn initial_post(lti: LtiInitial, state: &State<AppState>) -> Template {
-    page(INITIAL, &lti, &state.settings)
+    page(INITIAL, &lti, state)
 }
 
 #[get("/initial")]
 fn initial_get(lti: LtiInitial, state: &State<AppState>) -> Template {
-    page(INITIAL, &lti, &state.settings)
+    page(INITIAL, &lti, state)
 }
 
 #[post("/session")]
 fn session_post(lti: LtiSession, state: &State<AppState>) -> Template {
-    page(SESSION, &lti, &state.settings)
+    page(SESSION, &lti, state)
 }
 
 #[get("/session")]
 fn session_get(lti: LtiSession, state: &State<AppState>) -> Template {
-    page(SESSION, &lti, &state.settings)
+    page(SESSION, &lti, state)
 }
 
 #[post("/initial_staff", data = "<lti>")]
 fn initial_staff_post(lti: Staff<LtiInitial>, state: &State<AppState>) -> Template {
-    page(STAFF, &lti, &state.settings)
+    page(STAFF, &lti, state)
 }
 
 #[get("/initial_staff")]
 fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Template {
-    page(STAFF, &lti, &state.settings)
+    page(STAFF, &lti, state)
 }
 
 /// What this tool is, and its launch URLs as the LMS should be given them.
@@ -124,14 +128,21 @@ fn index(origin: RequestOrigin) -> Template {
     Template::render("index", context! { base: origin.url(), pages })
 }
 
+#[derive(FromForm)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
 /// Ends the session, if any. POST from the page's button; GET for a typed address.
-#[post("/logout")]
+#[post("/logout", data = "<form>")]
 async fn logout_post(
     elsewhere: StartedElsewhere,
+    form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Template {
-    logout(elsewhere, state, cookies).await
+    let token = form.and_then(|f| f.into_inner().csrf);
+    logout(elsewhere, token.as_deref(), state, cookies).await
 }
 
 #[get("/logout")]
@@ -140,21 +151,26 @@ async fn logout_get(
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Template {
-    logout(elsewhere, state, cookies).await
+    logout(elsewhere, None, state, cookies).await
 }
 
 async fn logout(
     elsewhere: StartedElsewhere,
+    token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,
 ) -> Template {
+    let id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    // Only a page of this session has its token.
+    let from_our_page =
+        matches!((&id, token), (Some(id), Some(t)) if state.page_forms.verify(id, t));
     // The session cookie is sent cross-site (SameSite=None, for the LMS iframe), so another
     // site's link, image or form could end a student's visit: ask first instead.
-    if elsewhere.0 {
+    if elsewhere.0 && !from_our_page {
         log::warn!("logout started by another site: asking for confirmation");
-        return Template::render("logout_confirm", context! {});
+        let token = id.as_deref().map(|id| state.page_forms.token(id));
+        return Template::render("logout_confirm", context! { token });
     }
-    let id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
     end_session(state, cookies, id.as_deref()).await;
     Template::render("logout", context! {})
 }

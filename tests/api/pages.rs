@@ -1,6 +1,6 @@
 //! The four guarded pages, each against launches, sessions and roles.
 
-use rocket::http::Status;
+use rocket::http::{ContentType, Status};
 
 use crate::helpers::*;
 
@@ -251,6 +251,12 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
     let body = page(image, Status::Ok).await;
     assert!(body.contains("Log out?"), "{body}");
     assert!(body.contains(r#"<form method="post" action="/logout">"#));
+    let token = body
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the confirmation carries the session's token")
+        .to_string();
     let form = app
         .client
         .post("/logout")
@@ -271,7 +277,33 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
     assert!(page(opaque, Status::Ok).await.contains("Log out?"));
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     assert_eq!(app.count("sessions").await, 1);
-    // The button on that page (same origin) and a typed address do end it.
+    // A wrong token from another site changes nothing.
+    let forged = app
+        .client
+        .post("/logout")
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .header(ContentType::Form)
+        .body(format!("csrf={token}x"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(forged, Status::Ok).await.contains("Log out?"));
+    assert_eq!(app.count("sessions").await, 1);
+    // The confirmation's own form, even where the browser calls it cross-site (a sandboxed
+    // frame), ends the session: it carries the session's token.
+    let confirmed = app
+        .client
+        .post("/logout")
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .header(ContentType::Form)
+        .body(format!("csrf={token}"))
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(page(confirmed, Status::Ok).await.contains("Logged out"));
+    assert_eq!(app.count("sessions").await, 0);
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // The button on the page (same origin) and a typed address do end it.
     let own = app
         .client
         .post("/logout")

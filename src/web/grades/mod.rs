@@ -12,7 +12,6 @@
 //! }
 //! ```
 
-pub mod csrf;
 pub mod pages;
 
 use std::time::Duration;
@@ -26,9 +25,9 @@ use crate::outcomes::{
     ResultData,
 };
 use crate::store::{self, consumers, outcomes::StoredTarget, Db};
+use crate::web::csrf::CsrfKey;
 use crate::web::guards::LtiUser;
 use crate::web::AppState;
-use csrf::CsrfKey;
 
 pub use pages::routes;
 
@@ -116,7 +115,7 @@ impl Outcomes {
             config.attempts = n;
         }
         let mut outcomes = Outcomes::new(db, config).map_err(|e| e.to_string())?;
-        outcomes.csrf = CsrfKey::from_figment(figment);
+        outcomes.csrf = CsrfKey::from_figment(figment, b"grade form csrf v1");
         Ok(outcomes)
     }
 

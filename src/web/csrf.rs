@@ -1,6 +1,6 @@
-//! CSRF tokens for the grade forms: an HMAC of the session id under a key derived from Rocket's
-//! `secret_key` (random per process when none is configured, in the debug profile), so a token is
-//! valid only for its own session.
+//! CSRF tokens for the forms of LTI pages (the grade forms, logout): an HMAC of the session id
+//! under a key derived from Rocket's `secret_key` for one purpose (random per process when none is
+//! configured, in the debug profile), so a token is valid only for its own session and forms.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -8,16 +8,14 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha1::Sha1;
 
-/// Separates these tokens from any other use of the key.
-const CONTEXT: &[u8] = b"lti-tool grade forms\0";
-
 /// The per-process key behind the tokens.
 pub struct CsrfKey([u8; 32]);
 
 impl CsrfKey {
-    /// The key derived from the configured `secret_key`, or a random one when there is none.
-    pub fn from_figment(figment: &rocket::figment::Figment) -> CsrfKey {
-        crate::crypto::derived_key(figment, b"grade form csrf v1")
+    /// The key for `purpose` derived from the configured `secret_key`, or a random one when there
+    /// is none.
+    pub fn from_figment(figment: &rocket::figment::Figment, purpose: &[u8]) -> CsrfKey {
+        crate::crypto::derived_key(figment, purpose)
             .map(CsrfKey)
             .unwrap_or_else(CsrfKey::random)
     }
@@ -31,7 +29,6 @@ impl CsrfKey {
 
     fn mac(&self, session_id: &str) -> Hmac<Sha1> {
         let mut mac = Hmac::<Sha1>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        mac.update(CONTEXT);
         mac.update(session_id.as_bytes());
         mac
     }
@@ -70,10 +67,12 @@ mod tests {
     fn the_key_follows_the_configured_secret_key() {
         use rocket::figment::Figment;
         let with = |k: &str| Figment::new().merge(("secret_key", k.to_string()));
-        let token = CsrfKey::from_figment(&with("key one")).token("s");
+        let key = |k: &str, purpose: &[u8]| CsrfKey::from_figment(&with(k), purpose);
+        let token = key("key one", b"a").token("s");
         // Same secret_key (another process, or after a restart): same tokens.
-        assert!(CsrfKey::from_figment(&with("key one")).verify("s", &token));
-        assert!(!CsrfKey::from_figment(&with("key two")).verify("s", &token));
-        assert!(!CsrfKey::from_figment(&Figment::new()).verify("s", &token));
+        assert!(key("key one", b"a").verify("s", &token));
+        assert!(!key("key one", b"b").verify("s", &token));
+        assert!(!key("key two", b"a").verify("s", &token));
+        assert!(!CsrfKey::from_figment(&Figment::new(), b"a").verify("s", &token));
     }
 }
