@@ -133,25 +133,33 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[rocket::async_test]
-async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
+/// A fresh database with secrets sealed under a test key and consumer `k`; returns its folder,
+/// the pool and `k`'s secret as stored (what a verified launch carries to the writer).
+async fn with_consumer_k(now: i64) -> (std::path::PathBuf, Db, String) {
     use rocket_lti_tool::crypto::{install, SecretCipher};
     use rocket_lti_tool::store::consumers;
-    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-
     let dir = temp_dir();
     let db = open(&dir).await;
     install(&db, SecretCipher::from_key_material(b"test key material"));
-    let now = 1_700_000_000;
     assert!(consumers::insert(&db, "k", "current-secret", "k", now)
         .await
         .expect("consumer"));
-    // The secret as stored (sealed) when the launch was verified.
-    let current = consumers::find(&db, "k")
+    let stored = consumers::find(&db, "k")
         .await
         .expect("find")
         .expect("consumer")
         .stored_secret;
+    (dir, db, stored)
+}
+
+#[rocket::async_test]
+async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
+    use rocket_lti_tool::store::consumers;
+    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
+
+    let now = 1_700_000_000;
+    // The secret as stored (sealed) when the launch was verified.
+    let (dir, db, current) = with_consumer_k(now).await;
     let write = |nonce: &str, stored: &str, user: &str| LaunchWrite {
         consumer_key: "k".into(),
         stored_secret: stored.into(),
@@ -219,22 +227,10 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
 
 #[rocket::async_test]
 async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_target() {
-    use rocket_lti_tool::crypto::{install, SecretCipher};
-    use rocket_lti_tool::store::consumers;
     use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
 
-    let dir = temp_dir();
-    let db = open(&dir).await;
-    install(&db, SecretCipher::from_key_material(b"test key material"));
     let now = 1_700_000_000;
-    assert!(consumers::insert(&db, "k", "s", "k", now)
-        .await
-        .expect("consumer"));
-    let stored = consumers::find(&db, "k")
-        .await
-        .expect("find")
-        .expect("consumer")
-        .stored_secret;
+    let (dir, db, stored) = with_consumer_k(now).await;
     // Two browsers' current sessions, which their launches would end.
     for old in ["old-a", "old-b"] {
         sqlx::query(
@@ -334,22 +330,10 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
 
 #[rocket::async_test]
 async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid() {
-    use rocket_lti_tool::crypto::{install, SecretCipher};
-    use rocket_lti_tool::store::consumers;
     use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
 
-    let dir = temp_dir();
-    let db = open(&dir).await;
-    install(&db, SecretCipher::from_key_material(b"test key material"));
     let now = 1_700_000_000;
-    assert!(consumers::insert(&db, "k", "s", "k", now)
-        .await
-        .expect("consumer"));
-    let stored = consumers::find(&db, "k")
-        .await
-        .expect("find")
-        .expect("consumer")
-        .stored_secret;
+    let (dir, db, stored) = with_consumer_k(now).await;
     let graded = |nonce: &str, sourcedid: &str| {
         let mut launch = launch_data("learner");
         launch.params.push((
