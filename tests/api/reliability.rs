@@ -380,6 +380,33 @@ fn limit_file_size(pid: i32, bytes: libc::rlim_t) {
     assert_eq!(done, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
+/// Three launches while storage is failing: each gets the templated 503 page and no cookie.
+fn launches_get_503_pages(server: &Server, user_prefix: &str) {
+    for i in 0..3 {
+        let body = Launch::new("/initial")
+            .user(&format!("{user_prefix}-{i}"))
+            .signed_body();
+        let answer = server
+            .post("/initial", &body)
+            .unwrap_or_else(|e| panic!("{e}: {}", server.log()));
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(answer.is_error_page("Temporarily unavailable"));
+        assert!(answer.session_cookie().is_none());
+    }
+}
+
+/// Waits (up to 5 s) for the log line of a storage error answered with 503.
+fn wait_for_storage_error_log(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .log()
+        .contains("503 Service Unavailable: storage error")
+    {
+        assert!(Instant::now() < deadline, "no log line: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn full_disk_gives_503_pages_then_recovers() {
     use std::os::unix::process::CommandExt;
@@ -400,17 +427,7 @@ fn full_disk_gives_503_pages_then_recovers() {
         .expect("accepted");
 
     limit_file_size(server.pid(), 0);
-    for i in 0..3 {
-        let body = Launch::new("/initial")
-            .user(&format!("full-{i}"))
-            .signed_body();
-        let answer = server
-            .post("/initial", &body)
-            .unwrap_or_else(|e| panic!("{e}: {}", server.log()));
-        assert_eq!(answer.status, 503, "{}", answer.body);
-        assert!(answer.is_error_page("Temporarily unavailable"));
-        assert!(answer.session_cookie().is_none());
-    }
+    launches_get_503_pages(&server, "full");
     // Reading still works: the session from before is served.
     let page = server.get("/session", Some(&before.cookie)).expect("GET");
     assert_eq!(page.status, 200);
@@ -431,14 +448,7 @@ fn full_disk_gives_503_pages_then_recovers() {
         "after-full,before-full"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server
-        .log()
-        .contains("503 Service Unavailable: storage error")
-    {
-        assert!(Instant::now() < deadline, "no log line: {}", server.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_storage_error_log(&server);
     assert!(!server.log().contains("panicked"), "{}", server.log());
     drop(server);
     assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
@@ -487,17 +497,7 @@ fn read_only_storage_gives_503_pages_then_recovers() {
         eprintln!("SKIPPED: chattr +i is not available here (needs root on ext4 or similar)");
         return;
     };
-    for i in 0..3 {
-        let body = Launch::new("/initial")
-            .user(&format!("read-only-{i}"))
-            .signed_body();
-        let answer = server
-            .post("/initial", &body)
-            .unwrap_or_else(|e| panic!("{e}: {}", server.log()));
-        assert_eq!(answer.status, 503, "{}", answer.body);
-        assert!(answer.is_error_page("Temporarily unavailable"));
-        assert!(answer.session_cookie().is_none());
-    }
+    launches_get_503_pages(&server, "read-only");
     drop(read_only);
     let after = launch_as(server.port, "after-read-only")
         .expect("launch")
@@ -505,14 +505,7 @@ fn read_only_storage_gives_503_pages_then_recovers() {
     let page = server.get("/session", Some(&after.cookie)).expect("GET");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("after-read-only"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server
-        .log()
-        .contains("503 Service Unavailable: storage error")
-    {
-        assert!(Instant::now() < deadline, "no log line: {}", server.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_storage_error_log(&server);
     assert!(!server.log().contains("panicked"), "{}", server.log());
     drop(server);
     // Every launch answered 200 is in the database, and no refused one is.
