@@ -235,20 +235,32 @@ async fn logout_ends_the_session() {
     assert_eq!(app.count("sessions").await, 0);
 }
 
+/// A logout request with these headers (and form body, for a POST); the 200 page it answers.
+async fn logout_page(app: &TestApp, post: bool, headers: &[(&str, &str)], form: &str) -> String {
+    use rocket::http::Header;
+    let mut req = if post {
+        app.client
+            .post("/logout")
+            .header(ContentType::Form)
+            .body(form)
+    } else {
+        app.client.get("/logout")
+    };
+    req = req.header(Header::new("Host", HOST));
+    for (name, value) in headers {
+        req = req.header(Header::new(name.to_string(), value.to_string()));
+    }
+    page(req.dispatch().await, Status::Ok).await
+}
+
 #[rocket::async_test]
 async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
-    use rocket::http::Header;
     let app = spawn_app().await;
+    let (get, post) = (false, true);
+    let cross_site = ("Sec-Fetch-Site", "cross-site");
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     // An image or link on another site, and a form posted from one.
-    let image = app
-        .client
-        .get("/logout")
-        .header(Header::new("Sec-Fetch-Site", "cross-site"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    let body = page(image, Status::Ok).await;
+    let body = logout_page(&app, get, &[cross_site], "").await;
     assert!(body.contains("Log out?"), "{body}");
     assert!(body.contains(r#"<form method="post" action="/logout">"#));
     let token = body
@@ -257,107 +269,59 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         .and_then(|rest| rest.split('"').next())
         .expect("the confirmation carries the session's token")
         .to_string();
-    let form = app
-        .client
-        .post("/logout")
-        .header(Header::new("Origin", "https://evil.example"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    let body = page(form, Status::Ok).await;
+    let body = logout_page(&app, post, &[("Origin", "https://evil.example")], "").await;
     assert!(body.contains("Log out?"), "{body}");
     // An opaque origin (a sandboxed frame) is not ours either.
-    let opaque = app
-        .client
-        .post("/logout")
-        .header(Header::new("Origin", "null"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(opaque, Status::Ok).await.contains("Log out?"));
+    assert!(logout_page(&app, post, &[("Origin", "null")], "")
+        .await
+        .contains("Log out?"));
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     assert_eq!(app.count("sessions").await, 1);
     // A wrong token from another site changes nothing.
-    let forged = app
-        .client
-        .post("/logout")
-        .header(Header::new("Sec-Fetch-Site", "cross-site"))
-        .header(ContentType::Form)
-        .body(format!("csrf={token}x"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(forged, Status::Ok).await.contains("Log out?"));
+    let forged = format!("csrf={token}x");
+    assert!(logout_page(&app, post, &[cross_site], &forged)
+        .await
+        .contains("Log out?"));
     assert_eq!(app.count("sessions").await, 1);
     // The confirmation's own form, even where the browser calls it cross-site (a sandboxed
     // frame), ends the session: it carries the session's token.
-    let confirmed = app
-        .client
-        .post("/logout")
-        .header(Header::new("Sec-Fetch-Site", "cross-site"))
-        .header(ContentType::Form)
-        .body(format!("csrf={token}"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(confirmed, Status::Ok).await.contains("Logged out"));
+    let confirmed = format!("csrf={token}");
+    assert!(logout_page(&app, post, &[cross_site], &confirmed)
+        .await
+        .contains("Logged out"));
     assert_eq!(app.count("sessions").await, 0);
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     // The button on the page (same origin) and a typed address do end it.
-    let own = app
-        .client
-        .post("/logout")
-        .header(Header::new("Sec-Fetch-Site", "same-origin"))
-        .header(Header::new("Origin", "http://tool.test"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(own, Status::Ok).await.contains("Logged out"));
+    let own = [
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Origin", "http://tool.test"),
+    ];
+    assert!(logout_page(&app, post, &own, "")
+        .await
+        .contains("Logged out"));
     refused(app.get("/session").await, Status::Unauthorized).await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let typed = app
-        .client
-        .get("/logout")
-        .header(Header::new("Sec-Fetch-Site", "none"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(typed, Status::Ok).await.contains("Logged out"));
+    assert!(logout_page(&app, get, &[("Sec-Fetch-Site", "none")], "")
+        .await
+        .contains("Logged out"));
     assert_eq!(app.count("sessions").await, 0);
     // Older browsers on a link or image send only the page's address.
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let old_link = app
-        .client
-        .get("/logout")
-        .header(Header::new("Referer", "https://evil.example/page?x=1"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(old_link, Status::Ok).await.contains("Log out?"));
+    let evil_page = [("Referer", "https://evil.example/page?x=1")];
+    assert!(logout_page(&app, get, &evil_page, "")
+        .await
+        .contains("Log out?"));
     assert_eq!(app.count("sessions").await, 1);
-    let own_link = app
-        .client
-        .get("/logout")
-        .header(Header::new("Referer", "http://tool.test/session"))
-        .header(Header::new("Host", HOST))
-        .dispatch()
-        .await;
-    assert!(page(own_link, Status::Ok).await.contains("Logged out"));
+    let own_page = [("Referer", "http://tool.test/session")];
+    assert!(logout_page(&app, get, &own_page, "")
+        .await
+        .contains("Logged out"));
     assert_eq!(app.count("sessions").await, 0);
     // Older browsers send only `Origin`: ours, also with the scheme a TLS proxy in front changed.
     for own in ["http://tool.test", "https://tool.test"] {
         assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-        let old_browser = app
-            .client
-            .post("/logout")
-            .header(Header::new("Origin", own))
-            .header(Header::new("Host", HOST))
-            .dispatch()
-            .await;
-        assert!(
-            page(old_browser, Status::Ok).await.contains("Logged out"),
-            "{own}"
-        );
+        let body = logout_page(&app, post, &[("Origin", own)], "").await;
+        assert!(body.contains("Logged out"), "{own}");
         assert_eq!(app.count("sessions").await, 0, "{own}");
     }
 }
