@@ -5,9 +5,10 @@
 //! and drives four phases from this process over keep-alive HTTP/1.1 connections: the POST
 //! baseline, valid launches, the GET baseline, and session-page GETs with the cookies the launches
 //! set. For each it prints requests/s, p50 and p99 latency, non-2xx answers and transport
-//! errors, the server's CPU time per request, then its peak resident memory (VmHWM) and our
-//! figures as ratios of the
-//! baselines, against the targets of issue 6. Exits non-zero when a target is missed.
+//! errors, the server's and the load generator's CPU time per request and the machine's idle share
+//! (a phase with idle CPU is bound by waiting, not by work), then the server's peak resident
+//! memory (VmHWM) and our figures as ratios of the baselines, against the targets of issue 6.
+//! Exits non-zero when a target is missed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroU64;
@@ -81,6 +82,10 @@ struct Figures {
     peak_rss_kib: u64,
     /// Server CPU time (user + system) per request in the measured window, in microseconds.
     cpu_us_per_request: f64,
+    /// The load generator's CPU time per request, in microseconds.
+    load_cpu_us_per_request: f64,
+    /// The machine's idle share over the measured window (all CPUs), when `/proc/stat` is readable.
+    idle_share: Option<f64>,
 }
 
 impl Figures {
@@ -366,11 +371,20 @@ async fn phase(
     let end = measure_from + Duration::from_secs(args.seconds);
     let exhausted = Arc::new(AtomicBool::new(false));
     // The server's CPU time over the measured window: steadier than requests/s on a shared machine.
+    // The load generator's own CPU and the machine's idle time tell whether a phase is CPU-bound.
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let before = cpu_ticks(pid);
+        let me = std::process::id();
+        let before = (cpu_ticks(pid), cpu_ticks(me), idle_ticks());
         tokio::time::sleep_until(end.into()).await;
-        cpu_ticks(pid).saturating_sub(before)
+        (
+            cpu_ticks(pid).saturating_sub(before.0),
+            cpu_ticks(me).saturating_sub(before.1),
+            idle_ticks().map(|(idle, all)| {
+                let (idle0, all0) = before.2.unwrap_or((idle, all));
+                idle.saturating_sub(idle0) as f64 / all.saturating_sub(all0).max(1) as f64
+            }),
+        )
     });
     let mut tasks = Vec::new();
     for c in 0..args.connections {
@@ -440,7 +454,7 @@ async fn phase(
             errors += f.errors;
         }
     }
-    let cpu_ticks_used = cpu.await.unwrap_or(0);
+    let (cpu_ticks_used, own_ticks, idle) = cpu.await.unwrap_or((0, 0, None));
     let seconds = Instant::now()
         .min(end)
         .saturating_duration_since(measure_from)
@@ -465,6 +479,8 @@ async fn phase(
         exhausted: exhausted.load(Ordering::Relaxed),
         peak_rss_kib: peak_rss_kib(pid),
         cpu_us_per_request: cpu_ticks_used as f64 * 1e6 / USER_HZ / latencies.len().max(1) as f64,
+        load_cpu_us_per_request: own_ticks as f64 * 1e6 / USER_HZ / latencies.len().max(1) as f64,
+        idle_share: idle,
     };
     print_figures(&figures);
     figures
@@ -575,6 +591,20 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The machine's idle and total clock ticks so far, over all CPUs (`/proc/stat`).
+fn idle_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // idle and iowait are the 4th and 5th counters.
+    Some((ticks.get(3)? + ticks.get(4)?, ticks.iter().sum()))
+}
+
 /// Clock ticks per second in `/proc` (USER_HZ, part of Linux's ABI: 100).
 const USER_HZ: f64 = 100.0;
 
@@ -609,7 +639,7 @@ fn print_machine() {
 
 fn print_figures(f: &Figures) {
     println!(
-        "{:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {:>5}  errors {:>3}  peak RSS {:>5.1} MiB  server CPU {:>4.0} µs/req{}",
+        "{:<14} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  non-2xx {:>5}  errors {:>3}  peak RSS {:>5.1} MiB  server CPU {:>4.0} µs/req  load CPU {:>3.0} µs/req  idle {}{}",
         f.name,
         f.rate(),
         f.p50_ms,
@@ -618,6 +648,9 @@ fn print_figures(f: &Figures) {
         f.errors,
         f.peak_rss_kib as f64 / 1024.0,
         f.cpu_us_per_request,
+        f.load_cpu_us_per_request,
+        f.idle_share
+            .map_or("?".to_string(), |i| format!("{:.0} %", i * 100.0)),
         if f.exhausted {
             "  (ran out of pre-signed launches: raise --launches)"
         } else {
