@@ -15,9 +15,18 @@
 //!
 //! sqlx runs each SQLite connection on a thread of its own, so every query costs two thread
 //! switches; sharing one check and one commit among all waiting requests is what makes this fast.
+//!
+//! A second task copies committed pages from the WAL into the database file (a passive
+//! checkpoint) soon after each commit, on another connection. Otherwise the writer does it itself
+//! every 1000 pages, and every launch waiting on that commit waits for the copy and its fsync.
+//! The writer's own checkpoint stays on as the backstop that lets the WAL start over: passive
+//! checkpoints never wait, so under a steady stream of commits only the writer finds the WAL
+//! fully copied between two transactions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rocket::tokio::sync::{mpsc, oneshot};
 use sqlx::{ConnectOptions, SqliteConnection};
@@ -36,6 +45,8 @@ const QUEUE: usize = 1024;
 const MAX_SESSIONS: usize = 2048;
 /// Consumers kept in memory.
 const MAX_CONSUMERS: usize = 256;
+/// How soon after a commit its pages are copied into the database file (see the module docs).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 enum Job {
     Write(
@@ -88,7 +99,9 @@ impl StoreFront {
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
-        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone()));
+        let commits = Arc::new(AtomicU64::new(0));
+        rocket::tokio::spawn(checkpoint_forever(db.clone(), commits.clone()));
+        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone(), commits));
         Ok(StoreFront { jobs, caches })
     }
 
@@ -165,6 +178,7 @@ async fn run(
     mut conn: Option<SqliteConnection>,
     mut queue: mpsc::Receiver<Job>,
     caches: Arc<Mutex<Caches>>,
+    commits: Arc<AtomicU64>,
 ) {
     let mut seen_version = None;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -196,6 +210,9 @@ async fn run(
         }
         match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
             Ok(outcomes) => {
+                if !writes.is_empty() {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
                 for reply in check_replies {
                     let _ = reply.send(Ok(()));
                 }
@@ -276,4 +293,35 @@ async fn round(
         }
     }
     Ok(outcomes)
+}
+
+/// Runs a passive checkpoint on a pool connection shortly after the writer commits (see the module
+/// docs); does nothing while nothing is written.
+async fn checkpoint_forever(db: Db, commits: Arc<AtomicU64>) {
+    let mut tick = rocket::tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
+    let (mut copied, mut failing) = (0, false);
+    loop {
+        tick.tick().await;
+        let now = commits.load(Ordering::Relaxed);
+        if now == copied {
+            continue;
+        }
+        // PASSIVE copies what it can without waiting for readers or writers; a busy result is fine.
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&db)
+            .await
+        {
+            Ok(_) => {
+                copied = now;
+                failing = false;
+            }
+            // Storage trouble shows in the launches' own errors; one line here is enough.
+            Err(e) if !failing => {
+                log::warn!("background checkpoint failed (the writer will do it itself): {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -333,6 +333,32 @@ fn kill_9_mid_load_loses_no_answered_launch() {
 }
 
 #[test]
+fn launches_reach_the_database_file_soon_without_waiting_for_a_full_wal() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let db_file = dir.join("db.sqlite");
+    let size = || std::fs::metadata(&db_file).expect("database file").len();
+    let before = size();
+    for i in 0..30 {
+        launch_as(server.port, &format!("copied-{i}"))
+            .expect("launch")
+            .expect("accepted");
+    }
+    // Thirty launches are far from the writer's own 1000-page checkpoint: only the background
+    // checkpoint copies their pages out of the WAL this soon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the database file stayed at {before} bytes: launches live only in the WAL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     let dir = temp_dir();
     let mut server = Server::start(&dir);
