@@ -329,6 +329,58 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
 }
 
 #[rocket::async_test]
+async fn a_batch_that_breaks_a_constraint_midway_leaves_nothing_behind() {
+    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession};
+
+    let now = 1_700_000_000;
+    let (dir, db, stored) = with_consumer_k(now).await;
+    for sql in [
+        "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
+         VALUES ('old', 'k', 'u', '', '{}', 0, 9999999999)",
+        "INSERT INTO handoffs (token, session_id, expires_at) VALUES ('taken', 'old', 9999999999)",
+    ] {
+        sqlx::query(sql).execute(&db).await.expect("set-up");
+    }
+    let write = |nonce: &str, user: &str, token: &str| LaunchWrite {
+        consumer_key: "k".into(),
+        stored_secret: stored.clone(),
+        nonce: nonce.into(),
+        nonce_expires_at: now + 301,
+        session: Some(
+            NewSession::new(
+                &sessions::new_id(),
+                &Arc::new(launch_data(user)),
+                now,
+                now + 3600,
+            )
+            .expect("session"),
+        ),
+        replaces: Some("old".into()),
+        handoff: Some((token.into(), now + 60)),
+    };
+    // The second launch's token is already in use: the hand-off insert, late in the script, fails
+    // after the nonces, the old session's deletion and the new sessions were written.
+    let batch = [write("n1", "one", "fresh"), write("n2", "two", "taken")];
+    let mut conn = db.acquire().await.expect("connection");
+    assert!(record_batch(&mut conn, &batch).await.is_err());
+    drop(conn);
+    let count = |sql: &'static str| scalar(&db, sql);
+    assert_eq!(count("SELECT COUNT(*) FROM nonces").await, 0);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE id = 'old'").await,
+        1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM handoffs").await, 1);
+    assert_eq!(
+        count("SELECT launch_count FROM consumers WHERE consumer_key = 'k'").await,
+        0
+    );
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
 async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid() {
     use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
 
