@@ -15,7 +15,15 @@ const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes a string the OAuth way (RFC 5849 section 3.6): a space is `%20`, never `+`.
 pub fn encode(s: &str) -> String {
-    utf8_percent_encode(s, RESERVED).to_string()
+    let mut out = String::with_capacity(s.len());
+    encode_into(&mut out, s);
+    out
+}
+
+/// Appends `s` percent-encoded the OAuth way to `out` (without the formatting machinery that
+/// `to_string` goes through: this runs for every parameter of every launch).
+fn encode_into(out: &mut String, s: &str) {
+    out.extend(utf8_percent_encode(s, RESERVED));
 }
 
 /// Builds the base string URI (RFC 5849 section 3.4.1.2): scheme and host lower-cased, the default
@@ -91,12 +99,14 @@ pub fn signature_base_string<'a, I>(method: &str, base_uri: &str, params: I) -> 
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    format!(
-        "{}&{}&{}",
-        method.to_ascii_uppercase(),
-        encode(base_uri),
-        encode(&normalized_parameters(params))
-    )
+    let params = normalized_parameters(params);
+    let mut out = String::with_capacity(method.len() + 2 * base_uri.len() + 2 * params.len() + 2);
+    out.push_str(&method.to_ascii_uppercase());
+    out.push('&');
+    encode_into(&mut out, base_uri);
+    out.push('&');
+    encode_into(&mut out, &params);
+    out
 }
 
 fn mac(base_string: &str, consumer_secret: &str) -> Hmac<Sha1> {

@@ -115,12 +115,15 @@ fn candidate_uris(req: &Request<'_>, state: &AppState) -> Result<Vec<String>, Lt
     Ok(uris)
 }
 
+/// A reading of the request's parameters, borrowed from it.
+type ParamSet<'a> = Vec<(&'a str, &'a str)>;
+
 /// The parameter sets to try: all of them, then (when Canvas copied launch-URL query parameters
 /// into the body) with each query parameter that reappears in the body with the same value counted once.
-fn candidate_param_sets(params: &LaunchParams) -> Vec<Params> {
-    let all = params.combined();
-    let duplicated = |q: &(String, String)| params.body.contains(q);
-    if !params.query.iter().any(duplicated) {
+fn candidate_param_sets(params: &LaunchParams) -> Vec<ParamSet<'_>> {
+    let all = params.all().collect();
+    let duplicated = |q: &&(String, String)| params.body.contains(q);
+    if !params.query.iter().any(|q| duplicated(&q)) {
         return vec![all];
     }
     let deduped = params
@@ -129,7 +132,7 @@ fn candidate_param_sets(params: &LaunchParams) -> Vec<Params> {
         .filter(|q| !duplicated(q))
         .chain(&params.body)
         .chain(&params.header)
-        .cloned()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     vec![all, deduped]
 }
@@ -138,17 +141,13 @@ fn candidate_param_sets(params: &LaunchParams) -> Vec<Params> {
 fn signature_matches(
     method: &str,
     uris: &[String],
-    sets: &[Params],
+    sets: &[ParamSet<'_>],
     secret: &str,
     signature: &str,
 ) -> bool {
     uris.iter().any(|uri| {
         sets.iter().any(|set| {
-            let base = signature_base_string(
-                method,
-                uri,
-                set.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            );
+            let base = signature_base_string(method, uri, set.iter().copied());
             verify(&base, secret, signature)
         })
     })
