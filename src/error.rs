@@ -90,6 +90,9 @@ pub enum LtiError {
     /// A form that another site's page posted (`Sec-Fetch-Site` / `Origin`) where only ours may.
     #[error("form posted from another site")]
     CrossSiteForm,
+    /// A launch sent as a HEAD request (a link checker or prefetcher): never a session.
+    #[error("a launch cannot be a HEAD request")]
+    HeadLaunch,
     /// An admin page without a live admin session.
     #[error("admin login required")]
     AdminLoginRequired,

@@ -53,6 +53,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     rocket::custom(with_defaults(figment))
         .attach(shield)
         .attach(Template::fairing())
+        .attach(web::origin::head_marker())
         .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
             match init_state(rocket.figment()).await {
                 Ok(state) if state.settings.benchmark_routes => {

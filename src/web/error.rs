@@ -35,6 +35,7 @@ impl LtiError {
             | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired | HandoffInvalid
             | AdminLoginRequired => Status::Unauthorized,
             NotStaff | BadCsrfToken | CrossSiteForm => Status::Forbidden,
+            HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins => Status::TooManyRequests,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
@@ -76,6 +77,7 @@ impl LtiError {
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Reload the page and try again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
+            HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             Outcome(e) => outcome_message(e),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),

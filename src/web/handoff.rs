@@ -14,7 +14,7 @@ use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
 use crate::web::launch::session_cookie;
-use crate::web::origin::started_by_another_site;
+use crate::web::origin::{started_by_another_site, SecureCookies};
 use crate::web::AppState;
 
 /// Where the new window lands: a page that accepts an existing session.
@@ -30,6 +30,7 @@ struct Handoff {
 async fn continue_in_window(
     form: Form<Handoff>,
     _same_site: FromOwnPage,
+    secure: SecureCookies,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Redirect, LtiError> {
@@ -41,7 +42,7 @@ async fn continue_in_window(
         Some(s) if s.expires_at > store::now() => {}
         _ => return Err(LtiError::HandoffInvalid),
     }
-    cookies.add(session_cookie(state, session_id));
+    cookies.add(session_cookie(state, session_id, secure));
     Ok(Redirect::to(LANDING))
 }
 

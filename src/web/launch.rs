@@ -13,7 +13,7 @@ use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
-use crate::web::origin::signed_origin;
+use crate::web::origin::{signed_origin, SecureCookies, SentAsHead};
 use crate::web::AppState;
 
 /// Name of the session cookie.
@@ -170,6 +170,11 @@ pub async fn launch(
     state: &AppState,
     params: LaunchParams,
 ) -> Result<Launched, LtiError> {
+    // Before anything else: a HEAD request neither spends the nonce nor ends the current session.
+    if SentAsHead::of(req) {
+        log::info!("a HEAD request to a launch route was answered without launching");
+        return Err(LtiError::HeadLaunch);
+    }
     let old_session = req
         .cookies()
         .get(SESSION_COOKIE)
@@ -184,9 +189,11 @@ pub async fn launch(
         other => other,
     };
     match &result {
-        Ok(launched) => req
-            .cookies()
-            .add(session_cookie(state, launched.session_id.clone())),
+        Ok(launched) => req.cookies().add(session_cookie(
+            state,
+            launched.session_id.clone(),
+            SecureCookies::of(req, &state.settings),
+        )),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             end_session(state, req.cookies(), old_session.as_deref()).await;
@@ -308,13 +315,14 @@ fn refused(consumer_key: &str, error: LtiError) -> LtiError {
     error
 }
 
-/// The session cookie, with the configured `SameSite` and `Secure` policy.
-pub fn session_cookie(state: &AppState, value: String) -> Cookie<'static> {
+/// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
+/// request.
+pub fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, value))
         .path("/")
         .http_only(true)
         .same_site(state.settings.cookie_same_site.into())
-        .secure(state.settings.cookie_secure)
+        .secure(secure.0)
         .build()
 }
 
@@ -325,6 +333,7 @@ pub async fn end_session(state: &AppState, cookies: &CookieJar<'_>, id: Option<&
         if let Err(e) = sessions::delete(&state.db, id).await {
             log::error!("could not delete a session: {e}");
         }
-        cookies.remove(session_cookie(state, String::new()));
+        let secure = SecureCookies(state.settings.cookie_secure);
+        cookies.remove(session_cookie(state, String::new(), secure));
     }
 }

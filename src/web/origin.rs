@@ -205,3 +205,62 @@ impl<'r> FromRequest<'r> for RequestOrigin {
         request::Outcome::Success(RequestOrigin(origin))
     }
 }
+
+/// Whether the request was sent as HEAD: Rocket answers HEAD with a GET route and resets the
+/// method first, so `head_marker` records it before routing. HEAD is a safe method: link
+/// checkers and prefetchers send it, and it must not spend a nonce or end a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SentAsHead(pub bool);
+
+/// Records HEAD requests for [`SentAsHead`] (only those: nothing is stored for other requests).
+pub fn head_marker() -> rocket::fairing::AdHoc {
+    rocket::fairing::AdHoc::on_request("HEAD marker", |req, _| {
+        Box::pin(async move {
+            if req.method() == rocket::http::Method::Head {
+                req.local_cache(|| SentAsHead(true));
+            }
+        })
+    })
+}
+
+impl SentAsHead {
+    /// True when `req` was sent as HEAD.
+    pub fn of(req: &Request<'_>) -> bool {
+        req.local_cache(|| SentAsHead(false)).0
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SentAsHead {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        request::Outcome::Success(SentAsHead(SentAsHead::of(req)))
+    }
+}
+
+/// Whether the session cookie gets `Secure`: when `cookie_secure` is on, and also whenever the
+/// request reached us over https (as the LMS signed it, or through a trusted proxy), since
+/// browsers drop a `SameSite=None` cookie without it.
+#[derive(Debug, Clone, Copy)]
+pub struct SecureCookies(pub bool);
+
+impl SecureCookies {
+    /// Works it out for `req`.
+    pub fn of(req: &Request<'_>, settings: &Settings) -> Self {
+        SecureCookies(
+            settings.cookie_secure
+                || signed_origin(req, settings).is_ok_and(|o| o.scheme == "https"),
+        )
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SecureCookies {
+    type Error = LtiError;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        match req.rocket().state::<AppState>() {
+            Some(state) => request::Outcome::Success(SecureCookies::of(req, &state.settings)),
+            None => request::Outcome::Success(SecureCookies(true)),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
-use crate::web::origin::{RequestOrigin, StartedElsewhere};
+use crate::web::origin::{RequestOrigin, SentAsHead, StartedElsewhere};
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -148,9 +148,14 @@ async fn logout_post(
 #[get("/logout")]
 async fn logout_get(
     elsewhere: StartedElsewhere,
+    head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Template {
+    if head.0 {
+        // A link checker's HEAD gets the confirmation's headers and ends nothing.
+        return Template::render("logout_confirm", context! { token: None::<String> });
+    }
     logout(elsewhere, None, state, cookies).await
 }
 

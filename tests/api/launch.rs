@@ -64,6 +64,31 @@ async fn get_launch_signed_in_the_query_is_accepted_on_initial() {
 }
 
 #[rocket::async_test]
+async fn a_head_request_neither_launches_nor_ends_the_session() {
+    let app = spawn_app().await;
+    let res = app.launch(&Launch::new("/initial").user("first")).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 1);
+    let head = |path: String| app.client.head(path).header(Header::new("Host", HOST));
+    // A link checker sends HEAD to a signed GET launch: 405, no cookie, no nonce spent.
+    let path = Launch::new("/initial").user("second").signed_get_path();
+    let res = head(path.clone()).dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    assert_eq!(app.count("nonces").await, 1);
+    assert_eq!(app.count("sessions").await, 1);
+    // ... nor does a HEAD of /logout end the session.
+    let res = head("/logout".into()).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 1);
+    let body = page(app.get("/session").await, Status::Ok).await;
+    assert!(body.contains("first"));
+    // The real GET of the same launch still works once.
+    let body = page(app.get(&path).await, Status::Ok).await;
+    assert!(body.contains("second"));
+}
+
+#[rocket::async_test]
 async fn bad_signature_wrong_secret_and_tampering_are_refused() {
     let app = spawn_app().await;
     let wrong_secret = Launch::new("/any").consumer("__consumer_key__", "not-the-secret");

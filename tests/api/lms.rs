@@ -166,6 +166,52 @@ async fn proxied<'a>(
 }
 
 #[rocket::async_test]
+async fn the_session_cookie_is_secure_whenever_the_launch_came_over_https() {
+    // `cookie_secure` is off (debug profile), yet a browser behind an https proxy needs `Secure`
+    // for a `SameSite=None` cookie.
+    let app = spawn_app_with(|f| {
+        f.merge(("trusted_proxies", ["10.0.0.1"]))
+            .merge(("cookie_same_site", "none"))
+    })
+    .await;
+    let cookie = |res: &rocket::local::asynchronous::LocalResponse<'_>| {
+        res.headers()
+            .get_one("Set-Cookie")
+            .expect("session cookie")
+            .to_string()
+    };
+    let xff = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "tool.example.edu"),
+    ];
+    let https = Launch::new("/any").signed_for("https://tool.example.edu/any");
+    let res = proxied(&app, "10.0.0.1:40000", https.signed_body(), &xff).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(cookie(&res).contains("; Secure"), "{}", cookie(&res));
+    // Plain http stays without it (a browser would refuse a Secure cookie from http).
+    let res = app.launch(&Launch::new("/any")).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(!cookie(&res).contains("Secure"), "{}", cookie(&res));
+    // An untrusted client claiming https changes nothing.
+    let direct = Launch::new("/any").signed_for("http://10.0.0.5:8000/any");
+    let res = proxied(&app, "10.0.0.2:40000", direct.signed_body(), &xff).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(!cookie(&res).contains("Secure"), "{}", cookie(&res));
+    // An https public_url means the browser is on https.
+    let app = spawn_app_with(|f| f.merge(("public_url", "https://tool.example.edu"))).await;
+    let res = app
+        .post_form(
+            "/any",
+            Launch::new("/any")
+                .signed_for("https://tool.example.edu/any")
+                .signed_body(),
+        )
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(cookie(&res).contains("; Secure"), "{}", cookie(&res));
+}
+
+#[rocket::async_test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
     let public = |_: ()| Launch::new("/any").signed_for("https://tool.example.edu/any");
