@@ -39,6 +39,8 @@ use crate::error::LtiError;
 
 /// Most jobs handled in one round (keeps statements short and the write lock held briefly).
 const MAX_BATCH: usize = 64;
+/// Most scheduler passes a round waits for more jobs to join it.
+const JOIN_PASSES: usize = 3;
 /// Requests waiting for the task; more wait on the channel (back-pressure, not memory).
 const QUEUE: usize = 1024;
 /// Sessions kept in memory (about 1 KiB each); past this, new ones are read from SQLite.
@@ -184,17 +186,25 @@ async fn run(
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
-        // Let requests that are ready to send their job do so, so that they join this round (a
-        // few passes of the scheduler: each round costs the same however many jobs it carries).
-        for _ in 0..3 {
-            rocket::tokio::task::yield_now().await;
-        }
-        // Whatever queued up during the last round goes into this one.
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        // Whatever queued up during the last round goes into this one. Then requests that are
+        // ready to send their job get a few passes of the scheduler to join it (a round costs
+        // about the same however many jobs it carries), but only while that brings more and the
+        // batch is not full: under a burst each pass waits for every runnable task.
+        let mut passes = 0;
+        loop {
+            let before = jobs.len();
+            while jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
+            let grew = passes == 0 || jobs.len() > before;
+            if jobs.len() >= MAX_BATCH || !grew || passes == JOIN_PASSES {
+                break;
+            }
+            rocket::tokio::task::yield_now().await;
+            passes += 1;
         }
         let mut writes = Vec::new();
         let mut write_replies = Vec::new();
