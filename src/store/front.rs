@@ -102,7 +102,8 @@ impl StoreFront {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
         let commits = Arc::new(AtomicU64::new(0));
-        rocket::tokio::spawn(checkpoint_forever(db.clone(), commits.clone()));
+        let checkpoints = (*db.connect_options()).clone();
+        rocket::tokio::spawn(checkpoint_forever(checkpoints, commits.clone()));
         rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone(), commits));
         Ok(StoreFront { jobs, caches })
     }
@@ -305,33 +306,52 @@ async fn round(
     Ok(outcomes)
 }
 
-/// Runs a passive checkpoint on a pool connection shortly after the writer commits (see the module
-/// docs); does nothing while nothing is written.
-async fn checkpoint_forever(db: Db, commits: Arc<AtomicU64>) {
+/// Runs a passive checkpoint on a connection of its own (not one a request could be waiting for)
+/// shortly after the writer commits (see the module docs); does nothing while nothing is written.
+async fn checkpoint_forever(options: sqlx::sqlite::SqliteConnectOptions, commits: Arc<AtomicU64>) {
     let mut tick = rocket::tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
-    let (mut copied, mut failing) = (0, false);
+    let (mut conn, mut copied, mut failing) = (None, 0, false);
     loop {
         tick.tick().await;
         let now = commits.load(Ordering::Relaxed);
         if now == copied {
             continue;
         }
-        // PASSIVE copies what it can without waiting for readers or writers; a busy result is fine.
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&db)
-            .await
-        {
-            Ok(_) => {
-                copied = now;
+        match checkpoint(&options, &mut conn).await {
+            // Done only when every page in the WAL is in the file; a reader or the writer may
+            // have held some back, and then the next tick tries again.
+            Ok((log, checkpointed)) => {
+                if log == checkpointed {
+                    copied = now;
+                }
                 failing = false;
             }
             // Storage trouble shows in the launches' own errors; one line here is enough.
-            Err(e) if !failing => {
-                log::warn!("background checkpoint failed (the writer will do it itself): {e}");
+            Err(e) => {
+                if !failing {
+                    log::warn!("background checkpoint failed (the writer will do it itself): {e}");
+                }
                 failing = true;
+                conn = None;
             }
-            Err(_) => {}
         }
     }
+}
+
+/// One passive checkpoint: the WAL's pages, and how many of them are now in the database file.
+async fn checkpoint(
+    options: &sqlx::sqlite::SqliteConnectOptions,
+    conn: &mut Option<SqliteConnection>,
+) -> Result<(i64, i64), LtiError> {
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(options.connect().await?),
+    };
+    // PASSIVE copies what it can without waiting for readers or writers.
+    let (_busy, log, checkpointed): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(conn)
+            .await?;
+    Ok((log, checkpointed))
 }
