@@ -363,6 +363,20 @@ async fn a_batch_that_breaks_a_constraint_midway_leaves_nothing_behind() {
     let batch = [write("n1", "one", "fresh"), write("n2", "two", "taken")];
     let mut conn = db.acquire().await.expect("connection");
     assert!(record_batch(&mut conn, &batch).await.is_err());
+    // On the same connection: no transaction is left open with the batch's rows in it.
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .expect("no transaction left open");
+    let nonces: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    assert_eq!(nonces, 0);
+    sqlx::query("ROLLBACK")
+        .execute(&mut *conn)
+        .await
+        .expect("rollback");
     drop(conn);
     let count = |sql: &'static str| scalar(&db, sql);
     assert_eq!(count("SELECT COUNT(*) FROM nonces").await, 0);
