@@ -97,7 +97,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
-        log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie");
+        log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie of launches over plain http (https launches get Secure anyway)");
     }
     if settings.dev_launcher && !settings.debug_profile {
         log::warn!(

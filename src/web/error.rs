@@ -235,6 +235,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);
+        if self.status == Status::MethodNotAllowed {
+            // RFC 9110: a 405 says which methods the resource takes.
+            response.set_raw_header("Allow", "GET, POST");
+        }
         Ok(response)
     }
 }

@@ -18,6 +18,7 @@ use crate::web::error::remember;
 use crate::web::launch::{
     check_form_content_type, end_session, launch, LaunchParams, SESSION_COOKIE,
 };
+use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
 
 /// What every guard hands the page: the launch data, and the session it lives in.
@@ -40,9 +41,15 @@ impl Deref for LtiUser {
 }
 
 impl LtiUser {
-    /// Ends this session (logout): the row is deleted and the cookie cleared.
-    pub async fn end_session(&self, state: &AppState, cookies: &CookieJar<'_>) {
-        end_session(state, cookies, Some(&self.session_id)).await;
+    /// Ends this session (logout): the row is deleted and the cookie cleared (`secure` is a
+    /// request guard a handler can take).
+    pub async fn end_session(
+        &self,
+        state: &AppState,
+        cookies: &CookieJar<'_>,
+        secure: SecureCookies,
+    ) {
+        end_session(state, cookies, Some(&self.session_id), secure).await;
     }
 }
 
@@ -118,7 +125,11 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
         .await?
         .ok_or(LtiError::NoSession)?;
     if session.expires_at <= store::now() {
-        end_session(state, req.cookies(), Some(&id)).await;
+        // A HEAD (a link checker) ends nothing, not even what has run out.
+        if !SentAsHead::of(req) {
+            let secure = SecureCookies::of(req, &state.settings);
+            end_session(state, req.cookies(), Some(&id), secure).await;
+        }
         return Err(LtiError::SessionExpired);
     }
     Ok(LtiUser {
@@ -307,7 +318,8 @@ async fn staff_check<G: HasLtiUser>(
     }
     if user.fresh_launch {
         if let Ok(state) = state(req) {
-            end_session(state, req.cookies(), Some(&user.session_id)).await;
+            let secure = SecureCookies::of(req, &state.settings);
+            end_session(state, req.cookies(), Some(&user.session_id), secure).await;
         }
     }
     let e = LtiError::NotStaff;

@@ -196,7 +196,8 @@ pub async fn launch(
         )),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
-            end_session(state, req.cookies(), old_session.as_deref()).await;
+            let secure = SecureCookies::of(req, &state.settings);
+            end_session(state, req.cookies(), old_session.as_deref(), secure).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
             record_refusal(req, state, &params, e).await;
@@ -326,14 +327,19 @@ pub fn session_cookie(state: &AppState, value: String, secure: SecureCookies) ->
         .build()
 }
 
-/// Ends a session: the row goes and the cookie is cleared. Storage errors are logged, not raised:
+/// Ends a session: the row goes and the cookie is cleared (with the `Secure` flag it was set with:
+/// browsers ignore a `SameSite=None` removal without it). Storage errors are logged, not raised:
 /// the cookie is cleared either way and the row expires on its own.
-pub async fn end_session(state: &AppState, cookies: &CookieJar<'_>, id: Option<&str>) {
+pub async fn end_session(
+    state: &AppState,
+    cookies: &CookieJar<'_>,
+    id: Option<&str>,
+    secure: SecureCookies,
+) {
     if let Some(id) = id {
         if let Err(e) = sessions::delete(&state.db, id).await {
             log::error!("could not delete a session: {e}");
         }
-        let secure = SecureCookies(state.settings.cookie_secure);
         cookies.remove(session_cookie(state, String::new(), secure));
     }
 }

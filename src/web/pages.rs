@@ -9,7 +9,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::launch::{end_session, SESSION_COOKIE};
-use crate::web::origin::{RequestOrigin, SentAsHead, StartedElsewhere};
+use crate::web::origin::{RequestOrigin, SecureCookies, SentAsHead, StartedElsewhere};
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -137,17 +137,19 @@ struct LogoutForm {
 #[post("/logout", data = "<form>")]
 async fn logout_post(
     elsewhere: StartedElsewhere,
+    secure: SecureCookies,
     form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Template {
     let token = form.and_then(|f| f.into_inner().csrf);
-    logout(elsewhere, token.as_deref(), state, cookies).await
+    logout(elsewhere, secure, token.as_deref(), state, cookies).await
 }
 
 #[get("/logout")]
 async fn logout_get(
     elsewhere: StartedElsewhere,
+    secure: SecureCookies,
     head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
@@ -156,11 +158,12 @@ async fn logout_get(
         // A link checker's HEAD gets the confirmation's headers and ends nothing.
         return Template::render("logout_confirm", context! { token: None::<String> });
     }
-    logout(elsewhere, None, state, cookies).await
+    logout(elsewhere, secure, None, state, cookies).await
 }
 
 async fn logout(
     elsewhere: StartedElsewhere,
+    secure: SecureCookies,
     token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,
@@ -176,7 +179,7 @@ async fn logout(
         let token = id.as_deref().map(|id| state.page_forms.token(id));
         return Template::render("logout_confirm", context! { token });
     }
-    end_session(state, cookies, id.as_deref()).await;
+    end_session(state, cookies, id.as_deref(), secure).await;
     Template::render("logout", context! {})
 }
 

@@ -188,6 +188,24 @@ async fn the_session_cookie_is_secure_whenever_the_launch_came_over_https() {
     let res = proxied(&app, "10.0.0.1:40000", https.signed_body(), &xff).await;
     assert_eq!(res.status(), Status::Ok);
     assert!(cookie(&res).contains("; Secure"), "{}", cookie(&res));
+    // Logging out through the proxy clears it with a Secure removal too: browsers ignore a
+    // SameSite=None removal without it.
+    let set = cookie(&res);
+    let session = set.split(';').next().expect("name=value").to_string();
+    let res = app
+        .client
+        .post("/logout")
+        .remote("10.0.0.1:40000".parse().unwrap())
+        .header(Header::new("Host", "10.0.0.5:8000"))
+        .header(Header::new(xff[0].0, xff[0].1))
+        .header(Header::new(xff[1].0, xff[1].1))
+        .header(Header::new("Cookie", session))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let removal = cookie(&res);
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert!(removal.contains("; Secure"), "{removal}");
     // Plain http stays without it (a browser would refuse a Secure cookie from http).
     let res = app.launch(&Launch::new("/any")).await;
     assert_eq!(res.status(), Status::Ok);
