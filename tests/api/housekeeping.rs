@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use rocket_lti_tool::lti::launch::LaunchData;
+use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
 use rocket_lti_tool::store::{self, nonces, sessions, Db};
 
 use crate::helpers::temp_dir;
@@ -152,30 +153,31 @@ async fn with_consumer_k(now: i64) -> (std::path::PathBuf, Db, String) {
     (dir, db, stored)
 }
 
-#[rocket::async_test]
-async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
-    use rocket_lti_tool::store::consumers;
-    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-
-    let now = 1_700_000_000;
-    // The secret as stored (sealed) when the launch was verified.
-    let (dir, db, current) = with_consumer_k(now).await;
-    let write = |nonce: &str, stored: &str, user: &str| LaunchWrite {
+/// A launch of consumer `k` verified with its `stored` secret at `now`, starting a session for
+/// `launch` (`None`: a genuine launch with bad LTI fields), replacing nothing, with no token.
+fn launch_write(now: i64, stored: &str, nonce: &str, launch: Option<LaunchData>) -> LaunchWrite {
+    LaunchWrite {
         consumer_key: "k".into(),
         stored_secret: stored.into(),
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
-        session: Some(
-            NewSession::new(
-                &sessions::new_id(),
-                &Arc::new(launch_data(user)),
-                now,
-                now + 3600,
-            )
-            .expect("session"),
-        ),
+        session: launch.map(|l| {
+            NewSession::new(&sessions::new_id(), &Arc::new(l), now, now + 3600).expect("session")
+        }),
         replaces: None,
         handoff: None,
+    }
+}
+
+#[rocket::async_test]
+async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
+    use rocket_lti_tool::store::consumers;
+
+    let now = 1_700_000_000;
+    // The secret as stored (sealed) when the launch was verified.
+    let (dir, db, current) = with_consumer_k(now).await;
+    let write = |nonce: &str, stored: &str, user: &str| {
+        launch_write(now, stored, nonce, Some(launch_data(user)))
     };
     let mut conn = db.acquire().await.expect("connection");
     let batch = [
@@ -227,8 +229,6 @@ async fn a_launch_verified_with_an_outdated_secret_writes_nothing() {
 
 #[rocket::async_test]
 async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_target() {
-    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-
     let now = 1_700_000_000;
     let (dir, db, stored) = with_consumer_k(now).await;
     // Two browsers' current sessions, which their launches would end.
@@ -256,16 +256,9 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
         launch
     };
     let write = |nonce: &str, user: Option<&str>, replaces: &str, token: &str| LaunchWrite {
-        consumer_key: "k".into(),
-        stored_secret: stored.clone(),
-        nonce: nonce.into(),
-        nonce_expires_at: now + 301,
-        session: user.map(|u| {
-            NewSession::new(&sessions::new_id(), &Arc::new(graded(u)), now, now + 3600)
-                .expect("session")
-        }),
         replaces: Some(replaces.into()),
         handoff: Some((token.into(), now + 60)),
+        ..launch_write(now, &stored, nonce, user.map(graded))
     };
     // (`n2` has a replaced session and a token without a session, which the launch pipeline never
     // builds: they must be ignored all the same.)
@@ -330,8 +323,6 @@ async fn only_the_launch_that_spends_a_nonce_writes_its_session_token_and_grade_
 
 #[rocket::async_test]
 async fn a_batch_that_breaks_a_constraint_midway_leaves_nothing_behind() {
-    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession};
-
     let now = 1_700_000_000;
     let (dir, db, stored) = with_consumer_k(now).await;
     for sql in [
@@ -342,21 +333,9 @@ async fn a_batch_that_breaks_a_constraint_midway_leaves_nothing_behind() {
         sqlx::query(sql).execute(&db).await.expect("set-up");
     }
     let write = |nonce: &str, user: &str, token: &str| LaunchWrite {
-        consumer_key: "k".into(),
-        stored_secret: stored.clone(),
-        nonce: nonce.into(),
-        nonce_expires_at: now + 301,
-        session: Some(
-            NewSession::new(
-                &sessions::new_id(),
-                &Arc::new(launch_data(user)),
-                now,
-                now + 3600,
-            )
-            .expect("session"),
-        ),
         replaces: Some("old".into()),
         handoff: Some((token.into(), now + 60)),
+        ..launch_write(now, &stored, nonce, Some(launch_data(user)))
     };
     // The second launch's token is already in use: the hand-off insert, late in the script, fails
     // after the nonces, the old session's deletion and the new sessions were written.
@@ -396,8 +375,6 @@ async fn a_batch_that_breaks_a_constraint_midway_leaves_nothing_behind() {
 
 #[rocket::async_test]
 async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid() {
-    use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-
     let now = 1_700_000_000;
     let (dir, db, stored) = with_consumer_k(now).await;
     let graded = |nonce: &str, sourcedid: &str| {
@@ -409,18 +386,7 @@ async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid
         launch
             .params
             .push(("lis_result_sourcedid".into(), sourcedid.into()));
-        LaunchWrite {
-            consumer_key: "k".into(),
-            stored_secret: stored.clone(),
-            nonce: nonce.into(),
-            nonce_expires_at: now + 301,
-            session: Some(
-                NewSession::new(&sessions::new_id(), &Arc::new(launch), now, now + 3600)
-                    .expect("session"),
-            ),
-            replaces: None,
-            handoff: None,
-        }
+        launch_write(now, &stored, nonce, Some(launch))
     };
     // A score the LMS confirmed for the first sourcedid: a new sourcedid must forget it.
     let mut conn = db.acquire().await.expect("connection");
