@@ -152,9 +152,20 @@ async fn proxied<'a>(
     body: String,
     headers: &[(&str, &str)],
 ) -> LocalResponse<'a> {
+    proxied_post(app, "/any", remote, body, headers).await
+}
+
+/// POSTs a form to `path` as if through the proxy (or client) at `remote`, with extra headers.
+async fn proxied_post<'a>(
+    app: &'a TestApp,
+    path: &str,
+    remote: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> LocalResponse<'a> {
     let mut req = app
         .client
-        .post("/any")
+        .post(path.to_string())
         .remote(remote.parse().unwrap())
         .header(Header::new("Host", "10.0.0.5:8000"))
         .header(ContentType::Form)
@@ -192,16 +203,15 @@ async fn the_session_cookie_is_secure_whenever_the_launch_came_over_https() {
     // SameSite=None removal without it.
     let set = cookie(&res);
     let session = set.split(';').next().expect("name=value").to_string();
-    let res = app
-        .client
-        .post("/logout")
-        .remote("10.0.0.1:40000".parse().unwrap())
-        .header(Header::new("Host", "10.0.0.5:8000"))
-        .header(Header::new(xff[0].0, xff[0].1))
-        .header(Header::new(xff[1].0, xff[1].1))
-        .header(Header::new("Cookie", session))
-        .dispatch()
-        .await;
+    let with_cookie = [xff[0], xff[1], ("Cookie", session.as_str())];
+    let res = proxied_post(
+        &app,
+        "/logout",
+        "10.0.0.1:40000",
+        String::new(),
+        &with_cookie,
+    )
+    .await;
     assert_eq!(res.status(), Status::Ok);
     let removal = cookie(&res);
     assert!(removal.contains("Max-Age=0"), "{removal}");
