@@ -23,6 +23,10 @@ pub enum ParamsError {
 }
 
 fn decode_component(raw: &[u8]) -> Result<String, ParamsError> {
+    // Most names and values need no decoding at all: one copy, no per-byte iterator.
+    if !raw.iter().any(|&b| b == b'+' || b == b'%') {
+        return String::from_utf8(raw.to_vec()).map_err(|_| ParamsError::InvalidUtf8);
+    }
     // `+` means a space in form encoding; it must be replaced before percent-decoding so that an
     // encoded plus (`%2B`) survives as `+`.
     let spaced: Vec<u8> = raw
