@@ -307,6 +307,7 @@ fn generic(status: Status) -> ErrorPage {
 
 #[catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
+    crate::web::launch::clear_cookie_on_refusal(req);
     refusal(status, req)
 }
 

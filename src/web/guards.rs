@@ -16,7 +16,8 @@ use crate::lti::launch::LaunchData;
 use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
-    check_form_content_type, end_session, launch, LaunchParams, SESSION_COOKIE,
+    check_form_content_type, end_session, end_session_refusing, launch, LaunchParams,
+    SESSION_COOKIE,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -127,8 +128,7 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
     if session.expires_at <= store::now() {
         // A HEAD (a link checker) ends nothing, not even what has run out.
         if !SentAsHead::of(req) {
-            let secure = SecureCookies::of(req, &state.settings);
-            end_session(state, req.cookies(), Some(&id), secure).await;
+            end_session_refusing(req, state, Some(&id)).await;
         }
         return Err(LtiError::SessionExpired);
     }
@@ -307,7 +307,7 @@ impl<G: HasLtiUser> HasLtiUser for Staff<G> {
 }
 
 /// Lets staff through. A fresh launch by someone else is a failed launch: its new session ends
-/// at once (Rocket drops cookies set before an error, so it would be unreachable anyway).
+/// at once, and the error page clears the cookie.
 async fn staff_check<G: HasLtiUser>(
     req: &Request<'_>,
     inner: G,
@@ -318,8 +318,7 @@ async fn staff_check<G: HasLtiUser>(
     }
     if user.fresh_launch {
         if let Ok(state) = state(req) {
-            let secure = SecureCookies::of(req, &state.settings);
-            end_session(state, req.cookies(), Some(&user.session_id), secure).await;
+            end_session_refusing(req, state, Some(&user.session_id)).await;
         }
     }
     let e = LtiError::NotStaff;

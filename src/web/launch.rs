@@ -1,7 +1,7 @@
 //! Verifying a launch request end to end: parameters, consumer, signature, freshness, nonce, LTI
 //! fields; then a new session in place of the browser's old one.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rocket::http::{ContentType, Cookie, CookieJar};
 use rocket::request::Request;
@@ -196,8 +196,7 @@ pub async fn launch(
         )),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
-            let secure = SecureCookies::of(req, &state.settings);
-            end_session(state, req.cookies(), old_session.as_deref(), secure).await;
+            end_session_refusing(req, state, old_session.as_deref()).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
             record_refusal(req, state, &params, e).await;
@@ -341,5 +340,31 @@ pub async fn end_session(
             log::error!("could not delete a session: {e}");
         }
         cookies.remove(session_cookie(state, String::new(), secure));
+    }
+}
+
+/// Marks a request that ended the browser's session on its way to a refusal.
+struct EndedBeforeRefusal(OnceLock<SecureCookies>);
+
+/// Ends the browser's session while refusing a request. Rocket drops a guard's cookie changes
+/// before the catcher runs, so this also leaves a mark from which the error page clears the
+/// cookie again (`clear_cookie_on_refusal`); otherwise the browser keeps an id that leads nowhere.
+pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Option<&str>) {
+    let secure = SecureCookies::of(req, &state.settings);
+    end_session(state, req.cookies(), id, secure).await;
+    if id.is_some() {
+        let _ = req
+            .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
+            .0
+            .set(secure);
+    }
+}
+
+/// Clears the session cookie in an error page's answer when the refused request ended the session.
+pub fn clear_cookie_on_refusal(req: &Request<'_>) {
+    let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));
+    if let (Some(secure), Some(state)) = (ended.0.get(), req.rocket().state::<AppState>()) {
+        req.cookies()
+            .remove(session_cookie(state, String::new(), *secure));
     }
 }

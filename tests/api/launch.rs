@@ -383,9 +383,22 @@ async fn a_failed_launch_ends_the_current_session() {
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
-    refused(app.launch(&bad).await, Status::Unauthorized).await;
+    let res = app.launch(&bad).await;
+    // The error page clears the cookie too (Rocket drops a guard's own cookie changes).
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::Unauthorized).await;
     refused(app.get("/session").await, Status::Unauthorized).await;
     assert_eq!(app.count("sessions").await, 0);
+    // A refusal that ends no session leaves the cookies alone.
+    let res = app.launch(&bad).await;
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+}
+
+/// True when the answer removes the session cookie.
+fn clears_session_cookie(res: &rocket::local::asynchronous::LocalResponse<'_>) -> bool {
+    res.headers()
+        .get("Set-Cookie")
+        .any(|c| c.starts_with("lti_session=;") && c.contains("Max-Age=0"))
 }
 
 #[rocket::async_test]
@@ -394,7 +407,9 @@ async fn sessions_expire() {
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     rocket::tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let body = refused(app.get("/session").await, Status::Unauthorized).await;
+    let res = app.get("/session").await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::Unauthorized).await;
     assert!(body.contains("expired"));
 }
 

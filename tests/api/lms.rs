@@ -100,7 +100,15 @@ async fn sakai_superuser_and_blackboard_urn_roles() {
     assert_eq!(app.launch(&bb).await.status(), Status::Ok);
     let bb_learner = Launch::new("/initial_staff")
         .roles("urn:lti:role:ims/lis/Learner,urn:lti:instrole:ims/lis/Student");
-    refused(app.launch(&bb_learner).await, Status::Forbidden).await;
+    // The learner's launch ended its own new session: the error page clears the cookie.
+    let res = app.launch(&bb_learner).await;
+    let cleared = res
+        .headers()
+        .get("Set-Cookie")
+        .any(|c| c.starts_with("lti_session=;") && c.contains("Max-Age=0"));
+    assert!(cleared, "{:?}", res.headers());
+    refused(res, Status::Forbidden).await;
+    assert_eq!(app.count("sessions").await, 0);
 }
 
 #[rocket::async_test]
