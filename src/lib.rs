@@ -77,9 +77,10 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(AdHoc::on_response("No caching of pages", |req, res| {
             Box::pin(async move {
                 // Pages carry a user's data: shared caches and the back button must not keep them.
-                if !req.uri().path().starts_with("/static/")
-                    && res.headers().get_one("Cache-Control").is_none()
-                {
+                // Only files served from /static may be cached, not the error pages there.
+                let static_file = req.uri().path().starts_with("/static/")
+                    && res.status().class() == rocket::http::StatusClass::Success;
+                if !static_file && res.headers().get_one("Cache-Control").is_none() {
                     res.set_raw_header("Cache-Control", "no-store");
                 }
             })

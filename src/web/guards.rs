@@ -156,10 +156,12 @@ async fn launch_user(
 
 async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
-    check_form_content_type(req)?;
     let body = read_body(data, state).await?;
-    let params = LaunchParams::read(req, Some(&body))?;
-    launch_user(req, state, params).await
+    let params = check_form_content_type(req).and_then(|()| LaunchParams::read(req, Some(&body)));
+    match params {
+        Ok(params) => launch_user(req, state, params).await,
+        Err(e) => Err(unreadable_launch(req, state, Some(&body), e).await),
+    }
 }
 
 async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
@@ -168,11 +170,30 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
     if let Err(e) = check_form_content_type(req) {
         // Not a form: a session request, unless it tries to be a launch.
         return match mentions_launch(req, Some(&body)) {
-            true => Err(e),
+            true => Err(unreadable_launch(req, state, Some(&body), e).await),
             false => session_user(req, state).await,
         };
     }
     any_from(req, state, Some(&body)).await
+}
+
+/// Refuses a launch that cannot even be read (not a form, or not decodable). When it plainly
+/// tries to be a launch it is a failed launch, and like any other it ends the browser's session;
+/// otherwise (and for a HEAD) the session is left alone.
+async fn unreadable_launch(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+    error: LtiError,
+) -> LtiError {
+    if mentions_launch(req, body) && !SentAsHead::of(req) {
+        let old = req
+            .cookies()
+            .get(SESSION_COOKIE)
+            .map(|c| c.value().to_string());
+        end_session_refusing(req, state, old.as_deref()).await;
+    }
+    error
 }
 
 async fn any_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
@@ -189,7 +210,7 @@ async fn any_from(
     match LaunchParams::read(req, body) {
         Ok(params) if params.looks_like_launch() => launch_user(req, state, params).await,
         Ok(_) => session_user(req, state).await,
-        Err(e) if mentions_launch(req, body) => Err(e),
+        Err(e) if mentions_launch(req, body) => Err(unreadable_launch(req, state, body, e).await),
         Err(_) => session_user(req, state).await,
     }
 }
@@ -215,8 +236,10 @@ fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
 
 async fn initial_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
-    let params = LaunchParams::read(req, None)?;
-    launch_user(req, state, params).await
+    match LaunchParams::read(req, None) {
+        Ok(params) => launch_user(req, state, params).await,
+        Err(e) => Err(unreadable_launch(req, state, None, e).await),
+    }
 }
 
 fn request_outcome<T>(

@@ -486,11 +486,37 @@ async fn a_non_form_post_to_any_is_a_session_request_unless_it_tries_to_launch()
             .dispatch()
     };
     assert_eq!(post(r#"{"note":"hi"}"#).await.status(), Status::Ok);
-    refused(
-        post(r#"{"oauth_consumer_key":"x"}"#).await,
-        Status::UnsupportedMediaType,
-    )
-    .await;
+    let res = post(r#"{"oauth_consumer_key":"x"}"#).await;
+    // A failed launch like any other: it ends the session.
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::UnsupportedMediaType).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() {
+    let app = spawn_app().await;
+    let form = |path: &'static str, body: &'static [u8]| {
+        app.client
+            .post(path)
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(body)
+            .dispatch()
+    };
+    for path in ["/initial", "/any"] {
+        assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+        // Junk that does not try to be a launch: refused (or a session request), session kept.
+        let res = form(path, b"note=%FF").await;
+        assert!(!clears_session_cookie(&res), "{path}: {:?}", res.headers());
+        assert_eq!(app.count("sessions").await, 1, "{path}");
+        // A launch with a field that is not UTF-8: 400, and the session ends.
+        let res = form(path, b"oauth_consumer_key=k&user_id=%FF").await;
+        assert!(clears_session_cookie(&res), "{path}: {:?}", res.headers());
+        refused(res, Status::BadRequest).await;
+        assert_eq!(app.count("sessions").await, 0, "{path}");
+        refused(app.get("/session").await, Status::Unauthorized).await;
+    }
 }
 
 #[rocket::async_test]

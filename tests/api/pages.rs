@@ -334,9 +334,16 @@ async fn index_and_404_are_templated() {
         body.contains("http:&#x2F;&#x2F;tool.test&#x2F;initial_staff"),
         "{body}"
     );
-    refused(app.get("/nope").await, Status::NotFound).await;
+    let res = app.get("/nope").await;
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    refused(res, Status::NotFound).await;
     let css = app.get("/static/style.css").await;
     assert_eq!(css.status(), Status::Ok);
+    assert_eq!(css.headers().get_one("Cache-Control"), None);
+    // Only the files may be cached, not an error page under /static.
+    let res = app.get("/static/nope.css").await;
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    refused(res, Status::NotFound).await;
 }
 
 #[rocket::async_test]
