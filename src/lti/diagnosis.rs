@@ -124,22 +124,27 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
         .map(|(k, _)| k)
 }
 
-/// Fields whose values identify a person: kept out of the refused-launch log.
-pub const USER_FIELDS: [&str; 9] = [
-    "user_id",
-    "lis_person_name_full",
-    "lis_person_name_given",
-    "lis_person_name_family",
-    "lis_person_contact_email_primary",
-    "lis_person_sourcedid",
-    "lis_result_sourcedid",
-    "user_image",
-    "custom_canvas_user_login_id",
-];
+/// True for fields whose values identify a person, kept out of the refused-launch log: the
+/// standard ones and the LMS extensions that carry a user id, login, name or email (Moodle's
+/// `ext_user_username`, Sakai's `ext_sakai_eid`, Canvas's `custom_canvas_user_id`, custom copies
+/// of `lis_person_*`, ...), matched by name since every LMS names its own.
+pub fn is_user_field(name: &str) -> bool {
+    const MARKS: [&str; 7] = [
+        "user",
+        "person",
+        "email",
+        "sourcedid",
+        "login",
+        "_eid",
+        "mentor",
+    ];
+    let name = name.to_ascii_lowercase();
+    MARKS.iter().any(|mark| name.contains(mark))
+}
 
 /// Replaces the value of a user field by a placeholder that gives only its length.
 pub fn redact<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
-    if USER_FIELDS.contains(&name) {
+    if is_user_field(name) {
         std::borrow::Cow::Owned(format!("[{} chars]", value.chars().count()))
     } else {
         std::borrow::Cow::Borrowed(value)
@@ -173,5 +178,31 @@ mod tests {
     fn redacts_user_fields_only() {
         assert_eq!(redact("user_id", "alice"), "[5 chars]");
         assert_eq!(redact("context_title", "Maths"), "Maths");
+        for name in [
+            "lis_person_name_full",
+            "lis_result_sourcedid",
+            "user_image",
+            "ext_user_username",
+            "ext_d2l_username",
+            "ext_sakai_eid",
+            "custom_canvas_user_id",
+            "custom_canvas_user_login_id",
+            "custom_lis_person_contact_email_primary",
+            "role_scope_mentor",
+        ] {
+            assert!(is_user_field(name), "{name}");
+        }
+        for name in [
+            "oauth_consumer_key",
+            "oauth_nonce",
+            "roles",
+            "resource_link_id",
+            "context_id",
+            "lis_outcome_service_url",
+            "launch_presentation_return_url",
+            "tool_consumer_instance_guid",
+        ] {
+            assert!(!is_user_field(name), "{name}");
+        }
     }
 }
