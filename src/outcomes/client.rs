@@ -73,6 +73,16 @@ pub fn authorization_header(
     if !matches!(scheme.as_deref(), Some("http" | "https")) {
         return Err(OutcomeError::BadServiceUrl("not an http(s) URL".into()));
     }
+    // A user name or password in the URL would go out as a second `Authorization` header.
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Err(OutcomeError::BadServiceUrl(
+            "it carries a user name or password".into(),
+        ));
+    }
     let base_uri = base_uri_of_url(url)
         .ok_or_else(|| OutcomeError::BadServiceUrl("no host, or a bad port".into()))?;
     let without_fragment = url.split('#').next().unwrap_or(url);
@@ -361,6 +371,8 @@ mod tests {
             "lms.test/o",
             "http://",
             "http://h:port/o",
+            "http://user:pass@lms.test/o",
+            "https://token@lms.test:8443/o?x=1",
         ] {
             assert!(
                 matches!(
