@@ -13,7 +13,7 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::launch::session_cookie;
+use crate::web::launch::{session_cookie, SESSION_COOKIE};
 use crate::web::origin::{started_by_another_site, SecureCookies};
 use crate::web::AppState;
 
@@ -42,6 +42,13 @@ async fn continue_in_window(
         Some(s) if s.expires_at > store::now() => {}
         _ => return Err(LtiError::HandoffInvalid),
     }
+    // Like a launch, this replaces the browser's session: the one it had before ends.
+    let before = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    if let Some(old) = before.filter(|old| *old != session_id) {
+        if let Err(e) = sessions::delete(&state.db, &old).await {
+            log::error!("could not delete a replaced session: {e}");
+        }
+    }
     cookies.add(session_cookie(state, session_id, secure));
     Ok(Redirect::to(LANDING))
 }
@@ -63,7 +70,7 @@ impl<'r> FromRequest<'r> for FromOwnPage {
             .get_one("Sec-Fetch-Site")
             .is_some_and(|site| !site.trim().eq_ignore_ascii_case("same-origin"));
         if not_ours || started_by_another_site(req) {
-            let e = LtiError::HandoffInvalid;
+            let e = LtiError::CrossSiteForm;
             return request::Outcome::Error((remember(req, &e), e));
         }
         request::Outcome::Success(FromOwnPage)

@@ -556,6 +556,34 @@ async fn new_window_token_works_once() {
 }
 
 #[rocket::async_test]
+async fn a_new_window_token_ends_the_session_the_window_had() {
+    let app = spawn_app().await;
+    let body = page(app.launch(&Launch::new("/initial")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    // The new window's browser already holds someone else's session.
+    let window = new_browser(&app).await;
+    let res = window
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(Launch::new("/any").user("someone-else").signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 2);
+    let res = continue_with(&window, &token, &[]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert_eq!(app.count("sessions").await, 1);
+    let res = window
+        .get("/any")
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("teacher-1") && !body.contains("someone-else"));
+}
+
+#[rocket::async_test]
 async fn new_window_token_expires() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
@@ -675,7 +703,9 @@ async fn another_site_cannot_post_a_new_window_token() {
         ("Origin", "https://evil.example"),
     ] {
         let res = continue_with(&app.client, &token, &[(name, value.to_string())]).await;
-        refused(res, Status::Unauthorized).await;
+        // Said as it is: the token is not spent, the form came from elsewhere.
+        let body = refused(res, Status::Forbidden).await;
+        assert!(body.contains("another site"), "{body}");
     }
     // The tool's own page (same origin, as browsers say it) still works, once.
     let own = [
