@@ -239,6 +239,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             // RFC 9110: a 405 says which methods the resource takes.
             response.set_raw_header("Allow", "GET, POST");
         }
+        if self.status == Status::TooManyRequests {
+            // The login throttle counts the failures of the last minute.
+            response.set_raw_header("Retry-After", "60");
+        }
         Ok(response)
     }
 }
@@ -286,6 +290,10 @@ fn generic(status: Status) -> ErrorPage {
         413 => (
             "Request too large",
             "The request was larger than this tool accepts.",
+        ),
+        415 => (
+            "Not a web form",
+            "This request must be sent as a web form (application/x-www-form-urlencoded).",
         ),
         422 | 400 => ("Bad request", "The request could not be understood."),
         429 => (

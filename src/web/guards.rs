@@ -101,16 +101,37 @@ fn state<'r>(req: &'r Request<'_>) -> Result<&'r AppState, LtiError> {
 
 /// Reads the body of a POST (refusing it when over the limit).
 pub(crate) async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
-    let limit = state.settings.launch_body_limit;
+    match read_capped(data, state).await? {
+        (body, true) => Ok(body),
+        (_, false) => Err(LtiError::BodyTooLarge(state.settings.launch_body_limit)),
+    }
+}
+
+/// Reads the body of a POST up to the limit: what was read, and whether that was all of it.
+async fn read_capped(data: Data<'_>, state: &AppState) -> Result<(Vec<u8>, bool), LtiError> {
     let body = data
-        .open(limit.bytes())
+        .open(state.settings.launch_body_limit.bytes())
         .into_bytes()
         .await
         .map_err(|e| LtiError::BodyUnreadable(e.to_string()))?;
-    if !body.is_complete() {
-        return Err(LtiError::BodyTooLarge(limit));
+    let complete = body.is_complete();
+    Ok((body.into_inner(), complete))
+}
+
+/// Reads the body of a launch route. One over the limit is refused, and when what was read of it
+/// plainly tries to be a launch, that is a failed launch (see `unreadable_launch`).
+async fn read_launch_body(
+    req: &Request<'_>,
+    state: &AppState,
+    data: Data<'_>,
+) -> Result<Vec<u8>, LtiError> {
+    match read_capped(data, state).await? {
+        (body, true) => Ok(body),
+        (start, false) => {
+            let e = LtiError::BodyTooLarge(state.settings.launch_body_limit);
+            Err(unreadable_launch(req, state, Some(&start), e).await)
+        }
     }
-    Ok(body.into_inner())
 }
 
 /// The session named by the cookie, if it is still valid.
@@ -156,7 +177,7 @@ async fn launch_user(
 
 async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
-    let body = read_body(data, state).await?;
+    let body = read_launch_body(req, state, data).await?;
     let params = check_form_content_type(req).and_then(|()| LaunchParams::read(req, Some(&body)));
     match params {
         Ok(params) => launch_user(req, state, params).await,
@@ -166,7 +187,7 @@ async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser,
 
 async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
-    let body = read_body(data, state).await?;
+    let body = read_launch_body(req, state, data).await?;
     if let Err(e) = check_form_content_type(req) {
         // Not a form: a session request, unless it tries to be a launch.
         return match mentions_launch(req, Some(&body)) {
@@ -177,7 +198,7 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
     any_from(req, state, Some(&body)).await
 }
 
-/// Refuses a launch that cannot even be read (not a form, or not decodable). When it plainly
+/// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it plainly
 /// tries to be a launch it is a failed launch, and like any other it ends the browser's session;
 /// otherwise (and for a HEAD) the session is left alone.
 async fn unreadable_launch(

@@ -84,10 +84,14 @@ impl LaunchParams {
     }
 }
 
-/// Checks that a launch body is a form; a missing Content-Type is read as one.
+/// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
+/// is there and cannot be parsed).
 pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
     match req.content_type() {
-        None => Ok(()),
+        None => match req.headers().get_one("Content-Type") {
+            None => Ok(()),
+            Some(raw) => Err(LtiError::UnsupportedContentType(raw.to_string())),
+        },
         Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
         Some(ct) => Err(LtiError::UnsupportedContentType(ct.to_string())),
     }

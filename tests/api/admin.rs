@@ -252,6 +252,7 @@ async fn failed_logins_are_throttled_per_address() {
         .body("password=nope")
         .dispatch()
         .await;
+    assert_eq!(res.headers().get_one("Retry-After"), Some("60"));
     let body = page(res, Status::TooManyRequests).await;
     assert!(body.contains("Too many attempts"), "{body}");
     // Even the right password waits: guessing must not go on.
@@ -833,4 +834,20 @@ async fn the_refused_launch_log_is_for_logged_in_admins_and_escaped() {
     let body = page(app.get("/admin/refusals").await, Status::Ok).await;
     assert!(!body.contains("<script>x</script>"));
     assert!(body.contains("&lt;script&gt;x&lt;&#x2F;script&gt;"));
+}
+
+#[rocket::async_test]
+async fn a_form_sent_as_something_else_is_told_so() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let res = app
+        .client
+        .post("/admin/login")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::JSON)
+        .body(r#"{"password":"x"}"#)
+        .dispatch()
+        .await;
+    let body = refused(res, Status::UnsupportedMediaType).await;
+    assert!(body.contains("must be sent as a web form"), "{body}");
 }

@@ -326,14 +326,31 @@ async fn invalid_utf8_and_garbage_bodies_are_400_not_500() {
         .dispatch()
         .await;
     refused(res, Status::UnsupportedMediaType).await;
+    // Nor is a Content-Type that cannot be parsed (only a missing one is read as a form).
+    let launch = Launch::new("/initial");
+    let res = app
+        .client
+        .post("/initial")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Content-Type", "garbage"))
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    refused(res, Status::UnsupportedMediaType).await;
+    assert_eq!(app.count("sessions").await, 0);
 }
 
 #[rocket::async_test]
 async fn an_oversized_body_is_413_and_writes_nothing() {
     let app = spawn_app().await;
-    let launch = Launch::new("/any").set("custom_big", &"x".repeat(70 * 1024));
-    refused(app.launch(&launch).await, Status::PayloadTooLarge).await;
-    assert_eq!(app.count("nonces").await, 0);
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let launch = Launch::new("/any").set("resource_link_description", &"x".repeat(70 * 1024));
+    let res = app.launch(&launch).await;
+    // Nothing of it is written, but what was read of it (`lti_message_type` comes before the big
+    // field) says it was a launch: like any failed one it ends the session.
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::PayloadTooLarge).await;
+    assert_eq!(app.count("nonces").await, 1);
     assert_eq!(app.count("sessions").await, 0);
 }
 
