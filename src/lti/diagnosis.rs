@@ -126,20 +126,32 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
 
 /// True for fields whose values identify a person, kept out of the refused-launch log: the
 /// standard ones and the LMS extensions that carry a user id, login, name or email (Moodle's
-/// `ext_user_username`, Sakai's `ext_sakai_eid`, Canvas's `custom_canvas_user_id`, custom copies
-/// of `lis_person_*`, ...), matched by name since every LMS names its own.
+/// `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`, Canvas's
+/// `custom_canvas_user_id`, custom copies of `lis_person_*`, ...), matched by name since every LMS
+/// names its own. The consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
 pub fn is_user_field(name: &str) -> bool {
-    const MARKS: [&str; 7] = [
+    const MARKS: [&str; 10] = [
         "user",
         "person",
         "email",
-        "sourcedid",
         "login",
         "_eid",
         "mentor",
+        "orgdefinedid",
+        "displayid",
+        "student",
+        "learner",
     ];
     let name = name.to_ascii_lowercase();
-    MARKS.iter().any(|mark| name.contains(mark))
+    if name.starts_with("oauth_") || name.starts_with("tool_consumer_") {
+        return false;
+    }
+    // Course sourcedids and Canvas's list of grade formats are not about a person.
+    let person_sourcedid = matches!(
+        name.as_str(),
+        "lis_person_sourcedid" | "lis_result_sourcedid"
+    ) || (name.starts_with("custom_") && name.contains("sourcedid"));
+    person_sourcedid || MARKS.iter().any(|mark| name.contains(mark))
 }
 
 /// Replaces the value of a user field by a placeholder that gives only its length.
@@ -189,6 +201,12 @@ mod tests {
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",
             "role_scope_mentor",
+            "lis_person_sourcedid",
+            "custom_result_sourcedid",
+            "ext_d2l_orgdefinedid",
+            "ext_sakai_provider_displayid",
+            "ext_sakai_provider_eid",
+            "custom_student_id",
         ] {
             assert!(is_user_field(name), "{name}");
         }
@@ -201,6 +219,10 @@ mod tests {
             "lis_outcome_service_url",
             "launch_presentation_return_url",
             "tool_consumer_instance_guid",
+            "tool_consumer_instance_contact_email",
+            "lis_course_offering_sourcedid",
+            "lis_course_section_sourcedid",
+            "ext_ims_lis_resultvalue_sourcedids",
         ] {
             assert!(!is_user_field(name), "{name}");
         }
