@@ -16,8 +16,8 @@ use crate::lti::launch::LaunchData;
 use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
-    check_form_content_type, end_session, end_session_refusing, launch, LaunchParams,
-    SESSION_COOKIE,
+    check_form_content_type, end_session, end_session_refusing, launch, session_id_of,
+    LaunchParams, SESSION_COOKIE,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -198,8 +198,8 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
     any_from(req, state, Some(&body)).await
 }
 
-/// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it plainly
-/// tries to be a launch it is a failed launch, and like any other it ends the browser's session;
+/// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it
+/// carries launch fields it is a failed launch, and like any other it ends the browser's session;
 /// otherwise (and for a HEAD) the session is left alone.
 async fn unreadable_launch(
     req: &Request<'_>,
@@ -207,14 +207,31 @@ async fn unreadable_launch(
     body: Option<&[u8]>,
     error: LtiError,
 ) -> LtiError {
-    if mentions_launch(req, body) && !SentAsHead::of(req) {
-        let old = req
-            .cookies()
-            .get(SESSION_COOKIE)
-            .map(|c| c.value().to_string());
+    if carries_launch_fields(req, body) && !SentAsHead::of(req) {
+        let old = session_id_of(req.cookies());
         end_session_refusing(req, state, old.as_deref()).await;
     }
     error
+}
+
+/// True when undecodable input has launch fields where a form has its field names (or an OAuth
+/// `Authorization` header): a launch, not some text that merely mentions one. A body cut off at
+/// the size limit counts by what was read of it.
+fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    let names_a_field = |raw: &[u8]| {
+        raw.split(|&b| b == b'&')
+            .any(|field| field.starts_with(b"oauth_") || field.starts_with(b"lti_message_type"))
+    };
+    let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    has_oauth_header(req) || [query, body].into_iter().flatten().any(names_a_field)
+}
+
+fn has_oauth_header(req: &Request<'_>) -> bool {
+    req.headers().get_one("Authorization").is_some_and(|h| {
+        h.trim_start()
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("oauth"))
+    })
 }
 
 async fn any_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
@@ -236,7 +253,8 @@ async fn any_from(
     }
 }
 
-/// True when undecodable input still plainly tries to be a launch.
+/// True when undecodable input mentions a launch anywhere: then it is refused, not read as a
+/// session request.
 fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
     let has = |raw: &[u8], marker: &[u8]| raw.windows(marker.len()).any(|w| w == marker);
     let query = req
@@ -244,12 +262,7 @@ fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
         .query()
         .map(|q| q.as_str().as_bytes())
         .unwrap_or_default();
-    let oauth_header = req.headers().get_one("Authorization").is_some_and(|h| {
-        h.trim_start()
-            .get(..5)
-            .is_some_and(|s| s.eq_ignore_ascii_case("oauth"))
-    });
-    oauth_header
+    has_oauth_header(req)
         || [query, body.unwrap_or_default()]
             .iter()
             .any(|raw| has(raw, b"oauth_") || has(raw, b"lti_message_type"))

@@ -13,7 +13,7 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::launch::{session_cookie, SESSION_COOKIE};
+use crate::web::launch::{end_session, session_cookie, session_id_of};
 use crate::web::origin::{started_by_another_site, SecureCookies};
 use crate::web::AppState;
 
@@ -43,12 +43,8 @@ async fn continue_in_window(
         _ => return Err(LtiError::HandoffInvalid),
     }
     // Like a launch, this replaces the browser's session: the one it had before ends.
-    let before = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
-    if let Some(old) = before.filter(|old| *old != session_id) {
-        if let Err(e) = sessions::delete(&state.db, &old).await {
-            log::error!("could not delete a replaced session: {e}");
-        }
-    }
+    let before = session_id_of(cookies).filter(|old| *old != session_id);
+    end_session(state, cookies, before.as_deref(), secure).await;
     cookies.add(session_cookie(state, session_id, secure));
     Ok(Redirect::to(LANDING))
 }

@@ -84,13 +84,26 @@ impl LaunchParams {
     }
 }
 
+/// The session id in the browser's cookie, if it sent one.
+pub fn session_id_of(cookies: &CookieJar<'_>) -> Option<String> {
+    cookies.get(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
 /// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
 /// is there and cannot be parsed).
 pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
     match req.content_type() {
-        None => match req.headers().get_one("Content-Type") {
-            None => Ok(()),
-            Some(raw) => Err(LtiError::UnsupportedContentType(raw.to_string())),
+        // Rocket's parser is strict (`...; charset=utf-8;` fails it): judge such a header by its
+        // media type alone, and a blank one as none.
+        None => match req.headers().get_one("Content-Type").map(str::trim) {
+            None | Some("") => Ok(()),
+            Some(raw) => {
+                let media_type = raw.split(';').next().unwrap_or_default().trim();
+                match media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                    true => Ok(()),
+                    false => Err(LtiError::UnsupportedContentType(raw.to_string())),
+                }
+            }
         },
         Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
         Some(ct) => Err(LtiError::UnsupportedContentType(ct.to_string())),
@@ -179,10 +192,7 @@ pub async fn launch(
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }
-    let old_session = req
-        .cookies()
-        .get(SESSION_COOKIE)
-        .map(|c| c.value().to_string());
+    let old_session = session_id_of(req.cookies());
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out
     // of date (the command line just changed it) is decided again from the database.

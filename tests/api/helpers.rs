@@ -304,6 +304,13 @@ pub const PAGE_TEXTS: [&str; 4] = [
     "Staff page",
 ];
 
+/// True when the answer removes the session cookie.
+pub fn clears_session_cookie(res: &LocalResponse<'_>) -> bool {
+    res.headers()
+        .get("Set-Cookie")
+        .any(|c| c.starts_with("lti_session=;") && c.contains("Max-Age=0"))
+}
+
 /// Asserts a refusal: the status, the error page, and no granted-page text.
 pub async fn refused(response: LocalResponse<'_>, status: Status) -> String {
     let body = page(response, status).await;

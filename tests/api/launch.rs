@@ -326,18 +326,6 @@ async fn invalid_utf8_and_garbage_bodies_are_400_not_500() {
         .dispatch()
         .await;
     refused(res, Status::UnsupportedMediaType).await;
-    // Nor is a Content-Type that cannot be parsed (only a missing one is read as a form).
-    let launch = Launch::new("/initial");
-    let res = app
-        .client
-        .post("/initial")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Content-Type", "garbage"))
-        .body(launch.signed_body())
-        .dispatch()
-        .await;
-    refused(res, Status::UnsupportedMediaType).await;
-    assert_eq!(app.count("sessions").await, 0);
 }
 
 #[rocket::async_test]
@@ -409,13 +397,6 @@ async fn a_failed_launch_ends_the_current_session() {
     // A refusal that ends no session leaves the cookies alone.
     let res = app.launch(&bad).await;
     assert!(res.headers().get_one("Set-Cookie").is_none());
-}
-
-/// True when the answer removes the session cookie.
-fn clears_session_cookie(res: &rocket::local::asynchronous::LocalResponse<'_>) -> bool {
-    res.headers()
-        .get("Set-Cookie")
-        .any(|c| c.starts_with("lti_session=;") && c.contains("Max-Age=0"))
 }
 
 #[rocket::async_test]
@@ -494,7 +475,7 @@ async fn nonces_outlive_their_consumer() {
 async fn a_non_form_post_to_any_is_a_session_request_unless_it_tries_to_launch() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let post = |body: &'static str| {
+    let post = |body: String| {
         app.client
             .post("/any")
             .header(Header::new("Host", HOST))
@@ -502,9 +483,14 @@ async fn a_non_form_post_to_any_is_a_session_request_unless_it_tries_to_launch()
             .body(body)
             .dispatch()
     };
-    assert_eq!(post(r#"{"note":"hi"}"#).await.status(), Status::Ok);
-    let res = post(r#"{"oauth_consumer_key":"x"}"#).await;
-    // A failed launch like any other: it ends the session.
+    assert_eq!(post(r#"{"note":"hi"}"#.into()).await.status(), Status::Ok);
+    // JSON that names a launch field is refused, but it is no form launch: the session stays.
+    let res = post(r#"{"oauth_consumer_key":"x"}"#.into()).await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::UnsupportedMediaType).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    // A form launch sent with the wrong Content-Type is a failed launch: it ends the session.
+    let res = post(Launch::new("/any").signed_body()).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::UnsupportedMediaType).await;
     refused(app.get("/session").await, Status::Unauthorized).await;
@@ -534,6 +520,65 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
         assert_eq!(app.count("sessions").await, 0, "{path}");
         refused(app.get("/session").await, Status::Unauthorized).await;
     }
+    // A text that merely mentions a launch field is refused on /any but ends nothing.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let res = app
+        .client
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::JSON)
+        .body(r#"{"note":"see oauth_token and lti_message_type"}"#)
+        .dispatch()
+        .await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::UnsupportedMediaType).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    // The same for a GET launch signed in the query: HEAD ends nothing, GET ends the session.
+    let path = "/initial?oauth_consumer_key=k&user_id=%FF";
+    let res = app
+        .client
+        .head(path)
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    assert_eq!(app.count("sessions").await, 1);
+    let res = app.get(path).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
+async fn content_types_a_strict_parser_refuses_are_judged_by_their_media_type() {
+    let app = spawn_app().await;
+    let send = |content_type: &'static str, user: &str| {
+        app.client
+            .post("/initial")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Content-Type", content_type))
+            .body(Launch::new("/initial").user(user).signed_body())
+            .dispatch()
+    };
+    // Blank is read as none (a form); a trailing `;` or spaces around `=` still say "form".
+    for (i, ct) in [
+        "",
+        "application/x-www-form-urlencoded; charset=UTF-8;",
+        "Application/X-WWW-Form-Urlencoded ; charset = utf-8",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = send(ct, &format!("user-{i}")).await;
+        assert_eq!(res.status(), Status::Ok, "{ct:?}");
+    }
+    assert_eq!(app.count("sessions").await, 1);
+    // Anything else that does not parse is not a form: 415, no nonce spent, session ended.
+    let res = send("garbage", "user-x").await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::UnsupportedMediaType).await;
+    assert_eq!(app.count("nonces").await, 3);
+    assert_eq!(app.count("sessions").await, 0);
 }
 
 #[rocket::async_test]
