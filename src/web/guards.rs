@@ -6,6 +6,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use percent_encoding::percent_decode;
 use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::http::{CookieJar, Method, Status};
 use rocket::outcome::Outcome;
@@ -218,12 +219,28 @@ async fn unreadable_launch(
 /// `Authorization` header): a launch, not some text that merely mentions one. A body cut off at
 /// the size limit counts by what was read of it.
 fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
-    let names_a_field = |raw: &[u8]| {
-        raw.split(|&b| b == b'&')
-            .any(|field| field.starts_with(b"oauth_") || field.starts_with(b"lti_message_type"))
-    };
     let query = req.uri().query().map(|q| q.as_str().as_bytes());
-    has_oauth_header(req) || [query, body].into_iter().flatten().any(names_a_field)
+    has_oauth_header(req)
+        || [query, body]
+            .into_iter()
+            .flatten()
+            .any(names_a_launch_field)
+}
+
+/// True when a form (or what was meant to be one) has a launch field: a field whose name,
+/// percent-decoded as far as it goes, starts `oauth_` or is `lti_message_type`, or a multipart
+/// part of that name.
+fn names_a_launch_field(raw: &[u8]) -> bool {
+    let launch_name =
+        |name: &[u8]| name.starts_with(b"oauth_") || name.starts_with(b"lti_message_type");
+    let form_field = raw.split(|&b| b == b'&').any(|field| {
+        let name = field.split(|&b| b == b'=').next().unwrap_or_default();
+        launch_name(&percent_decode(name).collect::<Vec<u8>>())
+    });
+    let part = [&b"name=\"oauth_"[..], b"name=\"lti_message_type"]
+        .iter()
+        .any(|marker| raw.windows(marker.len()).any(|w| w == *marker));
+    form_field || part
 }
 
 fn has_oauth_header(req: &Request<'_>) -> bool {
@@ -262,7 +279,7 @@ fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
         .query()
         .map(|q| q.as_str().as_bytes())
         .unwrap_or_default();
-    has_oauth_header(req)
+    carries_launch_fields(req, body)
         || [query, body.unwrap_or_default()]
             .iter()
             .any(|raw| has(raw, b"oauth_") || has(raw, b"lti_message_type"))

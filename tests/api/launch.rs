@@ -520,6 +520,35 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
         assert_eq!(app.count("sessions").await, 0, "{path}");
         refused(app.get("/session").await, Status::Unauthorized).await;
     }
+    // Launch field names percent-encoded, or sent as multipart parts, are launch fields too.
+    let encoded = "oauth%5Fconsumer%5Fkey=k&x=%FF";
+    let multipart = "--XX\r\nContent-Disposition: form-data; name=\"oauth_consumer_key\"\r\n\r\nk\r\n--XX--\r\n";
+    for (content_type, body, status) in [
+        (ContentType::Form, encoded, Status::BadRequest),
+        (ContentType::JSON, encoded, Status::UnsupportedMediaType),
+        (
+            ContentType::new("multipart", "form-data").with_params(("boundary", "XX")),
+            multipart,
+            Status::UnsupportedMediaType,
+        ),
+    ] {
+        assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+        let res = app
+            .client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(content_type.clone())
+            .body(body)
+            .dispatch()
+            .await;
+        assert!(
+            clears_session_cookie(&res),
+            "{content_type}: {:?}",
+            res.headers()
+        );
+        refused(res, status).await;
+        assert_eq!(app.count("sessions").await, 0, "{content_type}");
+    }
     // A text that merely mentions a launch field is refused on /any but ends nothing.
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let res = app
