@@ -562,7 +562,8 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::UnsupportedMediaType).await;
     assert_eq!(app.get("/session").await.status(), Status::Ok);
-    // The same for a GET launch signed in the query: HEAD ends nothing, GET ends the session.
+    // The same for a GET launch signed in the query: HEAD is 405 and ends nothing, as for a
+    // readable launch; GET ends the session.
     let path = "/initial?oauth_consumer_key=k&user_id=%FF";
     let res = app
         .client
@@ -570,6 +571,7 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
         .header(Header::new("Host", HOST))
         .dispatch()
         .await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
     assert!(res.headers().get_one("Set-Cookie").is_none());
     assert_eq!(app.count("sessions").await, 1);
     let res = app.get(path).await;
