@@ -120,7 +120,7 @@ async fn read_capped(data: Data<'_>, state: &AppState) -> Result<(Vec<u8>, bool)
 }
 
 /// Reads the body of a launch route. One over the limit is refused, and when what was read of it
-/// plainly tries to be a launch, that is a failed launch (see `unreadable_launch`).
+/// carries launch fields, that is a failed launch (see `unreadable_launch`).
 async fn read_launch_body(
     req: &Request<'_>,
     state: &AppState,
