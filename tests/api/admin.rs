@@ -851,3 +851,36 @@ async fn a_form_sent_as_something_else_is_told_so() {
     let body = refused(res, Status::UnsupportedMediaType).await;
     assert!(body.contains("must be sent as a web form"), "{body}");
 }
+
+#[rocket::async_test]
+async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
+    // `cookie_secure` is off (debug profile); the login comes through a trusted https proxy.
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    set_password(&app, PASSWORD).await;
+    let login = |remote: &'static str, https: bool| {
+        let mut req = app
+            .client
+            .post("/admin/login")
+            .remote(remote.parse().unwrap())
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(form(&[("password", PASSWORD)]));
+        if https {
+            req = req.header(Header::new("X-Forwarded-Proto", "https"));
+        }
+        req.dispatch()
+    };
+    let cookie = |res: &LocalResponse<'_>| {
+        let set = res.headers().get_one("Set-Cookie").unwrap_or_default();
+        assert!(set.starts_with("lti_admin="), "{set}");
+        set.contains("; Secure")
+    };
+    let res = login("10.0.0.1:40000", true).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(cookie(&res), "over https through the proxy");
+    let res = login("10.0.0.1:40001", false).await;
+    assert!(!cookie(&res), "plain http");
+    // A client that is not a trusted proxy cannot claim https.
+    let res = login("10.0.0.2:40000", true).await;
+    assert!(!cookie(&res), "untrusted claim");
+}

@@ -16,7 +16,7 @@ use crate::crypto;
 use crate::error::LtiError;
 use crate::store::{self, admin};
 use crate::web::error::remember;
-use crate::web::origin::StartedElsewhere;
+use crate::web::origin::{SecureCookies, StartedElsewhere};
 use crate::web::AppState;
 
 /// Name of the admin session cookie (distinct from the LTI session's).
@@ -49,7 +49,8 @@ impl<'r> FromRequest<'r> for Admin {
         match admin::touch_session(&state.db, &token, store::now(), idle).await {
             Ok(Some(session)) => request::Outcome::Success(Admin(session)),
             Ok(None) => {
-                req.cookies().remove(admin_cookie(state, String::new()));
+                let secure = SecureCookies::of(req, &state.settings);
+                req.cookies().remove(admin_cookie(String::new(), secure));
                 fail(LtiError::AdminLoginRequired)
             }
             Err(e) => fail(e),
@@ -101,13 +102,14 @@ impl<'r> FromRequest<'r> for ClientAddress {
     }
 }
 
-/// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured.
-fn admin_cookie(state: &AppState, value: String) -> Cookie<'static> {
+/// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured or
+/// whenever the request came over https (as the session cookie).
+fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
     Cookie::build((ADMIN_COOKIE, value))
         .path("/admin")
         .http_only(true)
         .same_site(rocket::http::SameSite::Strict)
-        .secure(state.settings.cookie_secure)
+        .secure(secure.0)
         .build()
 }
 
@@ -147,6 +149,7 @@ async fn login(
     cookies: &CookieJar<'_>,
     address: ClientAddress,
     elsewhere: StartedElsewhere,
+    secure: SecureCookies,
     form: Form<LoginForm>,
 ) -> Result<Reply, LtiError> {
     if elsewhere.0 {
@@ -179,7 +182,7 @@ async fn login(
     }
     admin::forget_attempt(&state.db, attempt).await?;
     let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
-    cookies.add(admin_cookie(state, token));
+    cookies.add(admin_cookie(token, secure));
     log::info!("admin logged in from {address}");
     Ok(Reply::Redirect(Redirect::to("/admin")))
 }
@@ -195,11 +198,12 @@ async fn logout(
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
     session: Admin,
+    secure: SecureCookies,
     form: Form<CsrfForm>,
 ) -> Result<Redirect, LtiError> {
     session.check_csrf(form.csrf.as_deref())?;
     admin::end_session(&state.db, &session.0.id).await?;
-    cookies.remove(admin_cookie(state, String::new()));
+    cookies.remove(admin_cookie(String::new(), secure));
     Ok(Redirect::to("/admin"))
 }
 
