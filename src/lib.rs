@@ -85,6 +85,19 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             })
         }))
+        .attach(AdHoc::on_response(
+            "Admin pages are never framed",
+            |req, res| {
+                Box::pin(async move {
+                    // The LTI pages live in LMS iframes; the admin area has no reason to (clickjacking).
+                    let path = req.uri().path();
+                    if path == "/admin" || path.starts_with("/admin/") {
+                        res.set_raw_header("X-Frame-Options", "DENY");
+                        res.set_raw_header("Content-Security-Policy", "frame-ancestors 'none'");
+                    }
+                })
+            },
+        ))
         .mount("/", web::pages::routes())
         .mount("/admin", web::admin::routes())
         .mount("/", web::handoff::routes())

@@ -884,3 +884,30 @@ async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
     let res = login("10.0.0.2:40000", true).await;
     assert!(!cookie(&res), "untrusted claim");
 }
+
+#[rocket::async_test]
+async fn admin_pages_refuse_to_be_framed_but_lti_pages_do_not() {
+    let app = logged_in().await;
+    for path in ["/admin", "/admin/refusals", "/admin/nope"] {
+        let res = app.get(path).await;
+        assert_eq!(
+            res.headers().get_one("X-Frame-Options"),
+            Some("DENY"),
+            "{path}"
+        );
+        assert_eq!(
+            res.headers().get_one("Content-Security-Policy"),
+            Some("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+    // The login page too, logged out.
+    let fresh = spawn_app().await;
+    let res = fresh.get("/admin").await;
+    assert_eq!(res.headers().get_one("X-Frame-Options"), Some("DENY"));
+    // The tool itself runs inside the LMS's iframe.
+    let res = app.launch(&Launch::new("/any")).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(res.headers().get_one("X-Frame-Options").is_none());
+    assert!(res.headers().get_one("Content-Security-Policy").is_none());
+}
