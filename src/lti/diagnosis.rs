@@ -8,27 +8,54 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Hint {
     /// The LMS signed another scheme (https behind a TLS proxy, typically).
-    SchemeMismatch { signed: String, seen: String },
+    SchemeMismatch {
+        /// The scheme the signature matches.
+        signed: String,
+        /// The scheme this tool saw.
+        seen: String,
+    },
     /// The LMS signed another host or port than the one this tool reconstructed.
-    HostMismatch { signed: String, seen: String },
+    HostMismatch {
+        /// The host (and port) the signature matches.
+        signed: String,
+        /// The host (and port) this tool saw.
+        seen: String,
+    },
     /// The launch was signed for another path of this tool.
-    PathMismatch { signed: String, seen: String },
+    PathMismatch {
+        /// The path the signature matches.
+        signed: String,
+        /// The path the launch arrived at.
+        seen: String,
+    },
     /// The LMS clock differs from ours by this many seconds (positive: LMS behind).
-    TimestampSkew { seconds: i64 },
+    TimestampSkew {
+        /// Our clock minus the LMS's, in seconds.
+        seconds: i64,
+    },
     /// The same nonce arrived twice.
     ReplayedNonce,
     /// No consumer has the key, but one with a very similar key exists.
-    UnknownKeyLike { similar: String },
+    UnknownKeyLike {
+        /// The registered key it resembles.
+        similar: String,
+    },
     /// No consumer has the key.
     UnknownKey,
     /// The consumer is disabled.
     DisabledKey,
     /// A required field is absent or malformed.
-    MissingField { field: String },
+    MissingField {
+        /// The field's name.
+        field: String,
+    },
     /// The URL and parameters are as signed, so the secret must differ.
     WrongSecret,
     /// The launch is malformed in another way (repeated field, bad timestamp, PLAINTEXT...).
-    Malformed { detail: String },
+    Malformed {
+        /// What is wrong, as the refusal said it.
+        detail: String,
+    },
 }
 
 impl Hint {
