@@ -2,6 +2,9 @@
 //!
 //! `build(figment)` assembles the whole application; `main.rs` and the tests both use it.
 
+// Every public item says what it is in a line (CI's clippy run denies warnings).
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 pub mod crypto;
