@@ -911,3 +911,24 @@ async fn admin_pages_refuse_to_be_framed_but_lti_pages_do_not() {
     assert!(res.headers().get_one("X-Frame-Options").is_none());
     assert!(res.headers().get_one("Content-Security-Policy").is_none());
 }
+
+#[rocket::async_test]
+async fn a_crafted_link_cannot_make_the_list_claim_a_change() {
+    let app = logged_in().await;
+    create(&app, "canvas-1").await;
+    let notice = |path: &'static str| {
+        let app = &app;
+        async move {
+            let body = page(app.get(path).await, Status::Ok).await;
+            between(&body, r#"<p class="notice" role="status">"#, "</p>").map(str::to_string)
+        }
+    };
+    // canvas-1 is enabled: only the true notice shows.
+    let shown = notice("/admin?done=enabled&key=canvas-1").await;
+    assert!(shown.is_some_and(|n| n.contains("canvas-1 is enabled")));
+    assert_eq!(notice("/admin?done=disabled&key=canvas-1").await, None);
+    assert_eq!(notice("/admin?done=deleted&key=canvas-1").await, None);
+    assert_eq!(notice("/admin?done=enabled&key=ghost").await, None);
+    let shown = notice("/admin?done=deleted&key=ghost").await;
+    assert!(shown.is_some_and(|n| n.contains("ghost is deleted")));
+}

@@ -47,10 +47,12 @@ struct Row {
     refused_24h: i64,
 }
 
+/// The consumer list, with the notice of a change just made (`done`, `key`) when the list bears
+/// it out: a crafted link cannot make the page claim a change that did not happen.
 async fn list_page(
     state: &AppState,
     session: &Admin,
-    notice: Option<String>,
+    done: Option<(&str, &str)>,
 ) -> Result<Page, LtiError> {
     let rows: Vec<Row> = usage::overview(&state.db, store::now())
         .await?
@@ -66,6 +68,19 @@ async fn list_page(
             refused_24h: c.refused_24h,
         })
         .collect();
+    let enabled = |k: &str| rows.iter().find(|r| r.key == k).map(|r| r.enabled);
+    let notice = match done {
+        Some(("enabled", k)) if enabled(k) == Some(true) => Some(format!(
+            "Consumer {k} is enabled: its launches are accepted."
+        )),
+        Some(("disabled", k)) if enabled(k) == Some(false) => Some(format!(
+            "Consumer {k} is disabled: its launches are refused."
+        )),
+        Some(("deleted", k)) if enabled(k).is_none() => Some(format!(
+            "Consumer {k} is deleted and its sessions have ended."
+        )),
+        _ => None,
+    };
     Ok(render(
         Status::Ok,
         "admin/list",
@@ -82,21 +97,7 @@ async fn home(
     key: Option<&str>,
 ) -> Result<Page, LtiError> {
     match session {
-        Ok(session) => {
-            let notice = match (done, key) {
-                (Some("enabled"), Some(k)) => Some(format!(
-                    "Consumer {k} is enabled: its launches are accepted."
-                )),
-                (Some("disabled"), Some(k)) => Some(format!(
-                    "Consumer {k} is disabled: its launches are refused."
-                )),
-                (Some("deleted"), Some(k)) => Some(format!(
-                    "Consumer {k} is deleted and its sessions have ended."
-                )),
-                _ => None,
-            };
-            list_page(state, &session, notice).await
-        }
+        Ok(session) => list_page(state, &session, done.zip(key)).await,
         Err(LtiError::AdminLoginRequired) => {
             Ok(login_page(Status::Ok, has_password(state).await?, None))
         }
