@@ -225,27 +225,58 @@ async fn unreadable_launch(
 /// the size limit counts by what was read of it.
 fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
     let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    let multipart = req
+        .content_type()
+        .is_some_and(|ct| ct.top() == "multipart" && ct.sub() == "form-data");
+    let body_names_one = |body: &[u8]| match multipart {
+        true => names_a_launch_part(body),
+        false => names_a_launch_field(body),
+    };
     has_oauth_header(req)
-        || [query, body]
-            .into_iter()
-            .flatten()
-            .any(names_a_launch_field)
+        || query.is_some_and(names_a_launch_field)
+        || body.is_some_and(body_names_one)
 }
 
-/// True when a form (or what was meant to be one) has a launch field: a field whose name,
-/// percent-decoded as far as it goes, starts `oauth_` or is `lti_message_type`, or a multipart
-/// part of that name.
+/// True for a launch field's name: `oauth_*` or `lti_message_type`.
+fn is_launch_name(name: &[u8]) -> bool {
+    name.starts_with(b"oauth_") || name == b"lti_message_type"
+}
+
+/// True when a form (or what was meant to be one) has a field whose name, percent-decoded as far
+/// as it goes, is a launch field's.
 fn names_a_launch_field(raw: &[u8]) -> bool {
-    let launch_name =
-        |name: &[u8]| name.starts_with(b"oauth_") || name.starts_with(b"lti_message_type");
-    let form_field = raw.split(|&b| b == b'&').any(|field| {
+    raw.split(|&b| b == b'&').any(|field| {
         let name = field.split(|&b| b == b'=').next().unwrap_or_default();
-        launch_name(&percent_decode(name).collect::<Vec<u8>>())
-    });
-    let part = [&b"name=\"oauth_"[..], b"name=\"lti_message_type"]
-        .iter()
-        .any(|marker| raw.windows(marker.len()).any(|w| w == *marker));
-    form_field || part
+        // Long enough to tell; a flood of fields costs no allocation each.
+        let mut decoded = [0u8; 17];
+        let mut len = 0;
+        for b in percent_decode(name).take(decoded.len()) {
+            decoded[len] = b;
+            len += 1;
+        }
+        is_launch_name(&decoded[..len])
+    })
+}
+
+/// True when a multipart form has a part named like a launch field (`Content-Disposition:
+/// form-data; name="oauth_..."`; a file name does not count).
+fn names_a_launch_part(raw: &[u8]) -> bool {
+    const HEADER: &[u8] = b"content-disposition:";
+    raw.split(|&b| b == b'\n').any(|line| {
+        let Some(value) = line
+            .get(..HEADER.len())
+            .filter(|h| h.eq_ignore_ascii_case(HEADER))
+            .map(|_| String::from_utf8_lossy(&line[HEADER.len()..]))
+        else {
+            return false;
+        };
+        value.split(';').any(|param| {
+            param
+                .trim()
+                .strip_prefix("name=")
+                .is_some_and(|n| is_launch_name(n.trim_matches('"').as_bytes()))
+        })
+    })
 }
 
 fn has_oauth_header(req: &Request<'_>) -> bool {

@@ -549,19 +549,44 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
         refused(res, status).await;
         assert_eq!(app.count("sessions").await, 0, "{content_type}");
     }
-    // A text that merely mentions a launch field is refused on /any but ends nothing.
+    // A text that merely mentions a launch field is refused on /any but ends nothing: JSON, a
+    // snippet of HTML, an upload whose file (not part) is named like one.
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let res = app
-        .client
-        .post("/any")
-        .header(Header::new("Host", HOST))
-        .header(ContentType::JSON)
-        .body(r#"{"note":"see oauth_token and lti_message_type"}"#)
-        .dispatch()
-        .await;
-    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::UnsupportedMediaType).await;
-    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    let upload = "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"oauth_notes.txt\"\r\n\r\nhi\r\n--XX--\r\n";
+    for (content_type, body) in [
+        (
+            ContentType::JSON,
+            r#"{"note":"see oauth_token and lti_message_type"}"#,
+        ),
+        (
+            ContentType::Plain,
+            r#"see <input name="oauth_consumer_key">"#,
+        ),
+        (
+            ContentType::new("multipart", "form-data").with_params(("boundary", "XX")),
+            upload,
+        ),
+    ] {
+        let res = app
+            .client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(content_type.clone())
+            .body(body)
+            .dispatch()
+            .await;
+        assert!(
+            !clears_session_cookie(&res),
+            "{content_type}: {:?}",
+            res.headers()
+        );
+        refused(res, Status::UnsupportedMediaType).await;
+        assert_eq!(
+            app.get("/session").await.status(),
+            Status::Ok,
+            "{content_type}"
+        );
+    }
     // The same for a GET launch signed in the query: HEAD is 405 and ends nothing, as for a
     // readable launch; GET ends the session.
     let path = "/initial?oauth_consumer_key=k&user_id=%FF";
