@@ -93,8 +93,8 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             |req, res| {
                 Box::pin(async move {
                     // The LTI pages live in LMS iframes; the admin area has no reason to (clickjacking).
-                    let path = req.uri().path();
-                    if path == "/admin" || path.starts_with("/admin/") {
+                    // By segment, as the router matches (`//admin` and `/%61dmin` reach it too).
+                    if req.uri().path().segments().next() == Some("admin") {
                         res.set_raw_header("X-Frame-Options", "DENY");
                         res.set_raw_header("Content-Security-Policy", "frame-ancestors 'none'");
                     }

@@ -888,7 +888,7 @@ async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
 #[rocket::async_test]
 async fn admin_pages_refuse_to_be_framed_but_lti_pages_do_not() {
     let app = logged_in().await;
-    for path in ["/admin", "/admin/refusals", "/admin/nope"] {
+    for path in ["/admin", "/admin/refusals", "/admin/nope", "/%61dmin"] {
         let res = app.get(path).await;
         assert_eq!(
             res.headers().get_one("X-Frame-Options"),
@@ -905,7 +905,10 @@ async fn admin_pages_refuse_to_be_framed_but_lti_pages_do_not() {
     let fresh = spawn_app().await;
     let res = fresh.get("/admin").await;
     assert_eq!(res.headers().get_one("X-Frame-Options"), Some("DENY"));
-    // The tool itself runs inside the LMS's iframe.
+    // Neither do other paths that merely start alike, nor the tool itself, which runs inside the
+    // LMS's iframe.
+    let res = app.get("/administrator").await;
+    assert!(res.headers().get_one("X-Frame-Options").is_none());
     let res = app.launch(&Launch::new("/any")).await;
     assert_eq!(res.status(), Status::Ok);
     assert!(res.headers().get_one("X-Frame-Options").is_none());
@@ -931,4 +934,27 @@ async fn a_crafted_link_cannot_make_the_list_claim_a_change() {
     assert_eq!(notice("/admin?done=enabled&key=ghost").await, None);
     let shown = notice("/admin?done=deleted&key=ghost").await;
     assert!(shown.is_some_and(|n| n.contains("ghost is deleted")));
+    // Not even a key: no claim.
+    assert_eq!(
+        notice("/admin?done=deleted&key=all%20your%20data").await,
+        None
+    );
+}
+
+#[rocket::async_test]
+async fn a_stale_admin_cookie_is_cleared_by_the_login_page() {
+    let app = logged_in().await;
+    assert_eq!(app.get("/admin/refusals").await.status(), Status::Ok);
+    sqlx::query("UPDATE admin_sessions SET expires_at = 0")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let res = app.get("/admin/refusals").await;
+    let cleared = res
+        .headers()
+        .get("Set-Cookie")
+        .any(|c| c.starts_with("lti_admin=;") && c.contains("Max-Age=0"));
+    assert!(cleared, "{:?}", res.headers());
+    let body = page(res, Status::Unauthorized).await;
+    assert!(is_login_page(&body), "{body}");
 }

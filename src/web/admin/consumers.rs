@@ -76,9 +76,10 @@ async fn list_page(
         Some(("disabled", k)) if enabled(k) == Some(false) => Some(format!(
             "Consumer {k} is disabled: its launches are refused."
         )),
-        Some(("deleted", k)) if enabled(k).is_none() => Some(format!(
-            "Consumer {k} is deleted and its sessions have ended."
-        )),
+        // Gone from the list, and a key that could have been there.
+        Some(("deleted", k)) if enabled(k).is_none() && consumers::is_valid_key(k) => Some(
+            format!("Consumer {k} is deleted and its sessions have ended."),
+        ),
         _ => None,
     };
     Ok(render(

@@ -210,7 +210,14 @@ async fn logout(
 /// Any admin address without a live admin session: the login page (or set-up page), with 401.
 #[catch(401)]
 pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
-    let has = match req.rocket().state::<AppState>() {
+    let state = req.rocket().state::<AppState>();
+    // A cookie that got here names no live session: clear it (Rocket drops the guard's own removal
+    // before a catcher runs).
+    if let (Some(state), Some(_)) = (state, req.cookies().get(ADMIN_COOKIE)) {
+        let secure = SecureCookies::of(req, &state.settings);
+        req.cookies().remove(admin_cookie(String::new(), secure));
+    }
+    let has = match state {
         Some(state) => has_password(state).await.unwrap_or(true),
         None => true,
     };
