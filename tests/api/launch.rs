@@ -499,14 +499,15 @@ async fn a_non_form_post_to_any_is_a_session_request_unless_it_tries_to_launch()
 #[rocket::async_test]
 async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() {
     let app = spawn_app().await;
-    let form = |path: &'static str, body: &'static [u8]| {
+    let post = |path: &'static str, content_type: &ContentType, body: &'static [u8]| {
         app.client
             .post(path)
             .header(Header::new("Host", HOST))
-            .header(ContentType::Form)
+            .header(content_type.clone())
             .body(body)
             .dispatch()
     };
+    let form = |path, body| post(path, &ContentType::Form, body);
     for path in ["/initial", "/any"] {
         assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
         // Junk that does not try to be a launch: refused (or a session request), session kept.
@@ -533,14 +534,7 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
         ),
     ] {
         assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-        let res = app
-            .client
-            .post("/any")
-            .header(Header::new("Host", HOST))
-            .header(content_type.clone())
-            .body(body)
-            .dispatch()
-            .await;
+        let res = post("/any", &content_type, body.as_bytes()).await;
         assert!(
             clears_session_cookie(&res),
             "{content_type}: {:?}",
@@ -567,14 +561,7 @@ async fn an_undecodable_launch_ends_the_session_but_undecodable_junk_does_not() 
             upload,
         ),
     ] {
-        let res = app
-            .client
-            .post("/any")
-            .header(Header::new("Host", HOST))
-            .header(content_type.clone())
-            .body(body)
-            .dispatch()
-            .await;
+        let res = post("/any", &content_type, body.as_bytes()).await;
         assert!(
             !clears_session_cookie(&res),
             "{content_type}: {:?}",
