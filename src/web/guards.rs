@@ -17,8 +17,8 @@ use crate::lti::launch::LaunchData;
 use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
-    check_form_content_type, end_session, end_session_refusing, launch, session_id_of,
-    LaunchParams, SESSION_COOKIE,
+    check_form_content_type, end_session, end_session_after_failed_launch, end_session_refusing,
+    launch, session_id_of, LaunchParams, SESSION_COOKIE,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -216,7 +216,7 @@ async fn unreadable_launch(
         return LtiError::HeadLaunch;
     }
     let old = session_id_of(req.cookies());
-    end_session_refusing(req, state, old.as_deref()).await;
+    end_session_after_failed_launch(req, state, old.as_deref()).await;
     error
 }
 

@@ -13,7 +13,7 @@ use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
-use crate::web::origin::{signed_origin, SecureCookies, SentAsHead};
+use crate::web::origin::{is_navigation, signed_origin, SecureCookies, SentAsHead};
 use crate::web::AppState;
 
 /// Name of the session cookie.
@@ -210,7 +210,7 @@ pub async fn launch(
         )),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
-            end_session_refusing(req, state, old_session.as_deref()).await;
+            end_session_after_failed_launch(req, state, old).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
             record_refusal(req, state, &params, e).await;
@@ -372,6 +372,22 @@ pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Optio
             .0
             .set(secure);
     }
+}
+
+/// Ends the browser's session after a failed launch, so that a launch refused on a shared
+/// computer never leaves the previous user's session behind. Only a navigation can be a launch: an
+/// image or script of another page (say, `<img src="/any?oauth_x=1">` in a forum post) is refused
+/// without ending anything, or any page could log its viewers out.
+pub async fn end_session_after_failed_launch(
+    req: &Request<'_>,
+    state: &AppState,
+    id: Option<&str>,
+) {
+    if id.is_some() && !is_navigation(req) {
+        log::info!("a failed launch that was not a navigation (Sec-Fetch-Mode) kept the session");
+        return;
+    }
+    end_session_refusing(req, state, id).await;
 }
 
 /// Clears the session cookie in an error page's answer when the refused request ended the session.

@@ -94,6 +94,16 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
     own.is_some_and(|own| own != theirs) && asked_for.is_none_or(|asked| asked != theirs)
 }
 
+/// False for a request a browser made for a page's part (an image, a script, a `fetch`), as
+/// `Sec-Fetch-Mode` says; an LMS launch is always a navigation (a form into a window or frame).
+/// Clients that do not say (older browsers, LMS test tools) count as navigations.
+pub fn is_navigation(req: &Request<'_>) -> bool {
+    req.headers().get_one("Sec-Fetch-Mode").is_none_or(|mode| {
+        let mode = mode.trim();
+        mode.eq_ignore_ascii_case("navigate") || mode.eq_ignore_ascii_case("nested-navigate")
+    })
+}
+
 /// `scheme://authority` of a URL (a `Referer`), without its path, query or fragment.
 fn origin_of_url(url: &str) -> Option<&str> {
     let (scheme, rest) = url.split_once("://")?;

@@ -400,6 +400,44 @@ async fn a_failed_launch_ends_the_current_session() {
 }
 
 #[rocket::async_test]
+async fn another_page_cannot_end_the_session_with_an_image_of_a_failed_launch() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
+    // A browser fetching a page's part says so; it is refused, and the session stays.
+    let part = |mode: &'static str, body: String| {
+        app.client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Sec-Fetch-Mode", mode))
+            .header(ContentType::Form)
+            .body(body)
+            .dispatch()
+    };
+    let res = app
+        .client
+        .get("/any?oauth_x=1")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Sec-Fetch-Mode", "no-cors"))
+        .header(Header::new("Sec-Fetch-Dest", "image"))
+        .dispatch()
+        .await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
+    let res = part("cors", "oauth_consumer_key=k&user_id=%FF".into()).await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
+    refused(part("no-cors", bad.signed_body()).await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 1);
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    // The same failed launch as a navigation (a form into the window or a frame) ends it.
+    let res = part("navigate", bad.signed_body()).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
+
+#[rocket::async_test]
 async fn sessions_expire() {
     let app = spawn_app_with(|f| f.merge(("session_ttl", 1))).await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
