@@ -427,7 +427,11 @@ async fn another_page_cannot_end_the_session_with_an_image_of_a_failed_launch() 
     let res = part("cors", "oauth_consumer_key=k&user_id=%FF".into()).await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
-    refused(part("no-cors", bad.signed_body()).await, Status::Unauthorized).await;
+    refused(
+        part("no-cors", bad.signed_body()).await,
+        Status::Unauthorized,
+    )
+    .await;
     assert_eq!(app.count("sessions").await, 1);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     // The same failed launch as a navigation (a form into the window or a frame) ends it.

@@ -271,7 +271,11 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     assert_eq!(sent.sourcedid, MOODLE_SOURCEDID);
     assert_eq!(sent.result_text.as_deref(), Some("essay done"));
 
-    let body = page(app.get("/grade/read").await, Status::Ok).await;
+    let body = page(
+        app.post_form("/grade/read", format!("csrf={token}")).await,
+        Status::Ok,
+    )
+    .await;
     assert!(body.contains("<dd id=\"score\">0.85</dd>"), "{body}");
 
     let body = page(
@@ -282,7 +286,11 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     .await;
     assert!(body.contains("Score deleted"), "{body}");
     assert_eq!(lms.score_of(MOODLE_SOURCEDID), None);
-    let body = page(app.get("/grade/read").await, Status::Ok).await;
+    let body = page(
+        app.post_form("/grade/read", format!("csrf={token}")).await,
+        Status::Ok,
+    )
+    .await;
     assert!(body.contains("<dd id=\"score\">none</dd>"), "{body}");
 
     let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
@@ -325,6 +333,13 @@ async fn bad_scores_and_bad_tokens_send_nothing() {
         Status::Forbidden,
     )
     .await;
+    // Reading calls the LMS too: only the page's own form, never a GET another site can fire.
+    refused(
+        app.post_form("/grade/read", "csrf=forged".into()).await,
+        Status::Forbidden,
+    )
+    .await;
+    refused(app.get("/grade/read").await, Status::NotFound).await;
     // A token from another session does not work either.
     let other = spawn_app().await;
     other
@@ -349,7 +364,6 @@ async fn a_launch_without_an_outcome_service_says_so() {
     assert_eq!(app.count("outcome_targets").await, 0);
     let body = refused(app.get("/grade").await, Status::Conflict).await;
     assert!(body.contains("lis_outcome_service_url"), "{body}");
-    refused(app.get("/grade/read").await, Status::Conflict).await;
     // Without a session at all, the grade pages refuse like every guarded page.
     let fresh = spawn_app().await;
     refused(fresh.get("/grade").await, Status::Unauthorized).await;
@@ -481,7 +495,22 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
     .await;
 
     // Read on demand: A has 0.5, B has none.
+    // Reading every score calls the LMS: only with the page's token, never from a GET.
+    let before = lms.received().len();
+    refused(
+        app.post_form("/grades/refresh", "csrf=forged".into()).await,
+        Status::Forbidden,
+    )
+    .await;
     let body = page(app.get("/grades?refresh=true").await, Status::Ok).await;
+    assert!(!body.contains("Scores just read from the LMS"), "{body}");
+    assert_eq!(lms.received().len(), before);
+    let body = page(
+        app.post_form("/grades/refresh", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
     assert!(body.contains("Scores just read from the LMS"), "{body}");
     let row_of = |user: &str| {
         body.split("<tr>")

@@ -121,8 +121,15 @@ async fn grade_post(
     Ok(result_page(page))
 }
 
-#[get("/grade/read")]
-async fn grade_read(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, LtiError> {
+/// Reads the learner's score from the LMS: a POST with the page's token, since it calls the LMS
+/// (the session cookie is `SameSite=None`, so another site's image could fire a GET).
+#[post("/grade/read", data = "<form>")]
+async fn grade_read(
+    lti: LtiSession,
+    outcomes: &State<Outcomes>,
+    form: Form<CsrfForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
     let response = lti.read_grade(outcomes).await?;
     let mut page = answer(
         "Score in the gradebook",
@@ -183,20 +190,39 @@ fn resource_link(lti: &LtiUser) -> &str {
     lti.get("resource_link_id").unwrap_or("")
 }
 
-/// The learners of the current resource link with their last known scores; `?refresh=true`
-/// first reads every score from the LMS.
-#[get("/grades?<refresh>")]
+/// The learners of the current resource link with their last known scores.
+#[get("/grades")]
 async fn grades_page(
     lti: Staff<LtiSession>,
     state: &State<AppState>,
     outcomes: &State<Outcomes>,
-    refresh: Option<bool>,
 ) -> Result<Template, LtiError> {
-    let link = resource_link(&lti);
+    grades_view(&lti, state, outcomes, false).await
+}
+
+/// The same page after reading every learner's score from the LMS: a POST with the page's token,
+/// since it calls the LMS once per learner.
+#[post("/grades/refresh", data = "<form>")]
+async fn grades_refresh(
+    lti: Staff<LtiSession>,
+    state: &State<AppState>,
+    outcomes: &State<Outcomes>,
+    form: Form<CsrfForm>,
+) -> Result<Template, LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    grades_view(&lti, state, outcomes, true).await
+}
+
+async fn grades_view(
+    lti: &LtiUser,
+    state: &AppState,
+    outcomes: &Outcomes,
+    refresh: bool,
+) -> Result<Template, LtiError> {
+    let link = resource_link(lti);
     let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
     let mut errors: Vec<(String, String)> = Vec::new();
-    if refresh == Some(true) {
-        let outcomes: &Outcomes = outcomes;
+    if refresh {
         // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
         let results: Vec<(String, Result<Response, LtiError>)> = stream::iter(stored.clone())
             .map(|s| async move {
@@ -227,7 +253,7 @@ async fn grades_page(
         "grades",
         context! {
             learners,
-            refreshed: refresh == Some(true),
+            refreshed: refresh,
             context_title: lti.get("context_title"),
             resource_link_title: lti.get("resource_link_title"),
             csrf: outcomes.csrf_token(&lti.session_id),
@@ -283,6 +309,7 @@ pub fn routes() -> Vec<Route> {
         grade_read,
         grade_delete,
         grades_page,
+        grades_refresh,
         grades_set,
         grades_delete
     ]
