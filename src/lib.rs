@@ -157,6 +157,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         settings,
         front,
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
+        refusal_budget: web::diagnosis::RefusalBudget::default(),
     })
 }
 

@@ -3,6 +3,9 @@
 //! scheme, the host in forwarded headers we did not trust, the other pages). These re-checks only
 //! explain a refusal; they never accept a launch.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use rocket::request::Request;
 
 use crate::error::LtiError;
@@ -11,8 +14,52 @@ use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::Params;
 use crate::store::{self, consumers, refusals};
 use crate::web::launch::LaunchParams;
-use crate::web::origin::{signed_origin, untrusted_forwarded_origin, Origin};
+use crate::web::origin::{client_address, signed_origin, untrusted_forwarded_origin, Origin};
 use crate::web::AppState;
+
+/// Refused launches recorded in detail per minute, in all and per consumer key as sent: enough to
+/// diagnose any LMS, too few for a flood of bad requests to keep the database writing.
+const RECORDS_PER_MINUTE: u32 = 120;
+const RECORDS_PER_KEY_PER_MINUTE: u32 = 30;
+
+/// How many more refused launches may be recorded this minute (every refusal is still logged).
+#[derive(Default)]
+pub struct RefusalBudget(Mutex<Spent>);
+
+#[derive(Default)]
+struct Spent {
+    minute: i64,
+    total: u32,
+    per_key: HashMap<String, u32>,
+    over: bool,
+}
+
+impl RefusalBudget {
+    /// True when a refusal with this key may be recorded at Unix second `now`, and counts it.
+    fn admit(&self, key: &str, now: i64) -> bool {
+        // A panic while holding the lock cannot leave the counts inconsistent; carry on.
+        let mut spent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spent.minute != now / 60 {
+            *spent = Spent {
+                minute: now / 60,
+                ..Spent::default()
+            };
+        }
+        let for_key = spent.per_key.get(key).copied().unwrap_or(0);
+        if spent.total >= RECORDS_PER_MINUTE || for_key >= RECORDS_PER_KEY_PER_MINUTE {
+            if !std::mem::replace(&mut spent.over, true) {
+                log::warn!(
+                    "refused launches are coming fast: the rest of this minute's are only logged, \
+                     not recorded for the admin page"
+                );
+            }
+            return false;
+        }
+        spent.total += 1;
+        spent.per_key.insert(key.to_string(), for_key + 1);
+        true
+    }
+}
 
 /// Pages a launch may have been meant for (the tool's own launch URLs).
 const LAUNCH_PATHS: [&str; 4] = ["/any", "/initial", "/session", "/initial_staff"];
@@ -24,8 +71,8 @@ fn first<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Records a refused launch with its hint. Failures to record are logged, never raised: the
-/// user's refusal must not turn into a storage error.
+/// Records a refused launch with its hint, within the minute's budget. Failures to record are
+/// logged, never raised: the user's refusal must not turn into a storage error.
 pub async fn record_refusal(
     req: &Request<'_>,
     state: &AppState,
@@ -40,6 +87,9 @@ pub async fn record_refusal(
     }
     let all = params.combined();
     let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
+    if !state.refusal_budget.admit(&key, store::now()) {
+        return;
+    }
     let consumer = match key.is_empty() {
         true => None,
         false => consumers::find(&state.db, &key).await.ok().flatten(),
@@ -98,7 +148,7 @@ pub async fn record_refusal(
         signed_url: capped(&signed_url, 2048),
         base_string: capped(&base_string, 8192),
         param_names: capped(&names.join(", "), 4096),
-        remote_addr: req.remote().map(|a| a.ip().to_string()).unwrap_or_default(),
+        remote_addr: client_address(req, &state.settings),
         user_agent: req
             .headers()
             .get_one("User-Agent")

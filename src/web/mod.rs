@@ -28,4 +28,6 @@ pub struct AppState {
     pub front: StoreFront,
     /// The CSRF key of the LTI pages' own forms (logout).
     pub page_forms: csrf::CsrfKey,
+    /// How many more refused launches are recorded for the admin page this minute.
+    pub refusal_budget: diagnosis::RefusalBudget,
 }

@@ -2,6 +2,8 @@
 //! TLS-terminating proxy changes. From `public_url`, else from forwarded headers of a trusted
 //! proxy, else from the request itself.
 
+use std::net::IpAddr;
+
 use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
@@ -171,6 +173,22 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     })
 }
 
+/// The client's address: the peer's, or when the peer is a trusted proxy, the last address in its
+/// `X-Forwarded-For` (the one that proxy saw). Never a header from anyone else.
+pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
+    match req.remote() {
+        Some(peer) if settings.trusted_proxies.contains(&peer.ip()) => req
+            .headers()
+            .get_one("X-Forwarded-For")
+            .and_then(|h| h.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+            .unwrap_or(peer.ip())
+            .to_string(),
+        Some(peer) => peer.ip().to_string(),
+        None => "unknown".to_string(),
+    }
+}
+
 /// The origin that forwarded headers claim, believed or not: only used to explain a refused
 /// launch (see `web::diagnosis`), never to accept one.
 pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
@@ -181,8 +199,8 @@ pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
     let port = first_header(req, "X-Forwarded-Port")
         .and_then(|p| p.parse().ok())
         .or(port);
-    let scheme = match proto.as_deref() {
-        Some("https") => "https",
+    let scheme = match proto {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
         _ => "http",
     };
     Some(Origin {

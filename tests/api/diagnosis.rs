@@ -229,3 +229,48 @@ async fn what_a_refusal_stores_stays_small() {
     assert!(r.base_string.len() < 9000, "{}", r.base_string.len());
     assert!(r.base_string.ends_with("(truncated)"));
 }
+
+#[rocket::async_test]
+async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
+    // The budget is per clock minute: start with at least 20 s of one left.
+    if now() % 60 > 40 {
+        let wait = 60 - now() % 60;
+        rocket::tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+    let app = spawn_app().await;
+    // One key's refusals: 30 a minute recorded, every one still refused.
+    for _ in 0..40 {
+        let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
+        refused(app.launch(&bad).await, Status::Unauthorized).await;
+    }
+    assert_eq!(app.count("refusals").await, 30);
+    // Another key still gets its own, up to 120 in all.
+    for i in 0..200 {
+        let unknown = Launch::new("/any").consumer(&format!("nobody-{i}"), "x");
+        refused(app.launch(&unknown).await, Status::Unauthorized).await;
+    }
+    assert_eq!(app.count("refusals").await, 120);
+}
+
+#[rocket::async_test]
+async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_claim() {
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
+    for peer in ["10.0.0.1:4000", "10.0.0.2:4000"] {
+        let res = app
+            .client
+            .post("/any")
+            .remote(peer.parse().unwrap())
+            .header(Header::new("Host", HOST))
+            .header(Header::new("X-Forwarded-For", "192.0.2.9, 198.51.100.7"))
+            .header(ContentType::Form)
+            .body(bad.signed_body())
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Unauthorized);
+    }
+    let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    let addresses: Vec<&str> = all.iter().map(|r| r.remote_addr.as_str()).collect();
+    // Newest first: the untrusted peer's own address, then the client the proxy saw.
+    assert_eq!(addresses, ["10.0.0.2", "198.51.100.7"]);
+}

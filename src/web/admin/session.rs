@@ -1,8 +1,6 @@
 //! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
 //! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
 
-use std::net::IpAddr;
-
 use rocket::form::{Form, FromForm};
 use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
@@ -16,7 +14,7 @@ use crate::crypto;
 use crate::error::LtiError;
 use crate::store::{self, admin};
 use crate::web::error::remember;
-use crate::web::origin::{SecureCookies, StartedElsewhere};
+use crate::web::origin::{client_address, SecureCookies, StartedElsewhere};
 use crate::web::AppState;
 
 /// Name of the admin session cookie (distinct from the LTI session's).
@@ -83,20 +81,11 @@ impl<'r> FromRequest<'r> for ClientAddress {
     type Error = std::convert::Infallible;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let trusted = req
-            .rocket()
-            .state::<AppState>()
-            .map(|s| &s.settings.trusted_proxies);
-        let address = match req.remote() {
-            Some(peer) if trusted.is_some_and(|t| t.contains(&peer.ip())) => req
-                .headers()
-                .get_one("X-Forwarded-For")
-                .and_then(|h| h.rsplit(',').next())
-                .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-                .unwrap_or(peer.ip())
-                .to_string(),
-            Some(peer) => peer.ip().to_string(),
-            None => "unknown".to_string(),
+        let address = match req.rocket().state::<AppState>() {
+            Some(state) => client_address(req, &state.settings),
+            None => req
+                .remote()
+                .map_or("unknown".into(), |p| p.ip().to_string()),
         };
         request::Outcome::Success(ClientAddress(address))
     }
