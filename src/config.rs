@@ -121,14 +121,6 @@ impl PublicUrl {
             port,
         })
     }
-
-    /// `scheme://host[:port]` without a trailing slash.
-    pub fn origin(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
-            None => format!("{}://{}", self.scheme, self.host),
-        }
-    }
 }
 
 impl Settings {

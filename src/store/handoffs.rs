@@ -1,28 +1,13 @@
 //! The `handoffs` table: single-use, short-lived tokens that open a session in a new window.
+//! Launches insert theirs in `launches::record_batch`.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::Db;
 use crate::error::LtiError;
 
 /// Seconds a hand-off token stays valid.
 pub const HANDOFF_TTL: i64 = 60;
-
-/// Stores a token for a session (inside the launch's transaction).
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    token: &str,
-    session_id: &str,
-    expires_at: i64,
-) -> Result<(), LtiError> {
-    sqlx::query("INSERT INTO handoffs (token, session_id, expires_at) VALUES (?, ?, ?)")
-        .bind(token)
-        .bind(session_id)
-        .bind(expires_at)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
 
 /// Takes a token, atomically: the row is deleted as it is read, so a second use finds nothing.
 /// Returns the session id when the token existed and had not expired.

@@ -111,16 +111,6 @@ pub async fn recent(
         .collect()
 }
 
-/// Number of refused launches of a known consumer since `since` (Unix seconds).
-pub async fn count_since(db: &Db, consumer_key: &str, since: i64) -> Result<i64, LtiError> {
-    let n = sqlx::query_scalar("SELECT COUNT(*) FROM refusals WHERE bucket = ? AND at >= ?")
-        .bind(consumer_key)
-        .bind(since)
-        .fetch_one(db)
-        .await?;
-    Ok(n)
-}
-
 /// Deletes a consumer's refusals (when the consumer is deleted).
 pub async fn delete_for<'c, E>(executor: E, consumer_key: &str) -> Result<(), LtiError>
 where

@@ -1,11 +1,12 @@
 //! The `sessions` table: server-side LTI sessions, keyed by a random id held in a cookie.
+//! Launches insert theirs in `launches::record_batch`.
 
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::Db;
 use crate::error::LtiError;
@@ -32,32 +33,6 @@ pub fn new_id() -> String {
     rand::thread_rng().fill_bytes(&mut bytes);
     let millis = chrono::Utc::now().timestamp_millis().max(0);
     format!("{millis:012x}{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Stores a new session.
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    id: &str,
-    launch: &LaunchData,
-    now: i64,
-    expires_at: i64,
-) -> Result<(), LtiError> {
-    let json =
-        serde_json::to_string(&launch.params).map_err(|e| LtiError::Storage(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(&launch.consumer_key)
-    .bind(launch.user_id())
-    .bind(launch.get("roles").unwrap_or(""))
-    .bind(json)
-    .bind(now)
-    .bind(expires_at)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Finds a session by id, expired or not (the caller decides what expiry means).

@@ -1,29 +1,13 @@
 //! Launch figures per consumer: successful launches (count, last) on the `consumers` row, and
-//! refused launches per hour in `consumer_refusals`, for the admin's consumer list.
+//! refused launches per hour in `consumer_refusals`, for the admin's consumer list. Successful
+//! launches are counted in `launches::record_batch`.
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::Db;
 use crate::error::LtiError;
 
 const HOUR: i64 = 3600;
-
-/// Counts a successful launch; call it inside the transaction that stores the session.
-pub async fn record_launch(
-    conn: &mut SqliteConnection,
-    consumer_key: &str,
-    now: i64,
-) -> Result<(), LtiError> {
-    sqlx::query(
-        "UPDATE consumers SET launch_count = launch_count + 1, last_launch_at = ? \
-         WHERE consumer_key = ?",
-    )
-    .bind(now)
-    .bind(consumer_key)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
 /// True for the refusals an admin should see: the LMS signs with a known key but gets
 /// something wrong (secret, clock, or it resends a launch).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rocket_lti_tool::lti::launch::LaunchData;
 use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-use rocket_lti_tool::store::{self, nonces, sessions, Db};
+use rocket_lti_tool::store::{self, handoffs, nonces, sessions, Db};
 
 use crate::helpers::temp_dir;
 
@@ -36,20 +36,38 @@ fn launch_data(user: &str) -> LaunchData {
     )
 }
 
-/// Records `count` launches at time `now`, as the launch pipeline does.
-async fn launches_at(db: &Db, now: i64, count: usize, window: i64, ttl: i64) {
-    let mut tx = db.begin().await.expect("begin");
-    for i in 0..count {
-        let nonce = format!("{now}-{i}");
-        assert!(nonces::record_once(&mut tx, "k", &nonce, now + window + 1)
-            .await
-            .expect("nonce"));
-        let launch = launch_data(&format!("user-{i}"));
-        sessions::insert(&mut tx, &sessions::new_id(), &launch, now, now + ttl)
-            .await
-            .expect("session");
+/// Records `count` graded launches of consumer `k` (its secret `stored` as the writer gets it) at
+/// time `now` through the launch writer, each with a hand-off token, in batches as the server
+/// commits them.
+async fn launches_at(db: &Db, stored: &str, now: i64, count: usize, window: i64, ttl: i64) {
+    let writes: Vec<LaunchWrite> = (0..count)
+        .map(|i| {
+            let user = format!("user-{i}");
+            let mut launch = launch_data(&user);
+            launch.params.extend([
+                (
+                    "lis_outcome_service_url".into(),
+                    "https://lms.example.edu/grades".into(),
+                ),
+                ("lis_result_sourcedid".into(), format!("result-{user}")),
+            ]);
+            let mut write = launch_write(now, stored, &format!("{now}-{i}"), Some(launch));
+            write.nonce_expires_at = now + window + 1;
+            write.handoff = Some((sessions::new_id(), now + handoffs::HANDOFF_TTL));
+            if let Some(session) = &mut write.session {
+                session.expires_at = now + ttl;
+            }
+            write
+        })
+        .collect();
+    let mut conn = db.acquire().await.expect("connection");
+    for batch in writes.chunks(64) {
+        let (outcomes, _) = record_batch(&mut conn, batch).await.expect("batch");
+        assert!(
+            outcomes.iter().all(|o| *o == Recorded::Accepted),
+            "{outcomes:?}"
+        );
     }
-    tx.commit().await.expect("commit");
 }
 
 #[rocket::async_test]
@@ -59,23 +77,30 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     const WINDOW: i64 = 300;
     const TTL: i64 = 8 * 3600;
     const STEPS_PER_DAY: i64 = 24 * 3600 / STEP;
-    let dir = temp_dir();
-    let db = open(&dir).await;
     let start = 1_700_000_000;
+    let (dir, db, stored) = with_consumer_k(start).await;
     let mut daily_pages = Vec::new();
     let mut most_sessions = 0;
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
-        launches_at(&db, now, PER_STEP, WINDOW, TTL).await;
+        launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
         store::prune_expired(&db, now).await.expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
         let live_nonces = scalar(&db, "SELECT COUNT(*) FROM nonces").await;
+        let live_tokens = scalar(&db, "SELECT COUNT(*) FROM handoffs").await;
         // Only what has not expired is left: a session lasts TTL, a nonce WINDOW + 1 seconds.
         assert!(
             live_sessions <= PER_STEP as i64 * (TTL / STEP + 1),
             "{live_sessions}"
         );
         assert!(live_nonces <= PER_STEP as i64, "{live_nonces}");
+        // A hand-off token lasts a minute: the last step's at most.
+        assert!(live_tokens <= PER_STEP as i64, "{live_tokens}");
+        // One grade target per learner of the link, however often they launch.
+        assert_eq!(
+            scalar(&db, "SELECT COUNT(*) FROM outcome_targets").await,
+            PER_STEP as i64
+        );
         most_sessions = most_sessions.max(live_sessions);
         if step % STEPS_PER_DAY == STEPS_PER_DAY - 1 {
             daily_pages.push(scalar(&db, "PRAGMA page_count").await);
@@ -100,24 +125,26 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
 
 #[rocket::async_test]
 async fn pruning_takes_expired_rows_only_in_bounded_batches() {
-    let dir = temp_dir();
-    let db = open(&dir).await;
     let now = 1_700_000_000;
-    launches_at(&db, now - 40_000, 1_234, 300, 3600).await; // long expired
-    launches_at(&db, now, 7, 300, 3600).await; // live
-                                               // Every batch is bounded: one call deletes at most the batch size.
+    let (dir, db, stored) = with_consumer_k(now - 40_000).await;
+    launches_at(&db, &stored, now - 40_000, 1_234, 300, 3600).await; // long expired
+    launches_at(&db, &stored, now, 7, 300, 3600).await; // live
+                                                        // Every batch is bounded: one call deletes at most the batch size.
     assert_eq!(nonces::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
+    assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
         store::prune_expired(&db, now).await.expect("prune"),
-        2 * 1_134
+        3 * 1_134
     );
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM nonces").await, 7);
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM sessions").await, 7);
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM handoffs").await, 7);
     // The deletes find expired rows through the expiry indexes, not a table scan.
     for (table, index) in [
         ("nonces", "nonces_by_expiry"),
         ("sessions", "sessions_by_expiry"),
+        ("handoffs", "handoffs_by_expiry"),
     ] {
         let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
             "EXPLAIN QUERY PLAN SELECT rowid FROM {table} WHERE expires_at < 1 ORDER BY expires_at LIMIT 10"
