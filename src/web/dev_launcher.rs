@@ -13,6 +13,7 @@ use crate::lti::oauth::{base_uri, sign, signature_base_string};
 use crate::lti::params::Params;
 use crate::store::{self, consumers};
 use crate::web::origin::RequestOrigin;
+use crate::web::pages::{launch_paths, LAUNCH_PAGE};
 use crate::web::AppState;
 
 /// Request guard: present only when `dev_launcher` is on; otherwise the route does not exist.
@@ -29,7 +30,6 @@ impl<'r> FromRequest<'r> for DevLauncherOn {
     }
 }
 
-const PAGES: [&str; 4] = ["/any", "/initial", "/session", "/initial_staff"];
 const ROLE_PRESETS: [&str; 9] = [
     "Instructor",
     "Learner",
@@ -69,7 +69,7 @@ async fn form(
         .collect();
     Ok(Template::render(
         "dev/launch",
-        context! { keys, pages: PAGES, roles: ROLE_PRESETS, modes: MODES, lti_errormsg, lti_errorlog },
+        context! { keys, pages: launch_paths(), roles: ROLE_PRESETS, modes: MODES, lti_errormsg, lti_errorlog },
     ))
 }
 
@@ -112,11 +112,10 @@ async fn sign_launch(
     origin: RequestOrigin,
 ) -> Result<Template, LtiError> {
     let origin = origin.0.ok_or(LtiError::MissingHost)?;
-    let page = PAGES
-        .iter()
-        .find(|p| **p == form.page)
-        .copied()
-        .unwrap_or(PAGES[0]);
+    let page = launch_paths()
+        .into_iter()
+        .find(|p| *p == form.page)
+        .unwrap_or(LAUNCH_PAGE);
     let secret = match form.mode {
         "unknown_key" => "not-registered".to_string(),
         _ => consumers::find(&state.db, form.consumer_key)

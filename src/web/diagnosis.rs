@@ -15,6 +15,7 @@ use crate::lti::params::Params;
 use crate::store::{self, consumers, refusals};
 use crate::web::launch::LaunchParams;
 use crate::web::origin::{client_address, signed_origin, untrusted_forwarded_origin, Origin};
+use crate::web::pages::launch_paths;
 use crate::web::AppState;
 
 /// Refused launches recorded in detail per minute, in all and per consumer key as sent: enough to
@@ -60,9 +61,6 @@ impl RefusalBudget {
         true
     }
 }
-
-/// Pages a launch may have been meant for (the tool's own launch URLs).
-const LAUNCH_PATHS: [&str; 4] = ["/any", "/initial", "/session", "/initial_staff"];
 
 fn first<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
@@ -238,7 +236,7 @@ fn signature_evidence(
             };
         }
     }
-    for other in LAUNCH_PATHS
+    for other in launch_paths()
         .iter()
         .filter(|p| **p != path.trim_end_matches('/'))
     {

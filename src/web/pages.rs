@@ -76,6 +76,20 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
 /// The launch URL to give an LMS by default: it accepts launches and existing sessions.
 pub const LAUNCH_PAGE: &str = "/any";
 
+/// Every launch URL an LMS can be given, with who gets in. A fork that adds a launch page adds
+/// it here too: the index page, the admin list, the test launcher and the refusal hints use it.
+pub const LAUNCH_PAGES: [(&str, &str); 4] = [
+    (LAUNCH_PAGE, "a launch, or an existing visit"),
+    ("/initial", "a launch only"),
+    ("/session", "an existing visit only"),
+    ("/initial_staff", "a launch by course staff only"),
+];
+
+/// The paths of [`LAUNCH_PAGES`].
+pub fn launch_paths() -> [&'static str; 4] {
+    LAUNCH_PAGES.map(|(path, _)| path)
+}
+
 const ANY: &str = "Landing page";
 const INITIAL: &str = "Initial request";
 const SESSION: &str = "Session request";
@@ -124,8 +138,10 @@ fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Templat
 /// What this tool is, and its launch URLs as the LMS should be given them.
 #[get("/")]
 fn index(origin: RequestOrigin) -> Template {
-    let pages = ["/any", "/initial", "/session", "/initial_staff"];
-    Template::render("index", context! { base: origin.url(), pages })
+    Template::render(
+        "index",
+        context! { base: origin.url(), pages: launch_paths() },
+    )
 }
 
 #[derive(FromForm)]

@@ -14,15 +14,8 @@ use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
 use crate::web::error::ErrorPage;
 use crate::web::origin::RequestOrigin;
+use crate::web::pages::LAUNCH_PAGES;
 use crate::web::AppState;
-
-/// The launch URLs an LMS can be given, with who gets in (as on the index page).
-const LAUNCH_PAGES: [(&str, &str); 4] = [
-    ("/any", "a launch, or an existing visit"),
-    ("/initial", "a launch only"),
-    ("/session", "an existing visit only"),
-    ("/initial_staff", "a launch by course staff only"),
-];
 
 const MAX_NAME: usize = 200;
 const MAX_NOTE: usize = 2000;
