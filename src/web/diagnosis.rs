@@ -84,7 +84,7 @@ pub async fn record_refusal(
         return;
     }
     let all = params.combined();
-    let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
+    let key = params.consumer_key().unwrap_or("").to_string();
     if !state.refusal_budget.admit(&key, store::now()) {
         return;
     }

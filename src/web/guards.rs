@@ -18,7 +18,7 @@ use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
     check_form_content_type, end_session, end_session_after_failed_launch, end_session_refusing,
-    launch, session_id_of, LaunchParams, SESSION_COOKIE,
+    launch, session_id_of, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -137,11 +137,7 @@ async fn read_launch_body(
 
 /// The session named by the cookie, if it is still valid.
 async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
-    let id = req
-        .cookies()
-        .get(SESSION_COOKIE)
-        .map(|c| c.value().to_string())
-        .ok_or(LtiError::NoSession)?;
+    let id = session_id_of(req.cookies()).ok_or(LtiError::NoSession)?;
     let session = state
         .front
         .session(&state.db, &id)
@@ -329,22 +325,11 @@ async fn initial_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
     }
 }
 
-fn request_outcome<T>(
+fn outcome<T, F>(
     req: &Request<'_>,
     result: Result<LtiUser, LtiError>,
     wrap: fn(LtiUser) -> T,
-) -> request::Outcome<T, LtiError> {
-    match result {
-        Ok(user) => Outcome::Success(wrap(user)),
-        Err(e) => Outcome::Error((remember(req, &e), e)),
-    }
-}
-
-fn data_outcome<'r, T>(
-    req: &Request<'_>,
-    result: Result<LtiUser, LtiError>,
-    wrap: fn(LtiUser) -> T,
-) -> data::Outcome<'r, T, LtiError> {
+) -> Outcome<T, (Status, LtiError), F> {
     match result {
         Ok(user) => Outcome::Success(wrap(user)),
         Err(e) => Outcome::Error((remember(req, &e), e)),
@@ -355,7 +340,7 @@ fn data_outcome<'r, T>(
 impl<'r> FromData<'r> for LtiInitial {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
-        data_outcome(req, initial_from_body(req, data).await, LtiInitial)
+        outcome(req, initial_from_body(req, data).await, LtiInitial)
     }
 }
 
@@ -363,7 +348,7 @@ impl<'r> FromData<'r> for LtiInitial {
 impl<'r> FromRequest<'r> for LtiInitial {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        request_outcome(req, initial_from_query(req).await, LtiInitial)
+        outcome(req, initial_from_query(req).await, LtiInitial)
     }
 }
 
@@ -375,7 +360,7 @@ impl<'r> FromRequest<'r> for LtiSession {
             Ok(state) => session_user(req, state).await,
             Err(e) => Err(e),
         };
-        request_outcome(req, result, LtiSession)
+        outcome(req, result, LtiSession)
     }
 }
 
@@ -388,7 +373,7 @@ impl<'r> FromData<'r> for LtiAny {
         } else {
             any_from_query(req).await
         };
-        data_outcome(req, result, LtiAny)
+        outcome(req, result, LtiAny)
     }
 }
 
@@ -396,7 +381,7 @@ impl<'r> FromData<'r> for LtiAny {
 impl<'r> FromRequest<'r> for LtiAny {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        request_outcome(req, any_from_query(req).await, LtiAny)
+        outcome(req, any_from_query(req).await, LtiAny)
     }
 }
 

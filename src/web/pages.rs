@@ -8,7 +8,7 @@ use rocket_dyn_templates::{context, Template};
 
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
-use crate::web::launch::{end_session, SESSION_COOKIE};
+use crate::web::launch::{end_session, session_id_of};
 use crate::web::origin::{RequestOrigin, SecureCookies, SentAsHead, StartedElsewhere};
 use crate::web::AppState;
 
@@ -184,7 +184,7 @@ async fn logout(
     state: &AppState,
     cookies: &CookieJar<'_>,
 ) -> Template {
-    let id = cookies.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    let id = session_id_of(cookies);
     // Only a page of this session has its token.
     let from_our_page =
         matches!((&id, token), (Some(id), Some(t)) if state.page_forms.verify(id, t));
