@@ -107,7 +107,6 @@ impl SecretCipher {
     }
 }
 
-/// The `secret_key` as configured (a string as written, or an array of bytes), if any.
 /// A 32-byte key for `purpose`, derived (HKDF-SHA256) from the configured `secret_key`, so that
 /// it survives restarts and is shared by every instance; `None` when no key is configured.
 pub fn derived_key(figment: &Figment, purpose: &[u8]) -> Option<[u8; 32]> {
@@ -119,6 +118,7 @@ pub fn derived_key(figment: &Figment, purpose: &[u8]) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// The `secret_key` as configured (a string as written, or an array of bytes), if any.
 fn secret_key_material(figment: &Figment) -> Option<Vec<u8>> {
     if let Ok(s) = figment.extract_inner::<String>("secret_key") {
         return (!s.trim().is_empty()).then(|| s.trim().as_bytes().to_vec());
