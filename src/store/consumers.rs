@@ -63,17 +63,6 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
     }
 }
 
-/// All consumers, by key.
-pub async fn list(db: &Db) -> Result<Vec<Consumer>, LtiError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM consumers ORDER BY consumer_key"
-    ))
-    .fetch_all(db)
-    .await?;
-    let cipher = cipher_for(db)?;
-    rows.iter().map(|r| from_row(r, &cipher)).collect()
-}
-
 /// All consumer keys, without touching the secrets.
 pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
     Ok(

@@ -11,7 +11,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, sign, signature_base_string};
 use crate::lti::params::Params;
-use crate::store::{self, consumers};
+use crate::store::{self, consumers, usage};
 use crate::web::origin::RequestOrigin;
 use crate::web::pages::{launch_paths, LAUNCH_PAGE};
 use crate::web::AppState;
@@ -61,7 +61,8 @@ async fn form(
     lti_errormsg: Option<&str>,
     lti_errorlog: Option<&str>,
 ) -> Result<Template, LtiError> {
-    let keys: Vec<String> = consumers::list(&state.db)
+    // The figures, not the consumers: listing keys decrypts no secret.
+    let keys: Vec<String> = usage::overview(&state.db, store::now())
         .await?
         .into_iter()
         .filter(|c| c.enabled)
