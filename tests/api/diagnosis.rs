@@ -177,13 +177,31 @@ async fn the_log_keeps_no_user_values_and_no_secret() {
     );
     assert!(r.param_names.contains("lis_person_contact_email_primary"));
     assert_eq!(r.signed_url, format!("http://{HOST}/any"));
-    let signature = launch
+    // The signature is in none of its forms: as sent (form-encoded), raw, or encoded once more
+    // as a base string would have it.
+    let sent = launch
         .signed_body()
         .split("oauth_signature=")
         .nth(1)
         .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
         .to_string();
-    assert!(!all.contains(&signature));
+    let raw = sent
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    assert!(raw.ends_with('=') && raw.len() == 28, "{raw}");
+    let in_base_string = sent.replace('%', "%25");
+    for form in [&sent, &raw, &in_base_string] {
+        assert!(!all.contains(form.as_str()), "{form} in {all}");
+    }
+    assert!(
+        !r.base_string.contains("oauth_signature"),
+        "{}",
+        r.base_string
+    );
 }
 
 #[rocket::async_test]

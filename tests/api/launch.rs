@@ -95,14 +95,21 @@ async fn bad_signature_wrong_secret_and_tampering_are_refused() {
     let wrong_secret = Launch::new("/any").consumer("__consumer_key__", "not-the-secret");
     refused(app.launch(&wrong_secret).await, Status::Unauthorized).await;
 
-    let body = Launch::new("/any").roles("Learner").signed_body();
+    // Signed for the staff page by a learner, then made an instructor: refused there.
+    let body = Launch::new("/initial_staff").roles("Learner").signed_body();
     let tampered = tamper(&body, "roles", "Instructor");
     refused(
-        app.post_form("/initial_staff", tampered.clone()).await,
+        app.post_form("/initial_staff", tampered).await,
         Status::Unauthorized,
     )
     .await;
-    refused(app.post_form("/any", tampered).await, Status::Unauthorized).await;
+    let body = Launch::new("/any").roles("Learner").signed_body();
+    refused(
+        app.post_form("/any", tamper(&body, "roles", "Instructor"))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
 
     let body = Launch::new("/any").signed_body();
     refused(
