@@ -173,11 +173,13 @@ impl Outcomes {
                 "{operation} for user {user:?} (consumer key {:?}): {:?} {}",
                 subject.consumer_key,
                 r.code_major,
-                r.description
+                // The LMS's words: escaped, so they cannot forge log lines.
+                r.description.escape_debug()
             ),
             Err(e) => log::warn!(
-                "{operation} for user {user:?} (consumer key {:?}) failed: {e}",
-                subject.consumer_key
+                "{operation} for user {user:?} (consumer key {:?}) failed: {}",
+                subject.consumer_key,
+                e.to_string().escape_debug()
             ),
         }
     }
