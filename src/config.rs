@@ -63,7 +63,7 @@ pub struct Settings {
     /// Whether to create PyLTI's demo consumer `__consumer_key__` / `__lti_secret__` at start.
     pub seed_demo_consumer: bool,
     /// The scheme, host and port the LMS uses to reach us (e.g. `https://tool.example.edu`).
-    pub public_url: Option<PublicUrl>,
+    pub public_url: Option<Origin>,
     /// Addresses whose `X-Forwarded-*` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
@@ -82,15 +82,26 @@ pub struct Settings {
     pub benchmark_routes: bool,
 }
 
-/// The parsed `public_url` setting.
+/// Scheme, host and optional port: the part of a signed URL that a TLS-terminating proxy changes
+/// (the `public_url` setting, or what a request shows, see `web::origin`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicUrl {
+pub struct Origin {
     /// `http` or `https`.
     pub scheme: String,
-    /// Host name or address.
+    /// Host name or address, as the LMS wrote it.
     pub host: String,
-    /// Port, when not the scheme's default.
+    /// Explicit port, if any.
     pub port: Option<u16>,
+}
+
+impl Origin {
+    /// `scheme://host[:port]`.
+    pub fn to_url(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
+            None => format!("{}://{}", self.scheme, self.host),
+        }
+    }
 }
 
 /// Upper bound of every duration setting: a year, in seconds.
@@ -99,9 +110,9 @@ const MAX_SECONDS: i64 = 366 * 24 * 3600;
 /// The default database, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/lti-tool.db";
 
-impl PublicUrl {
-    /// Parses `scheme://host[:port]` (a path, if given, is ignored).
-    pub fn parse(url: &str) -> Result<PublicUrl, String> {
+impl Origin {
+    /// Parses the `public_url` setting, `scheme://host[:port]` (a path, if given, is ignored).
+    pub fn parse(url: &str) -> Result<Origin, String> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("public_url {url:?} has no scheme"))?;
@@ -115,7 +126,7 @@ impl PublicUrl {
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
         }
-        Ok(PublicUrl {
+        Ok(Origin {
             scheme,
             host: host.to_ascii_lowercase(),
             port,
@@ -131,7 +142,7 @@ impl Settings {
         let public_url = raw
             .public_url
             .filter(|u| !u.trim().is_empty())
-            .map(|u| PublicUrl::parse(u.trim()))
+            .map(|u| Origin::parse(u.trim()))
             .transpose()?;
         // Bounded so that time arithmetic can never overflow.
         let positive = |v: Option<i64>, default: i64, name: &str| match v {

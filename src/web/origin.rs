@@ -11,31 +11,22 @@ use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, base_uri_of_url, split_host_port};
 use crate::web::AppState;
 
-/// Scheme, host and optional port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// `http` or `https`.
-    pub scheme: String,
-    /// Host name or address, as the LMS wrote it.
-    pub host: String,
-    /// Explicit port, if any.
-    pub port: Option<u16>,
-}
-
-impl Origin {
-    /// `scheme://host[:port]`.
-    pub fn to_url(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
-            None => format!("{}://{}", self.scheme, self.host),
-        }
-    }
-}
+pub use crate::config::Origin;
 
 /// First value of a comma-separated header, trimmed.
 fn first_header<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
     let v = req.headers().get_one(name)?.split(',').next()?.trim();
     (!v.is_empty()).then_some(v)
+}
+
+/// What forwarded headers claim, believed or not: proto and host from `Forwarded`, else from
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`; the port from `X-Forwarded-Port`.
+fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option<u16>) {
+    let (proto, host) = forwarded(req);
+    let proto = proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string));
+    let host = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string));
+    let port = first_header(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
+    (proto, host, port)
 }
 
 /// Reads `proto` and `host` from the first element of an RFC 7239 `Forwarded` header.
@@ -128,11 +119,7 @@ impl<'r> FromRequest<'r> for StartedElsewhere {
 /// Works out the origin the LMS signed for this request.
 pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, LtiError> {
     if let Some(public) = &settings.public_url {
-        return Ok(Origin {
-            scheme: public.scheme.clone(),
-            host: public.host.clone(),
-            port: public.port,
-        });
+        return Ok(public.clone());
     }
     let host_header = req
         .headers()
@@ -146,17 +133,14 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
         .remote()
         .is_some_and(|addr| settings.trusted_proxies.contains(&addr.ip()));
     if trusted {
-        let (proto, host) = forwarded(req);
-        if let Some(p) =
-            proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string))
-        {
+        let (proto, host, port) = forwarded_claim(req);
+        if let Some(p) = proto {
             scheme = p.to_ascii_lowercase();
         }
-        if let Some(h) = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string))
-        {
+        if let Some(h) = host {
             authority = Some(h);
         }
-        port_override = first_header(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
+        port_override = port;
     }
     if scheme != "http" && scheme != "https" {
         scheme = "http".to_string();
@@ -192,13 +176,10 @@ pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
 /// The origin that forwarded headers claim, believed or not: only used to explain a refused
 /// launch (see `web::diagnosis`), never to accept one.
 pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
-    let (proto, host) = forwarded(req);
-    let proto = proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string));
-    let host = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string))?;
+    let (proto, host, forwarded_port) = forwarded_claim(req);
+    let host = host?;
     let (host, port) = split_host_port(&host)?;
-    let port = first_header(req, "X-Forwarded-Port")
-        .and_then(|p| p.parse().ok())
-        .or(port);
+    let port = forwarded_port.or(port);
     let scheme = match proto {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         _ => "http",
