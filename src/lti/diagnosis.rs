@@ -151,13 +151,14 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
         .map(|(k, _)| k)
 }
 
-/// True for fields whose values identify a person, kept out of the refused-launch log: the
-/// standard ones and the LMS extensions that carry a user id, login, name or email (Moodle's
-/// `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`, Canvas's
-/// `custom_canvas_user_id`, custom copies of `lis_person_*`, ...), matched by name since every LMS
-/// names its own. The consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
+/// True for fields whose values identify a person or hold a credential, kept out of the
+/// refused-launch log: the standard ones and the LMS extensions that carry a user id, login, name
+/// or email (Moodle's `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`,
+/// Canvas's `custom_canvas_user_id`, custom copies of `lis_person_*`, ...) or an LMS session or
+/// token (Sakai's `ext_sakai_session`), matched by name since every LMS names its own. The
+/// consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
 pub fn is_user_field(name: &str) -> bool {
-    const MARKS: [&str; 10] = [
+    const MARKS: [&str; 14] = [
         "user",
         "person",
         "email",
@@ -168,6 +169,10 @@ pub fn is_user_field(name: &str) -> bool {
         "displayid",
         "student",
         "learner",
+        "session",
+        "token",
+        "password",
+        "secret",
     ];
     let name = name.to_ascii_lowercase();
     if name.starts_with("oauth_") || name.starts_with("tool_consumer_") {
@@ -224,6 +229,8 @@ mod tests {
             "ext_user_username",
             "ext_d2l_username",
             "ext_sakai_eid",
+            "ext_sakai_session",
+            "custom_api_token",
             "custom_canvas_user_id",
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",

@@ -157,20 +157,45 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     })
 }
 
-/// The client's address: the peer's, or when the peer is a trusted proxy, the last address in its
-/// `X-Forwarded-For` (the one that proxy saw). Never a header from anyone else.
+/// The client's address: the peer's, or when the peer is a trusted proxy, the address that proxy
+/// saw: the last entry of `X-Forwarded-For` (of its last line: proxies append theirs after any
+/// the client sent), else the last `for=` of `Forwarded`. Never a header from anyone else.
 pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
-    match req.remote() {
-        Some(peer) if settings.trusted_proxies.contains(&peer.ip()) => req
-            .headers()
-            .get_one("X-Forwarded-For")
-            .and_then(|h| h.rsplit(',').next())
-            .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-            .unwrap_or(peer.ip())
-            .to_string(),
-        Some(peer) => peer.ip().to_string(),
-        None => "unknown".to_string(),
+    let Some(peer) = req.remote() else {
+        return "unknown".to_string();
+    };
+    if !settings.trusted_proxies.contains(&peer.ip()) {
+        return peer.ip().to_string();
     }
+    let last_entry = |header: &str, sep: char| {
+        let line = req.headers().get(header).last()?;
+        line.rsplit(sep).map(str::trim).find(|e| !e.is_empty())
+    };
+    let forwarded_for = || {
+        let element = last_entry("Forwarded", ',')?;
+        element.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v)
+        })
+    };
+    last_entry("X-Forwarded-For", ',')
+        .and_then(parse_node)
+        .or_else(|| forwarded_for().and_then(parse_node))
+        .unwrap_or(peer.ip())
+        .to_string()
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:5555`, `2001:db8::1`, `[2001:db8::1]:443`,
+/// quoted or not.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim().trim_matches('"');
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(with_port) = node.parse::<std::net::SocketAddr>() {
+        return Some(with_port.ip());
+    }
+    node.strip_prefix('[')?.split(']').next()?.parse().ok()
 }
 
 /// The origin that forwarded headers claim, believed or not: only used to explain a refused

@@ -274,21 +274,65 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
 async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_claim() {
     let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
-    for peer in ["10.0.0.1:4000", "10.0.0.2:4000"] {
-        let res = app
+    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+        // Not a trusted proxy: its own address, whatever it claims.
+        (
+            "10.0.0.2:4000",
+            &[("X-Forwarded-For", "192.0.2.9")],
+            "10.0.0.2",
+        ),
+        // The last entry is the one the proxy added.
+        (
+            "10.0.0.1:4000",
+            &[("X-Forwarded-For", "192.0.2.9, 198.51.100.7")],
+            "198.51.100.7",
+        ),
+        // A proxy that appends its own line after the client's.
+        (
+            "10.0.0.1:4000",
+            &[
+                ("X-Forwarded-For", "192.0.2.66"),
+                ("X-Forwarded-For", "198.51.100.8"),
+            ],
+            "198.51.100.8",
+        ),
+        // Addresses with ports, as some proxies write them.
+        (
+            "10.0.0.1:4000",
+            &[("X-Forwarded-For", "198.51.100.9:5555")],
+            "198.51.100.9",
+        ),
+        (
+            "10.0.0.1:4000",
+            &[("X-Forwarded-For", "[2001:db8::1]:443,")],
+            "2001:db8::1",
+        ),
+        // RFC 7239 only.
+        (
+            "10.0.0.1:4000",
+            &[(
+                "Forwarded",
+                "for=192.0.2.1, for=\"[2001:db8::2]:80\";proto=https",
+            )],
+            "2001:db8::2",
+        ),
+    ];
+    for (peer, headers, _) in cases {
+        let mut req = app
             .client
             .post("/any")
             .remote(peer.parse().unwrap())
             .header(Header::new("Host", HOST))
-            .header(Header::new("X-Forwarded-For", "192.0.2.9, 198.51.100.7"))
             .header(ContentType::Form)
-            .body(bad.signed_body())
-            .dispatch()
-            .await;
-        assert_eq!(res.status(), Status::Unauthorized);
+            .body(bad.signed_body());
+        for (name, value) in headers {
+            req = req.header(Header::new(*name, *value));
+        }
+        assert_eq!(req.dispatch().await.status(), Status::Unauthorized);
     }
     let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
-    let addresses: Vec<&str> = all.iter().map(|r| r.remote_addr.as_str()).collect();
-    // Newest first: the untrusted peer's own address, then the client the proxy saw.
-    assert_eq!(addresses, ["10.0.0.2", "198.51.100.7"]);
+    let mut addresses: Vec<&str> = all.iter().map(|r| r.remote_addr.as_str()).collect();
+    addresses.reverse(); // oldest first
+    let expected: Vec<&str> = cases.iter().map(|c| c.2).collect();
+    assert_eq!(addresses, expected);
 }
