@@ -274,7 +274,9 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
 async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_claim() {
     let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    // The peer, the forwarding headers it sends, and the address the refusal should name.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
         // Not a trusted proxy: its own address, whatever it claims.
         (
             "10.0.0.2:4000",
