@@ -18,10 +18,10 @@ use crate::web::origin::{client_address, signed_origin, untrusted_forwarded_orig
 use crate::web::pages::launch_paths;
 use crate::web::AppState;
 
-/// Refused launches recorded in detail per minute, in all and per consumer key as sent: enough to
-/// diagnose any LMS, too few for a flood of bad requests to keep the database writing.
-const RECORDS_PER_MINUTE: u32 = 120;
-const RECORDS_PER_KEY_PER_MINUTE: u32 = 30;
+/// Refused launches recorded in detail per minute for each known consumer, and for all unknown
+/// keys together: enough to diagnose any LMS, too few for a flood of bad requests to keep the
+/// log writing, and a flood under made-up keys leaves the real consumers' share alone.
+const RECORDS_PER_MINUTE: u32 = 30;
 
 /// How many more refused launches may be recorded this minute (every refusal is still logged).
 #[derive(Default)]
@@ -30,14 +30,14 @@ pub struct RefusalBudget(Mutex<Spent>);
 #[derive(Default)]
 struct Spent {
     minute: i64,
-    total: u32,
-    per_key: HashMap<String, u32>,
+    /// By known consumer key; `""` for unknown and missing keys (as the log's buckets).
+    per_bucket: HashMap<String, u32>,
     over: bool,
 }
 
 impl RefusalBudget {
-    /// True when a refusal with this key may be recorded at Unix second `now`, and counts it.
-    fn admit(&self, key: &str, now: i64) -> bool {
+    /// True when a refusal in this bucket may be recorded at Unix second `now`, and counts it.
+    fn admit(&self, bucket: &str, now: i64) -> bool {
         // A panic while holding the lock cannot leave the counts inconsistent; carry on.
         let mut spent = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if spent.minute != now / 60 {
@@ -46,8 +46,8 @@ impl RefusalBudget {
                 ..Spent::default()
             };
         }
-        let for_key = spent.per_key.get(key).copied().unwrap_or(0);
-        if spent.total >= RECORDS_PER_MINUTE || for_key >= RECORDS_PER_KEY_PER_MINUTE {
+        let spent_here = spent.per_bucket.get(bucket).copied().unwrap_or(0);
+        if spent_here >= RECORDS_PER_MINUTE {
             if !std::mem::replace(&mut spent.over, true) {
                 log::warn!(
                     "refused launches are coming fast: the rest of this minute's are only logged, \
@@ -56,8 +56,7 @@ impl RefusalBudget {
             }
             return false;
         }
-        spent.total += 1;
-        spent.per_key.insert(key.to_string(), for_key + 1);
+        spent.per_bucket.insert(bucket.to_string(), spent_here + 1);
         true
     }
 }
@@ -85,13 +84,14 @@ pub async fn record_refusal(
     }
     let all = params.combined();
     let key = params.consumer_key().unwrap_or("").to_string();
-    if !state.refusal_budget.admit(&key, store::now()) {
-        return;
-    }
     let consumer = match key.is_empty() {
         true => None,
         false => consumers::find(&state.db, &key).await.ok().flatten(),
     };
+    let bucket = if consumer.is_some() { key.as_str() } else { "" };
+    if !state.refusal_budget.admit(bucket, store::now()) {
+        return;
+    }
     let origin = signed_origin(req, &state.settings).ok();
     let path = req.uri().path().as_str();
     let signed_url = origin

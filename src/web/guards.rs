@@ -17,8 +17,8 @@ use crate::lti::launch::LaunchData;
 use crate::store;
 use crate::web::error::remember;
 use crate::web::launch::{
-    check_form_content_type, end_session, end_session_after_failed_launch, end_session_refusing,
-    launch, session_id_of, LaunchParams,
+    check_body_encoding, check_form_content_type, end_session, end_session_after_failed_launch,
+    end_session_refusing, launch, session_id_of, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -175,7 +175,9 @@ async fn launch_user(
 async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
     let body = read_launch_body(req, state, data).await?;
-    let params = check_form_content_type(req).and_then(|()| LaunchParams::read(req, Some(&body)));
+    let params = check_body_encoding(req)
+        .and_then(|()| check_form_content_type(req))
+        .and_then(|()| LaunchParams::read(req, Some(&body)));
     match params {
         Ok(params) => launch_user(req, state, params).await,
         Err(e) => Err(unreadable_launch(req, state, Some(&body), e).await),
@@ -185,6 +187,10 @@ async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser,
 async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
     let body = read_launch_body(req, state, data).await?;
+    // A body that cannot be read may be a launch: never a session request.
+    if let Err(e) = check_body_encoding(req) {
+        return Err(unreadable_launch(req, state, Some(&body), e).await);
+    }
     if let Err(e) = check_form_content_type(req) {
         // Not a form: a session request, unless it tries to be a launch.
         return match mentions_launch(req, Some(&body)) {

@@ -89,6 +89,40 @@ pub fn session_id_of(cookies: &CookieJar<'_>) -> Option<String> {
     cookies.get(SESSION_COOKIE).map(|c| c.value().to_string())
 }
 
+/// Checks that a body can be read at all: not compressed or otherwise encoded (`Content-Encoding`)
+/// and not in a charset that is not ASCII-compatible (UTF-16 or UTF-32). Its fields cannot be seen
+/// then, so it is refused rather than taken for a request without launch fields.
+pub fn check_body_encoding(req: &Request<'_>) -> Result<(), LtiError> {
+    let encoding = req
+        .headers()
+        .get_one("Content-Encoding")
+        .map_or("", str::trim);
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        return Err(LtiError::UnsupportedContentType(format!(
+            "a body with Content-Encoding {encoding}"
+        )));
+    }
+    let charset = req.headers().get_one("Content-Type").and_then(|ct| {
+        ct.split(';').skip(1).find_map(|param| {
+            let (name, value) = param.split_once('=')?;
+            let value = value.trim().trim_matches('"').to_ascii_lowercase();
+            name.trim().eq_ignore_ascii_case("charset").then_some(value)
+        })
+    });
+    match charset {
+        Some(cs)
+            if ["utf-16", "utf-32", "ucs-"]
+                .iter()
+                .any(|wide| cs.starts_with(wide)) =>
+        {
+            Err(LtiError::UnsupportedContentType(format!(
+                "a body in charset {cs}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
 /// is there and cannot be parsed).
 pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {

@@ -262,12 +262,18 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
         refused(app.launch(&bad).await, Status::Unauthorized).await;
     }
     assert_eq!(app.count("refusals").await, 30);
-    // Another key still gets its own, up to 120 in all.
+    // Made-up keys share one budget of 30, and cannot use up a real consumer's.
     for i in 0..200 {
         let unknown = Launch::new("/any").consumer(&format!("nobody-{i}"), "x");
         refused(app.launch(&unknown).await, Status::Unauthorized).await;
     }
-    assert_eq!(app.count("refusals").await, 120);
+    assert_eq!(app.count("refusals").await, 60);
+    app.add_consumer("moodle", "moodle-secret-123456").await;
+    for _ in 0..5 {
+        let bad = Launch::new("/any").consumer("moodle", "wrong");
+        refused(app.launch(&bad).await, Status::Unauthorized).await;
+    }
+    assert_eq!(app.count("refusals").await, 65);
 }
 
 #[rocket::async_test]
