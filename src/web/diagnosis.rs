@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use percent_encoding::percent_decode;
 use rocket::request::Request;
 
 use crate::error::LtiError;
 use crate::lti::diagnosis::{redact, similar_key, Hint};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
-use crate::lti::params::Params;
+use crate::lti::params::{parse_authorization_header, Params, MAX_PARAMS};
 use crate::store::{self, consumers, refusals};
 use crate::web::launch::LaunchParams;
 use crate::web::origin::{client_address, signed_origin, untrusted_forwarded_origin, Origin};
@@ -76,14 +77,58 @@ pub async fn record_refusal(
     params: &LaunchParams,
     error: &LtiError,
 ) {
-    if matches!(
-        error,
-        LtiError::NoLaunch | LtiError::Storage(_) | LtiError::BodyTooLarge(_)
-    ) {
+    record(req, state, params.combined(), error).await;
+}
+
+/// Records a launch that could not be read (not UTF-8, over the size limit, not a form) from what
+/// can be made of it: its query, its body when it was sent as a form (as far as it was read) and
+/// its OAuth header, with bytes that do not decode replaced.
+pub async fn record_unreadable(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+    error: &LtiError,
+) {
+    let mut all = lossy_fields(
+        req.uri()
+            .query()
+            .map_or(&b""[..], |q| q.as_str().as_bytes()),
+    );
+    if !matches!(error, LtiError::UnsupportedContentType(_)) {
+        all.extend(lossy_fields(body.unwrap_or_default()));
+    }
+    let header = req.headers().get_one("Authorization");
+    if let Some(Ok(Some(fields))) = header.map(parse_authorization_header) {
+        all.extend(fields);
+    }
+    record(req, state, all, error).await;
+}
+
+/// A form's fields as far as they can be made out, for the log only.
+fn lossy_fields(raw: &[u8]) -> Params {
+    let lossy = |raw: &[u8]| {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_decode(&spaced).decode_utf8_lossy().into_owned()
+    };
+    raw.split(|&b| b == b'&')
+        .filter(|field| !field.is_empty())
+        .take(MAX_PARAMS)
+        .map(|field| {
+            let mut parts = field.splitn(2, |&b| b == b'=');
+            let name = parts.next().unwrap_or_default();
+            (lossy(name), lossy(parts.next().unwrap_or_default()))
+        })
+        .collect()
+}
+
+async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiError) {
+    if matches!(error, LtiError::NoLaunch | LtiError::Storage(_)) {
         return;
     }
-    let all = params.combined();
-    let key = params.consumer_key().unwrap_or("").to_string();
+    let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
     let consumer = match key.is_empty() {
         true => None,
         false => consumers::find(&state.db, &key).await.ok().flatten(),

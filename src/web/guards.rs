@@ -15,6 +15,7 @@ use rocket::request::{self, FromRequest, Request};
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 use crate::store;
+use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
     check_body_encoding, check_form_content_type, end_session, end_session_after_failed_launch,
@@ -219,6 +220,7 @@ async fn unreadable_launch(
     }
     let old = session_id_of(req.cookies());
     end_session_after_failed_launch(req, state, old.as_deref()).await;
+    record_unreadable(req, state, body, &error).await;
     error
 }
 

@@ -344,3 +344,49 @@ async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_clai
     let expected: Vec<&str> = cases.iter().map(|c| c.2).collect();
     assert_eq!(addresses, expected);
 }
+
+#[rocket::async_test]
+async fn a_launch_that_cannot_be_read_is_recorded_from_what_can_be_made_of_it() {
+    let app = spawn_app().await;
+    let post = |content_type: ContentType, body: Vec<u8>| {
+        app.client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(content_type)
+            .body(body)
+            .dispatch()
+    };
+    // A Latin-1 name in an otherwise signed launch (some old LMSs).
+    let latin1 = Launch::new("/any").signed_body().replace(
+        "resource_link_id=",
+        "lis_person_name_full=Jos%E9&resource_link_id=",
+    );
+    refused(
+        post(ContentType::Form, latin1.into_bytes()).await,
+        Status::BadRequest,
+    )
+    .await;
+    let r = only_refusal(&app).await;
+    assert_eq!(r.consumer_key, "__consumer_key__");
+    assert!(matches!(r.hint, Hint::Malformed { .. }), "{:?}", r.hint);
+    assert!(
+        r.param_names.contains("lis_person_name_full"),
+        "{}",
+        r.param_names
+    );
+    assert!(!r.base_string.contains("Jos"), "{}", r.base_string);
+    // Over the size limit: recorded from the part that was read.
+    let big = format!(
+        "oauth_consumer_key=__consumer_key__&custom_blob={}",
+        "x".repeat(70_000)
+    );
+    refused(
+        post(ContentType::Form, big.into_bytes()).await,
+        Status::PayloadTooLarge,
+    )
+    .await;
+    let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].consumer_key, "__consumer_key__");
+    assert!(all[0].reason.contains("65536"), "{}", all[0].reason);
+}
