@@ -18,6 +18,9 @@ pub enum LtiError {
     /// A launch POST that is not a form.
     #[error("unsupported content type {0}")]
     UnsupportedContentType(String),
+    /// A POST body that is compressed or in a charset that is not ASCII-compatible.
+    #[error("encoded body ({0})")]
+    EncodedBody(String),
     /// The request has no Host header, so the signed URL cannot be rebuilt.
     #[error("missing Host header")]
     MissingHost,

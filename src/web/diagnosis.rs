@@ -94,7 +94,10 @@ pub async fn record_unreadable(
             .query()
             .map_or(&b""[..], |q| q.as_str().as_bytes()),
     );
-    if !matches!(error, LtiError::UnsupportedContentType(_)) {
+    if !matches!(
+        error,
+        LtiError::UnsupportedContentType(_) | LtiError::EncodedBody(_)
+    ) {
         all.extend(lossy_fields(body.unwrap_or_default()));
     }
     let header = req.headers().get_one("Authorization");
@@ -169,7 +172,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             field: log.trim_start_matches("missing ").to_string(),
         },
         other => Hint::Malformed {
-            detail: other.to_string(),
+            detail: capped(&other.to_string(), 500),
         },
     };
     let redacted: Vec<(String, String)> = all

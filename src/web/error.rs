@@ -20,7 +20,7 @@ impl LtiError {
         use LtiError::*;
         match self {
             BodyTooLarge(_) => Status::PayloadTooLarge,
-            UnsupportedContentType(_) => Status::UnsupportedMediaType,
+            UnsupportedContentType(_) | EncodedBody(_) => Status::UnsupportedMediaType,
             MalformedParams(_)
             | BodyUnreadable(_)
             | MissingHost
@@ -52,7 +52,7 @@ impl LtiError {
             BodyTooLarge(limit) => ("Request too large", format!("The request was larger than the {limit} bytes this tool accepts.")),
             BodyUnreadable(_) => ("Malformed request", "The request body could not be read.".into()),
             MalformedParams(e) => ("Malformed launch", format!("The launch could not be read: {e}. {ASK}")),
-            UnsupportedContentType(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
+            UnsupportedContentType(_) | EncodedBody(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
             MissingHost => ("Malformed launch", "The request has no Host header, so its signature cannot be checked.".into()),
             OAuthParamTooLong(p) => (
                 "Malformed launch",

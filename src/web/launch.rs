@@ -89,6 +89,15 @@ pub fn session_id_of(cookies: &CookieJar<'_>) -> Option<String> {
     cookies.get(SESSION_COOKIE).map(|c| c.value().to_string())
 }
 
+/// A header value as an error may quote it: anyone can send one, and errors are logged and
+/// recorded, so at most 100 characters of it.
+fn header_excerpt(value: &str) -> String {
+    match value.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 /// Checks that a body can be read at all: not compressed or otherwise encoded (`Content-Encoding`)
 /// and not in a charset that is not ASCII-compatible (UTF-16 or UTF-32). Its fields cannot be seen
 /// then, so it is refused rather than taken for a request without launch fields.
@@ -98,8 +107,9 @@ pub fn check_body_encoding(req: &Request<'_>) -> Result<(), LtiError> {
         .get_one("Content-Encoding")
         .map_or("", str::trim);
     if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
-        return Err(LtiError::UnsupportedContentType(format!(
-            "a body with Content-Encoding {encoding}"
+        return Err(LtiError::EncodedBody(format!(
+            "Content-Encoding {}",
+            header_excerpt(encoding)
         )));
     }
     let charset = req.headers().get_one("Content-Type").and_then(|ct| {
@@ -115,8 +125,9 @@ pub fn check_body_encoding(req: &Request<'_>) -> Result<(), LtiError> {
                 .iter()
                 .any(|wide| cs.starts_with(wide)) =>
         {
-            Err(LtiError::UnsupportedContentType(format!(
-                "a body in charset {cs}"
+            Err(LtiError::EncodedBody(format!(
+                "charset {}",
+                header_excerpt(&cs)
             )))
         }
         _ => Ok(()),
@@ -135,12 +146,14 @@ pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
                 let media_type = raw.split(';').next().unwrap_or_default().trim();
                 match media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
                     true => Ok(()),
-                    false => Err(LtiError::UnsupportedContentType(raw.to_string())),
+                    false => Err(LtiError::UnsupportedContentType(header_excerpt(raw))),
                 }
             }
         },
         Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
-        Some(ct) => Err(LtiError::UnsupportedContentType(ct.to_string())),
+        Some(ct) => Err(LtiError::UnsupportedContentType(header_excerpt(
+            &ct.to_string(),
+        ))),
     }
 }
 

@@ -246,6 +246,25 @@ async fn what_a_refusal_stores_stays_small() {
     let r = only_refusal(&app).await;
     assert!(r.base_string.len() < 9000, "{}", r.base_string.len());
     assert!(r.base_string.ends_with("(truncated)"));
+    // Headers an error quotes are cut short too, wherever the refusal keeps them.
+    for (name, value) in [
+        ("Content-Type", format!("text/{}", "x".repeat(200_000))),
+        ("Content-Encoding", "y".repeat(200_000)),
+    ] {
+        let res = app
+            .client
+            .post("/any?oauth_consumer_key=nobody")
+            .header(Header::new("Host", HOST))
+            .header(Header::new(name, value))
+            .body("a=1")
+            .dispatch()
+            .await;
+        refused(res, Status::UnsupportedMediaType).await;
+    }
+    for r in refusals::recent(&app.state().db, None, 2).await.unwrap() {
+        let stored = serde_json::to_string(&r).unwrap();
+        assert!(stored.len() < 2000, "{} bytes: {:.300}", stored.len(), stored);
+    }
 }
 
 #[rocket::async_test]
