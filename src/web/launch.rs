@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rocket::http::{ContentType, Cookie, CookieJar};
+use rocket::http::{ContentType, Cookie, CookieJar, Method};
 use rocket::request::Request;
 
 use crate::error::LtiError;
@@ -13,7 +13,9 @@ use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
-use crate::web::origin::{is_navigation, signed_origin, SecureCookies, SentAsHead};
+use crate::web::origin::{
+    is_navigation, signed_origin, started_by_another_site, SecureCookies, SentAsHead,
+};
 use crate::web::AppState;
 
 /// Name of the session cookie.
@@ -422,16 +424,19 @@ pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Optio
 }
 
 /// Ends the browser's session after a failed launch, so that a launch refused on a shared
-/// computer never leaves the previous user's session behind. Only a navigation can be a launch: an
-/// image or script of another page (say, `<img src="/any?oauth_x=1">` in a forum post) is refused
-/// without ending anything, or any page could log its viewers out.
+/// computer never leaves the previous user's session behind. Only a form an LMS could have sent
+/// counts: an image or script of another page (`Sec-Fetch-Mode`), or another site's link or frame
+/// (a GET: LMSs launch with a POST form), say `<img src="/any?oauth_x=1">` or an `<iframe>` in a
+/// forum post, is refused without ending anything, or any page could log its viewers out.
 pub async fn end_session_after_failed_launch(
     req: &Request<'_>,
     state: &AppState,
     id: Option<&str>,
 ) {
-    if id.is_some() && !is_navigation(req) {
-        log::info!("a failed launch that was not a navigation (Sec-Fetch-Mode) kept the session");
+    let from_a_page =
+        !is_navigation(req) || (req.method() != Method::Post && started_by_another_site(req));
+    if id.is_some() && from_a_page {
+        log::info!("a failed launch from another page's image, frame or link kept the session");
         return;
     }
     end_session_refusing(req, state, id).await;

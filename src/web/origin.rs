@@ -91,10 +91,9 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
 /// `Sec-Fetch-Mode` says; an LMS launch is always a navigation (a form into a window or frame).
 /// Clients that do not say (older browsers, LMS test tools) count as navigations.
 pub fn is_navigation(req: &Request<'_>) -> bool {
-    req.headers().get_one("Sec-Fetch-Mode").is_none_or(|mode| {
-        let mode = mode.trim();
-        mode.eq_ignore_ascii_case("navigate") || mode.eq_ignore_ascii_case("nested-navigate")
-    })
+    req.headers()
+        .get_one("Sec-Fetch-Mode")
+        .is_none_or(|mode| mode.trim().eq_ignore_ascii_case("navigate"))
 }
 
 /// `scheme://authority` of a URL (a `Referer`), without its path, query or fragment.

@@ -263,7 +263,12 @@ async fn what_a_refusal_stores_stays_small() {
     }
     for r in refusals::recent(&app.state().db, None, 2).await.unwrap() {
         let stored = serde_json::to_string(&r).unwrap();
-        assert!(stored.len() < 2000, "{} bytes: {:.300}", stored.len(), stored);
+        assert!(
+            stored.len() < 2000,
+            "{} bytes: {:.300}",
+            stored.len(),
+            stored
+        );
     }
 }
 

@@ -407,7 +407,7 @@ async fn a_failed_launch_ends_the_current_session() {
 }
 
 #[rocket::async_test]
-async fn another_page_cannot_end_the_session_with_an_image_of_a_failed_launch() {
+async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_launch() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
@@ -439,12 +439,37 @@ async fn another_page_cannot_end_the_session_with_an_image_of_a_failed_launch() 
         Status::Unauthorized,
     )
     .await;
+    // Another site's frame or link is a navigation, but a GET: LMSs launch with a form.
+    let res = app
+        .client
+        .get("/any?oauth_x=1")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Sec-Fetch-Mode", "navigate"))
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .header(Header::new("Sec-Fetch-Dest", "iframe"))
+        .dispatch()
+        .await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
     assert_eq!(app.count("sessions").await, 1);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     // The same failed launch as a navigation (a form into the window or a frame) ends it.
     let res = part("navigate", bad.signed_body()).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+    // So does a failed GET launch typed into the address bar (no other site involved).
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let res = app
+        .client
+        .get("/any?oauth_x=1")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Sec-Fetch-Mode", "navigate"))
+        .header(Header::new("Sec-Fetch-Site", "none"))
+        .dispatch()
+        .await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
     assert_eq!(app.count("sessions").await, 0);
 }
 
