@@ -21,7 +21,7 @@ use crate::web::AppState;
 
 /// Refused launches recorded in detail per minute for each known consumer, and for all unknown
 /// keys together: enough to diagnose any LMS, too few for a flood of bad requests to keep the
-/// log writing, and a flood under made-up keys leaves the real consumers' share alone.
+/// log writing, and a flood under made-up keys leaves the registered consumers' share alone.
 const RECORDS_PER_MINUTE: u32 = 30;
 
 /// How many more refused launches may be recorded this minute (every refusal is still logged).

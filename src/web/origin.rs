@@ -158,7 +158,9 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
 
 /// The client's address: the peer's, or when the peer is a trusted proxy, the address that proxy
 /// saw: the last entry of `X-Forwarded-For` (of its last line: proxies append theirs after any
-/// the client sent), else the last `for=` of `Forwarded`. Never a header from anyone else.
+/// the client sent), else the last `for=` of `Forwarded`. Headers from anyone else are ignored; a
+/// trusted proxy must set or append `X-Forwarded-For` (see the README), or it passes on the
+/// client's own claim.
 pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
     let Some(peer) = req.remote() else {
         return "unknown".to_string();
