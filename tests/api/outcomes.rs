@@ -364,6 +364,12 @@ async fn a_launch_without_an_outcome_service_says_so() {
     assert_eq!(app.count("outcome_targets").await, 0);
     let body = refused(app.get("/grade").await, Status::Conflict).await;
     assert!(body.contains("lis_outcome_service_url"), "{body}");
+    let token = done_token(&app.client);
+    refused(
+        app.post_form("/grade/read", format!("csrf={token}")).await,
+        Status::Conflict,
+    )
+    .await;
     // Without a session at all, the grade pages refuse like every guarded page.
     let fresh = spawn_app().await;
     refused(fresh.get("/grade").await, Status::Unauthorized).await;
@@ -583,14 +589,36 @@ async fn bad_outcomes_settings_stop_the_start() {
     .await;
 }
 
-/// The README's three-line example, as a fork would mount it.
-#[rocket::post("/done")]
+#[derive(rocket::FromForm)]
+struct Done<'r> {
+    csrf: Option<&'r str>,
+}
+
+/// The README's example, as a fork would mount it.
+#[rocket::post("/done", data = "<form>")]
 async fn done(
     lti: rocket_lti_tool::web::guards::LtiSession,
     outcomes: &rocket::State<rocket_lti_tool::web::grades::Outcomes>,
+    form: rocket::form::Form<Done<'_>>,
 ) -> Result<&'static str, rocket_lti_tool::error::LtiError> {
+    outcomes.check_csrf(&lti.session_id, form.csrf)?;
     lti.post_grade(outcomes, 0.8).await?;
     Ok("Your score was sent to the gradebook.")
+}
+
+/// The grade forms' token for the client's current session (as the pages put it in their forms).
+fn done_token(client: &rocket::local::asynchronous::Client) -> String {
+    let session = client
+        .cookies()
+        .get("lti_session")
+        .expect("a session")
+        .value()
+        .to_string();
+    let outcomes = client
+        .rocket()
+        .state::<rocket_lti_tool::web::grades::Outcomes>()
+        .expect("outcomes state");
+    outcomes.csrf_token(&session)
 }
 
 #[rocket::async_test]
@@ -613,7 +641,23 @@ async fn the_readme_example_posts_a_grade_from_a_fork() {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
-    let res = client.post("/done").header(host.clone()).dispatch().await;
+    // Without the page's token (another site's form): refused, nothing sent.
+    let res = client
+        .post("/done")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body("csrf=forged")
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Forbidden);
+    assert!(lms.received().is_empty());
+    let res = client
+        .post("/done")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(format!("csrf={}", done_token(&client)))
+        .dispatch()
+        .await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(
         res.into_string().await.unwrap(),
@@ -631,7 +675,13 @@ async fn the_readme_example_posts_a_grade_from_a_fork() {
         .body(plain.signed_body())
         .dispatch()
         .await;
-    let res = client.post("/done").header(host).dispatch().await;
+    let res = client
+        .post("/done")
+        .header(host)
+        .header(rocket::http::ContentType::Form)
+        .body(format!("csrf={}", done_token(&client)))
+        .dispatch()
+        .await;
     assert_eq!(res.status(), Status::Conflict);
     assert!(res
         .into_string()

@@ -1,12 +1,26 @@
 //! Grade passback in the web app: the `Outcomes` state (one HTTP client, the CSRF key), the
 //! PyLTI-style `post_grade` / `read_grade` / `delete_grade` on every guard, and the grade pages.
 //!
+//! Call the LMS only from a POST whose form carries the session's CSRF token (the session cookie
+//! is `SameSite=None`, so another site could fire a GET with it):
+//!
 //! ```no_run
+//! use rocket::form::{Form, FromForm};
 //! use rocket::{post, State};
 //! use rocket_lti_tool::{error::LtiError, web::grades::Outcomes, web::guards::LtiSession};
 //!
-//! #[post("/done")]
-//! async fn done(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<&'static str, LtiError> {
+//! #[derive(FromForm)]
+//! struct Done<'r> {
+//!     csrf: Option<&'r str>,
+//! }
+//!
+//! #[post("/done", data = "<form>")]
+//! async fn done(
+//!     lti: LtiSession,
+//!     outcomes: &State<Outcomes>,
+//!     form: Form<Done<'_>>,
+//! ) -> Result<&'static str, LtiError> {
+//!     outcomes.check_csrf(&lti.session_id, form.csrf)?;
 //!     lti.post_grade(outcomes, 0.8).await?;
 //!     Ok("Your score was sent to the gradebook.")
 //! }
