@@ -15,8 +15,10 @@ use crate::web::error::remember;
 use crate::web::guards::LtiSession;
 use crate::web::launch::{end_session, session_cookie, session_id_of};
 use crate::web::origin::{started_by_another_site, SecureCookies};
-use crate::web::pages::LAUNCH_PAGE;
 use crate::web::AppState;
+
+/// Where the new window lands: a page that accepts an existing session.
+const LANDING: &str = "/any";
 
 #[derive(FromForm)]
 struct Handoff {
@@ -44,7 +46,7 @@ async fn continue_in_window(
     let before = session_id_of(cookies).filter(|old| *old != session_id);
     end_session(state, cookies, before.as_deref(), secure).await;
     cookies.add(session_cookie(state, session_id, secure));
-    Ok(Redirect::to(LAUNCH_PAGE))
+    Ok(Redirect::to(LANDING))
 }
 
 /// Request guard: the request comes from one of this tool's own pages, as the real "Open in a

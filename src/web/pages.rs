@@ -78,7 +78,7 @@ pub const LAUNCH_PAGE: &str = "/any";
 
 /// Every launch URL an LMS can be given, with who gets in. A fork that adds a launch page adds
 /// it here too: the index page, the admin list, the test launcher and the refusal hints use it.
-pub const LAUNCH_PAGES: [(&str, &str); 4] = [
+pub const LAUNCH_PAGES: &[(&str, &str)] = &[
     (LAUNCH_PAGE, "a launch, or an existing visit"),
     ("/initial", "a launch only"),
     ("/session", "an existing visit only"),
@@ -86,8 +86,8 @@ pub const LAUNCH_PAGES: [(&str, &str); 4] = [
 ];
 
 /// The paths of [`LAUNCH_PAGES`].
-pub fn launch_paths() -> [&'static str; 4] {
-    LAUNCH_PAGES.map(|(path, _)| path)
+pub fn launch_paths() -> Vec<&'static str> {
+    LAUNCH_PAGES.iter().map(|(path, _)| *path).collect()
 }
 
 const ANY: &str = "Landing page";
