@@ -298,3 +298,21 @@ fn signature_evidence(
     }
     Hint::WrongSecret
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_per_bucket_and_per_minute() {
+        let budget = RefusalBudget::default();
+        let minute = 1_700_000_040; // a whole minute: 60 * 28_333_334
+        assert!((0..30).all(|_| budget.admit("moodle", minute)));
+        assert!(!budget.admit("moodle", minute + 59));
+        // Other buckets have their own share.
+        assert!(budget.admit("", minute));
+        assert!(budget.admit("canvas", minute));
+        // The next minute starts afresh.
+        assert!(budget.admit("moodle", minute + 60));
+    }
+}
