@@ -111,7 +111,8 @@ const MAX_SECONDS: i64 = 366 * 24 * 3600;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/lti-tool.db";
 
 impl Origin {
-    /// Parses the `public_url` setting, `scheme://host[:port]` (a path, if given, is ignored).
+    /// Parses the `public_url` setting, `scheme://host[:port]` with at most a trailing `/`: the
+    /// tool's pages are at the root, so a path (or a query or fragment) could never be signed.
     pub fn parse(url: &str) -> Result<Origin, String> {
         let (scheme, rest) = url
             .split_once("://")
@@ -120,7 +121,14 @@ impl Origin {
         if scheme != "http" && scheme != "https" {
             return Err(format!("public_url {url:?} must be http or https"));
         }
-        let authority = rest.split('/').next().unwrap_or("");
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, after) = rest.split_at(end);
+        if !after.is_empty() && after != "/" {
+            return Err(format!(
+                "public_url {url:?} has a path, query or fragment: give only scheme://host[:port] \
+                 (the tool's pages are at the root of that address)"
+            ));
+        }
         let (host, port) = crate::lti::oauth::split_host_port(authority)
             .ok_or_else(|| format!("public_url {url:?} has a bad port"))?;
         if host.is_empty() {
@@ -178,5 +186,27 @@ impl Settings {
             debug_profile,
             benchmark_routes: raw.benchmark_routes.unwrap_or(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_is_an_origin_and_nothing_more() {
+        let parsed = Origin::parse("HTTPS://Tool.Example.edu:8443/").expect("valid");
+        assert_eq!(parsed.to_url(), "https://tool.example.edu:8443");
+        assert!(Origin::parse("http://tool.example.edu").is_ok());
+        for bad in [
+            "https://tool.example.edu/lti",
+            "https://tool.example.edu?x=1",
+            "https://tool.example.edu/#top",
+            "ftp://tool.example.edu",
+            "tool.example.edu",
+            "https://:443",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
     }
 }

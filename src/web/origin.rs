@@ -13,27 +13,34 @@ use crate::web::AppState;
 
 pub use crate::config::Origin;
 
-/// First value of a comma-separated header, trimmed.
-fn first_header<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
-    let v = req.headers().get_one(name)?.split(',').next()?.trim();
-    (!v.is_empty()).then_some(v)
+/// The last value of a header that may be repeated and hold a comma-separated list, trimmed:
+/// the one the nearest proxy (the trusted one) set or appended after anything the client sent.
+fn last_value<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
+    let line = req.headers().get(name).last()?;
+    line.rsplit(',').map(str::trim).find(|v| !v.is_empty())
 }
 
-/// What forwarded headers claim, believed or not: proto and host from `Forwarded`, else from
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`; the port from `X-Forwarded-Port`.
+/// What forwarded headers claim, believed or not, as the nearest proxy wrote them (the last
+/// values): `X-Forwarded-Proto`, `-Host` and `-Port`, which common proxies set; RFC 7239's
+/// `Forwarded` only when there are none of those, since proxies that set them (nginx) pass a
+/// client's own `Forwarded` on untouched.
 fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option<u16>) {
+    let proto = last_value(req, "X-Forwarded-Proto");
+    let host = last_value(req, "X-Forwarded-Host");
+    let port = last_value(req, "X-Forwarded-Port");
+    if proto.is_some() || host.is_some() || port.is_some() {
+        let port = port.and_then(|p| p.parse::<u16>().ok());
+        return (proto.map(str::to_string), host.map(str::to_string), port);
+    }
     let (proto, host) = forwarded(req);
-    let proto = proto.or_else(|| first_header(req, "X-Forwarded-Proto").map(str::to_string));
-    let host = host.or_else(|| first_header(req, "X-Forwarded-Host").map(str::to_string));
-    let port = first_header(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
-    (proto, host, port)
+    (proto, host, None)
 }
 
-/// Reads `proto` and `host` from the first element of an RFC 7239 `Forwarded` header.
+/// Reads `proto` and `host` from the last element of an RFC 7239 `Forwarded` header.
 fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
     let (mut proto, mut host) = (None, None);
-    if let Some(first) = first_header(req, "Forwarded") {
-        for pair in first.split(';') {
+    if let Some(last) = last_value(req, "Forwarded") {
+        for pair in last.split(';') {
             if let Some((k, v)) = pair.trim().split_once('=') {
                 let v = v.trim().trim_matches('"').to_string();
                 match k.trim().to_ascii_lowercase().as_str() {

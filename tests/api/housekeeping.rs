@@ -127,9 +127,10 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
 async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     let now = 1_700_000_000;
     let (dir, db, stored) = with_consumer_k(now - 40_000).await;
-    launches_at(&db, &stored, now - 40_000, 1_234, 300, 3600).await; // long expired
-    launches_at(&db, &stored, now, 7, 300, 3600).await; // live
-                                                        // Every batch is bounded: one call deletes at most the batch size.
+    // 1,234 launches long expired, 7 live.
+    launches_at(&db, &stored, now - 40_000, 1_234, 300, 3600).await;
+    launches_at(&db, &stored, now, 7, 300, 3600).await;
+    // Every batch is bounded: one call deletes at most the batch size.
     assert_eq!(nonces::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);

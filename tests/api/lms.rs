@@ -293,6 +293,42 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
 }
 
 #[rocket::async_test]
+async fn a_client_behind_a_trusted_proxy_cannot_choose_the_signed_url() {
+    // A launch another tool got, signed with the same key and secret, must not verify here.
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    let ours = || Launch::new("/any").signed_for("https://tool.example.edu/any");
+    let theirs = || Launch::new("/any").signed_for("https://other-tool.example/any");
+    let cases: [&[(&str, &str)]; 3] = [
+        // The client's own `Forwarded`, passed on by a proxy that sets X-Forwarded-*.
+        &[
+            ("Forwarded", "proto=https;host=other-tool.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "tool.example.edu"),
+        ],
+        // A proxy that appends to what the client sent, as a list or as a line of its own.
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "other-tool.example, tool.example.edu"),
+        ],
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "other-tool.example"),
+            ("X-Forwarded-Host", "tool.example.edu"),
+        ],
+    ];
+    let rfc7239: &[(&str, &str)] = &[(
+        "Forwarded",
+        "host=other-tool.example;proto=http, for=203.0.113.9;host=tool.example.edu;proto=https",
+    )];
+    for headers in cases.into_iter().chain([rfc7239]) {
+        let res = proxied(&app, "10.0.0.1:40000", theirs().signed_body(), headers).await;
+        refused(res, Status::Unauthorized).await;
+        let res = proxied(&app, "10.0.0.1:40000", ours().signed_body(), headers).await;
+        assert_eq!(res.status(), Status::Ok, "{headers:?}");
+    }
+}
+
+#[rocket::async_test]
 async fn public_url_decides_the_signed_origin() {
     let app = spawn_app_with(|f| f.merge(("public_url", "https://lti.example.edu"))).await;
     let launch = Launch::new("/any").signed_for("https://lti.example.edu/any");
