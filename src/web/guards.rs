@@ -176,7 +176,7 @@ async fn launch_user(
 async fn initial_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, LtiError> {
     let state = state(req)?;
     let body = read_launch_body(req, state, data).await?;
-    let params = check_body_encoding(req)
+    let params = check_body_encoding(req, &body)
         .and_then(|()| check_form_content_type(req))
         .and_then(|()| LaunchParams::read(req, Some(&body)));
     match params {
@@ -189,7 +189,7 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
     let state = state(req)?;
     let body = read_launch_body(req, state, data).await?;
     // A body that cannot be read may be a launch: never a session request.
-    if let Err(e) = check_body_encoding(req) {
+    if let Err(e) = check_body_encoding(req, &body) {
         return Err(unreadable_launch(req, state, Some(&body), e).await);
     }
     if let Err(e) = check_form_content_type(req) {

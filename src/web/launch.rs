@@ -100,39 +100,30 @@ fn header_excerpt(value: &str) -> String {
     }
 }
 
-/// Checks that a body can be read at all: not compressed or otherwise encoded (`Content-Encoding`)
-/// and not in a charset that is not ASCII-compatible (UTF-16 or UTF-32). Its fields cannot be seen
-/// then, so it is refused rather than taken for a request without launch fields.
-pub fn check_body_encoding(req: &Request<'_>) -> Result<(), LtiError> {
-    let encoding = req
-        .headers()
-        .get_one("Content-Encoding")
-        .map_or("", str::trim);
-    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
-        return Err(LtiError::EncodedBody(format!(
-            "Content-Encoding {}",
-            header_excerpt(encoding)
-        )));
-    }
-    let charset = req.headers().get_one("Content-Type").and_then(|ct| {
-        ct.split(';').skip(1).find_map(|param| {
-            let (name, value) = param.split_once('=')?;
-            let value = value.trim().trim_matches('"').to_ascii_lowercase();
-            name.trim().eq_ignore_ascii_case("charset").then_some(value)
-        })
-    });
-    match charset {
-        Some(cs)
-            if ["utf-16", "utf-32", "ucs-"]
-                .iter()
-                .any(|wide| cs.starts_with(wide)) =>
-        {
-            Err(LtiError::EncodedBody(format!(
-                "charset {}",
-                header_excerpt(&cs)
-            )))
+/// Checks that a body can be read at all: no coding in `Content-Encoding` or `Transfer-Encoding`
+/// beyond `identity` and `chunked` (which the HTTP layer undoes), and no NUL byte, which a form
+/// never has and text in UTF-16 or UTF-32 always does. Its fields cannot be seen then, so it is
+/// refused rather than taken for a request without launch fields.
+pub fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiError> {
+    let codings = ["Content-Encoding", "Transfer-Encoding"]
+        .into_iter()
+        .flat_map(|name| req.headers().get(name))
+        .flat_map(|line| line.split(','))
+        .map(str::trim);
+    for coding in codings {
+        let undone = ["", "identity", "chunked"];
+        if !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
+            return Err(LtiError::EncodedBody(format!(
+                "coding {}",
+                header_excerpt(coding)
+            )));
         }
-        _ => Ok(()),
+    }
+    match body.contains(&0) {
+        true => Err(LtiError::EncodedBody(
+            "NUL bytes (UTF-16, UTF-32 or binary)".into(),
+        )),
+        false => Ok(()),
     }
 }
 
