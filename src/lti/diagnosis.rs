@@ -158,7 +158,7 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
 /// token (Sakai's `ext_sakai_session`), matched by name since every LMS names its own. The
 /// consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
 pub fn is_user_field(name: &str) -> bool {
-    const MARKS: [&str; 14] = [
+    const MARKS: [&str; 22] = [
         "user",
         "person",
         "email",
@@ -172,7 +172,16 @@ pub fn is_user_field(name: &str) -> bool {
         "session",
         "token",
         "password",
+        "passwd",
+        "pwd",
         "secret",
+        "credential",
+        "auth",
+        "cookie",
+        "jwt",
+        "api_key",
+        "apikey",
+        "access_key",
     ];
     let name = name.to_ascii_lowercase();
     if name.starts_with("oauth_") || name.starts_with("tool_consumer_") {
@@ -231,6 +240,9 @@ mod tests {
             "ext_sakai_eid",
             "ext_sakai_session",
             "custom_api_token",
+            "custom_api_key",
+            "custom_auth_header",
+            "custom_jwt",
             "custom_canvas_user_id",
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",
