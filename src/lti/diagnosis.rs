@@ -158,7 +158,7 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
 /// token (Sakai's `ext_sakai_session`), matched by name since every LMS names its own. The
 /// consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
 pub fn is_user_field(name: &str) -> bool {
-    const MARKS: [&str; 22] = [
+    const MARKS: [&str; 23] = [
         "user",
         "person",
         "email",
