@@ -278,8 +278,20 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     .await;
     assert!(body.contains("<dd id=\"score\">0.85</dd>"), "{body}");
 
+    // The form asks first (one click in a page framed over ours deletes nothing)...
+    let sent = lms.received().len();
     let body = page(
         app.post_form("/grade/delete", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Delete the score?"), "{body}");
+    assert!(body.contains("name=\"confirmed\" value=\"true\""), "{body}");
+    assert_eq!(lms.received().len(), sent);
+    // ...and its confirmation deletes.
+    let body = page(
+        app.post_form("/grade/delete", format!("csrf={token}&confirmed=true"))
             .await,
         Status::Ok,
     )
@@ -329,7 +341,8 @@ async fn bad_scores_and_bad_tokens_send_nothing() {
     )
     .await;
     refused(
-        app.post_form("/grade/delete", "csrf=".into()).await,
+        app.post_form("/grade/delete", "csrf=&confirmed=true".into())
+            .await,
         Status::Forbidden,
     )
     .await;
@@ -527,9 +540,22 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
     assert!(row_of("learner-a").contains("0.5"), "{body}");
     assert!(row_of("learner-b").contains("none"), "{body}");
 
+    let sent = lms.received().len();
     let body = page(
         app.post_form("/grades/delete", format!("user_id=learner-a&csrf={token}"))
             .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Delete the score?"), "{body}");
+    assert!(body.contains("value=\"learner-a\""), "{body}");
+    assert_eq!(lms.received().len(), sent);
+    let body = page(
+        app.post_form(
+            "/grades/delete",
+            format!("user_id=learner-a&csrf={token}&confirmed=true"),
+        )
+        .await,
         Status::Ok,
     )
     .await;

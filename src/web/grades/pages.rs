@@ -38,6 +38,30 @@ struct LearnerForm {
     user_id: String,
     score: Option<String>,
     csrf: Option<String>,
+    /// A deletion happens only from its confirmation page (see `confirm_deletion`).
+    confirmed: Option<bool>,
+}
+
+/// A learner's form to delete their score.
+#[derive(FromForm)]
+struct DeleteForm {
+    csrf: Option<String>,
+    confirmed: Option<bool>,
+}
+
+/// The page that asks before a score is deleted: one click in a page that another site frames
+/// over ours (the tool must be frameable by the LMS) cannot delete a grade.
+fn confirm_deletion(
+    learner: &str,
+    user_id: Option<&str>,
+    action: &str,
+    back: &str,
+    csrf: &str,
+) -> Template {
+    Template::render(
+        "grade_confirm",
+        context! { learner, user_id, action, back, csrf },
+    )
 }
 
 /// What the LMS answered, for the result page.
@@ -146,9 +170,21 @@ async fn grade_read(
 async fn grade_delete(
     lti: LtiSession,
     outcomes: &State<Outcomes>,
-    form: Form<CsrfForm>,
+    form: Form<DeleteForm>,
 ) -> Result<Template, LtiError> {
     outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
+    if form.confirmed != Some(true) {
+        target_or_refuse(&lti)?;
+        let csrf = outcomes.csrf_token(&lti.session_id);
+        let name = lti.display_name();
+        return Ok(confirm_deletion(
+            &name,
+            None,
+            "/grade/delete",
+            "/grade",
+            &csrf,
+        ));
+    }
     let response = lti.delete_grade(outcomes).await?;
     Ok(result_page(answer(
         "Score deleted",
@@ -292,6 +328,17 @@ async fn grades_delete(
 ) -> Result<Template, LtiError> {
     outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
     let stored = learner(&lti, state, &form.user_id).await?;
+    if form.confirmed != Some(true) {
+        let csrf = outcomes.csrf_token(&lti.session_id);
+        let (name, user) = (&stored.display_name, Some(stored.user_id.as_str()));
+        return Ok(confirm_deletion(
+            name,
+            user,
+            "/grades/delete",
+            "/grades",
+            &csrf,
+        ));
+    }
     let response = outcomes.delete(Subject::from(&stored)).await?;
     Ok(result_page(answer(
         "Score deleted",
