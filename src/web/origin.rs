@@ -21,37 +21,13 @@ fn last_value<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
 }
 
 /// What forwarded headers claim, believed or not, as the nearest proxy wrote them (the last
-/// values): `X-Forwarded-Proto`, `-Host` and `-Port`, which common proxies set; RFC 7239's
-/// `Forwarded` only when there are none of those, since proxies that set them (nginx) pass a
-/// client's own `Forwarded` on untouched.
+/// values): `X-Forwarded-Proto`, `-Host` and `-Port`. RFC 7239's `Forwarded` is not read: a tool
+/// that believed both families could be told one by the client while the proxy sets the other.
 fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option<u16>) {
-    let proto = last_value(req, "X-Forwarded-Proto");
-    let host = last_value(req, "X-Forwarded-Host");
-    let port = last_value(req, "X-Forwarded-Port");
-    if proto.is_some() || host.is_some() || port.is_some() {
-        let port = port.and_then(|p| p.parse::<u16>().ok());
-        return (proto.map(str::to_string), host.map(str::to_string), port);
-    }
-    let (proto, host) = forwarded(req);
-    (proto, host, None)
-}
-
-/// Reads `proto` and `host` from the last element of an RFC 7239 `Forwarded` header.
-fn forwarded(req: &Request<'_>) -> (Option<String>, Option<String>) {
-    let (mut proto, mut host) = (None, None);
-    if let Some(last) = last_value(req, "Forwarded") {
-        for pair in last.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                let v = v.trim().trim_matches('"').to_string();
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "proto" => proto = Some(v),
-                    "host" => host = Some(v),
-                    _ => {}
-                }
-            }
-        }
-    }
-    (proto, host)
+    let proto = last_value(req, "X-Forwarded-Proto").map(str::to_string);
+    let host = last_value(req, "X-Forwarded-Host").map(str::to_string);
+    let port = last_value(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
+    (proto, host, port)
 }
 
 /// True when another site's page started this request (a link, image or form there), as browsers
@@ -165,9 +141,8 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
 
 /// The client's address: the peer's, or when the peer is a trusted proxy, the address that proxy
 /// saw: the last entry of `X-Forwarded-For` (of its last line: proxies append theirs after any
-/// the client sent), else the last `for=` of `Forwarded`. Headers from anyone else are ignored; a
-/// trusted proxy must set or append `X-Forwarded-For` (see the README), or it passes on the
-/// client's own claim.
+/// the client sent). Headers from anyone else are ignored; a trusted proxy must set or append
+/// `X-Forwarded-For` (see the README), or it passes on the client's own claim.
 pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
     let Some(peer) = req.remote() else {
         return "unknown".to_string();
@@ -175,28 +150,15 @@ pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
     if !settings.trusted_proxies.contains(&peer.ip()) {
         return peer.ip().to_string();
     }
-    let last_entry = |header: &str, sep: char| {
-        let line = req.headers().get(header).last()?;
-        line.rsplit(sep).map(str::trim).find(|e| !e.is_empty())
-    };
-    let forwarded_for = || {
-        let element = last_entry("Forwarded", ',')?;
-        element.split(';').find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            k.trim().eq_ignore_ascii_case("for").then_some(v)
-        })
-    };
-    last_entry("X-Forwarded-For", ',')
+    last_value(req, "X-Forwarded-For")
         .and_then(parse_node)
-        .or_else(|| forwarded_for().and_then(parse_node))
         .unwrap_or(peer.ip())
         .to_string()
 }
 
-/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:5555`, `2001:db8::1`, `[2001:db8::1]:443`,
-/// quoted or not.
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:5555`, `2001:db8::1` or
+/// `[2001:db8::1]:443`.
 fn parse_node(node: &str) -> Option<IpAddr> {
-    let node = node.trim().trim_matches('"');
     if let Ok(ip) = node.parse::<IpAddr>() {
         return Some(ip);
     }

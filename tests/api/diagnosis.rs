@@ -348,14 +348,14 @@ async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_clai
             &[("X-Forwarded-For", "[2001:db8::1]:443,")],
             "2001:db8::1",
         ),
-        // RFC 7239 only.
+        // RFC 7239 `Forwarded` is not read: the proxy's own address.
         (
             "10.0.0.1:4000",
             &[(
                 "Forwarded",
                 "for=192.0.2.1, for=\"[2001:db8::2]:80\";proto=https",
             )],
-            "2001:db8::2",
+            "10.0.0.1",
         ),
     ];
     for (peer, headers, _) in cases {

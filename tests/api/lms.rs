@@ -253,12 +253,13 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     ];
     let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &xff).await;
     assert_eq!(res.status(), Status::Ok);
+    // RFC 7239 `Forwarded` is not read, even from the proxy: one family of headers only.
     let rfc7239 = [(
         "Forwarded",
         r#"for=192.0.2.60;proto=https;host="tool.example.edu""#,
     )];
     let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &rfc7239).await;
-    assert_eq!(res.status(), Status::Ok);
+    refused(res, Status::Unauthorized).await;
     let with_port = [
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "tool.example.edu"),
@@ -316,11 +317,7 @@ async fn a_client_behind_a_trusted_proxy_cannot_choose_the_signed_url() {
             ("X-Forwarded-Host", "tool.example.edu"),
         ],
     ];
-    let rfc7239: &[(&str, &str)] = &[(
-        "Forwarded",
-        "host=other-tool.example;proto=http, for=203.0.113.9;host=tool.example.edu;proto=https",
-    )];
-    for headers in cases.into_iter().chain([rfc7239]) {
+    for headers in cases {
         let res = proxied(&app, "10.0.0.1:40000", theirs().signed_body(), headers).await;
         refused(res, Status::Unauthorized).await;
         let res = proxied(&app, "10.0.0.1:40000", ours().signed_body(), headers).await;
