@@ -154,9 +154,10 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
 /// True for fields whose values identify a person or hold a credential, kept out of the
 /// refused-launch log: the standard ones and the LMS extensions that carry a user id, login, name
 /// or email (Moodle's `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`,
-/// Canvas's `custom_canvas_user_id`, custom copies of `lis_person_*`, ...) or an LMS session or
-/// token (Sakai's `ext_sakai_session`), matched by name since every LMS names its own. The
-/// consumer's own fields (`oauth_*`, `tool_consumer_*`) stay readable.
+/// Canvas's `custom_canvas_user_id`, custom copies of `lis_person_*`, ...) or a credential (an
+/// LMS session such as Sakai's `ext_sakai_session`, a token, password, secret, key, cookie or
+/// JWT), matched by name since every LMS names its own. The consumer's own fields (`oauth_*`,
+/// `tool_consumer_*`) stay readable.
 pub fn is_user_field(name: &str) -> bool {
     const MARKS: [&str; 23] = [
         "user",
@@ -176,12 +177,12 @@ pub fn is_user_field(name: &str) -> bool {
         "pwd",
         "secret",
         "credential",
-        "auth",
+        "authoriz",
+        "auth_",
         "cookie",
         "jwt",
-        "api_key",
+        "_key",
         "apikey",
-        "access_key",
     ];
     let name = name.to_ascii_lowercase();
     if name.starts_with("oauth_") || name.starts_with("tool_consumer_") {
@@ -243,6 +244,14 @@ mod tests {
             "custom_api_key",
             "custom_auth_header",
             "custom_jwt",
+            "custom_passwd",
+            "custom_pwd",
+            "custom_credentials",
+            "custom_cookie",
+            "custom_apikey",
+            "custom_access_key",
+            "custom_private_key",
+            "custom_authorization",
             "custom_canvas_user_id",
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",
@@ -265,6 +274,8 @@ mod tests {
             "lis_outcome_service_url",
             "launch_presentation_return_url",
             "tool_consumer_instance_guid",
+            "custom_author",
+            "custom_authority",
             "tool_consumer_instance_contact_email",
             "lis_course_offering_sourcedid",
             "lis_course_section_sourcedid",

@@ -100,31 +100,30 @@ fn header_excerpt(value: &str) -> String {
     }
 }
 
-/// Checks that a body can be read at all: no coding in `Content-Encoding` or `Transfer-Encoding`
-/// beyond `identity` and `chunked` (which the HTTP layer undoes), and no NUL byte, which a form
-/// never has and text in UTF-16 or UTF-32 always does. Its fields cannot be seen then, so it is
-/// refused rather than taken for a request without launch fields.
+/// Checks that a body can be read at all: no coding beyond `identity` in `Content-Encoding`, none
+/// beyond `identity` and `chunked` (which the HTTP layer undoes) in `Transfer-Encoding`, and, for
+/// a body read as a form, no NUL byte: a form never has one, and UTF-16 or UTF-32 text always
+/// does. Its fields cannot be seen then, so it is refused rather than taken for a request
+/// without launch fields.
 pub fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiError> {
-    let codings = ["Content-Encoding", "Transfer-Encoding"]
-        .into_iter()
-        .flat_map(|name| req.headers().get(name))
-        .flat_map(|line| line.split(','))
-        .map(str::trim);
-    for coding in codings {
-        let undone = ["", "identity", "chunked"];
-        if !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
-            return Err(LtiError::EncodedBody(format!(
-                "coding {}",
-                header_excerpt(coding)
-            )));
+    for (header, undone) in [
+        ("Content-Encoding", &["identity"][..]),
+        ("Transfer-Encoding", &["identity", "chunked"]),
+    ] {
+        let codings = req.headers().get(header).flat_map(|line| line.split(','));
+        for coding in codings.map(str::trim).filter(|c| !c.is_empty()) {
+            if !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
+                let coding = header_excerpt(coding);
+                return Err(LtiError::EncodedBody(format!("{header}: {coding}")));
+            }
         }
     }
-    match body.contains(&0) {
-        true => Err(LtiError::EncodedBody(
-            "NUL bytes (UTF-16, UTF-32 or binary)".into(),
-        )),
-        false => Ok(()),
+    if check_form_content_type(req).is_ok() && body.contains(&0) {
+        return Err(LtiError::EncodedBody(
+            "NUL bytes in a form (UTF-16, UTF-32 or binary)".into(),
+        ));
     }
+    Ok(())
 }
 
 /// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
