@@ -2,6 +2,7 @@
 
 use rocket::futures::future::join_all;
 use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::{LocalRequest, LocalResponse};
 
 use crate::helpers::*;
 
@@ -406,68 +407,60 @@ async fn a_failed_launch_ends_the_current_session() {
     assert!(res.headers().get_one("Set-Cookie").is_none());
 }
 
+/// Sends a request to the tool with the `Sec-Fetch-*` headers a browser adds (`("Mode",
+/// "navigate")`, ...): how it fetches (for a page's part, or as a navigation) and from which site.
+async fn fetched<'c>(req: LocalRequest<'c>, fetch: &[(&str, &str)]) -> LocalResponse<'c> {
+    let mut req = req.header(Header::new("Host", HOST));
+    for (name, value) in fetch {
+        req = req.header(Header::new(format!("Sec-Fetch-{name}"), value.to_string()));
+    }
+    req.dispatch().await
+}
+
 #[rocket::async_test]
 async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_launch() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
-    // A browser fetching a page's part says so; it is refused, and the session stays.
-    let part = |mode: &'static str, body: String| {
-        app.client
-            .post("/any")
-            .header(Header::new("Host", HOST))
-            .header(Header::new("Sec-Fetch-Mode", mode))
-            .header(ContentType::Form)
-            .body(body)
-            .dispatch()
+    let get = |fetch| fetched(app.client.get("/any?oauth_x=1"), fetch);
+    let post = |fetch, body: String| {
+        fetched(
+            app.client.post("/any").header(ContentType::Form).body(body),
+            fetch,
+        )
     };
-    let res = app
-        .client
-        .get("/any?oauth_x=1")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Sec-Fetch-Mode", "no-cors"))
-        .header(Header::new("Sec-Fetch-Dest", "image"))
-        .dispatch()
-        .await;
+    // A page's parts are refused, and the session stays.
+    let res = get(&[("Mode", "no-cors"), ("Dest", "image")]).await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
-    let res = part("cors", "oauth_consumer_key=k&user_id=%FF".into()).await;
-    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::BadRequest).await;
-    refused(
-        part("no-cors", bad.signed_body()).await,
-        Status::Unauthorized,
+    let res = post(
+        &[("Mode", "cors")],
+        "oauth_consumer_key=k&user_id=%FF".into(),
     )
     .await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::BadRequest).await;
+    let res = post(&[("Mode", "no-cors")], bad.signed_body()).await;
+    refused(res, Status::Unauthorized).await;
     // Another site's frame or link is a navigation, but a GET: LMSs launch with a form.
-    let res = app
-        .client
-        .get("/any?oauth_x=1")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Sec-Fetch-Mode", "navigate"))
-        .header(Header::new("Sec-Fetch-Site", "cross-site"))
-        .header(Header::new("Sec-Fetch-Dest", "iframe"))
-        .dispatch()
-        .await;
+    let frame = [
+        ("Mode", "navigate"),
+        ("Site", "cross-site"),
+        ("Dest", "iframe"),
+    ];
+    let res = get(&frame).await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
     assert_eq!(app.count("sessions").await, 1);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     // The same failed launch as a navigation (a form into the window or a frame) ends it.
-    let res = part("navigate", bad.signed_body()).await;
+    let res = post(&[("Mode", "navigate")], bad.signed_body()).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::Unauthorized).await;
     assert_eq!(app.count("sessions").await, 0);
     // So does a failed GET launch typed into the address bar (no other site involved).
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let res = app
-        .client
-        .get("/any?oauth_x=1")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Sec-Fetch-Mode", "navigate"))
-        .header(Header::new("Sec-Fetch-Site", "none"))
-        .dispatch()
-        .await;
+    let res = get(&[("Mode", "navigate"), ("Site", "none")]).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
     assert_eq!(app.count("sessions").await, 0);
