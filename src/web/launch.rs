@@ -234,11 +234,16 @@ pub async fn launch(
     let old_session = session_id_of(req.cookies());
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out
-    // of date (the command line just changed it) is decided again from the database.
+    // of date (the command line just changed it) is decided again from the database. That
+    // includes a timestamp refusal: with the consumer as it is now, the launch may be refused for
+    // its signature or a disabled key instead, which is what the admin needs to see.
     let result = match verify_and_record(req, state, &params, old, true).await {
-        Err(LtiError::BadSignature | LtiError::DisabledConsumer) => {
-            verify_and_record(req, state, &params, old, false).await
-        }
+        Err(
+            LtiError::BadSignature
+            | LtiError::DisabledConsumer
+            | LtiError::StaleTimestamp(_)
+            | LtiError::FutureTimestamp(_),
+        ) => verify_and_record(req, state, &params, old, false).await,
         other => other,
     };
     match &result {
@@ -308,7 +313,7 @@ async fn verify_and_record(
     }
     let now = store::now();
     let window = state.settings.timestamp_window;
-    check_timestamp(oauth.timestamp, now, window).map_err(|e| refused(&oauth.consumer_key, e))?;
+    check_timestamp(oauth.timestamp, now, window).map_err(refused_by_consumer)?;
 
     // Nonces outlive the window on both sides, so a replay is refused for as long as its
     // timestamp would still be accepted.

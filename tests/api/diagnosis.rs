@@ -423,3 +423,55 @@ async fn a_launch_that_cannot_be_read_is_recorded_from_what_can_be_made_of_it() 
     assert_eq!(all[0].consumer_key, "__consumer_key__");
     assert!(all[0].reason.contains("65536"), "{}", all[0].reason);
 }
+
+#[rocket::async_test]
+async fn a_refusal_right_after_a_consumer_change_names_the_change() {
+    use rocket_lti_tool::store::consumers;
+    let app = spawn_app().await;
+    app.add_consumer("rk", "secret-A-0123456789").await;
+    let stale = |secret: &str| {
+        Launch::new("/any")
+            .consumer("rk", secret)
+            .timestamp(now() - 1000)
+    };
+    // Refused for its clock, with the consumer now in the cache.
+    refused(
+        app.launch(&stale("secret-A-0123456789")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    // The command line rotates the secret, then disables the key: the next refusals say so,
+    // not the clock the cached consumer would still point at.
+    let db = &app.state().db;
+    assert!(consumers::set_secret(db, "rk", "secret-B-0123456789")
+        .await
+        .unwrap());
+    refused(
+        app.launch(&stale("secret-A-0123456789")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    assert!(consumers::set_enabled(db, "rk", false).await.unwrap());
+    refused(
+        app.launch(&stale("secret-B-0123456789")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    let hints: Vec<Hint> = refusals::recent(db, None, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.hint)
+        .collect();
+    assert!(
+        matches!(
+            hints.as_slice(),
+            [
+                Hint::DisabledKey,
+                Hint::WrongSecret,
+                Hint::TimestampSkew { .. }
+            ]
+        ),
+        "{hints:?}"
+    );
+}
