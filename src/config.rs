@@ -129,10 +129,30 @@ impl Origin {
                  (the tool's pages are at the root of that address)"
             ));
         }
+        if authority.contains('@') {
+            return Err(format!(
+                "public_url {url:?} has a user name: give only scheme://host[:port]"
+            ));
+        }
         let (host, port) = crate::lti::oauth::split_host_port(authority)
+            .filter(|(_, port)| *port != Some(0))
             .ok_or_else(|| format!("public_url {url:?} has a bad port"))?;
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
+        }
+        // A name or an IPv4 address (letters, digits, dots, hyphens), or a bracketed IPv6 one.
+        let name_like = |h: &str| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        };
+        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => name_like(host),
+        };
+        if !valid {
+            return Err(format!(
+                "public_url {url:?} has a host that is not a name or an address"
+            ));
         }
         Ok(Origin {
             scheme,
@@ -198,6 +218,8 @@ mod tests {
         let parsed = Origin::parse("HTTPS://Tool.Example.edu:8443/").expect("valid");
         assert_eq!(parsed.to_url(), "https://tool.example.edu:8443");
         assert!(Origin::parse("http://tool.example.edu").is_ok());
+        assert!(Origin::parse("http://127.0.0.1:8000").is_ok());
+        assert!(Origin::parse("https://[2001:db8::1]:8443").is_ok());
         for bad in [
             "https://tool.example.edu/lti",
             "https://tool.example.edu?x=1",
@@ -205,6 +227,13 @@ mod tests {
             "ftp://tool.example.edu",
             "tool.example.edu",
             "https://:443",
+            "https://user@tool.example.edu",
+            "https://user:pw@tool.example.edu",
+            "https://tool.example.edu\\any",
+            "https://tool.example.edu;x",
+            "https://tool example.edu",
+            "https://tool.example.edu:443:443",
+            "https://tool.example.edu:0",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }

@@ -155,11 +155,11 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
 /// refused-launch log: the standard ones and the LMS extensions that carry a user id, login, name
 /// or email (Moodle's `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`,
 /// Canvas's `custom_canvas_user_id`, custom copies of `lis_person_*`, ...) or a credential (an
-/// LMS session such as Sakai's `ext_sakai_session`, a token, password, secret, key, cookie or
-/// JWT), matched by name since every LMS names its own. The consumer's own fields (`oauth_*`,
-/// `tool_consumer_*`) stay readable.
+/// LMS session such as Sakai's `ext_sakai_session`, a token, password, secret, key, cookie,
+/// authorization or JWT), matched by name since every LMS names its own. The OAuth fields and the
+/// consumer's own `tool_consumer_*` fields (unless named like a credential) stay readable.
 pub fn is_user_field(name: &str) -> bool {
-    const MARKS: [&str; 23] = [
+    const PERSON: [&str; 10] = [
         "user",
         "person",
         "email",
@@ -170,30 +170,39 @@ pub fn is_user_field(name: &str) -> bool {
         "displayid",
         "student",
         "learner",
+    ];
+    const CREDENTIAL: [&str; 13] = [
         "session",
         "token",
-        "password",
-        "passwd",
+        "pass",
         "pwd",
         "secret",
         "credential",
         "authoriz",
         "auth_",
+        "bearer",
         "cookie",
         "jwt",
-        "_key",
-        "apikey",
+        "key",
+        "sid",
     ];
     let name = name.to_ascii_lowercase();
-    if name.starts_with("oauth_") || name.starts_with("tool_consumer_") {
+    // The OAuth protocol fields are no secret (the signature never enters the base string).
+    if name.starts_with("oauth_") {
         return false;
+    }
+    let credential = CREDENTIAL.iter().any(|mark| name.contains(mark))
+        || name == "custom_auth"
+        || name.ends_with("_auth");
+    if credential || name.starts_with("tool_consumer_") {
+        return credential;
     }
     // Course sourcedids and Canvas's list of grade formats are not about a person.
     let person_sourcedid = matches!(
         name.as_str(),
         "lis_person_sourcedid" | "lis_result_sourcedid"
     ) || (name.starts_with("custom_") && name.contains("sourcedid"));
-    person_sourcedid || MARKS.iter().any(|mark| name.contains(mark))
+    person_sourcedid || PERSON.iter().any(|mark| name.contains(mark))
 }
 
 /// Replaces the value of a user field by a placeholder that gives only its length.
@@ -252,6 +261,13 @@ mod tests {
             "custom_access_key",
             "custom_private_key",
             "custom_authorization",
+            "custom_privatekey",
+            "custom_x-api-key",
+            "custom_auth",
+            "custom_passphrase",
+            "custom_bearer",
+            "custom_sid",
+            "tool_consumer_secret",
             "custom_canvas_user_id",
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",
