@@ -531,10 +531,11 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
 
 #[rocket::async_test]
 async fn sessions_expire() {
-    let app = spawn_app_with(|f| f.merge(("session_ttl", 1))).await;
+    // Two seconds: times are whole seconds, so one could run out before the first page.
+    let app = spawn_app_with(|f| f.merge(("session_ttl", 2))).await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     assert_eq!(app.get("/session").await.status(), Status::Ok);
-    rocket::tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let res = app.get("/session").await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     let body = refused(res, Status::Unauthorized).await;
