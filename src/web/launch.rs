@@ -393,12 +393,25 @@ pub async fn end_session(
     id: Option<&str>,
     secure: SecureCookies,
 ) {
-    if let Some(id) = id {
-        if let Err(e) = sessions::delete(&state.db, id).await {
-            log::error!("could not delete a session: {e}");
-        }
+    if let Err(e) = end_session_or_fail(state, cookies, id, secure).await {
+        log::error!("could not delete a session: {e}");
         cookies.remove(session_cookie(state, String::new(), secure));
     }
+}
+
+/// Ends a session as [`end_session`] does, but when the row cannot be deleted, says so and leaves
+/// the cookie: a logout must not claim to have ended a session that still works.
+pub async fn end_session_or_fail(
+    state: &AppState,
+    cookies: &CookieJar<'_>,
+    id: Option<&str>,
+    secure: SecureCookies,
+) -> Result<(), LtiError> {
+    if let Some(id) = id {
+        sessions::delete(&state.db, id).await?;
+        cookies.remove(session_cookie(state, String::new(), secure));
+    }
+    Ok(())
 }
 
 /// Marks a request that ended the browser's session on its way to a refusal.

@@ -6,9 +6,10 @@ use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
+use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
-use crate::web::launch::{end_session, session_id_of};
+use crate::web::launch::{end_session_or_fail, session_id_of};
 use crate::web::origin::{RequestOrigin, SecureCookies, SentAsHead, StartedElsewhere};
 use crate::web::AppState;
 
@@ -157,7 +158,7 @@ async fn logout_post(
     form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
-) -> Template {
+) -> Result<Template, LtiError> {
     let token = form.and_then(|f| f.into_inner().csrf);
     logout(elsewhere, secure, token.as_deref(), state, cookies).await
 }
@@ -169,10 +170,13 @@ async fn logout_get(
     head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
-) -> Template {
+) -> Result<Template, LtiError> {
     if head.0 {
         // A link checker's HEAD gets the confirmation's headers and ends nothing.
-        return Template::render("logout_confirm", context! { token: None::<String> });
+        return Ok(Template::render(
+            "logout_confirm",
+            context! { token: None::<String> },
+        ));
     }
     logout(elsewhere, secure, None, state, cookies).await
 }
@@ -183,7 +187,7 @@ async fn logout(
     token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,
-) -> Template {
+) -> Result<Template, LtiError> {
     let id = session_id_of(cookies);
     // Only a page of this session has its token.
     let from_our_page =
@@ -193,10 +197,11 @@ async fn logout(
     if elsewhere.0 && !from_our_page {
         log::warn!("logout started by another site: asking for confirmation");
         let token = id.as_deref().map(|id| state.page_forms.token(id));
-        return Template::render("logout_confirm", context! { token });
+        return Ok(Template::render("logout_confirm", context! { token }));
     }
-    end_session(state, cookies, id.as_deref(), secure).await;
-    Template::render("logout", context! {})
+    // Storage trouble is a 503 page that says so, with the cookie kept for another try.
+    end_session_or_fail(state, cookies, id.as_deref(), secure).await?;
+    Ok(Template::render("logout", context! {}))
 }
 
 #[get("/static/style.css")]

@@ -235,6 +235,30 @@ async fn logout_ends_the_session() {
     assert_eq!(app.count("sessions").await, 0);
 }
 
+#[rocket::async_test]
+async fn a_logout_the_database_cannot_record_says_so_and_can_be_tried_again() {
+    use sqlx::{ConnectOptions, Connection};
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // Another process holds the database's write lock for longer than the tool waits (5 s).
+    let options: sqlx::sqlite::SqliteConnectOptions = app.database_url().parse().unwrap();
+    let mut lock = options.connect().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let res = app.post("/logout").await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::ServiceUnavailable).await;
+    assert!(!body.contains("Logged out"), "{body}");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    // The session still works, and the next try ends it.
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    assert_eq!(app.post("/logout").await.status(), Status::Ok);
+    refused(app.get("/session").await, Status::Unauthorized).await;
+}
+
 /// A logout request with these headers (and form body, for a POST); the 200 page it answers.
 async fn logout_page(app: &TestApp, post: bool, headers: &[(&str, &str)], form: &str) -> String {
     use rocket::http::Header;
