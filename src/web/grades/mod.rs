@@ -88,11 +88,12 @@ struct Raw {
 /// The fairing that builds `Outcomes`; attach it after the one that makes `AppState`.
 pub fn fairing() -> impl Fairing {
     AdHoc::try_on_ignite("Grade passback", |rocket| async move {
-        let built = match rocket.state::<AppState>() {
-            Some(state) => Outcomes::from_figment(rocket.figment(), state.db.clone()),
-            None => Err("the LTI state is missing".to_string()),
+        // Without the LTI state its own fairing has failed and said why, and the server does
+        // not start: nothing to add here.
+        let Some(state) = rocket.state::<AppState>() else {
+            return Ok(rocket);
         };
-        match built {
+        match Outcomes::from_figment(rocket.figment(), state.db.clone()) {
             Ok(outcomes) => Ok(rocket.manage(outcomes)),
             Err(e) => {
                 log::error!("cannot start grade passback: {e}");
