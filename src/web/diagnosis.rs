@@ -261,12 +261,20 @@ fn signature_evidence(
         host: seen.host.clone(),
         port: seen.port,
     });
-    // What an untrusted proxy said, and (when public_url overrides it) the request's own Host.
+    // What an untrusted proxy said, and (when public_url overrides it) the request's own Host,
+    // over either scheme (a TLS proxy may be in front).
     origins.extend(untrusted_forwarded_origin(req));
     if state.settings.public_url.is_some() {
-        let mut own = state.settings.clone();
-        own.public_url = None;
-        origins.extend(signed_origin(req, &own).ok());
+        let mut settings = state.settings.clone();
+        settings.public_url = None;
+        if let Ok(own) = signed_origin(req, &settings) {
+            for scheme in ["http", "https"] {
+                for port in [own.port, None] {
+                    let (scheme, host) = (scheme.to_string(), own.host.clone());
+                    origins.push(Origin { scheme, host, port });
+                }
+            }
+        }
     }
     for o in origins {
         let url = base_uri(&o.scheme, &o.host, o.port, path);

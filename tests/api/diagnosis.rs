@@ -68,6 +68,14 @@ async fn host_mismatch_through_an_untrusted_proxy_and_a_wrong_public_url() {
             seen: "https://wrong.example.edu/any".into()
         }
     );
+    // The same over https (a TLS proxy in front of a wrong public_url): a host mismatch too,
+    // not a wrong secret.
+    let app = spawn_app_with(|f| f.merge(("public_url", "https://wrong.example.edu"))).await;
+    let https = Launch::new("/any").signed_for(&format!("https://{HOST}/any"));
+    refused(app.launch(&https).await, Status::Unauthorized).await;
+    assert!(
+        matches!(only_refusal(&app).await.hint, Hint::HostMismatch { ref signed, .. } if *signed == format!("https://{HOST}/any")),
+    );
 }
 
 #[rocket::async_test]
