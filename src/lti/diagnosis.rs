@@ -171,38 +171,92 @@ pub fn is_user_field(name: &str) -> bool {
         "student",
         "learner",
     ];
-    const CREDENTIAL: [&str; 13] = [
-        "session",
-        "token",
-        "pass",
-        "pwd",
-        "secret",
-        "credential",
-        "authoriz",
-        "auth_",
-        "bearer",
-        "cookie",
-        "jwt",
-        "key",
-        "sid",
-    ];
-    let name = name.to_ascii_lowercase();
     // The OAuth protocol fields are no secret (the signature never enters the base string).
-    if name.starts_with("oauth_") {
+    const OAUTH: [&str; 7] = [
+        "oauth_consumer_key",
+        "oauth_nonce",
+        "oauth_timestamp",
+        "oauth_signature_method",
+        "oauth_version",
+        "oauth_callback",
+        "oauth_body_hash",
+    ];
+    let lower = name.to_ascii_lowercase();
+    if OAUTH.contains(&lower.as_str()) {
         return false;
     }
-    let credential = CREDENTIAL.iter().any(|mark| name.contains(mark))
-        || name == "custom_auth"
-        || name.ends_with("_auth");
-    if credential || name.starts_with("tool_consumer_") {
-        return credential;
+    if is_credential(name) {
+        return true;
+    }
+    if lower.starts_with("oauth_") || lower.starts_with("tool_consumer_") {
+        return false;
     }
     // Course sourcedids and Canvas's list of grade formats are not about a person.
     let person_sourcedid = matches!(
-        name.as_str(),
+        lower.as_str(),
         "lis_person_sourcedid" | "lis_result_sourcedid"
-    ) || (name.starts_with("custom_") && name.contains("sourcedid"));
-    person_sourcedid || PERSON.iter().any(|mark| name.contains(mark))
+    ) || (lower.starts_with("custom_") && lower.contains("sourcedid"));
+    person_sourcedid || PERSON.iter().any(|mark| lower.contains(mark))
+}
+
+/// True when a word of the name (split at `_`, `-`, `.` and camelCase) says it holds a
+/// credential: a secret, password, token, key, cookie, authorization or session id. Whole words,
+/// so `custom_passing_score`, `custom_keywords` or `custom_sidebar` stay readable.
+fn is_credential(name: &str) -> bool {
+    const WORDS: [&str; 21] = [
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "token",
+        "credential",
+        "credentials",
+        "key",
+        "apikey",
+        "privatekey",
+        "accesskey",
+        "sesskey",
+        "sessionid",
+        "sid",
+        "cookie",
+        "jwt",
+        "bearer",
+        "auth",
+        "authorization",
+    ];
+    let words = words_of(name);
+    let any = |w: &str| WORDS.contains(&w) || w == "authz";
+    // A session as the last word is an LMS session id (Sakai's `ext_sakai_session`), except
+    // Sakai's term name `ext_sakai_academic_session`.
+    let session = match words.as_slice() {
+        [.., before, last] if last == "session" => before != "academic",
+        [.., s, id] if s == "session" => id == "id" || id == "key",
+        _ => false,
+    };
+    session || words.iter().any(|w| any(w))
+}
+
+/// The lower-case words of a field name, split at non-alphanumerics and camelCase humps.
+fn words_of(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        let hump = c.is_ascii_uppercase() && previous_lower;
+        if (!c.is_ascii_alphanumeric() || hump) && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 /// Replaces the value of a user field by a placeholder that gives only its length.
@@ -263,11 +317,19 @@ mod tests {
             "custom_authorization",
             "custom_privatekey",
             "custom_x-api-key",
+            "custom_apiKey",
             "custom_auth",
+            "custom_x.auth",
+            "custom_authz",
             "custom_passphrase",
             "custom_bearer",
             "custom_sid",
+            "custom_session_id",
             "tool_consumer_secret",
+            "tool_consumer_instance_secret",
+            "oauth_consumer_secret",
+            "oauth_token_secret",
+            "OAUTH_SECRET",
             "custom_canvas_user_id",
             "custom_canvas_user_login_id",
             "custom_lis_person_contact_email_primary",
@@ -292,6 +354,17 @@ mod tests {
             "tool_consumer_instance_guid",
             "custom_author",
             "custom_authority",
+            "ext_sakai_academic_session",
+            "custom_passing_score",
+            "custom_grade_passback",
+            "custom_keywords",
+            "custom_monkey",
+            "custom_sidebar",
+            "custom_considered",
+            "custom_tokenizer_lang",
+            "custom_oauth_version",
+            "ext_oauth_body_hash_required",
+            "oauth_callback",
             "tool_consumer_instance_contact_email",
             "lis_course_offering_sourcedid",
             "lis_course_section_sourcedid",
