@@ -134,8 +134,12 @@ impl Origin {
                 "public_url {url:?} has a user name: give only scheme://host[:port]"
             ));
         }
+        // A port as digits only, without a sign or leading zeros.
+        let port_written = |port: Option<u16>| {
+            port.is_none_or(|p| p != 0 && authority.ends_with(&format!(":{p}")))
+        };
         let (host, port) = crate::lti::oauth::split_host_port(authority)
-            .filter(|(_, port)| *port != Some(0))
+            .filter(|(_, port)| port_written(*port))
             .ok_or_else(|| format!("public_url {url:?} has a bad port"))?;
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
@@ -234,6 +238,8 @@ mod tests {
             "https://tool example.edu",
             "https://tool.example.edu:443:443",
             "https://tool.example.edu:0",
+            "https://tool.example.edu:+443",
+            "https://tool.example.edu:0443",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }

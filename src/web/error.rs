@@ -243,6 +243,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             // The login throttle counts the failures of the last minute.
             response.set_raw_header("Retry-After", "60");
         }
+        if self.status == Status::ServiceUnavailable {
+            // Storage trouble (a lock, a full disk) is usually brief.
+            response.set_raw_header("Retry-After", "5");
+        }
         Ok(response)
     }
 }

@@ -111,8 +111,11 @@ pub fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiErro
         ("Transfer-Encoding", &["identity", "chunked"]),
     ] {
         let codings = req.headers().get(header).flat_map(|line| line.split(','));
+        let mut chunked = 0;
         for coding in codings.map(str::trim).filter(|c| !c.is_empty()) {
-            if !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
+            chunked += usize::from(coding.eq_ignore_ascii_case("chunked"));
+            // `chunked` twice is not allowed either (RFC 9112), though the HTTP layer lets it by.
+            if chunked > 1 || !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
                 let coding = header_excerpt(coding);
                 return Err(LtiError::EncodedBody(format!("{header}: {coding}")));
             }

@@ -249,6 +249,7 @@ async fn a_logout_the_database_cannot_record_says_so_and_can_be_tried_again() {
         .unwrap();
     let res = app.post("/logout").await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    assert_eq!(res.headers().get_one("Retry-After"), Some("5"));
     let body = refused(res, Status::ServiceUnavailable).await;
     assert!(!body.contains("Logged out"), "{body}");
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
