@@ -64,7 +64,8 @@ pub struct Settings {
     pub seed_demo_consumer: bool,
     /// The scheme, host and port the LMS uses to reach us (e.g. `https://tool.example.edu`).
     pub public_url: Option<Origin>,
-    /// Addresses whose `X-Forwarded-*` / `Forwarded` headers are believed.
+    /// Addresses whose `X-Forwarded-Proto/-Host/-Port/-For` headers are believed (RFC 7239
+    /// `Forwarded` is not read).
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,
@@ -144,10 +145,11 @@ impl Origin {
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
         }
-        // A name or an IPv4 address (letters, digits, dots, hyphens), or a bracketed IPv6 one.
+        // A name or an IPv4 address (letters, digits, dots, hyphens; underscores as in docker
+        // service names), or a bracketed IPv6 one.
         let name_like = |h: &str| {
             h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         };
         let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
@@ -223,6 +225,7 @@ mod tests {
         assert_eq!(parsed.to_url(), "https://tool.example.edu:8443");
         assert!(Origin::parse("http://tool.example.edu").is_ok());
         assert!(Origin::parse("http://127.0.0.1:8000").is_ok());
+        assert!(Origin::parse("http://lti_tool:8000").is_ok());
         assert!(Origin::parse("https://[2001:db8::1]:8443").is_ok());
         for bad in [
             "https://tool.example.edu/lti",

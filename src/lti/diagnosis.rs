@@ -226,8 +226,28 @@ fn is_credential(name: &str) -> bool {
         "auth",
         "authorization",
     ];
+    // LMSs lower-case custom names and join words (`accessToken` arrives as
+    // `custom_accesstoken`), so a word may also end in a credential or hold an unambiguous one.
+    const INSIDE: [&str; 6] = ["secret", "passw", "credential", "cookie", "jwt", "bearer"];
+    const ENDINGS: [&str; 10] = [
+        "token",
+        "tokens",
+        "apikey",
+        "accesskey",
+        "privatekey",
+        "secretkey",
+        "sessionkey",
+        "authkey",
+        "sessionid",
+        "sesskey",
+    ];
     let words = words_of(name);
-    let any = |w: &str| WORDS.contains(&w) || w == "authz";
+    let any = |w: &str| {
+        WORDS.contains(&w)
+            || w == "authz"
+            || INSIDE.iter().any(|m| w.contains(m))
+            || ENDINGS.iter().any(|e| w.ends_with(e))
+    };
     // A session as the last word is an LMS session id (Sakai's `ext_sakai_session`), except
     // Sakai's term name `ext_sakai_academic_session`.
     let session = match words.as_slice() {
@@ -325,6 +345,10 @@ mod tests {
             "custom_bearer",
             "custom_sid",
             "custom_session_id",
+            "custom_accesstoken",
+            "custom_adminpassword",
+            "custom_clientsecret",
+            "custom_api_tokens",
             "tool_consumer_secret",
             "tool_consumer_instance_secret",
             "oauth_consumer_secret",

@@ -101,14 +101,14 @@ fn header_excerpt(value: &str) -> String {
 }
 
 /// Checks that a body can be read at all: no coding beyond `identity` in `Content-Encoding`, none
-/// beyond `identity` and `chunked` (which the HTTP layer undoes) in `Transfer-Encoding`, and, for
+/// beyond one `chunked` (which the HTTP layer undoes) in `Transfer-Encoding`, and, for
 /// a body read as a form, no NUL byte: a form never has one, and UTF-16 or UTF-32 text always
 /// does. Its fields cannot be seen then, so it is refused rather than taken for a request
 /// without launch fields.
 pub fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiError> {
     for (header, undone) in [
         ("Content-Encoding", &["identity"][..]),
-        ("Transfer-Encoding", &["identity", "chunked"]),
+        ("Transfer-Encoding", &["chunked"]),
     ] {
         let codings = req.headers().get(header).flat_map(|line| line.split(','));
         let mut chunked = 0;

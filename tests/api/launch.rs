@@ -496,6 +496,7 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
         &[("Transfer-Encoding", "gzip, chunked")],
         &[("Content-Encoding", "chunked")],
         &[("Transfer-Encoding", "chunked, chunked")],
+        &[("Transfer-Encoding", "identity, chunked")],
     ] {
         let res = page_of(codings, ContentType::Form, gzipped.clone()).await;
         refused(res, Status::UnsupportedMediaType).await;
