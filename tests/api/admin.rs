@@ -272,6 +272,39 @@ async fn failed_logins_are_throttled_per_address() {
 }
 
 #[rocket::async_test]
+async fn an_ipv6_client_cannot_rotate_through_its_slash_64_to_keep_guessing() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let from = |addr: &str| {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        app.client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote(addr)
+    };
+    // One host usually holds a whole /64: each guess from a new address in it.
+    for i in 1..=5 {
+        let res = from(&format!("[2001:db8:7:7::{i:x}]:5000"))
+            .body("password=nope")
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Unauthorized);
+    }
+    let res = from("[2001:db8:7:7:abcd::99]:5000")
+        .body(form(&[("password", PASSWORD)]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    // The next /64 is someone else.
+    let res = from("[2001:db8:7:8::1]:5000")
+        .body(form(&[("password", PASSWORD)]))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+}
+
+#[rocket::async_test]
 async fn logged_out_requests_get_the_login_page_and_change_nothing() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;

@@ -91,6 +91,20 @@ impl<'r> FromRequest<'r> for ClientAddress {
     }
 }
 
+/// What the login throttle counts failures by: the address, except that an IPv6 client counts by
+/// its /64 (one host usually holds a whole /64, and could otherwise rotate through it).
+fn throttle_bucket(address: &str) -> String {
+    use std::net::{IpAddr, Ipv6Addr};
+    match address.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => address.to_string(),
+    }
+}
+
 /// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured or
 /// whenever the request came over https (as the session cookie).
 fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
@@ -151,8 +165,13 @@ async fn login(
         return Ok(Reply::Page(login_page(Status::Ok, false, None)));
     };
     // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
-    let Some(attempt) =
-        admin::begin_attempt(&state.db, &address, now, MAX_FAILURES_PER_MINUTE).await?
+    let Some(attempt) = admin::begin_attempt(
+        &state.db,
+        &throttle_bucket(&address),
+        now,
+        MAX_FAILURES_PER_MINUTE,
+    )
+    .await?
     else {
         log::warn!("admin login refused: too many failures from {address}");
         return Err(LtiError::TooManyLogins);
@@ -216,4 +235,22 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
 /// The routes of this module.
 pub(super) fn routes() -> Vec<rocket::Route> {
     rocket::routes![login, logout]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throttle_bucket;
+
+    #[test]
+    fn an_ipv6_client_is_throttled_by_its_slash_64() {
+        assert_eq!(throttle_bucket("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            throttle_bucket("2001:db8:1:2:ffff:1:2:3"),
+            "2001:db8:1:2::/64"
+        );
+        assert_ne!(throttle_bucket("2001:db8:1:3::1"), "2001:db8:1:2::/64");
+        assert_eq!(throttle_bucket("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_bucket("192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_bucket("unknown"), "unknown");
+    }
 }
