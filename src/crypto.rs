@@ -22,6 +22,15 @@ use crate::store::Db;
 pub const DEVELOPMENT_SECRET_KEY: &str =
     "lti-tool development key: not secret, never use in production";
 
+/// What debug builds before the development key took effect encrypted under by mistake: Rocket's
+/// all-zero `secret_key` placeholder. Their databases are adopted at start (see `lib.rs`).
+pub const LEGACY_DEBUG_KEY_MATERIAL: [u8; 32] = [0; 32];
+
+/// Whether consumer secrets use the development key (the debug profile without a `secret_key`).
+pub fn uses_development_key(figment: &Figment) -> bool {
+    secret_key_material(figment).is_none() && figment.profile() == "debug"
+}
+
 /// Encrypts and decrypts consumer secrets.
 pub struct SecretCipher {
     aead: ChaCha20Poly1305,
@@ -118,7 +127,9 @@ pub fn derived_key(figment: &Figment, purpose: &[u8]) -> Option<[u8; 32]> {
     Some(key)
 }
 
-/// The `secret_key` as configured (a string as written, or an array of bytes), if any.
+/// The `secret_key` as configured (a string as written, or an array of bytes), if any. Rocket's
+/// own defaults (`rocket::Config::figment()`) carry an all-zero placeholder, which is no key:
+/// Rocket makes up a random one per start in debug and refuses it in release.
 fn secret_key_material(figment: &Figment) -> Option<Vec<u8>> {
     if let Ok(s) = figment.extract_inner::<String>("secret_key") {
         return (!s.trim().is_empty()).then(|| s.trim().as_bytes().to_vec());
@@ -126,7 +137,7 @@ fn secret_key_material(figment: &Figment) -> Option<Vec<u8>> {
     figment
         .extract_inner::<Vec<u8>>("secret_key")
         .ok()
-        .filter(|b| !b.is_empty())
+        .filter(|b| b.iter().any(|&byte| byte != 0))
 }
 
 /// The cipher of each open database, by file. A registry rather than a parameter so that
@@ -194,6 +205,26 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rockets_placeholder_is_no_key_and_a_set_key_is_one() {
+        use rocket::figment::providers::Serialized;
+        for defaults in [
+            rocket::Config::debug_default(),
+            rocket::Config::release_default(),
+        ] {
+            let figment = Figment::from(defaults);
+            assert_eq!(secret_key_material(&figment), None);
+            assert!(derived_key(&figment, b"x").is_none());
+            let set = figment.merge(Serialized::default("secret_key", "k".repeat(44)));
+            assert_eq!(secret_key_material(&set), Some("k".repeat(44).into_bytes()));
+        }
+        let debug = Figment::from(rocket::Config::debug_default());
+        assert!(SecretCipher::from_figment(&debug).is_ok());
+        let release = Figment::from(rocket::Config::release_default())
+            .select(rocket::Config::RELEASE_PROFILE);
+        assert!(SecretCipher::from_figment(&release).is_err());
+    }
 
     #[test]
     fn secrets_round_trip_and_are_bound_to_key_and_row() {

@@ -125,9 +125,17 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         .await
         .map_err(|e| e.to_string())?;
     crypto::install_from_figment(&db, figment).await?;
-    let unreadable = store::consumers::unreadable_secrets(&db)
+    let mut unreadable = store::consumers::unreadable_secrets(&db)
         .await
         .map_err(|e| e.to_string())?;
+    if !unreadable.is_empty() && crypto::uses_development_key(figment) {
+        let legacy = crypto::SecretCipher::from_key_material(&crypto::LEGACY_DEBUG_KEY_MATERIAL);
+        // Changes nothing unless every secret decrypts under the old key.
+        if let Ok(n) = store::consumers::reencrypt_secrets(&db, &legacy).await {
+            log::warn!("re-encrypted {n} consumer secrets of an older debug build under the development key");
+            unreadable.clear();
+        }
+    }
     if !unreadable.is_empty() {
         return Err(format!(
             "the secrets of {} consumers ({}) do not decrypt under this secret_key: it changed; \

@@ -749,6 +749,61 @@ async fn plaintext_secrets_from_before_are_encrypted_at_start_and_keep_working()
 }
 
 #[rocket::async_test]
+async fn a_debug_database_of_an_older_build_is_adopted_under_the_development_key() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+    let client = start_on(&url, None).await.unwrap();
+    let db = &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap()
+        .db;
+    // Older debug builds encrypted under Rocket's all-zero placeholder key.
+    let legacy = crypto::SecretCipher::from_key_material(&[0; 32]);
+    let sealed = legacy
+        .encrypt("__consumer_key__", "__lti_secret__")
+        .unwrap();
+    sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = '__consumer_key__'")
+        .bind(&sealed)
+        .execute(db)
+        .await
+        .unwrap();
+    client.terminate().await;
+    let client = start_on(&url, None).await.unwrap();
+    let db = &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap()
+        .db;
+    let (raw,): (String,) =
+        sqlx::query_as("SELECT secret FROM consumers WHERE consumer_key = '__consumer_key__'")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_ne!(raw, sealed, "re-encrypted");
+    let demo = consumers::find(db, "__consumer_key__")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demo.secret, "__lti_secret__");
+    client.terminate().await;
+    // With a key configured, nothing is adopted: the zero key is no key.
+    let sealed = legacy
+        .encrypt("__consumer_key__", "__lti_secret__")
+        .unwrap();
+    let db = store::open(&url).await.unwrap();
+    sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = '__consumer_key__'")
+        .bind(&sealed)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let key = "hPRYyVRiMyxpw5sBB1XeCMN1kFsDCqKvBi2QJxBVHQk=";
+    assert!(start_on(&url, Some(key)).await.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
 async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
     let dir = temp_dir();
     let url = format!("sqlite://{}", dir.join("db.sqlite").display());

@@ -359,6 +359,11 @@ async fn index_and_404_are_templated() {
         body.contains("http:&#x2F;&#x2F;tool.test&#x2F;initial_staff"),
         "{body}"
     );
+    // Every launch page is offered, with who gets in (from the one list a fork extends).
+    for (path, who) in rocket_lti_tool::web::pages::LAUNCH_PAGES {
+        let row = format!("tool.test&#x2F;{}</code></td><td>{who}</td>", &path[1..]);
+        assert!(body.contains(&row), "{row} in {body}");
+    }
     let res = app.get("/nope").await;
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     refused(res, Status::NotFound).await;
