@@ -133,6 +133,9 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                 );
             }
             let name = name.unwrap_or_else(|| key.clone());
+            if !consumers::is_printable_label(&name, false) {
+                return Err("--name must not contain control characters".into());
+            }
             if !consumers::insert(&db, &key, &secret, &name, store::now())
                 .await
                 .map_err(err)?
@@ -156,7 +159,16 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                     .unwrap_or_default();
                 let state = if c.enabled { "enabled" } else { "disabled" };
-                println!("{}\t{state}\t{created}\t{}", c.key, c.name);
+                // Rows from before names were checked may hold control characters: escaped.
+                let name: String = c
+                    .name
+                    .chars()
+                    .map(|ch| match ch.is_control() {
+                        true => ch.escape_default().to_string(),
+                        false => ch.to_string(),
+                    })
+                    .collect();
+                println!("{}\t{state}\t{created}\t{name}", c.key);
             }
         }
         ConsumerAction::Disable { key } => {

@@ -62,10 +62,11 @@ pub enum OutcomeError {
     Network(String),
 }
 
-/// Checks that a score is a finite number within 0.0..=1.0.
+/// Checks that a score is a finite number within 0.0..=1.0; a negative zero becomes a plain one.
 pub fn check_score(score: f64) -> Result<f64, OutcomeError> {
     if (0.0..=1.0).contains(&score) {
-        Ok(score)
+        // `-0.0 + 0.0` is `0.0`: the LMS gets `0`, never `-0`.
+        Ok(score + 0.0)
     } else {
         Err(OutcomeError::ScoreOutOfRange(score.to_string()))
     }
@@ -121,6 +122,13 @@ mod tests {
             );
         }
         assert!(check_score(f64::NAN).is_err());
+        // A negative zero is a plain zero: the LMS is sent `0`, never `-0`.
+        for zero in ["-0", "-0.0", "-0e5"] {
+            let score = parse_score(zero).unwrap();
+            assert!(score.is_sign_positive(), "{zero}");
+            assert_eq!(xml::format_score(score), "0");
+        }
+        assert_eq!(xml::format_score(-0.0), "0");
     }
 
     #[test]

@@ -47,9 +47,10 @@ impl Operation {
 }
 
 /// Formats a score the way LMSs parse it: plain decimal, never an exponent (`Display` for `f64`
-/// never writes one).
+/// never writes one), and never `-0` (an unsigned decimal is what LTI 1.1 asks for).
 pub fn format_score(score: f64) -> String {
-    score.to_string()
+    // `-0.0 + 0.0` is `0.0`.
+    (score + 0.0).to_string()
 }
 
 /// The request envelope for `operation` on `sourcedid`, identified by `message_id`. Every value

@@ -220,6 +220,14 @@ pub fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// True when a consumer's name (or, with `lines`, its note) has no control characters: they
+/// would reach the terminal of whoever runs `consumer list` (escape sequences) or break its
+/// columns. A note may span lines.
+pub fn is_printable_label(text: &str, lines: bool) -> bool {
+    text.chars()
+        .all(|c| !c.is_control() || (lines && matches!(c, '\n' | '\r' | '\t')))
+}
+
 /// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits).
 pub fn generate_secret() -> String {
     use rand::Rng;

@@ -509,6 +509,40 @@ async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
         .await
         .contains("name is too long"));
     assert_eq!(app.count("consumers").await, 1);
+    // Control characters would reach the terminal of whoever runs `consumer list`.
+    for (name, note) in [
+        ("ok\u{1b}]0;pwned\u{7}\u{1b}[2J", ""),
+        ("tab\tname", ""),
+        ("C1\u{9b}31m", ""),
+        ("fine", "bell\u{7}"),
+    ] {
+        let res = post(
+            &app,
+            "/admin/consumers",
+            &[
+                ("csrf", &token),
+                ("key", "ok-key"),
+                ("name", name),
+                ("note", note),
+            ],
+        )
+        .await;
+        let body = page(res, Status::BadRequest).await;
+        assert!(body.contains("control characters"), "{name:?}: {body}");
+    }
+    assert_eq!(app.count("consumers").await, 1);
+    // A note may span lines.
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[
+            ("csrf", &token),
+            ("key", "multi-line"),
+            ("note", "line one\r\nline two\tand a tab"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), Status::Ok);
     // The longest valid key is fine.
     let res = post(
         &app,

@@ -49,6 +49,20 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
         list.contains("moodle.school-1:x") && list.contains("Moodle") && list.contains("enabled")
     );
     assert!(!list.contains(&secret) && !list.contains("__lti_secret__"));
+    let out = cli(&db, &["consumer", "add", "ansi", "--name", "a\u{1b}[2Jb"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("control characters"));
+    // A name stored before the check is printed escaped, not sent to the terminal.
+    sqlx::query("UPDATE consumers SET name = 'a' || char(27) || '[2Jb' WHERE consumer_key = ?")
+        .bind("moodle.school-1:x")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let list = stdout(&cli(&db, &["consumer", "list"]));
+    assert!(
+        list.contains("a\\u{1b}[2Jb") && !list.contains('\u{1b}'),
+        "{list:?}"
+    );
 
     assert!(cli(&db, &["consumer", "disable", "moodle.school-1:x"])
         .status

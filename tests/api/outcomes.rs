@@ -305,10 +305,26 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     .await;
     assert!(body.contains("<dd id=\"score\">none</dd>"), "{body}");
 
+    // A typed `-0` reaches the LMS as a plain decimal.
+    let body = page(
+        app.post_form("/grade", format!("score=-0&csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("<dd id=\"score\">0</dd>"), "{body}");
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID).as_deref(), Some("0"));
+
     let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
     assert_eq!(
         ops,
-        ["replaceResult", "readResult", "deleteResult", "readResult"]
+        [
+            "replaceResult",
+            "readResult",
+            "deleteResult",
+            "readResult",
+            "replaceResult"
+        ]
     );
     lms.assert_all_valid();
 }

@@ -187,6 +187,10 @@ async fn create(
             Some(format!(
                 "The note is too long: use at most {MAX_NOTE} characters."
             ))
+        } else if !consumers::is_printable_label(name, false)
+            || !consumers::is_printable_label(note, true)
+        {
+            Some("The name and note may not contain control characters.".to_string())
         } else {
             None
         }
