@@ -151,28 +151,14 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
         .map(|(k, _)| k)
 }
 
-/// True for fields whose values identify a person or hold a credential, kept out of the
-/// refused-launch log: the standard ones and the LMS extensions that carry a user id, login, name
-/// or email (Moodle's `ext_user_username`, Sakai's `ext_sakai_eid`, D2L's `ext_d2l_orgdefinedid`,
-/// Canvas's `custom_canvas_user_id`, custom copies of `lis_person_*`, ...) or a credential (an
-/// LMS session such as Sakai's `ext_sakai_session`, a token, password, secret, key, cookie,
-/// authorization or JWT), matched by name since every LMS names its own. The OAuth fields and the
-/// consumer's own `tool_consumer_*` fields (unless named like a credential) stay readable.
-pub fn is_user_field(name: &str) -> bool {
-    const PERSON: [&str; 10] = [
-        "user",
-        "person",
-        "email",
-        "login",
-        "_eid",
-        "mentor",
-        "orgdefinedid",
-        "displayid",
-        "student",
-        "learner",
-    ];
-    // The OAuth protocol fields are no secret (the signature never enters the base string).
-    const OAUTH: [&str; 7] = [
+/// True for the fields whose values the refused-launch log keeps: the OAuth protocol fields (the
+/// signature never enters the base string) and the LTI fields that describe the launch, the course
+/// and the LMS, none of them about a person or a credential. Every other value (the user fields,
+/// `custom_*`, unknown `ext_*`, the return URL, which carries Moodle's `sesskey`) is logged only by
+/// its length: an allow-list, since every LMS names its own fields and a list of dangerous names
+/// always misses one (`custom_pin`, `custom_ssn`...).
+pub fn is_readable_field(name: &str) -> bool {
+    const READABLE: [&str; 36] = [
         "oauth_consumer_key",
         "oauth_nonce",
         "oauth_timestamp",
@@ -180,111 +166,46 @@ pub fn is_user_field(name: &str) -> bool {
         "oauth_version",
         "oauth_callback",
         "oauth_body_hash",
+        "lti_message_type",
+        "lti_version",
+        "resource_link_id",
+        "resource_link_title",
+        "resource_link_description",
+        "roles",
+        "context_id",
+        "context_type",
+        "context_title",
+        "context_label",
+        "launch_presentation_locale",
+        "launch_presentation_document_target",
+        "launch_presentation_width",
+        "launch_presentation_height",
+        "launch_presentation_css_url",
+        "lis_outcome_service_url",
+        "lis_course_offering_sourcedid",
+        "lis_course_section_sourcedid",
+        "tool_consumer_info_product_family_code",
+        "tool_consumer_info_version",
+        "tool_consumer_instance_guid",
+        "tool_consumer_instance_name",
+        "tool_consumer_instance_description",
+        "tool_consumer_instance_url",
+        "ext_lms",
+        "ext_roles",
+        "ext_ims_lis_basic_outcome_url",
+        "ext_ims_lis_resultvalue_sourcedids",
+        "ext_ims_lis_memberships_url",
     ];
-    let lower = name.to_ascii_lowercase();
-    if OAUTH.contains(&lower.as_str()) {
-        return false;
-    }
-    if is_credential(name) {
-        return true;
-    }
-    if lower.starts_with("oauth_") || lower.starts_with("tool_consumer_") {
-        return false;
-    }
-    // Course sourcedids and Canvas's list of grade formats are not about a person.
-    let person_sourcedid = matches!(
-        lower.as_str(),
-        "lis_person_sourcedid" | "lis_result_sourcedid"
-    ) || (lower.starts_with("custom_") && lower.contains("sourcedid"));
-    person_sourcedid || PERSON.iter().any(|mark| lower.contains(mark))
+    READABLE.contains(&name)
 }
 
-/// True when a word of the name (split at `_`, `-`, `.` and camelCase) says it holds a
-/// credential: a secret, password, token, key, cookie, authorization or session id. Whole words,
-/// so `custom_passing_score`, `custom_keywords` or `custom_sidebar` stay readable.
-fn is_credential(name: &str) -> bool {
-    const WORDS: [&str; 21] = [
-        "secret",
-        "secrets",
-        "password",
-        "passwd",
-        "passphrase",
-        "pwd",
-        "token",
-        "credential",
-        "credentials",
-        "key",
-        "apikey",
-        "privatekey",
-        "accesskey",
-        "sesskey",
-        "sessionid",
-        "sid",
-        "cookie",
-        "jwt",
-        "bearer",
-        "auth",
-        "authorization",
-    ];
-    // LMSs lower-case custom names and join words (`accessToken` arrives as
-    // `custom_accesstoken`), so a word may also end in a credential or hold an unambiguous one.
-    const INSIDE: [&str; 6] = ["secret", "passw", "credential", "cookie", "jwt", "bearer"];
-    const ENDINGS: [&str; 10] = [
-        "token",
-        "tokens",
-        "apikey",
-        "accesskey",
-        "privatekey",
-        "secretkey",
-        "sessionkey",
-        "authkey",
-        "sessionid",
-        "sesskey",
-    ];
-    let words = words_of(name);
-    let any = |w: &str| {
-        WORDS.contains(&w)
-            || w == "authz"
-            || INSIDE.iter().any(|m| w.contains(m))
-            || ENDINGS.iter().any(|e| w.ends_with(e))
-    };
-    // A session as the last word is an LMS session id (Sakai's `ext_sakai_session`), except
-    // Sakai's term name `ext_sakai_academic_session`.
-    let session = match words.as_slice() {
-        [.., before, last] if last == "session" => before != "academic",
-        [.., s, id] if s == "session" => id == "id" || id == "key",
-        _ => false,
-    };
-    session || words.iter().any(|w| any(w))
-}
-
-/// The lower-case words of a field name, split at non-alphanumerics and camelCase humps.
-fn words_of(name: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut previous_lower = false;
-    for c in name.chars() {
-        let hump = c.is_ascii_uppercase() && previous_lower;
-        if (!c.is_ascii_alphanumeric() || hump) && !word.is_empty() {
-            words.push(std::mem::take(&mut word));
-        }
-        if c.is_ascii_alphanumeric() {
-            word.push(c.to_ascii_lowercase());
-        }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
-}
-
-/// Replaces the value of a user field by a placeholder that gives only its length.
+/// Replaces the value of any field that is not [`is_readable_field`] by a placeholder that gives
+/// only its length.
 pub fn redact<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
-    if is_user_field(name) {
-        std::borrow::Cow::Owned(format!("[{} chars]", value.chars().count()))
-    } else {
+    if is_readable_field(name) {
         std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(format!("[{} chars]", value.chars().count()))
     }
 }
 
@@ -312,89 +233,63 @@ mod tests {
     }
 
     #[test]
-    fn redacts_user_fields_only() {
+    fn keeps_only_the_values_of_descriptive_fields() {
         assert_eq!(redact("user_id", "alice"), "[5 chars]");
         assert_eq!(redact("context_title", "Maths"), "Maths");
         for name in [
+            "user_id",
             "lis_person_name_full",
+            "lis_person_contact_email_primary",
+            "lis_person_sourcedid",
             "lis_result_sourcedid",
             "user_image",
+            "role_scope_mentor",
+            "launch_presentation_return_url",
             "ext_user_username",
-            "ext_d2l_username",
+            "ext_d2l_orgdefinedid",
             "ext_sakai_eid",
             "ext_sakai_session",
-            "custom_api_token",
-            "custom_api_key",
-            "custom_auth_header",
-            "custom_jwt",
-            "custom_passwd",
-            "custom_pwd",
-            "custom_credentials",
-            "custom_cookie",
-            "custom_apikey",
-            "custom_access_key",
-            "custom_private_key",
-            "custom_authorization",
-            "custom_privatekey",
-            "custom_x-api-key",
-            "custom_apiKey",
-            "custom_auth",
-            "custom_x.auth",
-            "custom_authz",
-            "custom_passphrase",
-            "custom_bearer",
-            "custom_sid",
-            "custom_session_id",
-            "custom_accesstoken",
-            "custom_adminpassword",
-            "custom_clientsecret",
-            "custom_api_tokens",
-            "tool_consumer_secret",
-            "tool_consumer_instance_secret",
-            "oauth_consumer_secret",
-            "oauth_token_secret",
-            "OAUTH_SECRET",
+            "ext_ims_lis_memberships_id",
             "custom_canvas_user_id",
-            "custom_canvas_user_login_id",
-            "custom_lis_person_contact_email_primary",
-            "role_scope_mentor",
-            "lis_person_sourcedid",
-            "custom_result_sourcedid",
-            "ext_d2l_orgdefinedid",
-            "ext_sakai_provider_displayid",
-            "ext_sakai_provider_eid",
-            "custom_student_id",
+            "custom_api_token",
+            "custom_pin",
+            "custom_otp",
+            "custom_ssn",
+            "custom_dob",
+            "custom_phone",
+            "custom_address",
+            "custom_access_code",
+            "custom_passing_score",
+            "tool_consumer_instance_contact_email",
+            "tool_consumer_secret",
+            "oauth_token",
+            "oauth_consumer_secret",
+            "OAUTH_NONCE",
+            "Roles",
         ] {
-            assert!(is_user_field(name), "{name}");
+            assert!(!is_readable_field(name), "{name}");
         }
         for name in [
             "oauth_consumer_key",
             "oauth_nonce",
+            "oauth_timestamp",
+            "oauth_signature_method",
+            "oauth_version",
+            "oauth_callback",
+            "oauth_body_hash",
+            "lti_message_type",
+            "lti_version",
             "roles",
             "resource_link_id",
             "context_id",
             "lis_outcome_service_url",
-            "launch_presentation_return_url",
-            "tool_consumer_instance_guid",
-            "custom_author",
-            "custom_authority",
-            "ext_sakai_academic_session",
-            "custom_passing_score",
-            "custom_grade_passback",
-            "custom_keywords",
-            "custom_monkey",
-            "custom_sidebar",
-            "custom_considered",
-            "custom_tokenizer_lang",
-            "custom_oauth_version",
-            "ext_oauth_body_hash_required",
-            "oauth_callback",
-            "tool_consumer_instance_contact_email",
             "lis_course_offering_sourcedid",
-            "lis_course_section_sourcedid",
+            "tool_consumer_instance_guid",
+            "tool_consumer_info_product_family_code",
+            "ext_lms",
             "ext_ims_lis_resultvalue_sourcedids",
         ] {
-            assert!(!is_user_field(name), "{name}");
+            assert!(is_readable_field(name), "{name}");
         }
     }
 }

@@ -165,7 +165,16 @@ async fn the_log_keeps_no_user_values_and_no_secret() {
         .consumer("__consumer_key__", "wrong-secret")
         .user("alice-id-12345")
         .set("lis_person_contact_email_primary", "alice@example.edu")
-        .set("lis_person_name_full", "Alice Example");
+        .set("lis_person_name_full", "Alice Example")
+        // Fields only this LMS knows: kept by length whatever their names say.
+        .set("custom_pin", "pin-1234")
+        .set("custom_ssn", "123-45-6789")
+        .set("ext_moodle_privatestuff", "private-stuff")
+        // Moodle's return URL carries the user's sesskey.
+        .set(
+            "launch_presentation_return_url",
+            "https://moodle.test/mod/lti/return.php?course=2&sesskey=Sk3y1234",
+        );
     app.launch(&launch).await;
     let r = only_refusal(&app).await;
     let all = format!("{r:?}");
@@ -175,6 +184,10 @@ async fn the_log_keeps_no_user_values_and_no_secret() {
         "Alice",
         "__lti_secret__",
         "wrong-secret",
+        "pin-1234",
+        "123-45-6789",
+        "private-stuff",
+        "Sk3y1234",
     ] {
         assert!(!all.contains(private), "{private} in {all}");
     }
@@ -184,6 +197,15 @@ async fn the_log_keeps_no_user_values_and_no_secret() {
         r.base_string
     );
     assert!(r.param_names.contains("lis_person_contact_email_primary"));
+    assert!(r.param_names.contains("custom_pin"));
+    // What describes the launch stays readable for the diagnosis.
+    assert!(
+        r.base_string.contains("resource_link_id%3D")
+            && r.base_string.contains("roles%3D")
+            && !r.base_string.contains("roles%3D%255B"),
+        "{}",
+        r.base_string
+    );
     assert_eq!(r.signed_url, format!("http://{HOST}/any"));
     // The signature is in none of its forms: as sent (form-encoded), raw, or encoded once more
     // as a base string would have it.
@@ -249,7 +271,7 @@ async fn what_a_refusal_stores_stays_small() {
     let app = spawn_app().await;
     let big = Launch::new("/any")
         .consumer("nobody", "x")
-        .set("custom_blob", &"x".repeat(60_000));
+        .set("resource_link_description", &"x".repeat(60_000));
     refused(app.launch(&big).await, Status::Unauthorized).await;
     let r = only_refusal(&app).await;
     assert!(r.base_string.len() < 9000, "{}", r.base_string.len());
