@@ -21,8 +21,8 @@ pub enum LtiError {
     /// A POST body that is compressed or in a charset that is not ASCII-compatible.
     #[error("encoded body ({0})")]
     EncodedBody(String),
-    /// The request has no Host header, so the signed URL cannot be rebuilt.
-    #[error("missing Host header")]
+    /// The request has no Host header, or more than one, so the signed URL cannot be rebuilt.
+    #[error("missing or repeated Host header")]
     MissingHost,
     /// A required OAuth parameter is absent or empty.
     #[error("missing {0}")]

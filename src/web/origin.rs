@@ -63,7 +63,7 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
         .state::<AppState>()
         .and_then(|state| signed_origin(req, &state.settings).ok())
         .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
-    let asked_for = req.headers().get_one("Host").and_then(|host| {
+    let asked_for = single_host(req).and_then(|host| {
         let scheme = origin.split_once("://")?.0;
         base_uri_of_url(&format!("{scheme}://{}", host.trim()))
     });
@@ -98,16 +98,20 @@ impl<'r> FromRequest<'r> for StartedElsewhere {
     }
 }
 
+/// The `Host` header when it was sent exactly once and is not blank. Two make the request invalid
+/// (RFC 9112 section 3.2): which one a proxy or the LMS meant cannot be told.
+fn single_host<'r>(req: &'r Request<'_>) -> Option<&'r str> {
+    let mut hosts = req.headers().get("Host");
+    let host = hosts.next()?.trim();
+    (hosts.next().is_none() && !host.is_empty()).then_some(host)
+}
+
 /// Works out the origin the LMS signed for this request.
 pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, LtiError> {
     if let Some(public) = &settings.public_url {
         return Ok(public.clone());
     }
-    let host_header = req
-        .headers()
-        .get_one("Host")
-        .map(str::trim)
-        .filter(|h| !h.is_empty());
+    let host_header = single_host(req);
     let mut scheme = "http".to_string();
     let mut authority = host_header.map(str::to_string);
     let mut port_override = None;

@@ -364,6 +364,26 @@ async fn no_host_header_is_a_400() {
 }
 
 #[rocket::async_test]
+async fn two_host_headers_are_a_400_whichever_was_signed() {
+    let app = spawn_app().await;
+    for hosts in [[HOST, "evil.test"], ["evil.test", HOST]] {
+        let res = app
+            .client
+            .post("/any")
+            .header(ContentType::Form)
+            .header(Header::new("Host", hosts[0]))
+            .header(Header::new("Host", hosts[1]))
+            .body(Launch::new("/any").signed_body())
+            .dispatch()
+            .await;
+        let body = refused(res, Status::BadRequest).await;
+        assert!(body.contains("more than one"), "{body}");
+    }
+    assert_eq!(app.count("sessions").await, 0);
+    assert_eq!(app.count("nonces").await, 0);
+}
+
+#[rocket::async_test]
 async fn lti_fields_are_checked_after_the_signature() {
     let app = spawn_app().await;
     for (launch, log) in [
