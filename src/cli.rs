@@ -134,7 +134,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             }
             let name = name.unwrap_or_else(|| key.clone());
             if !consumers::is_printable_label(&name, false) {
-                return Err("--name must not contain control characters".into());
+                return Err("--name must not contain control characters or invisible ones".into());
             }
             if !consumers::insert(&db, &key, &secret, &name, store::now())
                 .await
@@ -163,9 +163,12 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                 let name: String = c
                     .name
                     .chars()
-                    .map(|ch| match ch.is_control() {
-                        true => ch.escape_default().to_string(),
-                        false => ch.to_string(),
+                    .map(|ch| {
+                        if consumers::is_unsafe_in_label(ch) {
+                            ch.escape_default().to_string()
+                        } else {
+                            ch.to_string()
+                        }
                     })
                     .collect();
                 println!("{}\t{state}\t{created}\t{name}", c.key);

@@ -22,8 +22,9 @@ use crate::store::Db;
 pub const DEVELOPMENT_SECRET_KEY: &str =
     "lti-tool development key: not secret, never use in production";
 
-/// What debug builds before the development key took effect encrypted under by mistake: Rocket's
-/// all-zero `secret_key` placeholder. Their databases are adopted at start (see `lib.rs`).
+/// What older builds encrypted under by mistake when no `secret_key` was set (the debug server, or
+/// the command line in any profile): Rocket's all-zero placeholder. Debug databases are adopted at
+/// start (see `lib.rs`); `admin rekey` tries it when given "development".
 pub const LEGACY_DEBUG_KEY_MATERIAL: [u8; 32] = [0; 32];
 
 /// Whether consumer secrets use the development key (the debug profile without a `secret_key`).
@@ -127,10 +128,15 @@ pub fn derived_key(figment: &Figment, purpose: &[u8]) -> Option<[u8; 32]> {
     Some(key)
 }
 
-/// The `secret_key` as configured (a string as written, or an array of bytes), if any. Rocket's
-/// own defaults (`rocket::Config::figment()`) carry an all-zero placeholder, which is no key:
-/// Rocket makes up a random one per start in debug and refuses it in release.
+/// The `secret_key` as configured (a string as written, or an array of bytes), if any. A key that
+/// Rocket reads as all zeros is no key: its own defaults (`rocket::Config::figment()`) carry such a
+/// placeholder, and 64 hex `0`s or the base64 of 32 zero bytes decode to it; Rocket then makes up a
+/// random key per start in debug and refuses to start otherwise.
 fn secret_key_material(figment: &Figment) -> Option<Vec<u8>> {
+    let rockets = figment.extract_inner::<rocket::config::SecretKey>("secret_key");
+    if rockets.is_ok_and(|key| key.is_zero()) {
+        return None;
+    }
     if let Ok(s) = figment.extract_inner::<String>("secret_key") {
         return (!s.trim().is_empty()).then(|| s.trim().as_bytes().to_vec());
     }
@@ -216,8 +222,18 @@ mod tests {
             let figment = Figment::from(defaults);
             assert_eq!(secret_key_material(&figment), None);
             assert!(derived_key(&figment, b"x").is_none());
-            let set = figment.merge(Serialized::default("secret_key", "k".repeat(44)));
+            let set = figment
+                .clone()
+                .merge(Serialized::default("secret_key", "k".repeat(44)));
             assert_eq!(secret_key_material(&set), Some("k".repeat(44).into_bytes()));
+            // Zeros written out are Rocket's placeholder too, not a key.
+            let zero_b64 = STANDARD.encode([0u8; 32]);
+            for zeros in ["0".repeat(64), zero_b64] {
+                let set = figment
+                    .clone()
+                    .merge(Serialized::default("secret_key", zeros.clone()));
+                assert_eq!(secret_key_material(&set), None, "{zeros}");
+            }
         }
         let debug = Figment::from(rocket::Config::debug_default());
         assert!(SecretCipher::from_figment(&debug).is_ok());

@@ -130,8 +130,14 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         .map_err(|e| e.to_string())?;
     if !unreadable.is_empty() && crypto::uses_development_key(figment) {
         let legacy = crypto::SecretCipher::from_key_material(&crypto::LEGACY_DEBUG_KEY_MATERIAL);
-        // Changes nothing unless every secret decrypts under the old key.
-        if let Ok(n) = store::consumers::reencrypt_secrets(&db, &legacy).await {
+        let not_legacy = store::consumers::unreadable_under(&db, &legacy)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Adopted only when every unreadable secret is an older debug build's.
+        if unreadable.iter().all(|key| !not_legacy.contains(key)) {
+            let n = store::consumers::reencrypt_secrets(&db, &legacy)
+                .await
+                .map_err(|e| e.to_string())?;
             log::warn!("re-encrypted {n} consumer secrets of an older debug build under the development key");
             unreadable.clear();
         }

@@ -85,16 +85,28 @@ async fn rekey() -> Result<(), String> {
     }
     let (old, _) = stdin_lines()?;
     let old = old.trim();
-    let material = if old == "development" {
-        DEVELOPMENT_SECRET_KEY
+    // "development" also covers what older builds wrote by mistake under Rocket's all-zero
+    // placeholder key (debug databases, or the command line run without a key).
+    let candidates = if old == "development" {
+        vec![
+            SecretCipher::from_key_material(DEVELOPMENT_SECRET_KEY.as_bytes()),
+            SecretCipher::from_key_material(&crypto::LEGACY_DEBUG_KEY_MATERIAL),
+        ]
     } else {
-        old
+        vec![SecretCipher::from_key_material(old.as_bytes())]
     };
-    let old = SecretCipher::from_key_material(material.as_bytes());
     let db = super::open_db().await?;
-    let n = consumers::reencrypt_secrets(&db, &old)
-        .await
-        .map_err(|e| format!("{e}; nothing was changed"))?;
+    let mut outcome = Err(String::new());
+    // Each try changes nothing unless every secret decrypts, so trying the next is safe.
+    for old in &candidates {
+        outcome = consumers::reencrypt_secrets(&db, old)
+            .await
+            .map_err(|e| format!("{e}; nothing was changed"));
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    let n = outcome?;
     db.close().await;
     println!("re-encrypted {n} consumer secrets under the configured secret_key");
     Ok(())

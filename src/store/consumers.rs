@@ -173,7 +173,11 @@ pub async fn encrypt_plaintext_secrets(db: &Db) -> Result<u64, LtiError> {
 
 /// The keys whose stored secret the database's cipher cannot decrypt (after a key change).
 pub async fn unreadable_secrets(db: &Db) -> Result<Vec<String>, LtiError> {
-    let cipher = cipher_for(db)?;
+    unreadable_under(db, &*cipher_for(db)?).await
+}
+
+/// The keys of the consumers whose stored secrets `cipher` cannot decrypt.
+pub async fn unreadable_under(db: &Db, cipher: &SecretCipher) -> Result<Vec<String>, LtiError> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
             .fetch_all(db)
@@ -220,12 +224,21 @@ pub fn is_valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
-/// True when a consumer's name (or, with `lines`, its note) has no control characters: they
-/// would reach the terminal of whoever runs `consumer list` (escape sequences) or break its
-/// columns. A note may span lines.
+/// True for characters a consumer's name or note may not hold: control characters (escape
+/// sequences would reach the terminal of whoever runs `consumer list`, tabs break its columns),
+/// and the invisible and text-direction ones that make one name look like another.
+pub fn is_unsafe_in_label(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// True when `text` holds no [`is_unsafe_in_label`] character; a note (`lines`) may also hold
+/// line breaks and tabs.
 pub fn is_printable_label(text: &str, lines: bool) -> bool {
     text.chars()
-        .all(|c| !c.is_control() || (lines && matches!(c, '\n' | '\r' | '\t')))
+        .all(|c| !is_unsafe_in_label(c) || (lines && matches!(c, '\n' | '\r' | '\t')))
 }
 
 /// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits).

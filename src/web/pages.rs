@@ -78,17 +78,23 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
 pub const LAUNCH_PAGE: &str = "/any";
 
 /// Every launch URL an LMS can be given, with who gets in. A fork that adds a launch page adds
-/// it here too: the index page, the admin list, the test launcher and the refusal hints use it.
+/// it here too: the index page, the page showing a new key, the test launcher and the refusal
+/// hints use it.
 pub const LAUNCH_PAGES: &[(&str, &str)] = &[
     (LAUNCH_PAGE, "a launch, or an existing visit"),
     ("/initial", "a launch only"),
-    ("/session", "an existing visit only"),
     ("/initial_staff", "a launch by course staff only"),
 ];
 
-/// The paths of [`LAUNCH_PAGES`].
+/// The LTI page that only continues a visit: it takes no launch, so it is no launch URL.
+pub const SESSION_PAGE: &str = "/session";
+
+/// The paths of [`LAUNCH_PAGES`] and [`SESSION_PAGE`]: where the test launcher can send a launch
+/// (to `/session`, to show that it takes none), and where a refused launch may have been signed.
 pub fn launch_paths() -> Vec<&'static str> {
-    LAUNCH_PAGES.iter().map(|(path, _)| *path).collect()
+    let mut paths: Vec<&str> = LAUNCH_PAGES.iter().map(|(path, _)| *path).collect();
+    paths.insert(2, SESSION_PAGE);
+    paths
 }
 
 const ANY: &str = "Landing page";

@@ -418,12 +418,14 @@ async fn a_created_consumer_shows_its_secret_once_and_can_launch() {
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     assert!(body.contains("shown only once"));
     assert!(body.contains(r#"<code id="consumer-key">canvas-1</code>"#));
-    for path in ["any", "initial", "session", "initial_staff"] {
+    for path in ["any", "initial", "initial_staff"] {
         assert!(
             body.contains(&format!("http:&#x2F;&#x2F;{HOST}&#x2F;{path}</code>")),
             "launch URL for {path}: {body}"
         );
     }
+    // `/session` takes no launch: it is not offered as a launch URL.
+    assert!(!body.contains("&#x2F;session</code>"), "{body}");
     let created = stored(&app, "canvas-1").await.unwrap();
     assert_eq!(created.name, "canvas-1", "the name defaults to the key");
     assert!(created.enabled);
@@ -514,6 +516,9 @@ async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
         ("ok\u{1b}]0;pwned\u{7}\u{1b}[2J", ""),
         ("tab\tname", ""),
         ("C1\u{9b}31m", ""),
+        ("moodle\u{202e}lacol", ""),
+        ("zero\u{200b}width", ""),
+        ("fine", "line\u{2028}separator"),
         ("fine", "bell\u{7}"),
     ] {
         let res = post(
@@ -528,7 +533,10 @@ async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
         )
         .await;
         let body = page(res, Status::BadRequest).await;
-        assert!(body.contains("control characters"), "{name:?}: {body}");
+        assert!(
+            body.contains("control characters"),
+            "{name:?} {note:?}: {body}"
+        );
     }
     assert_eq!(app.count("consumers").await, 1);
     // A note may span lines.

@@ -126,3 +126,68 @@ async fn bad_keys_duplicates_and_short_secrets() {
         .success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `lti-tool admin rekey` with `old` on standard input and `secret_key` configured.
+fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(["admin", "rekey"])
+        .env("ROCKET_DATABASE_URL", database_url)
+        .env("ROCKET_SECRET_KEY", secret_key)
+        .env("ROCKET_LOG_LEVEL", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lti-tool runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{old}").expect("old key written");
+    drop(stdin);
+    child.wait_with_output().expect("lti-tool ends")
+}
+
+/// Whether the app starts on this database with this key (it refuses when secrets do not decrypt).
+async fn starts_with_key(database_url: &str, secret_key: &str) -> bool {
+    let figment = rocket_lti_tool::figment()
+        .merge(("database_url", database_url))
+        .merge(("secret_key", secret_key))
+        .merge(("log_level", "off"));
+    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        Ok(_) => true,
+        // Looking at the error marks it handled (Rocket panics on dropping an unhandled one).
+        Err(e) => !matches!(e.kind(), rocket::error::ErrorKind::FailedFairings(_)),
+    }
+}
+
+#[rocket::async_test]
+async fn a_debug_database_moves_to_a_real_key_with_rekey_development() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    // Debug without a key: the development key.
+    assert!(cli(&db, &["consumer", "add", "school"]).status.success());
+    assert!(!starts_with_key(&db, TEST_SECRET_KEY).await);
+    let out = rekey(&db, TEST_SECRET_KEY, "not-the-old-key");
+    assert!(!out.status.success(), "{out:?}");
+    let out = rekey(&db, TEST_SECRET_KEY, "development");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("re-encrypted 1 consumer secrets"),
+        "{out:?}"
+    );
+    assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
+
+    // What older builds wrote under Rocket's all-zero placeholder is recovered the same way.
+    let old_build = rocket_lti_tool::crypto::SecretCipher::from_key_material(&[0; 32]);
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = 'school'")
+        .bind(old_build.encrypt("school", "old-build-secret").unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(!starts_with_key(&db, TEST_SECRET_KEY).await);
+    let out = rekey(&db, TEST_SECRET_KEY, "development");
+    assert!(out.status.success(), "{out:?}");
+    assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
+    let _ = std::fs::remove_dir_all(dir);
+}

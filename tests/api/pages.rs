@@ -364,6 +364,10 @@ async fn index_and_404_are_templated() {
         let row = format!("tool.test&#x2F;{}</code></td><td>{who}</td>", &path[1..]);
         assert!(body.contains(&row), "{row} in {body}");
     }
+    assert!(
+        !body.contains("&#x2F;session</code>"),
+        "no launch URL: {body}"
+    );
     let res = app.get("/nope").await;
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     refused(res, Status::NotFound).await;

@@ -190,7 +190,10 @@ async fn create(
         } else if !consumers::is_printable_label(name, false)
             || !consumers::is_printable_label(note, true)
         {
-            Some("The name and note may not contain control characters.".to_string())
+            Some(
+                "The name and note may not contain control characters or invisible ones."
+                    .to_string(),
+            )
         } else {
             None
         }

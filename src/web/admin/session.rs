@@ -92,17 +92,24 @@ impl<'r> FromRequest<'r> for ClientAddress {
 }
 
 /// What the login throttle counts failures by: the address, except that an IPv6 client counts by
-/// its /64 (one host usually holds a whole /64, and could otherwise rotate through it).
+/// its /64 (one host usually holds a whole /64, and could otherwise rotate through it), and an
+/// IPv6 address that carries an IPv4 one (mapped, compatible, or NAT64's `64:ff9b::/96`) counts as
+/// that IPv4 client, so the clients behind one gateway are not one bucket.
 fn throttle_bucket(address: &str) -> String {
-    use std::net::{IpAddr, Ipv6Addr};
-    match address.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
-        Ok(IpAddr::V6(v6)) => {
-            let [a, b, c, d, ..] = v6.segments();
-            format!("{}/64", Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
-        }
-        Ok(v4) => v4.to_string(),
-        Err(_) => address.to_string(),
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v6 = match address.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V6(v6)) => v6,
+        Ok(v4) => return v4.to_string(),
+        Err(_) => return address.to_string(),
+    };
+    let s = v6.segments();
+    if v6.is_loopback() || v6.is_unspecified() {
+        return v6.to_string();
     }
+    if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])).to_string();
+    }
+    format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
 }
 
 /// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured or
@@ -250,6 +257,10 @@ mod tests {
         );
         assert_ne!(throttle_bucket("2001:db8:1:3::1"), "2001:db8:1:2::/64");
         assert_eq!(throttle_bucket("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_bucket("::192.0.2.8"), "192.0.2.8");
+        assert_eq!(throttle_bucket("64:ff9b::192.0.2.9"), "192.0.2.9");
+        assert_eq!(throttle_bucket("64:ff9b::198.51.100.1"), "198.51.100.1");
+        assert_eq!(throttle_bucket("::1"), "::1");
         assert_eq!(throttle_bucket("192.0.2.7"), "192.0.2.7");
         assert_eq!(throttle_bucket("unknown"), "unknown");
     }
