@@ -116,6 +116,14 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
         log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie of launches over plain http (https launches get Secure anyway)");
     }
+    let behind_https = settings
+        .public_url
+        .as_ref()
+        .is_some_and(|url| url.scheme == "https")
+        || !settings.trusted_proxies.is_empty();
+    if settings.cookie_secure && !behind_https {
+        log::warn!("cookie_secure is on but neither an https public_url nor trusted_proxies is set: served over plain http (other than on localhost), browsers drop the Secure session cookie and every click after a launch is refused");
+    }
     if settings.dev_launcher && !settings.debug_profile {
         log::warn!(
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"

@@ -61,6 +61,7 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
         session_id: String::new(),
         fresh_launch: false,
         handoff_token: None,
+        logout_token: String::new(),
     };
     rocket
         .manage(BaselineUser(user))

@@ -34,6 +34,8 @@ pub struct LtiUser {
     pub fresh_launch: bool,
     /// On a fresh launch, the single-use token that reopens this session in a new window.
     pub handoff_token: Option<String>,
+    /// The token of this session's Log out forms (see `web::csrf`), for any page's header.
+    pub logout_token: String,
 }
 
 impl Deref for LtiUser {
@@ -152,6 +154,7 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
         return Err(LtiError::SessionExpired);
     }
     Ok(LtiUser {
+        logout_token: state.page_forms.token(&session.id),
         launch: session.launch,
         session_id: session.id,
         fresh_launch: false,
@@ -166,6 +169,7 @@ async fn launch_user(
 ) -> Result<LtiUser, LtiError> {
     let launched = launch(req, state, params).await?;
     Ok(LtiUser {
+        logout_token: state.page_forms.token(&launched.session_id),
         launch: launched.launch,
         session_id: launched.session_id,
         fresh_launch: true,

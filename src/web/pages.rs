@@ -30,7 +30,7 @@ struct PageView<'a> {
     handoff_token: Option<&'a str>,
     /// Lets the page's own "Log out" button through even where the browser reports it as coming
     /// from another site (a sandboxed frame).
-    logout_token: String,
+    logout_token: &'a str,
     inspector: Option<Inspector<'a>>,
 }
 
@@ -68,7 +68,7 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
         fresh_launch: user.fresh_launch,
         outcome_service: user.outcome_target().is_some(),
         handoff_token: user.handoff_token.as_deref(),
-        logout_token: state.page_forms.token(&user.session_id),
+        logout_token: &user.logout_token,
         inspector: (is_staff || state.settings.debug_profile).then(|| inspector(user)),
     };
     Template::render("page", &view)

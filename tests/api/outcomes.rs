@@ -224,10 +224,53 @@ fn learner_launch(lms: &MockLms, path: &str, user: &str, sourcedid: &str) -> Lau
         .set("lis_result_sourcedid", sourcedid)
 }
 
-/// The CSRF token in a page's first grade form.
+/// The CSRF token in a page's first grade form (in `<main>`: the header's is for logging out).
 fn csrf_in(page: &str) -> String {
-    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-    page[start..].split('"').next().unwrap().to_string()
+    let main = &page[page.find("<main>").expect("a main element")..];
+    let start = main.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    main[start..].split('"').next().unwrap().to_string()
+}
+
+/// The token of the header's Log out form.
+fn logout_token_in(page: &str) -> String {
+    let form = &page[page.find("action=\"/logout\"").expect("a Log out form")..];
+    let start = form.find("name=\"csrf\" value=\"").expect("its token") + 19;
+    form[start..].split('"').next().unwrap().to_string()
+}
+
+#[rocket::async_test]
+async fn every_grade_page_leads_back_and_logs_out() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let launch = learner_launch(&lms, "/ok", "learner-9", "sourcedid-9");
+    let landing = page(app.launch(&launch).await, Status::Ok).await;
+    let token = grade_form_token(&app).await;
+    let grade = page(app.get("/grade").await, Status::Ok).await;
+    let confirm = page(
+        app.post_form("/grade/delete", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    let result = page(
+        app.post_form("/grade", format!("score=0.5&csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    for body in [&grade, &confirm, &result] {
+        assert!(
+            body.contains("<a href=\"/session\">Your page</a>"),
+            "{body}"
+        );
+        assert_eq!(logout_token_in(body), logout_token_in(&landing));
+    }
+    // The header's form logs out.
+    let res = app
+        .post_form("/logout", format!("csrf={}", logout_token_in(&result)))
+        .await;
+    assert!(res.status().code < 400, "{}", res.status());
+    refused(app.get("/grade").await, Status::Unauthorized).await;
 }
 
 async fn grade_form_token(app: &TestApp) -> String {

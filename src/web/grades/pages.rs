@@ -52,15 +52,17 @@ struct DeleteForm {
 /// The page that asks before a score is deleted: one click in a page that another site frames
 /// over ours (the tool must be frameable by the LMS) cannot delete a grade.
 fn confirm_deletion(
+    lti: &LtiUser,
     learner: &str,
     user_id: Option<&str>,
     action: &str,
     back: &str,
     csrf: &str,
 ) -> Template {
+    let logout_token = &lti.logout_token;
     Template::render(
         "grade_confirm",
-        context! { learner, user_id, action, back, csrf },
+        context! { learner, user_id, action, back, csrf, logout_token },
     )
 }
 
@@ -77,6 +79,8 @@ struct Answer {
     /// True after a read: `score` is what the gradebook holds.
     read: bool,
     back: &'static str,
+    /// For the header's Log out form.
+    logout_token: String,
 }
 
 fn code_name(code: CodeMajor) -> &'static str {
@@ -88,7 +92,13 @@ fn code_name(code: CodeMajor) -> &'static str {
     }
 }
 
-fn answer(title: &'static str, learner: String, response: &Response, back: &'static str) -> Answer {
+fn answer(
+    lti: &LtiUser,
+    title: &'static str,
+    learner: String,
+    response: &Response,
+    back: &'static str,
+) -> Answer {
     Answer {
         title,
         learner,
@@ -97,6 +107,7 @@ fn answer(title: &'static str, learner: String, response: &Response, back: &'sta
         score: None,
         read: false,
         back,
+        logout_token: lti.logout_token.clone(),
     }
 }
 
@@ -121,6 +132,7 @@ fn grade_page(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, L
             name: lti.display_name(),
             resource_link_title: lti.get("resource_link_title"),
             csrf: outcomes.csrf_token(&lti.session_id),
+            logout_token: &lti.logout_token,
         },
     ))
 }
@@ -140,7 +152,7 @@ async fn grade_post(
         .filter(|d| !d.is_empty())
         .map(|d| ResultData::Text(d.to_string()));
     let response = lti.post_grade_with(outcomes, score, data).await?;
-    let mut page = answer("Score sent", lti.display_name(), &response, "/grade");
+    let mut page = answer(&lti, "Score sent", lti.display_name(), &response, "/grade");
     page.score = Some(format_score(score));
     Ok(result_page(page))
 }
@@ -156,6 +168,7 @@ async fn grade_read(
     outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
     let response = lti.read_grade(outcomes).await?;
     let mut page = answer(
+        &lti,
         "Score in the gradebook",
         lti.display_name(),
         &response,
@@ -178,6 +191,7 @@ async fn grade_delete(
         let csrf = outcomes.csrf_token(&lti.session_id);
         let name = lti.display_name();
         return Ok(confirm_deletion(
+            &lti,
             &name,
             None,
             "/grade/delete",
@@ -187,6 +201,7 @@ async fn grade_delete(
     }
     let response = lti.delete_grade(outcomes).await?;
     Ok(result_page(answer(
+        &lti,
         "Score deleted",
         lti.display_name(),
         &response,
@@ -293,6 +308,7 @@ async fn grades_view(
             context_title: lti.get("context_title"),
             resource_link_title: lti.get("resource_link_title"),
             csrf: outcomes.csrf_token(&lti.session_id),
+            logout_token: &lti.logout_token,
         },
     ))
 }
@@ -314,7 +330,13 @@ async fn grades_set(
     let score = parse_score(form.score.as_deref().unwrap_or(""))?;
     let stored = learner(&lti, state, &form.user_id).await?;
     let response = outcomes.post(Subject::from(&stored), score, None).await?;
-    let mut page = answer("Score sent", stored.display_name, &response, "/grades");
+    let mut page = answer(
+        &lti,
+        "Score sent",
+        stored.display_name,
+        &response,
+        "/grades",
+    );
     page.score = Some(format_score(score));
     Ok(result_page(page))
 }
@@ -332,6 +354,7 @@ async fn grades_delete(
         let csrf = outcomes.csrf_token(&lti.session_id);
         let (name, user) = (&stored.display_name, Some(stored.user_id.as_str()));
         return Ok(confirm_deletion(
+            &lti,
             name,
             user,
             "/grades/delete",
@@ -341,6 +364,7 @@ async fn grades_delete(
     }
     let response = outcomes.delete(Subject::from(&stored)).await?;
     Ok(result_page(answer(
+        &lti,
         "Score deleted",
         stored.display_name,
         &response,
