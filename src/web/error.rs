@@ -71,7 +71,7 @@ impl LtiError {
             StaleTimestamp(_) => ("Launch expired", format!("The launch is too old, or the LMS clock is behind. {AGAIN}")),
             FutureTimestamp(_) => ("Launch not trusted", format!("The launch is dated in the future: the LMS clock is ahead. {ASK}")),
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
-            NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN}")),
+            NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),

@@ -59,7 +59,13 @@ fn icon() -> (rocket::http::ContentType, &'static str) {
     )
 }
 
+/// Where browsers look for an icon on their own (pages that are not HTML, like this XML, name none).
+#[get("/favicon.ico")]
+fn favicon() -> rocket::response::Redirect {
+    rocket::response::Redirect::permanent("/static/icon.svg")
+}
+
 /// The routes of this module.
 pub fn routes() -> Vec<Route> {
-    routes![config_xml, icon]
+    routes![config_xml, icon, favicon]
 }

@@ -469,6 +469,13 @@ async fn config_xml_is_a_well_formed_cartridge() {
         assert_eq!(property(nav, "enabled").as_deref(), Some("true"));
         let icon = app.get("/static/icon.svg").await;
         assert_eq!(icon.status(), Status::Ok);
+        // Browsers ask for /favicon.ico on pages that name no icon, like this one.
+        let favicon = app.get("/favicon.ico").await;
+        assert_eq!(favicon.status(), Status::PermanentRedirect);
+        assert_eq!(
+            favicon.headers().get_one("Location"),
+            Some("/static/icon.svg")
+        );
     }
 }
 
