@@ -65,21 +65,23 @@ pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, Params
         return Ok(None);
     }
     let mut out = Params::new();
-    for item in header[scheme_end..].split(',') {
+    for item in split_outside_quotes(&header[scheme_end..])? {
         let item = item.trim();
         if item.is_empty() {
             continue;
         }
         let (name, value) = item.split_once('=').ok_or(ParamsError::MalformedHeader)?;
+        let name = name.trim();
+        // `realm` is an RFC 2617 quoted string (commas and escaped quotes allowed), its name
+        // case-insensitive; it is not signed, so its value is not even read.
+        if name.eq_ignore_ascii_case("realm") {
+            continue;
+        }
         let value = value
             .trim()
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .ok_or(ParamsError::MalformedHeader)?;
-        let name = name.trim();
-        if name == "realm" {
-            continue;
-        }
         let decode = |s: &str| {
             String::from_utf8(percent_decode(s.as_bytes()).collect())
                 .map_err(|_| ParamsError::InvalidUtf8)
@@ -90,6 +92,30 @@ pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, Params
         }
     }
     Ok(Some(out))
+}
+
+/// Splits an auth-param list at the commas outside quoted strings (`\"` escapes a quote inside
+/// one); an unterminated quote is malformed.
+fn split_outside_quotes(list: &str) -> Result<Vec<&str>, ParamsError> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err(ParamsError::MalformedHeader);
+    }
+    items.push(&list[start..]);
+    Ok(items)
 }
 
 #[cfg(test)]
@@ -132,5 +158,11 @@ mod tests {
         );
         assert_eq!(parse_authorization_header("Bearer abc").unwrap(), None);
         assert!(parse_authorization_header("OAuth oauth_nonce=n").is_err());
+        // A realm is a quoted string: commas and escaped quotes inside it, any case of its name.
+        for realm in [r#"realm="Photos, Inc.""#, r#"REALM="a\",b""#, r#"Realm="""#] {
+            let h = format!(r#"OAuth {realm}, oauth_consumer_key="k%20y",oauth_nonce="n""#);
+            assert_eq!(parse_authorization_header(&h).unwrap().unwrap(), p, "{h}");
+        }
+        assert!(parse_authorization_header(r#"OAuth realm="open, oauth_nonce="n""#).is_err());
     }
 }

@@ -226,12 +226,23 @@ pub fn is_valid_key(key: &str) -> bool {
 
 /// True for characters a consumer's name or note may not hold: control characters (escape
 /// sequences would reach the terminal of whoever runs `consumer list`, tabs break its columns),
-/// and the invisible and text-direction ones that make one name look like another.
+/// format characters (invisible ones, and the text-direction ones that make one name look like
+/// another), characters that render blank or as nothing (fillers, tags, variation selectors), and
+/// private-use and noncharacter code points.
 pub fn is_unsafe_in_label(c: char) -> bool {
+    let cp = u32::from(c);
     c.is_control()
-        || matches!(c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        || matches!(cp,
+            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2 | 0x200B..=0x200F | 0x2028..=0x202E
+            | 0x2060..=0x206F | 0x2800 | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0
+            | 0xFFF0..=0xFFFC | 0x110BD | 0x110CD | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF)
+        // Private use.
+        || matches!(cp, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
+        // Noncharacters.
+        || matches!(cp, 0xFDD0..=0xFDEF)
+        || cp & 0xFFFE == 0xFFFE
 }
 
 /// True when `text` holds no [`is_unsafe_in_label`] character; a note (`lines`) may also hold
@@ -249,4 +260,39 @@ pub fn generate_secret() -> String {
     (0..40)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_printable_label;
+
+    #[test]
+    fn labels_keep_real_names_and_refuse_what_hides_or_moves_text() {
+        for ok in [
+            "Université de Montréal",
+            "東京大学 Moodle",
+            "جامعة القاهرة",
+            "Canvas – production (EU) 🎓",
+            "Cours\u{202f}: maths",
+        ] {
+            assert!(is_printable_label(ok, false), "{ok}");
+        }
+        for bad in [
+            "a\u{1b}[2J",
+            "tab\there",
+            "rtl\u{202e}olleh",
+            "zero\u{200b}width",
+            "\u{3164}",
+            "soft\u{ad}hyphen",
+            "tag\u{e0041}",
+            "vs\u{fe0f}",
+            "private\u{e000}",
+            "nonchar\u{fdd0}",
+            "nonchar\u{1fffe}",
+        ] {
+            assert!(!is_printable_label(bad, false), "{bad:?}");
+        }
+        assert!(is_printable_label("two\r\nlines\tand a tab", true));
+        assert!(!is_printable_label("bell\u{7}", true));
+    }
 }

@@ -108,6 +108,9 @@ fn outcome_status(e: &OutcomeError) -> Status {
 fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
     use OutcomeError::*;
     const LATER: &str = "Your score was not changed; try again in a few minutes.";
+    // The request may have reached the LMS (and been recorded) before the answer went wrong.
+    const UNSURE: &str =
+        "The LMS may or may not have recorded the change; check the gradebook before trying again.";
     match e {
         ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
         ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),
@@ -117,10 +120,10 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
         Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
-        HttpStatus(code) => ("Gradebook error", format!("The LMS's grade service answered HTTP {code}. {LATER}")),
-        MalformedResponse(_) => ("Gradebook error", format!("The LMS's grade service answered something that is not a grade response. {LATER}")),
+        HttpStatus(code) => ("Gradebook error", format!("The LMS's grade service answered HTTP {code}. {UNSURE}")),
+        MalformedResponse(_) => ("Gradebook error", format!("The LMS's grade service answered something that is not a grade response. {UNSURE}")),
         Timeout => ("Gradebook too slow", "The LMS's grade service did not answer in time. The score may or may not have been saved; check the gradebook.".into()),
-        Network(_) => ("Gradebook unreachable", format!("The tool could not reach the LMS's grade service. {LATER}")),
+        Network(_) => ("Gradebook unreachable", format!("The tool could not reach the LMS's grade service, or lost it before the answer. {UNSURE}")),
     }
 }
 

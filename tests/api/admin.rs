@@ -519,6 +519,13 @@ async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
         ("moodle\u{202e}lacol", ""),
         ("zero\u{200b}width", ""),
         ("fine", "line\u{2028}separator"),
+        ("\u{3164}", ""),
+        ("soft\u{ad}hyphen", ""),
+        ("tag\u{e0041}\u{e007f}", ""),
+        ("variation\u{fe0f}", ""),
+        ("private\u{e000}", ""),
+        ("fine", "nonchar\u{ffff}"),
+        ("fine", "\u{2800}"),
         ("fine", "bell\u{7}"),
     ] {
         let res = post(

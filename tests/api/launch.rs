@@ -577,21 +577,25 @@ async fn authorization_header_launches_verify() {
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect::<Vec<_>>(),
     );
-    let header = oauth::Builder::<_, _>::new(
-        oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
-        oauth::HmacSha1::new(),
-    )
-    .post(&launch.url, &list);
-    let res = app
-        .client
-        .post("/any")
-        .header(Header::new("Host", HOST))
-        .header(Header::new("Authorization", header))
-        .header(ContentType::Form)
-        .body(oauth::to_form(&list))
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::Ok);
+    // A realm (not signed) may be any RFC 2617 quoted string, commas included.
+    for realm in ["", r#"realm="Photos, Inc.", "#] {
+        let header = oauth::Builder::<_, _>::new(
+            oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
+            oauth::HmacSha1::new(),
+        )
+        .post(&launch.url, &list);
+        let header = header.replacen("OAuth ", &format!("OAuth {realm}"), 1);
+        let res = app
+            .client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Authorization", header))
+            .header(ContentType::Form)
+            .body(oauth::to_form(&list))
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Ok, "{realm}");
+    }
 }
 
 #[rocket::async_test]
