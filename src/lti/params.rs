@@ -95,8 +95,19 @@ pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, Params
 }
 
 /// Splits an auth-param list at the commas outside quoted strings (`\"` escapes a quote inside
-/// one); an unterminated quote is malformed.
+/// one), leaving out empty items; an unterminated quote is malformed, and more items than a
+/// launch may have parameters (plus a realm) are too many.
 fn split_outside_quotes(list: &str) -> Result<Vec<&str>, ParamsError> {
+    fn keep<'a>(item: &'a str, items: &mut Vec<&'a str>) -> Result<(), ParamsError> {
+        if item.trim().is_empty() {
+            return Ok(());
+        }
+        if items.len() > MAX_PARAMS {
+            return Err(ParamsError::TooMany);
+        }
+        items.push(item);
+        Ok(())
+    }
     let mut items = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
     for (i, c) in list.char_indices() {
@@ -105,7 +116,7 @@ fn split_outside_quotes(list: &str) -> Result<Vec<&str>, ParamsError> {
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
             ',' if !quoted => {
-                items.push(&list[start..i]);
+                keep(&list[start..i], &mut items)?;
                 start = i + 1;
             }
             _ => {}
@@ -114,7 +125,7 @@ fn split_outside_quotes(list: &str) -> Result<Vec<&str>, ParamsError> {
     if quoted {
         return Err(ParamsError::MalformedHeader);
     }
-    items.push(&list[start..]);
+    keep(&list[start..], &mut items)?;
     Ok(items)
 }
 
@@ -164,5 +175,16 @@ mod tests {
             assert_eq!(parse_authorization_header(&h).unwrap().unwrap(), p, "{h}");
         }
         assert!(parse_authorization_header(r#"OAuth realm="open, oauth_nonce="n""#).is_err());
+        // Empty items are nothing; too many items are refused as they are split.
+        let commas = format!("OAuth {}", ",".repeat(100_000));
+        assert_eq!(
+            parse_authorization_header(&commas).unwrap().unwrap(),
+            vec![]
+        );
+        let flood = format!("OAuth {}", vec![r#"a="b""#; MAX_PARAMS + 2].join(","));
+        assert_eq!(
+            parse_authorization_header(&flood),
+            Err(ParamsError::TooMany)
+        );
     }
 }

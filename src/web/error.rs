@@ -110,7 +110,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
     const LATER: &str = "Your score was not changed; try again in a few minutes.";
     // The request may have reached the LMS (and been recorded) before the answer went wrong.
     const UNSURE: &str =
-        "The LMS may or may not have recorded the change; check the gradebook before trying again.";
+        "If you were changing a score, the LMS may or may not have recorded it; check the gradebook before trying again.";
     match e {
         ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
         ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),

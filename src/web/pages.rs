@@ -93,7 +93,7 @@ pub const SESSION_PAGE: &str = "/session";
 /// (to `/session`, to show that it takes none), and where a refused launch may have been signed.
 pub fn launch_paths() -> Vec<&'static str> {
     let mut paths: Vec<&str> = LAUNCH_PAGES.iter().map(|(path, _)| *path).collect();
-    paths.insert(2, SESSION_PAGE);
+    paths.push(SESSION_PAGE);
     paths
 }
 

@@ -155,7 +155,10 @@ async fn starts_with_key(database_url: &str, secret_key: &str) -> bool {
     match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
         Ok(_) => true,
         // Looking at the error marks it handled (Rocket panics on dropping an unhandled one).
-        Err(e) => !matches!(e.kind(), rocket::error::ErrorKind::FailedFairings(_)),
+        Err(e) => match e.kind() {
+            rocket::error::ErrorKind::FailedFairings(_) => false,
+            other => panic!("the app failed to start for another reason: {other:?}"),
+        },
     }
 }
 
