@@ -147,7 +147,7 @@ fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Templat
 fn index(origin: RequestOrigin) -> Template {
     Template::render(
         "index",
-        context! { base: origin.url(), pages: LAUNCH_PAGES },
+        context! { base: origin.url(), pages: LAUNCH_PAGES, session_page: SESSION_PAGE },
     )
 }
 

@@ -364,9 +364,14 @@ async fn index_and_404_are_templated() {
         let row = format!("tool.test&#x2F;{}</code></td><td>{who}</td>", &path[1..]);
         assert!(body.contains(&row), "{row} in {body}");
     }
+    // `/session` is named, but not as a launch URL.
     assert!(
-        !body.contains("&#x2F;session</code>"),
+        !body.contains("&#x2F;session</code></td>"),
         "no launch URL: {body}"
+    );
+    assert!(
+        body.contains("&#x2F;session</code> continues a visit"),
+        "{body}"
     );
     let res = app.get("/nope").await;
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
