@@ -23,6 +23,10 @@ pub const ADMIN_COOKIE: &str = "lti_admin";
 /// Failed logins allowed per address per minute; the next attempt gets 429.
 pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
 
+/// Admin password checks running at once (see `login`).
+static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
+    rocket::tokio::sync::Semaphore::const_new(1);
+
 /// Request guard: a live admin session (its idle expiry is pushed back on each use). Without
 /// one it fails with 401, which the `/admin` catcher answers with the login page.
 pub struct Admin(admin::AdminSession);
@@ -184,9 +188,19 @@ async fn login(
         return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
-    let ok = rocket::tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash))
+    // One check at a time, whoever asks: Argon2id is slow on purpose, and guesses from many
+    // addresses (each under its own throttle) must not take the cores that launches need.
+    // The permit goes with the check, so it is held until the check ends even if the client
+    // leaves first.
+    let ok = match PASSWORD_CHECKS.acquire().await {
+        Ok(permit) => rocket::tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = permit;
+            crypto::verify_password(&password, &hash)
+        })
         .await
-        .unwrap_or(false);
+        .unwrap_or(false),
+        Err(_) => false,
+    };
     if !ok {
         log::warn!("admin login failed from {address}");
         return Ok(Reply::Page(login_page(
