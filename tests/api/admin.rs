@@ -3,7 +3,7 @@
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use rocket::http::{ContentType, Header, Status};
-use rocket::local::asynchronous::LocalResponse;
+use rocket::local::asynchronous::{LocalRequest, LocalResponse};
 use rocket_lti_tool::crypto;
 use rocket_lti_tool::store::{self, admin, consumers};
 
@@ -229,18 +229,21 @@ async fn a_login_form_posted_from_another_site_is_refused() {
     assert!(res.cookies().get("lti_admin").is_some());
 }
 
+/// A login form posted from the client address `addr` (`ip:port`).
+fn login_from<'c>(app: &'c TestApp, addr: &str) -> LocalRequest<'c> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    app.client
+        .post("/admin/login")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .remote(addr)
+}
+
 #[rocket::async_test]
 async fn failed_logins_are_throttled_per_address() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;
-    let from = |addr: &str| {
-        let addr: std::net::SocketAddr = addr.parse().unwrap();
-        app.client
-            .post("/admin/login")
-            .header(Header::new("Host", HOST))
-            .header(ContentType::Form)
-            .remote(addr)
-    };
+    let from = |addr: &str| login_from(&app, addr);
     for _ in 0..5 {
         let res = from("192.0.2.7:5000")
             .body("password=nope")
@@ -275,14 +278,7 @@ async fn failed_logins_are_throttled_per_address() {
 async fn an_ipv6_client_cannot_rotate_through_its_slash_64_to_keep_guessing() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;
-    let from = |addr: &str| {
-        let addr: std::net::SocketAddr = addr.parse().unwrap();
-        app.client
-            .post("/admin/login")
-            .header(Header::new("Host", HOST))
-            .header(ContentType::Form)
-            .remote(addr)
-    };
+    let from = |addr: &str| login_from(&app, addr);
     // One host usually holds a whole /64: each guess from a new address in it.
     for i in 1..=5 {
         let res = from(&format!("[2001:db8:7:7::{i:x}]:5000"))
@@ -891,13 +887,8 @@ async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
 async fn parallel_guesses_cannot_outrun_the_throttle() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;
-    let addr: std::net::SocketAddr = "203.0.113.5:4000".parse().unwrap();
     let guesses = (0..20).map(|i| {
-        app.client
-            .post("/admin/login")
-            .header(Header::new("Host", HOST))
-            .header(ContentType::Form)
-            .remote(addr)
+        login_from(&app, "203.0.113.5:4000")
             .body(format!("password=guess-{i}"))
             .dispatch()
     });
