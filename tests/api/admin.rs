@@ -756,16 +756,21 @@ async fn start_on(
         .map_err(|e| e.to_string())
 }
 
+/// The database of an app started by `start_on`.
+fn db_of(client: &rocket::local::asynchronous::Client) -> &store::Db {
+    &client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .expect("app state")
+        .db
+}
+
 #[rocket::async_test]
 async fn plaintext_secrets_from_before_are_encrypted_at_start_and_keep_working() {
     let dir = temp_dir();
     let url = format!("sqlite://{}", dir.join("db.sqlite").display());
     let client = start_on(&url, None).await.unwrap();
-    let db = &client
-        .rocket()
-        .state::<rocket_lti_tool::web::AppState>()
-        .unwrap()
-        .db;
+    let db = db_of(&client);
     // A row as migration 0001 wrote it.
     sqlx::query(
         "INSERT INTO consumers (consumer_key, secret, name, created_at, secret_encrypted) \
@@ -776,11 +781,7 @@ async fn plaintext_secrets_from_before_are_encrypted_at_start_and_keep_working()
     .unwrap();
     client.terminate().await;
     let client = start_on(&url, None).await.unwrap();
-    let db = &client
-        .rocket()
-        .state::<rocket_lti_tool::web::AppState>()
-        .unwrap()
-        .db;
+    let db = db_of(&client);
     let (raw, flag): (String, i64) =
         sqlx::query_as("SELECT secret, secret_encrypted FROM consumers WHERE consumer_key = 'old'")
             .fetch_one(db)
@@ -798,11 +799,7 @@ async fn a_debug_database_of_an_older_build_is_adopted_under_the_development_key
     let dir = temp_dir();
     let url = format!("sqlite://{}", dir.join("db.sqlite").display());
     let client = start_on(&url, None).await.unwrap();
-    let db = &client
-        .rocket()
-        .state::<rocket_lti_tool::web::AppState>()
-        .unwrap()
-        .db;
+    let db = db_of(&client);
     // Older debug builds encrypted under Rocket's all-zero placeholder key.
     let legacy = crypto::SecretCipher::from_key_material(&[0; 32]);
     let sealed = legacy
@@ -815,11 +812,7 @@ async fn a_debug_database_of_an_older_build_is_adopted_under_the_development_key
         .unwrap();
     client.terminate().await;
     let client = start_on(&url, None).await.unwrap();
-    let db = &client
-        .rocket()
-        .state::<rocket_lti_tool::web::AppState>()
-        .unwrap()
-        .db;
+    let db = db_of(&client);
     let (raw,): (String,) =
         sqlx::query_as("SELECT secret FROM consumers WHERE consumer_key = '__consumer_key__'")
             .fetch_one(db)
@@ -870,11 +863,7 @@ async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
     assert_eq!(consumers::reencrypt_secrets(&db, &old).await.unwrap(), 1);
     db.close().await;
     let client = start_on(&url, Some(key_b)).await.unwrap();
-    let db = &client
-        .rocket()
-        .state::<rocket_lti_tool::web::AppState>()
-        .unwrap()
-        .db;
+    let db = db_of(&client);
     let demo = consumers::find(db, "__consumer_key__")
         .await
         .unwrap()
