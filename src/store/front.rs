@@ -17,11 +17,14 @@
 //! switches; sharing one check and one commit among all waiting requests is what makes this fast.
 //!
 //! A second task copies committed pages from the WAL into the database file (a passive
-//! checkpoint) soon after each commit, on another connection. Otherwise the writer does it itself
-//! every 1000 pages, and every launch waiting on that commit waits for the copy and its fsync.
-//! The writer's own checkpoint stays on as the backstop that lets the WAL start over: passive
-//! checkpoints never wait, so under a steady stream of commits only the writer finds the WAL
-//! fully copied between two transactions.
+//! checkpoint) soon after each commit, on another connection. Otherwise the writer does it itself,
+//! and every launch waiting on that commit waits for the copy and its fsyncs. The writer's own
+//! checkpoint stays on as the backstop that lets the WAL start over: passive checkpoints never
+//! wait, so under a steady stream of commits only the writer finds the WAL fully copied between
+//! two transactions. It runs every `WRITER_CHECKPOINT_PAGES` pages rather than SQLite's 1000:
+//! under a burst that is about once a second instead of a dozen times, each a stall of a few
+//! milliseconds for every launch in flight (launch p99 halved, launches/s up by about 15 %); the
+//! price is a WAL file of up to about 40 MiB, which stays that size on disk.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +42,11 @@ use crate::error::LtiError;
 
 /// Most jobs handled in one round (keeps statements short and the write lock held briefly).
 const MAX_BATCH: usize = 64;
-/// Most scheduler passes a round waits for more jobs to join it.
+/// Most scheduler passes a round of checks waits for more checks to join it.
 const JOIN_PASSES: usize = 3;
+/// WAL pages after which the writer copies them into the database file itself (see the module
+/// docs; SQLite's default is 1000).
+const WRITER_CHECKPOINT_PAGES: &str = "10000";
 /// Requests waiting for the task; more wait on the channel (back-pressure, not memory).
 const QUEUE: usize = 1024;
 /// Sessions kept in memory (about 1 KiB each); past this, new ones are read from SQLite.
@@ -97,7 +103,8 @@ impl StoreFront {
             // Launches touch random pages of the nonce and session indexes.
             .pragma("cache_size", "-4096")
             // The batch table (see `launches`) never touches a file.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
@@ -187,10 +194,12 @@ async fn run(
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         jobs.push(first);
-        // Whatever queued up during the last round goes into this one. Then requests that are
-        // ready to send their job get a few passes of the scheduler to join it (a round costs
-        // about the same however many jobs it carries), but only while that brings more and the
-        // batch is not full: under a burst each pass waits for every runnable task.
+        // Whatever queued up during the last round goes into this one. A round of checks alone
+        // then gives requests that are ready to send theirs a few passes of the scheduler to
+        // join it (it costs the same however many it carries), but only while that brings more
+        // and the batch is not full: under a burst each pass waits for every runnable task.
+        // A round with launches goes at once: waiting made rounds larger but kept the launches
+        // already taken waiting, and launches were slower for it.
         let mut passes = 0;
         loop {
             let before = jobs.len();
@@ -201,7 +210,8 @@ async fn run(
                 }
             }
             let grew = passes == 0 || jobs.len() > before;
-            if jobs.len() >= MAX_BATCH || !grew || passes == JOIN_PASSES {
+            let launches = jobs.iter().any(|j| matches!(j, Job::Write(..)));
+            if launches || jobs.len() >= MAX_BATCH || !grew || passes == JOIN_PASSES {
                 break;
             }
             rocket::tokio::task::yield_now().await;
