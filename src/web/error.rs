@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use rocket::http::Status;
+use rocket::http::{Method, Status};
 use rocket::request::Request;
 use rocket::response::{self, Redirect, Responder};
 use rocket::serde::Serialize;
@@ -200,6 +200,8 @@ pub struct ErrorPage {
     status: Status,
     title: String,
     message: String,
+    /// The `Allow` header of a 405: the methods the address takes.
+    allow: String,
 }
 
 impl ErrorPage {
@@ -209,6 +211,8 @@ impl ErrorPage {
             status,
             title: title.into(),
             message: message.into(),
+            // The one 405 a guard refuses with is a HEAD on a launch page.
+            allow: "GET, POST".into(),
         }
     }
 }
@@ -240,7 +244,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         response.set_status(self.status);
         if self.status == Status::MethodNotAllowed {
             // RFC 9110: a 405 says which methods the resource takes.
-            response.set_raw_header("Allow", "GET, POST");
+            response.set_raw_header("Allow", self.allow);
         }
         if self.status == Status::TooManyRequests {
             // The login throttle counts the failures of the last minute.
@@ -320,9 +324,62 @@ fn generic(status: Status) -> ErrorPage {
     ErrorPage::new(status, title, message)
 }
 
+/// The methods the app's routes take at the request's path, as an `Allow` value: `None` when no
+/// route has the path, or one has it for the request's own method (and forwarded or failed).
+fn allowed_methods(req: &Request<'_>) -> Option<String> {
+    let path: Vec<&str> = req.uri().path().segments().collect();
+    let mut methods: Vec<Method> = req
+        .rocket()
+        .routes()
+        .filter(|route| path_matches(route.uri.path(), &path))
+        .map(|route| route.method)
+        .collect();
+    if methods.contains(&Method::Get) {
+        // Rocket answers HEAD with the GET route.
+        methods.push(Method::Head);
+    }
+    if methods.is_empty() || methods.contains(&req.method()) {
+        return None;
+    }
+    methods.sort_by_key(|m| m.as_str());
+    methods.dedup();
+    let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+    Some(allow.join(", "))
+}
+
+/// Whether a route's path (`/consumers/<action>`, `/static/<file..>`) matches the request's
+/// (decoded, non-empty) segments.
+fn path_matches(route: &str, request: &[&str]) -> bool {
+    let mut want = route.split('/').filter(|s| !s.is_empty());
+    let mut have = request.iter();
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some(w), _) if w.starts_with('<') && w.ends_with("..>") => return true,
+            (Some(w), Some(h)) if w.starts_with('<') || w == *h => continue,
+            _ => return false,
+        }
+    }
+}
+
 #[catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
     crate::web::launch::clear_cookie_on_refusal(req);
+    if status == Status::NotFound {
+        if let Some(allow) = allowed_methods(req) {
+            // RFC 9110: the address exists, only not for this method.
+            let mut page = ErrorPage::new(
+                Status::MethodNotAllowed,
+                "Method not allowed",
+                format!(
+                    "This address does not take {} requests.",
+                    req.method().as_str()
+                ),
+            );
+            page.allow = allow;
+            return Refusal::Page(page);
+        }
+    }
     refusal(status, req)
 }
 

@@ -411,7 +411,9 @@ async fn bad_scores_and_bad_tokens_send_nothing() {
         Status::Forbidden,
     )
     .await;
-    refused(app.get("/grade/read").await, Status::NotFound).await;
+    let res = app.get("/grade/read").await;
+    assert_eq!(res.headers().get_one("Allow"), Some("POST"));
+    refused(res, Status::MethodNotAllowed).await;
     // A token from another session does not work either.
     let other = spawn_app().await;
     other

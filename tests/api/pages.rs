@@ -1,6 +1,6 @@
 //! The four guarded pages, each against launches, sessions and roles.
 
-use rocket::http::{ContentType, Status};
+use rocket::http::{ContentType, Header, Method, Status};
 
 use crate::helpers::*;
 
@@ -383,6 +383,52 @@ async fn index_and_404_are_templated() {
     let res = app.get("/static/nope.css").await;
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     refused(res, Status::NotFound).await;
+}
+
+#[rocket::async_test]
+async fn a_wrong_method_on_an_existing_address_is_405_with_allow() {
+    let app = spawn_app().await;
+    let cases = [
+        (Method::Put, "/any", "GET, HEAD, POST"),
+        (Method::Delete, "/session", "GET, HEAD, POST"),
+        (Method::Options, "/initial_staff", "GET, HEAD, POST"),
+        (Method::Get, "/grade/read", "POST"),
+        (Method::Head, "/lti/continue", "POST"),
+        (Method::Post, "/lti/config.xml", "GET, HEAD"),
+        (Method::Delete, "/admin/consumers/rotate", "GET, HEAD, POST"),
+        (Method::Put, "/static/style.css", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let res = app
+            .client
+            .req(method, path)
+            .header(Header::new("Host", HOST))
+            .dispatch()
+            .await;
+        assert_eq!(
+            res.headers().get_one("Allow"),
+            Some(allow),
+            "{method} {path} {}",
+            res.status()
+        );
+        if method != Method::Head {
+            let body = refused(res, Status::MethodNotAllowed).await;
+            assert!(body.contains("does not take"), "{method} {path}: {body}");
+        } else {
+            assert_eq!(res.status(), Status::MethodNotAllowed, "{method} {path}");
+        }
+    }
+    // An address no route has, whatever the method, stays a 404 without `Allow`.
+    for method in [Method::Get, Method::Put] {
+        let res = app
+            .client
+            .req(method, "/nowhere")
+            .header(Header::new("Host", HOST))
+            .dispatch()
+            .await;
+        assert_eq!(res.headers().get_one("Allow"), None);
+        refused(res, Status::NotFound).await;
+    }
 }
 
 #[rocket::async_test]
