@@ -43,7 +43,7 @@ async fn continue_in_window(
         _ => return Err(LtiError::HandoffInvalid),
     }
     // Like a launch, this replaces the browser's session: the one it had before ends.
-    let before = session_id_of(cookies).filter(|old| *old != session_id);
+    let before = session_id_of(cookies, secure).filter(|old| *old != session_id);
     end_session(state, cookies, before.as_deref(), secure).await;
     cookies.add(session_cookie(state, session_id, secure));
     Ok(Redirect::to(LANDING))

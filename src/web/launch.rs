@@ -18,8 +18,21 @@ use crate::web::origin::{
 };
 use crate::web::AppState;
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain http (the debug profile's default).
 pub const SESSION_COOKIE: &str = "lti_session";
+/// Name of the session cookie whenever it is `Secure`. Browsers take a `__Host-` cookie only from
+/// the host itself (`Secure`, `Path=/`, no `Domain`), so a sibling subdomain (a student's pages on
+/// `*.example.edu`) cannot plant one of its own sessions in a student's browser.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-lti_session";
+
+/// The session cookie's name for a request: [`SECURE_SESSION_COOKIE`] when it is `Secure`.
+pub fn session_cookie_name(secure: SecureCookies) -> &'static str {
+    if secure.0 {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// Where a launch's parameters came from, kept apart because the signature tolerances need it.
 #[derive(Debug, Default)]
@@ -86,9 +99,12 @@ impl LaunchParams {
     }
 }
 
-/// The session id in the browser's cookie, if it sent one.
-pub fn session_id_of(cookies: &CookieJar<'_>) -> Option<String> {
-    cookies.get(SESSION_COOKIE).map(|c| c.value().to_string())
+/// The session id in the browser's cookie, if it sent one (only the name `secure` calls for: over
+/// https a plain `lti_session` may come from a sibling subdomain).
+pub fn session_id_of(cookies: &CookieJar<'_>, secure: SecureCookies) -> Option<String> {
+    cookies
+        .get(session_cookie_name(secure))
+        .map(|c| c.value().to_string())
 }
 
 /// A header value as an error may quote it: anyone can send one, and errors are logged and
@@ -234,7 +250,7 @@ pub async fn launch(
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }
-    let old_session = session_id_of(req.cookies());
+    let old_session = session_id_of(req.cookies(), SecureCookies::of(req, &state.settings));
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out
     // of date (the command line just changed it) is decided again from the database. That
@@ -379,7 +395,7 @@ fn refused(consumer_key: &str, error: LtiError) -> LtiError {
 /// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
 /// request.
 pub fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, value))
+    Cookie::build((session_cookie_name(secure), value))
         .path("/")
         .http_only(true)
         .same_site(state.settings.cookie_same_site.into())

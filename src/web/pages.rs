@@ -194,7 +194,7 @@ async fn logout(
     state: &AppState,
     cookies: &CookieJar<'_>,
 ) -> Result<Template, LtiError> {
-    let id = session_id_of(cookies);
+    let id = session_id_of(cookies, secure);
     // Only a page of this session has its token.
     let from_our_page =
         matches!((&id, token), (Some(id), Some(t)) if state.page_forms.verify(id, t));

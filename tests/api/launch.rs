@@ -50,6 +50,7 @@ async fn production_cookie_policy_is_samesite_none_and_secure() {
     .await;
     let res = app.launch(&Launch::new("/any")).await;
     let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
+    assert!(cookie.starts_with("__Host-lti_session="), "{cookie}");
     assert!(cookie.contains("SameSite=None"), "{cookie}");
     assert!(cookie.contains("Secure"), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");

@@ -244,6 +244,50 @@ async fn the_session_cookie_is_secure_whenever_the_launch_came_over_https() {
 }
 
 #[rocket::async_test]
+async fn over_https_only_the_host_only_cookie_names_a_session() {
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    let set_cookie = |res: &LocalResponse<'_>| {
+        res.headers()
+            .get_one("Set-Cookie")
+            .expect("session cookie")
+            .to_string()
+    };
+    let https = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "tool.example.edu"),
+    ];
+    // A plain `lti_session`, as a sibling subdomain could set for the whole domain: here the
+    // attacker's own session, launched over http (the client sends it with every request below).
+    let res = app.launch(&Launch::new("/any").user("attacker")).await;
+    assert_eq!(res.status(), Status::Ok);
+    let plain = set_cookie(&res);
+    assert!(plain.starts_with("lti_session="), "{plain}");
+    // Over https it names no session.
+    let res = proxied_post(&app, "/session", "10.0.0.1:40000", String::new(), &https).await;
+    refused(res, Status::Unauthorized).await;
+    // An https launch gets a host-only cookie, which does.
+    let launch = Launch::new("/any")
+        .user("student-7")
+        .signed_for("https://tool.example.edu/any");
+    let res = proxied(&app, "10.0.0.1:40000", launch.signed_body(), &https).await;
+    assert_eq!(res.status(), Status::Ok);
+    let host_only = set_cookie(&res);
+    assert!(host_only.starts_with("__Host-lti_session="), "{host_only}");
+    assert!(
+        host_only.contains("Path=/")
+            && host_only.contains("Secure")
+            && !host_only.contains("Domain"),
+        "{host_only}"
+    );
+    let res = proxied_post(&app, "/session", "10.0.0.1:40000", String::new(), &https).await;
+    let body = page(res, Status::Ok).await;
+    assert!(
+        body.contains("student-7") && !body.contains("attacker"),
+        "{body}"
+    );
+}
+
+#[rocket::async_test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
     let public = |_: ()| Launch::new("/any").signed_for("https://tool.example.edu/any");
