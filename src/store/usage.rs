@@ -22,10 +22,16 @@ pub fn counts_as_refusal(error: &LtiError) -> bool {
 }
 
 /// Counts a refused launch of `consumer_key`, if the error is one that counts and the key is
-/// known (unknown keys add no rows). Storage errors are logged: the refusal stands either way.
-pub async fn record_refusal(db: &Db, consumer_key: Option<&str>, error: &LtiError, now: i64) {
+/// known (unknown keys add no rows). Storage errors are logged and returned: the refusal stands
+/// either way.
+pub async fn record_refusal(
+    db: &Db,
+    consumer_key: Option<&str>,
+    error: &LtiError,
+    now: i64,
+) -> Result<(), LtiError> {
     let Some(key) = consumer_key.filter(|_| counts_as_refusal(error)) else {
-        return;
+        return Ok(());
     };
     let done = sqlx::query(
         "INSERT INTO consumer_refusals (consumer_key, hour, refused) \
@@ -36,9 +42,10 @@ pub async fn record_refusal(db: &Db, consumer_key: Option<&str>, error: &LtiErro
     .bind(key)
     .execute(db)
     .await;
-    if let Err(e) = done {
+    done.map(|_| ()).map_err(|e| {
         log::error!("could not count a refused launch: {e}");
-    }
+        e.into()
+    })
 }
 
 /// One line of the admin's consumer list: no secret in it.

@@ -275,8 +275,13 @@ pub async fn launch(
         Err(e) if params.looks_like_launch() => {
             end_session_after_failed_launch(req, state, old).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
-            usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
-            record_refusal(req, state, &params, e).await;
+            let counted =
+                usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
+            // When the count could not be written (a lock, a full disk), neither can the log:
+            // the refusal is answered now instead of after a second wait for the lock.
+            if counted.is_ok() {
+                record_refusal(req, state, &params, e).await;
+            }
         }
         Err(_) => {}
     }
