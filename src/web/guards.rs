@@ -208,15 +208,18 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
 }
 
 /// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it
-/// carries launch fields it is a failed launch, and like any other it ends the browser's session
-/// (a HEAD gets 405 instead, as for a readable launch); otherwise the session is left alone.
+/// carries launch fields, or is a body over the limit (no request but a launch posts that much to
+/// a launch page, and its launch fields may come after the part read), it is a failed launch, and
+/// like any other it ends the browser's session (a HEAD gets 405 instead, as for a readable
+/// launch); otherwise the session is left alone.
 async fn unreadable_launch(
     req: &Request<'_>,
     state: &AppState,
     body: Option<&[u8]>,
     error: LtiError,
 ) -> LtiError {
-    if !carries_launch_fields(req, body) {
+    let oversized = matches!(error, LtiError::BodyTooLarge(_));
+    if !oversized && !carries_launch_fields(req, body) {
         return error;
     }
     // A HEAD of a launch is no launch at all, readable or not (see `launch`).

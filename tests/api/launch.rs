@@ -349,6 +349,18 @@ async fn an_oversized_body_is_413_and_writes_nothing() {
     refused(res, Status::PayloadTooLarge).await;
     assert_eq!(app.count("nonces").await, 1);
     assert_eq!(app.count("sessions").await, 0);
+    // The same when every launch field comes after the limit (a big custom field first): no
+    // request but a launch posts that much to a launch page, so it ends the session too.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let body = format!(
+        "custom_pad={}&{}",
+        "x".repeat(70 * 1024),
+        Launch::new("/any").signed_body()
+    );
+    let res = app.post_form("/any", body).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::PayloadTooLarge).await;
+    assert_eq!(app.count("sessions").await, 0);
 }
 
 #[rocket::async_test]
