@@ -59,10 +59,17 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(web::origin::head_marker())
         .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
             match init_state(rocket.figment()).await {
-                Ok(state) if state.settings.benchmark_routes => {
-                    Ok(web::bench::mount(rocket.manage(state)))
+                Ok(state) => {
+                    // Routes that are off do not exist at all: 404 for any method.
+                    let mut rocket = rocket;
+                    if state.settings.dev_launcher {
+                        rocket = rocket.mount("/", web::dev_launcher::routes());
+                    }
+                    if state.settings.benchmark_routes {
+                        rocket = web::bench::mount(rocket);
+                    }
+                    Ok(rocket.manage(state))
                 }
-                Ok(state) => Ok(rocket.manage(state)),
                 Err(e) => {
                     log::error!("cannot start: {e}");
                     Err(rocket)
@@ -105,7 +112,6 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .mount("/admin", web::admin::routes())
         .mount("/", web::handoff::routes())
         .mount("/", web::registration::routes())
-        .mount("/", web::dev_launcher::routes())
         .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
         .register("/admin", web::admin::catchers())

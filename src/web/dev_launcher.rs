@@ -1,10 +1,8 @@
 //! `/dev/launch`: a built-in test launcher that signs launches exactly as an LMS does, so a
-//! browser alone shows every page and every refusal. On in the debug profile, off (404) in release.
+//! browser alone shows every page and every refusal. On in the debug profile, off (404) in release:
+//! mounted only when `dev_launcher` is on (see `lib.rs`).
 
 use rocket::form::{Form, FromForm};
-use rocket::http::Status;
-use rocket::outcome::Outcome;
-use rocket::request::{self, FromRequest, Request};
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
@@ -15,20 +13,6 @@ use crate::store::{self, consumers, usage};
 use crate::web::origin::RequestOrigin;
 use crate::web::pages::{launch_paths, LAUNCH_PAGE};
 use crate::web::AppState;
-
-/// Request guard: present only when `dev_launcher` is on; otherwise the route does not exist.
-pub struct DevLauncherOn;
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for DevLauncherOn {
-    type Error = ();
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ()> {
-        match req.rocket().state::<AppState>() {
-            Some(state) if state.settings.dev_launcher => Outcome::Success(DevLauncherOn),
-            _ => Outcome::Forward(Status::NotFound),
-        }
-    }
-}
 
 const ROLE_PRESETS: [&str; 9] = [
     "Instructor",
@@ -56,7 +40,6 @@ const MODES: [(&str, &str); 7] = [
 
 #[get("/dev/launch?<lti_errormsg>&<lti_errorlog>")]
 async fn form(
-    _on: DevLauncherOn,
     state: &State<AppState>,
     lti_errormsg: Option<&str>,
     lti_errorlog: Option<&str>,
@@ -107,7 +90,6 @@ fn custom_params(text: &str) -> Params {
 
 #[post("/dev/launch", data = "<form>")]
 async fn sign_launch(
-    _on: DevLauncherOn,
     form: Form<DevLaunch<'_>>,
     state: &State<AppState>,
     origin: RequestOrigin,

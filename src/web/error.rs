@@ -13,6 +13,7 @@ use rocket_dyn_templates::Template;
 use crate::error::LtiError;
 use crate::lti::oauth::encode;
 use crate::outcomes::OutcomeError;
+use crate::web::origin::SentAsHead;
 
 impl LtiError {
     /// The HTTP status for this error.
@@ -367,14 +368,16 @@ fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
     crate::web::launch::clear_cookie_on_refusal(req);
     if status == Status::NotFound {
         if let Some(allow) = allowed_methods(req) {
+            // Rocket turns a HEAD into a GET before it looks for a route.
+            let method = match SentAsHead::of(req) {
+                true => "HEAD",
+                false => req.method().as_str(),
+            };
             // RFC 9110: the address exists, only not for this method.
             let mut page = ErrorPage::new(
                 Status::MethodNotAllowed,
                 "Method not allowed",
-                format!(
-                    "This address does not take {} requests.",
-                    req.method().as_str()
-                ),
+                format!("This address does not take {method} requests."),
             );
             page.allow = allow;
             return Refusal::Page(page);

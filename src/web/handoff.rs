@@ -13,7 +13,7 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::launch::{end_session, session_cookie, session_id_of};
+use crate::web::launch::{end_session, session_id_of, set_session_cookie};
 use crate::web::origin::{started_by_another_site, SecureCookies};
 use crate::web::AppState;
 
@@ -45,7 +45,7 @@ async fn continue_in_window(
     // Like a launch, this replaces the browser's session: the one it had before ends.
     let before = session_id_of(cookies, secure).filter(|old| *old != session_id);
     end_session(state, cookies, before.as_deref(), secure).await;
-    cookies.add(session_cookie(state, session_id, secure));
+    set_session_cookie(cookies, state, session_id, secure);
     Ok(Redirect::to(LANDING))
 }
 

@@ -99,12 +99,46 @@ impl LaunchParams {
     }
 }
 
-/// The session id in the browser's cookie, if it sent one (only the name `secure` calls for: over
-/// https a plain `lti_session` may come from a sibling subdomain).
+/// The session id in the browser's cookie, if it sent one. The `__Host-` cookie always counts (a
+/// browser keeps one only from this host over https, so nobody else can have set it), even when
+/// this request is worked out as plain http (a proxy missing from `trusted_proxies`); the plain
+/// one counts only on a request that is not `Secure`: over https it may come from a sibling
+/// subdomain.
 pub fn session_id_of(cookies: &CookieJar<'_>, secure: SecureCookies) -> Option<String> {
     cookies
-        .get(session_cookie_name(secure))
+        .get(SECURE_SESSION_COOKIE)
+        .or_else(|| cookies.get(SESSION_COOKIE).filter(|_| !secure.0))
         .map(|c| c.value().to_string())
+}
+
+/// Gives the browser a new session cookie; one of the other name that would still be read
+/// ([`session_id_of`]) goes.
+pub fn set_session_cookie(
+    cookies: &CookieJar<'_>,
+    state: &AppState,
+    id: String,
+    secure: SecureCookies,
+) {
+    if !secure.0 {
+        clear_secure_session_cookie(cookies, state);
+    }
+    cookies.add(session_cookie(state, id, secure));
+}
+
+/// Clears the browser's session cookie: the `__Host-` one if it sent one, and, on a request that
+/// is not `Secure`, the plain one.
+pub fn clear_session_cookie(cookies: &CookieJar<'_>, state: &AppState, secure: SecureCookies) {
+    clear_secure_session_cookie(cookies, state);
+    if !secure.0 {
+        cookies.remove(session_cookie(state, String::new(), secure));
+    }
+}
+
+fn clear_secure_session_cookie(cookies: &CookieJar<'_>, state: &AppState) {
+    if cookies.get(SECURE_SESSION_COOKIE).is_some() {
+        // Browsers take a `__Host-` removal only with `Secure` and `Path=/`, as the cookie was set.
+        cookies.remove(session_cookie(state, String::new(), SecureCookies(true)));
+    }
 }
 
 /// A header value as an error may quote it: anyone can send one, and errors are logged and
@@ -266,11 +300,12 @@ pub async fn launch(
         other => other,
     };
     match &result {
-        Ok(launched) => req.cookies().add(session_cookie(
+        Ok(launched) => set_session_cookie(
+            req.cookies(),
             state,
             launched.session_id.clone(),
             SecureCookies::of(req, &state.settings),
-        )),
+        ),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             end_session_after_failed_launch(req, state, old).await;
@@ -399,7 +434,7 @@ fn refused(consumer_key: &str, error: LtiError) -> LtiError {
 
 /// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
 /// request.
-pub fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
+fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
     Cookie::build((session_cookie_name(secure), value))
         .path("/")
         .http_only(true)
@@ -419,7 +454,7 @@ pub async fn end_session(
 ) {
     if let Err(e) = end_session_or_fail(state, cookies, id, secure).await {
         log::error!("could not delete a session: {e}");
-        cookies.remove(session_cookie(state, String::new(), secure));
+        clear_session_cookie(cookies, state, secure);
     }
 }
 
@@ -433,7 +468,7 @@ pub async fn end_session_or_fail(
 ) -> Result<(), LtiError> {
     if let Some(id) = id {
         sessions::delete(&state.db, id).await?;
-        cookies.remove(session_cookie(state, String::new(), secure));
+        clear_session_cookie(cookies, state, secure);
     }
     Ok(())
 }
@@ -478,7 +513,6 @@ pub async fn end_session_after_failed_launch(
 pub fn clear_cookie_on_refusal(req: &Request<'_>) {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));
     if let (Some(secure), Some(state)) = (ended.0.get(), req.rocket().state::<AppState>()) {
-        req.cookies()
-            .remove(session_cookie(state, String::new(), *secure));
+        clear_session_cookie(req.cookies(), state, *secure);
     }
 }

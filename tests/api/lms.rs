@@ -285,6 +285,29 @@ async fn over_https_only_the_host_only_cookie_names_a_session() {
         body.contains("student-7") && !body.contains("attacker"),
         "{body}"
     );
+    // Through a proxy missing from `trusted_proxies` the request looks like plain http, yet the
+    // host-only cookie still names the session, and a logout there ends it and clears it.
+    let res = proxied_post(&app, "/session", "10.0.0.9:40000", String::new(), &https).await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("student-7"), "{body}");
+    assert_eq!(app.count("sessions").await, 2);
+    let res = proxied_post(&app, "/logout", "10.0.0.9:40000", String::new(), &https).await;
+    let removals: Vec<String> = res.headers().get("Set-Cookie").map(String::from).collect();
+    assert!(
+        removals
+            .iter()
+            .any(|c| c.starts_with("__Host-lti_session=;")
+                && c.contains("Max-Age=0")
+                && c.contains("Secure")
+                && c.contains("Path=/")),
+        "{removals:?}"
+    );
+    page(res, Status::Ok).await;
+    assert_eq!(
+        app.count("sessions").await,
+        1,
+        "only the attacker's is left"
+    );
 }
 
 #[rocket::async_test]
@@ -738,6 +761,14 @@ async fn release_profile_defaults() {
         Status::NotFound,
     )
     .await;
+    // Not even a 405 that would tell it exists.
+    let res = app
+        .client
+        .put("/dev/launch")
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    refused(res, Status::NotFound).await;
     // The session cookie is made for an LMS iframe over https.
     app.add_consumer("school", "school-secret-123456").await;
     let res = app
