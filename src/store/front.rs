@@ -21,10 +21,10 @@
 //! and every launch waiting on that commit waits for the copy and its fsyncs. The writer's own
 //! checkpoint stays on as the backstop that lets the WAL start over: passive checkpoints never
 //! wait, so under a steady stream of commits only the writer finds the WAL fully copied between
-//! two transactions. It runs every `WRITER_CHECKPOINT_PAGES` pages rather than SQLite's 1000:
-//! under a burst that is about once a second instead of a dozen times, each a stall of a few
-//! milliseconds for every launch in flight (launch p99 halved, launches/s up by about 15 %); the
-//! price is a WAL file of up to about 40 MiB, which stays that size on disk.
+//! two transactions. It runs every 10000 pages rather than SQLite's 1000 (`store::open` sets that
+//! for every connection): under a burst that is about once a second instead of a dozen times,
+//! each a stall of a few milliseconds for every launch in flight (launch p99 halved, launches/s up
+//! by about 15 %).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,9 +44,6 @@ use crate::error::LtiError;
 const MAX_BATCH: usize = 64;
 /// Most scheduler passes a round of checks waits for more checks to join it.
 const JOIN_PASSES: usize = 3;
-/// WAL pages after which the writer copies them into the database file itself (see the module
-/// docs; SQLite's default is 1000).
-const WRITER_CHECKPOINT_PAGES: &str = "10000";
 /// Requests waiting for the task; more wait on the channel (back-pressure, not memory).
 const QUEUE: usize = 1024;
 /// Sessions kept in memory (about 1 KiB each); past this, new ones are read from SQLite.
@@ -103,8 +100,7 @@ impl StoreFront {
             // Launches touch random pages of the nonce and session indexes.
             .pragma("cache_size", "-4096")
             // The batch table (see `launches`) never touches a file.
-            .pragma("temp_store", "memory")
-            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES);
+            .pragma("temp_store", "memory");
         let conn = options.connect().await?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let caches = Arc::new(Mutex::new(Caches::default()));
@@ -331,8 +327,8 @@ async fn checkpoint_forever(options: sqlx::sqlite::SqliteConnectOptions, commits
         match checkpoint(&options, &mut conn).await {
             // Done only when every page in the WAL is in the file; a reader or the writer may
             // have held some back, and then the next tick tries again.
-            Ok((log, checkpointed)) => {
-                if log == checkpointed {
+            Ok(all_copied) => {
+                if all_copied {
                     copied = now;
                 }
                 failing = false;
@@ -349,19 +345,20 @@ async fn checkpoint_forever(options: sqlx::sqlite::SqliteConnectOptions, commits
     }
 }
 
-/// One passive checkpoint: the WAL's pages, and how many of them are now in the database file.
+/// One passive checkpoint: whether every page in the WAL is now in the database file.
 async fn checkpoint(
     options: &sqlx::sqlite::SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
-) -> Result<(i64, i64), LtiError> {
+) -> Result<bool, LtiError> {
     let conn = match conn {
         Some(c) => c,
         None => conn.insert(options.connect().await?),
     };
     // PASSIVE copies what it can without waiting for readers or writers.
-    let (_busy, log, checkpointed): (i64, i64, i64) =
+    let (busy, log, checkpointed): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(conn)
             .await?;
-    Ok((log, checkpointed))
+    // While another connection's checkpoint runs, SQLite answers (1, -1, -1): nothing copied.
+    Ok(busy == 0 && log == checkpointed)
 }

@@ -344,7 +344,7 @@ fn launches_reach_the_database_file_soon_without_waiting_for_a_full_wal() {
             .expect("launch")
             .expect("accepted");
     }
-    // Thirty launches are far from the writer's own 1000-page checkpoint: only the background
+    // Thirty launches are far from the writer's own 10000-page checkpoint: only the background
     // checkpoint copies their pages out of the WAL this soon.
     let deadline = Instant::now() + Duration::from_secs(5);
     while size() <= before {
