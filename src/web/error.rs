@@ -396,6 +396,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn route_paths_match_as_rockets_router_does() {
+        let yes = [
+            ("/any", &["any"][..]),
+            ("/", &[][..]),
+            ("/consumers/<action>", &["consumers", "rotate"][..]),
+            ("/static/<file..>", &["static", "css", "style.css"][..]),
+            ("/static/<file..>", &["static"][..]),
+        ];
+        for (route, request) in yes {
+            assert!(path_matches(route, request), "{route} {request:?}");
+        }
+        let no = [
+            ("/any", &["anything"][..]),
+            ("/any", &["any", "more"][..]),
+            ("/consumers/<action>", &["consumers"][..]),
+            ("/grade/read", &["grade"][..]),
+            ("/", &["any"][..]),
+        ];
+        for (route, request) in no {
+            assert!(!path_matches(route, request), "{route} {request:?}");
+        }
+    }
+
+    #[test]
     fn return_url_keeps_its_query_and_fragment() {
         assert_eq!(
             return_url_with_error("http://lms/ret?x=1&y=2#top", "a b", "missing resource_link_id").as_deref(),
