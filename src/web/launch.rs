@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use rocket::http::{ContentType, Cookie, CookieJar, Method};
 use rocket::request::Request;
 
+use crate::config::SameSitePolicy;
 use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
@@ -433,13 +434,18 @@ fn refused(consumer_key: &str, error: LtiError) -> LtiError {
 }
 
 /// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
-/// request.
+/// request. A `Secure` cookie for the LMS iframe (`SameSite=None`) is also `Partitioned` (CHIPS):
+/// the browser keeps it for this LMS's pages only, and so keeps it even when it blocks
+/// third-party cookies (Chrome, Edge), where an ordinary one would be dropped. A removal carries
+/// the same attributes, or it would not match the cookie.
 fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
+    let same_site = state.settings.cookie_same_site;
     Cookie::build((session_cookie_name(secure), value))
         .path("/")
         .http_only(true)
-        .same_site(state.settings.cookie_same_site.into())
+        .same_site(same_site.into())
         .secure(secure.0)
+        .partitioned(secure.0 && same_site == SameSitePolicy::None)
         .build()
 }
 

@@ -20,7 +20,7 @@ async fn valid_launch_gets_the_page_directly_with_a_session_cookie() {
     assert!(cookie.contains("HttpOnly"));
     assert!(cookie.contains("SameSite=Lax"));
     assert!(
-        !cookie.contains("Secure"),
+        !cookie.contains("Secure") && !cookie.contains("Partitioned"),
         "debug profile serves plain http"
     );
     // The id is long and random: at least 128 bits.
@@ -52,6 +52,8 @@ async fn production_cookie_policy_is_samesite_none_and_secure() {
     let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
     assert!(cookie.starts_with("__Host-lti_session="), "{cookie}");
     assert!(cookie.contains("SameSite=None"), "{cookie}");
+    // Kept per LMS even where third-party cookies are blocked (CHIPS).
+    assert!(cookie.contains("Partitioned"), "{cookie}");
     assert!(cookie.contains("Secure"), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
 }

@@ -220,6 +220,9 @@ async fn the_session_cookie_is_secure_whenever_the_launch_came_over_https() {
     let removal = cookie(&res);
     assert!(removal.contains("Max-Age=0"), "{removal}");
     assert!(removal.contains("; Secure"), "{removal}");
+    // A partitioned cookie is removed only by a partitioned removal.
+    assert!(set.contains("Partitioned"), "{set}");
+    assert!(removal.contains("Partitioned"), "{removal}");
     // Plain http stays without it (a browser would refuse a Secure cookie from http).
     let res = app.launch(&Launch::new("/any")).await;
     assert_eq!(res.status(), Status::Ok);
