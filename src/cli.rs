@@ -96,6 +96,24 @@ pub(crate) async fn open_db() -> Result<Db, String> {
     Ok(db)
 }
 
+/// Refuses to write a secret under a `secret_key` that the database's other secrets were not
+/// written with: run without the server's environment, the command line would add a consumer the
+/// server cannot read (its launches fail, and the server refuses to start).
+async fn check_same_secret_key(db: &Db) -> Result<(), String> {
+    let unreadable = crate::unreadable_secrets(db, &crate::figment()).await?;
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "this secret_key is not the one the database's secrets were written with ({} consumer(s) \
+         do not decrypt: {}); run the command line with the server's environment \
+         (ROCKET_SECRET_KEY, ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the \
+         server's key changed",
+        unreadable.len(),
+        unreadable.join(", ")
+    ))
+}
+
 fn check_key(key: &str) -> Result<(), String> {
     if consumers::is_valid_key(key) {
         Ok(())
@@ -120,6 +138,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
     match action {
         ConsumerAction::Add { key, secret, name } => {
             check_key(&key)?;
+            check_same_secret_key(&db).await?;
             let generated = secret.is_none();
             let secret = match secret {
                 Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
@@ -195,6 +214,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             println!("removed {key:?} and ended its sessions");
         }
         ConsumerAction::Rotate { key } => {
+            check_same_secret_key(&db).await?;
             let secret = consumers::generate_secret();
             found(
                 consumers::set_secret(&db, &key, &secret)

@@ -117,6 +117,36 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .register("/admin", web::admin::catchers())
 }
 
+/// The keys of the consumers whose secrets do not decrypt under the configured `secret_key`, after
+/// adopting (re-encrypting under the development key) a debug database of an older build, whose
+/// secrets are all under its all-zero key.
+pub(crate) async fn unreadable_secrets(
+    db: &store::Db,
+    figment: &Figment,
+) -> Result<Vec<String>, String> {
+    let unreadable = store::consumers::unreadable_secrets(db)
+        .await
+        .map_err(|e| e.to_string())?;
+    if unreadable.is_empty() || !crypto::uses_development_key(figment) {
+        return Ok(unreadable);
+    }
+    let legacy = crypto::SecretCipher::from_key_material(&crypto::LEGACY_DEBUG_KEY_MATERIAL);
+    let not_legacy = store::consumers::unreadable_under(db, &legacy)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Adopted only when every unreadable secret is an older debug build's.
+    if unreadable.iter().any(|key| not_legacy.contains(key)) {
+        return Ok(unreadable);
+    }
+    let n = store::consumers::reencrypt_secrets(db, &legacy)
+        .await
+        .map_err(|e| e.to_string())?;
+    log::warn!(
+        "re-encrypted {n} consumer secrets of an older debug build under the development key"
+    );
+    Ok(Vec::new())
+}
+
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
@@ -139,27 +169,12 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         .await
         .map_err(|e| e.to_string())?;
     crypto::install_from_figment(&db, figment).await?;
-    let mut unreadable = store::consumers::unreadable_secrets(&db)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !unreadable.is_empty() && crypto::uses_development_key(figment) {
-        let legacy = crypto::SecretCipher::from_key_material(&crypto::LEGACY_DEBUG_KEY_MATERIAL);
-        let not_legacy = store::consumers::unreadable_under(&db, &legacy)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Adopted only when every unreadable secret is an older debug build's.
-        if unreadable.iter().all(|key| !not_legacy.contains(key)) {
-            let n = store::consumers::reencrypt_secrets(&db, &legacy)
-                .await
-                .map_err(|e| e.to_string())?;
-            log::warn!("re-encrypted {n} consumer secrets of an older debug build under the development key");
-            unreadable.clear();
-        }
-    }
+    let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
         return Err(format!(
-            "the secrets of {} consumers ({}) do not decrypt under this secret_key: it changed; \
-             run `lti-tool admin rekey` (see the README)",
+            "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key: if the key \
+             changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
+             line run under another key is removed with `lti-tool consumer remove KEY`",
             unreadable.len(),
             unreadable.join(", ")
         ));

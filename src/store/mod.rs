@@ -45,11 +45,8 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         .pragma("journal_size_limit", WAL_SIZE_LIMIT)
         .busy_timeout(Duration::from_secs(5));
     let file = options.get_filename();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if file.to_str() != Some(":memory:") {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LtiError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        }
+    if file.to_str() != Some(":memory:") {
+        create_private(file)?;
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
@@ -58,6 +55,34 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
+}
+
+/// Creates the database file, and its folder, readable only by the server's user, unless they
+/// exist: the file holds live session ids and learners' names, and SQLite gives its `-wal` and
+/// `-shm` files the database file's permissions. An existing file or folder is left as it is.
+fn create_private(file: &std::path::Path) -> Result<(), LtiError> {
+    let failed = |what: &std::path::Path, e: std::io::Error| {
+        LtiError::Storage(format!("cannot create {}: {e}", what.display()))
+    };
+    let mut dir = std::fs::DirBuilder::new();
+    let mut new_file = std::fs::OpenOptions::new();
+    new_file.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        dir.mode(0o700);
+        new_file.mode(0o600);
+    }
+    if let Some(parent) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        dir.recursive(true)
+            .create(parent)
+            .map_err(|e| failed(parent, e))?;
+    }
+    match new_file.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(failed(file, e)),
+    }
 }
 
 /// The current time in Unix seconds.

@@ -194,3 +194,70 @@ async fn a_debug_database_moves_to_a_real_key_with_rekey_development() {
     assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[rocket::async_test]
+async fn the_command_line_writes_no_secret_under_another_key() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let with_key = |key: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+            .args(args)
+            .env("ROCKET_DATABASE_URL", &db)
+            .env("ROCKET_SECRET_KEY", key)
+            .env("ROCKET_LOG_LEVEL", "off")
+            .output()
+            .expect("lti-tool runs")
+    };
+    assert!(with_key(TEST_SECRET_KEY, &["consumer", "add", "school"])
+        .status
+        .success());
+    // Run without the server's environment, with a key of its own: it refuses to add or rotate,
+    // which would leave a secret the server cannot read (and a server that does not start).
+    let other =
+        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    for args in [
+        &["consumer", "add", "intruder"][..],
+        &["consumer", "rotate", "school"][..],
+    ] {
+        let out = with_key(other, args);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not the one the database's secrets"), "{err}");
+    }
+    // What does not write a secret still works, and nothing was written.
+    let out = with_key(other, &["consumer", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stdout(&out).contains("intruder"), "{}", stdout(&out));
+    assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(unix)]
+#[rocket::async_test]
+async fn a_new_database_and_its_folder_are_private_to_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let folder = dir.join("data");
+    let file = folder.join("lti.db");
+    let pool = rocket_lti_tool::store::open(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("opens");
+    sqlx::query("INSERT INTO nonces (consumer_key, nonce, expires_at) VALUES ('k', 'n', 0)")
+        .execute(&pool)
+        .await
+        .expect("written");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // It holds live session ids and learners' names: no other local user may read it.
+    assert_eq!(mode(&folder), 0o700);
+    for name in ["lti.db", "lti.db-wal", "lti.db-shm"] {
+        assert_eq!(mode(&folder.join(name)), 0o600, "{name}");
+    }
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
