@@ -141,7 +141,7 @@ async fn read_launch_body(
 /// The session named by the cookie, if it is still valid.
 async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
     let secure = SecureCookies::of(req, &state.settings);
-    let id = session_id_of(req.cookies(), secure).ok_or(LtiError::NoSession)?;
+    let id = session_id_of(req, secure).ok_or(LtiError::NoSession)?;
     let session = state
         .front
         .session(&state.db, &id)
@@ -226,7 +226,7 @@ async fn unreadable_launch(
     if SentAsHead::of(req) {
         return LtiError::HeadLaunch;
     }
-    let old = session_id_of(req.cookies(), SecureCookies::of(req, &state.settings));
+    let old = session_id_of(req, SecureCookies::of(req, &state.settings));
     end_session_after_failed_launch(req, state, old.as_deref()).await;
     record_unreadable(req, state, body, &error).await;
     error

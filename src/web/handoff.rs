@@ -13,7 +13,7 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::launch::{end_session, session_id_of, set_session_cookie};
+use crate::web::launch::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::origin::{started_by_another_site, SecureCookies};
 use crate::web::AppState;
 
@@ -31,6 +31,7 @@ async fn continue_in_window(
     form: Form<Handoff>,
     _same_site: FromOwnPage,
     secure: SecureCookies,
+    browser: BrowserSessionId,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Redirect, LtiError> {
@@ -43,7 +44,7 @@ async fn continue_in_window(
         _ => return Err(LtiError::HandoffInvalid),
     }
     // Like a launch, this replaces the browser's session: the one it had before ends.
-    let before = session_id_of(cookies, secure).filter(|old| *old != session_id);
+    let before = browser.0.filter(|old| *old != session_id);
     end_session(state, cookies, before.as_deref(), secure).await;
     set_session_cookie(cookies, state, session_id, secure);
     Ok(Redirect::to(LANDING))

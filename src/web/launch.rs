@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rocket::http::{ContentType, Cookie, CookieJar, Method};
-use rocket::request::Request;
+use rocket::request::{self, FromRequest, Request};
 
 use crate::config::SameSitePolicy;
 use crate::error::LtiError;
@@ -104,12 +104,38 @@ impl LaunchParams {
 /// browser keeps one only from this host over https, so nobody else can have set it), even when
 /// this request is worked out as plain http (a proxy missing from `trusted_proxies`); the plain
 /// one counts only on a request that is not `Secure`: over https it may come from a sibling
-/// subdomain.
-pub fn session_id_of(cookies: &CookieJar<'_>, secure: SecureCookies) -> Option<String> {
-    cookies
-        .get(SECURE_SESSION_COOKIE)
-        .or_else(|| cookies.get(SESSION_COOKIE).filter(|_| !secure.0))
-        .map(|c| c.value().to_string())
+/// subdomain. Read from the `Cookie` headers, by exact name: Rocket's jar percent-decodes and
+/// trims names, so another site's `%5F_Host-lti_session`, which no browser holds to the `__Host-`
+/// rules, would read as ours. Only a request with no `Cookie` header at all is read from the jar:
+/// Rocket's local test client hands its cookies over that way.
+pub fn session_id_of(req: &Request<'_>, secure: SecureCookies) -> Option<String> {
+    let has_header = req.headers().contains("Cookie");
+    let named = |wanted: &str| match has_header {
+        true => req
+            .headers()
+            .get("Cookie")
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.trim_matches([' ', '\t']).to_string()),
+        false => req.cookies().get(wanted).map(|c| c.value().to_string()),
+    };
+    named(SECURE_SESSION_COOKIE).or_else(|| named(SESSION_COOKIE).filter(|_| !secure.0))
+}
+
+/// Request guard: the session id the browser sent ([`session_id_of`]).
+pub struct BrowserSessionId(pub Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for BrowserSessionId {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let secure = match req.rocket().state::<AppState>() {
+            Some(state) => SecureCookies::of(req, &state.settings),
+            None => SecureCookies(true),
+        };
+        request::Outcome::Success(BrowserSessionId(session_id_of(req, secure)))
+    }
 }
 
 /// Gives the browser a new session cookie; one of the other name that would still be read
@@ -285,7 +311,7 @@ pub async fn launch(
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }
-    let old_session = session_id_of(req.cookies(), SecureCookies::of(req, &state.settings));
+    let old_session = session_id_of(req, SecureCookies::of(req, &state.settings));
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out
     // of date (the command line just changed it) is decided again from the database. That

@@ -9,7 +9,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
-use crate::web::launch::{end_session_or_fail, session_id_of};
+use crate::web::launch::{end_session_or_fail, BrowserSessionId};
 use crate::web::origin::{RequestOrigin, SecureCookies, SentAsHead, StartedElsewhere};
 use crate::web::AppState;
 
@@ -161,18 +161,20 @@ struct LogoutForm {
 async fn logout_post(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
+    browser: BrowserSessionId,
     form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Template, LtiError> {
     let token = form.and_then(|f| f.into_inner().csrf);
-    logout(elsewhere, secure, token.as_deref(), state, cookies).await
+    logout(elsewhere, secure, browser, token.as_deref(), state, cookies).await
 }
 
 #[get("/logout")]
 async fn logout_get(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
+    browser: BrowserSessionId,
     head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
@@ -184,17 +186,18 @@ async fn logout_get(
             context! { token: None::<String> },
         ));
     }
-    logout(elsewhere, secure, None, state, cookies).await
+    logout(elsewhere, secure, browser, None, state, cookies).await
 }
 
 async fn logout(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
+    browser: BrowserSessionId,
     token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,
 ) -> Result<Template, LtiError> {
-    let id = session_id_of(cookies, secure);
+    let id = browser.0;
     // Only a page of this session has its token.
     let from_our_page =
         matches!((&id, token), (Some(id), Some(t)) if state.page_forms.verify(id, t));

@@ -278,6 +278,41 @@ fn launch_as(server_port: u16, user: &str) -> std::io::Result<Option<Accepted>> 
 }
 
 #[test]
+fn a_cookie_name_that_only_decodes_to_the_session_cookie_is_not_read() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let victim = launch_as(server.port, "victim-1").unwrap().expect("launch");
+    let attacker = launch_as(server.port, "attacker-1")
+        .unwrap()
+        .expect("launch");
+    // Another site can set these names (browsers hold only the literal `__Host-` prefix to its
+    // rules), and Rocket's own cookie jar decodes and trims them into `__Host-lti_session`.
+    for planted in ["%5F_Host-lti_session", "__Host%2Dlti_session"] {
+        let cookie = format!(
+            "lti_session={}; {planted}={}",
+            victim.cookie, attacker.cookie
+        );
+        let answer = send(
+            server.port,
+            format!(
+                "GET /session HTTP/1.1\r\nHost: {HOST}\r\nCookie: {cookie}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 200, "{planted}: {answer:?}");
+        assert!(
+            answer.body.contains("victim-1") && !answer.body.contains("attacker-1"),
+            "{planted}: {}",
+            answer.body
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn kill_9_mid_load_loses_no_answered_launch() {
     let dir = temp_dir();
     let mut server = Server::start(&dir);
