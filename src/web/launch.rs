@@ -130,10 +130,7 @@ pub struct BrowserSessionId(pub Option<String>);
 impl<'r> FromRequest<'r> for BrowserSessionId {
     type Error = std::convert::Infallible;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let secure = match req.rocket().state::<AppState>() {
-            Some(state) => SecureCookies::of(req, &state.settings),
-            None => SecureCookies(true),
-        };
+        let secure = SecureCookies::of_request(req);
         request::Outcome::Success(BrowserSessionId(session_id_of(req, secure)))
     }
 }

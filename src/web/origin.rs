@@ -262,13 +262,20 @@ impl SecureCookies {
     }
 }
 
+impl SecureCookies {
+    /// Works it out for `req` with the app's settings (`Secure` when there are none).
+    pub fn of_request(req: &Request<'_>) -> Self {
+        match req.rocket().state::<AppState>() {
+            Some(state) => SecureCookies::of(req, &state.settings),
+            None => SecureCookies(true),
+        }
+    }
+}
+
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for SecureCookies {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        match req.rocket().state::<AppState>() {
-            Some(state) => request::Outcome::Success(SecureCookies::of(req, &state.settings)),
-            None => request::Outcome::Success(SecureCookies(true)),
-        }
+        request::Outcome::Success(SecureCookies::of_request(req))
     }
 }
