@@ -225,8 +225,25 @@ fn build_server() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("building the release server (cargo build --release --bin lti-tool --example bench)");
     // With the example in the same build, features unify as in `cargo run --example bench`, so
-    // the two commands do not rebuild each other's dependencies.
-    let status = Command::new(cargo)
+    // the two commands do not rebuild each other's dependencies. Nor must the variables `cargo
+    // run` set for this process reach the build: some build scripts (ring's) ask to be rerun
+    // when `CARGO_MANIFEST_DIR` or `CARGO_PKG_*` change, so each command rebuilt them.
+    let package_vars = std::env::vars_os().map(|(k, _)| k).filter(|k| {
+        let k = k.to_string_lossy();
+        k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*k)
+    });
+    let mut command = Command::new(cargo);
+    for name in package_vars {
+        command.env_remove(name);
+    }
+    let status = command
         .args([
             "build",
             "--release",

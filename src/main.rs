@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc malloc: a quarter less CPU per launch and per page (README, "Benchmark").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[rocket::main]
 async fn main() -> std::process::ExitCode {
     let cli = rocket_lti_tool::cli::Cli::parse();
