@@ -195,7 +195,7 @@ impl OutcomesClient {
         let attempts = self.config.attempts.max(1);
         for attempt in 1..=attempts {
             match self.attempt(credentials, &target.service_url, &body).await {
-                Attempt::Done(result) => return self.outcome(operation, result),
+                Attempt::Done(result) => return self.outcome(operation, &message_id, result),
                 Attempt::Retry(error) if attempt == attempts => {
                     log::warn!(
                         "{}: giving up after {attempt} attempts: {error}",
@@ -219,9 +219,26 @@ impl OutcomesClient {
     fn outcome(
         &self,
         operation: &Operation,
+        message_id: &str,
         result: Result<Response, OutcomeError>,
     ) -> Result<Response, OutcomeError> {
         let response = result?;
+        // An answer is taken only as the answer to this request: one that names another message
+        // or another operation (a proxy's cache, a mixed-up LMS) says nothing about this one.
+        // LMSs that leave the fields out are taken at their word.
+        if echoed(&response.message_ref).is_some_and(|r| r != message_id) {
+            return Err(OutcomeError::MalformedResponse(
+                "the answer names another request (imsx_messageRefIdentifier)".into(),
+            ));
+        }
+        let name = operation.name();
+        if echoed(&response.operation_ref)
+            .is_some_and(|r| r != name && r.strip_suffix("Request") != Some(name))
+        {
+            return Err(OutcomeError::MalformedResponse(
+                "the answer is about another operation (imsx_operationRefIdentifier)".into(),
+            ));
+        }
         let description = response.description.clone();
         match response.code_major {
             CodeMajor::Success | CodeMajor::Processing => Ok(response),
@@ -307,6 +324,11 @@ impl OutcomesClient {
         String::from_utf8(bytes)
             .map_err(|_| OutcomeError::MalformedResponse("response is not UTF-8".into()))
     }
+}
+
+/// A field the LMS echoed, unless it left it out or empty.
+fn echoed(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// A network error, without the URL (it may carry tokens in its query).

@@ -62,13 +62,10 @@ pub fn request(message_id: &str, sourcedid: &str, operation: &Operation) -> Stri
             let data = match data {
                 None => String::new(),
                 Some(ResultData::Text(t)) => {
-                    format!(
-                        "<resultData><text>{}</text></resultData>",
-                        escape(t.as_str())
-                    )
+                    format!("<resultData><text>{}</text></resultData>", xml_text(t))
                 }
                 Some(ResultData::Url(u)) => {
-                    format!("<resultData><url>{}</url></resultData>", escape(u.as_str()))
+                    format!("<resultData><url>{}</url></resultData>", xml_text(u))
                 }
             };
             format!(
@@ -86,9 +83,21 @@ pub fn request(message_id: &str, sourcedid: &str, operation: &Operation) -> Stri
          <imsx_messageIdentifier>{}</imsx_messageIdentifier></imsx_POXRequestHeaderInfo></imsx_POXHeader>\
          <imsx_POXBody><{name}Request><resultRecord><sourcedGUID><sourcedId>{}</sourcedId></sourcedGUID>\
          {result}</resultRecord></{name}Request></imsx_POXBody></imsx_POXEnvelopeRequest>",
-        escape(message_id),
-        escape(sourcedid)
+        xml_text(message_id),
+        xml_text(sourcedid)
     )
+}
+
+/// `s` escaped for XML, without the characters XML 1.0 does not allow in a document (most control
+/// characters, U+FFFE and U+FFFF), which no escape can carry: a learner's comment with one would
+/// make the whole request malformed for the LMS.
+fn xml_text(s: &str) -> String {
+    let allowed = |c: &char| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            || *c >= '\u{10000}'
+    };
+    let kept: String = s.chars().filter(allowed).collect();
+    escape(kept.as_str()).into_owned()
 }
 
 /// `imsx_codeMajor`: how the LMS says the operation went.
@@ -305,6 +314,23 @@ mod tests {
             "<textString>0</textString></resultScore><resultData><url>https://x.test/a?b=1&amp;c=2</url>\
              </resultData></result>"
         ));
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_left_out() {
+        let doc = request(
+            "m-1",
+            "s\u{1}1",
+            &Operation::Replace {
+                score: 0.5,
+                data: Some(ResultData::Text(
+                    "ctl\u{1}\u{2}char\ttab\u{FFFE}é\u{1F600}".into(),
+                )),
+            },
+        );
+        assert!(doc.contains("<sourcedId>s1</sourcedId>"));
+        assert!(doc.contains("<text>ctlchar\ttabé\u{1F600}</text>"));
+        assert!(doc.chars().all(|c| c >= ' ' || c == '\n' || c == '\t'));
     }
 
     #[test]

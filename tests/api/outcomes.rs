@@ -161,6 +161,32 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
 }
 
 #[rocket::async_test]
+async fn an_answer_to_another_message_or_operation_is_not_taken() {
+    let lms = MockLms::start().await;
+    let client = client();
+    for path in ["/other-message", "/other-operation"] {
+        let err = client
+            .replace_result(CREDS, &target(&lms, path, "s1"), 0.5, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, OutcomeError::MalformedResponse(why) if why.contains("another")),
+            "{path}: {err:?}"
+        );
+    }
+    // The same LMS echoing this request's own id and operation is believed.
+    let ok = client
+        .replace_result(CREDS, &target(&lms, "/ok", "s1"), 0.5, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.message_ref.as_deref(),
+        Some(lms.received()[2].message_id.as_str())
+    );
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
 async fn a_slow_lms_times_out_without_a_retry() {
     let lms = MockLms::start().await;
     let started = Instant::now();

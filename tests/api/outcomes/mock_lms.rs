@@ -4,7 +4,8 @@
 //! recent; it reads the XML operation, sourcedid and score, and keeps a gradebook.
 //!
 //! The path picks the behaviour: `/ok...` (a working LMS), `/failure`, `/unsupported`,
-//! `/malformed`, `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
+//! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
+//! or operation), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
 //! 500), `/forbidden` (403 without an envelope).
 
 use std::collections::{HashMap, HashSet};
@@ -127,6 +128,20 @@ async fn serve(mut stream: TcpStream, origin: String, state: Arc<Mutex<LmsState>
             ),
         ),
         "/malformed" => (200, "<html><body>Please log in</body></html>".to_string()),
+        "/other-message" => {
+            let other = Received {
+                message_id: "an-earlier-message".into(),
+                ..received.clone()
+            };
+            (200, envelope(&other, "success", "Score saved", ""))
+        }
+        "/other-operation" => {
+            let other = Received {
+                operation: "deleteResult".into(),
+                ..received.clone()
+            };
+            (200, envelope(&other, "success", "Result deleted", ""))
+        }
         "/down" => (500, "Internal Server Error".to_string()),
         "/forbidden" => (403, "Forbidden".to_string()),
         "/flaky" if hits <= 2 => (500, "Internal Server Error".to_string()),
