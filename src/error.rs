@@ -102,6 +102,9 @@ pub enum LtiError {
     /// Too many failed admin logins from one address.
     #[error("too many failed logins")]
     TooManyLogins,
+    /// A session asked for more grade calls to the LMS while its earlier ones still run.
+    #[error("too many grade requests of one session at once")]
+    GradeCallsQueued,
     /// The database failed (busy, read-only, full or gone).
     #[error("storage error: {0}")]
     Storage(String),

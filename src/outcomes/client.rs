@@ -144,6 +144,11 @@ impl OutcomesClient {
         Ok(OutcomesClient { http, config })
     }
 
+    /// Its timeouts and retries.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// `replaceResult`: sets the score (0.0 to 1.0; anything else is refused before sending).
     pub async fn replace_result(
         &self,

@@ -37,7 +37,7 @@ impl LtiError {
             | AdminLoginRequired => Status::Unauthorized,
             NotStaff | BadCsrfToken | CrossSiteForm => Status::Forbidden,
             HeadLaunch => Status::MethodNotAllowed,
-            TooManyLogins => Status::TooManyRequests,
+            TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
         }
@@ -82,6 +82,7 @@ impl LtiError {
             Outcome(e) => outcome_message(e),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
+            GradeCallsQueued => ("Still working", "Your earlier grade requests are still waiting for the LMS, so this one was not sent. Wait for them to finish, then check the gradebook.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
         }
     }

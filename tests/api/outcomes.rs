@@ -543,6 +543,68 @@ async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() 
 }
 
 #[rocket::async_test]
+async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
+    let lms = MockLms::start().await;
+    // The deadline is two timeouts: 0.6 s. Each read of an LMS that answers 500 takes three
+    // attempts and 0.75 s of pauses, so 12 learners read 4 at a time would take over 2 s.
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.3))).await;
+    for i in 0..12 {
+        let user = format!("learner-{i}");
+        app.launch(&learner_launch(&lms, "/down", &user, &format!("sid-{i}")))
+            .await;
+    }
+    page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    let started = Instant::now();
+    let body = page(
+        app.post_form("/grades/refresh", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(body.contains("Not read: the LMS was too slow"), "{body}");
+    assert_eq!(body.matches("<code>learner-").count(), 12, "{body}");
+    // The reads still running were cancelled with the page: no call goes out afterwards.
+    let sent = lms.received().len();
+    assert!(sent < 36, "{sent}");
+    rocket::tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lms.received().len(), sent);
+}
+
+#[rocket::async_test]
+async fn one_session_cannot_turn_a_burst_of_clicks_into_a_burst_of_lms_calls() {
+    let lms = MockLms::start().await;
+    // `/slow` answers after 3 s: each call gives up after 0.5 s.
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.5))).await;
+    app.launch(&learner_launch(&lms, "/slow", "learner-1", "sid-1"))
+        .await;
+    let token = grade_form_token(&app).await;
+    let clicks = (0..8).map(|_| app.post_form("/grade/read", format!("csrf={token}")));
+    let statuses: Vec<Status> = rocket::futures::future::join_all(clicks)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    // One call at a time, two waiting their turn; the other five are refused without a call.
+    let count = |s: Status| statuses.iter().filter(|&&x| x == s).count();
+    assert_eq!(count(Status::GatewayTimeout), 3, "{statuses:?}");
+    assert_eq!(count(Status::TooManyRequests), 5, "{statuses:?}");
+    assert_eq!(lms.received().len(), 3);
+    // Once they are done, the session calls the LMS again.
+    refused(
+        app.post_form("/grade/read", format!("csrf={token}")).await,
+        Status::GatewayTimeout,
+    )
+    .await;
+    assert_eq!(lms.received().len(), 4);
+}
+
+#[rocket::async_test]
 async fn staff_see_and_set_the_grades_of_their_resource_link() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod pages;
+mod turns;
 
 use std::time::Duration;
 
@@ -75,6 +76,7 @@ pub struct Outcomes {
     client: OutcomesClient,
     db: Db,
     csrf: CsrfKey,
+    turns: turns::Turns,
 }
 
 /// Optional settings (Rocket.toml / `ROCKET_*`): `outcomes_timeout` in seconds (default 10),
@@ -110,6 +112,7 @@ impl Outcomes {
             client: OutcomesClient::new(config)?,
             db,
             csrf: CsrfKey::random(),
+            turns: turns::Turns::default(),
         })
     }
 
@@ -137,6 +140,13 @@ impl Outcomes {
     /// The client, for callers with their own targets.
     pub fn client(&self) -> &OutcomesClient {
         &self.client
+    }
+
+    /// Waits until the session has no other grade call to the LMS in flight; refuses when a few
+    /// already wait (one learner's burst of clicks must not become a burst of signed calls).
+    /// Hold the turn while calling the LMS.
+    pub async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
+        self.turns.take(session_id).await
     }
 
     /// The CSRF token of a session's grade forms.
@@ -272,18 +282,21 @@ impl LtiUser {
     ) -> Result<Response, LtiError> {
         let score = check_score(score)?;
         let target = self.target_or_refuse()?;
+        let _turn = outcomes.turn(&self.session_id).await?;
         outcomes.post(self.subject(&target), score, data).await
     }
 
     /// Reads this learner's score from the gradebook (`response.score`; `None` when empty).
     pub async fn read_grade(&self, outcomes: &Outcomes) -> Result<Response, LtiError> {
         let target = self.target_or_refuse()?;
+        let _turn = outcomes.turn(&self.session_id).await?;
         outcomes.read(self.subject(&target)).await
     }
 
     /// Deletes this learner's score from the gradebook.
     pub async fn delete_grade(&self, outcomes: &Outcomes) -> Result<Response, LtiError> {
         let target = self.target_or_refuse()?;
+        let _turn = outcomes.turn(&self.session_id).await?;
         outcomes.delete(self.subject(&target)).await
     }
 

@@ -17,6 +17,12 @@ use crate::web::AppState;
 
 /// How many learners' scores are read from the LMS at once on the staff page.
 const READ_CONCURRENCY: usize = 4;
+/// How many `outcomes_timeout`s a refresh of the staff page reads scores at most (20 s by
+/// default): well inside the minute after which proxies give up, and a click cannot keep the tool
+/// calling the LMS for long after the browser has gone.
+const REFRESH_DEADLINE_TIMEOUTS: u32 = 2;
+/// The row's note for a learner whose score was not read before the deadline.
+const NOT_READ_IN_TIME: &str = "Not read: the LMS was too slow for this refresh";
 
 /// A learner's score form.
 #[derive(FromForm)]
@@ -274,18 +280,24 @@ async fn grades_view(
     let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
     let mut errors: Vec<(String, String)> = Vec::new();
     if refresh {
+        let _turn = outcomes.turn(&lti.session_id).await?;
+        let deadline = outcomes.client().config().timeout * REFRESH_DEADLINE_TIMEOUTS;
         // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
+        // Reads still running at the deadline are dropped, which cancels their requests.
         let results: Vec<(String, Result<Response, LtiError>)> = stream::iter(stored.clone())
             .map(|s| async move {
                 let result = outcomes.read(Subject::from(&s)).await;
                 (s.user_id, result)
             })
-            .buffered(READ_CONCURRENCY)
+            .buffer_unordered(READ_CONCURRENCY)
+            .take_until(rocket::tokio::time::sleep(deadline))
             .collect()
             .await;
-        for (user, result) in results {
-            if let Err(e) = result {
-                errors.push((user, e.user_message().0.to_string()));
+        for s in &stored {
+            match results.iter().find(|(user, _)| *user == s.user_id) {
+                Some((_, Ok(_))) => {}
+                Some((user, Err(e))) => errors.push((user.clone(), e.user_message().0.into())),
+                None => errors.push((s.user_id.clone(), NOT_READ_IN_TIME.into())),
             }
         }
         stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
@@ -329,6 +341,7 @@ async fn grades_set(
     outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
     let score = parse_score(form.score.as_deref().unwrap_or(""))?;
     let stored = learner(&lti, state, &form.user_id).await?;
+    let _turn = outcomes.turn(&lti.session_id).await?;
     let response = outcomes.post(Subject::from(&stored), score, None).await?;
     let mut page = answer(
         &lti,
@@ -362,6 +375,7 @@ async fn grades_delete(
             &csrf,
         ));
     }
+    let _turn = outcomes.turn(&lti.session_id).await?;
     let response = outcomes.delete(Subject::from(&stored)).await?;
     Ok(result_page(answer(
         &lti,
