@@ -259,6 +259,13 @@ impl OutcomesClient {
     }
 
     async fn attempt(&self, credentials: Credentials<'_>, url: &str, body: &str) -> Attempt {
+        // Signed as it will be sent: the HTTP client normalises the address (dot segments,
+        // spaces, case), and the LMS checks the signature against the request it receives.
+        let url = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return Attempt::Done(Err(OutcomeError::BadServiceUrl(e.to_string()))),
+        };
+        let url = url.as_str();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let header = match authorization_header(
             credentials,

@@ -187,6 +187,24 @@ async fn an_answer_to_another_message_or_operation_is_not_taken() {
 }
 
 #[rocket::async_test]
+async fn a_service_url_is_signed_as_it_is_sent() {
+    let lms = MockLms::start().await;
+    // The HTTP client resolves dot segments (`%2e%2e` too) and drops a trailing space: the LMS
+    // checks the signature against the request line it gets.
+    client()
+        .replace_result(
+            CREDS,
+            &target(&lms, "/x/../ok/%2e%2e/ok?course=7 ", "s1"),
+            0.5,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(lms.received()[0].target, "/ok?course=7");
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
 async fn a_slow_lms_times_out_without_a_retry() {
     let lms = MockLms::start().await;
     let started = Instant::now();
