@@ -194,6 +194,9 @@ impl OutcomesClient {
         target: &OutcomeTarget,
         operation: &Operation,
     ) -> Result<Response, OutcomeError> {
+        if !target.sourcedid.chars().all(xml::is_xml_char) {
+            return Err(OutcomeError::UnusableSourcedid);
+        }
         let message_id = uuid::Uuid::new_v4().simple().to_string();
         let body = xml::request(&message_id, &target.sourcedid, operation);
         let mut pause = self.config.backoff;
@@ -228,17 +231,24 @@ impl OutcomesClient {
         result: Result<Response, OutcomeError>,
     ) -> Result<Response, OutcomeError> {
         let response = result?;
-        // An answer is taken only as the answer to this request: one that names another message
+        // A success is taken only as the answer to this request: one that names another message
         // or another operation (a proxy's cache, a mixed-up LMS) says nothing about this one.
-        // LMSs that leave the fields out are taken at their word.
-        if echoed(&response.message_ref).is_some_and(|r| r != message_id) {
+        // LMSs that leave the fields out are taken at their word, and so is a refusal whatever
+        // it names (Moodle's early refusals name `unknownRequest` and no message).
+        let done = matches!(
+            response.code_major,
+            CodeMajor::Success | CodeMajor::Processing
+        );
+        if done && echoed(&response.message_ref).is_some_and(|r| r != message_id) {
             return Err(OutcomeError::MalformedResponse(
                 "the answer names another request (imsx_messageRefIdentifier)".into(),
             ));
         }
         let name = operation.name();
-        if echoed(&response.operation_ref)
-            .is_some_and(|r| r != name && r.strip_suffix("Request") != Some(name))
+        // Canvas echoes `replaceResult`, Moodle and Sakai `replaceResultRequest`.
+        if done
+            && echoed(&response.operation_ref)
+                .is_some_and(|r| r != name && r.strip_suffix("Request") != Some(name))
         {
             return Err(OutcomeError::MalformedResponse(
                 "the answer is about another operation (imsx_operationRefIdentifier)".into(),
@@ -265,11 +275,10 @@ impl OutcomesClient {
             Ok(u) => u,
             Err(e) => return Attempt::Done(Err(OutcomeError::BadServiceUrl(e.to_string()))),
         };
-        let url = url.as_str();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let header = match authorization_header(
             credentials,
-            url,
+            url.as_str(),
             body.as_bytes(),
             &nonce,
             chrono::Utc::now().timestamp(),

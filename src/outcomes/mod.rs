@@ -23,6 +23,9 @@ pub enum OutcomeError {
         "the launch has no outcome service (lis_outcome_service_url and lis_result_sourcedid)"
     )]
     NoOutcomeService,
+    /// The `lis_result_sourcedid` holds characters XML 1.0 cannot carry (nothing was sent).
+    #[error("the result id holds characters XML cannot carry")]
+    UnusableSourcedid,
     /// No stored outcome service for this learner on this resource link.
     #[error("no outcome service recorded for this learner")]
     UnknownLearner,

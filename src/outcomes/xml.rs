@@ -83,20 +83,23 @@ pub fn request(message_id: &str, sourcedid: &str, operation: &Operation) -> Stri
          <imsx_messageIdentifier>{}</imsx_messageIdentifier></imsx_POXRequestHeaderInfo></imsx_POXHeader>\
          <imsx_POXBody><{name}Request><resultRecord><sourcedGUID><sourcedId>{}</sourcedId></sourcedGUID>\
          {result}</resultRecord></{name}Request></imsx_POXBody></imsx_POXEnvelopeRequest>",
-        xml_text(message_id),
-        xml_text(sourcedid)
+        escape(message_id),
+        escape(sourcedid)
     )
 }
 
-/// `s` escaped for XML, without the characters XML 1.0 does not allow in a document (most control
-/// characters, U+FFFE and U+FFFF), which no escape can carry: a learner's comment with one would
-/// make the whole request malformed for the LMS.
+/// Whether XML 1.0 allows `c` in a document (most control characters, U+FFFE and U+FFFF are out,
+/// and no escape can carry them).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+        || c >= '\u{10000}'
+}
+
+/// Free text escaped for XML, without the characters XML cannot carry: a stray one in a learner's
+/// comment would make the whole request unreadable for the LMS. (A sourcedid with one is refused
+/// before this, since changing an identifier would send the score elsewhere or nowhere.)
 fn xml_text(s: &str) -> String {
-    let allowed = |c: &char| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-            || *c >= '\u{10000}'
-    };
-    let kept: String = s.chars().filter(allowed).collect();
+    let kept: String = s.chars().filter(|&c| is_xml_char(c)).collect();
     escape(kept.as_str()).into_owned()
 }
 
@@ -320,7 +323,7 @@ mod tests {
     fn characters_xml_cannot_carry_are_left_out() {
         let doc = request(
             "m-1",
-            "s\u{1}1",
+            "s1",
             &Operation::Replace {
                 score: 0.5,
                 data: Some(ResultData::Text(

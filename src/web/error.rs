@@ -94,7 +94,7 @@ fn outcome_status(e: &OutcomeError) -> Status {
     use OutcomeError::*;
     match e {
         ScoreOutOfRange(_) | ScoreNotANumber(_) => Status::UnprocessableEntity,
-        NoOutcomeService | ConsumerUnavailable(_) => Status::Conflict,
+        NoOutcomeService | UnusableSourcedid | ConsumerUnavailable(_) => Status::Conflict,
         UnknownLearner => Status::NotFound,
         Timeout => Status::GatewayTimeout,
         BadServiceUrl(_)
@@ -117,6 +117,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
         ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),
         NoOutcomeService => ("No gradebook for this launch", "The LMS did not set up grade passback for this launch (it sent no lis_outcome_service_url and lis_result_sourcedid), so no score can be sent. Open the tool from a graded assignment.".into()),
+        UnusableSourcedid => ("No gradebook for this launch", "The LMS gave this tool a result id (lis_result_sourcedid) with control characters, which cannot be sent back in a grade request. Nothing was sent.".into()),
         UnknownLearner => ("Learner not found", "This tool has no grade record for that learner on this resource link. They need to open the tool from the course once.".into()),
         ConsumerUnavailable(_) => ("Cannot sign grades", "The LMS's consumer key is no longer registered or enabled with this tool, so grades cannot be signed.".into()),
         BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
@@ -204,6 +205,8 @@ pub struct ErrorPage {
     message: String,
     /// The `Allow` header of a 405: the methods the address takes.
     allow: String,
+    /// The `Retry-After` header of a 429 or 503, in seconds.
+    retry_after: &'static str,
 }
 
 impl ErrorPage {
@@ -215,6 +218,13 @@ impl ErrorPage {
             message: message.into(),
             // The one 405 a guard refuses with is a HEAD on a launch page.
             allow: "GET, POST".into(),
+            // The login throttle counts the failures of the last minute; storage trouble (a lock,
+            // a full disk) is usually brief.
+            retry_after: if status == Status::TooManyRequests {
+                "60"
+            } else {
+                "5"
+            },
         }
     }
 }
@@ -222,7 +232,12 @@ impl ErrorPage {
 impl From<&LtiError> for ErrorPage {
     fn from(e: &LtiError) -> Self {
         let (title, message) = e.user_message();
-        ErrorPage::new(e.status(), title, message)
+        let mut page = ErrorPage::new(e.status(), title, message);
+        if matches!(e, LtiError::GradeCallsQueued) {
+            // The session's earlier grade calls take seconds, not a minute.
+            page.retry_after = "5";
+        }
+        page
     }
 }
 
@@ -248,13 +263,11 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             // RFC 9110: a 405 says which methods the resource takes.
             response.set_raw_header("Allow", self.allow);
         }
-        if self.status == Status::TooManyRequests {
-            // The login throttle counts the failures of the last minute.
-            response.set_raw_header("Retry-After", "60");
-        }
-        if self.status == Status::ServiceUnavailable {
-            // Storage trouble (a lock, a full disk) is usually brief.
-            response.set_raw_header("Retry-After", "5");
+        if matches!(
+            self.status,
+            Status::TooManyRequests | Status::ServiceUnavailable
+        ) {
+            response.set_raw_header("Retry-After", self.retry_after);
         }
         Ok(response)
     }

@@ -174,6 +174,23 @@ async fn an_answer_to_another_message_or_operation_is_not_taken() {
             "{path}: {err:?}"
         );
     }
+    // An LMS echoing the request's element name (Moodle, Sakai) is believed...
+    client
+        .replace_result(CREDS, &target(&lms, "/moodle", "s1"), 0.5, None)
+        .await
+        .unwrap();
+    // ...and a refusal is a refusal whatever it names, with the LMS's reason kept.
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/moodle-refusal", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OutcomeError::Failure {
+            operation: "replaceResult",
+            description: "Message signature not valid".into()
+        }
+    );
     // The same LMS echoing this request's own id and operation is believed.
     let ok = client
         .replace_result(CREDS, &target(&lms, "/ok", "s1"), 0.5, None)
@@ -181,9 +198,20 @@ async fn an_answer_to_another_message_or_operation_is_not_taken() {
         .unwrap();
     assert_eq!(
         ok.message_ref.as_deref(),
-        Some(lms.received()[2].message_id.as_str())
+        lms.received().last().map(|r| r.message_id.as_str())
     );
     lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn a_sourcedid_xml_cannot_carry_is_refused_before_sending() {
+    let lms = MockLms::start().await;
+    let err = client()
+        .replace_result(CREDS, &target(&lms, "/ok", "sid\u{1}7"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::UnusableSourcedid);
+    assert!(lms.received().is_empty());
 }
 
 #[rocket::async_test]

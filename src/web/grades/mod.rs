@@ -142,10 +142,11 @@ impl Outcomes {
         &self.client
     }
 
-    /// Waits until the session has no other grade call to the LMS in flight; refuses when a few
+    /// Waits until the session has no other grade operation in flight; refuses when a few
     /// already wait (one learner's burst of clicks must not become a burst of signed calls).
-    /// Hold the turn while calling the LMS.
-    pub async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
+    /// Held while calling the LMS; `post_grade` and friends take it themselves, so a caller that
+    /// holds it must not call them (it would wait for itself).
+    pub(crate) async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
         self.turns.take(session_id).await
     }
 

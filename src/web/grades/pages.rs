@@ -1,9 +1,12 @@
 //! The grade pages: a learner sends, reads or deletes their own score (`/grade`), and staff see
 //! and set the scores of everyone on the current resource link (`/grades`).
 
+use std::collections::HashMap;
+
 use rocket::form::{Form, FromForm};
 use rocket::futures::stream::{self, StreamExt};
 use rocket::serde::Serialize;
+use rocket::tokio::time::{sleep_until, timeout_at, Instant};
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
@@ -280,23 +283,32 @@ async fn grades_view(
     let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
     let mut errors: Vec<(String, String)> = Vec::new();
     if refresh {
-        let _turn = outcomes.turn(&lti.session_id).await?;
-        let deadline = outcomes.client().config().timeout * REFRESH_DEADLINE_TIMEOUTS;
+        // The deadline covers the wait for the session's turn too (a refresh queued behind
+        // another one): the page answers within it either way.
+        let deadline =
+            Instant::now() + outcomes.client().config().timeout * REFRESH_DEADLINE_TIMEOUTS;
+        let _turn = timeout_at(deadline, outcomes.turn(&lti.session_id))
+            .await
+            .map_err(|_| LtiError::GradeCallsQueued)??;
+        // The scores known longest ago (never read first) go first, so that in a course too
+        // large for one refresh, the next refresh goes on where this one stopped.
+        let mut order = stored.clone();
+        order.sort_by_key(|s| s.score_known_at.unwrap_or(i64::MIN));
         // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
         // Reads still running at the deadline are dropped, which cancels their requests.
-        let results: Vec<(String, Result<Response, LtiError>)> = stream::iter(stored.clone())
+        let results: HashMap<String, Result<Response, LtiError>> = stream::iter(order)
             .map(|s| async move {
                 let result = outcomes.read(Subject::from(&s)).await;
                 (s.user_id, result)
             })
             .buffer_unordered(READ_CONCURRENCY)
-            .take_until(rocket::tokio::time::sleep(deadline))
+            .take_until(sleep_until(deadline))
             .collect()
             .await;
         for s in &stored {
-            match results.iter().find(|(user, _)| *user == s.user_id) {
-                Some((_, Ok(_))) => {}
-                Some((user, Err(e))) => errors.push((user.clone(), e.user_message().0.into())),
+            match results.get(&s.user_id) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => errors.push((s.user_id.clone(), e.user_message().0.into())),
                 None => errors.push((s.user_id.clone(), NOT_READ_IN_TIME.into())),
             }
         }

@@ -98,10 +98,15 @@ mod tests {
         let second = (&mut second).now_or_never().unwrap().unwrap();
         let mut fourth = Box::pin(turns.take("s1"));
         assert!((&mut fourth).now_or_never().is_none());
-        // A call given up while waiting (the browser left) leaves nothing behind.
+        // The last call done while given-up ones still wait leaves an entry behind...
+        drop(second);
         drop(third);
         drop(fourth);
-        drop(second);
+        assert_eq!(turns.sessions(), 1);
+        // ...which the next turn of any session clears.
+        let other = turns.take("s2").await.unwrap();
+        assert_eq!(turns.sessions(), 1);
+        drop(other);
         assert_eq!(turns.sessions(), 0);
     }
 }

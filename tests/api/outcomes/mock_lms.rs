@@ -5,7 +5,8 @@
 //!
 //! The path picks the behaviour: `/ok...` (a working LMS), `/failure`, `/unsupported`,
 //! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
-//! or operation), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
+//! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
+//! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
 //! 500), `/forbidden` (403 without an envelope).
 
 use std::collections::{HashMap, HashSet};
@@ -135,6 +136,35 @@ async fn serve(mut stream: TcpStream, origin: String, state: Arc<Mutex<LmsState>
             };
             (200, envelope(&other, "success", "Score saved", ""))
         }
+        "/moodle" => {
+            // Moodle and Sakai echo the request's element name.
+            let (status, _) = working_lms(&received, &state);
+            let echo = Received {
+                operation: format!("{}Request", received.operation),
+                ..received.clone()
+            };
+            (
+                status,
+                envelope_with_body(
+                    &echo,
+                    "success",
+                    "Done",
+                    &format!("<{}Response/>", received.operation),
+                ),
+            )
+        }
+        "/moodle-refusal" => {
+            // Moodle's early refusal (a bad signature): another operation name, no message id.
+            let refusal = Received {
+                operation: "unknownRequest".into(),
+                message_id: String::new(),
+                ..received.clone()
+            };
+            (
+                200,
+                envelope(&refusal, "failure", "Message signature not valid", ""),
+            )
+        }
         "/other-operation" => {
             let other = Received {
                 operation: "deleteResult".into(),
@@ -225,6 +255,10 @@ fn envelope(r: &Received, code: &str, description: &str, body: &str) -> String {
     } else {
         body.to_string()
     };
+    envelope_with_body(r, code, description, &body)
+}
+
+fn envelope_with_body(r: &Received, code: &str, description: &str, body: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<imsx_POXEnvelopeResponse \
          xmlns=\"http://www.imsglobal.org/services/ltiv1p1/xsd/imsoms_v1p0\"><imsx_POXHeader>\
