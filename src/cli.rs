@@ -62,7 +62,12 @@ enum ConsumerAction {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         None | Some(Command::Serve) => match crate::rocket().launch().await {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(rocket) => {
+                if let Some(state) = rocket.state::<crate::web::AppState>() {
+                    crate::store::close(&state.db).await;
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("lti-tool: {e}");
                 ExitCode::FAILURE

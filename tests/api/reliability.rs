@@ -393,6 +393,49 @@ fn launches_reach_the_database_file_soon_without_waiting_for_a_full_wal() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[rocket::async_test]
+async fn closing_the_store_leaves_the_whole_database_in_its_file() {
+    let dir = temp_dir();
+    let url = db_url(&dir);
+    let db = rocket_lti_tool::store::open(&url).await.expect("open");
+    // A connection outside the pool stays open, as the launch writer's may when the process ends.
+    let mut other = {
+        use sqlx::Connection;
+        sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect")
+    };
+    sqlx::query("SELECT count(*) FROM nonces")
+        .fetch_one(&mut other)
+        .await
+        .expect("read");
+    sqlx::query("INSERT INTO nonces (consumer_key, nonce, expires_at) VALUES ('k', 'n', 1)")
+        .execute(&db)
+        .await
+        .expect("write");
+    let wal = || std::fs::metadata(dir.join("db.sqlite-wal")).map_or(0, |m| m.len());
+    assert!(wal() > 0, "the write is in the WAL");
+    rocket_lti_tool::store::close(&db).await;
+    assert_eq!(wal(), 0, "the WAL was emptied into the database file");
+    // The file alone, copied as a hasty backup would, holds the write.
+    let copy = temp_dir();
+    std::fs::copy(dir.join("db.sqlite"), copy.join("db.sqlite")).expect("copy");
+    drop(other);
+    let count: i64 = {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&db_url(&copy))
+            .await
+            .expect("open the copy");
+        sqlx::query_scalar("SELECT count(*) FROM nonces")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read the copy")
+    };
+    assert_eq!(count, 1);
+    let _ = std::fs::remove_dir_all(&copy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     let dir = temp_dir();
@@ -425,7 +468,20 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     };
     assert!(status.success(), "exit status {status}: {}", server.log());
     assert!(!server.log().contains("panicked"));
-    assert_eq!(query_db(&dir, "PRAGMA integrity_check"), "ok");
+    // Everything is in the database file itself: a copy of that file alone holds the session.
+    let wal = std::fs::metadata(dir.join("db.sqlite-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the WAL still holds {wal} bytes after a clean exit");
+    let copy = temp_dir();
+    std::fs::copy(dir.join("db.sqlite"), copy.join("db.sqlite")).expect("copy");
+    assert_eq!(query_db(&copy, "PRAGMA integrity_check"), "ok");
+    assert_eq!(
+        query_db(
+            &copy,
+            "SELECT CAST(count(*) AS TEXT) FROM sessions WHERE user_id = 'in-flight'"
+        ),
+        "1"
+    );
+    let _ = std::fs::remove_dir_all(&copy);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
