@@ -239,20 +239,23 @@ impl OutcomesClient {
             response.code_major,
             CodeMajor::Success | CodeMajor::Processing
         );
-        if done && echoed(&response.message_ref).is_some_and(|r| r != message_id) {
-            return Err(OutcomeError::MalformedResponse(
-                "the answer names another request (imsx_messageRefIdentifier)".into(),
-            ));
+        // The values go into the log line, so that an LMS that echoes something else shows.
+        let shown = |r: &str| r.chars().take(60).collect::<String>();
+        if let Some(r) = echoed(&response.message_ref).filter(|&r| done && r != message_id) {
+            return Err(OutcomeError::MalformedResponse(format!(
+                "the answer names another request (imsx_messageRefIdentifier {:?})",
+                shown(r)
+            )));
         }
         let name = operation.name();
         // Canvas echoes `replaceResult`, Moodle and Sakai `replaceResultRequest`.
-        if done
-            && echoed(&response.operation_ref)
-                .is_some_and(|r| r != name && r.strip_suffix("Request") != Some(name))
+        if let Some(r) = echoed(&response.operation_ref)
+            .filter(|&r| done && r != name && r.strip_suffix("Request") != Some(name))
         {
-            return Err(OutcomeError::MalformedResponse(
-                "the answer is about another operation (imsx_operationRefIdentifier)".into(),
-            ));
+            return Err(OutcomeError::MalformedResponse(format!(
+                "the answer is about another operation (imsx_operationRefIdentifier {:?})",
+                shown(r)
+            )));
         }
         let description = response.description.clone();
         match response.code_major {

@@ -164,13 +164,17 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
 async fn an_answer_to_another_message_or_operation_is_not_taken() {
     let lms = MockLms::start().await;
     let client = client();
-    for path in ["/other-message", "/other-operation"] {
+    // The log line says what the LMS echoed.
+    for (path, echoed) in [
+        ("/other-message", "\"an-earlier-message\""),
+        ("/other-operation", "\"deleteResult\""),
+    ] {
         let err = client
             .replace_result(CREDS, &target(&lms, path, "s1"), 0.5, None)
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, OutcomeError::MalformedResponse(why) if why.contains("another")),
+            matches!(&err, OutcomeError::MalformedResponse(why) if why.contains("another") && why.contains(echoed)),
             "{path}: {err:?}"
         );
     }
