@@ -248,10 +248,14 @@ impl OutcomesClient {
             )));
         }
         let name = operation.name();
-        // Canvas echoes `replaceResult`, Moodle and Sakai `replaceResultRequest`.
-        if let Some(r) = echoed(&response.operation_ref)
-            .filter(|&r| done && r != name && r.strip_suffix("Request") != Some(name))
-        {
+        // Canvas echoes `replaceResult`, Moodle and Sakai `replaceResultRequest`; some may echo
+        // the answer's own element, `replaceResultResponse`.
+        let names_this = |r: &str| {
+            r == name
+                || r.strip_suffix("Request") == Some(name)
+                || r.strip_suffix("Response") == Some(name)
+        };
+        if let Some(r) = echoed(&response.operation_ref).filter(|&r| done && !names_this(r)) {
             return Err(OutcomeError::MalformedResponse(format!(
                 "the answer is about another operation (imsx_operationRefIdentifier {:?})",
                 shown(r)

@@ -25,6 +25,8 @@ pub struct StoredTarget {
     pub last_score: Option<Option<f64>>,
     /// When `last_score` was learned (Unix seconds).
     pub score_known_at: Option<i64>,
+    /// When the staff page last tried to read the score, successful or not (Unix seconds).
+    pub read_tried_at: Option<i64>,
 }
 
 /// The upsert clause of a launch's insert: a relaunch updates the row, and a new sourcedid
@@ -48,7 +50,7 @@ pub(super) fn launch_target(launch: &LaunchData) -> Option<(&str, &str, OutcomeT
 }
 
 const COLUMNS: &str = "consumer_key, resource_link_id, user_id, service_url, sourcedid, \
-                       display_name, last_score, score_known_at";
+                       display_name, last_score, score_known_at, read_tried_at";
 
 fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredTarget, sqlx::Error> {
     let known_at: Option<i64> = row.try_get("score_known_at")?;
@@ -64,6 +66,7 @@ fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredTarget, sqlx::Error> 
         },
         last_score: known_at.map(|_| score),
         score_known_at: known_at,
+        read_tried_at: row.try_get("read_tried_at")?,
     })
 }
 
@@ -126,5 +129,28 @@ pub async fn set_last_score(
     .bind(sourcedid)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Remembers that the staff page tried to read these learners' scores on a resource link `now`.
+pub async fn set_read_tried(
+    db: &Db,
+    consumer_key: &str,
+    resource_link_id: &str,
+    user_ids: &[String],
+    now: i64,
+) -> Result<(), LtiError> {
+    for user_id in user_ids {
+        sqlx::query(
+            "UPDATE outcome_targets SET read_tried_at = ? \
+             WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ?",
+        )
+        .bind(now)
+        .bind(consumer_key)
+        .bind(resource_link_id)
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    }
     Ok(())
 }

@@ -627,6 +627,43 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
 }
 
 #[rocket::async_test]
+async fn learners_whose_reads_keep_failing_do_not_hold_the_others_back() {
+    let lms = MockLms::start().await;
+    // Deadline 0.6 s; a read from `/down` takes three attempts and 0.75 s of pauses, so the four
+    // `a` learners (first by name) fill every slot until the deadline.
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.3))).await;
+    for (who, path, n) in [("a", "/down", 4), ("b", "/ok", 8)] {
+        for i in 0..n {
+            let user = format!("{who}{i}");
+            app.launch(&learner_launch(&lms, path, &user, &format!("sid-{user}")))
+                .await;
+        }
+    }
+    page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    let refresh = || app.post_form("/grades/refresh", format!("csrf={token}"));
+    let read = |who: &str| {
+        lms.received()
+            .iter()
+            .filter(|r| r.sourcedid.starts_with(&format!("sid-{who}")))
+            .count()
+    };
+    page(refresh().await, Status::Ok).await;
+    assert!(read("a") > 0);
+    assert_eq!(read("b"), 0, "the failing learners took every slot");
+    // The next refresh starts with the learners not tried yet.
+    let body = page(refresh().await, Status::Ok).await;
+    assert_eq!(read("b"), 8, "{body}");
+    let row_of = |user: &str| {
+        body.split("<tr>")
+            .find(|r| r.contains(&format!("<code>{user}</code>")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!row_of("b7").contains("Not read"), "{body}");
+}
+
+#[rocket::async_test]
 async fn one_session_cannot_turn_a_burst_of_clicks_into_a_burst_of_lms_calls() {
     let lms = MockLms::start().await;
     // `/slow` answers after 3 s: each call gives up after 0.5 s.

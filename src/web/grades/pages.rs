@@ -14,7 +14,7 @@ use super::{Outcomes, Subject};
 use crate::error::LtiError;
 use crate::outcomes::xml::format_score;
 use crate::outcomes::{parse_score, CodeMajor, OutcomeError, Response, ResultData};
-use crate::store::outcomes::{find, list_for_link, StoredTarget};
+use crate::store::outcomes::{find, list_for_link, set_read_tried, StoredTarget};
 use crate::web::guards::{LtiSession, LtiUser, Staff};
 use crate::web::AppState;
 
@@ -290,14 +290,20 @@ async fn grades_view(
         let _turn = timeout_at(deadline, outcomes.turn(&lti.session_id))
             .await
             .map_err(|_| LtiError::GradeCallsQueued)??;
-        // The scores known longest ago (never read first) go first, so that in a course too
-        // large for one refresh, the next refresh goes on where this one stopped.
+        // The learners tried longest ago (never first) go first, so that in a course too large
+        // for one refresh the next one goes on where this one stopped, and learners whose reads
+        // keep failing or hanging do not hold the others back.
         let mut order = stored.clone();
-        order.sort_by_key(|s| s.score_known_at.unwrap_or(i64::MIN));
+        order.sort_by_key(|s| s.score_known_at.max(s.read_tried_at).unwrap_or(i64::MIN));
+        let started = std::sync::Mutex::new(Vec::new());
+        let started = &started;
         // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
         // Reads still running at the deadline are dropped, which cancels their requests.
         let results: HashMap<String, Result<Response, LtiError>> = stream::iter(order)
             .map(|s| async move {
+                if let Ok(mut started) = started.lock() {
+                    started.push(s.user_id.clone());
+                }
                 let result = outcomes.read(Subject::from(&s)).await;
                 (s.user_id, result)
             })
@@ -305,6 +311,15 @@ async fn grades_view(
             .take_until(sleep_until(deadline))
             .collect()
             .await;
+        let tried = started.lock().map(|s| s.clone()).unwrap_or_default();
+        set_read_tried(
+            &state.db,
+            &lti.consumer_key,
+            link,
+            &tried,
+            crate::store::now(),
+        )
+        .await?;
         for s in &stored {
             match results.get(&s.user_id) {
                 Some(Ok(_)) => {}
