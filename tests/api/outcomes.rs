@@ -215,6 +215,12 @@ async fn a_sourcedid_xml_cannot_carry_is_refused_before_sending() {
         .await
         .unwrap_err();
     assert_eq!(err, OutcomeError::UnusableSourcedid);
+    // Nor does the learner get a form that could only fail.
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "sid\u{1}7"))
+        .await;
+    let body = refused(app.get("/grade").await, Status::Conflict).await;
+    assert!(body.contains("control characters"), "{body}");
     assert!(lms.received().is_empty());
 }
 

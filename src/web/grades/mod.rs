@@ -301,9 +301,19 @@ impl LtiUser {
         outcomes.delete(self.subject(&target)).await
     }
 
-    fn target_or_refuse(&self) -> Result<OutcomeTarget, LtiError> {
-        self.outcome_target()
-            .ok_or(LtiError::Outcome(OutcomeError::NoOutcomeService))
+    /// Where this launch's result lives, or why no score can be sent for it.
+    pub(crate) fn target_or_refuse(&self) -> Result<OutcomeTarget, LtiError> {
+        let target = self
+            .outcome_target()
+            .ok_or(LtiError::Outcome(OutcomeError::NoOutcomeService))?;
+        if !target
+            .sourcedid
+            .chars()
+            .all(crate::outcomes::xml::is_xml_char)
+        {
+            return Err(OutcomeError::UnusableSourcedid.into());
+        }
+        Ok(target)
     }
 
     fn subject<'a>(&'a self, target: &'a OutcomeTarget) -> Subject<'a> {

@@ -124,17 +124,10 @@ fn result_page(answer: Answer) -> Template {
     Template::render("grade_result", &answer)
 }
 
-fn target_or_refuse(lti: &LtiUser) -> Result<(), LtiError> {
-    match lti.outcome_target() {
-        Some(_) => Ok(()),
-        None => Err(OutcomeError::NoOutcomeService.into()),
-    }
-}
-
 /// The learner's grade page: a form to send a score, and buttons to read or delete it.
 #[get("/grade")]
 fn grade_page(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, LtiError> {
-    target_or_refuse(&lti)?;
+    lti.target_or_refuse()?;
     Ok(Template::render(
         "grade",
         context! {
@@ -196,7 +189,7 @@ async fn grade_delete(
 ) -> Result<Template, LtiError> {
     outcomes.check_csrf(&lti.session_id, form.csrf.as_deref())?;
     if form.confirmed != Some(true) {
-        target_or_refuse(&lti)?;
+        lti.target_or_refuse()?;
         let csrf = outcomes.csrf_token(&lti.session_id);
         let name = lti.display_name();
         return Ok(confirm_deletion(
