@@ -194,9 +194,7 @@ impl OutcomesClient {
         target: &OutcomeTarget,
         operation: &Operation,
     ) -> Result<Response, OutcomeError> {
-        if !target.sourcedid.chars().all(xml::is_xml_char) {
-            return Err(OutcomeError::UnusableSourcedid);
-        }
+        target.check_sendable()?;
         let message_id = uuid::Uuid::new_v4().simple().to_string();
         let body = xml::request(&message_id, &target.sourcedid, operation);
         let mut pause = self.config.backoff;

@@ -101,6 +101,15 @@ impl OutcomeTarget {
             sourcedid: launch.get("lis_result_sourcedid")?.to_string(),
         })
     }
+
+    /// Refuses a sourcedid that no request can carry (characters XML 1.0 does not allow):
+    /// changing an identifier would send the score elsewhere or nowhere.
+    pub fn check_sendable(&self) -> Result<(), OutcomeError> {
+        match self.sourcedid.chars().all(xml::is_xml_char) {
+            true => Ok(()),
+            false => Err(OutcomeError::UnusableSourcedid),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -306,13 +306,7 @@ impl LtiUser {
         let target = self
             .outcome_target()
             .ok_or(LtiError::Outcome(OutcomeError::NoOutcomeService))?;
-        if !target
-            .sourcedid
-            .chars()
-            .all(crate::outcomes::xml::is_xml_char)
-        {
-            return Err(OutcomeError::UnusableSourcedid.into());
-        }
+        target.check_sendable()?;
         Ok(target)
     }
 
