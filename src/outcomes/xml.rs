@@ -214,7 +214,8 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
     if !saw_root {
         return Err(malformed("empty document"));
     }
-    let code_major = match code_major.as_deref() {
+    // The vocabulary is lower case; an LMS writing `Success` means nothing else by it.
+    let code_major = match code_major.map(|c| c.to_ascii_lowercase()).as_deref() {
         Some("success") => CodeMajor::Success,
         Some("processing") => CodeMajor::Processing,
         Some("failure") => CodeMajor::Failure,
@@ -445,6 +446,14 @@ mod tests {
                 .code_major,
             CodeMajor::Failure
         );
+        for (code, expected) in [
+            ("Success", CodeMajor::Success),
+            ("FAILURE", CodeMajor::Failure),
+            ("Processing", CodeMajor::Processing),
+        ] {
+            let r = parse_response(&envelope(code, "", "")).unwrap();
+            assert_eq!(r.code_major, expected, "{code}");
+        }
     }
 
     #[test]

@@ -259,6 +259,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);
+        // Set here as well as by the fairings: a request Rocket cannot parse (an unknown method)
+        // gets this page without going through them.
+        response.set_raw_header("X-Content-Type-Options", "nosniff");
+        response.set_raw_header("Cache-Control", "no-store");
         if self.status == Status::MethodNotAllowed {
             // RFC 9110: a 405 says which methods the resource takes.
             response.set_raw_header("Allow", self.allow);

@@ -313,6 +313,28 @@ fn a_cookie_name_that_only_decodes_to_the_session_cookie_is_not_read() {
 }
 
 #[test]
+fn a_method_rocket_cannot_parse_gets_the_error_page_with_its_headers() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    // Rocket answers these before routing, without running the fairings that add headers.
+    for method in ["FOO", "PROPFIND"] {
+        let answer = send(
+            server.port,
+            format!("{method} /initial HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 400, "{method}: {answer:?}");
+        assert!(answer.is_error_page("Bad request"), "{method}: {answer:?}");
+        let head = answer.head.to_ascii_lowercase();
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn kill_9_mid_load_loses_no_answered_launch() {
     let dir = temp_dir();
     let mut server = Server::start(&dir);
