@@ -33,6 +33,7 @@ struct Raw {
     database_url: Option<String>,
     timestamp_window: Option<i64>,
     session_ttl: Option<i64>,
+    outcome_target_ttl: Option<i64>,
     cookie_same_site: Option<SameSitePolicy>,
     cookie_secure: Option<bool>,
     seed_demo_consumer: Option<bool>,
@@ -56,6 +57,9 @@ pub struct Settings {
     pub timestamp_window: i64,
     /// Lifetime of a session, in seconds.
     pub session_ttl: i64,
+    /// Seconds a learner's grade record (outcome service and result id) is kept after their last
+    /// launch.
+    pub outcome_target_ttl: i64,
     /// `SameSite` of the session cookie.
     pub cookie_same_site: SameSitePolicy,
     /// Whether the session cookie is marked `Secure` (https only).
@@ -187,12 +191,24 @@ impl Settings {
             Some(v) => Ok(v),
             None => Ok(default),
         };
+        let session_ttl = positive(raw.session_ttl, 8 * 3600, "session_ttl")?;
+        // A year by default: staff grade after learners leave, and courses can run that long.
+        let outcome_target_ttl =
+            positive(raw.outcome_target_ttl, MAX_SECONDS, "outcome_target_ttl")?;
+        if outcome_target_ttl < session_ttl {
+            // A learner still in the tool would be missing from the staff page.
+            return Err(format!(
+                "outcome_target_ttl ({outcome_target_ttl} s) must be at least session_ttl \
+                 ({session_ttl} s)"
+            ));
+        }
         Ok(Settings {
             database_url: raw
                 .database_url
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             timestamp_window: positive(raw.timestamp_window, 300, "timestamp_window")?,
-            session_ttl: positive(raw.session_ttl, 8 * 3600, "session_ttl")?,
+            session_ttl,
+            outcome_target_ttl,
             cookie_same_site: raw.cookie_same_site.unwrap_or(if debug_profile {
                 SameSitePolicy::Lax
             } else {
@@ -246,5 +262,26 @@ mod tests {
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn grade_records_outlive_sessions() {
+        let settings = |pairs: &[(&str, i64)]| {
+            let mut figment = Figment::new();
+            for (name, value) in pairs {
+                figment = figment.merge((*name, *value));
+            }
+            Settings::from_figment(&figment)
+        };
+        assert_eq!(
+            settings(&[]).expect("defaults").outcome_target_ttl,
+            MAX_SECONDS
+        );
+        let short = settings(&[("outcome_target_ttl", 90 * 24 * 3600)]).expect("90 days");
+        assert_eq!(short.outcome_target_ttl, 90 * 24 * 3600);
+        let err = settings(&[("session_ttl", 7200), ("outcome_target_ttl", 3600)]).unwrap_err();
+        assert!(err.contains("at least session_ttl"), "{err}");
+        assert!(settings(&[("outcome_target_ttl", 0)]).is_err());
+        assert!(settings(&[("outcome_target_ttl", MAX_SECONDS + 1)]).is_err());
     }
 }

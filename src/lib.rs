@@ -80,7 +80,10 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(AdHoc::on_liftoff("Pruning", |rocket| {
             Box::pin(async move {
                 if let Some(state) = rocket.state::<AppState>() {
-                    rocket::tokio::spawn(prune_forever(state.db.clone()));
+                    rocket::tokio::spawn(prune_forever(
+                        state.db.clone(),
+                        state.settings.outcome_target_ttl,
+                    ));
                 }
             })
         }))
@@ -204,11 +207,11 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     })
 }
 
-async fn prune_forever(db: store::Db) {
+async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
     loop {
         tick.tick().await;
-        match store::prune_expired(&db, store::now()).await {
+        match store::prune_expired(&db, store::now(), outcome_target_ttl).await {
             Ok(0) => {}
             Ok(n) => log::info!("pruned {n} expired nonces and sessions"),
             Err(e) => log::warn!("pruning failed: {e}"),

@@ -129,7 +129,8 @@ pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiErr
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a consumer with its sessions and refused-launch log, in one transaction; false when there is no such key.
+/// Deletes a consumer with its sessions, its learners' grade records and its refused-launch log,
+/// in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM consumers WHERE consumer_key = ?")
@@ -142,6 +143,9 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .await?;
     // Nonces stay until they expire: a consumer re-added with the same secret must still refuse
     // replays of its recent launches.
+    // Learners' names and result ids go too; and a new LMS given the same key later must not
+    // see them on its staff pages (Moodle's resource link ids are small numbers, easily reused).
+    super::outcomes::delete_for(&mut *tx, key).await?;
     super::refusals::delete_for(&mut *tx, key).await?;
     sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
         .bind(key)

@@ -126,10 +126,11 @@ async fn prune_expired_rows(
     Ok(done.rows_affected())
 }
 
-/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts) in small
-/// batches through their expiry indexes, pausing between full batches so that launches never wait
+/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts, and the
+/// grade records of learners who last launched more than `outcome_target_ttl` seconds ago) in
+/// small batches through their indexes, pausing between full batches so that launches never wait
 /// long behind it.
-pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
+pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
     let batch = PRUNE_BATCH as i64;
     loop {
@@ -137,6 +138,7 @@ pub async fn prune_expired(db: &Db, now: i64) -> Result<u64, LtiError> {
             nonces::prune(db, now, batch).await?,
             sessions::prune(db, now, batch).await?,
             handoffs::prune(db, now, batch).await?,
+            outcomes::prune(db, now - outcome_target_ttl, batch).await?,
         ];
         total += counts.iter().sum::<u64>();
         if counts.iter().all(|&n| n < PRUNE_BATCH) {

@@ -154,3 +154,29 @@ pub async fn set_read_tried(
     }
     Ok(())
 }
+
+/// Deletes up to `batch` learners' records whose last launch came before `launched_before`,
+/// oldest first, through their index; returns how many went.
+pub async fn prune(db: &Db, launched_before: i64, batch: i64) -> Result<u64, LtiError> {
+    let done = sqlx::query(
+        "DELETE FROM outcome_targets WHERE rowid IN (SELECT rowid FROM outcome_targets \
+         WHERE updated_at < ? ORDER BY updated_at LIMIT ?)",
+    )
+    .bind(launched_before)
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes every learner's record of a consumer (which is being deleted).
+pub async fn delete_for<'c, E>(executor: E, consumer_key: &str) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query("DELETE FROM outcome_targets WHERE consumer_key = ?")
+        .bind(consumer_key)
+        .execute(executor)
+        .await?;
+    Ok(())
+}

@@ -671,14 +671,17 @@ async fn a_rotated_secret_is_shown_once_and_the_old_one_is_refused() {
 }
 
 #[rocket::async_test]
-async fn deleting_asks_first_then_ends_the_consumers_sessions() {
+async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_learners() {
     let app = logged_in().await;
     let secret = create(&app, "gone").await;
-    let res = app
-        .launch(&Launch::new("/initial").consumer("gone", &secret))
-        .await;
+    let graded = Launch::new("/initial")
+        .consumer("gone", &secret)
+        .add("lis_outcome_service_url", "https://lms.example.edu/grades")
+        .add("lis_result_sourcedid", "result-1");
+    let res = app.launch(&graded).await;
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(app.count("sessions").await, 1);
+    assert_eq!(app.count("outcome_targets").await, 1);
     let body = page(
         app.get("/admin/consumers/delete?key=gone").await,
         Status::Ok,
@@ -699,6 +702,8 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions() {
     assert_eq!(res.status(), Status::SeeOther);
     assert!(stored(&app, "gone").await.is_none());
     assert_eq!(app.count("sessions").await, 0);
+    // A new LMS given the key later must not find these learners on its staff pages.
+    assert_eq!(app.count("outcome_targets").await, 0);
     // The browser's LTI session is over.
     refused(app.get("/session").await, Status::Unauthorized).await;
     let res = app

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use rocket_lti_tool::lti::launch::LaunchData;
 use rocket_lti_tool::store::launches::{record_batch, LaunchWrite, NewSession, Recorded};
-use rocket_lti_tool::store::{self, handoffs, nonces, sessions, Db};
+use rocket_lti_tool::store::{self, handoffs, nonces, outcomes, sessions, Db};
 
 use crate::helpers::temp_dir;
+
+/// The default `outcome_target_ttl`: a year, far beyond these tests' weeks.
+const YEAR: i64 = 366 * 24 * 3600;
 
 async fn open(dir: &std::path::Path) -> Db {
     store::open(&format!("sqlite://{}", dir.join("db.sqlite").display()))
@@ -84,7 +87,7 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
         launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
-        store::prune_expired(&db, now).await.expect("prune");
+        store::prune_expired(&db, now, YEAR).await.expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
         let live_nonces = scalar(&db, "SELECT COUNT(*) FROM nonces").await;
         let live_tokens = scalar(&db, "SELECT COUNT(*) FROM handoffs").await;
@@ -135,7 +138,7 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
-        store::prune_expired(&db, now).await.expect("prune"),
+        store::prune_expired(&db, now, YEAR).await.expect("prune"),
         3 * 1_134
     );
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM nonces").await, 7);
@@ -158,6 +161,59 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
             "{table}: {plan:?}"
         );
     }
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[rocket::async_test]
+async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime() {
+    const DAY: i64 = 24 * 3600;
+    const KEEP: i64 = 30 * DAY;
+    let start = 1_700_000_000;
+    let (dir, db, stored) = with_consumer_k(start).await;
+    // Five learners launch on day 0; two of them again on day 10.
+    launches_at(&db, &stored, start, 5, 300, 3600).await;
+    launches_at(&db, &stored, start + 10 * DAY, 2, 300, 3600).await;
+    let users = |db: &Db| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT user_id FROM outcome_targets ORDER BY user_id")
+                .fetch_all(&db)
+                .await
+                .expect("users")
+        }
+    };
+    // A day before the first launches' records run out, all are kept.
+    store::prune_expired(&db, start + KEEP - DAY, KEEP)
+        .await
+        .expect("prune");
+    assert_eq!(users(&db).await.len(), 5);
+    // After it, only the learners who launched since remain.
+    store::prune_expired(&db, start + KEEP + 1, KEEP)
+        .await
+        .expect("prune");
+    assert_eq!(users(&db).await, ["user-0", "user-1"]);
+    // Bounded batches, through the index on the last launch.
+    launches_at(&db, &stored, start + 20 * DAY, 120, 300, 3600).await;
+    let far = start + 20 * DAY + KEEP + 1;
+    assert_eq!(
+        outcomes::prune(&db, far - KEEP, 50).await.expect("prune"),
+        50
+    );
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT rowid FROM outcome_targets WHERE updated_at < 1 \
+         ORDER BY updated_at LIMIT 10",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("plan");
+    assert!(
+        plan.iter()
+            .any(|(_, _, _, d)| d.contains("outcome_targets_by_update")),
+        "{plan:?}"
+    );
+    store::prune_expired(&db, far, KEEP).await.expect("prune");
+    assert!(users(&db).await.is_empty());
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
