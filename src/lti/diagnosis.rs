@@ -13,6 +13,10 @@ pub enum Hint {
         signed: String,
         /// The scheme this tool saw.
         seen: String,
+        /// Whether `seen` came from the `public_url` setting (then the LMS's URL is the likely
+        /// culprit, not a proxy). Absent in hints recorded by older builds.
+        #[serde(default)]
+        by_public_url: bool,
     },
     /// The LMS signed another host or port than the one this tool reconstructed.
     HostMismatch {
@@ -20,6 +24,9 @@ pub enum Hint {
         signed: String,
         /// The host (and port) this tool saw.
         seen: String,
+        /// Whether `seen` came from the `public_url` setting.
+        #[serde(default)]
+        by_public_url: bool,
     },
     /// The launch was signed for another path of this tool.
     PathMismatch {
@@ -79,11 +86,16 @@ impl Hint {
     /// What the administrator should check, in plain words.
     pub fn advice(&self) -> String {
         match self {
-            Hint::SchemeMismatch { signed, seen } => format!(
+            Hint::SchemeMismatch { signed, seen, by_public_url: true }
+            | Hint::HostMismatch { signed, seen, by_public_url: true } => format!(
+                "The LMS signed {signed} but this tool's address is {seen} (its public_url setting): correct the launch \
+                 URL in the LMS, or public_url (ROCKET_PUBLIC_URL) if that is not the address the LMS should use."
+            ),
+            Hint::SchemeMismatch { signed, seen, .. } => format!(
                 "The LMS signed {signed} but this tool saw {seen}: it is behind a TLS proxy. Set the public_url setting \
                  (ROCKET_PUBLIC_URL) to the address the LMS uses, or add the proxy's address to the trusted_proxies setting."
             ),
-            Hint::HostMismatch { signed, seen } => format!(
+            Hint::HostMismatch { signed, seen, .. } => format!(
                 "The LMS signed {signed} but this tool saw {seen}. Set the public_url setting (ROCKET_PUBLIC_URL) to the \
                  address the LMS uses, or add the proxy's address to the trusted_proxies setting."
             ),
@@ -107,8 +119,10 @@ impl Hint {
             Hint::MissingField { field } => {
                 format!("The launch lacks the required field {field}: check the LMS's tool settings.")
             }
-            Hint::WrongSecret => "The URL and parameters match what this tool expects, so the shared secret in the LMS \
-                                  differs from this consumer's: paste it again or rotate it."
+            Hint::WrongSecret => "The signature fails with this consumer's secret at every address this tool could be \
+                                  reached at, and nothing else is wrong with the launch: most likely the shared secret in \
+                                  the LMS differs from this consumer's (paste it again or rotate it); otherwise the LMS \
+                                  signed an address this tool cannot guess (check the launch URL in the LMS)."
                 .into(),
             Hint::Malformed { detail } => format!("The launch is malformed ({detail}): check the LMS's tool settings."),
         }
@@ -212,6 +226,22 @@ pub fn redact<'a>(name: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_recorded_by_older_builds_still_read() {
+        let old =
+            r#"{"kind":"host_mismatch","signed":"https://a.edu/any","seen":"http://b.edu/any"}"#;
+        let hint: Hint = serde_json::from_str(old).expect("reads");
+        assert_eq!(
+            hint,
+            Hint::HostMismatch {
+                signed: "https://a.edu/any".into(),
+                seen: "http://b.edu/any".into(),
+                by_public_url: false,
+            }
+        );
+        assert!(hint.advice().contains("trusted_proxies"));
+    }
 
     #[test]
     fn finds_typos_not_strangers() {

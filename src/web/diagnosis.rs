@@ -279,15 +279,18 @@ fn signature_evidence(
     for o in origins {
         let url = base_uri(&o.scheme, &o.host, o.port, path);
         if url != seen_url && matches(&url) {
+            let by_public_url = state.settings.public_url.is_some();
             return if o.host.eq_ignore_ascii_case(&seen.host) && o.scheme != seen.scheme {
                 Hint::SchemeMismatch {
                     signed: url,
                     seen: seen_url,
+                    by_public_url,
                 }
             } else {
                 Hint::HostMismatch {
                     signed: url,
                     seen: seen_url,
+                    by_public_url,
                 }
             };
         }

@@ -28,7 +28,8 @@ async fn scheme_mismatch_behind_a_tls_proxy() {
         hint,
         Hint::SchemeMismatch {
             signed: format!("https://{HOST}/any"),
-            seen: format!("http://{HOST}/any")
+            seen: format!("http://{HOST}/any"),
+            by_public_url: false,
         }
     );
     assert!(hint.advice().contains("public_url") && hint.advice().contains("trusted_proxies"));
@@ -65,9 +66,14 @@ async fn host_mismatch_through_an_untrusted_proxy_and_a_wrong_public_url() {
         hint,
         Hint::HostMismatch {
             signed: format!("http://{HOST}/any"),
-            seen: "https://wrong.example.edu/any".into()
+            seen: "https://wrong.example.edu/any".into(),
+            by_public_url: true,
         }
     );
+    // The address is set: the advice points at the LMS's URL or that setting, not at a proxy.
+    let advice = hint.advice();
+    assert!(advice.contains("launch URL in the LMS"), "{advice}");
+    assert!(!advice.contains("trusted_proxies"), "{advice}");
     // The same over https (a TLS proxy in front of a wrong public_url): a host mismatch too,
     // not a wrong secret.
     let app = spawn_app_with(|f| f.merge(("public_url", "https://wrong.example.edu"))).await;
