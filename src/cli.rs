@@ -105,6 +105,20 @@ pub(crate) async fn open_db() -> Result<Db, String> {
 /// written with: run without the server's environment, the command line would add a consumer the
 /// server cannot read (its launches fail, and the server refuses to start).
 async fn check_same_secret_key(db: &Db) -> Result<(), String> {
+    // The server seals a check under its key at start: this catches a new installation too,
+    // whose database has no secret to compare yet.
+    if !consumers::key_check_matches(db)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err(
+            "this secret_key is not the one the server last started with on this \
+             database; run the command line with the server's environment (ROCKET_SECRET_KEY, \
+             ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the server's key \
+             changed"
+                .into(),
+        );
+    }
     let unreadable = crate::unreadable_secrets(db, &crate::figment()).await?;
     if unreadable.is_empty() {
         return Ok(());

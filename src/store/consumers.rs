@@ -193,9 +193,45 @@ pub async fn unreadable_under(db: &Db, cipher: &SecretCipher) -> Result<Vec<Stri
         .collect())
 }
 
+/// The row the key check is sealed for: no consumer key is empty, so no secret can stand in for it.
+const KEY_CHECK_ROW: &str = "";
+/// What the key check holds.
+const KEY_CHECK_TEXT: &str = "lti-tool secret_key check";
+
+/// Seals the key check under the database's current cipher (the server does this at every start,
+/// once every secret has been read under its key).
+pub async fn write_key_check(db: &Db) -> Result<(), LtiError> {
+    write_key_check_on(db, &*cipher_for(db)?).await
+}
+
+async fn write_key_check_on<'c, E>(executor: E, cipher: &SecretCipher) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO secret_key_check (id, sealed) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed",
+    )
+    .bind(cipher.encrypt(KEY_CHECK_ROW, KEY_CHECK_TEXT)?)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// False when the server last started on this database under another `secret_key` than the
+/// database's current cipher; true when it did under this one, or never started on it.
+pub async fn key_check_matches(db: &Db) -> Result<bool, LtiError> {
+    let cipher = cipher_for(db)?;
+    let sealed: Option<String> = sqlx::query_scalar("SELECT sealed FROM secret_key_check")
+        .fetch_optional(db)
+        .await?;
+    Ok(sealed.is_none_or(|s| cipher.decrypt(KEY_CHECK_ROW, &s).is_ok()))
+}
+
 /// Re-encrypts every secret from the `old` cipher to the database's current one, in one
 /// transaction: nothing changes unless every secret decrypts under `old` (or already under the
-/// current key). Returns how many were re-encrypted.
+/// current key). The key check is sealed under the current key too. Returns how many were
+/// re-encrypted.
 pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiError> {
     let new = cipher_for(db)?;
     let mut tx = db.begin().await?;
@@ -216,6 +252,7 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
             .await?;
         changed += 1;
     }
+    write_key_check_on(&mut *tx, &new).await?;
     tx.commit().await?;
     Ok(changed)
 }

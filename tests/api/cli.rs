@@ -232,6 +232,76 @@ async fn the_command_line_writes_no_secret_under_another_key() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[rocket::async_test]
+async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_consumer_exists() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    // The release server starts first, on a database with no consumer at all.
+    let figment = rocket_lti_tool::figment()
+        .select("release")
+        .merge(("database_url", &db))
+        .merge(("secret_key", TEST_SECRET_KEY))
+        .merge(("log_level", "off"));
+    let server = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment))
+        .await
+        .expect("starts");
+    let run = |key: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lti-tool"));
+        cmd.args(args)
+            .env("ROCKET_DATABASE_URL", &db)
+            .env("ROCKET_LOG_LEVEL", "off");
+        if let Some(key) = key {
+            cmd.env("ROCKET_PROFILE", "release")
+                .env("ROCKET_SECRET_KEY", key);
+        }
+        cmd.output().expect("lti-tool runs")
+    };
+    let other =
+        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    // Another key, or the debug build's development key: refused, and nothing written.
+    for key in [Some(other), None] {
+        let out = run(key, &["consumer", "add", "intruder"]);
+        assert!(!out.status.success(), "{key:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not the one the server last started with"),
+            "{err}"
+        );
+    }
+    let out = run(Some(TEST_SECRET_KEY), &["consumer", "list"]);
+    assert!(!stdout(&out).contains("intruder"), "{out:?}");
+    // The server's own key works, and the consumer it adds launches on the running server.
+    let out = run(Some(TEST_SECRET_KEY), &["consumer", "add", "school"]);
+    assert!(out.status.success(), "{out:?}");
+    let secret = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("secret printed")
+        .trim()
+        .to_string();
+    let launch = Launch::new("/initial").consumer("school", &secret);
+    let res = server
+        .post("/initial")
+        .header(rocket::http::Header::new("Host", HOST))
+        .header(rocket::http::ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    drop(res);
+    drop(server);
+    // A key change is carried over by rekey, after which the command line uses the new key.
+    let out = rekey(&db, other, TEST_SECRET_KEY);
+    assert!(out.status.success(), "{out:?}");
+    assert!(run(Some(other), &["consumer", "add", "second"])
+        .status
+        .success());
+    assert!(!run(Some(TEST_SECRET_KEY), &["consumer", "add", "third"])
+        .status
+        .success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[cfg(unix)]
 #[rocket::async_test]
 async fn a_new_database_and_its_folder_are_private_to_the_server() {
