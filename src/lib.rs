@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
-use rocket::shield::{Frame, Shield};
+use rocket::shield::{Frame, NoSniff, Shield};
 use rocket::{Build, Rocket};
 use rocket_dyn_templates::Template;
 
@@ -51,8 +51,10 @@ pub fn rocket() -> Rocket<Build> {
 
 /// The application on a given configuration (tests pass their own database URL here).
 pub fn build(figment: Figment) -> Rocket<Build> {
-    // The tool lives in an LMS iframe: X-Frame-Options would break it.
-    let shield = Shield::default().disable::<Frame>();
+    // The tool lives in an LMS iframe: X-Frame-Options would break it. `nosniff` is set by the
+    // error pages themselves (some bypass the fairings) and by the fairing below: Shield would log
+    // a warning for each error page, as it will not overwrite a header.
+    let shield = Shield::default().disable::<Frame>().disable::<NoSniff>();
     rocket::custom(with_defaults(figment))
         .attach(shield)
         .attach(Template::fairing())
@@ -87,17 +89,21 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             })
         }))
-        .attach(AdHoc::on_response("No caching of pages", |req, res| {
-            Box::pin(async move {
-                // Pages carry a user's data: shared caches and the back button must not keep them.
-                // Only files served from /static may be cached, not the error pages there.
-                let static_file = req.uri().path().starts_with("/static/")
-                    && res.status().class() == rocket::http::StatusClass::Success;
-                if !static_file && res.headers().get_one("Cache-Control").is_none() {
-                    res.set_raw_header("Cache-Control", "no-store");
-                }
-            })
-        }))
+        .attach(AdHoc::on_response(
+            "No sniffing, no caching of pages",
+            |req, res| {
+                Box::pin(async move {
+                    res.set_raw_header("X-Content-Type-Options", "nosniff");
+                    // Pages carry a user's data: shared caches and the back button must not keep them.
+                    // Only files served from /static may be cached, not the error pages there.
+                    let static_file = req.uri().path().starts_with("/static/")
+                        && res.status().class() == rocket::http::StatusClass::Success;
+                    if !static_file && res.headers().get_one("Cache-Control").is_none() {
+                        res.set_raw_header("Cache-Control", "no-store");
+                    }
+                })
+            },
+        ))
         .attach(AdHoc::on_response(
             "Admin pages are never framed",
             |req, res| {
@@ -182,6 +188,10 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             unreadable.join(", ")
         ));
     }
+    // Every secret reads under this key: from now on the command line must use it too.
+    store::consumers::write_key_check(&db)
+        .await
+        .map_err(|e| e.to_string())?;
     if settings.seed_demo_consumer {
         let (key, secret) = DEMO_CONSUMER;
         let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())

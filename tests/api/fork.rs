@@ -21,19 +21,23 @@ fn gradebook(lti: Staff<LtiAny>) -> String {
     format!("{} may grade here", lti.display_name())
 }
 
+/// Where the test mounts the README's example routes.
+const EXAMPLE: &str = "/readme-example";
+
 #[rocket::async_test]
 async fn a_fork_adds_guarded_pages() {
     let app = spawn_app_with(|f| f).await;
     let client = rocket::local::asynchronous::Client::tracked(
         rocket_lti_tool::build(app.client.rocket().figment().clone())
-            .mount("/", routes![quiz, gradebook]),
+            // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
+            .mount(EXAMPLE, routes![quiz, gradebook]),
     )
     .await
     .unwrap();
     let host = rocket::http::Header::new("Host", HOST);
     assert_eq!(
         client
-            .get("/quiz")
+            .get(format!("{EXAMPLE}/quiz"))
             .header(host.clone())
             .dispatch()
             .await
@@ -41,9 +45,9 @@ async fn a_fork_adds_guarded_pages() {
         Status::Unauthorized
     );
 
-    let launch = Launch::new("/gradebook").set("custom_color", "blue");
+    let launch = Launch::new(&format!("{EXAMPLE}/gradebook")).set("custom_color", "blue");
     let res = client
-        .post("/gradebook")
+        .post(format!("{EXAMPLE}/gradebook"))
         .header(host.clone())
         .header(rocket::http::ContentType::Form)
         .body(launch.signed_body())
@@ -55,7 +59,7 @@ async fn a_fork_adds_guarded_pages() {
         "teacher-1 (Ada Lovelace) may grade here"
     );
     let quiz = client
-        .get("/quiz")
+        .get(format!("{EXAMPLE}/quiz"))
         .header(host.clone())
         .dispatch()
         .await
@@ -67,9 +71,9 @@ async fn a_fork_adds_guarded_pages() {
         "quiz for teacher-1 in Some(\"Analytical Engines\"), color Some(\"blue\")"
     );
 
-    let learner = Launch::new("/gradebook").roles("Learner");
+    let learner = Launch::new(&format!("{EXAMPLE}/gradebook")).roles("Learner");
     let res = client
-        .post("/gradebook")
+        .post(format!("{EXAMPLE}/gradebook"))
         .header(host)
         .header(rocket::http::ContentType::Form)
         .body(learner.signed_body())

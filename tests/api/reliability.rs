@@ -330,6 +330,18 @@ fn a_method_rocket_cannot_parse_gets_the_error_page_with_its_headers() {
         assert!(head.contains("x-content-type-options: nosniff"), "{head}");
         assert!(head.contains("cache-control: no-store"), "{head}");
     }
+    // Answers that do go through the fairings get the header once, with no warning in the log.
+    for path in ["/no-such-page", "/static/style.css", "/"] {
+        let answer = server.get(path, None).unwrap();
+        let head = answer.head.to_ascii_lowercase();
+        assert_eq!(
+            head.matches("x-content-type-options: nosniff").count(),
+            1,
+            "{path}: {head}"
+        );
+    }
+    let log = server.log();
+    assert!(!log.contains("Refusing to overwrite"), "{log}");
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
