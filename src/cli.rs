@@ -107,10 +107,7 @@ pub(crate) async fn open_db() -> Result<Db, String> {
 async fn check_same_secret_key(db: &Db) -> Result<(), String> {
     // The server seals a check under its key at start: this catches a new installation too,
     // whose database has no secret to compare yet.
-    if !consumers::key_check_matches(db)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    if consumers::key_check(db).await.map_err(|e| e.to_string())? == Some(false) {
         return Err(
             "this secret_key is not the one the server last started with on this \
              database; run the command line with the server's environment (ROCKET_SECRET_KEY, \

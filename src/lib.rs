@@ -156,6 +156,23 @@ pub(crate) async fn unreadable_secrets(
     Ok(Vec::new())
 }
 
+/// Refuses to serve with the demo consumer enabled under its published secret (a debug database
+/// moved to production): anyone could launch as any user with any role.
+async fn refuse_public_demo_consumer(db: &store::Db) -> Result<(), String> {
+    let (key, secret) = DEMO_CONSUMER;
+    let demo = store::consumers::find(db, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    if demo.is_some_and(|c| c.enabled && c.secret == secret) {
+        return Err(format!(
+            "the demo consumer {key:?} is enabled with its published secret {secret:?}: anyone \
+             could launch as any user. Remove it (`lti-tool consumer remove {key}`), disable it or \
+             rotate its secret; or set seed_demo_consumer = true to keep it on purpose"
+        ));
+    }
+    Ok(())
+}
+
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
@@ -189,9 +206,17 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         ));
     }
     // Every secret reads under this key: from now on the command line must use it too.
-    store::consumers::write_key_check(&db)
+    let key_check = store::consumers::key_check(&db)
         .await
         .map_err(|e| e.to_string())?;
+    if key_check != Some(true) {
+        store::consumers::write_key_check(&db)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if !settings.debug_profile && !settings.seed_demo_consumer {
+        refuse_public_demo_consumer(&db).await?;
+    }
     if settings.seed_demo_consumer {
         let (key, secret) = DEMO_CONSUMER;
         let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())
@@ -223,7 +248,9 @@ async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
         tick.tick().await;
         match store::prune_expired(&db, store::now(), outcome_target_ttl).await {
             Ok(0) => {}
-            Ok(n) => log::info!("pruned {n} expired nonces and sessions"),
+            Ok(n) => {
+                log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")
+            }
             Err(e) => log::warn!("pruning failed: {e}"),
         }
     }

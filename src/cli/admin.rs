@@ -19,6 +19,14 @@ pub enum AdminAction {
     /// Re-encrypt the consumer secrets after `secret_key` changed: run it with the new key
     /// configured and give the old key on standard input ("development" for the built-in one).
     Rekey,
+    /// When the old `secret_key` is lost: give every consumer whose secret does not decrypt under
+    /// the configured key a new secret, printed once (each LMS must then be given its new one).
+    /// Without --confirm it only lists them.
+    ReplaceLostSecrets {
+        /// Replace them (otherwise only list them).
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 /// Runs an admin command.
@@ -26,6 +34,7 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
     match action {
         AdminAction::SetPassword => set_password().await,
         AdminAction::Rekey => rekey().await,
+        AdminAction::ReplaceLostSecrets { confirm } => replace_lost_secrets(confirm).await,
     }
 }
 
@@ -109,5 +118,38 @@ async fn rekey() -> Result<(), String> {
     let n = outcome?;
     db.close().await;
     println!("re-encrypted {n} consumer secrets under the configured secret_key");
+    Ok(())
+}
+
+async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
+    let db = super::open_db().await?;
+    let replaced = consumers::replace_unreadable_secrets(&db, confirm)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.close().await;
+    if replaced.is_empty() {
+        println!(
+            "every consumer secret decrypts under the configured secret_key: nothing to replace"
+        );
+        return Ok(());
+    }
+    if !confirm {
+        let keys: Vec<&str> = replaced.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(format!(
+            "{} consumer(s) have secrets that do not decrypt under the configured secret_key: {}. \
+             If the old key is lost, run again with --confirm to give each a new secret (each LMS \
+             must then be given its new one); if it is not, use `lti-tool admin rekey`. Nothing \
+             was changed.",
+            replaced.len(),
+            keys.join(", ")
+        ));
+    }
+    for (key, secret) in &replaced {
+        println!("{key}\t{secret}");
+    }
+    println!(
+        "(new secrets for {} consumer(s), shown once: enter each in its LMS now)",
+        replaced.len()
+    );
     Ok(())
 }

@@ -198,8 +198,8 @@ const KEY_CHECK_ROW: &str = "";
 /// What the key check holds.
 const KEY_CHECK_TEXT: &str = "lti-tool secret_key check";
 
-/// Seals the key check under the database's current cipher (the server does this at every start,
-/// once every secret has been read under its key).
+/// Seals the key check under the database's current cipher (the server does this when it starts
+/// under another key than the last, once every secret has been read under its key).
 pub async fn write_key_check(db: &Db) -> Result<(), LtiError> {
     write_key_check_on(db, &*cipher_for(db)?).await
 }
@@ -218,14 +218,14 @@ where
     Ok(())
 }
 
-/// False when the server last started on this database under another `secret_key` than the
-/// database's current cipher; true when it did under this one, or never started on it.
-pub async fn key_check_matches(db: &Db) -> Result<bool, LtiError> {
+/// Whether the server last started on this database under the `secret_key` of the database's
+/// current cipher; `None` when no server has started on it yet.
+pub async fn key_check(db: &Db) -> Result<Option<bool>, LtiError> {
     let cipher = cipher_for(db)?;
     let sealed: Option<String> = sqlx::query_scalar("SELECT sealed FROM secret_key_check")
         .fetch_optional(db)
         .await?;
-    Ok(sealed.is_none_or(|s| cipher.decrypt(KEY_CHECK_ROW, &s).is_ok()))
+    Ok(sealed.map(|s| cipher.decrypt(KEY_CHECK_ROW, &s).is_ok()))
 }
 
 /// Re-encrypts every secret from the `old` cipher to the database's current one, in one
@@ -255,6 +255,45 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
     write_key_check_on(&mut *tx, &new).await?;
     tx.commit().await?;
     Ok(changed)
+}
+
+/// Gives every consumer whose secret does not decrypt under the database's cipher a new random
+/// secret, and seals the key check under that cipher, in one transaction: the way out when the
+/// old `secret_key` is lost. With `apply` false nothing is written. Returns each such consumer's
+/// key and its new secret (or, without `apply`, an empty one).
+pub async fn replace_unreadable_secrets(
+    db: &Db,
+    apply: bool,
+) -> Result<Vec<(String, String)>, LtiError> {
+    let cipher = cipher_for(db)?;
+    let mut tx = db.begin().await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut replaced = Vec::new();
+    for (key, stored) in rows {
+        if cipher.decrypt(&key, &stored).is_ok() {
+            continue;
+        }
+        let secret = if apply {
+            let secret = generate_secret();
+            sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = ?")
+                .bind(cipher.encrypt(&key, &secret)?)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            secret
+        } else {
+            String::new()
+        };
+        replaced.push((key, secret));
+    }
+    if apply {
+        write_key_check_on(&mut *tx, &cipher).await?;
+        tx.commit().await?;
+    }
+    Ok(replaced)
 }
 
 /// True when `key` is a valid consumer key: 1 to 255 characters of `A-Za-z0-9._:-`.

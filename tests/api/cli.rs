@@ -148,7 +148,18 @@ fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
 
 /// Whether the app starts on this database with this key (it refuses when secrets do not decrypt).
 async fn starts_with_key(database_url: &str, secret_key: &str) -> bool {
+    starts_in("debug", database_url, secret_key).await
+}
+
+/// Whether the release server starts on this database with this key.
+async fn release_starts(database_url: &str, secret_key: &str) -> bool {
+    starts_in("release", database_url, secret_key).await
+}
+
+/// Whether the app starts in this profile, on this database, with this key.
+async fn starts_in(profile: &str, database_url: &str, secret_key: &str) -> bool {
     let figment = rocket_lti_tool::figment()
+        .select(profile)
         .merge(("database_url", database_url))
         .merge(("secret_key", secret_key))
         .merge(("log_level", "off"));
@@ -299,6 +310,107 @@ async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_
     assert!(!run(Some(TEST_SECRET_KEY), &["consumer", "add", "third"])
         .status
         .success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `lti-tool` in the release profile with this key.
+fn release_cli(database_url: &str, secret_key: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(args)
+        .env("ROCKET_PROFILE", "release")
+        .env("ROCKET_DATABASE_URL", database_url)
+        .env("ROCKET_SECRET_KEY", secret_key)
+        .env("ROCKET_LOG_LEVEL", "off")
+        .output()
+        .expect("lti-tool runs")
+}
+
+#[rocket::async_test]
+async fn a_lost_key_is_survived_by_giving_the_consumers_new_secrets() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let lost =
+        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    assert!(release_starts(&db, lost).await);
+    assert!(release_cli(&db, lost, &["consumer", "add", "school"])
+        .status
+        .success());
+    // The key is lost: a new one reads no secret, so the server does not start.
+    assert!(!release_starts(&db, TEST_SECRET_KEY).await);
+    // Without --confirm it names what it would replace and changes nothing.
+    let out = release_cli(&db, TEST_SECRET_KEY, &["admin", "replace-lost-secrets"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("school"),
+        "{out:?}"
+    );
+    assert!(!release_starts(&db, TEST_SECRET_KEY).await);
+    let out = release_cli(
+        &db,
+        TEST_SECRET_KEY,
+        &["admin", "replace-lost-secrets", "--confirm"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let secret = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("school\t"))
+        .expect("the new secret printed")
+        .to_string();
+    assert_eq!(secret.len(), 40);
+    // The server starts under the new key, and the LMS launches with the new secret.
+    let figment = rocket_lti_tool::figment()
+        .select("release")
+        .merge(("database_url", &db))
+        .merge(("secret_key", TEST_SECRET_KEY))
+        .merge(("log_level", "off"));
+    let server = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment))
+        .await
+        .expect("starts");
+    let res = server
+        .post("/initial")
+        .header(rocket::http::Header::new("Host", HOST))
+        .header(rocket::http::ContentType::Form)
+        .body(
+            Launch::new("/initial")
+                .consumer("school", &secret)
+                .signed_body(),
+        )
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    drop(res);
+    drop(server);
+    // And the command line works under the new key.
+    assert!(
+        release_cli(&db, TEST_SECRET_KEY, &["consumer", "add", "second"])
+            .status
+            .success()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
+async fn a_debug_database_brought_to_production_must_lose_the_public_demo_consumer() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    // The debug server seeds PyLTI's demo consumer; the README's rekey moves the database over.
+    let debug = rocket_lti_tool::figment()
+        .merge(("database_url", &db))
+        .merge(("log_level", "off"));
+    drop(
+        rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(debug))
+            .await
+            .expect("debug starts"),
+    );
+    assert!(rekey(&db, TEST_SECRET_KEY, "development").status.success());
+    assert!(!release_starts(&db, TEST_SECRET_KEY).await);
+    let out = release_cli(
+        &db,
+        TEST_SECRET_KEY,
+        &["consumer", "disable", "__consumer_key__"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(release_starts(&db, TEST_SECRET_KEY).await);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -218,6 +218,46 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[rocket::async_test]
+async fn the_server_prunes_grade_records_by_its_outcome_target_ttl_setting() {
+    const DAY: i64 = 24 * 3600;
+    let dir = temp_dir();
+    let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+    let db = store::open(&url).await.expect("database");
+    let now = store::now();
+    for (user, launched) in [("left-long-ago", now - 3 * DAY), ("here-today", now - 3600)] {
+        sqlx::query(
+            "INSERT INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url, \
+             sourcedid, display_name, updated_at) VALUES ('k', 'link', ?, 'https://lms.test/o', 's', ?, ?)",
+        )
+        .bind(user)
+        .bind(user)
+        .bind(launched)
+        .execute(&db)
+        .await
+        .expect("row");
+    }
+    db.close().await;
+    let app = crate::helpers::spawn_app_with(|f| {
+        f.merge(("database_url", &url))
+            .merge(("outcome_target_ttl", 2 * DAY))
+    })
+    .await;
+    // The pruning task's first pass runs as the server starts.
+    let users = || async {
+        sqlx::query_scalar::<_, String>("SELECT user_id FROM outcome_targets")
+            .fetch_all(&app.state().db)
+            .await
+            .expect("users")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while users().await.len() > 1 && std::time::Instant::now() < deadline {
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(users().await, ["here-today"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A fresh database with secrets sealed under a test key and consumer `k`; returns its folder,
 /// the pool and `k`'s secret as stored (what a verified launch carries to the writer).
 async fn with_consumer_k(now: i64) -> (std::path::PathBuf, Db, String) {
