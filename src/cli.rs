@@ -94,6 +94,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub(crate) async fn open_db() -> Result<Db, String> {
     let figment = crate::figment();
     let settings = Settings::from_figment(&figment)?;
+    // Refuses a missing key before a database file is created for nothing.
+    crate::crypto::SecretCipher::from_figment(&figment)?;
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -105,12 +107,15 @@ pub(crate) async fn open_db() -> Result<Db, String> {
 /// written with: run without the server's environment, the command line would add a consumer the
 /// server cannot read (its launches fail, and the server refuses to start).
 async fn check_same_secret_key(db: &Db) -> Result<(), String> {
-    // The server seals a check under its key at start: this catches a new installation too,
+    // The server seals a check under its key at start (or the first command line run that
+    // writes a secret does, before any server started): this catches a new installation too,
     // whose database has no secret to compare yet.
-    if consumers::key_check(db).await.map_err(|e| e.to_string())? == Some(false) {
+    let key_check = consumers::key_check(db).await.map_err(|e| e.to_string())?;
+    if key_check == Some(false) {
         return Err(
             "this secret_key is not the one the server last started with on this \
-             database; run the command line with the server's environment (ROCKET_SECRET_KEY, \
+             database (or, before its first start, the one the command line first wrote a secret \
+             under); run the command line with the server's environment (ROCKET_SECRET_KEY, \
              ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the server's key \
              changed"
                 .into(),
@@ -118,6 +123,12 @@ async fn check_same_secret_key(db: &Db) -> Result<(), String> {
     }
     let unreadable = crate::unreadable_secrets(db, &crate::figment()).await?;
     if unreadable.is_empty() {
+        if key_check.is_none() {
+            // No server has started on it yet: later runs under another key are refused too.
+            consumers::write_key_check(db)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         return Ok(());
     }
     Err(format!(

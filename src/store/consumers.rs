@@ -199,7 +199,8 @@ const KEY_CHECK_ROW: &str = "";
 const KEY_CHECK_TEXT: &str = "lti-tool secret_key check";
 
 /// Seals the key check under the database's current cipher (the server does this when it starts
-/// under another key than the last, once every secret has been read under its key).
+/// under another key than the last, once every secret has been read under its key; the command
+/// line when it writes a secret into a database no server has started on).
 pub async fn write_key_check(db: &Db) -> Result<(), LtiError> {
     write_key_check_on(db, &*cipher_for(db)?).await
 }

@@ -96,6 +96,30 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
 }
 
 #[rocket::async_test]
+async fn without_a_key_in_release_the_command_line_refuses_before_creating_a_database() {
+    let dir = temp_dir();
+    let file = dir.join("data/lti.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(["consumer", "list"])
+        .env("ROCKET_PROFILE", "release")
+        .env(
+            "ROCKET_DATABASE_URL",
+            format!("sqlite://{}", file.display()),
+        )
+        .env("ROCKET_LOG_LEVEL", "off")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("lti-tool runs");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret_key"),
+        "{out:?}"
+    );
+    assert!(!file.exists() && !dir.join("data").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
 async fn bad_keys_duplicates_and_short_secrets() {
     let dir = temp_dir();
     // The command line creates the database and its folders when it runs first.
@@ -233,13 +257,28 @@ async fn the_command_line_writes_no_secret_under_another_key() {
         let out = with_key(other, args);
         assert!(!out.status.success(), "{args:?}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not the one the database's secrets"), "{err}");
+        // The first run that wrote a secret sealed the key check (no server has started here).
+        assert!(
+            err.contains("not the one the server last started with"),
+            "{err}"
+        );
     }
     // What does not write a secret still works, and nothing was written.
     let out = with_key(other, &["consumer", "list"]);
     assert!(out.status.success(), "{out:?}");
     assert!(!stdout(&out).contains("intruder"), "{}", stdout(&out));
     assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
+    // Without the key check, the secrets themselves still tell: a consumer under the first key
+    // refuses a second key.
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    sqlx::query("DELETE FROM secret_key_check")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = String::from_utf8_lossy(&with_key(other, &["consumer", "add", "intruder"]).stderr)
+        .into_owned();
+    assert!(err.contains("not the one the database's secrets"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

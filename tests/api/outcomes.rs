@@ -862,6 +862,17 @@ async fn bad_outcomes_settings_stop_the_start() {
     .await;
 }
 
+/// The README's example page (compiled and mounted; the test app has no `done` template, so the
+/// test takes the token as that page would).
+#[rocket::get("/done")]
+fn done_page(
+    lti: rocket_lti_tool::web::guards::LtiSession,
+    outcomes: &rocket::State<rocket_lti_tool::web::grades::Outcomes>,
+) -> rocket_dyn_templates::Template {
+    let csrf = outcomes.csrf_token(&lti.session_id);
+    rocket_dyn_templates::Template::render("done", rocket_dyn_templates::context! { csrf })
+}
+
 #[derive(rocket::FromForm)]
 struct Done<'r> {
     csrf: Option<&'r str>,
@@ -904,7 +915,7 @@ async fn the_readme_example_posts_a_grade_from_a_fork() {
     let client = rocket::local::asynchronous::Client::tracked(
         rocket_lti_tool::build(app.client.rocket().figment().clone())
             // Under a prefix of its own: a fork that adds the example to the app keeps its tests passing.
-            .mount(EXAMPLE, rocket::routes![done]),
+            .mount(EXAMPLE, rocket::routes![done_page, done]),
     )
     .await
     .unwrap();
