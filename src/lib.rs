@@ -165,8 +165,8 @@ async fn refuse_public_demo_consumer(db: &store::Db) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if demo.is_some_and(|c| c.enabled && c.secret == secret) {
         return Err(format!(
-            "the demo consumer {key:?} is enabled with its published secret {secret:?}: anyone \
-             could launch as any user. Remove it (`lti-tool consumer remove {key}`), disable it or \
+            "the demo consumer {key:?} is enabled with its published (PyLTI example) secret: \
+             anyone could launch as any user. Remove it (`lti-tool consumer remove {key}`), disable it or \
              rotate its secret; or set seed_demo_consumer = true to keep it on purpose"
         ));
     }

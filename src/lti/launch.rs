@@ -96,7 +96,8 @@ pub fn check_timestamp(timestamp: i64, now: i64, window: i64) -> Result<(), LtiE
     }
 }
 
-/// Checks the LTI fields of a verified launch: message type, version and resource link.
+/// Checks the LTI fields of a verified launch: message type, version and resource link, and that
+/// no field is sent twice with different values.
 pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
     let first = |name: &str| {
         params
@@ -104,6 +105,26 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
+    // The signature covers the set of parameters, not their order: with `roles` sent twice, whoever
+    // reorders the form picks the value that counts. The fields LTI defines hold one value each
+    // (Canvas repeats query parameters in the body, with the same values); `custom_*` and `ext_*`
+    // are the LMS's own and may repeat.
+    let mut seen = std::collections::HashMap::with_capacity(params.len());
+    let lti_defined = |name: &str| !name.starts_with("custom_") && !name.starts_with("ext_");
+    for (name, value) in params.iter().filter(|(n, _)| lti_defined(n)) {
+        if seen
+            .insert(name.as_str(), value.as_str())
+            .is_some_and(|v| v != value)
+        {
+            return Err(LtiError::InvalidLaunch {
+                log: format!("field {name} is sent more than once with different values")
+                    .chars()
+                    .take(200)
+                    .collect(),
+                return_url: first("launch_presentation_return_url").map(str::to_string),
+            });
+        }
+    }
     let problem = match (
         first("lti_message_type"),
         first("lti_version"),
@@ -311,6 +332,21 @@ mod tests {
         let mut p = ok.clone();
         p.remove(0);
         assert_eq!(log_of(p), "missing lti_message_type");
+        // Sent twice: the same value passes (Canvas), different values do not, in either order;
+        // the LMS's own fields may repeat.
+        let mut p = ok.clone();
+        p.extend(params(&[("roles", "Learner"), ("roles", "Learner")]));
+        p.extend(params(&[("custom_tag", "a"), ("custom_tag", "b")]));
+        p.extend(params(&[("ext_x", "a"), ("ext_x", "")]));
+        assert!(check_lti_fields(&p).is_ok());
+        for (a, b) in [("Learner", "Instructor"), ("Instructor", "Learner")] {
+            let mut p = ok.clone();
+            p.extend(params(&[("roles", a), ("user_id", "u"), ("roles", b)]));
+            assert_eq!(
+                log_of(p),
+                "field roles is sent more than once with different values"
+            );
+        }
     }
 
     #[test]

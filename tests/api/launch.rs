@@ -426,6 +426,38 @@ async fn lti_fields_are_checked_after_the_signature() {
 }
 
 #[rocket::async_test]
+async fn a_field_signed_twice_with_different_values_is_refused_whatever_the_order() {
+    let app = spawn_app().await;
+    // The signature covers the set of fields, not their order: a student who reorders the form
+    // must not choose which `roles` counts.
+    let signed = || {
+        Launch::new("/initial_staff")
+            .roles("Learner")
+            .add("roles", "Instructor")
+            .signed_body()
+    };
+    // Each its own launch (a refused genuine launch still spends its nonce).
+    let (body, other) = (signed(), signed());
+    let mut fields: Vec<&str> = other.split('&').collect();
+    let roles: Vec<usize> = (0..fields.len())
+        .filter(|&i| fields[i].starts_with("roles="))
+        .collect();
+    assert_eq!(roles.len(), 2, "{other}");
+    fields.swap(roles[0], roles[1]);
+    let swapped = fields.join("&");
+    assert_ne!(swapped, other);
+    for body in [body, swapped] {
+        let res = app.post_form("/initial_staff", body).await;
+        let page = refused(res, Status::BadRequest).await;
+        assert!(page.contains("more than once"), "{page}");
+    }
+    assert_eq!(app.count("sessions").await, 0);
+    // Canvas's copy of a field with the same value is still a launch.
+    let same = Launch::new("/initial_staff").add("roles", "Instructor");
+    assert_eq!(app.launch(&same).await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
 async fn a_failed_launch_ends_the_current_session() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
