@@ -46,8 +46,11 @@ const MAX_BATCH: usize = 64;
 const JOIN_PASSES: usize = 3;
 /// Requests waiting for the task; more wait on the channel (back-pressure, not memory).
 const QUEUE: usize = 1024;
-/// Sessions kept in memory (about 1 KiB each); past this, new ones are read from SQLite.
+/// Sessions kept in memory; past this, new ones are read from SQLite.
 const MAX_SESSIONS: usize = 2048;
+/// Bytes of launch parameters the cached sessions may hold in all: launches are 1-4 KiB, but a
+/// body may carry up to `launch_body_limit`, and 2048 of those would take far more memory.
+const MAX_SESSION_BYTES: usize = 8 << 20;
 /// Consumers kept in memory.
 const MAX_CONSUMERS: usize = 256;
 /// How soon after a commit its pages are copied into the database file (see the module docs).
@@ -68,6 +71,8 @@ struct Caches {
     generation: u64,
     consumers: HashMap<String, Consumer>,
     sessions: HashMap<String, Session>,
+    /// What the cached sessions' launch parameters take ([`launch_bytes`]).
+    session_bytes: usize,
 }
 
 impl Caches {
@@ -75,7 +80,31 @@ impl Caches {
         self.generation += 1;
         self.consumers.clear();
         self.sessions.clear();
+        self.session_bytes = 0;
     }
+
+    /// Caches a session unless that would pass either limit.
+    fn insert_session(&mut self, session: Session) {
+        let bytes = launch_bytes(&session);
+        if self.sessions.len() < MAX_SESSIONS && self.session_bytes + bytes <= MAX_SESSION_BYTES {
+            if let Some(old) = self.sessions.insert(session.id.clone(), session) {
+                self.session_bytes -= launch_bytes(&old);
+            }
+            self.session_bytes += bytes;
+        }
+    }
+
+    fn remove_session(&mut self, id: &str) {
+        if let Some(old) = self.sessions.remove(id) {
+            self.session_bytes -= launch_bytes(&old);
+        }
+    }
+}
+
+/// About what a session's launch parameters take in memory.
+fn launch_bytes(session: &Session) -> usize {
+    let params = &session.launch.params;
+    params.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() + 48 * params.len()
 }
 
 /// The handle requests use; cheap to clone.
@@ -171,8 +200,8 @@ impl StoreFront {
         let found = sessions::find(db, id).await?;
         if let Some(s) = &found {
             let mut caches = lock(&self.caches);
-            if caches.generation == generation && caches.sessions.len() < MAX_SESSIONS {
-                caches.sessions.insert(id.to_string(), s.clone());
+            if caches.generation == generation {
+                caches.insert_session(s.clone());
             }
         }
         Ok(found)
@@ -292,21 +321,16 @@ async fn round(
             }
         }
         if let Some(old) = &write.replaces {
-            caches.sessions.remove(old);
+            caches.remove_session(old);
             // A read of `old` from SQLite still in flight must not put it back.
             caches.generation += 1;
         }
         if let Some(new) = &write.session {
-            if caches.sessions.len() < MAX_SESSIONS {
-                caches.sessions.insert(
-                    new.id.clone(),
-                    Session {
-                        id: new.id.clone(),
-                        launch: new.launch.clone(),
-                        expires_at: new.expires_at,
-                    },
-                );
-            }
+            caches.insert_session(Session {
+                id: new.id.clone(),
+                launch: new.launch.clone(),
+                expires_at: new.expires_at,
+            });
         }
     }
     Ok(outcomes)
@@ -361,4 +385,46 @@ async fn checkpoint(
             .await?;
     // While another connection's checkpoint runs, SQLite answers (1, -1, -1): nothing copied.
     Ok(busy == 0 && log == checkpointed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lti::launch::LaunchData;
+
+    fn session(id: &str, value_len: usize) -> Session {
+        let params = vec![("custom_big".to_string(), "x".repeat(value_len))];
+        Session {
+            id: id.into(),
+            launch: Arc::new(LaunchData::new("k".into(), params)),
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_session_cache_is_bounded_by_bytes_as_well_as_by_count() {
+        let mut caches = Caches::default();
+        // Sessions of the largest launches: far fewer than MAX_SESSIONS fit.
+        for i in 0..MAX_SESSIONS {
+            caches.insert_session(session(&format!("big-{i}"), 60_000));
+        }
+        assert!(caches.sessions.len() < MAX_SESSION_BYTES / 60_000 + 1);
+        assert!(caches.session_bytes <= MAX_SESSION_BYTES);
+        let full = caches.sessions.len();
+        // The same id again does not count twice; a removal gives its room back.
+        caches.insert_session(session("big-0", 60_000));
+        assert_eq!(caches.sessions.len(), full);
+        let before = caches.session_bytes;
+        caches.remove_session("big-0");
+        assert!(caches.session_bytes < before);
+        caches.insert_session(session("small", 100));
+        assert!(caches.sessions.contains_key("small"));
+        caches.clear();
+        assert_eq!((caches.sessions.len(), caches.session_bytes), (0, 0));
+        // Ordinary launches still fill the cache up to its count.
+        for i in 0..MAX_SESSIONS + 10 {
+            caches.insert_session(session(&format!("s-{i}"), 1_500));
+        }
+        assert_eq!(caches.sessions.len(), MAX_SESSIONS);
+    }
 }
