@@ -102,6 +102,9 @@ pub enum LtiError {
     /// Too many failed admin logins from one address.
     #[error("too many failed logins")]
     TooManyLogins,
+    /// So many admin logins wait for their password check that this one was not queued.
+    #[error("too many admin logins being checked at once")]
+    LoginsBusy,
     /// A session asked for more grade calls to the LMS while its earlier ones still run.
     #[error("too many grade requests of one session at once")]
     GradeCallsQueued,

@@ -239,6 +239,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         front,
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
+        login_queue: web::admin::LoginQueue::default(),
     })
 }
 

@@ -38,6 +38,7 @@ impl LtiError {
             NotStaff | BadCsrfToken | CrossSiteForm => Status::Forbidden,
             HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
+            LoginsBusy => Status::ServiceUnavailable,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
         }
@@ -82,6 +83,7 @@ impl LtiError {
             Outcome(e) => outcome_message(e),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
+            LoginsBusy => ("Busy", "Too many logins are being checked right now. Please try again in a few seconds.".into()),
             GradeCallsQueued => ("Still working", "Your earlier grade requests are still waiting for the LMS, so this one was not sent. Wait for them to finish, then check the gradebook.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
         }
@@ -233,7 +235,7 @@ impl From<&LtiError> for ErrorPage {
     fn from(e: &LtiError) -> Self {
         let (title, message) = e.user_message();
         let mut page = ErrorPage::new(e.status(), title, message);
-        if matches!(e, LtiError::GradeCallsQueued) {
+        if matches!(e, LtiError::GradeCallsQueued | LtiError::LoginsBusy) {
             // The session's earlier grade calls take seconds, not a minute.
             page.retry_after = "5";
         }

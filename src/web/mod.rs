@@ -30,4 +30,6 @@ pub struct AppState {
     pub page_forms: csrf::CsrfKey,
     /// How many more refused launches are recorded for the admin page this minute.
     pub refusal_budget: diagnosis::RefusalBudget,
+    /// Admin logins waiting for their password check.
+    pub login_queue: admin::LoginQueue,
 }

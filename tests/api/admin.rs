@@ -1080,3 +1080,40 @@ async fn a_stale_admin_cookie_is_cleared_by_the_login_page() {
     let body = page(res, Status::Unauthorized).await;
     assert!(is_login_page(&body), "{body}");
 }
+
+#[rocket::async_test]
+async fn a_flood_of_guesses_from_many_addresses_queues_a_bounded_number_of_checks() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    let guess = |i: usize| {
+        app.client
+            .post("/admin/login")
+            .remote(
+                format!("10.7.{}.{}:4000", i / 200, i % 200)
+                    .parse()
+                    .unwrap(),
+            )
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(form(&[("password", "not the password")]))
+            .dispatch()
+    };
+    let answers = rocket::futures::future::join_all((0..40).map(guess)).await;
+    let (mut wrong, mut busy) = (0, 0);
+    for res in answers {
+        match res.status() {
+            Status::Unauthorized => wrong += 1,
+            Status::ServiceUnavailable => {
+                assert_eq!(res.headers().get_one("Retry-After"), Some("5"));
+                busy += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // At most 16 wait for the one-at-a-time check at any moment; the rest are told to come back.
+    assert!(busy >= 1 && wrong < 40, "{wrong} checked, {busy} busy");
+    // Only the checked guesses count against their addresses.
+    assert_eq!(app.count("admin_login_failures").await, wrong);
+    // The flood over, the admin gets in.
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+}

@@ -1,6 +1,9 @@
 //! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
 //! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use rocket::form::{Form, FromForm};
 use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
@@ -26,6 +29,34 @@ pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
 /// Admin password checks running at once (see `login`).
 static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
     rocket::tokio::sync::Semaphore::const_new(1);
+/// Logins waiting for or in their password check, per app; past `MAX_QUEUED_CHECKS` a login gets
+/// 503 at once, so guesses from many addresses (each under its own throttle) cannot make
+/// everyone's login, the admin's too, wait seconds behind them.
+#[derive(Default)]
+pub struct LoginQueue(Arc<AtomicUsize>);
+
+/// At about 20-30 ms a check, a wait of well under a second.
+const MAX_QUEUED_CHECKS: usize = 16;
+
+/// A place in the login queue, given back when the login ends or its client leaves.
+struct QueuePlace(Arc<AtomicUsize>);
+
+impl LoginQueue {
+    fn take(&self) -> Option<QueuePlace> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_QUEUED_CHECKS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueuePlace(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Request guard: a live admin session (its idle expiry is pushed back on each use). Without
 /// one it fails with 401, which the `/admin` catcher answers with the login page.
@@ -186,6 +217,12 @@ async fn login(
     else {
         log::warn!("admin login refused: too many failures from {address}");
         return Err(LtiError::TooManyLogins);
+    };
+    let Some(_place) = state.login_queue.take() else {
+        // Not checked, so no guess: it does not count against the address.
+        admin::forget_attempt(&state.db, attempt).await?;
+        log::warn!("admin login refused: {MAX_QUEUED_CHECKS} password checks already queued");
+        return Err(LtiError::LoginsBusy);
     };
     let password = form.into_inner().password.unwrap_or_default();
     // One check at a time, whoever asks: Argon2id is slow on purpose, and guesses from many
