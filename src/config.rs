@@ -149,17 +149,7 @@ impl Origin {
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
         }
-        // A name or an IPv4 address (letters, digits, dots, hyphens; underscores as in docker
-        // service names), or a bracketed IPv6 one.
-        let name_like = |h: &str| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        };
-        let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
-            None => name_like(host),
-        };
-        if !valid {
+        if !crate::lti::oauth::is_valid_host(host) {
             return Err(format!(
                 "public_url {url:?} has a host that is not a name or an address"
             ));

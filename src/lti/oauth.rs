@@ -59,6 +59,20 @@ pub fn base_uri_of_url(url: &str) -> Option<String> {
     Some(base_uri(scheme, host, port, path))
 }
 
+/// True for a host a URL can name: a name or an IPv4 address (letters, digits, dots, hyphens;
+/// underscores as in docker service names), or a bracketed IPv6 address.
+pub fn is_valid_host(host: &str) -> bool {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    }
+}
+
 /// Splits `host[:port]`, keeping IPv6 literals such as `[::1]:8000` whole.
 pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let colon = match authority.rfind(':') {
@@ -138,6 +152,31 @@ pub fn verify(base_string: &str, consumer_secret: &str, signature: &str) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_names_or_addresses() {
+        for ok in [
+            "tool.example.edu",
+            "127.0.0.1",
+            "lti_tool",
+            "[::1]",
+            "[2001:db8::1]",
+        ] {
+            assert!(is_valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "[::1",
+            "x]]><x/>",
+            "tool.example.edu/x",
+            "a@b",
+            "[not:v6]",
+            "é.edu",
+        ] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn encodes_unreserved_only() {

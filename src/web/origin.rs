@@ -8,7 +8,7 @@ use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
 use crate::error::LtiError;
-use crate::lti::oauth::{base_uri, base_uri_of_url, split_host_port};
+use crate::lti::oauth::{base_uri, base_uri_of_url, is_valid_host, split_host_port};
 use crate::web::AppState;
 
 pub use crate::config::Origin;
@@ -133,7 +133,8 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     }
     let authority = authority.ok_or(LtiError::MissingHost)?;
     let (host, port) = split_host_port(&authority).ok_or(LtiError::MissingHost)?;
-    if host.is_empty() {
+    // Anyone can send any `Host`: one that no URL could hold is no origin (nor shown in links).
+    if !is_valid_host(host) {
         return Err(LtiError::MissingHost);
     }
     Ok(Origin {

@@ -3,6 +3,7 @@
 use rocket::{get, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
+use crate::error::LtiError;
 use crate::lti::oauth::split_host_port;
 use crate::web::origin::RequestOrigin;
 use crate::web::pages::LAUNCH_PAGE;
@@ -11,7 +12,11 @@ use crate::web::AppState;
 /// The `cartridge_basiclti_link` for this tool, with absolute URLs from `public_url` or the
 /// request's host.
 #[get("/lti/config.xml")]
-fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Template {
+fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Result<Template, LtiError> {
+    // Relative URLs are of no use to an LMS importing the file.
+    if origin.0.is_none() {
+        return Err(LtiError::MissingHost);
+    }
     let base = origin.url();
     let authority = base
         .split_once("://")
@@ -22,7 +27,7 @@ fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Template {
         .unwrap_or_default();
     // Values are escaped here and marked safe in the template: Tera's HTML escaping would also
     // turn every `/` into `&#x2F;`, which is valid XML but unreadable for the admin pasting it.
-    Template::render(
+    Ok(Template::render(
         "lti/config",
         context! {
             title: xml_escape(&state.settings.tool_title),
@@ -32,7 +37,7 @@ fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Template {
             host: xml_escape(&host),
             base: xml_escape(&base),
         },
-    )
+    ))
 }
 
 /// Escapes the five XML special characters.

@@ -379,6 +379,24 @@ async fn no_host_header_is_a_400() {
 }
 
 #[rocket::async_test]
+async fn a_host_no_url_could_hold_is_a_400() {
+    let app = spawn_app().await;
+    for host in ["a b", "[::1", "x]]><x/>", "tool.test:", "tool.test:99999"] {
+        let res = app
+            .client
+            .post("/any")
+            .header(ContentType::Form)
+            .header(Header::new("Host", host))
+            .body(Launch::new("/any").signed_body())
+            .dispatch()
+            .await;
+        let body = refused(res, Status::BadRequest).await;
+        assert!(body.contains("not a host name"), "{host}: {body}");
+    }
+    assert_eq!(app.count("nonces").await, 0);
+}
+
+#[rocket::async_test]
 async fn two_host_headers_are_a_400_whichever_was_signed() {
     let app = spawn_app().await;
     for hosts in [[HOST, "evil.test"], ["evil.test", HOST]] {

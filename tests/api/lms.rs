@@ -556,14 +556,15 @@ async fn config_xml_escapes_what_it_is_given() {
             .merge(("tool_title", "Maths & <Physics>"))
     })
     .await;
-    let res = app
-        .client
-        .get("/lti/config.xml")
-        .remote("10.0.0.1:4000".parse().unwrap())
-        .header(Header::new("Host", HOST))
-        .header(Header::new("X-Forwarded-Host", "evil\"><x>&y"))
-        .dispatch()
-        .await;
+    let get = |forwarded_host: &'static str| {
+        app.client
+            .get("/lti/config.xml")
+            .remote("10.0.0.1:4000".parse().unwrap())
+            .header(Header::new("Host", HOST))
+            .header(Header::new("X-Forwarded-Host", forwarded_host))
+            .dispatch()
+    };
+    let res = get("tool.example.edu").await;
     assert_eq!(res.status(), Status::Ok);
     let xml = res.into_string().await.unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed despite the hostile values");
@@ -576,9 +577,15 @@ async fn config_xml_escapes_what_it_is_given() {
     assert_eq!(text("title").as_deref(), Some("Maths & <Physics>"));
     assert_eq!(
         text("launch_url").as_deref(),
-        Some("http://evil\"><x>&y/any")
+        Some("http://tool.example.edu/any")
     );
-    assert!(!xml.contains("<x>"));
+    // A host no URL could hold is no origin: the error page, with nothing of it in it.
+    for hostile in ["evil\"><x>&y", "a b", "[::1", "tool.example.edu:"] {
+        let res = get(hostile).await;
+        assert_eq!(res.status(), Status::BadRequest, "{hostile}");
+        let page = res.into_string().await.unwrap();
+        assert!(!page.contains("<x>") && page.contains("Host"), "{page}");
+    }
 }
 
 /// Pulls the hand-off token out of a launch page.
