@@ -240,6 +240,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
+        admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
 }
 

@@ -116,12 +116,15 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
             .insert(name.as_str(), value.as_str())
             .is_some_and(|v| v != value)
         {
+            // Which of two return URLs would be the reorderer's choice: then none is followed.
+            let return_url = first("launch_presentation_return_url")
+                .filter(|_| name != "launch_presentation_return_url");
             return Err(LtiError::InvalidLaunch {
                 log: format!("field {name} is sent more than once with different values")
                     .chars()
                     .take(200)
                     .collect(),
-                return_url: first("launch_presentation_return_url").map(str::to_string),
+                return_url: return_url.map(str::to_string),
             });
         }
     }
@@ -339,6 +342,18 @@ mod tests {
         p.extend(params(&[("custom_tag", "a"), ("custom_tag", "b")]));
         p.extend(params(&[("ext_x", "a"), ("ext_x", "")]));
         assert!(check_lti_fields(&p).is_ok());
+        let mut p = ok.clone();
+        p.extend(params(&[
+            ("launch_presentation_return_url", "https://lms.test/a"),
+            ("launch_presentation_return_url", "https://lms.test/b"),
+        ]));
+        assert!(matches!(
+            check_lti_fields(&p),
+            Err(LtiError::InvalidLaunch {
+                return_url: None,
+                ..
+            })
+        ));
         for (a, b) in [("Learner", "Instructor"), ("Instructor", "Learner")] {
             let mut p = ok.clone();
             p.extend(params(&[("roles", a), ("user_id", "u"), ("roles", b)]));

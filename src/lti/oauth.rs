@@ -62,15 +62,22 @@ pub fn base_uri_of_url(url: &str) -> Option<String> {
 /// True for a host a URL can name: a name or an IPv4 address (letters, digits, dots, hyphens;
 /// underscores as in docker service names), or a bracketed IPv6 address.
 pub fn is_valid_host(host: &str) -> bool {
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => {
-            !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        }
+    if let Some(ipv6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return ipv6.parse::<std::net::Ipv6Addr>().is_ok();
     }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = name.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    });
+    // A name whose last label is all digits can only be an IPv4 address (`1.2.3.256` is not).
+    let numeric = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && (!numeric || name.parse::<std::net::Ipv4Addr>().is_ok())
 }
 
 /// Splits `host[:port]`, keeping IPv6 literals such as `[::1]:8000` whole.
@@ -79,7 +86,12 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         Some(i) if !authority[i..].contains(']') => i,
         _ => return Some((authority, None)),
     };
-    let port = authority[colon + 1..].parse().ok()?;
+    // Digits only, as URLs write them: `u16`'s parser would also take `+80`.
+    let digits = &authority[colon + 1..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port = digits.parse().ok()?;
     Some((&authority[..colon], Some(port)))
 }
 
@@ -161,6 +173,8 @@ mod tests {
             "lti_tool",
             "[::1]",
             "[2001:db8::1]",
+            "tool.example.edu.",
+            "localhost",
         ] {
             assert!(is_valid_host(ok), "{ok}");
         }
@@ -173,8 +187,22 @@ mod tests {
             "a@b",
             "[not:v6]",
             "é.edu",
+            ".",
+            "..",
+            "a..b",
+            "999.999.999.999",
+            "1.2.3.256",
+            "1.2.3.4.5",
         ] {
             assert!(!is_valid_host(bad), "{bad}");
+        }
+        for bad in [
+            "tool.test:+80",
+            "tool.test:",
+            "tool.test:65536",
+            "tool.test:8o",
+        ] {
+            assert!(split_host_port(bad).is_none(), "{bad}");
         }
     }
 

@@ -110,8 +110,12 @@ async fn login_sets_a_strict_admin_only_cookie_and_logout_ends_the_session() {
     let res = login(&app, PASSWORD).await;
     assert_eq!(res.status(), Status::SeeOther);
     assert_eq!(res.headers().get_one("Location"), Some("/admin"));
-    let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
-    assert!(cookie.starts_with("lti_admin="), "{cookie}");
+    let cookie = res
+        .headers()
+        .get("Set-Cookie")
+        .find(|c| c.starts_with("lti_admin="))
+        .expect("the admin cookie")
+        .to_string();
     for part in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
         assert!(cookie.contains(part), "{part} in {cookie}");
     }
@@ -899,8 +903,14 @@ async fn parallel_guesses_cannot_outrun_the_throttle() {
         .iter()
         .filter(|s| **s == Status::TooManyRequests)
         .count();
+    // The rest are throttled, or (past 16 waiting) told to come back before anything is counted.
+    let busy = statuses
+        .iter()
+        .filter(|s| **s == Status::ServiceUnavailable)
+        .count();
     assert_eq!(tried, 5, "{statuses:?}");
-    assert_eq!(throttled, 15, "{statuses:?}");
+    assert_eq!(throttled + busy, 15, "{statuses:?}");
+    assert!(throttled >= 11, "{statuses:?}");
 }
 
 #[rocket::async_test]
@@ -992,10 +1002,14 @@ async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
         }
         req.dispatch()
     };
+    // The admin cookie and the device cookie alike.
     let cookie = |res: &LocalResponse<'_>| {
-        let set = res.headers().get_one("Set-Cookie").unwrap_or_default();
-        assert!(set.starts_with("lti_admin="), "{set}");
-        set.contains("; Secure")
+        let set: Vec<&str> = res.headers().get("Set-Cookie").collect();
+        assert_eq!(set.len(), 2, "{set:?}");
+        assert!(set.iter().any(|c| c.starts_with("lti_admin=")), "{set:?}");
+        let secure = set.iter().filter(|c| c.contains("; Secure")).count();
+        assert!(secure == 0 || secure == 2, "{set:?}");
+        secure == 2
     };
     let res = login("10.0.0.1:40000", true).await;
     assert_eq!(res.status(), Status::SeeOther);
@@ -1114,6 +1128,17 @@ async fn a_flood_of_guesses_from_many_addresses_queues_a_bounded_number_of_check
     assert!(busy >= 1 && wrong < 40, "{wrong} checked, {busy} busy");
     // Only the checked guesses count against their addresses.
     assert_eq!(app.count("admin_login_failures").await, wrong);
-    // The flood over, the admin gets in.
-    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    // The flood over, the admin gets in, and the browser is marked as one that knows the
+    // password: its later logins skip the cap (see the unit tests of `LoginQueue`).
+    let res = login(&app, PASSWORD).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let device = res
+        .headers()
+        .get("Set-Cookie")
+        .find(|c| c.starts_with("lti_admin_device="))
+        .expect("a device cookie")
+        .to_string();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
+        assert!(device.contains(part), "{device}");
+    }
 }

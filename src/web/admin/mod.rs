@@ -10,7 +10,7 @@ use rocket::serde::Serialize;
 use rocket::{catchers, Catcher, Responder, Route};
 use rocket_dyn_templates::Template;
 
-pub use session::{Admin, LoginQueue, ADMIN_COOKIE, MAX_FAILURES_PER_MINUTE};
+pub use session::{Admin, LoginQueue, ADMIN_COOKIE, DEVICE_COOKIE, MAX_FAILURES_PER_MINUTE};
 
 /// An admin page with its status, never cached (it may show a secret, or a CSRF token).
 #[derive(Responder)]

@@ -42,10 +42,11 @@ const MAX_QUEUED_CHECKS: usize = 16;
 struct QueuePlace(Arc<AtomicUsize>);
 
 impl LoginQueue {
-    fn take(&self) -> Option<QueuePlace> {
+    /// A place, unless the queue is full and the browser is not `known` (see [`DEVICE_COOKIE`]).
+    fn take(&self, known: bool) -> Option<QueuePlace> {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_QUEUED_CHECKS).then_some(n + 1)
+                (known || n < MAX_QUEUED_CHECKS).then_some(n + 1)
             })
             .ok()
             .map(|_| QueuePlace(Arc::clone(&self.0)))
@@ -147,6 +148,28 @@ fn throttle_bucket(address: &str) -> String {
     format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
 }
 
+/// Marks a browser that logged in with the current admin password: its logins skip the cap on
+/// queued password checks (a flood of guesses cannot keep it out). Worth nothing else; a new
+/// password makes every one of them stale.
+pub const DEVICE_COOKIE: &str = "lti_admin_device";
+
+/// What a device cookie is bound to: the current password hash (its salt changes with each new
+/// password), never sent anywhere.
+fn device_binding(password_hash: &str) -> String {
+    format!("admin device v1 {password_hash}")
+}
+
+/// The device cookie: like the admin cookie, but kept for a year.
+fn device_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
+    Cookie::build((DEVICE_COOKIE, value))
+        .path("/admin")
+        .http_only(true)
+        .same_site(rocket::http::SameSite::Strict)
+        .secure(secure.0)
+        .max_age(rocket::time::Duration::days(365))
+        .build()
+}
+
 /// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured or
 /// whenever the request came over https (as the session cookie).
 fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
@@ -206,6 +229,17 @@ async fn login(
     let Some(hash) = admin::password_hash(&state.db).await? else {
         return Ok(Reply::Page(login_page(Status::Ok, false, None)));
     };
+    // A browser that logged in before with this password skips the cap: a flood of guesses
+    // cannot keep its admin out. Before anything is written: a busy refusal costs nothing.
+    let known = cookies.get(DEVICE_COOKIE).is_some_and(|c| {
+        state
+            .admin_devices
+            .verify(&device_binding(&hash), c.value())
+    });
+    let Some(_place) = state.login_queue.take(known) else {
+        log::warn!("admin login refused: {MAX_QUEUED_CHECKS} password checks already queued");
+        return Err(LtiError::LoginsBusy);
+    };
     // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
     let Some(attempt) = admin::begin_attempt(
         &state.db,
@@ -218,13 +252,8 @@ async fn login(
         log::warn!("admin login refused: too many failures from {address}");
         return Err(LtiError::TooManyLogins);
     };
-    let Some(_place) = state.login_queue.take() else {
-        // Not checked, so no guess: it does not count against the address.
-        admin::forget_attempt(&state.db, attempt).await?;
-        log::warn!("admin login refused: {MAX_QUEUED_CHECKS} password checks already queued");
-        return Err(LtiError::LoginsBusy);
-    };
     let password = form.into_inner().password.unwrap_or_default();
+    let binding = device_binding(&hash);
     // One check at a time, whoever asks: Argon2id is slow on purpose, and guesses from many
     // addresses (each under its own throttle) must not take the cores that launches need.
     // The permit goes with the check, so it is held until the check ends even if the client
@@ -249,6 +278,7 @@ async fn login(
     admin::forget_attempt(&state.db, attempt).await?;
     let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
     cookies.add(admin_cookie(token, secure));
+    cookies.add(device_cookie(state.admin_devices.token(&binding), secure));
     log::info!("admin logged in from {address}");
     Ok(Reply::Redirect(Redirect::to("/admin")))
 }
@@ -297,7 +327,26 @@ pub(super) fn routes() -> Vec<rocket::Route> {
 
 #[cfg(test)]
 mod tests {
-    use super::throttle_bucket;
+    use super::{device_binding, throttle_bucket, LoginQueue, MAX_QUEUED_CHECKS};
+    use crate::web::csrf::CsrfKey;
+
+    #[test]
+    fn a_full_login_queue_still_takes_a_browser_that_knows_the_password() {
+        let queue = LoginQueue::default();
+        let places: Vec<_> = (0..MAX_QUEUED_CHECKS)
+            .map(|_| queue.take(false).expect("a place"))
+            .collect();
+        assert!(queue.take(false).is_none());
+        let known = queue.take(true).expect("the known browser gets in");
+        drop(known);
+        drop(places);
+        assert!(queue.take(false).is_some(), "places come back");
+        // A device mark is bound to the password: a new one makes it stale.
+        let key = CsrfKey::random();
+        let mark = key.token(&device_binding("$argon2id$old"));
+        assert!(key.verify(&device_binding("$argon2id$old"), &mark));
+        assert!(!key.verify(&device_binding("$argon2id$new"), &mark));
+    }
 
     #[test]
     fn an_ipv6_client_is_throttled_by_its_slash_64() {
