@@ -72,11 +72,15 @@ pub fn is_valid_host(host: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     });
-    // A name whose last label is all digits can only be an IPv4 address (`1.2.3.256` is not).
-    let numeric = name
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+    // A name whose last label is a number (`256`, `0x7f`: browsers read those as IPv4 parts) can
+    // only be an IPv4 address as written (`1.2.3.256` is not).
+    let numeric = name.rsplit('.').next().is_some_and(|last| {
+        last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .or_else(|| last.strip_prefix("0X"))
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
     labels_ok && (!numeric || name.parse::<std::net::Ipv4Addr>().is_ok())
 }
 
@@ -91,7 +95,7 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let port = digits.parse().ok()?;
+    let port = digits.parse().ok().filter(|p| *p != 0)?;
     Some((&authority[..colon], Some(port)))
 }
 
@@ -193,6 +197,8 @@ mod tests {
             "999.999.999.999",
             "1.2.3.256",
             "1.2.3.4.5",
+            "0x7f",
+            "example.0x1",
         ] {
             assert!(!is_valid_host(bad), "{bad}");
         }
@@ -201,6 +207,7 @@ mod tests {
             "tool.test:",
             "tool.test:65536",
             "tool.test:8o",
+            "tool.test:0",
         ] {
             assert!(split_host_port(bad).is_none(), "{bad}");
         }

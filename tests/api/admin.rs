@@ -1142,3 +1142,74 @@ async fn a_flood_of_guesses_from_many_addresses_queues_a_bounded_number_of_check
         assert!(device.contains(part), "{device}");
     }
 }
+
+#[rocket::async_test]
+async fn a_browser_that_logged_in_before_is_not_locked_out_by_guesses_from_its_address() {
+    // The admin's browser (keeps cookies) and an attacker behind the same address (a shared NAT,
+    // keeps none), two clients on one database and key.
+    let admin_browser = spawn_app_with(|f| f.merge(("secret_key", TEST_SECRET_KEY))).await;
+    let figment = admin_browser.client.rocket().figment().clone();
+    let attacker = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment))
+        .await
+        .expect("second client");
+    set_password(&admin_browser, PASSWORD).await;
+    fn from_nat<'c>(
+        client: &'c rocket::local::asynchronous::Client,
+        password: &str,
+    ) -> LocalRequest<'c> {
+        client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote("192.0.2.1:5000".parse().unwrap())
+            .body(form(&[("password", password)]))
+    }
+    assert_eq!(
+        from_nat(&admin_browser.client, PASSWORD)
+            .dispatch()
+            .await
+            .status(),
+        Status::SeeOther
+    );
+    // The attacker uses up the address's failures.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let guess = format!("guess-{i}");
+        statuses.push(from_nat(&attacker, &guess).dispatch().await.status());
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&Status::TooManyRequests),
+        "{statuses:?}"
+    );
+    // The marked browser still gets in from there; its own failures count on their own.
+    assert_eq!(
+        from_nat(&admin_browser.client, PASSWORD)
+            .dispatch()
+            .await
+            .status(),
+        Status::SeeOther
+    );
+    let mut own = Vec::new();
+    for i in 0..6 {
+        let guess = format!("typo-{i}");
+        own.push(
+            from_nat(&admin_browser.client, &guess)
+                .dispatch()
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(own[..5], [Status::Unauthorized; 5], "{own:?}");
+    assert_eq!(
+        own[5],
+        Status::TooManyRequests,
+        "a stolen mark allows few guesses"
+    );
+    // A forged mark counts for nothing: throttled with the address.
+    let forged = from_nat(&attacker, PASSWORD)
+        .cookie(rocket::http::Cookie::new("lti_admin_device", "id-1.AAAA"))
+        .dispatch()
+        .await;
+    assert_eq!(forged.status(), Status::TooManyRequests);
+}

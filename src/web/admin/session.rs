@@ -1,7 +1,7 @@
 //! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
 //! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rocket::form::{Form, FromForm};
@@ -33,7 +33,12 @@ static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
 /// 503 at once, so guesses from many addresses (each under its own throttle) cannot make
 /// everyone's login, the admin's too, wait seconds behind them.
 #[derive(Default)]
-pub struct LoginQueue(Arc<AtomicUsize>);
+pub struct LoginQueue {
+    waiting: Arc<AtomicUsize>,
+    /// Refusals since the last log line, and the second of that line.
+    refused: AtomicUsize,
+    logged_at: AtomicI64,
+}
 
 /// At about 20-30 ms a check, a wait of well under a second.
 const MAX_QUEUED_CHECKS: usize = 16;
@@ -44,12 +49,33 @@ struct QueuePlace(Arc<AtomicUsize>);
 impl LoginQueue {
     /// A place, unless the queue is full and the browser is not `known` (see [`DEVICE_COOKIE`]).
     fn take(&self, known: bool) -> Option<QueuePlace> {
-        self.0
+        self.waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (known || n < MAX_QUEUED_CHECKS).then_some(n + 1)
             })
             .ok()
-            .map(|_| QueuePlace(Arc::clone(&self.0)))
+            .map(|_| QueuePlace(Arc::clone(&self.waiting)))
+    }
+}
+
+impl LoginQueue {
+    /// Logs a refusal for a full queue, at most once a second (a flood sends thousands), with
+    /// how many there were since the last line.
+    fn log_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::AcqRel);
+        let second = crate::store::now();
+        let last = self.logged_at.load(Ordering::Acquire);
+        if second > last
+            && self
+                .logged_at
+                .compare_exchange(last, second, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let refused = self.refused.swap(0, Ordering::AcqRel);
+            log::warn!(
+                "admin login refused {refused} time(s): {MAX_QUEUED_CHECKS} password checks already queued"
+            );
+        }
     }
 }
 
@@ -153,10 +179,24 @@ fn throttle_bucket(address: &str) -> String {
 /// password makes every one of them stale.
 pub const DEVICE_COOKIE: &str = "lti_admin_device";
 
-/// What a device cookie is bound to: the current password hash (its salt changes with each new
-/// password), never sent anywhere.
-fn device_binding(password_hash: &str) -> String {
-    format!("admin device v1 {password_hash}")
+/// What a device cookie's signature covers: its id and the current password hash (whose salt
+/// changes with each new password), never sent anywhere.
+fn device_binding(password_hash: &str, id: &str) -> String {
+    format!("admin device v1 {id} {password_hash}")
+}
+
+/// The id of a browser's device mark (`ID.SIGNATURE`), if it is valid for the current password.
+fn known_device(state: &AppState, password_hash: &str, mark: &str) -> Option<String> {
+    let (id, signature) = mark.split_once('.')?;
+    let valid = !id.is_empty()
+        && id.len() <= 80
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && state
+            .admin_devices
+            .verify(&device_binding(password_hash, id), signature);
+    valid.then(|| id.to_string())
 }
 
 /// The device cookie: like the admin cookie, but kept for a year.
@@ -231,29 +271,28 @@ async fn login(
     };
     // A browser that logged in before with this password skips the cap: a flood of guesses
     // cannot keep its admin out. Before anything is written: a busy refusal costs nothing.
-    let known = cookies.get(DEVICE_COOKIE).is_some_and(|c| {
-        state
-            .admin_devices
-            .verify(&device_binding(&hash), c.value())
-    });
-    let Some(_place) = state.login_queue.take(known) else {
-        log::warn!("admin login refused: {MAX_QUEUED_CHECKS} password checks already queued");
+    let device = cookies
+        .get(DEVICE_COOKIE)
+        .and_then(|c| known_device(state, &hash, c.value()));
+    let Some(_place) = state.login_queue.take(device.is_some()) else {
+        state.login_queue.log_refusal();
         return Err(LtiError::LoginsBusy);
     };
-    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
-    let Some(attempt) = admin::begin_attempt(
-        &state.db,
-        &throttle_bucket(&address),
-        now,
-        MAX_FAILURES_PER_MINUTE,
-    )
-    .await?
+    // Counted as failed before the check, so parallel guesses cannot outrun the throttle. A
+    // marked browser counts on its own: guesses from its address (a shared NAT) do not lock it
+    // out, and a stolen mark still allows only a few guesses a minute.
+    let bucket = match &device {
+        Some(id) => format!("device {id}"),
+        None => throttle_bucket(&address),
+    };
+    let Some(attempt) =
+        admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await?
     else {
         log::warn!("admin login refused: too many failures from {address}");
         return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
-    let binding = device_binding(&hash);
+    let binding = hash.clone();
     // One check at a time, whoever asks: Argon2id is slow on purpose, and guesses from many
     // addresses (each under its own throttle) must not take the cores that launches need.
     // The permit goes with the check, so it is held until the check ends even if the client
@@ -278,7 +317,13 @@ async fn login(
     admin::forget_attempt(&state.db, attempt).await?;
     let token = admin::start_session(&state.db, now, state.settings.admin_idle_timeout).await?;
     cookies.add(admin_cookie(token, secure));
-    cookies.add(device_cookie(state.admin_devices.token(&binding), secure));
+    // A mark of its own for each browser (kept if it has one): its failures count on their own.
+    let id = device.unwrap_or_else(crate::store::sessions::new_id);
+    let mark = format!(
+        "{id}.{}",
+        state.admin_devices.token(&device_binding(&binding, &id))
+    );
+    cookies.add(device_cookie(mark, secure));
     log::info!("admin logged in from {address}");
     Ok(Reply::Redirect(Redirect::to("/admin")))
 }
@@ -341,11 +386,12 @@ mod tests {
         drop(known);
         drop(places);
         assert!(queue.take(false).is_some(), "places come back");
-        // A device mark is bound to the password: a new one makes it stale.
+        // A device mark is bound to its id and the password: a new one makes it stale.
         let key = CsrfKey::random();
-        let mark = key.token(&device_binding("$argon2id$old"));
-        assert!(key.verify(&device_binding("$argon2id$old"), &mark));
-        assert!(!key.verify(&device_binding("$argon2id$new"), &mark));
+        let mark = key.token(&device_binding("$argon2id$old", "id-1"));
+        assert!(key.verify(&device_binding("$argon2id$old", "id-1"), &mark));
+        assert!(!key.verify(&device_binding("$argon2id$new", "id-1"), &mark));
+        assert!(!key.verify(&device_binding("$argon2id$old", "id-2"), &mark));
     }
 
     #[test]
