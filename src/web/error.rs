@@ -145,6 +145,8 @@ pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let (method, path) = (req.method(), req.uri().path());
     match error {
         LtiError::Storage(_) => log::error!("{method} {path}: {status}: {what}"),
+        // A flood sends thousands a second: the login queue counts them and logs once a second.
+        LtiError::LoginsBusy | LtiError::TooManyLogins => {}
         _ => log::warn!("{method} {path}: {status}: {what}"),
     }
     if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {

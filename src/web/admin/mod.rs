@@ -2,6 +2,7 @@
 //! launch figures, and create / rotate / enable / disable / delete, every form with a CSRF token.
 
 pub mod consumers;
+pub mod login_queue;
 pub mod refusals;
 pub mod session;
 
@@ -10,7 +11,8 @@ use rocket::serde::Serialize;
 use rocket::{catchers, Catcher, Responder, Route};
 use rocket_dyn_templates::Template;
 
-pub use session::{Admin, LoginQueue, ADMIN_COOKIE, DEVICE_COOKIE, MAX_FAILURES_PER_MINUTE};
+pub use login_queue::LoginQueue;
+pub use session::{Admin, ADMIN_COOKIE, DEVICE_COOKIE, MAX_FAILURES_PER_MINUTE};
 
 /// An admin page with its status, never cached (it may show a secret, or a CSRF token).
 #[derive(Responder)]

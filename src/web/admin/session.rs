@@ -1,9 +1,6 @@
 //! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
 //! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use rocket::form::{Form, FromForm};
 use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
@@ -12,6 +9,7 @@ use rocket::{catch, post, Responder, State};
 use rocket_dyn_templates::context;
 use subtle::ConstantTimeEq;
 
+use super::login_queue::Refused;
 use super::{render, Page};
 use crate::crypto;
 use crate::error::LtiError;
@@ -29,62 +27,6 @@ pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
 /// Admin password checks running at once (see `login`).
 static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
     rocket::tokio::sync::Semaphore::const_new(1);
-/// Logins waiting for or in their password check, per app; past `MAX_QUEUED_CHECKS` a login gets
-/// 503 at once, so guesses from many addresses (each under its own throttle) cannot make
-/// everyone's login, the admin's too, wait seconds behind them.
-#[derive(Default)]
-pub struct LoginQueue {
-    waiting: Arc<AtomicUsize>,
-    /// Refusals since the last log line, and the second of that line.
-    refused: AtomicUsize,
-    logged_at: AtomicI64,
-}
-
-/// At about 20-30 ms a check, a wait of well under a second.
-const MAX_QUEUED_CHECKS: usize = 16;
-
-/// A place in the login queue, given back when the login ends or its client leaves.
-struct QueuePlace(Arc<AtomicUsize>);
-
-impl LoginQueue {
-    /// A place, unless the queue is full and the browser is not `known` (see [`DEVICE_COOKIE`]).
-    fn take(&self, known: bool) -> Option<QueuePlace> {
-        self.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (known || n < MAX_QUEUED_CHECKS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| QueuePlace(Arc::clone(&self.waiting)))
-    }
-}
-
-impl LoginQueue {
-    /// Logs a refusal for a full queue, at most once a second (a flood sends thousands), with
-    /// how many there were since the last line.
-    fn log_refusal(&self) {
-        self.refused.fetch_add(1, Ordering::AcqRel);
-        let second = crate::store::now();
-        let last = self.logged_at.load(Ordering::Acquire);
-        if second > last
-            && self
-                .logged_at
-                .compare_exchange(last, second, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            let refused = self.refused.swap(0, Ordering::AcqRel);
-            log::warn!(
-                "admin login refused {refused} time(s): {MAX_QUEUED_CHECKS} password checks already queued"
-            );
-        }
-    }
-}
-
-impl Drop for QueuePlace {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Request guard: a live admin session (its idle expiry is pushed back on each use). Without
 /// one it fails with 401, which the `/admin` catcher answers with the login page.
 pub struct Admin(admin::AdminSession);
@@ -274,21 +216,27 @@ async fn login(
     let device = cookies
         .get(DEVICE_COOKIE)
         .and_then(|c| known_device(state, &hash, c.value()));
-    let Some(_place) = state.login_queue.take(device.is_some()) else {
-        state.login_queue.log_refusal();
-        return Err(LtiError::LoginsBusy);
-    };
-    // Counted as failed before the check, so parallel guesses cannot outrun the throttle. A
-    // marked browser counts on its own: guesses from its address (a shared NAT) do not lock it
+    // A marked browser counts on its own: guesses from its address (a shared NAT) do not lock it
     // out, and a stolen mark still allows only a few guesses a minute.
     let bucket = match &device {
         Some(id) => format!("device {id}"),
         None => throttle_bucket(&address),
     };
+    let queue = &state.login_queue;
+    if queue.is_over_limit(&bucket, now) {
+        queue.log_refusal(Refused::Throttled, now);
+        return Err(LtiError::TooManyLogins);
+    }
+    let Some(_place) = queue.take(device.is_some()) else {
+        queue.log_refusal(Refused::Busy, now);
+        return Err(LtiError::LoginsBusy);
+    };
+    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
     let Some(attempt) =
         admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await?
     else {
-        log::warn!("admin login refused: too many failures from {address}");
+        log::warn!("admin login: {address} ({bucket}) is over {MAX_FAILURES_PER_MINUTE} failures a minute; refused for a minute");
+        queue.remember_over_limit(&bucket, now);
         return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
@@ -372,21 +320,11 @@ pub(super) fn routes() -> Vec<rocket::Route> {
 
 #[cfg(test)]
 mod tests {
-    use super::{device_binding, throttle_bucket, LoginQueue, MAX_QUEUED_CHECKS};
+    use super::{device_binding, throttle_bucket};
     use crate::web::csrf::CsrfKey;
 
     #[test]
-    fn a_full_login_queue_still_takes_a_browser_that_knows_the_password() {
-        let queue = LoginQueue::default();
-        let places: Vec<_> = (0..MAX_QUEUED_CHECKS)
-            .map(|_| queue.take(false).expect("a place"))
-            .collect();
-        assert!(queue.take(false).is_none());
-        let known = queue.take(true).expect("the known browser gets in");
-        drop(known);
-        drop(places);
-        assert!(queue.take(false).is_some(), "places come back");
-        // A device mark is bound to its id and the password: a new one makes it stale.
+    fn a_device_mark_is_bound_to_its_id_and_the_password() {
         let key = CsrfKey::random();
         let mark = key.token(&device_binding("$argon2id$old", "id-1"));
         assert!(key.verify(&device_binding("$argon2id$old", "id-1"), &mark));

@@ -1,0 +1,154 @@
+//! Who may wait for an admin password check, and how refusals are logged under a flood.
+//!
+//! Argon2id is slow on purpose and checks run one at a time, so guesses from many addresses
+//! (each under its own throttle) would queue up in front of the admin. So:
+//! - browsers without a device mark share at most [`MAX_QUEUED_CHECKS`] places; the next get 503
+//!   at once, before anything is written;
+//! - marked browsers (see `session::DEVICE_COOKIE`) do not take those places: a stolen mark is
+//!   held to its own throttle bucket instead;
+//! - a bucket over its failure limit is remembered for a minute, so its next attempts get 429
+//!   from memory without a place or a database write;
+//! - refusals are counted and logged at most once a second: a flood sends thousands a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// At about 20-30 ms a check, a wait of well under a second.
+pub(super) const MAX_QUEUED_CHECKS: usize = 16;
+/// Buckets remembered as over their limit; past this, new ones are left to the database.
+const MAX_REMEMBERED: usize = 10_000;
+/// How long a bucket over its limit is refused from memory (the throttle's window).
+const OVER_LIMIT_SECONDS: i64 = 60;
+
+/// The login queue's state, one per app (see `AppState`).
+#[derive(Default)]
+pub struct LoginQueue {
+    /// Unmarked logins waiting for or in their password check.
+    waiting: Arc<AtomicUsize>,
+    /// Throttle buckets over their limit, and until when (Unix seconds).
+    over_limit: Mutex<HashMap<String, i64>>,
+    /// Refusals since the last log line, and the second of that line.
+    busy: AtomicUsize,
+    throttled: AtomicUsize,
+    logged_at: AtomicI64,
+}
+
+/// A place in the queue, given back when the login ends or its client leaves.
+pub(super) struct QueuePlace(Option<Arc<AtomicUsize>>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        if let Some(waiting) = &self.0 {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Why a login was refused before its password was checked.
+#[derive(Clone, Copy)]
+pub(super) enum Refused {
+    /// The queue was full.
+    Busy,
+    /// Its bucket is over the failure limit.
+    Throttled,
+}
+
+impl LoginQueue {
+    /// A place: a marked browser always gets one of its own; others share the limited ones.
+    pub(super) fn take(&self, marked: bool) -> Option<QueuePlace> {
+        if marked {
+            return Some(QueuePlace(None));
+        }
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_QUEUED_CHECKS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueuePlace(Some(Arc::clone(&self.waiting))))
+    }
+
+    /// True when `bucket` went over its limit less than a minute ago.
+    pub(super) fn is_over_limit(&self, bucket: &str, now: i64) -> bool {
+        self.over_limit
+            .lock()
+            .is_ok_and(|map| map.get(bucket).is_some_and(|until| *until > now))
+    }
+
+    /// Remembers that `bucket` is over its limit, for a minute.
+    pub(super) fn remember_over_limit(&self, bucket: &str, now: i64) {
+        let Ok(mut map) = self.over_limit.lock() else {
+            return;
+        };
+        if map.len() >= MAX_REMEMBERED {
+            map.retain(|_, until| *until > now);
+        }
+        if map.len() < MAX_REMEMBERED {
+            map.insert(bucket.to_string(), now + OVER_LIMIT_SECONDS);
+        }
+    }
+
+    /// Counts a refusal and logs the counts at most once a second.
+    pub(super) fn log_refusal(&self, why: Refused, now: i64) {
+        match why {
+            Refused::Busy => self.busy.fetch_add(1, Ordering::AcqRel),
+            Refused::Throttled => self.throttled.fetch_add(1, Ordering::AcqRel),
+        };
+        let last = self.logged_at.load(Ordering::Acquire);
+        if now > last
+            && self
+                .logged_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let busy = self.busy.swap(0, Ordering::AcqRel);
+            let throttled = self.throttled.swap(0, Ordering::AcqRel);
+            log::warn!(
+                "admin logins refused since the last such line: {busy} with {MAX_QUEUED_CHECKS} \
+                 password checks queued (503), {throttled} over their failure limit (429)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marked_browsers_take_no_shared_place() {
+        let queue = LoginQueue::default();
+        let marked: Vec<_> = (0..100)
+            .map(|_| queue.take(true).expect("a place"))
+            .collect();
+        let places: Vec<_> = (0..MAX_QUEUED_CHECKS)
+            .map(|_| queue.take(false).expect("a shared place"))
+            .collect();
+        assert!(queue.take(false).is_none());
+        assert!(queue.take(true).is_some(), "a marked browser still gets in");
+        drop(marked);
+        assert!(
+            queue.take(false).is_none(),
+            "marked places were never shared ones"
+        );
+        drop(places);
+        assert!(queue.take(false).is_some(), "places come back");
+    }
+
+    #[test]
+    fn buckets_over_their_limit_are_remembered_for_a_minute() {
+        let queue = LoginQueue::default();
+        assert!(!queue.is_over_limit("192.0.2.1", 1000));
+        queue.remember_over_limit("192.0.2.1", 1000);
+        assert!(queue.is_over_limit("192.0.2.1", 1059));
+        assert!(!queue.is_over_limit("192.0.2.1", 1060));
+        assert!(!queue.is_over_limit("192.0.2.2", 1000));
+        // Bounded: expired entries make room, live ones are kept.
+        for i in 0..MAX_REMEMBERED + 5 {
+            queue.remember_over_limit(&format!("b{i}"), 2000);
+        }
+        assert!(queue.over_limit.lock().unwrap().len() <= MAX_REMEMBERED);
+        queue.remember_over_limit("late", 3000);
+        assert!(queue.is_over_limit("late", 3001));
+    }
+}
