@@ -75,17 +75,22 @@ impl LoginQueue {
             .is_ok_and(|map| map.get(bucket).is_some_and(|until| *until > now))
     }
 
-    /// Remembers that `bucket` is over its limit, for a minute.
-    pub(super) fn remember_over_limit(&self, bucket: &str, now: i64) {
+    /// Remembers that `bucket` is over its limit, for a minute; false when it already was (a
+    /// parallel attempt got there first), so that it is logged once.
+    pub(super) fn remember_over_limit(&self, bucket: &str, now: i64) -> bool {
         let Ok(mut map) = self.over_limit.lock() else {
-            return;
+            return true;
         };
+        if map.get(bucket).is_some_and(|until| *until > now) {
+            return false;
+        }
         if map.len() >= MAX_REMEMBERED {
             map.retain(|_, until| *until > now);
         }
         if map.len() < MAX_REMEMBERED {
             map.insert(bucket.to_string(), now + OVER_LIMIT_SECONDS);
         }
+        true
     }
 
     /// Counts a refusal and logs the counts at most once a second.
@@ -139,7 +144,8 @@ mod tests {
     fn buckets_over_their_limit_are_remembered_for_a_minute() {
         let queue = LoginQueue::default();
         assert!(!queue.is_over_limit("192.0.2.1", 1000));
-        queue.remember_over_limit("192.0.2.1", 1000);
+        assert!(queue.remember_over_limit("192.0.2.1", 1000));
+        assert!(!queue.remember_over_limit("192.0.2.1", 1001), "once");
         assert!(queue.is_over_limit("192.0.2.1", 1059));
         assert!(!queue.is_over_limit("192.0.2.1", 1060));
         assert!(!queue.is_over_limit("192.0.2.2", 1000));

@@ -235,8 +235,13 @@ async fn login(
     let Some(attempt) =
         admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await?
     else {
-        log::warn!("admin login: {address} ({bucket}) is over {MAX_FAILURES_PER_MINUTE} failures a minute; refused for a minute");
-        queue.remember_over_limit(&bucket, now);
+        if queue.remember_over_limit(&bucket, now) {
+            log::warn!(
+                "admin login: {address} ({bucket}) is over {MAX_FAILURES_PER_MINUTE} failures a \
+                 minute; refused for a minute"
+            );
+        }
+        queue.log_refusal(Refused::Throttled, now);
         return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
