@@ -3,6 +3,7 @@
 use std::process::{Command, Output};
 
 use rocket::http::Status;
+use rocket::local::asynchronous::Client;
 
 use crate::helpers::*;
 
@@ -29,13 +30,7 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
         &["consumer", "add", "moodle.school-1:x", "--name", "Moodle"],
     );
     assert!(out.status.success(), "{out:?}");
-    let text = stdout(&out);
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("secret: "))
-        .expect("secret printed")
-        .trim()
-        .to_string();
+    let secret = printed_secret(&out);
     assert!((16..=64).contains(&secret.len()));
     assert!(secret
         .bytes()
@@ -180,14 +175,53 @@ async fn release_starts(database_url: &str, secret_key: &str) -> bool {
     starts_in("release", database_url, secret_key).await
 }
 
-/// Whether the app starts in this profile, on this database, with this key.
-async fn starts_in(profile: &str, database_url: &str, secret_key: &str) -> bool {
-    let figment = rocket_lti_tool::figment()
+/// The app's configuration in this profile, on this database, with this key.
+fn app_figment(profile: &str, database_url: &str, secret_key: &str) -> rocket::figment::Figment {
+    rocket_lti_tool::figment()
         .select(profile)
         .merge(("database_url", database_url))
         .merge(("secret_key", secret_key))
-        .merge(("log_level", "off"));
-    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        .merge(("log_level", "off"))
+}
+
+/// The release server on this database with this key, which must start.
+async fn release_server(database_url: &str, secret_key: &str) -> Client {
+    let figment = app_figment("release", database_url, secret_key);
+    Client::untracked(rocket_lti_tool::build(figment))
+        .await
+        .expect("starts")
+}
+
+/// A launch of consumer `key` with `secret` to `/initial` of `server`.
+async fn launch_status(server: &Client, key: &str, secret: &str) -> Status {
+    server
+        .post("/initial")
+        .header(rocket::http::Header::new("Host", HOST))
+        .header(rocket::http::ContentType::Form)
+        .body(Launch::new("/initial").consumer(key, secret).signed_body())
+        .dispatch()
+        .await
+        .status()
+}
+
+/// The secret a `consumer add` or `rotate` printed.
+fn printed_secret(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .expect("secret printed")
+        .trim()
+        .to_string()
+}
+
+/// A valid `secret_key` that is not the server's.
+const OTHER_KEY: &str =
+    "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+
+/// Whether the app starts in this profile, on this database, with this key.
+async fn starts_in(profile: &str, database_url: &str, secret_key: &str) -> bool {
+    let figment = app_figment(profile, database_url, secret_key);
+    match Client::untracked(rocket_lti_tool::build(figment)).await {
         Ok(_) => true,
         // Looking at the error marks it handled (Rocket panics on dropping an unhandled one).
         Err(e) => match e.kind() {
@@ -248,8 +282,7 @@ async fn the_command_line_writes_no_secret_under_another_key() {
         .success());
     // Run without the server's environment, with a key of its own: it refuses to add or rotate,
     // which would leave a secret the server cannot read (and a server that does not start).
-    let other =
-        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    let other = OTHER_KEY;
     for args in [
         &["consumer", "add", "intruder"][..],
         &["consumer", "rotate", "school"][..],
@@ -287,14 +320,7 @@ async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_
     let dir = temp_dir();
     let db = format!("sqlite://{}", dir.join("lti.db").display());
     // The release server starts first, on a database with no consumer at all.
-    let figment = rocket_lti_tool::figment()
-        .select("release")
-        .merge(("database_url", &db))
-        .merge(("secret_key", TEST_SECRET_KEY))
-        .merge(("log_level", "off"));
-    let server = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment))
-        .await
-        .expect("starts");
+    let server = release_server(&db, TEST_SECRET_KEY).await;
     let run = |key: Option<&str>, args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lti-tool"));
         cmd.args(args)
@@ -306,8 +332,7 @@ async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_
         }
         cmd.output().expect("lti-tool runs")
     };
-    let other =
-        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    let other = OTHER_KEY;
     // Another key, or the debug build's development key: refused, and nothing written.
     for key in [Some(other), None] {
         let out = run(key, &["consumer", "add", "intruder"]);
@@ -323,22 +348,8 @@ async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_
     // The server's own key works, and the consumer it adds launches on the running server.
     let out = run(Some(TEST_SECRET_KEY), &["consumer", "add", "school"]);
     assert!(out.status.success(), "{out:?}");
-    let secret = stdout(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("secret: "))
-        .expect("secret printed")
-        .trim()
-        .to_string();
-    let launch = Launch::new("/initial").consumer("school", &secret);
-    let res = server
-        .post("/initial")
-        .header(rocket::http::Header::new("Host", HOST))
-        .header(rocket::http::ContentType::Form)
-        .body(launch.signed_body())
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::Ok);
-    drop(res);
+    let secret = printed_secret(&out);
+    assert_eq!(launch_status(&server, "school", &secret).await, Status::Ok);
     drop(server);
     // A key change is carried over by rekey, after which the command line uses the new key.
     let out = rekey(&db, other, TEST_SECRET_KEY);
@@ -368,8 +379,7 @@ fn release_cli(database_url: &str, secret_key: &str, args: &[&str]) -> Output {
 async fn a_lost_key_is_survived_by_giving_the_consumers_new_secrets() {
     let dir = temp_dir();
     let db = format!("sqlite://{}", dir.join("lti.db").display());
-    let lost =
-        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fIA==";
+    let lost = OTHER_KEY;
     assert!(release_starts(&db, lost).await);
     assert!(release_cli(&db, lost, &["consumer", "add", "school"])
         .status
@@ -397,27 +407,8 @@ async fn a_lost_key_is_survived_by_giving_the_consumers_new_secrets() {
         .to_string();
     assert_eq!(secret.len(), 40);
     // The server starts under the new key, and the LMS launches with the new secret.
-    let figment = rocket_lti_tool::figment()
-        .select("release")
-        .merge(("database_url", &db))
-        .merge(("secret_key", TEST_SECRET_KEY))
-        .merge(("log_level", "off"));
-    let server = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment))
-        .await
-        .expect("starts");
-    let res = server
-        .post("/initial")
-        .header(rocket::http::Header::new("Host", HOST))
-        .header(rocket::http::ContentType::Form)
-        .body(
-            Launch::new("/initial")
-                .consumer("school", &secret)
-                .signed_body(),
-        )
-        .dispatch()
-        .await;
-    assert_eq!(res.status(), Status::Ok);
-    drop(res);
+    let server = release_server(&db, TEST_SECRET_KEY).await;
+    assert_eq!(launch_status(&server, "school", &secret).await, Status::Ok);
     drop(server);
     // And the command line works under the new key.
     assert!(
