@@ -1164,42 +1164,32 @@ async fn a_browser_that_logged_in_before_is_not_locked_out_by_guesses_from_its_a
             .remote("192.0.2.1:5000".parse().unwrap())
             .body(form(&[("password", password)]))
     }
-    assert_eq!(
+    /// Six wrong passwords from the shared address, as `client`.
+    async fn six_guesses(client: &rocket::local::asynchronous::Client) -> Vec<Status> {
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let guess = format!("guess-{i}");
+            statuses.push(from_nat(client, &guess).dispatch().await.status());
+        }
+        statuses
+    }
+    let admin_logs_in = || async {
         from_nat(&admin_browser.client, PASSWORD)
             .dispatch()
             .await
-            .status(),
-        Status::SeeOther
-    );
+            .status()
+    };
+    assert_eq!(admin_logs_in().await, Status::SeeOther);
     // The attacker uses up the address's failures.
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        let guess = format!("guess-{i}");
-        statuses.push(from_nat(&attacker, &guess).dispatch().await.status());
-    }
+    let statuses = six_guesses(&attacker).await;
     assert_eq!(
         statuses.last(),
         Some(&Status::TooManyRequests),
         "{statuses:?}"
     );
     // The marked browser still gets in from there; its own failures count on their own.
-    assert_eq!(
-        from_nat(&admin_browser.client, PASSWORD)
-            .dispatch()
-            .await
-            .status(),
-        Status::SeeOther
-    );
-    let mut own = Vec::new();
-    for i in 0..6 {
-        let guess = format!("typo-{i}");
-        own.push(
-            from_nat(&admin_browser.client, &guess)
-                .dispatch()
-                .await
-                .status(),
-        );
-    }
+    assert_eq!(admin_logs_in().await, Status::SeeOther);
+    let own = six_guesses(&admin_browser.client).await;
     assert_eq!(own[..5], [Status::Unauthorized; 5], "{own:?}");
     assert_eq!(
         own[5],
