@@ -103,42 +103,60 @@ pub(crate) async fn open_db() -> Result<Db, String> {
     Ok(db)
 }
 
+/// Where a secret the command line writes goes: a transaction holding the write lock, in which
+/// the database's `secret_key` check passed, and the cipher to seal the secret with. Commit it
+/// after the write.
+struct SecretWrite {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    cipher: std::sync::Arc<crate::crypto::SecretCipher>,
+}
+
 /// Refuses to write a secret under a `secret_key` that the database's other secrets were not
 /// written with: run without the server's environment, the command line would add a consumer the
 /// server cannot read (its launches fail, and the server refuses to start).
-async fn check_same_secret_key(db: &Db) -> Result<(), String> {
+async fn begin_secret_write(db: &Db) -> Result<SecretWrite, String> {
+    const USE_THE_SERVERS_KEY: &str = "run the command line with the server's environment \
+        (ROCKET_SECRET_KEY, ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the \
+        server's key changed";
+    let other_key = || {
+        format!(
+            "this secret_key is not the one the server last started with on this database (or, \
+             before its first start, the one the command line first wrote a secret under); \
+             {USE_THE_SERVERS_KEY}"
+        )
+    };
+    let unreadable = |keys: &[String]| {
+        format!(
+            "this secret_key is not the one the database's secrets were written with ({} \
+             consumer(s) do not decrypt: {}); {USE_THE_SERVERS_KEY}",
+            keys.len(),
+            keys.join(", ")
+        )
+    };
     // The server seals a check under its key at start (or the first command line run that
     // writes a secret does, before any server started): this catches a new installation too,
     // whose database has no secret to compare yet.
-    let key_check = consumers::key_check(db).await.map_err(|e| e.to_string())?;
-    if key_check == Some(false) {
-        return Err(
-            "this secret_key is not the one the server last started with on this \
-             database (or, before its first start, the one the command line first wrote a secret \
-             under); run the command line with the server's environment (ROCKET_SECRET_KEY, \
-             ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the server's key \
-             changed"
-                .into(),
-        );
+    if consumers::key_check(db).await.map_err(|e| e.to_string())? == Some(false) {
+        return Err(other_key());
     }
-    let unreadable = crate::unreadable_secrets(db, &crate::figment()).await?;
-    if unreadable.is_empty() {
-        if key_check.is_none() {
-            // No server has started on it yet: later runs under another key are refused too.
-            consumers::write_key_check(db)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        return Ok(());
+    // Adopts an older debug build's secrets, if that is what does not decrypt.
+    let keys = crate::unreadable_secrets(db, &crate::figment()).await?;
+    if !keys.is_empty() {
+        return Err(unreadable(&keys));
     }
-    Err(format!(
-        "this secret_key is not the one the database's secrets were written with ({} consumer(s) \
-         do not decrypt: {}); run the command line with the server's environment \
-         (ROCKET_SECRET_KEY, ROCKET_PROFILE, Rocket.toml), or see `lti-tool admin rekey` if the \
-         server's key changed",
-        unreadable.len(),
-        unreadable.join(", ")
-    ))
+    // Checked again under the write lock, held until the secret is committed: a server starting
+    // under another key meanwhile cannot pass its check between this one and the write.
+    let (tx, check) = consumers::begin_under_key_check(db, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    match check {
+        consumers::KeyCheck::Sealed => Ok(SecretWrite {
+            tx,
+            cipher: crate::crypto::cipher_for(db).map_err(|e| e.to_string())?,
+        }),
+        consumers::KeyCheck::OtherKey => Err(other_key()),
+        consumers::KeyCheck::Unreadable(keys) => Err(unreadable(&keys)),
+    }
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -165,7 +183,6 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
     match action {
         ConsumerAction::Add { key, secret, name } => {
             check_key(&key)?;
-            check_same_secret_key(&db).await?;
             let generated = secret.is_none();
             let secret = match secret {
                 Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
@@ -182,12 +199,16 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             if !consumers::is_printable_label(&name, false) {
                 return Err("--name must not contain control characters or invisible ones".into());
             }
-            if !consumers::insert(&db, &key, &secret, &name, store::now())
+            let mut write = begin_secret_write(&db).await?;
+            let now = store::now();
+            let cipher = &write.cipher;
+            if !consumers::create_on(&mut *write.tx, cipher, &key, &secret, &name, "", now)
                 .await
                 .map_err(err)?
             {
                 return Err(format!("a consumer with key {key:?} already exists"));
             }
+            write.tx.commit().await.map_err(|e| e.to_string())?;
             println!("added consumer {key:?}");
             if generated {
                 println!("secret: {secret}");
@@ -241,14 +262,15 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             println!("removed {key:?} and ended its sessions");
         }
         ConsumerAction::Rotate { key } => {
-            check_same_secret_key(&db).await?;
+            let mut write = begin_secret_write(&db).await?;
             let secret = consumers::generate_secret();
             found(
-                consumers::set_secret(&db, &key, &secret)
+                consumers::set_secret_on(&mut *write.tx, &write.cipher, &key, &secret)
                     .await
                     .map_err(err)?,
                 &key,
             )?;
+            write.tx.commit().await.map_err(|e| e.to_string())?;
             println!("new secret for {key:?}: {secret}");
             println!("(shown once: the old secret no longer works)");
         }

@@ -173,6 +173,17 @@ async fn refuse_public_demo_consumer(db: &store::Db) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the server refuses to start when some consumers' secrets do not decrypt.
+fn unreadable_at_start(keys: &[String]) -> String {
+    format!(
+        "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key: if the key \
+         changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
+         line run under another key is removed with `lti-tool consumer remove KEY`",
+        keys.len(),
+        keys.join(", ")
+    )
+}
+
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let settings = Settings::from_figment(figment)?;
     if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
@@ -197,22 +208,20 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     crypto::install_from_figment(&db, figment).await?;
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
-        return Err(format!(
-            "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key: if the key \
-             changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
-             line run under another key is removed with `lti-tool consumer remove KEY`",
-            unreadable.len(),
-            unreadable.join(", ")
-        ));
+        return Err(unreadable_at_start(&unreadable));
     }
-    // Every secret reads under this key: from now on the command line must use it too.
-    let key_check = store::consumers::key_check(&db)
+    // Every secret reads under this key: from now on the command line must use it too. Sealed
+    // under the write lock after reading every secret again, so that a command line run under
+    // another key cannot add one between the two.
+    let (tx, check) = store::consumers::begin_under_key_check(&db, true)
         .await
         .map_err(|e| e.to_string())?;
-    if key_check != Some(true) {
-        store::consumers::write_key_check(&db)
-            .await
-            .map_err(|e| e.to_string())?;
+    match check {
+        store::consumers::KeyCheck::Sealed => tx.commit().await.map_err(|e| e.to_string())?,
+        store::consumers::KeyCheck::Unreadable(keys) => return Err(unreadable_at_start(&keys)),
+        store::consumers::KeyCheck::OtherKey => {
+            return Err("the secret_key check could not be sealed".into())
+        }
     }
     if !settings.debug_profile && !settings.seed_demo_consumer {
         refuse_public_demo_consumer(&db).await?;

@@ -92,17 +92,32 @@ pub async fn create(
     note: &str,
     now: i64,
 ) -> Result<bool, LtiError> {
-    let sealed = cipher_for(db)?.encrypt(key, secret)?;
+    create_on(db, &*cipher_for(db)?, key, secret, name, note, now).await
+}
+
+/// [`create`] on any executor (a transaction), sealing the secret with `cipher`.
+pub async fn create_on<'c, E>(
+    executor: E,
+    cipher: &SecretCipher,
+    key: &str,
+    secret: &str,
+    name: &str,
+    note: &str,
+    now: i64,
+) -> Result<bool, LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
     let done = sqlx::query(
         "INSERT INTO consumers (consumer_key, secret, secret_encrypted, name, note, enabled, created_at) \
          VALUES (?, ?, 1, ?, ?, 1, ?) ON CONFLICT (consumer_key) DO NOTHING",
     )
     .bind(key)
-    .bind(sealed)
+    .bind(cipher.encrypt(key, secret)?)
     .bind(name)
     .bind(note)
     .bind(now)
-    .execute(db)
+    .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -119,12 +134,24 @@ pub async fn set_enabled(db: &Db, key: &str, enabled: bool) -> Result<bool, LtiE
 
 /// Replaces a consumer's secret; false when there is no such key.
 pub async fn set_secret(db: &Db, key: &str, secret: &str) -> Result<bool, LtiError> {
-    let sealed = cipher_for(db)?.encrypt(key, secret)?;
+    set_secret_on(db, &*cipher_for(db)?, key, secret).await
+}
+
+/// [`set_secret`] on any executor (a transaction), sealing the secret with `cipher`.
+pub async fn set_secret_on<'c, E>(
+    executor: E,
+    cipher: &SecretCipher,
+    key: &str,
+    secret: &str,
+) -> Result<bool, LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
     let done =
         sqlx::query("UPDATE consumers SET secret = ?, secret_encrypted = 1 WHERE consumer_key = ?")
-            .bind(sealed)
+            .bind(cipher.encrypt(key, secret)?)
             .bind(key)
-            .execute(db)
+            .execute(executor)
             .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -181,10 +208,16 @@ pub async fn unreadable_secrets(db: &Db) -> Result<Vec<String>, LtiError> {
 }
 
 /// The keys of the consumers whose stored secrets `cipher` cannot decrypt.
-pub async fn unreadable_under(db: &Db, cipher: &SecretCipher) -> Result<Vec<String>, LtiError> {
+pub async fn unreadable_under<'c, E>(
+    executor: E,
+    cipher: &SecretCipher,
+) -> Result<Vec<String>, LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
-            .fetch_all(db)
+            .fetch_all(executor)
             .await?;
     Ok(rows
         .into_iter()
@@ -197,13 +230,6 @@ pub async fn unreadable_under(db: &Db, cipher: &SecretCipher) -> Result<Vec<Stri
 const KEY_CHECK_ROW: &str = "";
 /// What the key check holds.
 const KEY_CHECK_TEXT: &str = "lti-tool secret_key check";
-
-/// Seals the key check under the database's current cipher (the server does this when it starts
-/// under another key than the last, once every secret has been read under its key; the command
-/// line when it writes a secret into a database no server has started on).
-pub async fn write_key_check(db: &Db) -> Result<(), LtiError> {
-    write_key_check_on(db, &*cipher_for(db)?).await
-}
 
 async fn write_key_check_on<'c, E>(executor: E, cipher: &SecretCipher) -> Result<(), LtiError>
 where
@@ -222,11 +248,58 @@ where
 /// Whether the server last started on this database under the `secret_key` of the database's
 /// current cipher; `None` when no server has started on it yet.
 pub async fn key_check(db: &Db) -> Result<Option<bool>, LtiError> {
-    let cipher = cipher_for(db)?;
+    key_check_on(db, &*cipher_for(db)?).await
+}
+
+async fn key_check_on<'c, E>(executor: E, cipher: &SecretCipher) -> Result<Option<bool>, LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
     let sealed: Option<String> = sqlx::query_scalar("SELECT sealed FROM secret_key_check")
-        .fetch_optional(db)
+        .fetch_optional(executor)
         .await?;
     Ok(sealed.map(|s| cipher.decrypt(KEY_CHECK_ROW, &s).is_ok()))
+}
+
+/// How the key check stands, read under the write lock by [`begin_under_key_check`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Sealed under the database's current cipher (sealed in the transaction if it was missing,
+    /// or stale and replaceable): secrets may be written.
+    Sealed,
+    /// Sealed under another key, and not replaceable: nothing was written.
+    OtherKey,
+    /// It was missing or stale, and these consumers' secrets do not decrypt under the current
+    /// cipher: nothing was written.
+    Unreadable(Vec<String>),
+}
+
+/// Begins a write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once) and brings
+/// the key check up to date in it: when it is missing, or stale and `replace_stale` (the server
+/// starting under a new key), it is sealed under the current cipher if every stored secret
+/// decrypts under it. Holding the lock from check to commit is what keeps a server starting under
+/// another key and a command line writing a secret from passing each other's checks. The caller
+/// writes under [`KeyCheck::Sealed`] and commits; dropping the transaction undoes the seal.
+pub async fn begin_under_key_check(
+    db: &Db,
+    replace_stale: bool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, KeyCheck), LtiError> {
+    let cipher = cipher_for(db)?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let check = match key_check_on(&mut *tx, &cipher).await? {
+        Some(true) => KeyCheck::Sealed,
+        Some(false) if !replace_stale => KeyCheck::OtherKey,
+        _ => {
+            let unreadable = unreadable_under(&mut *tx, &cipher).await?;
+            if unreadable.is_empty() {
+                write_key_check_on(&mut *tx, &cipher).await?;
+                KeyCheck::Sealed
+            } else {
+                KeyCheck::Unreadable(unreadable)
+            }
+        }
+    };
+    Ok((tx, check))
 }
 
 /// Re-encrypts every secret from the `old` cipher to the database's current one, in one

@@ -363,6 +363,48 @@ async fn a_new_installation_refuses_a_command_line_under_another_key_before_any_
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[rocket::async_test]
+async fn a_server_starting_under_another_key_waits_for_a_secret_being_written_and_refuses_it() {
+    use rocket_lti_tool::store::consumers::{self, KeyCheck};
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    // The command line's side, held open: the key check passed and a secret is written under the
+    // first key, but not yet committed, on a database no server has started on.
+    let figment = app_figment("release", &db, TEST_SECRET_KEY);
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    rocket_lti_tool::crypto::install_from_figment(&pool, &figment)
+        .await
+        .unwrap();
+    let cipher = rocket_lti_tool::crypto::cipher_for(&pool).unwrap();
+    let (mut tx, check) = consumers::begin_under_key_check(&pool, false)
+        .await
+        .unwrap();
+    assert_eq!(check, KeyCheck::Sealed);
+    let (key, secret, now) = ("late", "late-secret-0123456789", 1_700_000_000);
+    assert!(
+        consumers::create_on(&mut *tx, &cipher, key, secret, key, "", now)
+            .await
+            .unwrap()
+    );
+    // Meanwhile a server starts under another key. It finds no secret it cannot read (the write
+    // is not committed), so only the check under the write lock can catch the new consumer.
+    let server = rocket::tokio::spawn({
+        let db = db.clone();
+        async move { starts_in("release", &db, OTHER_KEY).await }
+    });
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tx.commit().await.unwrap();
+    assert!(
+        !server.await.unwrap(),
+        "the server sealed its key over a secret it cannot read"
+    );
+    pool.close().await;
+    // The consumer works under the key it was written with.
+    let server = release_server(&db, TEST_SECRET_KEY).await;
+    assert_eq!(launch_status(&server, key, secret).await, Status::Ok);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `lti-tool` in the release profile with this key.
 fn release_cli(database_url: &str, secret_key: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lti-tool"))
