@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{describe, Settings};
 use crate::store::{self, consumers, usage, Db};
 
 mod admin;
@@ -69,7 +69,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("lti-tool: {e}");
+                match e.kind() {
+                    rocket::error::ErrorKind::Config(e) => {
+                        eprintln!("lti-tool: invalid configuration: {}", describe(e.clone()))
+                    }
+                    // The fairing logged why.
+                    rocket::error::ErrorKind::FailedFairings(_) => {
+                        eprintln!("lti-tool: the server did not start (the reason is logged above)")
+                    }
+                    _ => eprintln!("lti-tool: {e}"),
+                }
                 ExitCode::FAILURE
             }
         },

@@ -28,6 +28,41 @@ impl From<SameSitePolicy> for SameSite {
     }
 }
 
+/// Every problem in a configuration error, each with its key and where the value came from (a
+/// `ROCKET_*` variable or Rocket.toml): figment's own `Display` shows only the first.
+pub fn describe(e: rocket::figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Refuses what Rocket would panic on, before any of our code runs, when it builds its async
+/// runtime: a broken Rocket.toml, or a bad `workers`, `max_blocking` or `shutdown.force`.
+pub fn check_runtime_settings(figment: &Figment) -> Result<(), String> {
+    for key in [rocket::Config::WORKERS, rocket::Config::MAX_BLOCKING] {
+        let n: usize = figment.extract_inner(key).map_err(describe)?;
+        if n == 0 {
+            return Err(format!("{key} must be at least 1"));
+        }
+    }
+    figment
+        .focus(rocket::Config::SHUTDOWN)
+        .extract_inner::<bool>("force")
+        .map_err(describe)?;
+    Ok(())
+}
+
+/// Refuses a bad Rocket setting (`port`, `address`, `secret_key`, `limits`…) by name, before the
+/// database is touched: Rocket itself only says "failed to extract configuration", and later.
+pub fn check_rocket_settings(figment: &Figment) -> Result<(), String> {
+    check_runtime_settings(figment)?;
+    figment
+        .extract::<rocket::Config>()
+        .map(drop)
+        .map_err(describe)
+}
+
 #[derive(Debug, Deserialize)]
 struct Raw {
     database_url: Option<String>,
@@ -114,6 +149,27 @@ const MAX_SECONDS: i64 = 366 * 24 * 3600;
 
 /// The default database, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/lti-tool.db";
+/// Bounds of `launch_body_limit`, in bytes.
+const MIN_LAUNCH_BODY: u64 = 4 * 1024;
+const MAX_LAUNCH_BODY: u64 = 16 * 1024 * 1024;
+
+/// Refuses a `database_url` that is not a SQLite file: another scheme would be read as a file
+/// path (`postgres://x` made a folder `postgres:`), and an in-memory database is lost at exit and
+/// out of the command line's reach.
+fn check_database_url(url: &str) -> Result<(), String> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or_default());
+    match path {
+        Some(path) if !path.is_empty() && path != ":memory:" && !url.contains("mode=memory") => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?})"
+        )),
+    }
+}
 
 impl Origin {
     /// Parses the `public_url` setting, `scheme://host[:port]` with at most a trailing `/`: the
@@ -165,7 +221,7 @@ impl Origin {
 impl Settings {
     /// Extracts the settings from a (profile-selected) figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
-        let raw: Raw = figment.extract().map_err(|e| e.to_string())?;
+        let raw: Raw = figment.extract().map_err(describe)?;
         let debug_profile = figment.profile() == "debug";
         let public_url = raw
             .public_url
@@ -192,10 +248,20 @@ impl Settings {
                  ({session_ttl} s)"
             ));
         }
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+        check_database_url(&database_url)?;
+        let launch_body_limit = raw.launch_body_limit.unwrap_or(64 * 1024);
+        if !(MIN_LAUNCH_BODY..=MAX_LAUNCH_BODY).contains(&launch_body_limit) {
+            // Below a few KiB real launches are refused (413); above, one body is a memory risk.
+            return Err(format!(
+                "launch_body_limit must be between {MIN_LAUNCH_BODY} and {MAX_LAUNCH_BODY} bytes \
+                 (LMS launches take 1-4 KiB)"
+            ));
+        }
         Ok(Settings {
-            database_url: raw
-                .database_url
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            database_url,
             timestamp_window: positive(raw.timestamp_window, 300, "timestamp_window")?,
             session_ttl,
             outcome_target_ttl,
@@ -208,7 +274,7 @@ impl Settings {
             seed_demo_consumer: raw.seed_demo_consumer.unwrap_or(debug_profile),
             public_url,
             trusted_proxies: raw.trusted_proxies,
-            launch_body_limit: raw.launch_body_limit.unwrap_or(64 * 1024),
+            launch_body_limit,
             admin_idle_timeout: positive(raw.admin_idle_timeout, 30 * 60, "admin_idle_timeout")?,
             dev_launcher: raw.dev_launcher.unwrap_or(debug_profile),
             tool_title: raw.tool_title.unwrap_or_else(|| "Rocket LTI tool".into()),
@@ -273,5 +339,63 @@ mod tests {
         assert!(err.contains("at least session_ttl"), "{err}");
         assert!(settings(&[("outcome_target_ttl", 0)]).is_err());
         assert!(settings(&[("outcome_target_ttl", MAX_SECONDS + 1)]).is_err());
+    }
+
+    #[test]
+    fn the_database_is_a_sqlite_file() {
+        for good in [
+            DEFAULT_DATABASE_URL,
+            "sqlite:data/x.db",
+            "sqlite:///var/lib/lti-tool/lti-tool.db",
+            "sqlite://x.db?mode=rwc",
+        ] {
+            assert!(check_database_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "postgres://x",
+            "data/x.db",
+            "sqlite://",
+            "sqlite:",
+            "sqlite::memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            let err = check_database_url(bad).unwrap_err();
+            assert!(err.contains("must name a SQLite file"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn launch_body_limit_leaves_room_for_a_launch_and_no_more() {
+        let with = |limit: u64| {
+            Settings::from_figment(&Figment::new().merge(("launch_body_limit", limit)))
+        };
+        assert_eq!(with(8192).expect("8 KiB").launch_body_limit, 8192);
+        for bad in [0, 10, MIN_LAUNCH_BODY - 1, MAX_LAUNCH_BODY + 1] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                err.contains("launch_body_limit must be between"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_settings_rocket_would_panic_on_are_refused_by_name() {
+        let check = |key: &str, value: &str| {
+            check_runtime_settings(&rocket::Config::figment().merge((key, value)))
+        };
+        assert!(check_runtime_settings(&rocket::Config::figment()).is_ok());
+        assert!(check("workers", "abc").unwrap_err().contains("workers"));
+        assert_eq!(
+            check_runtime_settings(&rocket::Config::figment().merge(("workers", 0))).unwrap_err(),
+            "workers must be at least 1"
+        );
+        assert!(check("max_blocking", "x")
+            .unwrap_err()
+            .contains("max_blocking"));
+        let bad_port = rocket::Config::figment().merge(("port", 99999));
+        let err = check_rocket_settings(&bad_port).unwrap_err();
+        assert!(err.contains("port") && err.contains("99999"), "{err}");
     }
 }

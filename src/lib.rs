@@ -89,6 +89,24 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 }
             })
         }))
+        .attach(AdHoc::on_request(
+            "Log colours stay as configured",
+            |req, _| {
+                Box::pin(async move {
+                    // Rocket parses every request's Content-Type before the fairings run, and
+                    // formatting a parse error (pear's `Display`) turns colour codes back on for the
+                    // whole process: one request with a malformed header would put escape codes in
+                    // every later log line, whatever `cli_colors` says. Rocket's own rule again:
+                    let unparseable =
+                        req.content_type().is_none() && req.headers().contains("Content-Type");
+                    if unparseable {
+                        let colors = req.rocket().config().cli_colors
+                            && yansi::Condition::stdouterr_are_tty();
+                        yansi::whenever(yansi::Condition::cached(colors));
+                    }
+                })
+            },
+        ))
         .attach(AdHoc::on_response(
             "No sniffing, no caching of pages",
             |req, res| {
@@ -185,15 +203,22 @@ fn unreadable_at_start(keys: &[String]) -> String {
 }
 
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
+    config::check_rocket_settings(figment)?;
     let settings = Settings::from_figment(figment)?;
-    if settings.cookie_same_site == config::SameSitePolicy::None && !settings.cookie_secure {
-        log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie of launches over plain http (https launches get Secure anyway)");
-    }
-    let behind_https = settings
+    let https_public_url = settings
         .public_url
         .as_ref()
-        .is_some_and(|url| url.scheme == "https")
-        || !settings.trusted_proxies.is_empty();
+        .is_some_and(|url| url.scheme == "https");
+    if settings.cookie_same_site == config::SameSitePolicy::None
+        && !settings.cookie_secure
+        && !https_public_url
+    {
+        log::warn!("cookie_same_site = \"none\" without cookie_secure: browsers will drop the session cookie of launches over plain http (https launches get Secure anyway)");
+    }
+    if settings.cookie_same_site != config::SameSitePolicy::None && !settings.debug_profile {
+        log::warn!("cookie_same_site is not \"none\": browsers do not send the session cookie inside an LMS iframe (another site), so every click after a launch there is refused");
+    }
+    let behind_https = https_public_url || !settings.trusted_proxies.is_empty();
     if settings.cookie_secure && !behind_https {
         log::warn!("cookie_secure is on but neither an https public_url nor trusted_proxies is set: served over plain http (other than on localhost), browsers drop the Secure session cookie and every click after a launch is refused");
     }

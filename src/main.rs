@@ -6,8 +6,12 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[rocket::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = rocket_lti_tool::cli::Cli::parse();
-    rocket_lti_tool::cli::run(cli).await
+    // Rocket reads these to build its runtime and panics on a bad one: say which, and exit.
+    if let Err(e) = rocket_lti_tool::config::check_runtime_settings(&rocket_lti_tool::figment()) {
+        eprintln!("lti-tool: invalid configuration: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    rocket::execute(rocket_lti_tool::cli::run(cli))
 }

@@ -44,16 +44,24 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
         .pragma("journal_size_limit", WAL_SIZE_LIMIT)
         .busy_timeout(Duration::from_secs(5));
-    let file = options.get_filename();
+    let file = options.get_filename().to_owned();
     if file.to_str() != Some(":memory:") {
-        create_private(file)?;
+        create_private(&file)?;
     }
+    // SQLite's messages ("unable to open database file") do not say which file.
+    let named = |e: &dyn std::fmt::Display| {
+        LtiError::Storage(format!("the database {}: {e}", file.display()))
+    };
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
-        .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
+        .await
+        .map_err(|e| named(&e))?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|e| named(&e))?;
     Ok(pool)
 }
 

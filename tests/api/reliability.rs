@@ -313,6 +313,35 @@ fn a_cookie_name_that_only_decodes_to_the_session_cookie_is_not_read() {
 }
 
 #[test]
+fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
+    let dir = temp_dir();
+    // `ROCKET_CLI_COLORS=false`, and the log goes to a pipe.
+    let server = Server::start(&dir);
+    // Rocket's media type parser refuses the space before `;` and the quoted value.
+    let answer = send(
+        server.port,
+        format!(
+            "POST /session HTTP/1.1\r\nHost: {HOST}\r\n\
+             Content-Type: application/x-www-form-urlencoded ; charset=\"utf-8\"\r\n\
+             Content-Length: 3\r\nConnection: close\r\n\r\na=b"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 401, "{answer:?}");
+    for _ in 0..3 {
+        assert_eq!(server.get("/", None).unwrap().status, 200);
+    }
+    // The pipes are copied by threads of their own.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert!(log.contains("GET /"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_method_rocket_cannot_parse_gets_the_error_page_with_its_headers() {
     let dir = temp_dir();
     let server = Server::start(&dir);

@@ -87,6 +87,9 @@ struct Raw {
     outcomes_attempts: Option<u32>,
 }
 
+/// Most attempts per grade call `outcomes_attempts` may ask for.
+const MAX_ATTEMPTS: u32 = 10;
+
 /// The fairing that builds `Outcomes`; attach it after the one that makes `AppState`.
 pub fn fairing() -> impl Fairing {
     AdHoc::try_on_ignite("Grade passback", |rocket| async move {
@@ -117,7 +120,7 @@ impl Outcomes {
     }
 
     fn from_figment(figment: &rocket::figment::Figment, db: Db) -> Result<Outcomes, String> {
-        let raw: Raw = figment.extract().map_err(|e| e.to_string())?;
+        let raw: Raw = figment.extract().map_err(crate::config::describe)?;
         let mut config = ClientConfig::default();
         if let Some(secs) = raw.outcomes_timeout {
             config.timeout = Duration::try_from_secs_f64(secs)
@@ -127,8 +130,11 @@ impl Outcomes {
             config.connect_timeout = config.connect_timeout.min(config.timeout);
         }
         if let Some(n) = raw.outcomes_attempts {
-            if n == 0 {
-                return Err("outcomes_attempts must be at least 1".into());
+            if !(1..=MAX_ATTEMPTS).contains(&n) {
+                // Each attempt waits up to outcomes_timeout while the grader's page waits.
+                return Err(format!(
+                    "outcomes_attempts must be between 1 and {MAX_ATTEMPTS}"
+                ));
             }
             config.attempts = n;
         }
