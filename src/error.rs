@@ -78,6 +78,9 @@ pub enum LtiError {
     /// The session existed but has expired.
     #[error("session expired")]
     SessionExpired,
+    /// A launch sent to a page that only continues a session (an LMS link with the wrong URL).
+    #[error("a launch sent to a session-only page")]
+    LaunchAtSessionPage,
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

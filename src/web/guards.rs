@@ -89,7 +89,10 @@ guard_type!(
     LtiInitial
 );
 guard_type!(
-    /// Only an existing session (from the cookie); launch fields in the request are ignored.
+    /// Only an existing session (from the cookie). A request carrying launch fields is refused
+    /// (401) and ends the browser's session: it is a launch sent to the wrong page, whose user
+    /// may not be the one whose session the browser holds. As a data guard it looks in the body
+    /// too; as a request guard, at the query and an OAuth `Authorization` header.
     LtiSession
 );
 guard_type!(
@@ -373,11 +376,39 @@ impl<'r> FromRequest<'r> for LtiSession {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
         let result = match state(req) {
-            Ok(state) => session_user(req, state).await,
+            Ok(state) => session_only(req, state, None).await,
             Err(e) => Err(e),
         };
         outcome(req, result, LtiSession)
     }
+}
+
+#[rocket::async_trait]
+impl<'r> FromData<'r> for LtiSession {
+    type Error = LtiError;
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let result = match state(req) {
+            // What was read of a body over the limit is enough to tell: the body is not used.
+            Ok(state) => match read_capped(data, state).await {
+                Ok((body, _)) => session_only(req, state, Some(&body)).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        outcome(req, result, LtiSession)
+    }
+}
+
+/// `LtiSession`: the session, unless the request carries a launch (see the type's docs).
+async fn session_only(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+) -> Result<LtiUser, LtiError> {
+    if carries_launch_fields(req, body) {
+        return Err(unreadable_launch(req, state, body, LtiError::LaunchAtSessionPage).await);
+    }
+    session_user(req, state).await
 }
 
 #[rocket::async_trait]

@@ -122,7 +122,7 @@ fn initial_get(lti: LtiInitial, state: &State<AppState>) -> Template {
     page(INITIAL, &lti, state)
 }
 
-#[post("/session")]
+#[post("/session", data = "<lti>")]
 fn session_post(lti: LtiSession, state: &State<AppState>) -> Template {
     page(SESSION, &lti, state)
 }

@@ -492,6 +492,46 @@ async fn a_failed_launch_ends_the_current_session() {
     assert!(res.headers().get_one("Set-Cookie").is_none());
 }
 
+#[rocket::async_test]
+async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_page() {
+    let app = spawn_app().await;
+    // Student A's visit is open in this browser (a shared computer).
+    assert_eq!(
+        app.launch(&Launch::new("/any").user("student-a"))
+            .await
+            .status(),
+        Status::Ok
+    );
+    let page = app.get("/session").await;
+    assert_eq!(page.status(), Status::Ok);
+    assert!(page.into_string().await.unwrap().contains("student-a"));
+    // Student B's LMS link points at /session by mistake: B must not see A's page.
+    let res = app.launch(&Launch::new("/session").user("student-b")).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(body.contains("Not a launch address"), "{body}");
+    assert!(!body.contains("student-a") && !body.contains("student-b"));
+    // A's visit ended with it, and the launch started none.
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+    // The same for a launch signed in the query of a GET.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let get = Launch::new("/session").signed_get_path();
+    let body = refused(app.get(&get).await, Status::Unauthorized).await;
+    assert!(body.contains("Not a launch address"), "{body}");
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    // A form of the tool's own posted to /session is still a session request.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let res = app
+        .client
+        .post("/session")
+        .header(ContentType::Form)
+        .body("note=hello&page=2")
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
 /// Sends a request to the tool with the `Sec-Fetch-*` headers a browser adds (`("Mode",
 /// "navigate")`, ...): how it fetches (for a page's part, or as a navigation) and from which site.
 async fn fetched<'c>(req: LocalRequest<'c>, fetch: &[(&str, &str)]) -> LocalResponse<'c> {
