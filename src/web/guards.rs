@@ -19,7 +19,7 @@ use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
     check_body_encoding, check_form_content_type, end_session, end_session_after_failed_launch,
-    end_session_refusing, launch, session_id_of, LaunchParams,
+    end_session_refusing, launch, session_id_of, session_ids_of, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -141,22 +141,34 @@ async fn read_launch_body(
     }
 }
 
-/// The session named by the cookie, if it is still valid.
+/// The session named by the cookie, if it is still valid (of several cookies, the first that
+/// names a live session).
 async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
     let secure = SecureCookies::of(req, &state.settings);
-    let id = session_id_of(req, secure).ok_or(LtiError::NoSession)?;
-    let session = state
-        .front
-        .session(&state.db, &id)
-        .await?
-        .ok_or(LtiError::NoSession)?;
-    if session.expires_at <= store::now() {
+    let mut expired = None;
+    let mut live = None;
+    for id in session_ids_of(req, secure) {
+        match state.front.session(&state.db, &id).await? {
+            Some(s) if s.expires_at > store::now() => {
+                live = Some(s);
+                break;
+            }
+            Some(_) => {
+                expired.get_or_insert(id);
+            }
+            None => {}
+        }
+    }
+    let Some(session) = live else {
+        let Some(id) = expired else {
+            return Err(LtiError::NoSession);
+        };
         // A HEAD (a link checker) ends nothing, not even what has run out.
         if !SentAsHead::of(req) {
             end_session_refusing(req, state, Some(&id)).await;
         }
         return Err(LtiError::SessionExpired);
-    }
+    };
     Ok(LtiUser {
         logout_token: state.page_forms.token(&session.id),
         launch: session.launch,

@@ -109,18 +109,42 @@ impl LaunchParams {
 /// rules, would read as ours. Only a request with no `Cookie` header at all is read from the jar:
 /// Rocket's local test client hands its cookies over that way.
 pub fn session_id_of(req: &Request<'_>, secure: SecureCookies) -> Option<String> {
+    session_ids_of(req, secure).into_iter().next()
+}
+
+/// Most session cookies of one request looked up ([`session_ids_of`]).
+const MAX_SESSION_COOKIES: usize = 4;
+
+/// Every session id the browser sent, in [`session_id_of`]'s order (at most a few): a browser may
+/// hold two cookies of one name, one partitioned (set inside an LMS iframe) and one not (set in a
+/// window of its own), and sends the older first, which may be a session that has ended.
+pub fn session_ids_of(req: &Request<'_>, secure: SecureCookies) -> Vec<String> {
     let has_header = req.headers().contains("Cookie");
-    let named = |wanted: &str| match has_header {
-        true => req
-            .headers()
-            .get("Cookie")
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-            .find(|(name, _)| *name == wanted)
-            .map(|(_, value)| value.trim_matches([' ', '\t']).to_string()),
-        false => req.cookies().get(wanted).map(|c| c.value().to_string()),
+    let named = |wanted: &'static str| -> Vec<String> {
+        match has_header {
+            true => req
+                .headers()
+                .get("Cookie")
+                .flat_map(|header| header.split(';'))
+                .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+                .filter(|(name, _)| *name == wanted)
+                .map(|(_, value)| value.trim_matches([' ', '\t']).to_string())
+                .take(MAX_SESSION_COOKIES)
+                .collect(),
+            false => req
+                .cookies()
+                .get(wanted)
+                .map(|c| c.value().to_string())
+                .into_iter()
+                .collect(),
+        }
     };
-    named(SECURE_SESSION_COOKIE).or_else(|| named(SESSION_COOKIE).filter(|_| !secure.0))
+    let mut ids = named(SECURE_SESSION_COOKIE);
+    if !secure.0 {
+        ids.extend(named(SESSION_COOKIE));
+    }
+    ids.truncate(MAX_SESSION_COOKIES);
+    ids
 }
 
 /// Request guard: the session id the browser sent ([`session_id_of`]).

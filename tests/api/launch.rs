@@ -532,6 +532,33 @@ async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_pag
     assert_eq!(res.status(), Status::Ok);
 }
 
+#[rocket::async_test]
+async fn of_two_session_cookies_the_one_naming_a_live_session_counts() {
+    let app = spawn_app().await;
+    let res = app.launch(&Launch::new("/any").user("learner-2")).await;
+    assert_eq!(res.status(), Status::Ok);
+    let live = res
+        .cookies()
+        .get("lti_session")
+        .expect("a session cookie")
+        .value()
+        .to_string();
+    // A partitioned cookie and an unpartitioned one of the same name: the older, for a session
+    // that has ended, comes first.
+    let with_cookies = |header: String| {
+        app.client
+            .get("/session")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Cookie", header))
+            .dispatch()
+    };
+    let res = with_cookies(format!("lti_session=ended-session; lti_session={live}")).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(res.into_string().await.unwrap().contains("learner-2"));
+    let res = with_cookies("lti_session=ended-1; lti_session=ended-2".into()).await;
+    refused(res, Status::Unauthorized).await;
+}
+
 /// Sends a request to the tool with the `Sec-Fetch-*` headers a browser adds (`("Mode",
 /// "navigate")`, ...): how it fetches (for a page's part, or as a navigation) and from which site.
 async fn fetched<'c>(req: LocalRequest<'c>, fetch: &[(&str, &str)]) -> LocalResponse<'c> {
