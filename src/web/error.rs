@@ -164,23 +164,54 @@ fn remembered(req: &Request<'_>) -> Option<LtiError> {
         .and_then(|s| s.clone())
 }
 
-/// A valid `launch_presentation_return_url` with `lti_errormsg` and `lti_errorlog` added to its query.
+/// A valid `launch_presentation_return_url` with `lti_errormsg` and `lti_errorlog` added to its
+/// query (in place of any it had). Characters a URI cannot hold raw in its path, query or
+/// fragment (non-ASCII, spaces, quotes, angle brackets…) are percent-encoded, as a browser would;
+/// a host that is not plain ASCII, other whitespace and control characters make it unusable.
 pub fn return_url_with_error(return_url: &str, message: &str, log: &str) -> Option<String> {
     let lower = return_url.to_ascii_lowercase();
     let rest = lower
         .strip_prefix("https://")
         .or_else(|| lower.strip_prefix("http://"))?;
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let origin_end = return_url.len() - rest.len() + host_end;
     if rest[..host_end].is_empty()
+        || !return_url[..origin_end].is_ascii()
         || return_url
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
+            .any(|c| (c.is_whitespace() && c != ' ') || c.is_control())
     {
         return None;
     }
+    let mut encoded = return_url[..origin_end].to_string();
+    for c in return_url[origin_end..].chars() {
+        if c.is_ascii() && !" \"<>\\^`{|}".contains(c) {
+            encoded.push(c);
+        } else {
+            let mut utf8 = [0; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    let return_url = encoded.as_str();
     let (base, fragment) = match return_url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (return_url, None),
+    };
+    // An LMS that sent errors back before may have left its own.
+    let base = match base.split_once('?') {
+        Some((path, query)) if query.contains("lti_error") => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let name = pair.split('=').next().unwrap_or_default();
+                    name != "lti_errormsg" && name != "lti_errorlog"
+                })
+                .collect();
+            format!("{path}?{}", kept.join("&"))
+        }
+        _ => base.to_string(),
     };
     let sep = if !base.contains('?') {
         "?"
@@ -452,10 +483,22 @@ mod tests {
             return_url_with_error("HTTPS://lms/ret", "m", "l").as_deref(),
             Some("HTTPS://lms/ret?lti_errormsg=m&lti_errorlog=l")
         );
+        // As a browser would send them: percent-encoded.
+        assert_eq!(
+            return_url_with_error("https://lms.example/kurs/\u{fc}bung?n=\u{e9} <\"x\">", "m", "l")
+                .as_deref(),
+            Some("https://lms.example/kurs/%C3%BCbung?n=%C3%A9%20%3C%22x%22%3E&lti_errormsg=m&lti_errorlog=l")
+        );
+        // Errors sent back before are replaced, not repeated.
+        assert_eq!(
+            return_url_with_error("http://lms/r?lti_errormsg=old&a=1&lti_errorlog=x", "m", "l")
+                .as_deref(),
+            Some("http://lms/r?a=1&lti_errormsg=m&lti_errorlog=l")
+        );
         for bad in [
-            "https://lms.example/ret?n=\u{e9}",
-            "https://lms.example/ret?q=\"x\"",
             "https://l\u{e9}ms.example/",
+            "https://lms.example/r\tx",
+            "https://lms.example/r\nLocation: x",
             "",
             "javascript:alert(1)",
             "ftp://x/",
@@ -464,6 +507,7 @@ mod tests {
             "http:///x",
             "/relative",
             "http://a b/",
+            "http://a\u{e9}b/",
         ] {
             assert_eq!(return_url_with_error(bad, "m", "l"), None, "{bad}");
         }

@@ -466,8 +466,9 @@ async fn unverified_or_non_http_return_urls_are_never_followed() {
         "ftp://lms.example.com/",
         "/relative",
         "https://",
-        "https://lms.example.com/ret?n=\u{e9}t\u{e9}",
-        "https://lms.example.com/ret?q=\"x\"",
+        "https://l\u{e9}ms.example.com/ret",
+        "https://lms.example.com/ret\r\nSet-Cookie: x=1",
+        "https://lms.example.com/r\tx",
     ] {
         let launch = Launch::new("/any")
             .without("resource_link_id")
@@ -476,6 +477,18 @@ async fn unverified_or_non_http_return_urls_are_never_followed() {
         assert_eq!(res.headers().get_one("Location"), None, "{url}");
         refused(res, Status::BadRequest).await;
     }
+    // What a URL cannot hold raw goes percent-encoded, as a browser sends it.
+    let launch = Launch::new("/any").without("resource_link_id").set(
+        "launch_presentation_return_url",
+        "https://lms.example.com/kurs/\u{fc}bung?q=\"x y\"",
+    );
+    let res = app.launch(&launch).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let location = res.headers().get_one("Location").unwrap_or_default();
+    assert!(
+        location.starts_with("https://lms.example.com/kurs/%C3%BCbung?q=%22x%20y%22&lti_errormsg="),
+        "{location}"
+    );
 }
 
 #[rocket::async_test]
