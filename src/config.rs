@@ -63,6 +63,49 @@ pub fn check_rocket_settings(figment: &Figment) -> Result<(), String> {
         .map_err(describe)
 }
 
+/// Every setting something reads besides Rocket's own (`rocket::Config::PARAMETERS`): `Raw`'s
+/// fields, grade passback's and the templates'. A setting added to the tool goes here too, or it
+/// is reported as unknown at start.
+const TOOL_KEYS: &[&str] = &[
+    "database_url",
+    "timestamp_window",
+    "session_ttl",
+    "outcome_target_ttl",
+    "cookie_same_site",
+    "cookie_secure",
+    "seed_demo_consumer",
+    "public_url",
+    "trusted_proxies",
+    "launch_body_limit",
+    "admin_idle_timeout",
+    "dev_launcher",
+    "tool_title",
+    "tool_description",
+    "benchmark_routes",
+    "outcomes_timeout",
+    "outcomes_attempts",
+    "template_dir",
+];
+
+/// The settings in the configuration that nothing reads: most likely misspelt (`trusted_proxy`),
+/// which would otherwise leave the real setting at its default without a word.
+pub fn unknown_settings(figment: &Figment) -> Vec<String> {
+    use rocket::figment::value::Value;
+    let Ok(all) = figment.extract::<std::collections::BTreeMap<String, Value>>() else {
+        return Vec::new();
+    };
+    all.into_keys()
+        .filter(|key| {
+            let key = key.to_ascii_lowercase();
+            !TOOL_KEYS.contains(&key.as_str())
+                && !rocket::Config::PARAMETERS.contains(&key.as_str())
+                // Rocket's own, which Rocket warns about itself.
+                && !["profile", "env", "log", "read_timeout", "write_timeout"]
+                    .contains(&key.as_str())
+        })
+        .collect()
+}
+
 #[derive(Debug, Deserialize)]
 struct Raw {
     database_url: Option<String>,
@@ -397,5 +440,20 @@ mod tests {
         let bad_port = rocket::Config::figment().merge(("port", 99999));
         let err = check_rocket_settings(&bad_port).unwrap_err();
         assert!(err.contains("port") && err.contains("99999"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_settings_are_reported_and_real_ones_are_not() {
+        let figment = crate::figment()
+            .merge(("trusted_proxy", "10.0.0.1"))
+            .merge(("cookie_secur", true))
+            .merge(("database_url", "sqlite://x.db"))
+            .merge(("port", 8080))
+            .merge(("outcomes_attempts", 2));
+        assert_eq!(
+            unknown_settings(&figment),
+            ["cookie_secur".to_string(), "trusted_proxy".to_string()]
+        );
+        assert!(unknown_settings(&crate::figment()).is_empty());
     }
 }

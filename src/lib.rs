@@ -204,6 +204,11 @@ fn unreadable_at_start(keys: &[String]) -> String {
 
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     config::check_rocket_settings(figment)?;
+    for key in config::unknown_settings(figment) {
+        log::warn!(
+            "unknown setting `{key}` is ignored (misspelt? see the README's configuration table)"
+        );
+    }
     let settings = Settings::from_figment(figment)?;
     let https_public_url = settings
         .public_url
