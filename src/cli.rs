@@ -11,7 +11,14 @@ mod admin;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "lti-tool", version, about = "Reference LTI 1.1 tool provider")]
+#[command(
+    name = "lti-tool",
+    version,
+    about = "Reference LTI 1.1 tool provider",
+    after_help = "The commands read the server's configuration (Rocket.toml in the working folder, \
+                  ROCKET_* variables): run them with the server's ROCKET_PROFILE, ROCKET_SECRET_KEY \
+                  and ROCKET_DATABASE_URL, or they work on another database or refuse to run."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,7 +44,7 @@ enum Command {
 enum ConsumerAction {
     /// Add a consumer; prints its secret once.
     Add {
-        /// Consumer key: letters, digits and . _ : -
+        /// Consumer key: 1 to 255 letters, digits and . _ : -
         key: String,
         /// Use this secret instead of generating one.
         #[arg(long)]
@@ -195,16 +202,30 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             let generated = secret.is_none();
             let secret = match secret {
                 Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
+                // LMS settings forms trim what is pasted into them: the signatures would differ.
+                Some(s) if s.trim() != s => {
+                    return Err("--secret must not start or end with spaces".into())
+                }
                 Some(s) => s,
                 None => consumers::generate_secret(),
             };
-            if !generated && secret.len() < 16 {
+            let length = secret.chars().count();
+            if !generated && length < 16 {
                 eprintln!(
-                    "warning: a secret of {} characters is easy to guess; prefer 16 or more",
-                    secret.len()
+                    "warning: a secret of {length} characters is easy to guess; prefer 16 or more"
                 );
             }
-            let name = name.unwrap_or_else(|| key.clone());
+            if length > 100 {
+                eprintln!(
+                    "warning: Brightspace keeps only the first 100 characters of a secret; its \
+                     launches would not verify"
+                );
+            }
+            // Like the admin page: no name (or a blank one) is the key.
+            let name = match name.as_deref().map(str::trim) {
+                Some(n) if !n.is_empty() => n.to_string(),
+                _ => key.clone(),
+            };
             if !consumers::is_printable_label(&name, false) {
                 return Err("--name must not contain control characters or invisible ones".into());
             }

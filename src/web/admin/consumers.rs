@@ -177,7 +177,7 @@ async fn create(
         name: field(&form.name),
         note: field(&form.note),
     };
-    let (key, name, note) = (&typed.key, &typed.name, &typed.note);
+    let (key, name, note) = (&typed.key, typed.name.trim(), &typed.note);
     let problem = key_problem(key).map(str::to_string).or_else(|| {
         if name.chars().count() > MAX_NAME {
             Some(format!(
