@@ -1,5 +1,6 @@
 //! The command line: `lti-tool [serve]` and `lti-tool consumer ...`, on the server's configuration.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -204,7 +205,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                 Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
                 // LMS settings forms trim what is pasted into them: the signatures would differ.
                 Some(s) if s.trim() != s => {
-                    return Err("--secret must not start or end with spaces".into())
+                    return Err("--secret must not start or end with spaces or other blanks".into())
                 }
                 Some(s) => s,
                 None => consumers::generate_secret(),
@@ -226,6 +227,12 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                 Some(n) if !n.is_empty() => n.to_string(),
                 _ => key.clone(),
             };
+            if name.chars().count() > consumers::MAX_NAME {
+                return Err(format!(
+                    "--name must be at most {} characters",
+                    consumers::MAX_NAME
+                ));
+            }
             if !consumers::is_printable_label(&name, false) {
                 return Err("--name must not contain control characters or invisible ones".into());
             }
@@ -251,6 +258,9 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             if all.is_empty() {
                 println!("no consumers");
             }
+            // Written, not `println!`: piped into `head`, a closed pipe ends the listing quietly
+            // instead of panicking.
+            let mut out = std::io::stdout().lock();
             for c in all {
                 let created = chrono::DateTime::from_timestamp(c.created_at, 0)
                     .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -268,7 +278,9 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                         }
                     })
                     .collect();
-                println!("{}\t{state}\t{created}\t{name}", c.key);
+                if writeln!(out, "{}\t{state}\t{created}\t{name}", c.key).is_err() {
+                    break;
+                }
             }
         }
         ConsumerAction::Disable { key } => {

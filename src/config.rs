@@ -100,7 +100,7 @@ pub fn unknown_settings(figment: &Figment) -> Vec<String> {
             !TOOL_KEYS.contains(&key.as_str())
                 && !rocket::Config::PARAMETERS.contains(&key.as_str())
                 // Rocket's own, which Rocket warns about itself.
-                && !["profile", "env", "log", "read_timeout", "write_timeout"]
+                && !["profile", "config", "env", "log", "read_timeout", "write_timeout", "mtls"]
                     .contains(&key.as_str())
         })
         .collect()
@@ -204,10 +204,12 @@ fn check_database_url(url: &str) -> Result<(), String> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .map(|rest| rest.split('?').next().unwrap_or_default());
+    // `file:` paths are SQLite URIs: the file made private up front would not be the one used.
+    let in_memory = |path: &str| {
+        path.contains(":memory:") || url.contains("mode=memory") || url.contains("vfs=")
+    };
     match path {
-        Some(path) if !path.is_empty() && path != ":memory:" && !url.contains("mode=memory") => {
-            Ok(())
-        }
+        Some(path) if !path.is_empty() && !path.starts_with("file:") && !in_memory(path) => Ok(()),
         _ => Err(format!(
             "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?})"
         )),
@@ -402,6 +404,9 @@ mod tests {
             "sqlite:",
             "sqlite::memory:",
             "sqlite://x.db?mode=memory",
+            "sqlite://file::memory:",
+            "sqlite://x.db?vfs=memdb",
+            "sqlite:file:x.db",
         ] {
             let err = check_database_url(bad).unwrap_err();
             assert!(err.contains("must name a SQLite file"), "{bad}: {err}");
@@ -449,7 +454,8 @@ mod tests {
             .merge(("cookie_secur", true))
             .merge(("database_url", "sqlite://x.db"))
             .merge(("port", 8080))
-            .merge(("outcomes_attempts", 2));
+            .merge(("outcomes_attempts", 2))
+            .merge(("config", "/etc/lti-tool/Rocket.toml"));
         assert_eq!(
             unknown_settings(&figment),
             ["cookie_secur".to_string(), "trusted_proxy".to_string()]

@@ -93,12 +93,15 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             "Log colours stay as configured",
             |req, _| {
                 Box::pin(async move {
-                    // Rocket parses every request's Content-Type before the fairings run, and
-                    // formatting a parse error (pear's `Display`) turns colour codes back on for the
-                    // whole process: one request with a malformed header would put escape codes in
-                    // every later log line, whatever `cli_colors` says. Rocket's own rule again:
-                    let unparseable =
-                        req.content_type().is_none() && req.headers().contains("Content-Type");
+                    // Rocket parses every request's Content-Type before the fairings run (and its
+                    // Accept when a route or catcher asks), and formatting a parse error (pear's
+                    // `Display`) turns colour codes back on for the whole process: one request
+                    // with a malformed header would put escape codes in every later log line,
+                    // whatever `cli_colors` says. Accept is parsed here (Rocket keeps the
+                    // result), then Rocket's own rule is applied again.
+                    let unparseable = (req.content_type().is_none()
+                        && req.headers().contains("Content-Type"))
+                        || (req.accept().is_none() && req.headers().contains("Accept"));
                     if unparseable {
                         let colors = req.rocket().config().cli_colors
                             && yansi::Condition::stdouterr_are_tty();
@@ -204,6 +207,9 @@ fn unreadable_at_start(keys: &[String]) -> String {
 
 async fn init_state(figment: &Figment) -> Result<AppState, String> {
     config::check_rocket_settings(figment)?;
+    if figment.find_value("tls").is_ok() || figment.find_value("mtls").is_ok() {
+        log::warn!("this build has no TLS: the tls settings are ignored and the server speaks plain http; terminate TLS in a proxy (README, \"Running in production\")");
+    }
     for key in config::unknown_settings(figment) {
         log::warn!(
             "unknown setting `{key}` is ignored (misspelt? see the README's configuration table)"

@@ -370,6 +370,9 @@ pub async fn replace_unreadable_secrets(
     Ok(replaced)
 }
 
+/// Most characters in a consumer's name.
+pub const MAX_NAME: usize = 200;
+
 /// True when `key` is a valid consumer key: 1 to 255 characters of `A-Za-z0-9._:-`.
 pub fn is_valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len())

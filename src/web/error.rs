@@ -169,6 +169,8 @@ fn remembered(req: &Request<'_>) -> Option<LtiError> {
 /// fragment (non-ASCII, spaces, quotes, angle brackets…) are percent-encoded, as a browser would;
 /// a host that is not plain ASCII, other whitespace and control characters make it unusable.
 pub fn return_url_with_error(return_url: &str, message: &str, log: &str) -> Option<String> {
+    // A browser ignores spaces around a URL.
+    let return_url = return_url.trim_matches(' ');
     let lower = return_url.to_ascii_lowercase();
     let rest = lower
         .strip_prefix("https://")
@@ -184,8 +186,11 @@ pub fn return_url_with_error(return_url: &str, message: &str, log: &str) -> Opti
         return None;
     }
     let mut encoded = return_url[..origin_end].to_string();
+    let mut in_fragment = false;
     for c in return_url[origin_end..].chars() {
-        if c.is_ascii() && !" \"<>\\^`{|}".contains(c) {
+        // A second `#` is part of the fragment: encoded, as a browser would.
+        let fragment_hash = c == '#' && std::mem::replace(&mut in_fragment, true);
+        if c.is_ascii() && !" \"<>\\^`{|}".contains(c) && !fragment_hash {
             encoded.push(c);
         } else {
             let mut utf8 = [0; 4];
@@ -488,6 +493,10 @@ mod tests {
             return_url_with_error("https://lms.example/kurs/\u{fc}bung?n=\u{e9} <\"x\">", "m", "l")
                 .as_deref(),
             Some("https://lms.example/kurs/%C3%BCbung?n=%C3%A9%20%3C%22x%22%3E&lti_errormsg=m&lti_errorlog=l")
+        );
+        assert_eq!(
+            return_url_with_error(" http://lms/r#a#b ", "m", "l").as_deref(),
+            Some("http://lms/r?lti_errormsg=m&lti_errorlog=l#a%23b")
         );
         // Errors sent back before are replaced, not repeated.
         assert_eq!(

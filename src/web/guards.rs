@@ -18,8 +18,8 @@ use crate::store;
 use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
-    check_body_encoding, check_form_content_type, end_session, end_session_after_failed_launch,
-    end_session_refusing, launch, session_id_of, session_ids_of, LaunchParams,
+    browser_session_id, check_body_encoding, check_form_content_type, end_session,
+    end_session_after_failed_launch, end_session_refusing, launch, session_ids_of, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -241,7 +241,7 @@ async fn unreadable_launch(
     if SentAsHead::of(req) {
         return LtiError::HeadLaunch;
     }
-    let old = session_id_of(req, SecureCookies::of(req, &state.settings));
+    let old = browser_session_id(req, state).await;
     end_session_after_failed_launch(req, state, old.as_deref()).await;
     record_unreadable(req, state, body, &error).await;
     error

@@ -147,15 +147,35 @@ pub fn session_ids_of(req: &Request<'_>, secure: SecureCookies) -> Vec<String> {
     ids
 }
 
-/// Request guard: the session id the browser sent ([`session_id_of`]).
+/// The session the browser's cookies stand for: of several ([`session_ids_of`]), the first that
+/// names a live session, which is the one its pages show (`guards::session_user`), so that a
+/// logout or a failed launch ends that one; else the first. One cookie costs no lookup.
+pub async fn browser_session_id(req: &Request<'_>, state: &AppState) -> Option<String> {
+    let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));
+    if ids.len() > 1 {
+        for id in &ids {
+            if let Ok(Some(s)) = state.front.session(&state.db, id).await {
+                if s.expires_at > store::now() {
+                    return Some(id.clone());
+                }
+            }
+        }
+    }
+    ids.into_iter().next()
+}
+
+/// Request guard: the session id the browser sent ([`browser_session_id`]).
 pub struct BrowserSessionId(pub Option<String>);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for BrowserSessionId {
     type Error = std::convert::Infallible;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let secure = SecureCookies::of_request(req);
-        request::Outcome::Success(BrowserSessionId(session_id_of(req, secure)))
+        let id = match req.rocket().state::<AppState>() {
+            Some(state) => browser_session_id(req, state).await,
+            None => session_id_of(req, SecureCookies::of_request(req)),
+        };
+        request::Outcome::Success(BrowserSessionId(id))
     }
 }
 
@@ -332,7 +352,7 @@ pub async fn launch(
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }
-    let old_session = session_id_of(req, SecureCookies::of(req, &state.settings));
+    let old_session = browser_session_id(req, state).await;
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out
     // of date (the command line just changed it) is decided again from the database. That

@@ -552,11 +552,50 @@ async fn of_two_session_cookies_the_one_naming_a_live_session_counts() {
             .header(Header::new("Cookie", header))
             .dispatch()
     };
-    let res = with_cookies(format!("lti_session=ended-session; lti_session={live}")).await;
+    let both = format!("lti_session=ended-session; lti_session={live}");
+    let res = with_cookies(both.clone()).await;
     assert_eq!(res.status(), Status::Ok);
-    assert!(res.into_string().await.unwrap().contains("learner-2"));
+    let page = res.into_string().await.unwrap();
+    assert!(page.contains("learner-2"));
     let res = with_cookies("lti_session=ended-1; lti_session=ended-2".into()).await;
     refused(res, Status::Unauthorized).await;
+    // Logging out from that page ends the session it showed.
+    let start = page.find("name=\"csrf\" value=\"").expect("a logout token") + 19;
+    let token = page[start..].split('"').next().unwrap().to_string();
+    let res = app
+        .client
+        .post("/logout")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("Cookie", both.clone()))
+        .header(ContentType::Form)
+        .body(format!("csrf={token}"))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(app.count("sessions").await, 0);
+    // So does a failed launch, on a shared computer.
+    let res = app.launch(&Launch::new("/any").user("learner-3")).await;
+    let live = res
+        .cookies()
+        .get("lti_session")
+        .unwrap()
+        .value()
+        .to_string();
+    let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
+    let res = app
+        .client
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(Header::new(
+            "Cookie",
+            format!("lti_session=old; lti_session={live}"),
+        ))
+        .header(ContentType::Form)
+        .body(bad.signed_body())
+        .dispatch()
+        .await;
+    refused(res, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
 }
 
 /// Sends a request to the tool with the `Sec-Fetch-*` headers a browser adds (`("Mode",

@@ -329,6 +329,14 @@ fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
     )
     .unwrap();
     assert_eq!(answer.status, 401, "{answer:?}");
+    // Nor an Accept header it cannot parse, read by the catcher of an unknown page.
+    let answer = send(
+        server.port,
+        format!("GET /nope HTTP/1.1\r\nHost: {HOST}\r\nAccept: \"\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 404, "{answer:?}");
     for _ in 0..3 {
         assert_eq!(server.get("/", None).unwrap().status, 200);
     }

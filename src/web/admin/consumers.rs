@@ -17,7 +17,6 @@ use crate::web::origin::RequestOrigin;
 use crate::web::pages::LAUNCH_PAGES;
 use crate::web::AppState;
 
-const MAX_NAME: usize = 200;
 const MAX_NOTE: usize = 2000;
 
 /// A day and time in UTC, or "never".
@@ -179,9 +178,10 @@ async fn create(
     };
     let (key, name, note) = (&typed.key, typed.name.trim(), &typed.note);
     let problem = key_problem(key).map(str::to_string).or_else(|| {
-        if name.chars().count() > MAX_NAME {
+        if name.chars().count() > consumers::MAX_NAME {
             Some(format!(
-                "The name is too long: use at most {MAX_NAME} characters."
+                "The name is too long: use at most {} characters.",
+                consumers::MAX_NAME
             ))
         } else if note.chars().count() > MAX_NOTE {
             Some(format!(
