@@ -400,9 +400,9 @@ impl<'r> FromData<'r> for LtiSession {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let result = match state(req) {
-            // What was read of a body over the limit is enough to tell: the body is not used.
-            Ok(state) => match read_capped(data, state).await {
-                Ok((body, _)) => session_only(req, state, Some(&body)).await,
+            // A body over the limit is a failed launch, as on the launch pages.
+            Ok(state) => match read_launch_body(req, state, data).await {
+                Ok(body) => session_only(req, state, Some(&body)).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),

@@ -530,6 +530,17 @@ async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_pag
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
+    // A body over the launch limit is refused as on the launch pages: its launch fields may
+    // come after what was read.
+    let res = app
+        .client
+        .post("/session")
+        .header(ContentType::Form)
+        .body(format!("note={}&oauth_consumer_key=k", "x".repeat(70_000)))
+        .dispatch()
+        .await;
+    refused(res, Status::PayloadTooLarge).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
 }
 
 #[rocket::async_test]
