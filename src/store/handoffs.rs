@@ -7,7 +7,7 @@ use super::Db;
 use crate::error::LtiError;
 
 /// Seconds a hand-off token stays valid.
-pub const HANDOFF_TTL: i64 = 60;
+pub const HANDOFF_TTL: i64 = 300;
 
 /// Takes a token, atomically: the row is deleted as it is read, so a second use finds nothing.
 /// Returns the session id when the token existed and had not expired.

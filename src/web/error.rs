@@ -78,7 +78,7 @@ impl LtiError {
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used (and any visit open in this browser was ended). The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
-            BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Reload the page and try again.".into()),
+            BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             Outcome(e) => outcome_message(e),

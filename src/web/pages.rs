@@ -210,7 +210,9 @@ async fn logout(
     }
     // Storage trouble is a 503 page that says so, with the cookie kept for another try.
     end_session_or_fail(state, cookies, id.as_deref(), secure).await?;
-    Ok(Template::render("logout", context! {}))
+    // Without a cookie (blocked in the LMS frame) nothing was ended here: say so, rather than
+    // let a student on a shared computer believe a window opened by the hand-off is closed too.
+    Ok(Template::render("logout", context! { ended: id.is_some() }))
 }
 
 #[get("/static/style.css")]

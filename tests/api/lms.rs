@@ -643,6 +643,18 @@ async fn new_window_token_works_once() {
     assert!(body.contains("Open in a new window"));
     let token = handoff_token(&body);
     assert!(token.len() >= 22);
+    // The notice comes first (a phone-sized frame shows it), announced to screen readers; and
+    // the launch page turns its history entry into a GET, so Back or a reload does not send the
+    // launch again (refused as used, which would end the visit).
+    let notice = body.find("id=\"new-window\"").expect("the notice");
+    assert!(
+        notice < body.find("<dl>").expect("the launch data"),
+        "{body}"
+    );
+    assert!(body.contains("role=\"status\""), "{body}");
+    assert!(body.contains("history.replaceState"), "{body}");
+    let later = page(app.get("/session").await, Status::Ok).await;
+    assert!(!later.contains("history.replaceState"), "{later}");
 
     // The iframe check: with the cookie, the session answers 204.
     assert_eq!(
@@ -714,8 +726,8 @@ async fn new_window_token_expires() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     let token = handoff_token(&body);
-    // Age the token past its minute.
-    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 61")
+    // Age the token past its lifetime.
+    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 301")
         .execute(&app.state().db)
         .await
         .unwrap();

@@ -231,8 +231,16 @@ async fn logout_ends_the_session() {
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let res = app.post("/logout").await;
     assert_eq!(res.status(), Status::Ok);
+    assert!(res.into_string().await.unwrap().contains("Logged out"));
     refused(app.get("/session").await, Status::Unauthorized).await;
     assert_eq!(app.count("sessions").await, 0);
+    // Without a session cookie (blocked in the LMS frame) nothing was ended, and the page says
+    // so: a window opened by the hand-off may still hold the visit.
+    let body = app.post("/logout").await.into_string().await.unwrap();
+    assert!(
+        body.contains("No visit to end") && !body.contains("Logged out"),
+        "{body}"
+    );
 }
 
 #[rocket::async_test]
