@@ -460,6 +460,11 @@ mod tests {
             unknown_settings(&figment),
             ["cookie_secur".to_string(), "trusted_proxy".to_string()]
         );
-        assert!(unknown_settings(&crate::figment()).is_empty());
+        let unknown = unknown_settings(&crate::figment());
+        assert!(
+            unknown.is_empty(),
+            "Rocket.toml or ROCKET_* sets {unknown:?}, which nothing reads: misspelt, or a new \
+             setting missing from TOOL_KEYS"
+        );
     }
 }

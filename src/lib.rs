@@ -212,7 +212,8 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     }
     for key in config::unknown_settings(figment) {
         log::warn!(
-            "unknown setting `{key}` is ignored (misspelt? see the README's configuration table)"
+            "unknown setting `{key}` is ignored (misspelt? see the README's configuration \
+             table; a setting of your own goes in TOOL_KEYS, src/config.rs)"
         );
     }
     let settings = Settings::from_figment(figment)?;
