@@ -67,6 +67,10 @@ struct DevLaunch<'r> {
     email: &'r str,
     custom: &'r str,
     mode: &'r str,
+    /// Grade passback: where the "LMS" takes scores (say a fake LMS of your own); none if empty.
+    outcome_service_url: Option<&'r str>,
+    /// The learner's result id there; a made-up one if empty.
+    result_sourcedid: Option<&'r str>,
 }
 
 /// Reads `name=value` lines into `custom_name` parameters.
@@ -153,6 +157,15 @@ async fn sign_launch(
     ];
     if form.mode == "missing_resource_link" {
         params.retain(|(n, _)| n != "resource_link_id");
+    }
+    let outcome_service = form.outcome_service_url.map(str::trim).unwrap_or_default();
+    if !outcome_service.is_empty() {
+        let sourcedid = match form.result_sourcedid.map(str::trim).unwrap_or_default() {
+            "" => format!("dev-sourcedid-{}", form.user_id),
+            given => given.to_string(),
+        };
+        params.push(("lis_outcome_service_url".into(), outcome_service.into()));
+        params.push(("lis_result_sourcedid".into(), sourcedid));
     }
     params.extend(custom_params(form.custom));
     let uri = base_uri(&origin.scheme, &origin.host, origin.port, page);

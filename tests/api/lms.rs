@@ -748,7 +748,7 @@ async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
     let res = app
         .post_form(
             "/dev/launch",
-            "page=%2Finitial_staff&consumer_key=__consumer_key__&roles=Instructor&user_id=u-9&name=Dev&email=d%40x.edu&custom=color%3Dblue&mode=valid".into(),
+            "page=%2Finitial_staff&consumer_key=__consumer_key__&roles=Instructor&user_id=u-9&name=Dev&email=d%40x.edu&custom=color%3Dblue&mode=valid&outcome_service_url=http%3A%2F%2F127.0.0.1%3A9%2Foutcomes&result_sourcedid=".into(),
         )
         .await;
     let auto = page(res, Status::Ok).await;
@@ -777,6 +777,11 @@ async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
     )
     .await;
     assert!(body.contains("Staff page") && body.contains("u-9") && body.contains("custom_color"));
+    // Grade passback fields for a fake LMS of one's own, with a made-up result id.
+    assert!(
+        auto.contains(r#"name="lis_outcome_service_url""#) && auto.contains("dev-sourcedid-u-9"),
+        "{auto}"
+    );
 
     let off = spawn_app_with(|f| f.merge(("dev_launcher", false))).await;
     refused(off.get("/dev/launch").await, Status::NotFound).await;
