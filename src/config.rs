@@ -30,9 +30,26 @@ impl From<SameSitePolicy> for SameSite {
 
 /// Every problem in a configuration error, each with its key and where the value came from (a
 /// `ROCKET_*` variable or Rocket.toml): figment's own `Display` shows only the first.
+/// A bad `secret_key` is described without its value, which may be the real key mistyped.
 pub fn describe(e: rocket::figment::Error) -> String {
     e.into_iter()
-        .map(|e| e.to_string())
+        .map(|e| {
+            let secret = e
+                .path
+                .last()
+                .is_some_and(|key| key.eq_ignore_ascii_case("secret_key"));
+            match (secret, &e.metadata) {
+                (false, _) => e.to_string(),
+                (true, source) => format!(
+                    "secret_key is not a usable key: 256 bits in base64 (44 characters) or hex \
+                     (64), e.g. from `openssl rand -base64 32`; the value is not shown{}",
+                    source
+                        .as_ref()
+                        .map(|m| format!(" (from {})", m.name))
+                        .unwrap_or_default()
+                ),
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -200,20 +217,26 @@ const MAX_LAUNCH_BODY: u64 = 16 * 1024 * 1024;
 /// path (`postgres://x` made a folder `postgres:`), and an in-memory database is lost at exit and
 /// out of the command line's reach.
 fn check_database_url(url: &str) -> Result<(), String> {
-    let path = url
+    // As sqlx reads it: an optional `sqlite:` prefix, a percent-encoded path, then parameters.
+    let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .map(|rest| rest.split('?').next().unwrap_or_default());
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let other_scheme = rest == url && url.contains("://");
     // `file:` paths are SQLite URIs: the file made private up front would not be the one used.
-    let in_memory = |path: &str| {
-        path.contains(":memory:") || url.contains("mode=memory") || url.contains("vfs=")
-    };
-    match path {
-        Some(path) if !path.is_empty() && !path.starts_with("file:") && !in_memory(path) => Ok(()),
-        _ => Err(format!(
+    let unusable = path.is_empty()
+        || path.contains(":memory:")
+        || path.starts_with("file:")
+        || query.contains("mode=memory")
+        || query.contains("vfs=");
+    if other_scheme || unusable {
+        return Err(format!(
             "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?})"
-        )),
+        ));
     }
+    Ok(())
 }
 
 impl Origin {
@@ -393,14 +416,17 @@ mod tests {
             "sqlite:data/x.db",
             "sqlite:///var/lib/lti-tool/lti-tool.db",
             "sqlite://x.db?mode=rwc",
+            // A plain path, as sqlx has always read it.
+            "data/x.db",
+            "/var/lib/lti-tool/lti-tool.db",
         ] {
             assert!(check_database_url(good).is_ok(), "{good}");
         }
         for bad in [
             "",
             "postgres://x",
-            "data/x.db",
             "sqlite://",
+            "sqlite://%3Amemory%3A",
             "sqlite:",
             "sqlite::memory:",
             "sqlite://x.db?mode=memory",
@@ -466,5 +492,14 @@ mod tests {
             "Rocket.toml or ROCKET_* sets {unknown:?}, which nothing reads: misspelt, or a new \
              setting missing from TOOL_KEYS"
         );
+    }
+
+    #[test]
+    fn a_bad_secret_key_is_described_without_its_value() {
+        let key = "hunter2!hunter2!hunter2!hunter2!hunter2!abcd";
+        let figment = rocket::Config::figment().merge(("secret_key", key));
+        let err = check_rocket_settings(&figment).unwrap_err();
+        assert!(err.contains("secret_key is not a usable key"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -75,7 +75,7 @@ impl LtiError {
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
-            LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used (and any visit open in this browser was ended). The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
+            LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),

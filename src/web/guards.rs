@@ -400,9 +400,12 @@ impl<'r> FromData<'r> for LtiSession {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let result = match state(req) {
-            // A body over the limit is a failed launch, as on the launch pages.
-            Ok(state) => match read_launch_body(req, state, data).await {
-                Ok(body) => session_only(req, state, Some(&body)).await,
+            Ok(state) => match read_capped(data, state).await {
+                // Over the limit: refused, and a failed launch if what was read is a launch's.
+                Ok((body, false)) if !carries_launch_fields(req, Some(&body)) => {
+                    Err(LtiError::BodyTooLarge(state.settings.launch_body_limit))
+                }
+                Ok((body, _)) => session_only(req, state, Some(&body)).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),

@@ -143,6 +143,32 @@ async fn bad_keys_duplicates_and_short_secrets() {
     assert!(!cli(&db, &["consumer", "disable", "nobody"])
         .status
         .success());
+    // An LMS form trims a pasted secret: one with outer blanks would never verify.
+    for padded in [" secret-0123456789abcdef", "secret-0123456789abcdef\t"] {
+        let out = cli(&db, &["consumer", "add", "padded", "--secret", padded]);
+        assert!(!out.status.success(), "{padded:?}");
+    }
+    // Brightspace keeps 100 characters of a secret: a longer one is accepted, with a warning.
+    let out = cli(
+        &db,
+        &["consumer", "add", "long", "--secret", &"s".repeat(120)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Brightspace"));
+    // A blank name is the key, as on the admin page; a name is at most 200 characters.
+    assert!(cli(&db, &["consumer", "add", "blank", "--name", "   "])
+        .status
+        .success());
+    assert!(stdout(&cli(&db, &["consumer", "list"])).contains("blank\tenabled"));
+    let listed = stdout(&cli(&db, &["consumer", "list"]));
+    let blank = listed.lines().find(|l| l.starts_with("blank\t")).unwrap();
+    assert!(blank.ends_with("\tblank"), "{blank}");
+    assert!(!cli(
+        &db,
+        &["consumer", "add", "named", "--name", &"n".repeat(201)]
+    )
+    .status
+    .success());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -530,16 +530,20 @@ async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_pag
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
-    // A body over the launch limit is refused as on the launch pages: its launch fields may
-    // come after what was read.
-    let res = app
-        .client
-        .post("/session")
-        .header(ContentType::Form)
-        .body(format!("note={}&oauth_consumer_key=k", "x".repeat(70_000)))
-        .dispatch()
-        .await;
+    // A body over the launch limit is refused; it ends the visit only when what was read of it
+    // is a launch's.
+    let oversized = |body: String| {
+        app.client
+            .post("/session")
+            .header(ContentType::Form)
+            .body(body)
+            .dispatch()
+    };
+    let res = oversized(format!("note={}", "x".repeat(70_000))).await;
     refused(res, Status::PayloadTooLarge).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    let res = oversized(format!("oauth_consumer_key=k&note={}", "x".repeat(70_000))).await;
+    refused(res, Status::Unauthorized).await;
     refused(app.get("/session").await, Status::Unauthorized).await;
 }
 

@@ -652,7 +652,12 @@ async fn new_window_token_works_once() {
         "{body}"
     );
     assert!(body.contains("role=\"status\""), "{body}");
-    assert!(body.contains("history.replaceState"), "{body}");
+    assert!(
+        body.contains(r#"history.replaceState(null, "", "/session")"#),
+        "{body}"
+    );
+    // Which is what a reload then asks for: the visit, not the launch again.
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
     let later = page(app.get("/session").await, Status::Ok).await;
     assert!(!later.contains("history.replaceState"), "{later}");
 
