@@ -729,6 +729,17 @@ async fn a_new_window_token_ends_the_session_the_window_had() {
 #[rocket::async_test]
 async fn new_window_token_expires() {
     let app = spawn_app().await;
+    // Five minutes, for a student who reads the notice slowly.
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 250")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let res = app
+        .post_form("/lti/continue", format!("token={token}"))
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     let token = handoff_token(&body);
     // Age the token past its lifetime.
