@@ -1,7 +1,7 @@
 //! Grade passback against a live outcomes endpoint on a loopback port (`mock_lms`): the client
 //! on its own, then the learner's and the staff's pages through the app.
 
-mod mock_lms;
+pub mod mock_lms;
 
 use std::time::{Duration, Instant};
 
