@@ -726,31 +726,26 @@ async fn a_new_window_token_ends_the_session_the_window_had() {
     assert!(body.contains("teacher-1") && !body.contains("someone-else"));
 }
 
+/// Launches, ages the page's hand-off token by `seconds`, then trades it for a new window.
+async fn hand_off_after(app: &TestApp, seconds: i64) -> LocalResponse<'_> {
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    sqlx::query("UPDATE handoffs SET expires_at = expires_at - ? WHERE token = ?")
+        .bind(seconds)
+        .bind(&token)
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    app.post_form("/lti/continue", format!("token={token}"))
+        .await
+}
+
 #[rocket::async_test]
 async fn new_window_token_expires() {
     let app = spawn_app().await;
-    // Five minutes, for a student who reads the notice slowly.
-    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
-    let token = handoff_token(&body);
-    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 250")
-        .execute(&app.state().db)
-        .await
-        .unwrap();
-    let res = app
-        .post_form("/lti/continue", format!("token={token}"))
-        .await;
-    assert_eq!(res.status(), Status::SeeOther);
-    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
-    let token = handoff_token(&body);
-    // Age the token past its lifetime.
-    sqlx::query("UPDATE handoffs SET expires_at = expires_at - 301")
-        .execute(&app.state().db)
-        .await
-        .unwrap();
-    let res = app
-        .post_form("/lti/continue", format!("token={token}"))
-        .await;
-    refused(res, Status::Unauthorized).await;
+    // Five minutes, for a student who reads the notice slowly; not a second more.
+    assert_eq!(hand_off_after(&app, 250).await.status(), Status::SeeOther);
+    refused(hand_off_after(&app, 301).await, Status::Unauthorized).await;
     // Session pages (not launches) carry no token.
     let body = page(app.get("/session").await, Status::Ok).await;
     assert!(!body.contains("name=\"token\""));
