@@ -660,6 +660,10 @@ async fn new_window_token_works_once() {
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     let later = page(app.get("/session").await, Status::Ok).await;
     assert!(!later.contains("history.replaceState"), "{later}");
+    // The header's home link keeps a student in the visit (`/` is the registration page).
+    assert!(later.contains(r#"<header><a href="/session">"#), "{later}");
+    let index = page(app.get("/").await, Status::Ok).await;
+    assert!(index.contains(r#"<header><a href="/">"#), "{index}");
 
     // The iframe check: with the cookie, the session answers 204.
     assert_eq!(
