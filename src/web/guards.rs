@@ -14,12 +14,12 @@ use rocket::request::{self, FromRequest, Request};
 
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
-use crate::store;
 use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
     browser_session_id, check_body_encoding, check_form_content_type, end_session,
-    end_session_after_failed_launch, end_session_refusing, launch, session_ids_of, LaunchParams,
+    end_session_after_failed_launch, end_session_refusing, first_live_session, launch,
+    session_ids_of, BrowserSession, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -144,30 +144,17 @@ async fn read_launch_body(
 /// The session named by the cookie, if it is still valid (of several cookies, the first that
 /// names a live session).
 async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
-    let secure = SecureCookies::of(req, &state.settings);
-    let mut expired = None;
-    let mut live = None;
-    for id in session_ids_of(req, secure) {
-        match state.front.session(&state.db, &id).await? {
-            Some(s) if s.expires_at > store::now() => {
-                live = Some(s);
-                break;
+    let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));
+    let session = match first_live_session(state, &ids).await? {
+        BrowserSession::Live(session) => session,
+        BrowserSession::None => return Err(LtiError::NoSession),
+        BrowserSession::Expired(id) => {
+            // A HEAD (a link checker) ends nothing, not even what has run out.
+            if !SentAsHead::of(req) {
+                end_session_refusing(req, state, Some(&id)).await;
             }
-            Some(_) => {
-                expired.get_or_insert(id);
-            }
-            None => {}
+            return Err(LtiError::SessionExpired);
         }
-    }
-    let Some(session) = live else {
-        let Some(id) = expired else {
-            return Err(LtiError::NoSession);
-        };
-        // A HEAD (a link checker) ends nothing, not even what has run out.
-        if !SentAsHead::of(req) {
-            end_session_refusing(req, state, Some(&id)).await;
-        }
-        return Err(LtiError::SessionExpired);
     };
     Ok(LtiUser {
         logout_token: state.page_forms.token(&session.id),

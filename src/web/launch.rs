@@ -153,15 +153,39 @@ pub fn session_ids_of(req: &Request<'_>, secure: SecureCookies) -> Vec<String> {
 pub async fn browser_session_id(req: &Request<'_>, state: &AppState) -> Option<String> {
     let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));
     if ids.len() > 1 {
-        for id in &ids {
-            if let Ok(Some(s)) = state.front.session(&state.db, id).await {
-                if s.expires_at > store::now() {
-                    return Some(id.clone());
-                }
-            }
+        if let Ok(BrowserSession::Live(s)) = first_live_session(state, &ids).await {
+            return Some(s.id);
         }
     }
     ids.into_iter().next()
+}
+
+/// What the browser's session ids ([`session_ids_of`]) name, taken in order.
+pub enum BrowserSession {
+    /// The first that names a live session.
+    Live(sessions::Session),
+    /// None is live; this one names a session that has run out.
+    Expired(String),
+    /// None names a session.
+    None,
+}
+
+/// The first of `ids` that names a live session, else the first that names an expired one.
+pub async fn first_live_session(
+    state: &AppState,
+    ids: &[String],
+) -> Result<BrowserSession, LtiError> {
+    let mut expired = None;
+    for id in ids {
+        match state.front.session(&state.db, id).await? {
+            Some(s) if s.expires_at > store::now() => return Ok(BrowserSession::Live(s)),
+            Some(_) => {
+                expired.get_or_insert_with(|| id.clone());
+            }
+            None => {}
+        }
+    }
+    Ok(expired.map_or(BrowserSession::None, BrowserSession::Expired))
 }
 
 /// Request guard: the session id the browser sent ([`browser_session_id`]).
