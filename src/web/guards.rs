@@ -293,11 +293,12 @@ fn names_a_launch_part(raw: &[u8]) -> bool {
     })
 }
 
+/// True for an OAuth `Authorization` header with OAuth fields in it (`OAuth realm="x"` alone, as
+/// some clients send, carries none).
 fn has_oauth_header(req: &Request<'_>) -> bool {
     req.headers().get_one("Authorization").is_some_and(|h| {
-        h.trim_start()
-            .get(..5)
-            .is_some_and(|s| s.eq_ignore_ascii_case("oauth"))
+        let h = h.trim_start();
+        h.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("oauth")) && h.contains("oauth_")
     })
 }
 

@@ -530,6 +530,14 @@ async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_pag
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
+    // So is a request whose client sends a bare OAuth realm, with no OAuth fields.
+    let res = app
+        .client
+        .get("/session")
+        .header(Header::new("Authorization", r#"OAuth realm="lms""#))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
     // A body over the launch limit is refused; it ends the visit only when what was read of it
     // is a launch's.
     let oversized = |body: String| {
