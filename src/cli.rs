@@ -60,7 +60,7 @@ enum ConsumerAction {
     Disable { key: String },
     /// Accept launches signed with this key again.
     Enable { key: String },
-    /// Delete a consumer and end its sessions.
+    /// Delete a consumer, end its sessions and forget its grade records and refused launches.
     Remove { key: String },
     /// Replace a consumer's secret with a new one; prints it once.
     Rotate { key: String },
@@ -112,11 +112,11 @@ pub(crate) async fn open_db() -> Result<Db, String> {
     let figment = crate::figment();
     let settings = Settings::from_figment(&figment)?;
     // Refuses a missing key before a database file is created for nothing.
-    crate::crypto::SecretCipher::from_figment(&figment)?;
+    let cipher = crate::crypto::SecretCipher::from_figment(&figment)?;
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
-    crate::crypto::install_from_figment(&db, &figment).await?;
+    crate::crypto::install_cipher(&db, cipher).await?;
     Ok(db)
 }
 

@@ -176,9 +176,11 @@ pub fn cipher_for(db: &Db) -> Result<Arc<SecretCipher>, LtiError> {
         .ok_or_else(|| LtiError::Storage("no secret key installed for this database".into()))
 }
 
-/// Installs the configuration's cipher for `db` and encrypts any secrets still in plaintext.
-pub async fn install_from_figment(db: &Db, figment: &Figment) -> Result<(), String> {
-    install(db, SecretCipher::from_figment(figment)?);
+/// Installs `cipher` (the configuration's: [`SecretCipher::from_figment`], made before the
+/// database is opened so that a missing key creates no file) for `db`, and encrypts any secrets
+/// still in plaintext.
+pub async fn install_cipher(db: &Db, cipher: SecretCipher) -> Result<(), String> {
+    install(db, cipher);
     let n = crate::store::consumers::encrypt_plaintext_secrets(db)
         .await
         .map_err(|e| e.to_string())?;

@@ -239,10 +239,12 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
+    // Refuses a missing key before a database file is created for nothing.
+    let cipher = crypto::SecretCipher::from_figment(figment)?;
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
-    crypto::install_from_figment(&db, figment).await?;
+    crypto::install_cipher(&db, cipher).await?;
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
         return Err(unreadable_at_start(&unreadable));

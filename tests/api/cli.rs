@@ -398,7 +398,8 @@ async fn a_server_starting_under_another_key_waits_for_a_secret_being_written_an
     // first key, but not yet committed, on a database no server has started on.
     let figment = app_figment("release", &db, TEST_SECRET_KEY);
     let pool = rocket_lti_tool::store::open(&db).await.unwrap();
-    rocket_lti_tool::crypto::install_from_figment(&pool, &figment)
+    let cipher = rocket_lti_tool::crypto::SecretCipher::from_figment(&figment).unwrap();
+    rocket_lti_tool::crypto::install_cipher(&pool, cipher)
         .await
         .unwrap();
     let cipher = rocket_lti_tool::crypto::cipher_for(&pool).unwrap();

@@ -864,6 +864,8 @@ async fn release_profile_refuses_to_start_without_a_secret_key() {
             other => panic!("{other:?}"),
         },
     }
+    // Before a database file is created for nothing.
+    assert!(!dir.join("x.db").exists());
     // And the check is about the key (not the template folder or the database).
     let release = rocket_lti_tool::figment().select("release");
     let refused = rocket_lti_tool::crypto::SecretCipher::from_figment(&release).err();
