@@ -184,6 +184,25 @@ impl LaunchData {
         self.get("user_id").unwrap_or("")
     }
 
+    /// `resource_link_id`: the LMS's id of the link that launched (required, so never empty after
+    /// a verified launch); with the consumer key, it names the activity.
+    pub fn resource_link_id(&self) -> &str {
+        self.get("resource_link_id").unwrap_or("")
+    }
+
+    /// `context_id`: the LMS's id of the course, when it sent one.
+    pub fn context_id(&self) -> Option<&str> {
+        self.get("context_id")
+    }
+
+    /// True when the LMS takes result data of `kind` (`text`, `url`) with a score: it lists it in
+    /// `ext_outcome_data_values_accepted` (Canvas's extension; other LMSs send none and may refuse
+    /// a score that carries it).
+    pub fn accepts_result_data(&self, kind: &str) -> bool {
+        self.get("ext_outcome_data_values_accepted")
+            .is_some_and(|list| list.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)))
+    }
+
     /// The roles, parsed.
     pub fn roles(&self) -> Vec<Role> {
         roles::parse_roles(self.get("roles").unwrap_or(""))
@@ -388,5 +407,29 @@ mod tests {
             ]),
         );
         assert_eq!(d.username(), "a@b");
+    }
+
+    #[test]
+    fn link_and_course_ids() {
+        let d = LaunchData::new(
+            "k".into(),
+            params(&[("resource_link_id", "rl-9"), ("context_id", "")]),
+        );
+        assert_eq!(d.resource_link_id(), "rl-9");
+        assert_eq!(d.context_id(), None);
+        let d = LaunchData::new("k".into(), params(&[("context_id", "c-1")]));
+        assert_eq!((d.resource_link_id(), d.context_id()), ("", Some("c-1")));
+    }
+
+    #[test]
+    fn result_data_only_of_the_kinds_the_lms_lists() {
+        let canvas = LaunchData::new(
+            "k".into(),
+            params(&[("ext_outcome_data_values_accepted", "url, Text")]),
+        );
+        assert!(canvas.accepts_result_data("text") && canvas.accepts_result_data("url"));
+        assert!(!canvas.accepts_result_data("lti_launch_url"));
+        let moodle = LaunchData::new("k".into(), params(&[("user_id", "u")]));
+        assert!(!moodle.accepts_result_data("text"));
     }
 }

@@ -133,6 +133,7 @@ fn grade_page(lti: LtiSession, outcomes: &State<Outcomes>) -> Result<Template, L
         context! {
             name: lti.display_name(),
             resource_link_title: lti.get("resource_link_title"),
+            takes_comment: lti.accepts_result_data("text"),
             csrf: outcomes.csrf_token(&lti.session_id),
             logout_token: &lti.logout_token,
         },
@@ -239,10 +240,6 @@ fn row(stored: &StoredTarget, error: Option<String>) -> LearnerRow {
     }
 }
 
-fn resource_link(lti: &LtiUser) -> &str {
-    lti.get("resource_link_id").unwrap_or("")
-}
-
 /// The learners of the current resource link with their last known scores.
 #[get("/grades")]
 async fn grades_page(
@@ -272,7 +269,7 @@ async fn grades_view(
     outcomes: &Outcomes,
     refresh: bool,
 ) -> Result<Template, LtiError> {
-    let link = resource_link(lti);
+    let link = lti.resource_link_id();
     let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
     let mut errors: Vec<(String, String)> = Vec::new();
     if refresh {
@@ -339,6 +336,7 @@ async fn grades_view(
             refreshed: refresh,
             context_title: lti.get("context_title"),
             resource_link_title: lti.get("resource_link_title"),
+            takes_comment: lti.accepts_result_data("text"),
             csrf: outcomes.csrf_token(&lti.session_id),
             logout_token: &lti.logout_token,
         },
@@ -346,9 +344,14 @@ async fn grades_view(
 }
 
 async fn learner(lti: &LtiUser, state: &AppState, user_id: &str) -> Result<StoredTarget, LtiError> {
-    find(&state.db, &lti.consumer_key, resource_link(lti), user_id)
-        .await?
-        .ok_or_else(|| OutcomeError::UnknownLearner.into())
+    find(
+        &state.db,
+        &lti.consumer_key,
+        lti.resource_link_id(),
+        user_id,
+    )
+    .await?
+    .ok_or_else(|| OutcomeError::UnknownLearner.into())
 }
 
 #[post("/grades/set", data = "<form>")]
