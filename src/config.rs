@@ -101,6 +101,7 @@ const TOOL_KEYS: &[&str] = &[
     "benchmark_routes",
     "outcomes_timeout",
     "outcomes_attempts",
+    "outcomes_ca_file",
     "template_dir",
 ];
 

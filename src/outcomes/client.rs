@@ -25,6 +25,9 @@ pub struct ClientConfig {
     pub backoff: Duration,
     /// Largest response body read; a bigger one is malformed.
     pub max_response_bytes: usize,
+    /// Certificate authorities trusted besides the public web's and the system's (an LMS whose
+    /// certificate comes from a campus CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +38,7 @@ impl Default for ClientConfig {
             attempts: 3,
             backoff: Duration::from_millis(250),
             max_response_bytes: 64 * 1024,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -134,7 +138,11 @@ impl OutcomesClient {
     /// Builds the client (once, at start-up). Redirects are not followed: the signature is bound
     /// to the URL, and a redirected POST would lose its body.
     pub fn new(config: ClientConfig) -> Result<OutcomesClient, OutcomeError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in &config.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -302,7 +310,14 @@ impl OutcomesClient {
         let response = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Attempt::Done(Err(OutcomeError::Timeout)),
-            Err(e) if e.is_connect() => return Attempt::Retry(network(e)),
+            // Nothing was sent. A certificate we do not trust stays untrusted on a retry.
+            Err(e) if e.is_connect() => {
+                let why = causes(e);
+                return match why.contains("certificate") {
+                    true => Attempt::Done(Err(OutcomeError::Certificate(why))),
+                    false => Attempt::Retry(OutcomeError::Unconnected(why)),
+                };
+            }
             Err(e) if e.is_builder() => {
                 return Attempt::Done(Err(OutcomeError::BadServiceUrl(
                     e.without_url().to_string(),
@@ -359,6 +374,12 @@ fn echoed(value: &Option<String>) -> Option<&str> {
 
 /// A network error, without the URL (it may carry tokens in its query).
 fn network(e: reqwest::Error) -> OutcomeError {
+    OutcomeError::Network(causes(e))
+}
+
+/// The error and its causes in one line, without the URL ("…: invalid peer certificate:
+/// UnknownIssuer"): reqwest's own message only says the request failed.
+fn causes(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -367,7 +388,7 @@ fn network(e: reqwest::Error) -> OutcomeError {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    OutcomeError::Network(message)
+    message
 }
 
 #[cfg(test)]

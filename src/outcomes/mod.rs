@@ -60,9 +60,19 @@ pub enum OutcomeError {
     /// The LMS did not answer within the timeout.
     #[error("the LMS did not answer in time")]
     Timeout,
-    /// The LMS could not be reached.
+    /// The LMS could not be reached (nothing was sent).
+    #[error("cannot connect: {0}")]
+    Unconnected(String),
+    /// The LMS's TLS certificate is not trusted (nothing was sent).
+    #[error("untrusted certificate: {0}")]
+    Certificate(String),
+    /// The connection failed after the request was sent, or the answer was lost.
     #[error("network error: {0}")]
     Network(String),
+    /// Result data of a kind the launch did not list in `ext_outcome_data_values_accepted`
+    /// (nothing was sent).
+    #[error("the LMS does not accept result data of kind {0:?}")]
+    ResultDataNotAccepted(&'static str),
 }
 
 /// Checks that a score is a finite number within 0.0..=1.0; a negative zero becomes a plain one.

@@ -96,7 +96,9 @@ impl LtiError {
 fn outcome_status(e: &OutcomeError) -> Status {
     use OutcomeError::*;
     match e {
-        ScoreOutOfRange(_) | ScoreNotANumber(_) => Status::UnprocessableEntity,
+        ScoreOutOfRange(_) | ScoreNotANumber(_) | ResultDataNotAccepted(_) => {
+            Status::UnprocessableEntity
+        }
         NoOutcomeService | UnusableSourcedid | ConsumerUnavailable(_) => Status::Conflict,
         UnknownLearner => Status::NotFound,
         Timeout => Status::GatewayTimeout,
@@ -105,6 +107,8 @@ fn outcome_status(e: &OutcomeError) -> Status {
         | Unsupported { .. }
         | HttpStatus(_)
         | MalformedResponse(_)
+        | Unconnected(_)
+        | Certificate(_)
         | Network(_) => Status::BadGateway,
     }
 }
@@ -126,10 +130,17 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
         Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
+        ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list `{kind}` in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
+        // A redirect or a client error: the LMS did not take the request.
+        HttpStatus(code @ (401 | 403)) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed. The LMS did not accept the request's signature: check that the consumer key and secret match on both sides, and that this server's clock is right.")),
+        HttpStatus(code @ 300..=399) => ("Gradebook moved", format!("The LMS's grade service answered HTTP {code} (it sends requests elsewhere, say from http to https), so the score was not changed. Ask whoever manages the LMS to check its address for this tool.")),
+        HttpStatus(code @ 400..=499) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed.")),
         HttpStatus(code) => ("Gradebook error", format!("The LMS's grade service answered HTTP {code}. {UNSURE}")),
         MalformedResponse(_) => ("Gradebook error", format!("The LMS's grade service answered something that is not a grade response. {UNSURE}")),
         Timeout => ("Gradebook too slow", "The LMS's grade service did not answer in time. The score may or may not have been saved; check the gradebook.".into()),
-        Network(_) => ("Gradebook unreachable", format!("The tool could not reach the LMS's grade service, or lost it before the answer. {UNSURE}")),
+        Unconnected(_) => ("Gradebook unreachable", format!("The tool could not connect to the LMS's grade service, so nothing was sent. {LATER}")),
+        Certificate(_) => ("Gradebook certificate not trusted", "The LMS's grade service presented a certificate this server does not trust, so nothing was sent and the score was not changed. If the LMS uses a campus or private certificate authority, whoever runs this tool can add it (README, Grade passback).".into()),
+        Network(_) => ("Gradebook unreachable", format!("The tool lost the LMS's grade service before its answer. {UNSURE}")),
     }
 }
 

@@ -290,7 +290,7 @@ async fn connection_errors_are_retried_then_reported() {
     };
     let started = Instant::now();
     let err = client().read_result(CREDS, &t).await.unwrap_err();
-    assert!(matches!(err, OutcomeError::Network(_)), "{err:?}");
+    assert!(matches!(err, OutcomeError::Unconnected(_)), "{err:?}");
     // Two pauses of 20 and 40 ms between the three attempts.
     assert!(started.elapsed() >= Duration::from_millis(60));
 }
@@ -375,12 +375,23 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     assert_eq!(app.count("outcome_targets").await, 1);
 
     let token = grade_form_token(&app).await;
-    let body = page(
-        app.post_form(
+    // Moodle does not list result data as accepted: no comment field, and a comment posted
+    // anyway is refused before anything is sent (an LMS may refuse a score that carries one).
+    assert!(!page(app.get("/grade").await, Status::Ok)
+        .await
+        .contains("name=\"result_data\""));
+    let res = app
+        .post_form(
             "/grade",
             format!("score=0.85&result_data=essay+done&csrf={token}"),
         )
-        .await,
+        .await;
+    let body = refused(res, Status::UnprocessableEntity).await;
+    assert!(body.contains("does not take a comment"), "{body}");
+    assert!(lms.received().is_empty());
+    let body = page(
+        app.post_form("/grade", format!("score=0.85&csrf={token}"))
+            .await,
         Status::Ok,
     )
     .await;
@@ -394,7 +405,7 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     let sent = &lms.received()[0];
     assert_eq!(sent.operation, "replaceResult");
     assert_eq!(sent.sourcedid, MOODLE_SOURCEDID);
-    assert_eq!(sent.result_text.as_deref(), Some("essay done"));
+    assert_eq!(sent.result_text, None);
 
     let body = page(
         app.post_form("/grade/read", format!("csrf={token}")).await,
@@ -540,6 +551,7 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         ("/failure", Status::BadGateway, "Invalid sourcedid"),
         ("/malformed", Status::BadGateway, "not a grade response"),
         ("/forbidden", Status::BadGateway, "HTTP 403"),
+        ("/moved", Status::BadGateway, "HTTP 302"),
         ("/slow", Status::GatewayTimeout, "did not answer in time"),
     ];
     for (path, status, text) in cases {
@@ -553,13 +565,108 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         )
         .await;
         assert!(body.contains(text), "{path}: {body}");
-        // The LMS got the request: whether it stored the score is unknown, and the page says so.
-        if path != "/failure" {
-            assert!(body.contains("may or may not"), "{path}: {body}");
-            assert!(!body.contains("was not changed"), "{path}: {body}");
+        match path {
+            "/failure" => {}
+            // Refused or sent elsewhere: the LMS did not take it, and the page says what to check.
+            "/forbidden" | "/moved" => {
+                assert!(body.contains("was not changed"), "{path}: {body}");
+                assert!(!body.contains("may or may not"), "{path}: {body}");
+                let hint = if path == "/moved" {
+                    "http to https"
+                } else {
+                    "clock"
+                };
+                assert!(body.contains(hint), "{path}: {body}");
+            }
+            // The LMS got the request: whether it stored the score is unknown, and the page
+            // says so.
+            _ => {
+                assert!(body.contains("may or may not"), "{path}: {body}");
+                assert!(!body.contains("was not changed"), "{path}: {body}");
+            }
         }
     }
     lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn a_canvas_launch_takes_a_comment_with_the_score() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let launch = learner_launch(&lms, "/ok", "learner-1", "s1")
+        .set("ext_outcome_data_values_accepted", "url,text");
+    app.launch(&launch).await;
+    let form = page(app.get("/grade").await, Status::Ok).await;
+    assert!(form.contains("name=\"result_data\""), "{form}");
+    let token = csrf_in(&form);
+    let body = page(
+        app.post_form(
+            "/grade",
+            format!("score=0.85&result_data=essay+done&csrf={token}"),
+        )
+        .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Score sent"), "{body}");
+    assert_eq!(lms.received()[0].result_text.as_deref(), Some("essay done"));
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn a_grade_service_whose_certificate_is_not_trusted_gets_nothing_and_the_page_says_why() {
+    let lms = MockLms::start_tls().await;
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "s1"))
+        .await;
+    let token = grade_form_token(&app).await;
+    let body = refused(
+        app.post_form("/grade", format!("score=0.5&csrf={token}"))
+            .await,
+        Status::BadGateway,
+    )
+    .await;
+    assert!(body.contains("certificate"), "{body}");
+    assert!(body.contains("nothing was sent"), "{body}");
+    // Tried once: a certificate does not become trusted on a retry.
+    assert_eq!(lms.connections(), 1);
+    assert!(lms.received().is_empty());
+}
+
+#[rocket::async_test]
+async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
+    let lms = MockLms::start_tls().await;
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/campus-ca.pem");
+    let app = spawn_app_with(|f| f.merge(("outcomes_ca_file", ca))).await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "s1"))
+        .await;
+    let token = grade_form_token(&app).await;
+    let body = page(
+        app.post_form("/grade", format!("score=0.5&csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("Score sent"), "{body}");
+    assert_eq!(lms.score_of("s1").as_deref(), Some("0.5"));
+    lms.assert_all_valid();
+    // A file with no certificate in it stops the start, naming the setting.
+    let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vectors.json");
+    let figment = app
+        .client
+        .rocket()
+        .figment()
+        .clone()
+        .merge(("outcomes_ca_file", not_pem));
+    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        Ok(_) => panic!("started with an outcomes_ca_file holding no certificate"),
+        Err(e) => match e.kind() {
+            rocket::error::ErrorKind::FailedFairings(failed) => {
+                assert_eq!(failed[0].name, "Grade passback")
+            }
+            other => panic!("{other:?}"),
+        },
+    }
 }
 
 #[rocket::async_test]

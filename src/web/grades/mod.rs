@@ -80,11 +80,12 @@ pub struct Outcomes {
 }
 
 /// Optional settings (Rocket.toml / `ROCKET_*`): `outcomes_timeout` in seconds (default 10),
-/// `outcomes_attempts` (default 3).
+/// `outcomes_attempts` (default 3), `outcomes_ca_file` (PEM certificates of CAs to trust too).
 #[derive(Debug, Deserialize)]
 struct Raw {
     outcomes_timeout: Option<f64>,
     outcomes_attempts: Option<u32>,
+    outcomes_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Most attempts per grade call `outcomes_attempts` may ask for.
@@ -137,6 +138,9 @@ impl Outcomes {
                 ));
             }
             config.attempts = n;
+        }
+        if let Some(path) = raw.outcomes_ca_file {
+            config.extra_roots = read_ca_file(&path)?;
         }
         let mut outcomes = Outcomes::new(db, config).map_err(|e| e.to_string())?;
         outcomes.csrf = CsrfKey::from_figment(figment, b"grade form csrf v1");
@@ -268,6 +272,19 @@ impl Outcomes {
     }
 }
 
+/// The certificates of `outcomes_ca_file`, read once at start: a file that is missing or holds
+/// no certificate stops the start rather than every grade call later.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let what = |e: String| format!("outcomes_ca_file {}: {e}", path.display());
+    let pem = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| what(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(what("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
 /// PyLTI's grade calls, on every guard (they all deref to `LtiUser`).
 impl LtiUser {
     /// Where this launch's result lives, if the LMS set up grade passback.
@@ -280,7 +297,9 @@ impl LtiUser {
         self.post_grade_with(outcomes, score, None).await
     }
 
-    /// Sends a score with result data (text or a URL, shown by Canvas beside the score).
+    /// Sends a score with result data (text or a URL, shown by Canvas beside the score); refused
+    /// before sending when the launch does not list that kind as accepted
+    /// ([`LaunchData::accepts_result_data`](crate::lti::launch::LaunchData::accepts_result_data)).
     pub async fn post_grade_with(
         &self,
         outcomes: &Outcomes,
@@ -289,6 +308,15 @@ impl LtiUser {
     ) -> Result<Response, LtiError> {
         let score = check_score(score)?;
         let target = self.target_or_refuse()?;
+        if let Some(data) = &data {
+            let kind = match data {
+                ResultData::Text(_) => "text",
+                ResultData::Url(_) => "url",
+            };
+            if !self.accepts_result_data(kind) {
+                return Err(OutcomeError::ResultDataNotAccepted(kind).into());
+            }
+        }
         let _turn = outcomes.turn(&self.session_id).await?;
         outcomes.post(self.subject(&target), score, data).await
     }

@@ -7,7 +7,7 @@
 //! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
-//! 500), `/forbidden` (403 without an envelope).
+//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -20,8 +20,8 @@ use oauth1_request as oauth;
 use percent_encoding::percent_decode_str;
 use quick_xml::events::Event;
 use quick_xml::Reader;
-use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
-use rocket::tokio::net::{TcpListener, TcpStream};
+use rocket::tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rocket::tokio::net::TcpListener;
 use sha1::{Digest, Sha1};
 
 /// The consumer the mock LMS shares a secret with (the app's debug demo consumer).
@@ -52,6 +52,8 @@ struct LmsState {
     received: Vec<Received>,
     gradebook: HashMap<String, String>,
     hits: HashMap<String, u32>,
+    /// Connections accepted (TLS handshakes tried, over https).
+    connections: u32,
 }
 
 /// The running mock LMS.
@@ -68,10 +70,53 @@ impl MockLms {
         let (o, s) = (origin.clone(), state.clone());
         rocket::tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                s.lock().unwrap().connections += 1;
                 rocket::tokio::spawn(serve(stream, o.clone(), s.clone()));
             }
         });
         MockLms { origin, state }
+    }
+
+    /// The same LMS over https, with a certificate for `127.0.0.1` and `localhost` issued by the
+    /// test CA of `tests/fixtures/campus-ca.pem` (a campus CA: no public root vouches for it).
+    pub async fn start_tls() -> MockLms {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let certs = CertificateDer::pem_file_iter(format!("{fixtures}/campus-lms.pem"))
+            .expect("the LMS certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM");
+        let key = PrivateKeyDer::from_pem_file(format!("{fixtures}/campus-lms.key")).expect("key");
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("TLS config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origin = format!("https://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(LmsState::default()));
+        let (o, s) = (origin.clone(), state.clone());
+        rocket::tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                s.lock().unwrap().connections += 1;
+                let (acceptor, o, s) = (acceptor.clone(), o.clone(), s.clone());
+                rocket::tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve(tls, o, s).await;
+                    }
+                });
+            }
+        });
+        MockLms { origin, state }
+    }
+
+    /// How many connections the LMS accepted.
+    pub fn connections(&self) -> u32 {
+        self.state.lock().unwrap().connections
     }
 
     /// The URL of a behaviour, e.g. `url("/ok?course=1")`.
@@ -99,7 +144,11 @@ impl MockLms {
     }
 }
 
-async fn serve(mut stream: TcpStream, origin: String, state: Arc<Mutex<LmsState>>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    origin: String,
+    state: Arc<Mutex<LmsState>>,
+) {
     let Some((head, body)) = read_request(&mut stream).await else {
         return;
     };
@@ -174,6 +223,7 @@ async fn serve(mut stream: TcpStream, origin: String, state: Arc<Mutex<LmsState>
         }
         "/down" => (500, "Internal Server Error".to_string()),
         "/forbidden" => (403, "Forbidden".to_string()),
+        "/moved" => (302, String::new()),
         "/flaky" if hits <= 2 => (500, "Internal Server Error".to_string()),
         "/slow" => {
             rocket::tokio::time::sleep(Duration::from_secs(3)).await;
@@ -185,10 +235,20 @@ async fn serve(mut stream: TcpStream, origin: String, state: Arc<Mutex<LmsState>
         200 => "OK",
         401 => "Unauthorized",
         403 => "Forbidden",
+        302 => "Found",
         _ => "Internal Server Error",
     };
+    // A grade service moved to https, as an LMS behind a new proxy answers.
+    let location = match status {
+        302 => format!(
+            "Location: https://{}{}\r\n",
+            origin.split("://").nth(1).unwrap_or_default(),
+            received.target
+        ),
+        _ => String::new(),
+    };
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n{location}Content-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
         body.len()
     );
@@ -276,7 +336,7 @@ fn envelope_with_body(r: &Received, code: &str, description: &str, body: &str) -
 }
 
 /// Reads one HTTP/1.1 request: the head (request line and headers) and a Content-Length body.
-async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
