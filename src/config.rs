@@ -196,9 +196,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// `scheme://host[:port]`.
+    /// `scheme://host[:port]`, without the scheme's default port: this is the address an admin
+    /// pastes into the LMS (a proxy that forwards `X-Forwarded-Port: 443` must not add `:443`).
     pub fn to_url(&self) -> String {
-        match self.port {
+        let default = match self.scheme.as_str() {
+            "https" => 443,
+            _ => 80,
+        };
+        match self.port.filter(|&p| p != default) {
             Some(p) => format!("{}://{}:{p}", self.scheme, self.host),
             None => format!("{}://{}", self.scheme, self.host),
         }
@@ -364,6 +369,19 @@ mod tests {
     fn public_url_is_an_origin_and_nothing_more() {
         let parsed = Origin::parse("HTTPS://Tool.Example.edu:8443/").expect("valid");
         assert_eq!(parsed.to_url(), "https://tool.example.edu:8443");
+        for (scheme, port, url) in [
+            ("https", 443, "https://t.test"),
+            ("http", 80, "http://t.test"),
+            ("http", 443, "http://t.test:443"),
+            ("https", 80, "https://t.test:80"),
+        ] {
+            let origin = Origin {
+                scheme: scheme.into(),
+                host: "t.test".into(),
+                port: Some(port),
+            };
+            assert_eq!(origin.to_url(), url);
+        }
         assert!(Origin::parse("http://tool.example.edu").is_ok());
         assert!(Origin::parse("http://127.0.0.1:8000").is_ok());
         assert!(Origin::parse("http://lti_tool:8000").is_ok());

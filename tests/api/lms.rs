@@ -529,6 +529,29 @@ async fn config_xml_is_a_well_formed_cartridge() {
             base.starts_with("https")
         );
         assert_eq!(text(LTICP, "code").as_deref(), Some("rocket-lti-tool"));
+        // In the order of the IMS schema (a sequence: an importer that validates refuses another).
+        const ORDER: [&str; 9] = [
+            "title",
+            "description",
+            "custom",
+            "extensions",
+            "launch_url",
+            "secure_launch_url",
+            "icon",
+            "secure_icon",
+            "vendor",
+        ];
+        let positions: Vec<usize> = root
+            .children()
+            .filter(|n| n.tag_name().namespace() == Some(BLTI))
+            .map(|n| {
+                ORDER
+                    .iter()
+                    .position(|&o| o == n.tag_name().name())
+                    .expect("an element of the schema")
+            })
+            .collect();
+        assert!(positions.is_sorted(), "{positions:?}");
         let ext = doc
             .descendants()
             .find(|n| n.tag_name().name() == "extensions")
