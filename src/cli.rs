@@ -69,7 +69,14 @@ enum ConsumerAction {
 /// Runs the command; the server when none is given.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        None | Some(Command::Serve) => match crate::rocket().launch().await {
+        None | Some(Command::Serve) => match crate::rocket()
+            .attach(rocket::fairing::AdHoc::on_liftoff(
+                "Open-file limit",
+                |_| Box::pin(async { raise_open_file_limit() }),
+            ))
+            .launch()
+            .await
+        {
             Ok(rocket) => {
                 if let Some(state) = rocket.state::<crate::web::AppState>() {
                     crate::store::close(&state.db).await;
@@ -104,6 +111,26 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, as Go's runtime does for its servers:
+/// every client connection holds a file, and Rocket 0.5 never times out an idle one, so the usual
+/// soft limit of 1024 is what a few hundred idle sockets from one client use up (then every new
+/// connection is refused). Serve behind a proxy that times clients out (README, production).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current >= maximum {
+        return;
+    }
+    limit.current = Some(maximum);
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => log::info!("open-file limit raised from {current} to {maximum}"),
+        Err(e) => log::warn!("open-file limit stays at {current}: {e}"),
     }
 }
 

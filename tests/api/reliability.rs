@@ -350,6 +350,33 @@ fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
 }
 
 #[test]
+fn cleartext_http2_is_not_spoken() {
+    // Rocket 0.5's HTTP/2 takes unlimited streams of 16 MiB header lists each; no browser speaks
+    // it without TLS, so the server must answer the HTTP/2 preface as HTTP/1.1 does any garbage.
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    // An HTTP/2 server answers with a SETTINGS frame (type 4), never with a status line.
+    assert!(
+        raw.is_empty() || raw.starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    // And HTTP/1.1 still works on the next connection.
+    assert_eq!(server.get("/", None).unwrap().status, 200);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_method_rocket_cannot_parse_gets_the_error_page_with_its_headers() {
     let dir = temp_dir();
     let server = Server::start(&dir);
