@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use rocket::http::Method;
 use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
@@ -221,15 +222,51 @@ impl<'r> FromRequest<'r> for RequestOrigin {
 #[derive(Debug, Clone, Copy)]
 pub struct SentAsHead(pub bool);
 
-/// Records HEAD requests for [`SentAsHead`] (only those: nothing is stored for other requests).
-pub fn head_marker() -> rocket::fairing::AdHoc {
-    rocket::fairing::AdHoc::on_request("HEAD marker", |req, _| {
-        Box::pin(async move {
-            if req.method() == rocket::http::Method::Head {
-                req.local_cache(|| SentAsHead(true));
-            }
-        })
-    })
+/// Gives every request back the method it was sent with, then records HEAD requests for
+/// [`SentAsHead`] (only those: nothing is stored for other requests).
+///
+/// Rocket 0.5 takes a POST form whose first field is `_method=…` for that method. No form of
+/// ours uses it, and it turned a POST into a HEAD (answered without the body the connection still
+/// owed, so the client got nothing) or a GET (a launch posted that way read as a visit).
+pub fn head_marker() -> MethodAsSent {
+    MethodAsSent
+}
+
+/// The fairing of [`head_marker`] (a type of its own: it peeks at the body).
+pub struct MethodAsSent;
+
+#[rocket::async_trait]
+impl rocket::fairing::Fairing for MethodAsSent {
+    fn info(&self) -> rocket::fairing::Info {
+        rocket::fairing::Info {
+            name: "Method as sent",
+            kind: rocket::fairing::Kind::Request,
+        }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, data: &mut rocket::Data<'_>) {
+        if req.method() != Method::Post && method_field_overrode(req, data).await {
+            req.set_method(Method::Post);
+        }
+        if req.method() == Method::Head {
+            req.local_cache(|| SentAsHead(true));
+        }
+    }
+}
+
+/// True when Rocket took this request's method from a leading `_method` form field (the same
+/// test as Rocket's own: `rocket::Rocket::preprocess_request`).
+async fn method_field_overrode(req: &Request<'_>, data: &mut rocket::Data<'_>) -> bool {
+    if !req.content_type().is_some_and(|ct| ct.is_form()) {
+        return false;
+    }
+    let peeked = data.peek("_method=delete".len()).await;
+    std::str::from_utf8(peeked)
+        .ok()
+        .and_then(|form| rocket::form::Form::values(form).next())
+        .filter(|field| field.name == "_method")
+        .and_then(|field| field.value.parse::<Method>().ok())
+        == Some(req.method())
 }
 
 impl SentAsHead {

@@ -493,6 +493,22 @@ async fn a_failed_launch_ends_the_current_session() {
 }
 
 #[rocket::async_test]
+async fn a_method_field_does_not_turn_a_launch_into_a_visit() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // Rocket 0.5 would read this POST as a GET (a session request, launch fields ignored).
+    let body = format!(
+        "_method=GET&{}",
+        Launch::new("/any").user("other").signed_body()
+    );
+    let res = app.post_form("/any", body).await;
+    // A launch, with a field the LMS did not sign: refused, and the visit ends with it.
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::Unauthorized).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
 async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_page() {
     let app = spawn_app().await;
     // Student A's visit is open in this browser (a shared computer).
