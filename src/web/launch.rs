@@ -119,32 +119,36 @@ const MAX_SESSION_COOKIES: usize = 4;
 /// hold two cookies of one name, one partitioned (set inside an LMS iframe) and one not (set in a
 /// window of its own), and sends the older first, which may be a session that has ended.
 pub fn session_ids_of(req: &Request<'_>, secure: SecureCookies) -> Vec<String> {
-    let has_header = req.headers().contains("Cookie");
-    let named = |wanted: &'static str| -> Vec<String> {
-        match has_header {
-            true => req
-                .headers()
-                .get("Cookie")
-                .flat_map(|header| header.split(';'))
-                .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-                .filter(|(name, _)| *name == wanted)
-                .map(|(_, value)| value.trim_matches([' ', '\t']).to_string())
-                .take(MAX_SESSION_COOKIES)
-                .collect(),
-            false => req
-                .cookies()
-                .get(wanted)
-                .map(|c| c.value().to_string())
-                .into_iter()
-                .collect(),
-        }
-    };
-    let mut ids = named(SECURE_SESSION_COOKIE);
+    let mut ids = cookies_named(req, SECURE_SESSION_COOKIE, MAX_SESSION_COOKIES);
     if !secure.0 {
-        ids.extend(named(SESSION_COOKIE));
+        ids.extend(cookies_named(req, SESSION_COOKIE, MAX_SESSION_COOKIES));
     }
     ids.truncate(MAX_SESSION_COOKIES);
     ids
+}
+
+/// The values of the cookies called exactly `wanted`, in the order sent (at most `max`), read
+/// from the `Cookie` headers: Rocket's jar percent-decodes and trims names, and keeps only the
+/// last of a name. Only a request with no `Cookie` header at all is read from the jar (Rocket's
+/// local test client hands its cookies over that way).
+pub fn cookies_named(req: &Request<'_>, wanted: &str, max: usize) -> Vec<String> {
+    match req.headers().contains("Cookie") {
+        true => req
+            .headers()
+            .get("Cookie")
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+            .filter(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.trim_matches([' ', '\t']).to_string())
+            .take(max)
+            .collect(),
+        false => req
+            .cookies()
+            .get(wanted)
+            .map(|c| c.value().to_string())
+            .into_iter()
+            .collect(),
+    }
 }
 
 /// The session the browser's cookies stand for: of several ([`session_ids_of`]), the first that

@@ -162,6 +162,41 @@ async fn the_admin_cookie_is_secure_when_cookies_are() {
     let res = login(&app, PASSWORD).await;
     let cookie = res.headers().get_one("Set-Cookie").unwrap().to_string();
     assert!(cookie.contains("Secure"), "{cookie}");
+    // A `__Host-` cookie (Path=/, no Domain): a page on a sibling subdomain cannot plant one.
+    assert!(cookie.starts_with("__Host-lti_admin="), "{cookie}");
+    assert!(
+        cookie.contains("Path=/;") || cookie.ends_with("Path=/"),
+        "{cookie}"
+    );
+    let value = cookie["__Host-lti_admin=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin_page = |cookies: String| {
+        app.client
+            .get("/admin")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Cookie", cookies))
+            .dispatch()
+    };
+    let live = format!("__Host-lti_admin={value}");
+    assert!(!is_login_page(
+        &page(admin_page(live.clone()).await, Status::Ok).await
+    ));
+    // Cookies another subdomain could set (`Domain=example.edu`, sent last), or names that only
+    // decode to ours, neither replace the real one nor count on their own.
+    for planted in ["lti_admin=planted", "%5F_Host-lti_admin=planted"] {
+        let res = admin_page(format!("{live}; {planted}")).await;
+        assert!(res.headers().get_one("Set-Cookie").is_none(), "{planted}");
+        assert!(!is_login_page(&page(res, Status::Ok).await), "{planted}");
+        let alone = page(
+            admin_page(planted.replace("planted", &value)).await,
+            Status::Ok,
+        )
+        .await;
+        assert!(is_login_page(&alone), "{planted}");
+    }
 }
 
 #[rocket::async_test]
@@ -1006,9 +1041,15 @@ async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
     let cookie = |res: &LocalResponse<'_>| {
         let set: Vec<&str> = res.headers().get("Set-Cookie").collect();
         assert_eq!(set.len(), 2, "{set:?}");
-        assert!(set.iter().any(|c| c.starts_with("lti_admin=")), "{set:?}");
         let secure = set.iter().filter(|c| c.contains("; Secure")).count();
         assert!(secure == 0 || secure == 2, "{set:?}");
+        // Secure cookies take the `__Host-` names.
+        let name = if secure == 2 {
+            "__Host-lti_admin="
+        } else {
+            "lti_admin="
+        };
+        assert!(set.iter().any(|c| c.starts_with(name)), "{set:?}");
         secure == 2
     };
     let res = login("10.0.0.1:40000", true).await;

@@ -15,11 +15,15 @@ use crate::crypto;
 use crate::error::LtiError;
 use crate::store::{self, admin};
 use crate::web::error::remember;
+use crate::web::launch::cookies_named;
 use crate::web::origin::{client_address, SecureCookies, StartedElsewhere};
 use crate::web::AppState;
 
-/// Name of the admin session cookie (distinct from the LTI session's).
+/// Name of the admin session cookie (distinct from the LTI session's) over plain http.
 pub const ADMIN_COOKIE: &str = "lti_admin";
+/// Its name when it is `Secure`: browsers take a `__Host-` cookie only from this very host, so a
+/// page on a sibling subdomain cannot plant one over the admin's and lock them out.
+pub const SECURE_ADMIN_COOKIE: &str = "__Host-lti_admin";
 
 /// Failed logins allowed per address per minute; the next attempt gets 429.
 pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
@@ -40,18 +44,14 @@ impl<'r> FromRequest<'r> for Admin {
         let Some(state) = req.rocket().state::<AppState>() else {
             return fail(LtiError::Storage("no state".into()));
         };
-        let Some(token) = req
-            .cookies()
-            .get(ADMIN_COOKIE)
-            .map(|c| c.value().to_string())
-        else {
+        let secure = SecureCookies::of(req, &state.settings);
+        let Some(token) = cookie_value(req, ADMIN_COOKIE, secure) else {
             return fail(LtiError::AdminLoginRequired);
         };
         let idle = state.settings.admin_idle_timeout;
         match admin::touch_session(&state.db, &token, store::now(), idle).await {
             Ok(Some(session)) => request::Outcome::Success(Admin(session)),
             Ok(None) => {
-                let secure = SecureCookies::of(req, &state.settings);
                 req.cookies().remove(admin_cookie(String::new(), secure));
                 fail(LtiError::AdminLoginRequired)
             }
@@ -120,6 +120,38 @@ fn throttle_bucket(address: &str) -> String {
 /// queued password checks (a flood of guesses cannot keep it out). Worth nothing else; a new
 /// password makes every one of them stale.
 pub const DEVICE_COOKIE: &str = "lti_admin_device";
+/// Its name when it is `Secure` (see [`SECURE_ADMIN_COOKIE`]).
+pub const SECURE_DEVICE_COOKIE: &str = "__Host-lti_admin_device";
+
+/// The `__Host-` name of an admin cookie when the request is `Secure`, else the plain one.
+fn cookie_name(plain: &'static str, secure: SecureCookies) -> &'static str {
+    match (secure.0, plain) {
+        (false, _) => plain,
+        (true, ADMIN_COOKIE) => SECURE_ADMIN_COOKIE,
+        (true, _) => SECURE_DEVICE_COOKIE,
+    }
+}
+
+/// Where admin cookies go: a `__Host-` cookie must say `Path=/`; over plain http (development)
+/// they stay with `/admin`.
+fn cookie_path(secure: SecureCookies) -> &'static str {
+    match secure.0 {
+        true => "/",
+        false => "/admin",
+    }
+}
+
+/// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
+/// as the session cookie is read (`web::launch::session_ids_of`): the `__Host-` one always
+/// counts; the plain one only on a request that is not `Secure`.
+fn cookie_value(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Option<String> {
+    let host = cookie_name(plain, SecureCookies(true));
+    cookies_named(req, host, 1).pop().or_else(|| {
+        (!secure.0)
+            .then(|| cookies_named(req, plain, 1).pop())
+            .flatten()
+    })
+}
 
 /// What a device cookie's signature covers: its id and the current password hash (whose salt
 /// changes with each new password), never sent anywhere.
@@ -141,10 +173,26 @@ fn known_device(state: &AppState, password_hash: &str, mark: &str) -> Option<Str
     valid.then(|| id.to_string())
 }
 
+/// The browser's device mark as it sent it ([`cookie_value`]), if any.
+struct DeviceMark(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for DeviceMark {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let secure = match req.rocket().state::<AppState>() {
+            Some(state) => SecureCookies::of(req, &state.settings),
+            None => SecureCookies(true),
+        };
+        request::Outcome::Success(DeviceMark(cookie_value(req, DEVICE_COOKIE, secure)))
+    }
+}
+
 /// The device cookie: like the admin cookie, but kept for a year.
 fn device_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
-    Cookie::build((DEVICE_COOKIE, value))
-        .path("/admin")
+    Cookie::build((cookie_name(DEVICE_COOKIE, secure), value))
+        .path(cookie_path(secure))
         .http_only(true)
         .same_site(rocket::http::SameSite::Strict)
         .secure(secure.0)
@@ -152,11 +200,12 @@ fn device_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
         .build()
 }
 
-/// The admin cookie: HttpOnly, SameSite=Strict, only sent to `/admin`, Secure as configured or
-/// whenever the request came over https (as the session cookie).
+/// The admin cookie: HttpOnly, SameSite=Strict, Secure as configured or whenever the request
+/// came over https (as the session cookie), and then `__Host-lti_admin`; over plain http
+/// `lti_admin`, sent only to `/admin`.
 fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
-    Cookie::build((ADMIN_COOKIE, value))
-        .path("/admin")
+    Cookie::build((cookie_name(ADMIN_COOKIE, secure), value))
+        .path(cookie_path(secure))
         .http_only(true)
         .same_site(rocket::http::SameSite::Strict)
         .secure(secure.0)
@@ -200,6 +249,7 @@ async fn login(
     address: ClientAddress,
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
+    mark: DeviceMark,
     form: Form<LoginForm>,
 ) -> Result<Reply, LtiError> {
     if elsewhere.0 {
@@ -213,9 +263,10 @@ async fn login(
     };
     // A browser that logged in before with this password skips the cap: a flood of guesses
     // cannot keep its admin out. Before anything is written: a busy refusal costs nothing.
-    let device = cookies
-        .get(DEVICE_COOKIE)
-        .and_then(|c| known_device(state, &hash, c.value()));
+    let device = mark
+        .0
+        .as_deref()
+        .and_then(|m| known_device(state, &hash, m));
     // A marked browser counts on its own: guesses from its address (a shared NAT) do not lock it
     // out, and a stolen mark still allows only a few guesses a minute.
     let bucket = match &device {
@@ -307,9 +358,11 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
     let state = req.rocket().state::<AppState>();
     // A cookie that got here names no live session: clear it (Rocket drops the guard's own removal
     // before a catcher runs).
-    if let (Some(state), Some(_)) = (state, req.cookies().get(ADMIN_COOKIE)) {
+    if let Some(state) = state {
         let secure = SecureCookies::of(req, &state.settings);
-        req.cookies().remove(admin_cookie(String::new(), secure));
+        if cookie_value(req, ADMIN_COOKIE, secure).is_some() {
+            req.cookies().remove(admin_cookie(String::new(), secure));
+        }
     }
     let has = match state {
         Some(state) => has_password(state).await.unwrap_or(true),
