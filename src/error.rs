@@ -99,6 +99,10 @@ pub enum LtiError {
     /// A launch sent as a HEAD request (a link checker or prefetcher): never a session.
     #[error("a launch cannot be a HEAD request")]
     HeadLaunch,
+    /// A launch a browser fetched as part of another page (an image, a script, a `fetch`), not
+    /// opened as a page (`Sec-Fetch-Mode`).
+    #[error("a launch fetched as part of another page, not opened as one")]
+    LaunchNotNavigation,
     /// An admin page without a live admin session.
     #[error("admin login required")]
     AdminLoginRequired,

@@ -35,7 +35,7 @@ impl LtiError {
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
             | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired
             | LaunchAtSessionPage | HandoffInvalid | AdminLoginRequired => Status::Unauthorized,
-            NotStaff | BadCsrfToken | CrossSiteForm => Status::Forbidden,
+            NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
             HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
             LoginsBusy => Status::ServiceUnavailable,
@@ -81,6 +81,7 @@ impl LtiError {
             BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
+            LaunchNotNavigation => ("Not opened as a page", "A launch opens the tool in a window or frame; this one came as part of another page (an image, a script), so it started nothing. Open the tool from the course page.".into()),
             Outcome(e) => outcome_message(e),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),

@@ -380,6 +380,12 @@ pub async fn launch(
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }
+    // Nor does a launch a browser fetched as another page's part (an image or script in a forum
+    // post): otherwise any page could sign its viewers in as whoever's launch it embeds.
+    if !is_navigation(req) {
+        log::info!("a launch fetched as part of another page was refused without launching");
+        return Err(LtiError::LaunchNotNavigation);
+    }
     let old_session = browser_session_id(req, state).await;
     let old = old_session.as_deref();
     // First against the consumer cache; a refusal that may come from a cached consumer being out

@@ -662,7 +662,7 @@ async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_
     // A page's parts are refused, and the session stays.
     let res = get(&[("Mode", "no-cors"), ("Dest", "image")]).await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::BadRequest).await;
+    refused(res, Status::Forbidden).await;
     let res = post(
         &[("Mode", "cors")],
         "oauth_consumer_key=k&user_id=%FF".into(),
@@ -671,7 +671,18 @@ async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
     let res = post(&[("Mode", "no-cors")], bad.signed_body()).await;
-    refused(res, Status::Unauthorized).await;
+    refused(res, Status::Forbidden).await;
+    // Nor does a valid launch fetched as a page's part start a visit (any page could sign its
+    // viewers in as whoever's launch it embeds): refused before its nonce is spent.
+    let someone = Launch::new("/any").user("someone-else");
+    let body = someone.signed_body();
+    let res = post(&[("Mode", "no-cors"), ("Dest", "image")], body.clone()).await;
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    let page_text = refused(res, Status::Forbidden).await;
+    assert!(page_text.contains("Not opened as a page"), "{page_text}");
+    assert!(!page(app.get("/session").await, Status::Ok)
+        .await
+        .contains("someone-else"));
     // Another site's frame or link is a navigation, but a GET: LMSs launch with a form.
     let frame = [
         ("Mode", "navigate"),
@@ -694,6 +705,9 @@ async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::BadRequest).await;
     assert_eq!(app.count("sessions").await, 0);
+    // The launch the image carried spent nothing: opened as a page, it works.
+    let res = post(&[("Mode", "navigate")], body).await;
+    assert!(page(res, Status::Ok).await.contains("someone-else"));
 }
 
 #[rocket::async_test]
