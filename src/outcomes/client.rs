@@ -207,17 +207,31 @@ impl OutcomesClient {
         let body = xml::request(&message_id, &target.sourcedid, operation);
         let mut pause = self.config.backoff;
         let attempts = self.config.attempts.max(1);
+        // An attempt the LMS answered with a 5xx may have been recorded: if a later one then fails
+        // in a way that says nothing reached the LMS (no connection, a redirect, a 4xx), that is
+        // not the whole story, and the 5xx is reported instead.
+        let mut answered: Option<OutcomeError> = None;
+        let unsure = |answered: &Option<OutcomeError>, error: OutcomeError| match answered {
+            Some(earlier) if error.nothing_recorded() => earlier.clone(),
+            _ => error,
+        };
         for attempt in 1..=attempts {
             match self.attempt(credentials, &target.service_url, &body).await {
-                Attempt::Done(result) => return self.outcome(operation, &message_id, result),
+                Attempt::Done(result) => {
+                    let result = result.map_err(|e| unsure(&answered, e));
+                    return self.outcome(operation, &message_id, result);
+                }
                 Attempt::Retry(error) if attempt == attempts => {
                     log::warn!(
                         "{}: giving up after {attempt} attempts: {error}",
                         operation.name()
                     );
-                    return Err(error);
+                    return Err(unsure(&answered, error));
                 }
                 Attempt::Retry(error) => {
+                    if matches!(error, OutcomeError::HttpStatus(_)) {
+                        answered.get_or_insert_with(|| error.clone());
+                    }
                     log::info!(
                         "{}: attempt {attempt} failed ({error}); retrying in {pause:?}",
                         operation.name()
@@ -309,8 +323,8 @@ impl OutcomesClient {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Attempt::Done(Err(OutcomeError::Timeout)),
-            // Nothing was sent. A certificate we do not trust stays untrusted on a retry.
+            // Nothing was sent (a connection that timed out included). A certificate we do not
+            // trust stays untrusted on a retry.
             Err(e) if e.is_connect() => {
                 let why = causes(e);
                 return match why.contains("certificate") {
@@ -318,6 +332,7 @@ impl OutcomesClient {
                     false => Attempt::Retry(OutcomeError::Unconnected(why)),
                 };
             }
+            Err(e) if e.is_timeout() => return Attempt::Done(Err(OutcomeError::Timeout)),
             Err(e) if e.is_builder() => {
                 return Attempt::Done(Err(OutcomeError::BadServiceUrl(
                     e.without_url().to_string(),

@@ -75,6 +75,20 @@ pub enum OutcomeError {
     ResultDataNotAccepted(&'static str),
 }
 
+impl OutcomeError {
+    /// True when the LMS certainly did not record the request: it never reached the LMS (no
+    /// connection, an untrusted certificate) or the LMS turned it away unprocessed (a redirect,
+    /// a 4xx). Other failures after sending (5xx, a malformed answer, a lost connection, a
+    /// timeout) leave it unknown.
+    pub fn nothing_recorded(&self) -> bool {
+        match self {
+            OutcomeError::Unconnected(_) | OutcomeError::Certificate(_) => true,
+            OutcomeError::HttpStatus(code) => (300..500).contains(code),
+            _ => false,
+        }
+    }
+}
+
 /// Checks that a score is a finite number within 0.0..=1.0; a negative zero becomes a plain one.
 pub fn check_score(score: f64) -> Result<f64, OutcomeError> {
     if (0.0..=1.0).contains(&score) {

@@ -382,7 +382,7 @@ pub async fn launch(
     }
     // Nor does a launch a browser fetched as another page's part (an image or script in a forum
     // post): otherwise any page could sign its viewers in as whoever's launch it embeds.
-    if !is_navigation(req) {
+    if params.looks_like_launch() && !is_navigation(req) {
         log::info!("a launch fetched as part of another page was refused without launching");
         return Err(LtiError::LaunchNotNavigation);
     }

@@ -72,12 +72,16 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
 }
 
 /// False for a request a browser made for a page's part (an image, a script, a `fetch`), as
-/// `Sec-Fetch-Mode` says; an LMS launch is always a navigation (a form into a window or frame).
-/// Clients that do not say (older browsers, LMS test tools) count as navigations.
+/// `Sec-Fetch-Mode` says; an LMS launch is always a navigation (a form into a window or frame;
+/// Chrome 76-79 said `nested-navigate` for a frame). Clients that do not say (older browsers,
+/// LMS test tools) count as navigations.
 pub fn is_navigation(req: &Request<'_>) -> bool {
     req.headers()
         .get_one("Sec-Fetch-Mode")
-        .is_none_or(|mode| mode.trim().eq_ignore_ascii_case("navigate"))
+        .map(str::trim)
+        .is_none_or(|mode| {
+            mode.eq_ignore_ascii_case("navigate") || mode.eq_ignore_ascii_case("nested-navigate")
+        })
 }
 
 /// `scheme://authority` of a URL (a `Referer`), without its path, query or fragment.

@@ -708,6 +708,13 @@ async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_
     // The launch the image carried spent nothing: opened as a page, it works.
     let res = post(&[("Mode", "navigate")], body).await;
     assert!(page(res, Status::Ok).await.contains("someone-else"));
+    // Chrome 76-79 called a frame's navigation `nested-navigate`.
+    let framed = Launch::new("/any").user("framed").signed_body();
+    let res = post(&[("Mode", "nested-navigate")], framed).await;
+    assert!(page(res, Status::Ok).await.contains("framed"));
+    // A page's part asking for a launch page with no launch in it is no launch at all (401).
+    let res = fetched(app.client.get("/initial"), &[("Mode", "no-cors")]).await;
+    refused(res, Status::Unauthorized).await;
 }
 
 #[rocket::async_test]

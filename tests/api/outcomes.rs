@@ -274,6 +274,16 @@ async fn server_errors_are_retried_with_fresh_nonces_then_given_up() {
         .unwrap_err();
     assert_eq!(err, OutcomeError::HttpStatus(500));
     assert_eq!(lms.received().len(), 6);
+    // A 500, then a 403: the first may have been recorded, so it is what is reported (a 403
+    // alone says nothing was).
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/500-then-403", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::HttpStatus(500));
+    assert!(!err.nothing_recorded());
+    assert!(OutcomeError::HttpStatus(403).nothing_recorded());
+    assert_eq!(lms.received().len(), 8);
     lms.assert_all_valid();
 }
 

@@ -181,11 +181,11 @@ impl<'r> FromRequest<'r> for DeviceMark {
     type Error = std::convert::Infallible;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let secure = match req.rocket().state::<AppState>() {
-            Some(state) => SecureCookies::of(req, &state.settings),
-            None => SecureCookies(true),
-        };
-        request::Outcome::Success(DeviceMark(cookie_value(req, DEVICE_COOKIE, secure)))
+        // The `__Host-` one first; the plain name counts even over https (where a sibling
+        // subdomain could set it): a mark is worth something only with a valid signature bound
+        // to the current password, and marks set before the `__Host-` name keep working.
+        let mark = cookie_value(req, DEVICE_COOKIE, SecureCookies(false));
+        request::Outcome::Success(DeviceMark(mark))
     }
 }
 

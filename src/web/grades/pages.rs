@@ -336,7 +336,6 @@ async fn grades_view(
             refreshed: refresh,
             context_title: lti.get("context_title"),
             resource_link_title: lti.get("resource_link_title"),
-            takes_comment: lti.accepts_result_data("text"),
             csrf: outcomes.csrf_token(&lti.session_id),
             logout_token: &lti.logout_token,
         },

@@ -7,7 +7,7 @@
 //! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
-//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https).
+//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -225,6 +225,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         "/forbidden" => (403, "Forbidden".to_string()),
         "/moved" => (302, String::new()),
         "/flaky" if hits <= 2 => (500, "Internal Server Error".to_string()),
+        "/500-then-403" if hits <= 1 => (500, "Internal Server Error".to_string()),
+        "/500-then-403" => (403, "Forbidden".to_string()),
         "/slow" => {
             rocket::tokio::time::sleep(Duration::from_secs(3)).await;
             working_lms(&received, &state)
