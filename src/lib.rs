@@ -239,8 +239,10 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
-    // Refuses a missing key before a database file is created for nothing.
+    // Refuses a missing key, or bad grade passback settings, before a database file is created
+    // for nothing.
     let cipher = crypto::SecretCipher::from_figment(figment)?;
+    web::grades::client_config(figment).map_err(|e| format!("grade passback: {e}"))?;
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;

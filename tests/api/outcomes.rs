@@ -660,23 +660,38 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
     assert!(body.contains("Score sent"), "{body}");
     assert_eq!(lms.score_of("s1").as_deref(), Some("0.5"));
     lms.assert_all_valid();
-    // A file with no certificate in it stops the start, naming the setting.
+    // A file with no certificate in it, or a certificate that does not decode, stops the start
+    // before a database is created.
+    let dir = temp_dir();
+    let bad_cert = dir.join("bad.pem");
+    std::fs::write(
+        &bad_cert,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let not_pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vectors.json");
-    let figment = app
-        .client
-        .rocket()
-        .figment()
-        .clone()
-        .merge(("outcomes_ca_file", not_pem));
-    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
-        Ok(_) => panic!("started with an outcomes_ca_file holding no certificate"),
-        Err(e) => match e.kind() {
-            rocket::error::ErrorKind::FailedFairings(failed) => {
-                assert_eq!(failed[0].name, "Grade passback")
-            }
-            other => panic!("{other:?}"),
-        },
+    for file in [not_pem, bad_cert.to_str().unwrap()] {
+        let db = dir.join("never.db");
+        let figment = app
+            .client
+            .rocket()
+            .figment()
+            .clone()
+            .merge(("database_url", format!("sqlite://{}", db.display())))
+            .merge(("outcomes_ca_file", file));
+        match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await
+        {
+            Ok(_) => panic!("started with outcomes_ca_file {file}"),
+            Err(e) => match e.kind() {
+                rocket::error::ErrorKind::FailedFairings(failed) => {
+                    assert_eq!(failed[0].name, "LTI state")
+                }
+                other => panic!("{other:?}"),
+            },
+        }
+        assert!(!db.exists(), "{file}");
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[rocket::async_test]

@@ -121,28 +121,7 @@ impl Outcomes {
     }
 
     fn from_figment(figment: &rocket::figment::Figment, db: Db) -> Result<Outcomes, String> {
-        let raw: Raw = figment.extract().map_err(crate::config::describe)?;
-        let mut config = ClientConfig::default();
-        if let Some(secs) = raw.outcomes_timeout {
-            config.timeout = Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or("outcomes_timeout must be a positive number of seconds")?;
-            config.connect_timeout = config.connect_timeout.min(config.timeout);
-        }
-        if let Some(n) = raw.outcomes_attempts {
-            if !(1..=MAX_ATTEMPTS).contains(&n) {
-                // Each attempt waits up to outcomes_timeout while the grader's page waits.
-                return Err(format!(
-                    "outcomes_attempts must be between 1 and {MAX_ATTEMPTS}"
-                ));
-            }
-            config.attempts = n;
-        }
-        if let Some(path) = raw.outcomes_ca_file {
-            config.extra_roots = read_ca_file(&path)?;
-        }
-        let mut outcomes = Outcomes::new(db, config).map_err(|e| e.to_string())?;
+        let mut outcomes = Outcomes::new(db, client_config(figment)?).map_err(|e| e.to_string())?;
         outcomes.csrf = CsrfKey::from_figment(figment, b"grade form csrf v1");
         Ok(outcomes)
     }
@@ -270,6 +249,42 @@ impl Outcomes {
         self.remember(subject, None).await;
         Ok(response)
     }
+}
+
+/// The outcomes client's configuration from the settings, checked as far as building a client
+/// with it (the LTI state fairing calls this before it opens the database, so that a bad value
+/// creates nothing).
+pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig, String> {
+    let raw: Raw = figment.extract().map_err(crate::config::describe)?;
+    let mut config = ClientConfig::default();
+    if let Some(secs) = raw.outcomes_timeout {
+        config.timeout = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or("outcomes_timeout must be a positive number of seconds")?;
+        config.connect_timeout = config.connect_timeout.min(config.timeout);
+    }
+    if let Some(n) = raw.outcomes_attempts {
+        if !(1..=MAX_ATTEMPTS).contains(&n) {
+            // Each attempt waits up to outcomes_timeout while the grader's page waits.
+            return Err(format!(
+                "outcomes_attempts must be between 1 and {MAX_ATTEMPTS}"
+            ));
+        }
+        config.attempts = n;
+    }
+    if let Some(path) = &raw.outcomes_ca_file {
+        config.extra_roots = read_ca_file(path)?;
+        // A certificate that parses as PEM may still be unusable: the client says so only when
+        // it is built.
+        OutcomesClient::new(config.clone()).map_err(|e| {
+            format!(
+                "outcomes_ca_file {}: a certificate in it is not usable ({e})",
+                path.display()
+            )
+        })?;
+    }
+    Ok(config)
 }
 
 /// The certificates of `outcomes_ca_file`, read once at start: a file that is missing or holds
