@@ -108,36 +108,47 @@ fn state<'r>(req: &'r Request<'_>) -> Result<&'r AppState, LtiError> {
 
 /// Reads the body of a POST (refusing it when over the limit).
 pub(crate) async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
-    match read_capped(data, state).await? {
-        (body, true) => Ok(body),
-        (_, false) => Err(LtiError::BodyTooLarge(state.settings.launch_body_limit)),
+    match read_capped(data, state).await {
+        Body::Complete(body) => Ok(body),
+        Body::OverLimit(_) => Err(LtiError::BodyTooLarge(state.settings.launch_body_limit)),
+        Body::Broken(_, e) => Err(e),
     }
 }
 
-/// Reads the body of a POST up to the limit: what was read, and whether that was all of it.
-async fn read_capped(data: Data<'_>, state: &AppState) -> Result<(Vec<u8>, bool), LtiError> {
-    let body = data
-        .open(state.settings.launch_body_limit.bytes())
-        .into_bytes()
-        .await
-        .map_err(|e| LtiError::BodyUnreadable(e.to_string()))?;
-    let complete = body.is_complete();
-    Ok((body.into_inner(), complete))
+/// A body read up to the limit.
+enum Body {
+    /// All of it.
+    Complete(Vec<u8>),
+    /// Its start: it goes on past the limit.
+    OverLimit(Vec<u8>),
+    /// What came before the client broke it off or broke its framing (a bad chunk), and why.
+    Broken(Vec<u8>, LtiError),
 }
 
-/// Reads the body of a launch route. One over the limit is refused, and when what was read of it
-/// carries launch fields, that is a failed launch (see `unreadable_launch`).
+async fn read_capped(data: Data<'_>, state: &AppState) -> Body {
+    let stream = data.open(state.settings.launch_body_limit.bytes());
+    let mut body = Vec::with_capacity(stream.hint());
+    match stream.stream_to(&mut body).await {
+        Ok(n) if n.complete => Body::Complete(body),
+        Ok(_) => Body::OverLimit(body),
+        Err(e) => Body::Broken(body, LtiError::BodyUnreadable(e.to_string())),
+    }
+}
+
+/// Reads the body of a launch route. One over the limit, or broken off, is refused, and when
+/// what was read of it carries launch fields, that is a failed launch (see `unreadable_launch`).
 async fn read_launch_body(
     req: &Request<'_>,
     state: &AppState,
     data: Data<'_>,
 ) -> Result<Vec<u8>, LtiError> {
-    match read_capped(data, state).await? {
-        (body, true) => Ok(body),
-        (start, false) => {
+    match read_capped(data, state).await {
+        Body::Complete(body) => Ok(body),
+        Body::OverLimit(start) => {
             let e = LtiError::BodyTooLarge(state.settings.launch_body_limit);
             Err(unreadable_launch(req, state, Some(&start), e).await)
         }
+        Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
     }
 }
 
@@ -390,11 +401,14 @@ impl<'r> FromData<'r> for LtiSession {
         let result = match state(req) {
             Ok(state) => match read_capped(data, state).await {
                 // Over the limit: refused, and a failed launch if what was read is a launch's.
-                Ok((body, false)) if !carries_launch_fields(req, Some(&body)) => {
+                Body::OverLimit(body) if !carries_launch_fields(req, Some(&body)) => {
                     Err(LtiError::BodyTooLarge(state.settings.launch_body_limit))
                 }
-                Ok((body, _)) => session_only(req, state, Some(&body)).await,
-                Err(e) => Err(e),
+                Body::Complete(body) | Body::OverLimit(body) => {
+                    session_only(req, state, Some(&body)).await
+                }
+                // Broken off: refused, and a failed launch if what came is a launch's.
+                Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
             },
             Err(e) => Err(e),
         };
