@@ -118,6 +118,34 @@ pub enum LtiError {
     /// The database failed (busy, read-only, full or gone).
     #[error("storage error: {0}")]
     Storage(String),
+    /// A refusal of a fork's own pages, with its status, title and message (see
+    /// [`LtiError::page`]).
+    #[error("{status} {title}: {message}")]
+    Page {
+        /// The HTTP status (a 4xx or 5xx).
+        status: u16,
+        /// The error page's title.
+        title: &'static str,
+        /// What went wrong and what to do, for the user.
+        message: String,
+    },
+}
+
+impl LtiError {
+    /// A refusal of a page of your own, rendered like every other on the templated error page:
+    /// `Err(LtiError::page(409, "Quiz closed", "This quiz closed at 10:00."))`. A status that is
+    /// not an error (below 400, or not one) becomes 500.
+    pub fn page(status: u16, title: &'static str, message: impl Into<String>) -> LtiError {
+        LtiError::Page {
+            status: if (400..=599).contains(&status) {
+                status
+            } else {
+                500
+            },
+            title,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for LtiError {

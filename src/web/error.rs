@@ -41,6 +41,7 @@ impl LtiError {
             LoginsBusy => Status::ServiceUnavailable,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
+            Page { status, .. } => Status::new(*status),
         }
     }
 
@@ -88,6 +89,7 @@ impl LtiError {
             LoginsBusy => ("Busy", "Too many logins are being checked right now. Reload the admin page in a few seconds to try again; a browser that has logged in here before is let through.".into()),
             GradeCallsQueued => ("Still working", "Your earlier grade requests are still waiting for the LMS, so this one was not sent. Wait for them to finish, then check the gradebook.".into()),
             Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
+            Page { title, message, .. } => (title, message.clone()),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use rocket::http::Status;
 use rocket::{get, post, routes};
+use rocket_lti_tool::error::LtiError;
 use rocket_lti_tool::web::guards::{LtiAny, LtiSession, Staff};
 
 use crate::helpers::*;
@@ -21,6 +22,16 @@ fn gradebook(lti: Staff<LtiAny>) -> String {
     format!("{} may grade here", lti.display_name())
 }
 
+/// A fork's own refusal, on the shared error page.
+#[get("/closed")]
+fn closed() -> Result<String, LtiError> {
+    Err(LtiError::page(
+        409,
+        "Quiz closed",
+        "This quiz closed at <10:00>.",
+    ))
+}
+
 /// Where the test mounts the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
@@ -30,7 +41,7 @@ async fn a_fork_adds_guarded_pages() {
     let client = rocket::local::asynchronous::Client::tracked(
         rocket_lti_tool::build(app.client.rocket().figment().clone())
             // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
-            .mount(EXAMPLE, routes![quiz, gradebook]),
+            .mount(EXAMPLE, routes![quiz, gradebook, closed]),
     )
     .await
     .unwrap();
@@ -80,4 +91,18 @@ async fn a_fork_adds_guarded_pages() {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Forbidden);
+
+    // A fork's own refusal gets its status and the templated page, escaped.
+    let res = client
+        .get(format!("{EXAMPLE}/closed"))
+        .header(rocket::http::Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let page = refused(res, Status::Conflict).await;
+    assert!(page.contains("Quiz closed"), "{page}");
+    assert!(page.contains("closed at &lt;10:00&gt;."), "{page}");
+    assert_eq!(
+        LtiError::page(200, "Odd", "not an error"),
+        LtiError::page(500, "Odd", "not an error")
+    );
 }
