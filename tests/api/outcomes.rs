@@ -757,6 +757,9 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
     );
     assert!(body.contains("Not read: the LMS was too slow"), "{body}");
     assert_eq!(body.matches("<code>learner-").count(), 12, "{body}");
+    // The headline does not claim the scores were read.
+    assert!(!body.contains("Scores just read"), "{body}");
+    assert!(body.contains("12 of 12 could not be read"), "{body}");
     // The reads still running were cancelled with the page: no call goes out afterwards.
     let sent = lms.received().len();
     assert!(sent < 36, "{sent}");

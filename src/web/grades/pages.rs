@@ -332,6 +332,7 @@ async fn grades_view(
     Ok(Template::render(
         "grades",
         context! {
+            not_read: errors.len(),
             learners,
             refreshed: refresh,
             context_title: lti.get("context_title"),
