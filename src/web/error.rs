@@ -142,7 +142,10 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         MalformedResponse(_) => ("Gradebook error", format!("The LMS's grade service answered something that is not a grade response. {UNSURE}")),
         Timeout => ("Gradebook too slow", "The LMS's grade service did not answer in time. The score may or may not have been saved; check the gradebook.".into()),
         Unconnected(_) => ("Gradebook unreachable", format!("The tool could not connect to the LMS's grade service, so nothing was sent. {LATER}")),
-        Certificate(_) => ("Gradebook certificate not trusted", "The LMS's grade service presented a certificate this server does not trust, so nothing was sent and the score was not changed. If the LMS uses a campus or private certificate authority, whoever runs this tool can add it (README, Grade passback).".into()),
+        // rustls names the problem: a certificate for another name needs the LMS's address
+        // fixed, not another certificate authority.
+        Certificate(why) if why.contains("NotValidForName") => ("Gradebook certificate not valid", "The LMS's grade service presented a certificate for another name than the address the LMS gave this tool, so nothing was sent and the score was not changed. Ask whoever manages the LMS to check the grade service address (lis_outcome_service_url) or its certificate.".into()),
+        Certificate(_) => ("Gradebook certificate not trusted", "The LMS's grade service presented a certificate this server does not trust (unknown authority, or expired), so nothing was sent and the score was not changed. If the LMS uses a campus or private certificate authority, whoever runs this tool can add it (README, Grade passback).".into()),
         Network(_) => ("Gradebook unreachable", format!("The tool lost the LMS's grade service before its answer. {UNSURE}")),
     }
 }
@@ -467,6 +470,25 @@ pub fn catchers() -> Vec<Catcher> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_for_another_name_is_told_apart_from_an_unknown_authority() {
+        let page = |why: &str| {
+            LtiError::Outcome(OutcomeError::Certificate(why.into()))
+                .user_message()
+                .1
+        };
+        let name = page("client error (Connect): invalid peer certificate: NotValidForName");
+        assert!(
+            name.contains("another name") && !name.contains("authority"),
+            "{name}"
+        );
+        let issuer = page("client error (Connect): invalid peer certificate: UnknownIssuer");
+        assert!(issuer.contains("certificate authority"), "{issuer}");
+        for message in [name, issuer] {
+            assert!(message.contains("nothing was sent"), "{message}");
+        }
+    }
 
     #[test]
     fn route_paths_match_as_rockets_router_does() {
