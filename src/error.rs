@@ -120,7 +120,7 @@ pub enum LtiError {
     Storage(String),
     /// A refusal of a fork's own pages, with its status, title and message (see
     /// [`LtiError::page`]).
-    #[error("{status} {title}: {message}")]
+    #[error("{title}: {message}")]
     Page {
         /// The HTTP status (a 4xx or 5xx).
         status: u16,

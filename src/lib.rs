@@ -44,6 +44,25 @@ fn with_defaults(figment: Figment) -> Figment {
     ))
 }
 
+/// Refuses to start when the page templates cannot be read: a folder the server's user may not
+/// read (copied under a strict umask) leaves Rocket running with no pages, every answer a bare 500.
+fn check_templates(figment: &Figment) -> Result<(), String> {
+    let dir = figment
+        .extract_inner::<rocket::figment::value::magic::RelativePathBuf>("template_dir")
+        .map_err(config::describe)?
+        .relative();
+    for name in ["base.html.tera", "error.html.tera", "page.html.tera"] {
+        std::fs::read(dir.join(name)).map_err(|e| {
+            format!(
+                "template_dir {}: cannot read {name} ({e}): the server's user must be able to \
+                 read the templates",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The application on Rocket's default configuration.
 pub fn rocket() -> Rocket<Build> {
     build(figment())
@@ -239,8 +258,9 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
-    // Refuses a missing key, or bad grade passback settings, before a database file is created
-    // for nothing.
+    // Refuses a missing key, bad grade passback settings or unreadable templates before a
+    // database file is created for nothing.
+    check_templates(figment)?;
     let cipher = crypto::SecretCipher::from_figment(figment)?;
     web::grades::client_config(figment).map_err(|e| format!("grade passback: {e}"))?;
     let db = store::open(&settings.database_url)

@@ -48,9 +48,14 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     if file.to_str() != Some(":memory:") {
         create_private(&file)?;
     }
-    // SQLite's messages ("unable to open database file") do not say which file.
+    // SQLite's messages ("unable to open database file") do not say which file, nor that the
+    // usual cause is a file or folder made by another user (a command run as root first).
     let named = |e: &dyn std::fmt::Display| {
-        LtiError::Storage(format!("the database {}: {e}", file.display()))
+        let hint = match e.to_string().contains("unable to open") {
+            true => " (can this user read and write it, and its folder?)",
+            false => "",
+        };
+        LtiError::Storage(format!("the database {}: {e}{hint}", file.display()))
     };
     let pool = SqlitePoolOptions::new()
         .max_connections(8)

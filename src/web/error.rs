@@ -79,7 +79,7 @@ impl LtiError {
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
-            BadCsrfToken => ("Form expired", "This form is no longer valid (it belongs to another visit, or the tool restarted). Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
+            BadCsrfToken => ("Form expired", "This form has no valid token: it belongs to another visit, the tool restarted, or it did not come from the tool's own page. Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             LaunchNotNavigation => ("Not opened as a page", "A launch opens the tool in a window or frame; this one came as part of another page (an image, a script), so it started nothing. Open the tool from the course page.".into()),
@@ -133,7 +133,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
         Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
-        ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list `{kind}` in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
+        ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list {kind} in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
         // A redirect or a client error: the LMS did not take the request.
         HttpStatus(code @ (401 | 403)) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed. The LMS did not accept the request's signature: check that the consumer key and secret match on both sides, and that this server's clock is right.")),
         HttpStatus(code @ 300..=399) => ("Gradebook moved", format!("The LMS's grade service answered HTTP {code} (it sends requests elsewhere, say from http to https), so the score was not changed. Ask whoever manages the LMS to check its address for this tool.")),

@@ -897,6 +897,36 @@ async fn release_profile_refuses_to_start_without_a_secret_key() {
 }
 
 #[rocket::async_test]
+async fn unreadable_templates_stop_the_start_before_the_database() {
+    // A template folder the server cannot read whole (copied under a strict umask, or only in
+    // part) would leave it answering every page with a bare 500.
+    let dir = temp_dir();
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/templates/base.html.tera"),
+        templates.join("base.html.tera"),
+    )
+    .unwrap();
+    let db = dir.join("x.db");
+    let figment = rocket_lti_tool::figment()
+        .merge(("database_url", format!("sqlite://{}", db.display())))
+        .merge(("template_dir", templates.display().to_string()))
+        .merge(("log_level", "off"));
+    match rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(figment)).await {
+        Ok(_) => panic!("started without its templates"),
+        Err(e) => match e.kind() {
+            rocket::error::ErrorKind::FailedFairings(failed) => {
+                assert_eq!(failed[0].name, "LTI state")
+            }
+            other => panic!("{other:?}"),
+        },
+    }
+    assert!(!db.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
 async fn another_site_cannot_post_a_new_window_token() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
