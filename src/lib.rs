@@ -53,9 +53,12 @@ fn check_templates(figment: &Figment) -> Result<(), String> {
         .relative();
     for name in ["base.html.tera", "error.html.tera", "page.html.tera"] {
         std::fs::read(dir.join(name)).map_err(|e| {
+            let advice = match e.kind() {
+                std::io::ErrorKind::NotFound => "set template_dir to the folder of the templates",
+                _ => "the server's user must be able to read the templates",
+            };
             format!(
-                "template_dir {}: cannot read {name} ({e}): the server's user must be able to \
-                 read the templates",
+                "template_dir {}: cannot read {name} ({e}): {advice}",
                 dir.display()
             )
         })?;

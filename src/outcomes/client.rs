@@ -148,7 +148,9 @@ impl OutcomesClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rocket-lti-tool/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| OutcomeError::Network(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                OutcomeError::Network(format!("cannot build the HTTP client: {}", causes(e)))
+            })?;
         Ok(OutcomesClient { http, config })
     }
 

@@ -41,7 +41,11 @@ impl LtiError {
             LoginsBusy => Status::ServiceUnavailable,
             Outcome(e) => outcome_status(e),
             Storage(_) => Status::ServiceUnavailable,
-            Page { status, .. } => Status::new(*status),
+            // Built directly rather than by `LtiError::page`, the status may be no error at all.
+            Page { status, .. } => match *status {
+                400..=599 => Status::new(*status),
+                _ => Status::InternalServerError,
+            },
         }
     }
 
@@ -144,7 +148,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         Unconnected(_) => ("Gradebook unreachable", format!("The tool could not connect to the LMS's grade service, so nothing was sent. {LATER}")),
         // rustls names the problem: a certificate for another name needs the LMS's address
         // fixed, not another certificate authority.
-        Certificate(why) if why.contains("NotValidForName") => ("Gradebook certificate not valid", "The LMS's grade service presented a certificate for another name than the address the LMS gave this tool, so nothing was sent and the score was not changed. Ask whoever manages the LMS to check the grade service address (lis_outcome_service_url) or its certificate.".into()),
+        Certificate(why) if why.contains("NotValidForName") || why.contains("not valid for name") => ("Gradebook certificate not valid", "The LMS's grade service presented a certificate for another name than the address the LMS gave this tool, so nothing was sent and the score was not changed. Ask whoever manages the LMS to check the grade service address (lis_outcome_service_url) or its certificate.".into()),
         Certificate(_) => ("Gradebook certificate not trusted", "The LMS's grade service presented a certificate this server does not trust (unknown authority, or expired), so nothing was sent and the score was not changed. If the LMS uses a campus or private certificate authority, whoever runs this tool can add it (README, Grade passback).".into()),
         Network(_) => ("Gradebook unreachable", format!("The tool lost the LMS's grade service before its answer. {UNSURE}")),
     }
@@ -478,7 +482,11 @@ mod tests {
                 .user_message()
                 .1
         };
-        let name = page("client error (Connect): invalid peer certificate: NotValidForName");
+        // As rustls 0.23 words it.
+        let name = page(
+            "client error (Connect): certificate not valid for name \"127.0.0.2\"; certificate \
+             is only valid for DnsName(\"localhost\") or IpAddress(127.0.0.1)",
+        );
         assert!(
             name.contains("another name") && !name.contains("authority"),
             "{name}"

@@ -660,6 +660,21 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
     assert!(body.contains("Score sent"), "{body}");
     assert_eq!(lms.score_of("s1").as_deref(), Some("0.5"));
     lms.assert_all_valid();
+    // A trusted certificate for another name than the address: its own message (the address is
+    // wrong, not the certificate authority), and nothing sent.
+    let elsewhere = MockLms::start_tls_on("127.0.0.2").await;
+    app.launch(&learner_launch(&elsewhere, "/ok", "learner-2", "s2"))
+        .await;
+    let token = grade_form_token(&app).await;
+    let body = refused(
+        app.post_form("/grade", format!("score=0.5&csrf={token}"))
+            .await,
+        Status::BadGateway,
+    )
+    .await;
+    assert!(body.contains("certificate for another name"), "{body}");
+    assert!(!body.contains("certificate authority"), "{body}");
+    assert!(elsewhere.received().is_empty());
     // A file with no certificate in it, or a certificate that does not decode, stops the start
     // before a database is created.
     let dir = temp_dir();
@@ -759,7 +774,7 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
     assert_eq!(body.matches("<code>learner-").count(), 12, "{body}");
     // The headline does not claim the scores were read.
     assert!(!body.contains("Scores just read"), "{body}");
-    assert!(body.contains("12 of 12 could not be read"), "{body}");
+    assert!(body.contains("12 of 12 scores could not be read"), "{body}");
     // The reads still running were cancelled with the page: no call goes out afterwards.
     let sent = lms.received().len();
     assert!(sent < 36, "{sent}");

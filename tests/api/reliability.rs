@@ -316,23 +316,27 @@ fn a_cookie_name_that_only_decodes_to_the_session_cookie_is_not_read() {
 fn a_launch_whose_chunked_body_breaks_off_is_a_failed_launch_and_ends_the_session() {
     let dir = temp_dir();
     let server = Server::start(&dir);
-    let visit = launch_as(server.port, "earlier-user")
-        .unwrap()
-        .expect("launch");
-    let launch = Launch::new("/any").user("next-user").signed_body();
-    // The launch in a first chunk, then a chunk size that is not one.
-    let raw = format!(
-        "POST /any HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Cookie: lti_session={}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-         {:x}\r\n{launch}\r\nzz\r\n",
-        visit.cookie,
-        launch.len()
-    );
-    let answer = send(server.port, raw.as_bytes()).unwrap();
-    assert_eq!(answer.status, 400, "{answer:?}");
-    // Like any failed launch on a shared computer: the earlier user's visit is over.
-    let answer = server.get("/session", Some(&visit.cookie)).unwrap();
-    assert_eq!(answer.status, 401, "{answer:?}");
+    // On a launch page, and on the session page (where a launch is refused as such).
+    for path in ["/any", "/session"] {
+        let visit = launch_as(server.port, "earlier-user")
+            .unwrap()
+            .expect("launch");
+        let launch = Launch::new(path).user("next-user").signed_body();
+        // The launch in a first chunk, then a chunk size that is not one.
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: {HOST}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Cookie: lti_session={}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             {:x}\r\n{launch}\r\nzz\r\n",
+            visit.cookie,
+            launch.len()
+        );
+        let answer = send(server.port, raw.as_bytes()).unwrap();
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        // Like any failed launch on a shared computer: the earlier user's visit is over.
+        let answer = server.get("/session", Some(&visit.cookie)).unwrap();
+        assert_eq!(answer.status, 401, "{path}: {answer:?}");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -262,7 +262,9 @@ pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig,
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or("outcomes_timeout must be a positive number of seconds")?;
-        config.connect_timeout = config.connect_timeout.min(config.timeout);
+        // Below the whole request's: a connection that never comes then reads as one (nothing
+        // sent, retried), not as an LMS that took the request and did not answer.
+        config.connect_timeout = config.connect_timeout.min(config.timeout / 2);
     }
     if let Some(n) = raw.outcomes_attempts {
         if !(1..=MAX_ATTEMPTS).contains(&n) {

@@ -80,6 +80,12 @@ impl MockLms {
     /// The same LMS over https, with a certificate for `127.0.0.1` and `localhost` issued by the
     /// test CA of `tests/fixtures/campus-ca.pem` (a campus CA: no public root vouches for it).
     pub async fn start_tls() -> MockLms {
+        MockLms::start_tls_on("127.0.0.1").await
+    }
+
+    /// [`MockLms::start_tls`] on another loopback address (`127.0.0.2`: one its certificate
+    /// does not name).
+    pub async fn start_tls_on(ip: &str) -> MockLms {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -96,7 +102,7 @@ impl MockLms {
             .with_single_cert(certs, key)
             .expect("TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let origin = format!("https://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(LmsState::default()));
         let (o, s) = (origin.clone(), state.clone());
