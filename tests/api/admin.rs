@@ -1256,3 +1256,56 @@ async fn a_browser_that_logged_in_before_is_not_locked_out_by_guesses_from_its_a
         .await;
     assert_eq!(forged.status(), Status::TooManyRequests);
 }
+
+#[rocket::async_test]
+async fn a_device_mark_from_before_the_host_prefix_still_counts_over_https() {
+    // Secure cookies: the mark is now `__Host-lti_admin_device`, but a browser may still hold one
+    // set under the plain name; it is signed and bound to the password, so it still counts.
+    let app = spawn_app_with(|f| {
+        f.merge(("secret_key", TEST_SECRET_KEY))
+            .merge(("cookie_secure", true))
+    })
+    .await;
+    set_password(&app, PASSWORD).await;
+    let client = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(
+        app.client.rocket().figment().clone(),
+    ))
+    .await
+    .expect("client");
+    let login = |password: &str, cookie: Option<String>| {
+        let mut req = client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .remote("192.0.2.7:5000".parse().unwrap())
+            .body(form(&[("password", password)]));
+        if let Some(cookie) = cookie {
+            req = req.header(Header::new("Cookie", cookie));
+        }
+        req.dispatch()
+    };
+    let res = login(PASSWORD, None).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let mark = res
+        .headers()
+        .get("Set-Cookie")
+        .find_map(|c| c.strip_prefix("__Host-lti_admin_device="))
+        .and_then(|c| c.split(';').next())
+        .expect("a device mark")
+        .to_string();
+    // Guesses from the address use up its failures.
+    for i in 0..6 {
+        login(&format!("guess-{i}"), None).await;
+    }
+    assert_eq!(
+        login(PASSWORD, None).await.status(),
+        Status::TooManyRequests
+    );
+    let old = Some(format!("lti_admin_device={mark}"));
+    assert_eq!(login(PASSWORD, old).await.status(), Status::SeeOther);
+    let forged = Some("lti_admin_device=id-1.AAAA".to_string());
+    assert_eq!(
+        login(PASSWORD, forged).await.status(),
+        Status::TooManyRequests
+    );
+}
