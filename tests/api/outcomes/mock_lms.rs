@@ -64,17 +64,7 @@ pub struct MockLms {
 
 impl MockLms {
     pub async fn start() -> MockLms {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(LmsState::default()));
-        let (o, s) = (origin.clone(), state.clone());
-        rocket::tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                s.lock().unwrap().connections += 1;
-                rocket::tokio::spawn(serve(stream, o.clone(), s.clone()));
-            }
-        });
-        MockLms { origin, state }
+        MockLms::listen("127.0.0.1", None).await
     }
 
     /// The same LMS over https, with a certificate for `127.0.0.1` and `localhost` issued by the
@@ -102,17 +92,28 @@ impl MockLms {
             .with_single_cert(certs, key)
             .expect("TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        MockLms::listen(ip, Some(acceptor)).await
+    }
+
+    /// Serves on a free port of `ip`, over TLS when given an acceptor.
+    async fn listen(ip: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> MockLms {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
-        let origin = format!("https://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin = format!("{scheme}://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(LmsState::default()));
         let (o, s) = (origin.clone(), state.clone());
         rocket::tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 s.lock().unwrap().connections += 1;
-                let (acceptor, o, s) = (acceptor.clone(), o.clone(), s.clone());
+                let (tls, o, s) = (tls.clone(), o.clone(), s.clone());
                 rocket::tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        serve(tls, o, s).await;
+                    match tls {
+                        None => serve(stream, o, s).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(stream, o, s).await;
+                            }
+                        }
                     }
                 });
             }
