@@ -39,8 +39,14 @@ pub(super) const UPSERT: &str =
      display_name = excluded.display_name, updated_at = excluded.updated_at";
 
 /// What a launch that carries an outcome service (and a user and resource link) records:
-/// its resource link, user, target and the name shown to staff.
+/// its resource link, user, target and the name shown to staff. Staff who are not also learners
+/// record nothing: Moodle sends a sourcedid to teachers too, and they do not belong on the
+/// staff page's list of learners (a launch with no roles, or only unknown ones, still records).
 pub(super) fn launch_target(launch: &LaunchData) -> Option<(&str, &str, OutcomeTarget, String)> {
+    let roles = launch.roles();
+    if roles.iter().any(|r| r.is_staff()) && !roles.iter().any(|r| r.is_learner()) {
+        return None;
+    }
     Some((
         launch.get("resource_link_id")?,
         launch.get("user_id")?,

@@ -727,6 +727,7 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_le
     let secret = create(&app, "gone").await;
     let graded = Launch::new("/initial")
         .consumer("gone", &secret)
+        .roles("Learner")
         .add("lis_outcome_service_url", "https://lms.example.edu/grades")
         .add("lis_result_sourcedid", "result-1");
     let res = app.launch(&graded).await;

@@ -848,6 +848,34 @@ async fn one_session_cannot_turn_a_burst_of_clicks_into_a_burst_of_lms_calls() {
 }
 
 #[rocket::async_test]
+async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    // Moodle sends every role a sourcedid: a teacher's own launch records no grade target.
+    let teacher = || {
+        learner_launch(&lms, "/ok", "teacher-t", "sid-t")
+            .roles("Instructor,urn:lti:sysrole:ims/lis/Administrator")
+    };
+    app.launch(&teacher()).await;
+    assert_eq!(app.count("outcome_targets").await, 0);
+    // Someone who is both (a teacher enrolled as a student too), and a launch with unknown roles
+    // only, are learners to grade.
+    app.launch(&learner_launch(&lms, "/ok", "both-b", "sid-b").roles("Instructor,Learner"))
+        .await;
+    app.launch(&learner_launch(&lms, "/ok", "odd-o", "sid-o").roles("urn:example:Guest"))
+        .await;
+    assert_eq!(app.count("outcome_targets").await, 2);
+    let body = page(app.launch(&teacher()).await, Status::Ok).await;
+    assert!(body.contains("href=\"/grades\""), "{body}");
+    let body = page(app.get("/grades").await, Status::Ok).await;
+    assert!(
+        body.contains("Learner both-b") && body.contains("Learner odd-o"),
+        "{body}"
+    );
+    assert!(!body.contains("teacher-t"), "{body}");
+}
+
+#[rocket::async_test]
 async fn staff_see_and_set_the_grades_of_their_resource_link() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;
