@@ -346,7 +346,16 @@ impl OutcomesClient {
         if status.is_server_error() {
             return Attempt::Retry(OutcomeError::HttpStatus(status.as_u16()));
         }
-        let text = match self.read_body(response).await {
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = match self
+            .read_body(response)
+            .await
+            .and_then(|bytes| decode_body(&bytes, content_type.as_deref()))
+        {
             Ok(t) => t,
             Err(e) => return Attempt::Done(Err(e)),
         };
@@ -361,7 +370,7 @@ impl OutcomesClient {
         })
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, OutcomeError> {
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, OutcomeError> {
         let limit = self.config.max_response_bytes;
         let mut bytes = Vec::new();
         loop {
@@ -379,9 +388,54 @@ impl OutcomesClient {
                 Err(e) => return Err(network(e)),
             }
         }
-        String::from_utf8(bytes)
-            .map_err(|_| OutcomeError::MalformedResponse("response is not UTF-8".into()))
+        Ok(bytes)
     }
+}
+
+/// An answer's text: UTF-8 unless its `Content-Type` charset, or else its XML declaration, names
+/// another encoding (some LMSs answer in ISO-8859-1).
+fn decode_body(bytes: &[u8], content_type: Option<&str>) -> Result<String, OutcomeError> {
+    let label = content_type
+        .and_then(charset_in_content_type)
+        .or_else(|| encoding_in_xml_declaration(bytes));
+    let encoding = match label {
+        None => encoding_rs::UTF_8,
+        Some(label) => {
+            encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+                OutcomeError::MalformedResponse(format!(
+                    "response in an unknown encoding {label:?}"
+                ))
+            })?
+        }
+    };
+    let text = encoding
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .ok_or_else(|| {
+            OutcomeError::MalformedResponse(format!("response is not valid {}", encoding.name()))
+        })?;
+    Ok(text.trim_start_matches('\u{feff}').to_string())
+}
+
+/// The `charset` parameter of a `Content-Type` value.
+fn charset_in_content_type(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// The `encoding` of a leading `<?xml ... ?>` declaration.
+fn encoding_in_xml_declaration(bytes: &[u8]) -> Option<&str> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let head = bytes.strip_prefix(b"<?xml")?;
+    let end = head.windows(2).take(200).position(|w| w == b"?>")?;
+    let declaration = std::str::from_utf8(&head[..end]).ok()?;
+    let after = &declaration[declaration.find("encoding")? + "encoding".len()..];
+    let after = after.trim_start().strip_prefix('=')?.trim_start();
+    let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    after[1..].split(quote).next()
 }
 
 /// A field the LMS echoed, unless it left it out or empty.
@@ -416,6 +470,31 @@ mod tests {
         key: "key",
         secret: "secret",
     };
+
+    #[test]
+    fn answers_are_decoded_by_their_declared_charset() {
+        let latin1 = b"<?xml version='1.0' encoding='ISO-8859-1'?><d>Note enregistr\xe9e</d>";
+        // By the XML declaration, by the header (which wins), and UTF-8 by default (BOM dropped).
+        assert!(decode_body(latin1, None)
+            .unwrap()
+            .ends_with("enregistr\u{e9}e</d>"));
+        let header = Some("application/xml; Charset=\"latin1\"");
+        assert!(decode_body(b"<d>\xe9</d>", header).unwrap() == "<d>\u{e9}</d>");
+        let utf8 = "\u{feff}<?xml version=\"1.0\"?><d>\u{e9}</d>";
+        assert_eq!(
+            decode_body(utf8.as_bytes(), Some("text/xml")).unwrap(),
+            &utf8[3..]
+        );
+        // Bytes that are not what the answer says, and unknown charsets, are malformed answers.
+        for (bytes, content_type) in [
+            (&b"<d>\xe9</d>"[..], None),
+            (&b"<d>\xe9</d>"[..], Some("text/xml; charset=utf-8")),
+            (&b"<d/>"[..], Some("text/xml; charset=klingon")),
+        ] {
+            let err = decode_body(bytes, content_type).unwrap_err();
+            assert!(matches!(err, OutcomeError::MalformedResponse(_)), "{err:?}");
+        }
+    }
 
     #[test]
     fn body_hash_is_base64_sha1() {

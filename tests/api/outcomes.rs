@@ -161,6 +161,18 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
 }
 
 #[rocket::async_test]
+async fn an_answer_in_iso_8859_1_is_read_as_such() {
+    let lms = MockLms::start().await;
+    let sent = client()
+        .replace_result(CREDS, &target(&lms, "/latin1", "s1"), 0.5, None)
+        .await
+        .unwrap();
+    assert_eq!(sent.code_major, CodeMajor::Success);
+    assert_eq!(sent.description, "Note enregistrée");
+    assert_eq!(lms.score_of("s1").as_deref(), Some("0.5"));
+}
+
+#[rocket::async_test]
 async fn an_answer_to_another_message_or_operation_is_not_taken() {
     let lms = MockLms::start().await;
     let client = client();

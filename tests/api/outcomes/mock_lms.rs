@@ -228,6 +228,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             };
             (200, envelope(&other, "success", "Result deleted", ""))
         }
+        "/latin1" => {
+            // An LMS that answers in ISO-8859-1 (sent so below), after doing what was asked.
+            working_lms(&received, &state);
+            let body = envelope(&received, "success", "Note enregistrée", "")
+                .replace("encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\"");
+            (200, body)
+        }
         "/down" => (500, "Internal Server Error".to_string()),
         "/forbidden" => (403, "Forbidden".to_string()),
         "/moved" => (302, String::new()),
@@ -256,12 +263,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         _ => String::new(),
     };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n{location}Content-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
+    let (content_type, body) = match path.as_str() {
+        // Every character of the answer fits in one byte of ISO-8859-1.
+        "/latin1" => (
+            "application/xml; charset=ISO-8859-1",
+            body.chars().map(|c| c as u32 as u8).collect(),
+        ),
+        _ => ("application/xml", body.into_bytes()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{location}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.write_all(&[head.into_bytes(), body].concat()).await;
     let _ = stream.shutdown().await;
 }
 
