@@ -1,26 +1,90 @@
 //! The `handoffs` table: single-use, short-lived tokens that open a session in a new window.
 //! Launches insert theirs in `launches::record_batch`.
+//!
+//! A row holds the token's hash and the session's (see `sessions::stored_id`), and the session id
+//! itself sealed under the token: the hand-off sets that id as the new window's cookie, and a copy
+//! of the database without the token cannot.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::sessions::stored_id;
 use super::Db;
 use crate::error::LtiError;
 
 /// Seconds a hand-off token stays valid.
 pub const HANDOFF_TTL: i64 = 300;
 
+/// A hand-off token as a launch stores it.
+#[derive(Debug, Clone)]
+pub struct NewHandoff {
+    /// The token's hash.
+    pub token: String,
+    /// The session's stored id.
+    pub session_id: String,
+    /// The session id sealed under the token.
+    pub sealed_session: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl NewHandoff {
+    /// The row for `token`, which opens session `session_id` until `expires_at`.
+    pub fn new(token: &str, session_id: &str, expires_at: i64) -> NewHandoff {
+        let sealed = cipher(token)
+            .encrypt(&Nonce::default(), session_id.as_bytes())
+            .unwrap_or_default();
+        NewHandoff {
+            token: stored_id(token),
+            session_id: stored_id(session_id),
+            sealed_session: URL_SAFE_NO_PAD.encode(sealed),
+            expires_at,
+        }
+    }
+}
+
+/// The cipher that seals a session id under a token. Each token is random and seals one value
+/// once, so its key is never reused and a fixed nonce is safe.
+fn cipher(token: &str) -> ChaCha20Poly1305 {
+    let key = Sha256::new_with_prefix(b"lti-tool hand-off v1\0")
+        .chain_update(token)
+        .finalize();
+    ChaCha20Poly1305::new(Key::from_slice(&key))
+}
+
 /// Takes a token, atomically: the row is deleted as it is read, so a second use finds nothing.
 /// Returns the session id when the token existed and had not expired.
 pub async fn take(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiError> {
-    let row = sqlx::query("DELETE FROM handoffs WHERE token = ? RETURNING session_id, expires_at")
-        .bind(token)
-        .fetch_optional(db)
-        .await?;
+    let row =
+        sqlx::query("DELETE FROM handoffs WHERE token = ? RETURNING sealed_session, expires_at")
+            .bind(stored_id(token))
+            .fetch_optional(db)
+            .await?;
     let Some(row) = row else { return Ok(None) };
     let expires_at: i64 = row.try_get("expires_at")?;
-    Ok((expires_at > now)
-        .then(|| row.try_get("session_id"))
-        .transpose()?)
+    if expires_at <= now {
+        return Ok(None);
+    }
+    let sealed: String = row.try_get("sealed_session")?;
+    let opened = URL_SAFE_NO_PAD
+        .decode(sealed)
+        .ok()
+        .and_then(|bytes| {
+            cipher(token)
+                .decrypt(&Nonce::default(), bytes.as_slice())
+                .ok()
+        })
+        .and_then(|plain| String::from_utf8(plain).ok());
+    match opened {
+        Some(session_id) => Ok(Some(session_id)),
+        None => Err(LtiError::Storage(
+            "a hand-off token's session cannot be unsealed".into(),
+        )),
+    }
 }
 
 /// Deletes up to `batch` expired tokens; returns how many went.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::{Row, SqliteConnection};
 
+use super::handoffs::NewHandoff;
 use super::outcomes;
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
@@ -14,6 +15,8 @@ use crate::lti::launch::LaunchData;
 pub struct NewSession {
     /// The random id (the cookie value).
     pub id: String,
+    /// What the table keys it by (`sessions::stored_id`).
+    pub stored_id: String,
     /// The consumer that signed the launch.
     pub consumer_key: String,
     /// `user_id`, or empty.
@@ -40,6 +43,7 @@ impl NewSession {
     ) -> Result<Self, LtiError> {
         Ok(NewSession {
             id: id.to_string(),
+            stored_id: super::sessions::stored_id(id),
             consumer_key: launch.consumer_key.clone(),
             user_id: launch.user_id().to_string(),
             roles: launch.get("roles").unwrap_or("").to_string(),
@@ -68,8 +72,8 @@ pub struct LaunchWrite {
     pub session: Option<NewSession>,
     /// The browser's previous session, which an accepted launch ends.
     pub replaces: Option<String>,
-    /// The single-use token that reopens the new session in another window, and its expiry.
-    pub handoff: Option<(String, i64)>,
+    /// The single-use token that reopens the new session in another window.
+    pub handoff: Option<NewHandoff>,
 }
 
 /// The outcome of recording a launch.
@@ -89,16 +93,17 @@ const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     seq INTEGER PRIMARY KEY, consumer_key TEXT NOT NULL, stored_secret TEXT NOT NULL,
     nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, spent_by TEXT NOT NULL,
     replaces TEXT, session_id TEXT, user_id TEXT, roles TEXT, launch TEXT, created_at INTEGER,
-    expires_at INTEGER, handoff_token TEXT, handoff_expires_at INTEGER, outcome_link TEXT,
+    expires_at INTEGER, handoff_token TEXT, handoff_session TEXT, handoff_sealed TEXT,
+    handoff_expires_at INTEGER, outcome_link TEXT,
     outcome_user TEXT, outcome_service_url TEXT, outcome_sourcedid TEXT, outcome_name TEXT,
     accepted INTEGER NOT NULL DEFAULT 0)";
 
 /// Columns bound per launch, in `bind_batch` order.
 const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, spent_by, \
     replaces, session_id, user_id, roles, launch, created_at, expires_at, handoff_token, \
-    handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
+    handoff_session, handoff_sealed, handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
     outcome_name";
-const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Records launches in one transaction on `conn` (which must not be in one), in one round trip
 /// whatever their number. Under the write lock:
@@ -157,8 +162,9 @@ fn script(count: usize) -> String {
         INSERT OR FAIL INTO sessions (id, consumer_key, user_id, roles, launch, created_at, expires_at)
             SELECT session_id, consumer_key, user_id, roles, launch, created_at, expires_at
             FROM temp.launch_batch WHERE accepted = 1 AND session_id IS NOT NULL;
-        INSERT OR FAIL INTO handoffs (token, session_id, expires_at)
-            SELECT handoff_token, session_id, handoff_expires_at FROM temp.launch_batch
+        INSERT OR FAIL INTO handoffs (token, session_id, sealed_session, expires_at)
+            SELECT handoff_token, handoff_session, handoff_sealed, handoff_expires_at
+            FROM temp.launch_batch
             WHERE accepted = 1 AND session_id IS NOT NULL AND handoff_token IS NOT NULL;
         INSERT OR FAIL INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url,
                 sourcedid, display_name, updated_at)
@@ -189,6 +195,7 @@ fn bind_batch<'q>(
     let mut query = sqlx::query(sql);
     for (seq, w) in writes.iter().enumerate() {
         let session = w.session.as_ref();
+        let handoff = w.handoff.as_ref();
         let outcome = session.and_then(|s| outcomes::launch_target(&s.launch));
         query = query
             .bind(seq as i64)
@@ -198,15 +205,17 @@ fn bind_batch<'q>(
             .bind(w.nonce_expires_at)
             // Marks the nonce as this launch's: random, so no credential is copied into `nonces`.
             .bind(super::sessions::new_id())
-            .bind(w.replaces.as_deref())
-            .bind(session.map(|s| s.id.as_str()))
+            .bind(w.replaces.as_deref().map(super::sessions::stored_id))
+            .bind(session.map(|s| s.stored_id.as_str()))
             .bind(session.map(|s| s.user_id.as_str()))
             .bind(session.map(|s| s.roles.as_str()))
             .bind(session.map(|s| s.launch_json.as_str()))
             .bind(session.map(|s| s.created_at))
             .bind(session.map(|s| s.expires_at))
-            .bind(w.handoff.as_ref().map(|(token, _)| token.as_str()))
-            .bind(w.handoff.as_ref().map(|(_, expires_at)| *expires_at))
+            .bind(handoff.map(|h| h.token.as_str()))
+            .bind(handoff.map(|h| h.session_id.as_str()))
+            .bind(handoff.map(|h| h.sealed_session.as_str()))
+            .bind(handoff.map(|h| h.expires_at))
             .bind(outcome.as_ref().map(|o| o.0.to_string()))
             .bind(outcome.as_ref().map(|o| o.1.to_string()))
             .bind(outcome.as_ref().map(|o| o.2.service_url.clone()))

@@ -1,4 +1,5 @@
-//! The `sessions` table: server-side LTI sessions, keyed by a random id held in a cookie.
+//! The `sessions` table: server-side LTI sessions, keyed by a hash of the random id held in a
+//! cookie.
 //! Launches insert theirs in `launches::record_batch`.
 
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::Db;
@@ -35,17 +37,25 @@ pub fn new_id() -> String {
     format!("{millis:012x}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// What the `sessions` table keys a session id (or `handoffs` a token) by: its time prefix, then
+/// the SHA-256 of the whole id. A copy of the database (a backup) then holds no cookie that opens
+/// a session, as for admin sessions, while new rows still sort after old ones (see [`new_id`]).
+pub fn stored_id(id: &str) -> String {
+    let prefix = id.get(..12).unwrap_or_default();
+    format!("{prefix}.{}", URL_SAFE_NO_PAD.encode(Sha256::digest(id)))
+}
+
 /// Finds a session by id, expired or not (the caller decides what expiry means).
 pub async fn find(db: &Db, id: &str) -> Result<Option<Session>, LtiError> {
-    let row = sqlx::query("SELECT id, consumer_key, launch, expires_at FROM sessions WHERE id = ?")
-        .bind(id)
+    let row = sqlx::query("SELECT consumer_key, launch, expires_at FROM sessions WHERE id = ?")
+        .bind(stored_id(id))
         .fetch_optional(db)
         .await?;
     let Some(row) = row else { return Ok(None) };
     let json: String = row.try_get("launch")?;
     let params = serde_json::from_str(&json).map_err(|e| LtiError::Storage(e.to_string()))?;
     Ok(Some(Session {
-        id: row.try_get("id")?,
+        id: id.to_string(),
         launch: Arc::new(LaunchData {
             consumer_key: row.try_get("consumer_key")?,
             params,
@@ -60,7 +70,7 @@ where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
     sqlx::query("DELETE FROM sessions WHERE id = ?")
-        .bind(id)
+        .bind(stored_id(id))
         .execute(executor)
         .await?;
     Ok(())

@@ -11,6 +11,7 @@ use crate::error::LtiError;
 use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
+use crate::store::handoffs::NewHandoff;
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
@@ -504,7 +505,7 @@ async fn verify_and_record(
             .map(str::to_string),
         handoff: session
             .as_ref()
-            .map(|_| (handoff_token.clone(), now + handoffs::HANDOFF_TTL)),
+            .map(|_| NewHandoff::new(&handoff_token, &session_id, now + handoffs::HANDOFF_TTL)),
         session,
     };
     match state.front.record_launch(write).await? {

@@ -4,6 +4,7 @@
 use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket_lti_tool::lti::params::parse_form;
+use rocket_lti_tool::store::sessions;
 
 use crate::helpers::*;
 
@@ -761,14 +762,57 @@ async fn a_new_window_token_ends_the_session_the_window_had() {
 async fn hand_off_after(app: &TestApp, seconds: i64) -> LocalResponse<'_> {
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     let token = handoff_token(&body);
-    sqlx::query("UPDATE handoffs SET expires_at = expires_at - ? WHERE token = ?")
+    let aged = sqlx::query("UPDATE handoffs SET expires_at = expires_at - ? WHERE token = ?")
         .bind(seconds)
-        .bind(&token)
+        .bind(sessions::stored_id(&token))
         .execute(&app.state().db)
         .await
         .unwrap();
+    assert_eq!(aged.rows_affected(), 1);
     app.post_form("/lti/continue", format!("token={token}"))
         .await
+}
+
+#[rocket::async_test]
+async fn the_database_holds_no_session_cookie_or_hand_off_token() {
+    let app = spawn_app().await;
+    let res = app.launch(&Launch::new("/any")).await;
+    let cookie = res
+        .cookies()
+        .get("lti_session")
+        .expect("a session cookie")
+        .value()
+        .to_string();
+    let token = handoff_token(&page(res, Status::Ok).await);
+    // A copy of the database (a backup) names neither, anywhere in the two tables' rows.
+    for value in [&cookie, &token] {
+        let found: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE instr(id || launch, ?1) > 0) + \
+             (SELECT COUNT(*) FROM handoffs \
+              WHERE instr(token || session_id || sealed_session, ?1) > 0)",
+        )
+        .bind(value)
+        .fetch_one(&app.state().db)
+        .await
+        .unwrap();
+        assert_eq!(found, 0, "{value} is stored");
+    }
+    // Yet the token opens the session in a new window, once.
+    let res = app
+        .post_form("/lti/continue", format!("token={token}"))
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let handed = res
+        .cookies()
+        .get("lti_session")
+        .map(|c| c.value().to_string());
+    assert_eq!(handed.as_deref(), Some(cookie.as_str()));
+    refused(
+        app.post_form("/lti/continue", format!("token={token}"))
+            .await,
+        Status::Unauthorized,
+    )
+    .await;
 }
 
 #[rocket::async_test]
