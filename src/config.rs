@@ -116,6 +116,7 @@ pub fn unknown_settings(figment: &Figment) -> Vec<String> {
         .filter(|key| {
             let key = key.to_ascii_lowercase();
             !TOOL_KEYS.contains(&key.as_str())
+                && !crate::fork::SETTINGS.contains(&key.as_str())
                 && !rocket::Config::PARAMETERS.contains(&key.as_str())
                 // Rocket's own, which Rocket warns about itself.
                 && !["profile", "config", "env", "log", "read_timeout", "write_timeout", "mtls"]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod fork;
 pub mod lti;
 pub mod outcomes;
 pub mod store;
@@ -77,7 +78,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     // error pages themselves (some bypass the fairings) and by the fairing below: Shield would log
     // a warning for each error page, as it will not overwrite a header.
     let shield = Shield::default().disable::<Frame>().disable::<NoSniff>();
-    rocket::custom(with_defaults(figment))
+    let tool = rocket::custom(with_defaults(figment))
         .attach(shield)
         .attach(Template::fairing())
         .attach(web::origin::head_marker())
@@ -167,6 +168,8 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .mount("/", web::grades::routes())
         .register("/", web::error::catchers())
         .register("/admin", web::admin::catchers())
+        .mount("/", fork::routes());
+    fork::attach(tool)
 }
 
 /// The keys of the consumers whose secrets do not decrypt under the configured `secret_key`, after
@@ -235,7 +238,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     for key in config::unknown_settings(figment) {
         log::warn!(
             "unknown setting `{key}` is ignored (misspelt? see the README's configuration \
-             table; a setting of your own goes in TOOL_KEYS, src/config.rs)"
+             table; a setting of your own goes in SETTINGS, src/fork.rs)"
         );
     }
     let settings = Settings::from_figment(figment)?;

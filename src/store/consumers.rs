@@ -178,6 +178,7 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    crate::fork::forget_consumer(&mut tx, key).await?;
     tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }

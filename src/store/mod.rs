@@ -144,7 +144,9 @@ async fn prune_expired_rows(
 /// small batches through their indexes, pausing between full batches so that launches never wait
 /// long behind it.
 pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result<u64, LtiError> {
-    let mut total = admin::prune(db, now).await? + usage::prune(db, now).await?;
+    let mut total = admin::prune(db, now).await?
+        + usage::prune(db, now).await?
+        + crate::fork::prune(db, now).await?;
     let batch = PRUNE_BATCH as i64;
     loop {
         let counts = [

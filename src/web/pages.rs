@@ -77,9 +77,7 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
 /// The launch URL to give an LMS by default: it accepts launches and existing sessions.
 pub const LAUNCH_PAGE: &str = "/any";
 
-/// Every launch URL an LMS can be given, with who gets in. A fork that adds a launch page adds
-/// it here too: the index page, the page showing a new key, the test launcher and the refusal
-/// hints use it.
+/// The tool's launch URLs, with who gets in (a fork lists its own in `fork::LAUNCH_PAGES`).
 pub const LAUNCH_PAGES: &[(&str, &str)] = &[
     (LAUNCH_PAGE, "a launch, or an existing visit"),
     ("/initial", "a launch only"),
@@ -89,10 +87,20 @@ pub const LAUNCH_PAGES: &[(&str, &str)] = &[
 /// The LTI page that only continues a visit: it takes no launch, so it is no launch URL.
 pub const SESSION_PAGE: &str = "/session";
 
-/// The paths of [`LAUNCH_PAGES`] and [`SESSION_PAGE`]: where the test launcher can send a launch
+/// Every launch URL an LMS can be given, the tool's and the fork's, with who gets in: for the
+/// index page, the page showing a new key, the test launcher and the refusal hints.
+pub fn launch_pages() -> Vec<(&'static str, &'static str)> {
+    LAUNCH_PAGES
+        .iter()
+        .chain(crate::fork::LAUNCH_PAGES)
+        .copied()
+        .collect()
+}
+
+/// The paths of [`launch_pages`] and [`SESSION_PAGE`]: where the test launcher can send a launch
 /// (to `/session`, to show that it takes none), and where a refused launch may have been signed.
 pub fn launch_paths() -> Vec<&'static str> {
-    let mut paths: Vec<&str> = LAUNCH_PAGES.iter().map(|(path, _)| *path).collect();
+    let mut paths: Vec<&str> = launch_pages().into_iter().map(|(path, _)| path).collect();
     paths.push(SESSION_PAGE);
     paths
 }
@@ -147,7 +155,7 @@ fn initial_staff_get(lti: Staff<LtiInitial>, state: &State<AppState>) -> Templat
 fn index(origin: RequestOrigin) -> Template {
     Template::render(
         "index",
-        context! { base: origin.url(), pages: LAUNCH_PAGES, session_page: SESSION_PAGE },
+        context! { base: origin.url(), pages: launch_pages(), session_page: SESSION_PAGE },
     )
 }
 

@@ -14,7 +14,7 @@ use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
 use crate::web::error::ErrorPage;
 use crate::web::origin::RequestOrigin;
-use crate::web::pages::LAUNCH_PAGES;
+use crate::web::pages::launch_pages;
 use crate::web::AppState;
 
 const MAX_NOTE: usize = 2000;
@@ -150,9 +150,9 @@ fn secret_page(
     secret: &str,
     rotated: bool,
 ) -> Page {
-    let urls: Vec<(String, &str)> = LAUNCH_PAGES
-        .iter()
-        .map(|(path, who)| (format!("{}{path}", origin.url()), *who))
+    let urls: Vec<(String, &str)> = launch_pages()
+        .into_iter()
+        .map(|(path, who)| (format!("{}{path}", origin.url()), who))
         .collect();
     render(
         Status::Ok,

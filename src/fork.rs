@@ -1,0 +1,43 @@
+//! Where a fork plugs in its own pages, launch URLs, settings and tables. Upstream keeps every
+//! hook here empty, so a fork that adds its code here (and its modules under `src/fork/`) pulls
+//! upstream changes without conflicts elsewhere. See the README, "Extending the tool when you
+//! fork it".
+
+use rocket::{Build, Rocket, Route};
+use sqlx::SqliteConnection;
+
+use crate::error::LtiError;
+use crate::store::Db;
+
+/// The fork's routes, mounted at `/` (e.g. `quiz::routes()` for a `pub mod quiz;` here).
+pub fn routes() -> Vec<Route> {
+    Vec::new()
+}
+
+/// The fork's launch URLs, with who gets in: offered beside the tool's own on the index page,
+/// the page that shows a new key, the test launcher and the refusal hints.
+pub const LAUNCH_PAGES: &[(&str, &str)] = &[];
+
+/// The names of the fork's own settings (read from the same `Rocket.toml` / `ROCKET_*`), so that
+/// the start does not report them as unknown.
+pub const SETTINGS: &[&str] = &[];
+
+/// Adds the fork's fairings and managed state, e.g. `.attach(AdHoc::config::<QuizSettings>())`.
+pub fn attach(rocket: Rocket<Build>) -> Rocket<Build> {
+    rocket
+}
+
+/// Deletes the fork's rows of a consumer that is being removed, in the removal's transaction
+/// (after its sessions and before the commit).
+pub async fn forget_consumer(
+    _tx: &mut SqliteConnection,
+    _consumer_key: &str,
+) -> Result<(), LtiError> {
+    Ok(())
+}
+
+/// Deletes the fork's expired rows, in small batches; runs with the tool's pruning every minute.
+/// Returns how many rows went.
+pub async fn prune(_db: &Db, _now: i64) -> Result<u64, LtiError> {
+    Ok(0)
+}
