@@ -1,7 +1,8 @@
 //! Where a fork plugs in its own pages, launch URLs, settings and tables. Upstream keeps every
 //! hook here empty, so a fork that adds its code here (and its modules under `src/fork/`) pulls
-//! upstream changes without conflicts elsewhere. See the README, "Extending the tool when you
-//! fork it".
+//! upstream changes with few conflicts: besides this file, only its tests' `mod` lines in
+//! `tests/api/main.rs` and its crates in `Cargo.toml` meet upstream's. See the README, "Extending
+//! the tool when you fork it".
 
 use rocket::{Build, Rocket, Route};
 use sqlx::SqliteConnection;
@@ -14,12 +15,15 @@ pub fn routes() -> Vec<Route> {
     Vec::new()
 }
 
-/// The fork's launch URLs, with who gets in: offered beside the tool's own on the index page,
-/// the page that shows a new key, the test launcher and the refusal hints.
+/// The fork's launch URLs, with who gets in, offered beside the tool's own.
+///
+/// The index page, the page that shows a new key, the test launcher and the refusal hints list
+/// them.
 pub const LAUNCH_PAGES: &[(&str, &str)] = &[];
 
-/// The names of the fork's own settings (read from the same `Rocket.toml` / `ROCKET_*`), so that
-/// the start does not report them as unknown.
+/// The names of the fork's own settings, in lowercase, so the start does not call them unknown.
+///
+/// They are read from the same `Rocket.toml` / `ROCKET_*` as the tool's.
 pub const SETTINGS: &[&str] = &[];
 
 /// Adds the fork's fairings and managed state, e.g. `.attach(AdHoc::config::<QuizSettings>())`.
@@ -27,8 +31,7 @@ pub fn attach(rocket: Rocket<Build>) -> Rocket<Build> {
     rocket
 }
 
-/// Deletes the fork's rows of a consumer that is being removed, in the removal's transaction
-/// (after its sessions and before the commit).
+/// Deletes the fork's rows of a consumer being removed, in the removal's transaction.
 pub async fn forget_consumer(
     _tx: &mut SqliteConnection,
     _consumer_key: &str,
@@ -36,8 +39,7 @@ pub async fn forget_consumer(
     Ok(())
 }
 
-/// Deletes the fork's expired rows, in small batches; runs with the tool's pruning every minute.
-/// Returns how many rows went.
+/// Deletes the fork's expired rows in small batches, every minute; returns how many went.
 pub async fn prune(_db: &Db, _now: i64) -> Result<u64, LtiError> {
     Ok(0)
 }

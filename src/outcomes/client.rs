@@ -392,20 +392,25 @@ impl OutcomesClient {
     }
 }
 
-/// An answer's text: UTF-8 unless its `Content-Type` charset, or else its XML declaration, names
-/// another encoding (some LMSs answer in ISO-8859-1).
+/// An answer's text: in the encoding its byte order mark, else its `Content-Type` charset, else
+/// its XML declaration names (some LMSs answer in ISO-8859-1), else UTF-8, as XML reads it.
 fn decode_body(bytes: &[u8], content_type: Option<&str>) -> Result<String, OutcomeError> {
-    let label = content_type
-        .and_then(charset_in_content_type)
-        .or_else(|| encoding_in_xml_declaration(bytes));
-    let encoding = match label {
-        None => encoding_rs::UTF_8,
-        Some(label) => {
-            encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
-                OutcomeError::MalformedResponse(format!(
-                    "response in an unknown encoding {label:?}"
-                ))
-            })?
+    let (encoding, bytes) = match encoding_rs::Encoding::for_bom(bytes) {
+        Some((encoding, bom)) => (encoding, &bytes[bom..]),
+        None => {
+            let label = content_type
+                .and_then(charset_in_content_type)
+                .or_else(|| encoding_in_xml_declaration(bytes));
+            let encoding = match label {
+                None => encoding_rs::UTF_8,
+                Some(label) => encoding_rs::Encoding::for_label(label.trim().as_bytes())
+                    .ok_or_else(|| {
+                        OutcomeError::MalformedResponse(format!(
+                            "response in an unknown encoding {label:?}"
+                        ))
+                    })?,
+            };
+            (encoding, bytes)
         }
     };
     let text = encoding
@@ -413,7 +418,7 @@ fn decode_body(bytes: &[u8], content_type: Option<&str>) -> Result<String, Outco
         .ok_or_else(|| {
             OutcomeError::MalformedResponse(format!("response is not valid {}", encoding.name()))
         })?;
-    Ok(text.trim_start_matches('\u{feff}').to_string())
+    Ok(text.into_owned())
 }
 
 /// The `charset` parameter of a `Content-Type` value.
@@ -479,7 +484,16 @@ mod tests {
             .unwrap()
             .ends_with("enregistr\u{e9}e</d>"));
         let header = Some("application/xml; Charset=\"latin1\"");
-        assert!(decode_body(b"<d>\xe9</d>", header).unwrap() == "<d>\u{e9}</d>");
+        assert_eq!(
+            decode_body(b"<d>\xe9</d>", header).unwrap(),
+            "<d>\u{e9}</d>"
+        );
+        // A byte order mark wins over a charset that says otherwise.
+        let marked = "\u{feff}<d>\u{e9}</d>";
+        assert_eq!(
+            decode_body(marked.as_bytes(), header).unwrap(),
+            &marked[3..]
+        );
         let utf8 = "\u{feff}<?xml version=\"1.0\"?><d>\u{e9}</d>";
         assert_eq!(
             decode_body(utf8.as_bytes(), Some("text/xml")).unwrap(),

@@ -22,10 +22,10 @@ pub const HANDOFF_TTL: i64 = 300;
 /// A hand-off token as a launch stores it.
 #[derive(Debug, Clone)]
 pub struct NewHandoff {
-    /// The token's hash.
-    pub token: String,
+    /// The token's hash (`sessions::stored_id`).
+    pub stored_token: String,
     /// The session's stored id.
-    pub session_id: String,
+    pub stored_session: String,
     /// The session id sealed under the token.
     pub sealed_session: String,
     /// Unix seconds.
@@ -35,12 +35,13 @@ pub struct NewHandoff {
 impl NewHandoff {
     /// The row for `token`, which opens session `session_id` until `expires_at`.
     pub fn new(token: &str, session_id: &str, expires_at: i64) -> NewHandoff {
+        // Encryption fails only for inputs of gigabytes; an empty seal would just never open.
         let sealed = cipher(token)
             .encrypt(&Nonce::default(), session_id.as_bytes())
             .unwrap_or_default();
         NewHandoff {
-            token: stored_id(token),
-            session_id: stored_id(session_id),
+            stored_token: stored_id(token),
+            stored_session: stored_id(session_id),
             sealed_session: URL_SAFE_NO_PAD.encode(sealed),
             expires_at,
         }
@@ -79,15 +80,49 @@ pub async fn take(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiE
                 .ok()
         })
         .and_then(|plain| String::from_utf8(plain).ok());
-    match opened {
-        Some(session_id) => Ok(Some(session_id)),
-        None => Err(LtiError::Storage(
-            "a hand-off token's session cannot be unsealed".into(),
-        )),
+    // Only the token's own launch wrote this row, so this is a damaged row, not an attack; the
+    // row is gone already, so the token is as used as any other.
+    if opened.is_none() {
+        log::error!("a hand-off token's session could not be unsealed: the row is damaged");
     }
+    Ok(opened)
 }
 
 /// Deletes up to `batch` expired tokens; returns how many went.
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     super::prune_expired_rows(db, "handoffs", now, batch).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(key_from: &str, sealed: &str) -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        cipher(key_from)
+            .decrypt(&Nonce::default(), bytes.as_slice())
+            .ok()
+    }
+
+    #[test]
+    fn a_session_id_is_sealed_under_its_token_and_nothing_the_row_holds() {
+        let (token, session) = (super::super::sessions::new_id(), "0123456789ab-session");
+        let row = NewHandoff::new(&token, session, 0);
+        assert_eq!(
+            open(&token, &row.sealed_session).as_deref(),
+            Some(session.as_bytes())
+        );
+        // Not readable from the row: neither under its stored hashes nor as plain bytes.
+        assert_eq!(open(&row.stored_token, &row.sealed_session), None);
+        assert_eq!(open(&row.stored_session, &row.sealed_session), None);
+        let bytes = URL_SAFE_NO_PAD.decode(&row.sealed_session).unwrap();
+        assert_eq!(bytes.len(), session.len() + 16);
+        assert!(!bytes
+            .windows(8)
+            .any(|w| session.as_bytes().windows(8).any(|s| s == w)));
+        // Another token seals the same session differently.
+        let other = NewHandoff::new(&super::super::sessions::new_id(), session, 0);
+        assert_ne!(other.sealed_session, row.sealed_session);
+        assert_ne!(row.stored_token, token);
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::{Row, SqliteConnection};
 
 use super::handoffs::NewHandoff;
-use super::outcomes;
+use super::outcomes::{self, TargetChange};
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 
@@ -111,7 +111,8 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 ///    enabled with the stored secret the launch was verified with (a nonce seen before, or twice
 ///    in the batch, keeps its first owner: the other launches are replays);
 /// 2. the launches that own their nonce end the sessions they replace, start theirs with their
-///    hand-off tokens and outcome services, and count towards their consumer's launches;
+///    hand-off tokens and outcome services (staff forget theirs, see `outcomes::launch_target`),
+///    and count towards their consumer's launches;
 /// 3. one row comes back: `PRAGMA data_version` and each launch's outcome; then it commits.
 ///
 /// Every write is `OR FAIL`: a broken constraint stops the script without undoing the statement's
@@ -166,12 +167,16 @@ fn script(count: usize) -> String {
             SELECT handoff_token, handoff_session, handoff_sealed, handoff_expires_at
             FROM temp.launch_batch
             WHERE accepted = 1 AND session_id IS NOT NULL AND handoff_token IS NOT NULL;
+        DELETE FROM outcome_targets WHERE (consumer_key, resource_link_id, user_id) IN
+            (SELECT consumer_key, outcome_link, outcome_user FROM temp.launch_batch
+             WHERE accepted = 1 AND session_id IS NOT NULL AND outcome_link IS NOT NULL
+                AND outcome_service_url IS NULL);
         INSERT OR FAIL INTO outcome_targets (consumer_key, resource_link_id, user_id, service_url,
                 sourcedid, display_name, updated_at)
             SELECT consumer_key, outcome_link, outcome_user, outcome_service_url,
                 outcome_sourcedid, outcome_name, created_at
             FROM temp.launch_batch
-            WHERE accepted = 1 AND session_id IS NOT NULL AND outcome_link IS NOT NULL
+            WHERE accepted = 1 AND session_id IS NOT NULL AND outcome_service_url IS NOT NULL
             ORDER BY seq {upsert};
         UPDATE OR FAIL consumers SET launch_count = launch_count + u.launches, last_launch_at = u.last
             FROM (SELECT consumer_key, COUNT(*) AS launches, MAX(created_at) AS last
@@ -196,7 +201,13 @@ fn bind_batch<'q>(
     for (seq, w) in writes.iter().enumerate() {
         let session = w.session.as_ref();
         let handoff = w.handoff.as_ref();
-        let outcome = session.and_then(|s| outcomes::launch_target(&s.launch));
+        let (link, user, outcome) = match session.and_then(|s| outcomes::launch_target(&s.launch)) {
+            Some(TargetChange::Record(link, user, target, name)) => {
+                (Some(link), Some(user), Some((target, name)))
+            }
+            Some(TargetChange::Forget(link, user)) => (Some(link), Some(user), None),
+            None => (None, None, None),
+        };
         query = query
             .bind(seq as i64)
             .bind(&w.consumer_key)
@@ -212,15 +223,15 @@ fn bind_batch<'q>(
             .bind(session.map(|s| s.launch_json.as_str()))
             .bind(session.map(|s| s.created_at))
             .bind(session.map(|s| s.expires_at))
-            .bind(handoff.map(|h| h.token.as_str()))
-            .bind(handoff.map(|h| h.session_id.as_str()))
+            .bind(handoff.map(|h| h.stored_token.as_str()))
+            .bind(handoff.map(|h| h.stored_session.as_str()))
             .bind(handoff.map(|h| h.sealed_session.as_str()))
             .bind(handoff.map(|h| h.expires_at))
-            .bind(outcome.as_ref().map(|o| o.0.to_string()))
-            .bind(outcome.as_ref().map(|o| o.1.to_string()))
-            .bind(outcome.as_ref().map(|o| o.2.service_url.clone()))
-            .bind(outcome.as_ref().map(|o| o.2.sourcedid.clone()))
-            .bind(outcome.map(|o| o.3));
+            .bind(link)
+            .bind(user)
+            .bind(outcome.as_ref().map(|(t, _)| t.service_url.clone()))
+            .bind(outcome.as_ref().map(|(t, _)| t.sourcedid.clone()))
+            .bind(outcome.map(|(_, name)| name));
     }
     query
 }

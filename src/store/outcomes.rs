@@ -38,19 +38,30 @@ pub(super) const UPSERT: &str =
      service_url = excluded.service_url, sourcedid = excluded.sourcedid, \
      display_name = excluded.display_name, updated_at = excluded.updated_at";
 
-/// What a launch that carries an outcome service (and a user and resource link) records:
-/// its resource link, user, target and the name shown to staff. Staff who are not also learners
-/// record nothing: Moodle sends a sourcedid to teachers too, and they do not belong on the
-/// staff page's list of learners (a launch with no roles, or only unknown ones, still records).
-pub(super) fn launch_target(launch: &LaunchData) -> Option<(&str, &str, OutcomeTarget, String)> {
+/// What a launch does to its user's grade record on its resource link.
+pub(super) enum TargetChange<'a> {
+    /// Records the learner's outcome service (resource link, user, target, name shown to staff).
+    Record(&'a str, &'a str, OutcomeTarget, String),
+    /// Forgets the user's record (resource link, user): staff who are not also learners.
+    Forget(&'a str, &'a str),
+}
+
+/// What a launch with a user and a resource link changes: a launch with an outcome service
+/// records it, unless its user is staff and not also a learner. Moodle sends teachers a sourcedid
+/// too, and they do not belong on the staff page's list of learners, so such a launch forgets
+/// any record instead (one made before this rule, say). No roles, or only unknown ones, count as
+/// a learner's.
+pub(super) fn launch_target(launch: &LaunchData) -> Option<TargetChange<'_>> {
+    let (link, user) = (launch.get("resource_link_id")?, launch.get("user_id")?);
     let roles = launch.roles();
     if roles.iter().any(|r| r.is_staff()) && !roles.iter().any(|r| r.is_learner()) {
-        return None;
+        return Some(TargetChange::Forget(link, user));
     }
-    Some((
-        launch.get("resource_link_id")?,
-        launch.get("user_id")?,
-        OutcomeTarget::from_launch(launch)?,
+    let target = OutcomeTarget::from_launch(launch)?;
+    Some(TargetChange::Record(
+        link,
+        user,
+        target,
         launch.display_name(),
     ))
 }

@@ -1,6 +1,8 @@
 //! Launches shaped like real LMSs send them, proxies and `public_url`, errors sent back to the
 //! LMS, the registration XML, the new-window hand-off and the test launcher.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket_lti_tool::lti::params::parse_form;
@@ -797,6 +799,17 @@ async fn the_database_holds_no_session_cookie_or_hand_off_token() {
         .unwrap();
         assert_eq!(found, 0, "{value} is stored");
     }
+    // The session id the token opens is there only sealed: as many bytes and a tag, none of
+    // them the cookie's (an encoding of the cookie would pass the search above).
+    let sealed: String = sqlx::query_scalar("SELECT sealed_session FROM handoffs")
+        .fetch_one(&app.state().db)
+        .await
+        .unwrap();
+    let sealed = URL_SAFE_NO_PAD.decode(sealed).unwrap();
+    assert_eq!(sealed.len(), cookie.len() + 16);
+    assert!(!sealed
+        .windows(8)
+        .any(|w| cookie.as_bytes().windows(8).any(|c| c == w)));
     // Yet the token opens the session in a new window, once.
     let res = app
         .post_form("/lti/continue", format!("token={token}"))

@@ -870,6 +870,13 @@ async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
     };
     app.launch(&teacher()).await;
     assert_eq!(app.count("outcome_targets").await, 0);
+    // A record of the same user from before (as a learner, or by an older version) goes at their
+    // next launch as staff.
+    app.launch(&learner_launch(&lms, "/ok", "teacher-t", "sid-t"))
+        .await;
+    assert_eq!(app.count("outcome_targets").await, 1);
+    app.launch(&teacher()).await;
+    assert_eq!(app.count("outcome_targets").await, 0);
     // Someone who is both (a teacher enrolled as a student too), and a launch with unknown roles
     // only, are learners to grade.
     app.launch(&learner_launch(&lms, "/ok", "both-b", "sid-b").roles("Instructor,Learner"))

@@ -367,8 +367,10 @@ async fn index_and_404_are_templated() {
         body.contains("http:&#x2F;&#x2F;tool.test&#x2F;initial_staff"),
         "{body}"
     );
-    // Every launch page is offered, with who gets in (from the one list a fork extends).
-    for (path, who) in rocket_lti_tool::web::pages::LAUNCH_PAGES {
+    // Every launch page is offered, with who gets in: the tool's, and a fork's (`fork::LAUNCH_PAGES`).
+    let pages = rocket_lti_tool::web::pages::launch_pages();
+    assert!(pages.len() >= rocket_lti_tool::web::pages::LAUNCH_PAGES.len());
+    for (path, who) in pages {
         let row = format!("tool.test&#x2F;{}</code></td><td>{who}</td>", &path[1..]);
         assert!(body.contains(&row), "{row} in {body}");
     }
