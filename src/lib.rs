@@ -38,8 +38,9 @@ pub fn figment() -> Figment {
 }
 
 fn with_defaults(figment: Figment) -> Figment {
-    // Templates ship with the source; a deployment elsewhere sets `template_dir`.
-    figment.join((
+    // Templates ship with the source; a deployment elsewhere sets `template_dir`. In the default
+    // profile, under any the configuration sets: a plain pair is global and would beat Rocket.toml.
+    figment.join(rocket::figment::providers::Serialized::default(
         "template_dir",
         concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
     ))
@@ -331,5 +332,33 @@ async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
             }
             Err(e) => log::warn!("pruning failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rocket::figment::providers::{Format, Toml};
+
+    use super::*;
+
+    fn template_dir(figment: &Figment) -> String {
+        figment.extract_inner("template_dir").unwrap()
+    }
+
+    #[test]
+    fn template_dir_is_a_default_that_rocket_toml_overrides() {
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+        let toml = |text: &str| rocket::Config::figment().merge(Toml::string(text).nested());
+        assert_eq!(
+            template_dir(&with_defaults(toml("[default]\nport = 1"))),
+            shipped
+        );
+        let set = with_defaults(toml("[default]\ntemplate_dir = \"/srv/t\""));
+        assert_eq!(template_dir(&set), "/srv/t");
+        // In the selected profile's section too, and the environment beats both.
+        let release = toml("[release]\ntemplate_dir = \"/srv/r\"").select("release");
+        assert_eq!(template_dir(&with_defaults(release.clone())), "/srv/r");
+        let env = release.merge(("template_dir", "/srv/env"));
+        assert_eq!(template_dir(&with_defaults(env)), "/srv/env");
     }
 }
