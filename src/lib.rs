@@ -323,9 +323,10 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
 
 async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
+    let mut clock = store::PruneClock::start();
     loop {
         tick.tick().await;
-        match store::prune_expired(&db, store::now(), outcome_target_ttl).await {
+        match store::prune_expired(&db, clock.now(), outcome_target_ttl).await {
             Ok(0) => {}
             Ok(n) => {
                 log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")

@@ -117,6 +117,53 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The time pruning deletes by: the wall clock, but never ahead of the wall clock at start plus
+/// the monotonic time since. A wall clock that jumps ahead (a VM resumed with a wrong time, a bad
+/// NTP step) would otherwise delete nonces whose timestamps are acceptable again once it is set
+/// right, and their launches could be replayed. Rows are at worst kept a little longer.
+pub struct PruneClock {
+    wall_at_start: i64,
+    started: std::time::Instant,
+    ahead: bool,
+}
+
+impl PruneClock {
+    /// Seconds the wall clock may run ahead of the monotonic one before a warning.
+    const WARN_AHEAD: i64 = 60;
+
+    /// A clock anchored at the wall clock now.
+    pub fn start() -> PruneClock {
+        PruneClock {
+            wall_at_start: now(),
+            started: std::time::Instant::now(),
+            ahead: false,
+        }
+    }
+
+    /// The time to prune by now.
+    pub fn now(&mut self) -> i64 {
+        self.at(now(), self.started.elapsed())
+    }
+
+    /// The time to prune by when the wall clock says `wall`, `elapsed` after the start.
+    fn at(&mut self, wall: i64, elapsed: Duration) -> i64 {
+        let steady = self.wall_at_start + elapsed.as_secs() as i64;
+        let ahead = wall > steady + Self::WARN_AHEAD;
+        if ahead != self.ahead {
+            match ahead {
+                true => log::warn!(
+                    "the system clock jumped {} s ahead since the start: pruning goes by the                      time since the start instead, and launches are checked against the system                      clock (is NTP working?)",
+                    wall - steady
+                ),
+                false => log::info!("the system clock agrees with the time since the start again"),
+            }
+            self.ahead = ahead;
+        }
+        // A second or two of slack for the whole seconds of both.
+        wall.min(steady + 2)
+    }
+}
+
 /// Rows deleted per table and statement when pruning: each delete holds the write lock briefly.
 const PRUNE_BATCH: u64 = 500;
 
@@ -161,5 +208,26 @@ pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result
         }
         // More to go: let the launch writer take the write lock in between.
         rocket::tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_never_follows_a_wall_clock_that_jumped_ahead() {
+        let mut clock = PruneClock::start();
+        let start = clock.wall_at_start;
+        let at = |clock: &mut PruneClock, wall, secs| clock.at(wall, Duration::from_secs(secs));
+        // In step: the wall clock.
+        assert_eq!(at(&mut clock, start + 60, 60), start + 60);
+        // Nine hours ahead a minute later: still a minute after the start.
+        assert_eq!(at(&mut clock, start + 9 * 3600 + 120, 120), start + 122);
+        assert!(clock.ahead);
+        // Set right again: the wall clock, even behind.
+        assert_eq!(at(&mut clock, start + 180, 180), start + 180);
+        assert!(!clock.ahead);
+        assert_eq!(at(&mut clock, start - 3600, 240), start - 3600);
     }
 }
