@@ -55,10 +55,12 @@ pub enum LtiError {
     #[error("invalid signature")]
     BadSignature,
     /// The timestamp is older than the window allows (seconds behind).
-    #[error("timestamp {0} s behind this server's clock (the LMS's or this server's clock may be wrong)")]
+    #[error(
+        "timestamp {0} s behind the server clock (the LMS clock or the server clock may be wrong)"
+    )]
     StaleTimestamp(i64),
     /// The timestamp is further ahead than the window allows (seconds ahead).
-    #[error("timestamp {0} s ahead of this server's clock (the LMS's or this server's clock may be wrong)")]
+    #[error("timestamp {0} s ahead of the server clock (the LMS clock or the server clock may be wrong)")]
     FutureTimestamp(i64),
     /// The nonce was already used by this consumer.
     #[error("nonce already used")]

@@ -152,7 +152,9 @@ impl PruneClock {
         if ahead != self.ahead {
             match ahead {
                 true => log::warn!(
-                    "the system clock jumped {} s ahead since the start: pruning goes by the                      time since the start instead, and launches are checked against the system                      clock (is NTP working?)",
+                    "the system clock jumped {} s ahead since the start: pruning goes by the \
+                     time since the start instead, and launches are checked against the system \
+                     clock (is NTP working?)",
                     wall - steady
                 ),
                 false => log::info!("the system clock agrees with the time since the start again"),
