@@ -109,6 +109,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                     rocket::tokio::spawn(prune_forever(
                         state.db.clone(),
                         state.settings.outcome_target_ttl,
+                        state.settings.database_url.clone(),
                     ));
                 }
             })
@@ -321,11 +322,23 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     })
 }
 
-async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
+/// Prunes every minute; also says, once, when the database file has been removed or replaced.
+async fn prune_forever(db: store::Db, outcome_target_ttl: i64, database_url: String) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
     let mut clock = store::PruneClock::start();
+    let opened = store::FileIdentity::of(&database_url);
+    let mut file_gone = false;
     loop {
         tick.tick().await;
+        let gone = opened.is_some() && store::FileIdentity::of(&database_url) != opened;
+        if gone && !file_gone {
+            log::error!(
+                "the database file of {database_url} was removed or replaced while the server \
+                 runs: what it records from now on is lost when it stops. Stop the server, put \
+                 the file back (or restore a backup) and start it again"
+            );
+        }
+        file_gone = gone;
         match store::prune_expired(&db, clock.now(), outcome_target_ttl).await {
             Ok(0) => {}
             Ok(n) => {

@@ -51,7 +51,8 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     // SQLite's messages ("unable to open database file") do not say which file, nor that the
     // usual cause is a file or folder made by another user (a command run as root first).
     let named = |e: &dyn std::fmt::Display| {
-        let hint = match e.to_string().contains("unable to open") {
+        let message = e.to_string();
+        let hint = match message.contains("unable to open") || message.contains("readonly") {
             true => " (can this user read and write it, and its folder?)",
             false => "",
         };
@@ -109,6 +110,30 @@ fn create_private(file: &std::path::Path) -> Result<(), LtiError> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(failed(file, e)),
+    }
+}
+
+/// Which file the database is (device and inode), to notice it being removed or replaced under a
+/// running server: SQLite goes on writing to the open file, and all of that is lost at the stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity(u64, u64);
+
+impl FileIdentity {
+    /// The identity of the database file of `database_url` now; `None` when it has none (in
+    /// memory) or cannot be read (removed).
+    pub fn of(database_url: &str) -> Option<FileIdentity> {
+        let options = SqliteConnectOptions::from_str(database_url).ok()?;
+        let meta = std::fs::metadata(options.get_filename()).ok()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(FileIdentity(meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
     }
 }
 
@@ -216,6 +241,26 @@ pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_or_replaced_database_file_changes_identity() {
+        let dir = std::env::temp_dir().join(format!("lti-identity-{}", sessions::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("db.sqlite");
+        let url = format!("sqlite://{}", file.display());
+        std::fs::write(&file, b"").unwrap();
+        let first = FileIdentity::of(&url);
+        assert!(first.is_some());
+        assert_eq!(FileIdentity::of(&url), first);
+        // Renamed over by another file (as a restore does), then removed.
+        let other = dir.join("other");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &file).unwrap();
+        assert_ne!(FileIdentity::of(&url), first);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(FileIdentity::of(&url), None);
+        assert_eq!(FileIdentity::of("sqlite::memory:"), None);
+    }
 
     #[test]
     fn pruning_never_follows_a_wall_clock_that_jumped_ahead() {
