@@ -15,6 +15,7 @@ pub mod outcomes;
 pub mod store;
 pub mod web;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::fairing::AdHoc;
@@ -109,7 +110,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                     rocket::tokio::spawn(prune_forever(
                         state.db.clone(),
                         state.settings.outcome_target_ttl,
-                        state.settings.database_url.clone(),
+                        state.prune_clock.clone(),
                     ));
                 }
             })
@@ -318,28 +319,33 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
+        prune_clock: Arc::new(store::PruneClock::start()),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
 }
 
 /// Prunes every minute; also says, once, when the database file has been removed or replaced.
-async fn prune_forever(db: store::Db, outcome_target_ttl: i64, database_url: String) {
+async fn prune_forever(db: store::Db, outcome_target_ttl: i64, clock: Arc<store::PruneClock>) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
-    let mut clock = store::PruneClock::start();
-    let opened = store::FileIdentity::of(&database_url);
+    let opened = store::FileIdentity::of(&db).ok().flatten();
     let mut file_gone = false;
     loop {
         tick.tick().await;
-        let gone = opened.is_some() && store::FileIdentity::of(&database_url) != opened;
-        if gone && !file_gone {
-            log::error!(
-                "the database file of {database_url} was removed or replaced while the server \
-                 runs: what it records from now on is lost when it stops. Stop the server, put \
-                 the file back (or restore a backup) and start it again"
-            );
+        // Errors other than a missing file (a folder made unreadable) leave the last answer.
+        if let (Some(opened), Ok(now)) = (opened, store::FileIdentity::of(&db)) {
+            let gone = now != Some(opened);
+            if gone && !file_gone {
+                log::error!(
+                    "the database file {} was removed or replaced while the server runs: what \
+                     it records from now on is lost when it stops. Stop the server, put the file \
+                     back (or restore a backup) and start it again",
+                    db.connect_options().get_filename().display()
+                );
+            }
+            file_gone = gone;
         }
-        file_gone = gone;
-        match store::prune_expired(&db, clock.now(), outcome_target_ttl).await {
+        let (now, safe_now) = (store::now(), clock.prune_time());
+        match store::prune_expired(&db, now, safe_now, outcome_target_ttl).await {
             Ok(0) => {}
             Ok(n) => {
                 log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")
@@ -362,7 +368,10 @@ mod tests {
     #[test]
     fn template_dir_is_a_default_that_rocket_toml_overrides() {
         let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
-        let toml = |text: &str| rocket::Config::figment().merge(Toml::string(text).nested());
+        // Rocket's defaults without the environment's ROCKET_* or a Rocket.toml.
+        let toml = |text: &str| {
+            Figment::from(rocket::Config::default()).merge(Toml::string(text).nested())
+        };
         assert_eq!(
             template_dir(&with_defaults(toml("[default]\nport = 1"))),
             shipped

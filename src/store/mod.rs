@@ -12,6 +12,7 @@ pub mod sessions;
 pub mod usage;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -34,8 +35,10 @@ pub type Db = SqlitePool;
 
 /// Opens (creating the file and its folder if needed) and migrates the database.
 pub async fn open(database_url: &str) -> Result<Db, LtiError> {
+    // The file is created below (private), never by a connection: a pool connection opened after
+    // the file was removed would otherwise start an empty database beside the lost one.
     let options = SqliteConnectOptions::from_str(database_url)?
-        .create_if_missing(true)
+        .create_if_missing(false)
         .journal_mode(SqliteJournalMode::Wal)
         // WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
         .synchronous(SqliteSynchronous::Normal)
@@ -119,20 +122,23 @@ fn create_private(file: &std::path::Path) -> Result<(), LtiError> {
 pub struct FileIdentity(u64, u64);
 
 impl FileIdentity {
-    /// The identity of the database file of `database_url` now; `None` when it has none (in
-    /// memory) or cannot be read (removed).
-    pub fn of(database_url: &str) -> Option<FileIdentity> {
-        let options = SqliteConnectOptions::from_str(database_url).ok()?;
-        let meta = std::fs::metadata(options.get_filename()).ok()?;
+    /// The identity of the pool's database file now: `Ok(None)` when there is no such file (or
+    /// no way to tell, off Unix); other errors (a folder made unreadable) say nothing about it.
+    pub fn of(db: &Db) -> std::io::Result<Option<FileIdentity>> {
+        let meta = match std::fs::metadata(db.connect_options().get_filename()) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            Some(FileIdentity(meta.dev(), meta.ino()))
+            Ok(Some(FileIdentity(meta.dev(), meta.ino())))
         }
         #[cfg(not(unix))]
         {
             let _ = meta;
-            None
+            Ok(None)
         }
     }
 }
@@ -142,52 +148,67 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The time pruning deletes by: the wall clock, but never ahead of the wall clock at start plus
-/// the monotonic time since. A wall clock that jumps ahead (a VM resumed with a wrong time, a bad
-/// NTP step) would otherwise delete nonces whose timestamps are acceptable again once it is set
-/// right, and their launches could be replayed. Rows are at worst kept a little longer.
+/// The time pruning deletes nonces and grade records by: the wall clock, but never ahead of a
+/// steady estimate, the wall clock at start plus the monotonic time since. A wall clock that jumps
+/// ahead (a VM resumed with a wrong time, a bad NTP step) would otherwise delete nonces whose
+/// timestamps are acceptable again once it is set right, and their launches could be replayed.
+/// The estimate misses time the monotonic clock does not count (a suspend, a clock that NTP set
+/// after the start), so verified launches move it forward: their signed timestamps prove that
+/// time has passed. Until then rows are only kept longer.
 pub struct PruneClock {
-    wall_at_start: i64,
     started: std::time::Instant,
-    ahead: bool,
+    /// The wall clock at start, plus the corrections launches made (Unix seconds).
+    base: AtomicI64,
+    /// Whether the wall clock was last seen far ahead (for logging the change once).
+    ahead: AtomicBool,
 }
 
 impl PruneClock {
-    /// Seconds the wall clock may run ahead of the monotonic one before a warning.
+    /// Seconds the wall clock may run ahead of the estimate before a warning.
     const WARN_AHEAD: i64 = 60;
 
     /// A clock anchored at the wall clock now.
     pub fn start() -> PruneClock {
         PruneClock {
-            wall_at_start: now(),
             started: std::time::Instant::now(),
-            ahead: false,
+            base: AtomicI64::new(now()),
+            ahead: AtomicBool::new(false),
         }
     }
 
-    /// The time to prune by now.
-    pub fn now(&mut self) -> i64 {
-        self.at(now(), self.started.elapsed())
+    fn steady(&self) -> i64 {
+        self.base.load(Ordering::Relaxed) + self.started.elapsed().as_secs() as i64
     }
 
-    /// The time to prune by when the wall clock says `wall`, `elapsed` after the start.
-    fn at(&mut self, wall: i64, elapsed: Duration) -> i64 {
-        let steady = self.wall_at_start + elapsed.as_secs() as i64;
+    /// Takes note that it is at least `at_least` now: a verified launch's timestamp less the
+    /// timestamp window (the LMS's clock may run that far ahead of the true time).
+    pub fn confirm(&self, at_least: i64) {
+        let behind = at_least - self.steady();
+        if behind > 0 {
+            self.base.fetch_add(behind, Ordering::Relaxed);
+        }
+    }
+
+    /// The time to prune nonces and grade records by, now.
+    pub fn prune_time(&self) -> i64 {
+        self.prune_time_at(now(), self.steady())
+    }
+
+    /// The time to prune by when the wall clock says `wall` and the estimate `steady`.
+    fn prune_time_at(&self, wall: i64, steady: i64) -> i64 {
         let ahead = wall > steady + Self::WARN_AHEAD;
-        if ahead != self.ahead {
+        if ahead != self.ahead.swap(ahead, Ordering::Relaxed) {
             match ahead {
                 true => log::warn!(
-                    "the system clock jumped {} s ahead since the start: pruning goes by the \
-                     time since the start instead, and launches are checked against the system \
-                     clock (is NTP working?)",
+                    "the system clock is {} s ahead of the time counted since the start: \
+                     pruning goes by the latter until a launch confirms the system clock (a \
+                     jump ahead, a suspend, or a clock set after the start: is NTP working?)",
                     wall - steady
                 ),
                 false => log::info!("the system clock agrees with the time since the start again"),
             }
-            self.ahead = ahead;
         }
-        // A second or two of slack for the whole seconds of both.
-        wall.min(steady + 2)
+        wall.min(steady)
     }
 }
 
@@ -216,18 +237,24 @@ async fn prune_expired_rows(
 /// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts, and the
 /// grade records of learners who last launched more than `outcome_target_ttl` seconds ago) in
 /// small batches through their indexes, pausing between full batches so that launches never wait
-/// long behind it.
-pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result<u64, LtiError> {
+/// long behind it. Nonces and grade records go by `safe_now` ([`PruneClock`]); the rest, which are
+/// checked against the wall clock when read anyway, by `now`.
+pub async fn prune_expired(
+    db: &Db,
+    now: i64,
+    safe_now: i64,
+    outcome_target_ttl: i64,
+) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await?
         + usage::prune(db, now).await?
         + crate::fork::prune(db, now).await?;
     let batch = PRUNE_BATCH as i64;
     loop {
         let counts = [
-            nonces::prune(db, now, batch).await?,
+            nonces::prune(db, safe_now, batch).await?,
             sessions::prune(db, now, batch).await?,
             handoffs::prune(db, now, batch).await?,
-            outcomes::prune(db, now - outcome_target_ttl, batch).await?,
+            outcomes::prune(db, safe_now - outcome_target_ttl, batch).await?,
         ];
         total += counts.iter().sum::<u64>();
         if counts.iter().all(|&n| n < PRUNE_BATCH) {
@@ -242,39 +269,57 @@ pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_removed_or_replaced_database_file_changes_identity() {
+    #[cfg(unix)]
+    #[rocket::async_test]
+    async fn a_removed_or_replaced_database_file_changes_identity() {
         let dir = std::env::temp_dir().join(format!("lti-identity-{}", sessions::new_id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("db.sqlite");
-        let url = format!("sqlite://{}", file.display());
-        std::fs::write(&file, b"").unwrap();
-        let first = FileIdentity::of(&url);
+        let db = open(&format!("sqlite://{}", file.display())).await.unwrap();
+        let first = FileIdentity::of(&db).unwrap();
         assert!(first.is_some());
-        assert_eq!(FileIdentity::of(&url), first);
+        assert_eq!(FileIdentity::of(&db).unwrap(), first);
         // Renamed over by another file (as a restore does), then removed.
         let other = dir.join("other");
         std::fs::write(&other, b"").unwrap();
         std::fs::rename(&other, &file).unwrap();
-        assert_ne!(FileIdentity::of(&url), first);
+        let replaced = FileIdentity::of(&db).unwrap();
+        assert!(replaced.is_some() && replaced != first);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(FileIdentity::of(&url), None);
-        assert_eq!(FileIdentity::of("sqlite::memory:"), None);
+        assert_eq!(FileIdentity::of(&db).unwrap(), None);
+        db.close().await;
     }
 
     #[test]
     fn pruning_never_follows_a_wall_clock_that_jumped_ahead() {
-        let mut clock = PruneClock::start();
-        let start = clock.wall_at_start;
-        let at = |clock: &mut PruneClock, wall, secs| clock.at(wall, Duration::from_secs(secs));
+        let clock = PruneClock::start();
+        let start = clock.base.load(Ordering::Relaxed);
         // In step: the wall clock.
-        assert_eq!(at(&mut clock, start + 60, 60), start + 60);
-        // Nine hours ahead a minute later: still a minute after the start.
-        assert_eq!(at(&mut clock, start + 9 * 3600 + 120, 120), start + 122);
-        assert!(clock.ahead);
-        // Set right again: the wall clock, even behind.
-        assert_eq!(at(&mut clock, start + 180, 180), start + 180);
-        assert!(!clock.ahead);
-        assert_eq!(at(&mut clock, start - 3600, 240), start - 3600);
+        assert_eq!(clock.prune_time_at(start + 60, start + 60), start + 60);
+        // Nine hours ahead a minute later: the estimate, a minute after the start.
+        assert_eq!(
+            clock.prune_time_at(start + 9 * 3600, start + 120),
+            start + 120
+        );
+        assert!(clock.ahead.load(Ordering::Relaxed));
+        // Set right again, or behind: the wall clock.
+        assert_eq!(clock.prune_time_at(start + 180, start + 180), start + 180);
+        assert!(!clock.ahead.load(Ordering::Relaxed));
+        assert_eq!(clock.prune_time_at(start - 3600, start + 240), start - 3600);
+    }
+
+    #[test]
+    fn verified_launches_bring_the_estimate_forward_never_back() {
+        let clock = PruneClock::start();
+        let start = clock.steady();
+        // After a day's suspend the estimate lags; a launch's timestamp, less the window, counts.
+        clock.confirm(start + 86_400 - 300);
+        assert!(clock.steady() >= start + 86_100);
+        assert!(clock.steady() < start + 86_110);
+        clock.confirm(start);
+        assert!(clock.steady() >= start + 86_100);
+        assert_eq!(
+            clock.prune_time_at(start + 86_400, clock.steady()),
+            clock.steady()
+        );
     }
 }

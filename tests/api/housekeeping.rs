@@ -101,7 +101,9 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
         launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
-        store::prune_expired(&db, now, YEAR).await.expect("prune");
+        store::prune_expired(&db, now, now, YEAR)
+            .await
+            .expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
         let live_nonces = scalar(&db, "SELECT COUNT(*) FROM nonces").await;
         let live_tokens = scalar(&db, "SELECT COUNT(*) FROM handoffs").await;
@@ -152,7 +154,9 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
-        store::prune_expired(&db, now, YEAR).await.expect("prune"),
+        store::prune_expired(&db, now, now, YEAR)
+            .await
+            .expect("prune"),
         3 * 1_134
     );
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM nonces").await, 7);
@@ -198,12 +202,12 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
         }
     };
     // A day before the first launches' records run out, all are kept.
-    store::prune_expired(&db, start + KEEP - DAY, KEEP)
+    store::prune_expired(&db, start + KEEP - DAY, start + KEEP - DAY, KEEP)
         .await
         .expect("prune");
     assert_eq!(users(&db).await.len(), 5);
     // After it, only the learners who launched since remain.
-    store::prune_expired(&db, start + KEEP + 1, KEEP)
+    store::prune_expired(&db, start + KEEP + 1, start + KEEP + 1, KEEP)
         .await
         .expect("prune");
     assert_eq!(users(&db).await, ["user-0", "user-1"]);
@@ -226,7 +230,9 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
             .any(|(_, _, _, d)| d.contains("outcome_targets_by_update")),
         "{plan:?}"
     );
-    store::prune_expired(&db, far, KEEP).await.expect("prune");
+    store::prune_expired(&db, far, far, KEEP)
+        .await
+        .expect("prune");
     assert!(users(&db).await.is_empty());
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
