@@ -74,11 +74,16 @@ impl<'r> FromRequest<'r> for FromOwnPage {
     }
 }
 
-/// 204 when the browser sent back a valid session cookie; the launch page's script asks this to
-/// learn whether the cookie survived inside the iframe.
-#[get("/lti/session_check")]
-fn session_check(_session: LtiSession) -> Status {
-    Status::NoContent
+/// 204 when the browser sent back a valid session cookie (and, given a page's logout `token`,
+/// the session is that page's): the launch page's script asks this to learn whether the cookie
+/// survived inside the iframe, and every session page when Back restores it from the browser's
+/// back/forward cache (see `templates/logout_form.html.tera`).
+#[get("/lti/session_check?<token>")]
+fn session_check(session: LtiSession, token: Option<&str>, state: &State<AppState>) -> Status {
+    match token {
+        Some(t) if !state.page_forms.verify(&session.session_id, t) => Status::Unauthorized,
+        _ => Status::NoContent,
+    }
 }
 
 /// The routes of this module.

@@ -228,10 +228,28 @@ async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
 #[rocket::async_test]
 async fn logout_ends_the_session() {
     let app = spawn_app().await;
-    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let page_of_visit = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    // Restored by Back from the back/forward cache, a page asks whether its own visit goes on.
+    let token = page_of_visit
+        .split("/lti/session_check?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's check")
+        .to_string();
+    let app = &app;
+    let check = |token: String| async move {
+        app.get(&format!("/lti/session_check?token={token}"))
+            .await
+            .status()
+    };
+    assert_eq!(check(token.clone()).await, Status::NoContent);
+    assert_eq!(check("another-page".into()).await, Status::Unauthorized);
     let res = app.post("/logout").await;
     assert_eq!(res.status(), Status::Ok);
+    // Browsers drop their cached pages of the site, the back/forward cache's included.
+    assert_eq!(res.headers().get_one("Clear-Site-Data"), Some("\"cache\""));
     assert!(res.into_string().await.unwrap().contains("Logged out"));
+    assert_eq!(check(token).await, Status::Unauthorized);
     refused(app.get("/session").await, Status::Unauthorized).await;
     assert_eq!(app.count("sessions").await, 0);
     // Without a session cookie (blocked in the LMS frame) nothing was ended, and the page says
