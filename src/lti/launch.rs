@@ -213,6 +213,13 @@ impl LaunchData {
         roles::is_staff(&self.roles())
     }
 
+    /// True for staff who are not also learners: they have no score of their own to send, though
+    /// Moodle sends them a result id too.
+    pub fn is_staff_only(&self) -> bool {
+        let roles = self.roles();
+        roles::is_staff(&roles) && !roles.iter().any(|r| r.is_learner())
+    }
+
     /// `lis_person_contact_email_primary`.
     pub fn email(&self) -> Option<&str> {
         self.get("lis_person_contact_email_primary")

@@ -23,6 +23,9 @@ pub enum OutcomeError {
         "the launch has no outcome service (lis_outcome_service_url and lis_result_sourcedid)"
     )]
     NoOutcomeService,
+    /// Course staff (not also learners) asked to send, read or delete a score of their own.
+    #[error("course staff have no score of their own here")]
+    StaffHaveNoScore,
     /// The `lis_result_sourcedid` holds characters XML 1.0 cannot carry (nothing was sent).
     #[error("the result id holds characters XML cannot carry")]
     UnusableSourcedid,

@@ -53,8 +53,7 @@ pub(super) enum TargetChange<'a> {
 /// a learner's.
 pub(super) fn launch_target(launch: &LaunchData) -> Option<TargetChange<'_>> {
     let (link, user) = (launch.get("resource_link_id")?, launch.get("user_id")?);
-    let roles = launch.roles();
-    if roles.iter().any(|r| r.is_staff()) && !roles.iter().any(|r| r.is_learner()) {
+    if launch.is_staff_only() {
         return Some(TargetChange::Forget(link, user));
     }
     let target = OutcomeTarget::from_launch(launch)?;

@@ -68,7 +68,7 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
         context_title: user.get("context_title"),
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
-        outcome_service: user.outcome_target().is_some(),
+        outcome_service: user.outcome_target().is_some() && !user.is_staff_only(),
         handoff_token: user.handoff_token.as_deref(),
         logout_token: &user.logout_token,
         inspector: (is_staff || state.settings.debug_profile).then(|| inspector(user)),

@@ -886,6 +886,19 @@ async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
     assert_eq!(app.count("outcome_targets").await, 2);
     let body = page(app.launch(&teacher()).await, Status::Ok).await;
     assert!(body.contains("href=\"/grades\""), "{body}");
+    // Nor is a teacher offered a score of their own, or able to send one.
+    assert!(!body.contains("href=\"/grade\""), "{body}");
+    let refusal = refused(app.get("/grade").await, Status::Forbidden).await;
+    assert!(refusal.contains("No score of your own"), "{refusal}");
+    let token = done_token(&app.client);
+    let sent = lms.received().len();
+    refused(
+        app.post_form("/grade", format!("score=1&csrf={token}"))
+            .await,
+        Status::Forbidden,
+    )
+    .await;
+    assert_eq!(lms.received().len(), sent);
     let body = page(app.get("/grades").await, Status::Ok).await;
     assert!(
         body.contains("Learner both-b") && body.contains("Learner odd-o"),

@@ -354,6 +354,9 @@ impl LtiUser {
 
     /// Where this launch's result lives, or why no score can be sent for it.
     pub(crate) fn target_or_refuse(&self) -> Result<OutcomeTarget, LtiError> {
+        if self.is_staff_only() {
+            return Err(OutcomeError::StaffHaveNoScore.into());
+        }
         let target = self
             .outcome_target()
             .ok_or(LtiError::Outcome(OutcomeError::NoOutcomeService))?;
