@@ -309,6 +309,9 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
         }
     }
+    let nonces_pruned_before = store::nonces::pruned_before(&db)
+        .await
+        .map_err(|e| e.to_string())?;
     let front = store::front::StoreFront::start(&db)
         .await
         .map_err(|e| e.to_string())?;
@@ -319,7 +322,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
-        prune_clock: Arc::new(store::PruneClock::start()),
+        prune_clock: Arc::new(store::PruneClock::start(nonces_pruned_before)),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
 }

@@ -580,3 +580,45 @@ async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[rocket::async_test]
+async fn after_pruning_by_a_clock_that_ran_ahead_launches_it_may_have_forgotten_are_refused() {
+    use crate::helpers::{page, refused, spawn_app, spawn_app_with, Launch};
+    use rocket::http::Status;
+
+    let first = spawn_app().await;
+    // A launch, then pruning by a clock nine hours ahead (as a server with a wrong clock did
+    // before this restart): its nonce is gone.
+    let launch = Launch::new("/any");
+    page(first.launch(&launch).await, Status::Ok).await;
+    let db = &first.state().db;
+    let ahead = store::now() + 9 * 3600;
+    store::prune_expired(db, ahead, ahead, YEAR)
+        .await
+        .expect("prune");
+    assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
+    // Restarted on that database with the clock right, the server cannot tell a replay of it from
+    // a new launch: launches signed before that time are refused, their nonces unspent.
+    let url = first.database_url();
+    let restarted = spawn_app_with(|f| f.merge(("database_url", url))).await;
+    let body = refused(restarted.launch(&launch).await, Status::Unauthorized).await;
+    assert!(body.contains("Launch expired"), "{body}");
+    refused(
+        restarted.launch(&Launch::new("/any")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    assert_eq!(
+        scalar(&restarted.state().db, "SELECT COUNT(*) FROM nonces").await,
+        0
+    );
+    // A server that prunes by a right clock refuses nothing it should accept.
+    let fresh = spawn_app().await;
+    let now = store::now();
+    store::prune_expired(&fresh.state().db, now, now, YEAR)
+        .await
+        .expect("prune");
+    let url = fresh.database_url();
+    let restarted = spawn_app_with(|f| f.merge(("database_url", url))).await;
+    page(restarted.launch(&Launch::new("/any")).await, Status::Ok).await;
+}
