@@ -2,8 +2,6 @@
 
 use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, CookieJar};
-use rocket::request::Request;
-use rocket::response::{self, Responder};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
@@ -175,7 +173,7 @@ async fn logout_post(
     form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
-) -> Result<LogoutPage, LtiError> {
+) -> Result<Template, LtiError> {
     let token = form.and_then(|f| f.into_inner().csrf);
     logout(elsewhere, secure, browser, token.as_deref(), state, cookies).await
 }
@@ -188,12 +186,12 @@ async fn logout_get(
     head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
-) -> Result<LogoutPage, LtiError> {
+) -> Result<Template, LtiError> {
     if head.0 {
         // A link checker's HEAD gets the confirmation's headers and ends nothing.
-        return Ok(LogoutPage(
-            Template::render("logout_confirm", context! { token: None::<String> }),
-            false,
+        return Ok(Template::render(
+            "logout_confirm",
+            context! { token: None::<String> },
         ));
     }
     logout(elsewhere, secure, browser, None, state, cookies).await
@@ -206,7 +204,7 @@ async fn logout(
     token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,
-) -> Result<LogoutPage, LtiError> {
+) -> Result<Template, LtiError> {
     let id = browser.0;
     // Only a page of this session has its token.
     let from_our_page =
@@ -216,35 +214,13 @@ async fn logout(
     if elsewhere.0 && !from_our_page {
         log::warn!("logout started by another site: asking for confirmation");
         let token = id.as_deref().map(|id| state.page_forms.token(id));
-        return Ok(LogoutPage(
-            Template::render("logout_confirm", context! { token }),
-            false,
-        ));
+        return Ok(Template::render("logout_confirm", context! { token }));
     }
     // Storage trouble is a 503 page that says so, with the cookie kept for another try.
     end_session_or_fail(state, cookies, id.as_deref(), secure).await?;
     // Without a cookie (blocked in the LMS frame) nothing was ended here: say so, rather than
     // let a student on a shared computer believe a window opened by the hand-off is closed too.
-    let ended = id.is_some();
-    Ok(LogoutPage(
-        Template::render("logout", context! { ended }),
-        ended,
-    ))
-}
-
-/// A logout page; when it ended a session (`.1`), it also tells the browser to drop this site's
-/// cached pages (`Clear-Site-Data: "cache"`), back/forward cache included, so that Back does not
-/// show the visit that ended (the pages' own script is the fallback, see `logout_form`).
-pub struct LogoutPage(Template, bool);
-
-impl<'r> Responder<'r, 'static> for LogoutPage {
-    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        let mut res = self.0.respond_to(req)?;
-        if self.1 {
-            res.set_raw_header("Clear-Site-Data", "\"cache\"");
-        }
-        Ok(res)
-    }
+    Ok(Template::render("logout", context! { ended: id.is_some() }))
 }
 
 #[get("/static/style.css")]

@@ -892,12 +892,13 @@ async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
     assert!(refusal.contains("No score of your own"), "{refusal}");
     let token = done_token(&app.client);
     let sent = lms.received().len();
-    refused(
+    let refusal = refused(
         app.post_form("/grade", format!("score=1&csrf={token}"))
             .await,
         Status::Forbidden,
     )
     .await;
+    assert!(refusal.contains("No score of your own"), "{refusal}");
     assert_eq!(lms.received().len(), sent);
     let body = page(app.get("/grades").await, Status::Ok).await;
     assert!(
