@@ -1,8 +1,10 @@
--- At most one row: the latest time nonces were pruned up to. A launch whose nonce could have been
--- pruned by then (its timestamp plus the window is before it) is refused, so a server that once
--- pruned by a clock running ahead cannot accept a replay later, restarts included (see
--- store::nonces). Never edit once shipped: add a new file.
+-- At most one row: every nonce pruned so far expired before `pruned_before`, and the nonces
+-- stored expire `window` seconds (the timestamp_window they were stored under) plus one after
+-- their launch at the earliest. A launch whose nonce would have expired before the mark is
+-- refused: it cannot be told from a replay (see store::nonces). Never edit once shipped: add a
+-- new file.
 CREATE TABLE nonce_prune_watermark (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
-    pruned_before INTEGER NOT NULL
+    pruned_before INTEGER NOT NULL,
+    window        INTEGER NOT NULL
 );

@@ -65,6 +65,9 @@ pub enum LtiError {
     /// The nonce was already used by this consumer.
     #[error("nonce already used")]
     ReplayedNonce,
+    /// The launch's nonce would have expired before nonces already pruned (see `store::nonces`).
+    #[error("its nonce may have been pruned already (was the server clock ahead when nonces were pruned?)")]
+    NonceForgotten,
     /// A verified launch whose LTI fields are wrong; `log` names the parameter (`missing
     /// resource_link_id`), `return_url` is the signed `launch_presentation_return_url`, if any.
     #[error("{log}")]

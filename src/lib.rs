@@ -111,6 +111,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                         state.db.clone(),
                         state.settings.outcome_target_ttl,
                         state.prune_clock.clone(),
+                        state.nonce_watermark.clone(),
                     ));
                 }
             })
@@ -309,7 +310,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
         }
     }
-    let nonces_pruned_before = store::nonces::pruned_before(&db)
+    let nonce_watermark = store::nonces::NonceWatermark::load(&db, settings.timestamp_window)
         .await
         .map_err(|e| e.to_string())?;
     let front = store::front::StoreFront::start(&db)
@@ -322,13 +323,19 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
-        prune_clock: Arc::new(store::PruneClock::start(nonces_pruned_before)),
+        prune_clock: Arc::new(store::PruneClock::start()),
+        nonce_watermark: Arc::new(nonce_watermark),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
 }
 
 /// Prunes every minute; also says, once, when the database file has been removed or replaced.
-async fn prune_forever(db: store::Db, outcome_target_ttl: i64, clock: Arc<store::PruneClock>) {
+async fn prune_forever(
+    db: store::Db,
+    outcome_target_ttl: i64,
+    clock: Arc<store::PruneClock>,
+    nonce_mark: Arc<store::nonces::NonceWatermark>,
+) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
     let opened = store::FileIdentity::of(&db).ok().flatten();
     let mut file_gone = false;
@@ -348,7 +355,7 @@ async fn prune_forever(db: store::Db, outcome_target_ttl: i64, clock: Arc<store:
             file_gone = gone;
         }
         let (now, safe_now) = (store::now(), clock.prune_time());
-        match store::prune_expired(&db, now, safe_now, outcome_target_ttl).await {
+        match store::prune_expired(&db, now, safe_now, outcome_target_ttl, &nonce_mark).await {
             Ok(0) => {}
             Ok(n) => {
                 log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")

@@ -161,31 +161,19 @@ pub struct PruneClock {
     base: AtomicI64,
     /// Whether the wall clock was last seen far ahead (for logging the change once).
     ahead: AtomicBool,
-    /// The latest time nonces were pruned up to, this run or before (`nonces::pruned_before`).
-    nonces_pruned_before: AtomicI64,
 }
 
 impl PruneClock {
     /// Seconds the wall clock may run ahead of the estimate before a warning.
     const WARN_AHEAD: i64 = 60;
 
-    /// A clock anchored at the wall clock now, for a database whose nonces were pruned up to
-    /// `nonces_pruned_before`.
-    pub fn start(nonces_pruned_before: i64) -> PruneClock {
+    /// A clock anchored at the wall clock now.
+    pub fn start() -> PruneClock {
         PruneClock {
             started: std::time::Instant::now(),
             base: AtomicI64::new(now()),
             ahead: AtomicBool::new(false),
-            nonces_pruned_before: AtomicI64::new(nonces_pruned_before),
         }
-    }
-
-    /// Whether the nonce of a launch signed at `timestamp`, which expires `window` + 1 seconds
-    /// after it at the earliest, may have been pruned already: then a replay of it could not be
-    /// told apart, and it is refused. Never true for a launch within the window of a clock that
-    /// was right when it pruned.
-    pub fn nonce_may_be_pruned(&self, timestamp: i64, window: i64) -> bool {
-        timestamp.saturating_add(window + 1) < self.nonces_pruned_before.load(Ordering::Relaxed)
     }
 
     fn steady(&self) -> i64 {
@@ -201,12 +189,9 @@ impl PruneClock {
         }
     }
 
-    /// The time to prune nonces and grade records by, now; launches are checked against it from
-    /// here on (see [`PruneClock::nonce_may_be_pruned`]).
+    /// The time to prune nonces and grade records by, now.
     pub fn prune_time(&self) -> i64 {
-        let time = self.prune_time_at(now(), self.steady());
-        self.nonces_pruned_before.fetch_max(time, Ordering::Relaxed);
-        time
+        self.prune_time_at(now(), self.steady())
     }
 
     /// The time to prune by when the wall clock says `wall` and the estimate `steady`.
@@ -226,6 +211,11 @@ impl PruneClock {
         wall.min(steady)
     }
 }
+
+/// Seconds nonces are kept past their expiry: more than any launch waits between its timestamp
+/// check and its nonce's insert (the store waits at most 5 s for a lock), so a prune can never
+/// delete the nonce a launch in flight is a replay of.
+const NONCE_PRUNE_LAG: i64 = 60;
 
 /// Rows deleted per table and statement when pruning: each delete holds the write lock briefly.
 const PRUNE_BATCH: u64 = 500;
@@ -259,6 +249,7 @@ pub async fn prune_expired(
     now: i64,
     safe_now: i64,
     outcome_target_ttl: i64,
+    nonce_mark: &nonces::NonceWatermark,
 ) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await?
         + usage::prune(db, now).await?
@@ -266,7 +257,7 @@ pub async fn prune_expired(
     let batch = PRUNE_BATCH as i64;
     loop {
         let counts = [
-            nonces::prune(db, safe_now, batch).await?,
+            nonces::prune(db, safe_now - NONCE_PRUNE_LAG, batch, nonce_mark).await?,
             sessions::prune(db, now, batch).await?,
             handoffs::prune(db, now, batch).await?,
             outcomes::prune(db, safe_now - outcome_target_ttl, batch).await?,
@@ -306,7 +297,7 @@ mod tests {
 
     #[test]
     fn pruning_never_follows_a_wall_clock_that_jumped_ahead() {
-        let clock = PruneClock::start(0);
+        let clock = PruneClock::start();
         let start = clock.base.load(Ordering::Relaxed);
         // In step: the wall clock.
         assert_eq!(clock.prune_time_at(start + 60, start + 60), start + 60);
@@ -323,21 +314,8 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_is_refused_only_when_its_nonce_may_be_pruned() {
-        let clock = PruneClock::start(1_000);
-        // A nonce lives at least until timestamp + window + 1; pruning deletes what expired before.
-        assert!(!clock.nonce_may_be_pruned(1_000 - 301, 300));
-        assert!(clock.nonce_may_be_pruned(1_000 - 302, 300));
-        // Pruning now moves the mark to now, which no launch within the window is before.
-        let now = clock.prune_time();
-        assert!(now >= super::now() - 1);
-        assert!(!clock.nonce_may_be_pruned(now - 300, 300));
-        assert!(clock.nonce_may_be_pruned(now - 302, 300));
-    }
-
-    #[test]
     fn verified_launches_bring_the_estimate_forward_never_back() {
-        let clock = PruneClock::start(0);
+        let clock = PruneClock::start();
         let start = clock.steady();
         // After a day's suspend the estimate lags; a launch's timestamp, less the window, counts.
         clock.confirm(start + 86_400 - 300);

@@ -17,6 +17,7 @@ pub fn counts_as_refusal(error: &LtiError) -> bool {
         LtiError::BadSignature
             | LtiError::ReplayedNonce
             | LtiError::StaleTimestamp(_)
+            | LtiError::NonceForgotten
             | LtiError::FutureTimestamp(_)
     )
 }

@@ -33,7 +33,7 @@ impl LtiError {
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NoSession | SessionExpired
+            | FutureTimestamp(_) | ReplayedNonce | NonceForgotten | NoSession | SessionExpired
             | LaunchAtSessionPage | HandoffInvalid | AdminLoginRequired => Status::Unauthorized,
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
             HeadLaunch => Status::MethodNotAllowed,
@@ -75,7 +75,7 @@ impl LtiError {
             UnknownConsumer => ("Launch not trusted", format!("The consumer key of this launch is not registered with this tool. {ASK}")),
             DisabledConsumer => ("Launch not trusted", format!("The consumer key of this launch has been disabled by the tool's administrator. {ASK}")),
             BadSignature => ("Launch not trusted", format!("The launch's signature does not match: the consumer secret in the LMS may be wrong, or the LMS signed a different address than this tool sees. {ASK}")),
-            StaleTimestamp(_) => ("Launch expired", format!("The launch is too old, or the LMS's clock or this tool's is wrong. {AGAIN}")),
+            StaleTimestamp(_) | NonceForgotten => ("Launch expired", format!("The launch is too old, or the LMS's clock or this tool's is wrong. {AGAIN}")),
             FutureTimestamp(_) => ("Launch not trusted", format!("The launch is dated in the future: the LMS's clock or this tool's is wrong. {ASK}")),
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),

@@ -101,7 +101,7 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
         launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
-        store::prune_expired(&db, now, now, YEAR)
+        store::prune_expired(&db, now, now, YEAR, &Default::default())
             .await
             .expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
@@ -150,11 +150,16 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     launches_at(&db, &stored, now - 40_000, 1_234, 300, 3600).await;
     launches_at(&db, &stored, now, 7, 300, 3600).await;
     // Every batch is bounded: one call deletes at most the batch size.
-    assert_eq!(nonces::prune(&db, now, 100).await.expect("prune"), 100);
+    assert_eq!(
+        nonces::prune(&db, now, 100, &Default::default())
+            .await
+            .expect("prune"),
+        100
+    );
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
-        store::prune_expired(&db, now, now, YEAR)
+        store::prune_expired(&db, now, now, YEAR, &Default::default())
             .await
             .expect("prune"),
         3 * 1_134
@@ -202,14 +207,26 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
         }
     };
     // A day before the first launches' records run out, all are kept.
-    store::prune_expired(&db, start + KEEP - DAY, start + KEEP - DAY, KEEP)
-        .await
-        .expect("prune");
+    store::prune_expired(
+        &db,
+        start + KEEP - DAY,
+        start + KEEP - DAY,
+        KEEP,
+        &Default::default(),
+    )
+    .await
+    .expect("prune");
     assert_eq!(users(&db).await.len(), 5);
     // After it, only the learners who launched since remain.
-    store::prune_expired(&db, start + KEEP + 1, start + KEEP + 1, KEEP)
-        .await
-        .expect("prune");
+    store::prune_expired(
+        &db,
+        start + KEEP + 1,
+        start + KEEP + 1,
+        KEEP,
+        &Default::default(),
+    )
+    .await
+    .expect("prune");
     assert_eq!(users(&db).await, ["user-0", "user-1"]);
     // Bounded batches, through the index on the last launch.
     launches_at(&db, &stored, start + 20 * DAY, 120, 300, 3600).await;
@@ -230,7 +247,7 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
             .any(|(_, _, _, d)| d.contains("outcome_targets_by_update")),
         "{plan:?}"
     );
-    store::prune_expired(&db, far, far, KEEP)
+    store::prune_expired(&db, far, far, KEEP, &Default::default())
         .await
         .expect("prune");
     assert!(users(&db).await.is_empty());
@@ -582,43 +599,70 @@ async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid
 }
 
 #[rocket::async_test]
-async fn after_pruning_by_a_clock_that_ran_ahead_launches_it_may_have_forgotten_are_refused() {
+async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_is_refused() {
     use crate::helpers::{page, refused, spawn_app, spawn_app_with, Launch};
     use rocket::http::Status;
 
     let first = spawn_app().await;
-    // A launch, then pruning by a clock nine hours ahead (as a server with a wrong clock did
-    // before this restart): its nonce is gone.
-    let launch = Launch::new("/any");
+    // A launch signed 100 s ago, then pruning by a clock nine hours ahead (as a server with a
+    // wrong clock did before this restart): its nonce is gone.
+    let now = store::now();
+    let launch = Launch::new("/any").timestamp(now as u64 - 100);
     page(first.launch(&launch).await, Status::Ok).await;
     let db = &first.state().db;
-    let ahead = store::now() + 9 * 3600;
-    store::prune_expired(db, ahead, ahead, YEAR)
+    let ahead = now + 9 * 3600;
+    store::prune_expired(db, ahead, ahead, YEAR, &Default::default())
         .await
         .expect("prune");
     assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
-    // Restarted on that database with the clock right, the server cannot tell a replay of it from
-    // a new launch: launches signed before that time are refused, their nonces unspent.
+    // Restarted on that database with the clock right, a replay of it cannot be told from a new
+    // launch: it is refused, its nonce unspent. New launches, whose nonces were never stored,
+    // still pass: the mark comes from the pruned nonces' expiries, not from the wrong clock.
     let url = first.database_url();
     let restarted = spawn_app_with(|f| f.merge(("database_url", url))).await;
     let body = refused(restarted.launch(&launch).await, Status::Unauthorized).await;
     assert!(body.contains("Launch expired"), "{body}");
-    refused(
-        restarted.launch(&Launch::new("/any")).await,
-        Status::Unauthorized,
-    )
-    .await;
     assert_eq!(
         scalar(&restarted.state().db, "SELECT COUNT(*) FROM nonces").await,
         0
     );
-    // A server that prunes by a right clock refuses nothing it should accept.
-    let fresh = spawn_app().await;
+    // (A launch dated no later than the pruned one was stored would still be refused.)
+    let new = Launch::new("/any").timestamp(now as u64 + 5);
+    page(restarted.launch(&new).await, Status::Ok).await;
+}
+
+#[rocket::async_test]
+async fn a_wider_timestamp_window_after_a_restart_reaches_no_pruned_nonce() {
+    use crate::helpers::{page, refused, spawn_app, spawn_app_with, Launch};
+    use rocket::http::Status;
+
+    let first = spawn_app().await;
+    // Accepted within the default 300 s window, then pruned by a right clock once it expired.
     let now = store::now();
-    store::prune_expired(&fresh.state().db, now, now, YEAR)
+    let launch = Launch::new("/any").timestamp(now as u64 - 290);
+    page(first.launch(&launch).await, Status::Ok).await;
+    let db = &first.state().db;
+    let later = now + 302 + 60;
+    store::prune_expired(db, later, later, YEAR, &Default::default())
         .await
         .expect("prune");
-    let url = fresh.database_url();
-    let restarted = spawn_app_with(|f| f.merge(("database_url", url))).await;
-    page(restarted.launch(&Launch::new("/any")).await, Status::Ok).await;
+    assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
+    let stored = Launch::new("/any").timestamp(now as u64 + 5);
+    page(first.launch(&stored).await, Status::Ok).await;
+    // With a window of an hour, the replay is within it again: it must not pass.
+    let url = first.database_url();
+    let wider = spawn_app_with(|f| {
+        f.merge(("database_url", url))
+            .merge(("timestamp_window", 3600))
+    })
+    .await;
+    refused(wider.launch(&launch).await, Status::Unauthorized).await;
+    // The nonces still stored now live as long as the wider window needs.
+    let shortest: i64 = sqlx::query_scalar("SELECT min(expires_at) FROM nonces")
+        .fetch_one(&wider.state().db)
+        .await
+        .expect("nonces");
+    assert!(shortest >= now + 3600, "{shortest}");
+    let new = Launch::new("/any").timestamp(now as u64 + 6);
+    page(wider.launch(&new).await, Status::Ok).await;
 }
