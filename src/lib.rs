@@ -110,7 +110,6 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                     rocket::tokio::spawn(prune_forever(
                         state.db.clone(),
                         state.settings.outcome_target_ttl,
-                        state.prune_clock.clone(),
                         state.nonce_watermark.clone(),
                     ));
                 }
@@ -323,7 +322,6 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
-        prune_clock: Arc::new(store::PruneClock::start()),
         nonce_watermark: Arc::new(nonce_watermark),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
@@ -333,7 +331,6 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
 async fn prune_forever(
     db: store::Db,
     outcome_target_ttl: i64,
-    clock: Arc<store::PruneClock>,
     nonce_mark: Arc<store::nonces::NonceWatermark>,
 ) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
@@ -354,8 +351,7 @@ async fn prune_forever(
             }
             file_gone = gone;
         }
-        let (now, safe_now) = (store::now(), clock.prune_time());
-        match store::prune_expired(&db, now, safe_now, outcome_target_ttl, &nonce_mark).await {
+        match store::prune_expired(&db, store::now(), outcome_target_ttl, &nonce_mark).await {
             Ok(0) => {}
             Ok(n) => {
                 log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")

@@ -12,7 +12,6 @@ pub mod sessions;
 pub mod usage;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -148,70 +147,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The time pruning deletes nonces and grade records by: the wall clock, but never ahead of a
-/// steady estimate, the wall clock at start plus the monotonic time since. A wall clock that jumps
-/// ahead (a VM resumed with a wrong time, a bad NTP step) would otherwise delete nonces whose
-/// timestamps are acceptable again once it is set right, and their launches could be replayed.
-/// The estimate misses time the monotonic clock does not count (a suspend, a clock that NTP set
-/// after the start), so verified launches move it forward: their signed timestamps prove that
-/// time has passed. Until then rows are only kept longer.
-pub struct PruneClock {
-    started: std::time::Instant,
-    /// The wall clock at start, plus the corrections launches made (Unix seconds).
-    base: AtomicI64,
-    /// Whether the wall clock was last seen far ahead (for logging the change once).
-    ahead: AtomicBool,
-}
-
-impl PruneClock {
-    /// Seconds the wall clock may run ahead of the estimate before a warning.
-    const WARN_AHEAD: i64 = 60;
-
-    /// A clock anchored at the wall clock now.
-    pub fn start() -> PruneClock {
-        PruneClock {
-            started: std::time::Instant::now(),
-            base: AtomicI64::new(now()),
-            ahead: AtomicBool::new(false),
-        }
-    }
-
-    fn steady(&self) -> i64 {
-        self.base.load(Ordering::Relaxed) + self.started.elapsed().as_secs() as i64
-    }
-
-    /// Takes note that it is at least `at_least` now: a verified launch's timestamp less the
-    /// timestamp window (the LMS's clock may run that far ahead of the true time).
-    pub fn confirm(&self, at_least: i64) {
-        let behind = at_least - self.steady();
-        if behind > 0 {
-            self.base.fetch_add(behind, Ordering::Relaxed);
-        }
-    }
-
-    /// The time to prune nonces and grade records by, now.
-    pub fn prune_time(&self) -> i64 {
-        self.prune_time_at(now(), self.steady())
-    }
-
-    /// The time to prune by when the wall clock says `wall` and the estimate `steady`.
-    fn prune_time_at(&self, wall: i64, steady: i64) -> i64 {
-        let ahead = wall > steady + Self::WARN_AHEAD;
-        if ahead != self.ahead.swap(ahead, Ordering::Relaxed) {
-            match ahead {
-                true => log::warn!(
-                    "the system clock is {} s ahead of the time counted since the start: \
-                     pruning goes by the latter until a launch confirms the system clock (a \
-                     jump ahead, a suspend, or a clock set after the start: is NTP working?)",
-                    wall - steady
-                ),
-                false => log::info!("the system clock agrees with the time since the start again"),
-            }
-        }
-        wall.min(steady)
-    }
-}
-
 /// Seconds nonces are kept past their expiry: more than any launch waits between its timestamp
 /// check and its nonce's insert (the store waits at most 5 s for a lock), so a prune can never
 /// delete the nonce a launch in flight is a replay of.
@@ -242,12 +177,11 @@ async fn prune_expired_rows(
 /// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts, and the
 /// grade records of learners who last launched more than `outcome_target_ttl` seconds ago) in
 /// small batches through their indexes, pausing between full batches so that launches never wait
-/// long behind it. Nonces and grade records go by `safe_now` ([`PruneClock`]); the rest, which are
-/// checked against the wall clock when read anyway, by `now`.
+/// long behind it. A clock that ran ahead cannot make a pruned nonce's launch replayable: see
+/// `nonces::NonceWatermark`.
 pub async fn prune_expired(
     db: &Db,
     now: i64,
-    safe_now: i64,
     outcome_target_ttl: i64,
     nonce_mark: &nonces::NonceWatermark,
 ) -> Result<u64, LtiError> {
@@ -257,10 +191,10 @@ pub async fn prune_expired(
     let batch = PRUNE_BATCH as i64;
     loop {
         let counts = [
-            nonces::prune(db, safe_now - NONCE_PRUNE_LAG, batch, nonce_mark).await?,
+            nonces::prune(db, now - NONCE_PRUNE_LAG, batch, nonce_mark).await?,
             sessions::prune(db, now, batch).await?,
             handoffs::prune(db, now, batch).await?,
-            outcomes::prune(db, safe_now - outcome_target_ttl, batch).await?,
+            outcomes::prune(db, now - outcome_target_ttl, batch).await?,
         ];
         total += counts.iter().sum::<u64>();
         if counts.iter().all(|&n| n < PRUNE_BATCH) {
@@ -293,39 +227,5 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(FileIdentity::of(&db).unwrap(), None);
         db.close().await;
-    }
-
-    #[test]
-    fn pruning_never_follows_a_wall_clock_that_jumped_ahead() {
-        let clock = PruneClock::start();
-        let start = clock.base.load(Ordering::Relaxed);
-        // In step: the wall clock.
-        assert_eq!(clock.prune_time_at(start + 60, start + 60), start + 60);
-        // Nine hours ahead a minute later: the estimate, a minute after the start.
-        assert_eq!(
-            clock.prune_time_at(start + 9 * 3600, start + 120),
-            start + 120
-        );
-        assert!(clock.ahead.load(Ordering::Relaxed));
-        // Set right again, or behind: the wall clock.
-        assert_eq!(clock.prune_time_at(start + 180, start + 180), start + 180);
-        assert!(!clock.ahead.load(Ordering::Relaxed));
-        assert_eq!(clock.prune_time_at(start - 3600, start + 240), start - 3600);
-    }
-
-    #[test]
-    fn verified_launches_bring_the_estimate_forward_never_back() {
-        let clock = PruneClock::start();
-        let start = clock.steady();
-        // After a day's suspend the estimate lags; a launch's timestamp, less the window, counts.
-        clock.confirm(start + 86_400 - 300);
-        assert!(clock.steady() >= start + 86_100);
-        assert!(clock.steady() < start + 86_110);
-        clock.confirm(start);
-        assert!(clock.steady() >= start + 86_100);
-        assert_eq!(
-            clock.prune_time_at(start + 86_400, clock.steady()),
-            clock.steady()
-        );
     }
 }

@@ -34,8 +34,6 @@ pub struct AppState {
     pub login_queue: admin::LoginQueue,
     /// Signs the cookie of browsers that logged in as admin (see `admin::DEVICE_COOKIE`).
     pub admin_devices: csrf::CsrfKey,
-    /// The time nonces are pruned by; launches confirm how far it has come.
-    pub prune_clock: std::sync::Arc<crate::store::PruneClock>,
     /// How far nonces have been pruned: launches whose nonce may be gone are refused.
     pub nonce_watermark: std::sync::Arc<crate::store::nonces::NonceWatermark>,
 }

@@ -101,7 +101,7 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
         launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
-        store::prune_expired(&db, now, now, YEAR, &Default::default())
+        store::prune_expired(&db, now, YEAR, &Default::default())
             .await
             .expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
@@ -159,7 +159,7 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
-        store::prune_expired(&db, now, now, YEAR, &Default::default())
+        store::prune_expired(&db, now, YEAR, &Default::default())
             .await
             .expect("prune"),
         3 * 1_134
@@ -207,26 +207,14 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
         }
     };
     // A day before the first launches' records run out, all are kept.
-    store::prune_expired(
-        &db,
-        start + KEEP - DAY,
-        start + KEEP - DAY,
-        KEEP,
-        &Default::default(),
-    )
-    .await
-    .expect("prune");
+    store::prune_expired(&db, start + KEEP - DAY, KEEP, &Default::default())
+        .await
+        .expect("prune");
     assert_eq!(users(&db).await.len(), 5);
     // After it, only the learners who launched since remain.
-    store::prune_expired(
-        &db,
-        start + KEEP + 1,
-        start + KEEP + 1,
-        KEEP,
-        &Default::default(),
-    )
-    .await
-    .expect("prune");
+    store::prune_expired(&db, start + KEEP + 1, KEEP, &Default::default())
+        .await
+        .expect("prune");
     assert_eq!(users(&db).await, ["user-0", "user-1"]);
     // Bounded batches, through the index on the last launch.
     launches_at(&db, &stored, start + 20 * DAY, 120, 300, 3600).await;
@@ -247,7 +235,7 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
             .any(|(_, _, _, d)| d.contains("outcome_targets_by_update")),
         "{plan:?}"
     );
-    store::prune_expired(&db, far, far, KEEP, &Default::default())
+    store::prune_expired(&db, far, KEEP, &Default::default())
         .await
         .expect("prune");
     assert!(users(&db).await.is_empty());
@@ -611,7 +599,7 @@ async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_i
     page(first.launch(&launch).await, Status::Ok).await;
     let db = &first.state().db;
     let ahead = now + 9 * 3600;
-    store::prune_expired(db, ahead, ahead, YEAR, &Default::default())
+    store::prune_expired(db, ahead, YEAR, &Default::default())
         .await
         .expect("prune");
     assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
@@ -643,7 +631,7 @@ async fn a_wider_timestamp_window_after_a_restart_reaches_no_pruned_nonce() {
     page(first.launch(&launch).await, Status::Ok).await;
     let db = &first.state().db;
     let later = now + 302 + 60;
-    store::prune_expired(db, later, later, YEAR, &Default::default())
+    store::prune_expired(db, later, YEAR, &Default::default())
         .await
         .expect("prune");
     assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
