@@ -586,23 +586,36 @@ async fn two_graded_launches_of_one_learner_in_a_batch_leave_the_later_sourcedid
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[rocket::async_test]
-async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_is_refused() {
-    use crate::helpers::{page, refused, spawn_app, spawn_app_with, Launch};
+/// An app, a launch signed `signed_ago` seconds ago and accepted, then pruning as a clock
+/// `prune_in` seconds ahead does, which deletes its nonce; with the time the launch was signed
+/// against.
+async fn launch_then_prune(
+    signed_ago: u64,
+    prune_in: i64,
+) -> (crate::helpers::TestApp, crate::helpers::Launch, i64) {
+    use crate::helpers::{page, spawn_app, Launch};
     use rocket::http::Status;
 
-    let first = spawn_app().await;
-    // A launch signed 100 s ago, then pruning by a clock nine hours ahead (as a server with a
-    // wrong clock did before this restart): its nonce is gone.
+    let app = spawn_app().await;
     let now = store::now();
-    let launch = Launch::new("/any").timestamp(now as u64 - 100);
-    page(first.launch(&launch).await, Status::Ok).await;
-    let db = &first.state().db;
-    let ahead = now + 9 * 3600;
-    store::prune_expired(db, ahead, YEAR, &Default::default())
+    let launch = Launch::new("/any").timestamp(now as u64 - signed_ago);
+    page(app.launch(&launch).await, Status::Ok).await;
+    let db = &app.state().db;
+    store::prune_expired(db, now + prune_in, YEAR, &Default::default())
         .await
         .expect("prune");
     assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
+    (app, launch, now)
+}
+
+#[rocket::async_test]
+async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_is_refused() {
+    use crate::helpers::{page, refused, spawn_app_with, Launch};
+    use rocket::http::Status;
+
+    // A launch signed 100 s ago, then pruning by a clock nine hours ahead (as a server with a
+    // wrong clock did before this restart): its nonce is gone.
+    let (first, launch, now) = launch_then_prune(100, 9 * 3600).await;
     // Restarted on that database with the clock right, a replay of it cannot be told from a new
     // launch: it is refused, its nonce unspent. New launches, whose nonces were never stored,
     // still pass: the mark comes from the pruned nonces' expiries, not from the wrong clock.
@@ -621,20 +634,11 @@ async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_i
 
 #[rocket::async_test]
 async fn a_wider_timestamp_window_after_a_restart_reaches_no_pruned_nonce() {
-    use crate::helpers::{page, refused, spawn_app, spawn_app_with, Launch};
+    use crate::helpers::{page, refused, spawn_app_with, Launch};
     use rocket::http::Status;
 
-    let first = spawn_app().await;
     // Accepted within the default 300 s window, then pruned by a right clock once it expired.
-    let now = store::now();
-    let launch = Launch::new("/any").timestamp(now as u64 - 290);
-    page(first.launch(&launch).await, Status::Ok).await;
-    let db = &first.state().db;
-    let later = now + 302 + 60;
-    store::prune_expired(db, later, YEAR, &Default::default())
-        .await
-        .expect("prune");
-    assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
+    let (first, launch, now) = launch_then_prune(290, 302 + 60).await;
     let stored = Launch::new("/any").timestamp(now as u64 + 5);
     page(first.launch(&stored).await, Status::Ok).await;
     // With a window of an hour, the replay is within it again: it must not pass.
