@@ -79,6 +79,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         {
             Ok(rocket) => {
                 if let Some(state) = rocket.state::<crate::web::AppState>() {
+                    state.front.close().await;
                     crate::store::close(&state.db).await;
                 }
                 ExitCode::SUCCESS

@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rocket::tokio::sync::{mpsc, oneshot};
-use sqlx::{ConnectOptions, SqliteConnection};
+use rocket::tokio::sync::{mpsc, oneshot, watch};
+use rocket::tokio::task::JoinHandle;
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 use super::consumers::{self, Consumer};
 use super::launches::{record_batch, LaunchWrite, Recorded};
@@ -62,6 +63,8 @@ enum Job {
         oneshot::Sender<Result<Recorded, LtiError>>,
     ),
     Check(oneshot::Sender<Result<(), LtiError>>),
+    /// Closes the task's connections (and the checkpointer's) once the jobs before it are done.
+    Close(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -135,8 +138,18 @@ impl StoreFront {
         let caches = Arc::new(Mutex::new(Caches::default()));
         let commits = Arc::new(AtomicU64::new(0));
         let checkpoints = (*db.connect_options()).clone();
-        rocket::tokio::spawn(checkpoint_forever(checkpoints, commits.clone()));
-        rocket::tokio::spawn(run(options, Some(conn), queue, caches.clone(), commits));
+        let (stop, stopped) = watch::channel(false);
+        let checkpointer =
+            rocket::tokio::spawn(checkpoint_forever(checkpoints, commits.clone(), stopped));
+        let closing = Closing { stop, checkpointer };
+        rocket::tokio::spawn(run(
+            options,
+            Some(conn),
+            queue,
+            caches.clone(),
+            commits,
+            closing,
+        ));
         Ok(StoreFront { jobs, caches })
     }
 
@@ -153,6 +166,16 @@ impl StoreFront {
     /// Records a launch; returns once its transaction has committed.
     pub async fn record_launch(&self, write: LaunchWrite) -> Result<Recorded, LtiError> {
         self.send(|reply| Job::Write(Box::new(write), reply)).await
+    }
+
+    /// Closes the task's connection and the checkpointer's, for a server that has stopped serving
+    /// (with any connection still open, SQLite leaves the `-wal` and `-shm` files behind).
+    /// Requests sent later get a storage error.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.jobs.send(Job::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// Waits for a check of other connections' commits that started after this call.
@@ -208,12 +231,19 @@ impl StoreFront {
     }
 }
 
+/// How the task stops the checkpointer when it closes.
+struct Closing {
+    stop: watch::Sender<bool>,
+    checkpointer: JoinHandle<()>,
+}
+
 async fn run(
     options: sqlx::sqlite::SqliteConnectOptions,
     mut conn: Option<SqliteConnection>,
     mut queue: mpsc::Receiver<Job>,
     caches: Arc<Mutex<Caches>>,
     commits: Arc<AtomicU64>,
+    closing: Closing,
 ) {
     let mut seen_version = None;
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -245,6 +275,7 @@ async fn run(
         let mut writes = Vec::new();
         let mut write_replies = Vec::new();
         let mut check_replies = Vec::new();
+        let mut close = None;
         for job in jobs.drain(..) {
             match job {
                 Job::Write(w, reply) => {
@@ -252,6 +283,7 @@ async fn run(
                     write_replies.push(reply);
                 }
                 Job::Check(reply) => check_replies.push(reply),
+                Job::Close(reply) => close = Some(reply),
             }
         }
         match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
@@ -282,6 +314,16 @@ async fn run(
                     let _ = reply.send(Err(e.clone()));
                 }
             }
+        }
+        if let Some(reply) = close {
+            queue.close();
+            if let Some(conn) = conn.take() {
+                let _ = conn.close().await;
+            }
+            let _ = closing.stop.send(true);
+            let _ = closing.checkpointer.await;
+            let _ = reply.send(());
+            return;
         }
     }
 }
@@ -338,12 +380,25 @@ async fn round(
 
 /// Runs a passive checkpoint on a connection of its own (not one a request could be waiting for)
 /// shortly after the writer commits (see the module docs); does nothing while nothing is written.
-async fn checkpoint_forever(options: sqlx::sqlite::SqliteConnectOptions, commits: Arc<AtomicU64>) {
+/// Closes its connection and returns when `stop` turns true.
+async fn checkpoint_forever(
+    options: sqlx::sqlite::SqliteConnectOptions,
+    commits: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = rocket::tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
-    let (mut conn, mut copied, mut failing) = (None, 0, false);
+    let (mut conn, mut copied, mut failing) = (None::<SqliteConnection>, 0, false);
     loop {
-        tick.tick().await;
+        rocket::tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                if let Some(conn) = conn.take() {
+                    let _ = conn.close().await;
+                }
+                return;
+            }
+        }
         let now = commits.load(Ordering::Relaxed);
         if now == copied {
             continue;
