@@ -135,15 +135,45 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Whether a command may start a new database: only those that make sense before the server's
+/// first start (adding a consumer, setting the admin password). The others refuse a database
+/// that does not exist: run without the server's environment, they would open another one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewDatabase {
+    /// Created when missing, and said so on stderr.
+    Allowed,
+    /// A missing database is an error naming the file.
+    Refused,
+}
+
 /// Opens the server's database with its secret cipher, as the server would.
-pub(crate) async fn open_db() -> Result<Db, String> {
+pub(crate) async fn open_db(new: NewDatabase) -> Result<Db, String> {
     let figment = crate::figment();
     let settings = Settings::from_figment(&figment)?;
     // Refuses a missing key before a database file is created for nothing.
     let cipher = crate::crypto::SecretCipher::from_figment(&figment)?;
+    let file = store::file_of(&settings.database_url).map_err(|e| e.to_string())?;
+    let missing = file.as_ref().filter(|f| !f.exists());
+    if let Some(file) = missing {
+        if new == NewDatabase::Refused {
+            return Err(format!(
+                "there is no database at {}: run the command line with the server's \
+                 environment (ROCKET_DATABASE_URL, ROCKET_PROFILE, Rocket.toml, and from its \
+                 folder), or start the server once",
+                file.display()
+            ));
+        }
+    }
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(file) = missing {
+        eprintln!(
+            "lti-tool: created a new database at {} (the server must use this one: run the \
+             command line with the server's environment)",
+            file.display()
+        );
+    }
     crate::crypto::install_cipher(&db, cipher).await?;
     Ok(db)
 }
@@ -223,7 +253,11 @@ fn found(done: bool, key: &str) -> Result<(), String> {
 }
 
 async fn consumer(action: ConsumerAction) -> Result<(), String> {
-    let db = open_db().await?;
+    let new = match action {
+        ConsumerAction::Add { .. } => NewDatabase::Allowed,
+        _ => NewDatabase::Refused,
+    };
+    let db = open_db(new).await?;
     let err = |e: crate::error::LtiError| e.to_string();
     match action {
         ConsumerAction::Add { key, secret, name } => {
@@ -250,20 +284,25 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                      launches would not verify"
                 );
             }
-            // Like the admin page: no name (or a blank one) is the key.
+            // Like the admin page: no name (or a blank one) is the key, which may be longer
+            // than a name given.
             let name = match name.as_deref().map(str::trim) {
-                Some(n) if !n.is_empty() => n.to_string(),
+                Some(n) if !n.is_empty() => {
+                    if n.chars().count() > consumers::MAX_NAME {
+                        return Err(format!(
+                            "--name must be at most {} characters",
+                            consumers::MAX_NAME
+                        ));
+                    }
+                    if !consumers::is_printable_label(n, false) {
+                        return Err(
+                            "--name must not contain control characters or invisible ones".into(),
+                        );
+                    }
+                    n.to_string()
+                }
                 _ => key.clone(),
             };
-            if name.chars().count() > consumers::MAX_NAME {
-                return Err(format!(
-                    "--name must be at most {} characters",
-                    consumers::MAX_NAME
-                ));
-            }
-            if !consumers::is_printable_label(&name, false) {
-                return Err("--name must not contain control characters or invisible ones".into());
-            }
             let mut write = begin_secret_write(&db).await?;
             let now = store::now();
             let cipher = &write.cipher;

@@ -276,6 +276,19 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         .await
         .map_err(|e| e.to_string())?;
     crypto::install_cipher(&db, cipher).await?;
+    // What an admin checks first when the command line and the server seem to disagree.
+    let public_url = match &settings.public_url {
+        Some(o) => match o.port {
+            Some(port) => format!("{}://{}:{port}", o.scheme, o.host),
+            None => format!("{}://{}", o.scheme, o.host),
+        },
+        None => "not set (each request's Host)".into(),
+    };
+    log::info!(
+        "database {}; public_url {public_url}; trusted_proxies {:?}",
+        db.connect_options().get_filename().display(),
+        settings.trusted_proxies
+    );
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
         return Err(unreadable_at_start(&unreadable));

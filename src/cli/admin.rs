@@ -76,7 +76,7 @@ fn read_new_password() -> Result<String, String> {
 
 async fn set_password() -> Result<(), String> {
     let password = read_new_password()?;
-    let db = super::open_db().await?;
+    let db = super::open_db(super::NewDatabase::Allowed).await?;
     let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
         .map_err(|e| e.to_string())??;
@@ -104,7 +104,7 @@ async fn rekey() -> Result<(), String> {
     } else {
         vec![SecretCipher::from_key_material(old.as_bytes())]
     };
-    let db = super::open_db().await?;
+    let db = super::open_db(super::NewDatabase::Refused).await?;
     let mut outcome = Err(String::new());
     // Each try changes nothing unless every secret decrypts, so trying the next is safe.
     for old in &candidates {
@@ -122,7 +122,7 @@ async fn rekey() -> Result<(), String> {
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
-    let db = super::open_db().await?;
+    let db = super::open_db(super::NewDatabase::Refused).await?;
     let replaced = consumers::replace_unreadable_secrets(&db, confirm)
         .await
         .map_err(|e| e.to_string())?;

@@ -73,6 +73,14 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     Ok(pool)
 }
 
+/// The file a database URL names; `None` for an in-memory database.
+pub fn file_of(database_url: &str) -> Result<Option<std::path::PathBuf>, LtiError> {
+    let file = SqliteConnectOptions::from_str(database_url)?
+        .get_filename()
+        .to_owned();
+    Ok(Some(file).filter(|f| f.to_str() != Some(":memory:")))
+}
+
 /// Copies everything in the WAL into the database file and empties the WAL, then closes the pool:
 /// for a server that has stopped serving. A stopped server's database file is then complete on
 /// its own, so copying only that file (a hasty backup) loses nothing.

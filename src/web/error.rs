@@ -167,10 +167,18 @@ pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let what = error.to_string();
     let what = what.escape_debug();
     let (method, path) = (req.method(), req.uri().path());
+    let logged = req
+        .local_cache(super::launch::RefusalLogged::default)
+        .0
+        .load(std::sync::atomic::Ordering::Relaxed);
     match error {
+        // The launch pipeline logged it, with more to go on.
+        _ if logged => {}
         LtiError::Storage(_) => log::error!("{method} {path}: {status}: {what}"),
         // A flood sends thousands a second: the login queue counts them and logs once a second.
         LtiError::LoginsBusy | LtiError::TooManyLogins => {}
+        // Every visit to the login page: not worth a warning.
+        LtiError::AdminLoginRequired => log::info!("{method} {path}: {status}: {what}"),
         _ => log::warn!("{method} {path}: {status}: {what}"),
     }
     if let Ok(mut slot) = req.local_cache(RefusalSlot::default).0.lock() {

@@ -74,14 +74,30 @@ impl<'r> FromRequest<'r> for FromOwnPage {
     }
 }
 
-/// 204 when the browser sent back a valid session cookie (and, given a page's logout `token`,
+/// The header a page's script sends its logout token in (not the URL, which reaches logs).
+pub const PAGE_TOKEN_HEADER: &str = "LTI-Page-Token";
+
+/// The page's logout token, if the request carries one in [`PAGE_TOKEN_HEADER`].
+struct PageToken(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for PageToken {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let token = req.headers().get_one(PAGE_TOKEN_HEADER).map(str::to_string);
+        request::Outcome::Success(PageToken(token))
+    }
+}
+
+/// 204 when the browser sent back a valid session cookie (and, given a page's logout token,
 /// the session is that page's): the launch page's script asks this to learn whether the cookie
 /// survived inside the iframe, and every session page when Back restores it from the browser's
 /// back/forward cache (see `templates/logout_form.html.tera`).
-#[get("/lti/session_check?<token>")]
-fn session_check(session: LtiSession, token: Option<&str>, state: &State<AppState>) -> Status {
-    match token {
-        Some(t) if !state.page_forms.verify(&session.session_id, t) => Status::Unauthorized,
+#[get("/lti/session_check")]
+fn session_check(session: LtiSession, token: PageToken, state: &State<AppState>) -> Status {
+    match token.0 {
+        Some(t) if !state.page_forms.verify(&session.session_id, &t) => Status::Unauthorized,
         _ => Status::NoContent,
     }
 }

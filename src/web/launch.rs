@@ -1,6 +1,7 @@
 //! Verifying a launch request end to end: parameters, consumer, signature, freshness, nonce, LTI
 //! fields; then a new session in place of the browser's old one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rocket::http::{ContentType, Cookie, CookieJar, Method};
@@ -15,8 +16,10 @@ use crate::store::handoffs::NewHandoff;
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
+use crate::web::error::return_url_with_error;
 use crate::web::origin::{
-    is_navigation, signed_origin, started_by_another_site, SecureCookies, SentAsHead,
+    client_address, is_navigation, signed_origin, started_by_another_site, SecureCookies,
+    SentAsHead,
 };
 use crate::web::AppState;
 
@@ -411,6 +414,7 @@ pub async fn launch(
         ),
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
+            log_refusal(req, state, params.consumer_key(), e);
             end_session_after_failed_launch(req, state, old).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             let counted =
@@ -442,17 +446,9 @@ async fn verify_and_record(
         .front
         .consumer(&state.db, &oauth.consumer_key, cached)
         .await?;
-    // With a cached consumer these refusals are only provisional (see `launch`): not logged.
-    let refused_by_consumer = |e| {
-        if cached {
-            e
-        } else {
-            refused(&oauth.consumer_key, e)
-        }
-    };
     let consumer = match consumer {
-        None => return Err(refused(&oauth.consumer_key, LtiError::UnknownConsumer)),
-        Some(c) if !c.enabled => return Err(refused_by_consumer(LtiError::DisabledConsumer)),
+        None => return Err(LtiError::UnknownConsumer),
+        Some(c) if !c.enabled => return Err(LtiError::DisabledConsumer),
         Some(c) => c,
     };
     let uris = candidate_uris(req, state)?;
@@ -471,15 +467,15 @@ async fn verify_and_record(
                 oauth.consumer_key
             );
         }
-        return Err(refused_by_consumer(LtiError::BadSignature));
+        return Err(LtiError::BadSignature);
     }
     let now = store::now();
     let window = state.settings.timestamp_window;
-    check_timestamp(oauth.timestamp, now, window).map_err(refused_by_consumer)?;
+    check_timestamp(oauth.timestamp, now, window)?;
     // A nonce that would have expired before one already pruned (by a clock that ran ahead):
     // a replay of this launch could not be told apart.
     if state.nonce_watermark.may_be_pruned(oauth.timestamp, window) {
-        return Err(refused_by_consumer(LtiError::NonceForgotten));
+        return Err(LtiError::NonceForgotten);
     }
 
     // Nonces outlive the window on both sides, so a replay is refused for as long as its
@@ -515,10 +511,10 @@ async fn verify_and_record(
     };
     match state.front.record_launch(write).await? {
         Recorded::Accepted => {}
-        Recorded::Replayed => return Err(refused(&oauth.consumer_key, LtiError::ReplayedNonce)),
-        Recorded::ConsumerChanged => return Err(refused_by_consumer(LtiError::BadSignature)),
+        Recorded::Replayed => return Err(LtiError::ReplayedNonce),
+        Recorded::ConsumerChanged => return Err(LtiError::BadSignature),
     }
-    fields.map_err(|e| refused(&oauth.consumer_key, e))?;
+    fields?;
     log::info!(
         "launch accepted: consumer key {:?}, user {:?}",
         launch.consumer_key,
@@ -531,14 +527,34 @@ async fn verify_and_record(
     })
 }
 
-fn refused(consumer_key: &str, error: LtiError) -> LtiError {
+/// Logs a refused launch once, with its consumer key and the client's address (`remember` then
+/// leaves it out). Request values are escaped so a crafted one cannot forge log lines.
+fn log_refusal(req: &Request<'_>, state: &AppState, consumer_key: Option<&str>, error: &LtiError) {
     let what = error.to_string();
-    log::warn!(
-        "launch refused: {} (consumer key {consumer_key:?})",
-        what.escape_debug()
-    );
-    error
+    let what = what.escape_debug();
+    let key = consumer_key.unwrap_or_default().escape_debug();
+    let from = client_address(req, &state.settings);
+    let answer = match error {
+        LtiError::InvalidLaunch {
+            return_url: Some(url),
+            ..
+        } if return_url_with_error(url, "", "").is_some() => "sent back to the LMS".to_string(),
+        _ => error.status().to_string(),
+    };
+    let line =
+        |verb| format!("launch {verb} ({answer}): {what} (consumer key \"{key}\", from {from})");
+    match error {
+        LtiError::Storage(_) => log::error!("{}", line("failed")),
+        _ => log::warn!("{}", line("refused")),
+    }
+    req.local_cache(RefusalLogged::default)
+        .0
+        .store(true, Ordering::Relaxed);
 }
+
+/// Set on a request whose refusal `log_refusal` has logged.
+#[derive(Default)]
+pub struct RefusalLogged(pub AtomicBool);
 
 /// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
 /// request. A `Secure` cookie for the LMS iframe (`SameSite=None`) is also `Partitioned` (CHIPS):

@@ -90,6 +90,39 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
         .success());
 }
 
+#[test]
+fn only_add_and_set_password_start_a_new_database_and_they_say_where() {
+    let dir = temp_dir();
+    let file = dir.join("typo.db");
+    let url = format!("sqlite://{}", file.display());
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // Run with the wrong environment, these would show or change another, empty database.
+    for args in [
+        &["consumer", "list"][..],
+        &["consumer", "disable", "k"],
+        &["consumer", "rotate", "k"],
+        &["admin", "replace-lost-secrets"],
+    ] {
+        let out = cli(&url, args);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            stderr(&out).contains(&format!("there is no database at {}", file.display())),
+            "{args:?}: {out:?}"
+        );
+        assert!(!file.exists(), "{args:?} created the database");
+    }
+    let out = cli(&url, &["consumer", "add", "first"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains(&format!("created a new database at {}", file.display())),
+        "{out:?}"
+    );
+    let out = cli(&url, &["consumer", "list"]);
+    assert!(stdout(&out).contains("first\tenabled"), "{out:?}");
+    assert!(!stderr(&out).contains("created"), "{out:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[rocket::async_test]
 async fn without_a_key_in_release_the_command_line_refuses_before_creating_a_database() {
     let dir = temp_dir();
@@ -169,6 +202,10 @@ async fn bad_keys_duplicates_and_short_secrets() {
     )
     .status
     .success());
+    // A key of up to 255 characters is its own name, however long, as on the admin page.
+    let long_key = "k".repeat(255);
+    let out = cli(&db, &["consumer", "add", &long_key]);
+    assert!(out.status.success(), "{out:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -231,14 +231,17 @@ async fn logout_ends_the_session() {
     let page_of_visit = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     // Restored by Back from the back/forward cache, a page asks whether its own visit goes on.
     let token = page_of_visit
-        .split("/lti/session_check?token=")
+        .split("\"LTI-Page-Token\": \"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("the page's check")
         .to_string();
     let app = &app;
     let check = |token: String| async move {
-        app.get(&format!("/lti/session_check?token={token}"))
+        app.client
+            .get("/lti/session_check")
+            .header(Header::new("LTI-Page-Token", token))
+            .dispatch()
             .await
             .status()
     };

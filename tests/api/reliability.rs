@@ -583,6 +583,42 @@ async fn closing_the_store_leaves_the_whole_database_in_its_file() {
 }
 
 #[test]
+fn each_refused_launch_is_logged_once_with_its_key_and_address() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let cases = [
+        (
+            Launch::new("/any").consumer("__consumer_key__", "not-the-secret"),
+            "(401 Unauthorized): invalid signature (consumer key \"__consumer_key__\"",
+        ),
+        (
+            Launch::new("/any").consumer("no-such-key", "s"),
+            "(401 Unauthorized): unknown consumer key (consumer key \"no-such-key\"",
+        ),
+        (
+            Launch::new("/any")
+                .without("resource_link_id")
+                .set("launch_presentation_return_url", "https://lms.example/back"),
+            "(sent back to the LMS): missing resource_link_id (consumer key \"__consumer_key__\"",
+        ),
+    ];
+    for (launch, _) in &cases {
+        let answer = server.post("/any", &launch.signed_body()).expect("answer");
+        assert!(matches!(answer.status, 401 | 303), "{}", answer.status);
+    }
+    let log = server.log();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert_eq!(refusals.len(), cases.len(), "{log}");
+    for ((_, expected), line) in cases.iter().zip(&refusals) {
+        assert!(line.contains(expected), "{line:?} lacks {expected:?}");
+        assert!(line.ends_with("from 127.0.0.1)"), "{line:?}");
+    }
+    // Not again as a plain error line of the request.
+    assert!(!log.contains("POST /any: 40"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     let dir = temp_dir();
     let mut server = Server::start(&dir);
@@ -668,7 +704,7 @@ fn wait_for_storage_error_log(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !server
         .log()
-        .contains("503 Service Unavailable: storage error")
+        .contains("503 Service Unavailable): storage error")
     {
         assert!(Instant::now() < deadline, "no log line: {}", server.log());
         std::thread::sleep(Duration::from_millis(20));

@@ -8,7 +8,7 @@ use rocket::serde::Serialize;
 use rocket::{get, post, Responder, State};
 use rocket_dyn_templates::context;
 
-use super::session::{has_password, login_page, Admin};
+use super::session::{has_password, login_page, Admin, ClientAddress};
 use super::{render, Page};
 use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
@@ -167,6 +167,7 @@ async fn create(
     state: &State<AppState>,
     session: Admin,
     origin: RequestOrigin,
+    address: ClientAddress,
     form: Form<NewConsumer>,
 ) -> Result<Page, LtiError> {
     session.check_csrf(form.csrf.as_deref())?;
@@ -210,11 +211,13 @@ async fn create(
     let secret = consumers::generate_secret();
     if !consumers::create(&state.db, key, &secret, name, note, store::now()).await? {
         let message = format!(
-            "A consumer with the key {key} already exists. Nothing was changed: choose another key."
+            "A consumer with the key {key} already exists. Nothing was changed: choose another key. \
+             (If you have just created it and did not see its secret, give it a new secret from \
+             the list.)"
         );
         return Ok(new_form(&session, Status::Conflict, &typed, Some(message)));
     }
-    log::info!("admin created consumer {key:?}");
+    log::warn!("admin created consumer {key:?} from {}", address.0);
     Ok(secret_page(&session, &origin, key, &secret, false))
 }
 
@@ -290,6 +293,7 @@ async fn rotate(
     state: &State<AppState>,
     session: Admin,
     origin: RequestOrigin,
+    address: ClientAddress,
     form: Form<KeyForm>,
 ) -> Result<Page, Refused> {
     let key = form.checked(&session)?;
@@ -297,13 +301,17 @@ async fn rotate(
     if !consumers::set_secret(&state.db, key, &secret).await? {
         return Err(Refused::Page(no_such_consumer()));
     }
-    log::info!("admin rotated the secret of consumer {key:?}");
+    log::warn!(
+        "admin rotated the secret of consumer {key:?} from {}",
+        address.0
+    );
     Ok(secret_page(&session, &origin, key, &secret, true))
 }
 
 async fn set_enabled(
     state: &AppState,
     session: &Admin,
+    address: &ClientAddress,
     form: &KeyForm,
     enabled: bool,
 ) -> Result<Redirect, Refused> {
@@ -312,7 +320,7 @@ async fn set_enabled(
         return Err(Refused::Page(no_such_consumer()));
     }
     let done = if enabled { "enabled" } else { "disabled" };
-    log::info!("admin {done} consumer {key:?}");
+    log::warn!("admin {done} consumer {key:?} from {}", address.0);
     Ok(Redirect::to(format!(
         "/admin?done={done}&key={}",
         crate::lti::oauth::encode(key)
@@ -324,9 +332,10 @@ async fn set_enabled(
 async fn enable(
     state: &State<AppState>,
     session: Admin,
+    address: ClientAddress,
     form: Form<KeyForm>,
 ) -> Result<Redirect, Refused> {
-    set_enabled(state, &session, &form, true).await
+    set_enabled(state, &session, &address, &form, true).await
 }
 
 /// Refuses the consumer's launches (existing sessions run out on their own).
@@ -334,9 +343,10 @@ async fn enable(
 async fn disable(
     state: &State<AppState>,
     session: Admin,
+    address: ClientAddress,
     form: Form<KeyForm>,
 ) -> Result<Redirect, Refused> {
-    set_enabled(state, &session, &form, false).await
+    set_enabled(state, &session, &address, &form, false).await
 }
 
 /// Deletes the consumer and ends its sessions.
@@ -344,13 +354,14 @@ async fn disable(
 async fn delete(
     state: &State<AppState>,
     session: Admin,
+    address: ClientAddress,
     form: Form<KeyForm>,
 ) -> Result<Redirect, Refused> {
     let key = form.checked(&session)?;
     if !consumers::delete(&state.db, key).await? {
         return Err(Refused::Page(no_such_consumer()));
     }
-    log::info!("admin deleted consumer {key:?}");
+    log::warn!("admin deleted consumer {key:?} from {}", address.0);
     Ok(Redirect::to(format!(
         "/admin?done=deleted&key={}",
         crate::lti::oauth::encode(key)

@@ -78,7 +78,7 @@ impl Admin {
 
 /// Request guard: the client's address for login throttling (the proxy's client when the
 /// peer is a trusted proxy; never a header from anyone else).
-pub struct ClientAddress(String);
+pub struct ClientAddress(pub String);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for ClientAddress {
@@ -328,7 +328,7 @@ async fn login(
         state.admin_devices.token(&device_binding(&binding, &id))
     );
     cookies.add(device_cookie(mark, secure));
-    log::info!("admin logged in from {address}");
+    log::warn!("admin logged in from {address}");
     Ok(Reply::Redirect(Redirect::to("/admin")))
 }
 
@@ -344,11 +344,13 @@ async fn logout(
     cookies: &CookieJar<'_>,
     session: Admin,
     secure: SecureCookies,
+    address: ClientAddress,
     form: Form<CsrfForm>,
 ) -> Result<Redirect, LtiError> {
     session.check_csrf(form.csrf.as_deref())?;
     admin::end_session(&state.db, &session.0.id).await?;
     cookies.remove(admin_cookie(String::new(), secure));
+    log::warn!("admin logged out from {}", address.0);
     Ok(Redirect::to("/admin"))
 }
 
