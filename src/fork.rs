@@ -15,7 +15,8 @@ pub fn routes() -> Vec<Route> {
     Vec::new()
 }
 
-/// The fork's launch URLs, with who gets in, offered beside the tool's own.
+/// The fork's launch URLs, with who gets in, offered beside the tool's own, e.g.
+/// `&[("/gradebook", "a launch by course staff, or their visit")]`.
 ///
 /// The index page, the page that shows a new key, the test launcher and the refusal hints list
 /// them.

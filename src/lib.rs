@@ -137,7 +137,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             },
         ))
         .attach(AdHoc::on_response(
-            "No sniffing, no caching of pages",
+            "No sniffing, no caching of pages, no referrer elsewhere",
             |req, res| {
                 Box::pin(async move {
                     res.set_raw_header("X-Content-Type-Options", "nosniff");
@@ -147,6 +147,17 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                         && res.status().class() == rocket::http::StatusClass::Success;
                     if !static_file && res.headers().get_one("Cache-Control").is_none() {
                         res.set_raw_header("Cache-Control", "no-store");
+                    }
+                    // Our own pages' addresses reach only ourselves (older browsers' `Referer`
+                    // is how `web::origin` tells our forms from other sites'), never the LMS.
+                    res.set_raw_header("Referrer-Policy", "same-origin");
+                    // Framing stays open (the LMS's iframe; the admin area closes it below);
+                    // no page needs plug-ins or another base URL.
+                    if res.headers().get_one("Content-Security-Policy").is_none() {
+                        res.set_raw_header(
+                            "Content-Security-Policy",
+                            "object-src 'none'; base-uri 'none'",
+                        );
                     }
                 })
             },
@@ -159,7 +170,10 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                     // By segment, as the router matches (`//admin` and `/%61dmin` reach it too).
                     if req.uri().path().segments().next() == Some("admin") {
                         res.set_raw_header("X-Frame-Options", "DENY");
-                        res.set_raw_header("Content-Security-Policy", "frame-ancestors 'none'");
+                        res.set_raw_header(
+                            "Content-Security-Policy",
+                            "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+                        );
                     }
                 })
             },

@@ -96,6 +96,21 @@ pub fn check_timestamp(timestamp: i64, now: i64, window: i64) -> Result<(), LtiE
     }
 }
 
+/// The prefixes of the fields LTI 1.1 (and OAuth) define, which hold one value each.
+const LTI_FIELD_PREFIXES: &[&str] = &[
+    "lti_",
+    "oauth_",
+    "resource_link_",
+    "context_",
+    "lis_",
+    "launch_presentation_",
+    "tool_consumer_",
+    "user_",
+];
+
+/// The fields LTI 1.1 defines that none of [`LTI_FIELD_PREFIXES`] covers.
+const LTI_FIELDS: &[&str] = &["roles", "role_scope_mentor"];
+
 /// Checks the LTI fields of a verified launch: message type, version and resource link, and that
 /// no field is sent twice with different values.
 pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
@@ -108,9 +123,12 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
     // The signature covers the set of parameters, not their order: with `roles` sent twice, whoever
     // reorders the form picks the value that counts. The fields LTI defines hold one value each
     // (Canvas repeats query parameters in the body, with the same values); `custom_*` and `ext_*`
-    // are the LMS's own and may repeat.
+    // are the LMS's own, and others (a query the tool's owner put in the launch URL) nobody's:
+    // they may repeat.
     let mut seen = std::collections::HashMap::with_capacity(params.len());
-    let lti_defined = |name: &str| !name.starts_with("custom_") && !name.starts_with("ext_");
+    let lti_defined = |name: &str| {
+        LTI_FIELD_PREFIXES.iter().any(|p| name.starts_with(p)) || LTI_FIELDS.contains(&name)
+    };
     for (name, value) in params.iter().filter(|(n, _)| lti_defined(n)) {
         if seen
             .insert(name.as_str(), value.as_str())
@@ -367,7 +385,22 @@ mod tests {
         p.extend(params(&[("roles", "Learner"), ("roles", "Learner")]));
         p.extend(params(&[("custom_tag", "a"), ("custom_tag", "b")]));
         p.extend(params(&[("ext_x", "a"), ("ext_x", "")]));
+        // A query the tool's owner put in the launch URL (`/initial?tag=a&tag=b`) is no LTI field.
+        p.extend(params(&[("tag", "a"), ("tag", "b")]));
         assert!(check_lti_fields(&p).is_ok());
+        for field in [
+            "user_id",
+            "context_id",
+            "lis_person_contact_email_primary",
+            "role_scope_mentor",
+        ] {
+            let mut p = ok.clone();
+            p.extend(params(&[(field, "a"), (field, "b")]));
+            assert_eq!(
+                log_of(p),
+                format!("field {field} is sent more than once with different values")
+            );
+        }
         let mut p = ok.clone();
         p.extend(params(&[
             ("launch_presentation_return_url", "https://lms.test/a"),

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{ConnectOptions, SqlitePool};
 
 use crate::error::LtiError;
 
@@ -45,7 +45,10 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         // whose WAL holds its limit copies the pages itself, with two fsyncs, in that request.
         .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
         .pragma("journal_size_limit", WAL_SIZE_LIMIT)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // A statement slowed by a lock or a full disk fails with its own error line; sqlx's
+        // warning would add the whole multi-line statement to the log.
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let file = options.get_filename().to_owned();
     if file.to_str() != Some(":memory:") {
         create_private(&file)?;
@@ -93,6 +96,16 @@ pub async fn close(db: &Db) {
         log::warn!("the last checkpoint failed (the WAL is replayed at the next start): {e}");
     }
     db.close().await;
+    // A connection on its way back to the pool (sqlx does that in a task of its own) can reach
+    // the idle list just after `close` swept it, and stay open: SQLite then keeps the -wal and
+    // -shm files. Sweep again until every connection is closed (within a second).
+    for _ in 0..200 {
+        if db.size() == 0 {
+            break;
+        }
+        rocket::tokio::time::sleep(Duration::from_millis(5)).await;
+        db.close().await;
+    }
 }
 
 /// Creates the database file, and its folder, readable only by the server's user, unless they

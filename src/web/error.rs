@@ -60,7 +60,8 @@ impl LtiError {
             BodyUnreadable(_) => ("Malformed request", "The request body could not be read.".into()),
             MalformedParams(e) => ("Malformed launch", format!("The launch could not be read: {e}. {ASK}")),
             UnsupportedContentType(_) | EncodedBody(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
-            MissingHost => ("Malformed launch", "The request has no usable Host header (none, more than one, or not a host name and port), so its signature cannot be checked.".into()),
+            // Also on pages that take no launch (config.xml, the test launcher): worded for both.
+            MissingHost => ("Bad request", "The request has no usable Host header (none, more than one, or not a host name and port). Without one, a launch's signature cannot be checked, nor this tool's address named.".into()),
             OAuthParamTooLong(p) => (
                 "Malformed launch",
                 format!("The launch's {p} is longer than this tool accepts. {ASK}"),

@@ -28,7 +28,8 @@ use crate::web::AppState;
 pub struct LtiUser {
     /// The launch parameters (user, roles, context, custom and extension fields).
     pub launch: Arc<LaunchData>,
-    /// The session id (also the cookie value).
+    /// The session id, which is also the cookie value: never store it (key your rows by
+    /// `store::sessions::stored_id(&session_id)`, as the tool does) nor show or log it.
     pub session_id: String,
     /// True when this request was the launch itself.
     pub fresh_launch: bool,

@@ -380,7 +380,8 @@ pub async fn launch(
     params: LaunchParams,
 ) -> Result<Launched, LtiError> {
     // Before anything else: a HEAD request neither spends the nonce nor ends the current session.
-    if SentAsHead::of(req) {
+    // One without launch fields is answered as its GET would be (no launch: 401).
+    if SentAsHead::of(req) && params.looks_like_launch() {
         log::info!("a HEAD request to a launch route was answered without launching");
         return Err(LtiError::HeadLaunch);
     }

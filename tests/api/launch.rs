@@ -37,6 +37,17 @@ async fn valid_launch_gets_the_page_directly_with_a_session_cookie() {
     // Framing by the LMS is allowed.
     let res = app.launch(&Launch::new("/any")).await;
     assert_eq!(res.headers().get_one("X-Frame-Options"), None);
+    let csp = res
+        .headers()
+        .get_one("Content-Security-Policy")
+        .unwrap_or("");
+    assert!(!csp.contains("frame-ancestors"), "{csp}");
+    assert!(csp.contains("object-src 'none'"), "{csp}");
+    // The page's address goes to no other site (the LMS included).
+    assert_eq!(
+        res.headers().get_one("Referrer-Policy"),
+        Some("same-origin")
+    );
     // The second launch in the same browser replaced the first session.
     assert_eq!(app.count("sessions").await, 1);
 }
@@ -81,6 +92,13 @@ async fn a_head_request_neither_launches_nor_ends_the_session() {
     assert_eq!(res.headers().get_one("Allow"), Some("GET, POST"));
     assert!(res.headers().get_one("Set-Cookie").is_none());
     assert_eq!(app.count("nonces").await, 1);
+    assert_eq!(app.count("sessions").await, 1);
+    // Without launch fields a HEAD gets what its GET gets (a link checker probing the URL).
+    for path in ["/initial", "/initial_staff"] {
+        let res = head(path.into()).dispatch().await;
+        assert_eq!(res.status(), Status::Unauthorized, "{path}");
+        assert_eq!(app.get(path).await.status(), Status::Unauthorized, "{path}");
+    }
     assert_eq!(app.count("sessions").await, 1);
     // ... nor does a HEAD of /logout end the session.
     let res = head("/logout".into()).dispatch().await;
