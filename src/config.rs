@@ -102,6 +102,7 @@ const TOOL_KEYS: &[&str] = &[
     "outcomes_timeout",
     "outcomes_attempts",
     "outcomes_ca_file",
+    "outcomes_allow_local",
     "template_dir",
 ];
 

@@ -1,6 +1,7 @@
 //! Sending outcomes requests: OAuth 1.0a HMAC-SHA1 signing with a body hash, one shared HTTP
 //! client, timeouts, bounded retries of what is safe to retry, and reading the answer.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -28,6 +29,9 @@ pub struct ClientConfig {
     /// Certificate authorities trusted besides the public web's and the system's (an LMS whose
     /// certificate comes from a campus CA).
     pub extra_roots: Vec<reqwest::Certificate>,
+    /// Whether a grade service may be on this machine or its link (see [`is_local`]). Off, a
+    /// consumer cannot make the tool post to services only the tool's host can reach.
+    pub allow_local: bool,
 }
 
 impl Default for ClientConfig {
@@ -39,6 +43,7 @@ impl Default for ClientConfig {
             backoff: Duration::from_millis(250),
             max_response_bytes: 64 * 1024,
             extra_roots: Vec::new(),
+            allow_local: true,
         }
     }
 }
@@ -141,6 +146,9 @@ impl OutcomesClient {
         let mut builder = reqwest::Client::builder();
         for root in &config.extra_roots {
             builder = builder.add_root_certificate(root.clone());
+        }
+        if !config.allow_local {
+            builder = builder.dns_resolver(std::sync::Arc::new(NoLocalAddresses));
         }
         let http = builder
             .timeout(config.timeout)
@@ -304,6 +312,14 @@ impl OutcomesClient {
             Ok(u) => u,
             Err(e) => return Attempt::Done(Err(OutcomeError::BadServiceUrl(e.to_string()))),
         };
+        // A host name is checked as it resolves (`NoLocalAddresses`), an address here.
+        let literal = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        if let Some(ip) = literal.filter(|ip| !self.config.allow_local && is_local(*ip)) {
+            return Attempt::Done(Err(OutcomeError::BadServiceUrl(local_refusal(ip))));
+        }
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let header = match authorization_header(
             credentials,
@@ -329,6 +345,9 @@ impl OutcomesClient {
             // trust stays untrusted on a retry.
             Err(e) if e.is_connect() => {
                 let why = causes(e);
+                if let Some(at) = why.find(LOCAL_REFUSAL) {
+                    return Attempt::Done(Err(OutcomeError::BadServiceUrl(why[at..].to_string())));
+                }
                 return match why.contains("certificate") {
                     true => Attempt::Done(Err(OutcomeError::Certificate(why))),
                     false => Attempt::Retry(OutcomeError::Unconnected(why)),
@@ -455,6 +474,58 @@ fn network(e: reqwest::Error) -> OutcomeError {
 
 /// The error and its causes in one line, without the URL ("…: invalid peer certificate:
 /// UnknownIssuer"): reqwest's own message only says the request failed.
+/// Loopback, link-local (where clouds serve instance metadata), unspecified, multicast and
+/// broadcast addresses: no LMS a tool serves lives there, but services of the tool's own host do.
+/// Private networks (10/8, 192.168/16, fc00::/7) are not local: campus LMSs live there.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// How a refused local address starts its message (found again in the connection error).
+const LOCAL_REFUSAL: &str = "the grade service address is local";
+
+fn local_refusal(ip: IpAddr) -> String {
+    format!(
+        "{LOCAL_REFUSAL} ({ip}): set outcomes_allow_local = true if the LMS runs on this machine"
+    )
+}
+
+/// Resolves host names as the system does, without the local addresses ([`is_local`]); a name
+/// with nothing else is an error. Checked at connection time, so a name cannot pass a check and
+/// then resolve elsewhere.
+struct NoLocalAddresses;
+
+impl reqwest::dns::Resolve for NoLocalAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = rocket::tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .collect();
+            let usable: Vec<SocketAddr> =
+                all.iter().copied().filter(|a| !is_local(a.ip())).collect();
+            match (usable.is_empty(), all.first()) {
+                (true, Some(first)) => Err(local_refusal(first.ip()).into()),
+                _ => Ok(Box::new(usable.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
 fn causes(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut message = e.to_string();
@@ -470,6 +541,37 @@ fn causes(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_addresses_are_this_machine_and_its_link_not_private_networks() {
+        let local = [
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+        ];
+        for ip in local {
+            assert!(is_local(ip.parse().unwrap()), "{ip}");
+        }
+        let remote = [
+            "10.0.0.5",
+            "192.168.1.10",
+            "172.16.0.1",
+            "8.8.8.8",
+            "fd00::1",
+            "2001:db8::1",
+        ];
+        for ip in remote {
+            assert!(!is_local(ip.parse().unwrap()), "{ip}");
+        }
+    }
 
     const CREDS: Credentials<'static> = Credentials {
         key: "key",

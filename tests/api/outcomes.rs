@@ -612,6 +612,56 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
 }
 
 #[rocket::async_test]
+async fn without_outcomes_allow_local_nothing_is_posted_to_this_machine() {
+    let lms = MockLms::start().await;
+    // The default outside the debug profile.
+    let app = spawn_app_with(|f| f.merge(("outcomes_allow_local", false))).await;
+    let port = lms
+        .url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    // An address, a name that resolves to one, and the same in other spellings.
+    let urls = [
+        lms.url("/ok"),
+        format!("http://localhost:{port}/ok"),
+        format!("http://[::ffff:127.0.0.1]:{port}/ok"),
+        format!("http://2130706433:{port}/ok"),
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let sourcedid = format!("s{i}");
+        let launch = Launch::new("/any")
+            .roles("Learner")
+            .user(&format!("learner-{i}"))
+            .set("lis_outcome_service_url", url)
+            .set("lis_result_sourcedid", &sourcedid);
+        assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+        let token = grade_form_token(&app).await;
+        let body = refused(
+            app.post_form("/grade", format!("score=0.5&csrf={token}"))
+                .await,
+            Status::BadGateway,
+        )
+        .await;
+        assert!(body.contains("cannot use"), "{url}: {body}");
+        assert_eq!(lms.score_of(&sourcedid), None, "{url}");
+    }
+    assert!(lms.received().is_empty());
+    // The debug profile's default lets the README's fake LMS on this machine in.
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-9", "s9"))
+        .await;
+    let token = grade_form_token(&app).await;
+    let res = app
+        .post_form("/grade", format!("score=0.5&csrf={token}"))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(lms.score_of("s9").as_deref(), Some("0.5"));
+}
+
+#[rocket::async_test]
 async fn a_canvas_launch_takes_a_comment_with_the_score() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;

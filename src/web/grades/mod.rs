@@ -86,6 +86,7 @@ struct Raw {
     outcomes_timeout: Option<f64>,
     outcomes_attempts: Option<u32>,
     outcomes_ca_file: Option<std::path::PathBuf>,
+    outcomes_allow_local: Option<bool>,
 }
 
 /// Most attempts per grade call `outcomes_attempts` may ask for.
@@ -256,7 +257,13 @@ impl Outcomes {
 /// creates nothing).
 pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig, String> {
     let raw: Raw = figment.extract().map_err(crate::config::describe)?;
-    let mut config = ClientConfig::default();
+    let mut config = ClientConfig {
+        // The README's fake LMS runs on the developer's machine; a production LMS does not.
+        allow_local: raw
+            .outcomes_allow_local
+            .unwrap_or(figment.profile() == "debug"),
+        ..ClientConfig::default()
+    };
     if let Some(secs) = raw.outcomes_timeout {
         config.timeout = Duration::try_from_secs_f64(secs)
             .ok()
