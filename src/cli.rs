@@ -47,7 +47,8 @@ enum ConsumerAction {
     Add {
         /// Consumer key: 1 to 255 letters, digits and . _ : -
         key: String,
-        /// Use this secret instead of generating one.
+        /// Use this secret instead of generating one; `-` reads it from the first line of
+        /// standard input (a secret in the arguments shows in `ps` and the shell's history).
         #[arg(long)]
         secret: Option<String>,
         /// A human name (defaults to the key).
@@ -144,6 +145,14 @@ pub(crate) enum NewDatabase {
     Allowed,
     /// A missing database is an error naming the file.
     Refused,
+}
+
+/// The first line of standard input, without its line ending.
+fn first_line_of_stdin() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Opens the server's database with its secret cipher, as the server would.
@@ -263,6 +272,10 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         ConsumerAction::Add { key, secret, name } => {
             check_key(&key)?;
             let generated = secret.is_none();
+            let secret = match secret.as_deref() {
+                Some("-") => Some(first_line_of_stdin()?),
+                _ => secret,
+            };
             let secret = match secret {
                 Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
                 // LMS settings forms trim what is pasted into them: the signatures would differ.
@@ -317,6 +330,15 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             if generated {
                 println!("secret: {secret}");
                 println!("(shown once: copy it into the LMS now)");
+            }
+            for other in consumers::keys_differing_in_case(&db, &key)
+                .await
+                .map_err(err)?
+            {
+                eprintln!(
+                    "warning: keys are case-sensitive, and {other:?} differs from {key:?} only in \
+                     case; if that was not meant, remove one of them"
+                );
             }
         }
         ConsumerAction::List => {

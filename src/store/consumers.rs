@@ -72,6 +72,19 @@ pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
     )
 }
 
+/// The other keys that differ from `key` only in the case of ASCII letters: keys are
+/// case-sensitive, so both are valid, but such a pair is usually a typing mistake.
+pub async fn keys_differing_in_case(db: &Db, key: &str) -> Result<Vec<String>, LtiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT consumer_key FROM consumers
+         WHERE consumer_key = ? COLLATE NOCASE AND consumer_key <> ? ORDER BY consumer_key",
+    )
+    .bind(key)
+    .bind(key)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Adds a consumer; returns false (and changes nothing) when the key exists.
 pub async fn insert(
     db: &Db,

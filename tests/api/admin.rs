@@ -525,6 +525,30 @@ async fn a_duplicate_key_gets_a_clear_message_and_changes_nothing() {
         .launch(&Launch::new("/initial").consumer("moodle", &secret))
         .await;
     assert_eq!(res.status(), Status::Ok);
+    // A key that differs only in case is another key, created with a warning on its page.
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", "Moodle")],
+    )
+    .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("consumer-secret"), "{body}");
+    assert!(
+        body.contains("<code>moodle</code> differs from <code>Moodle</code> only in case"),
+        "{body}"
+    );
+    assert!(stored(&app, "Moodle").await.is_some());
+    // The first one's page had no such warning.
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", "canvas")],
+    )
+    .await;
+    assert!(!page(res, Status::Ok).await.contains("only in case"));
 }
 
 #[rocket::async_test]

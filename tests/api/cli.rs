@@ -39,6 +39,32 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
     let launch = || Launch::new("/any").consumer("moodle.school-1:x", &secret);
     assert_eq!(app.launch(&launch()).await.status(), Status::Ok);
 
+    // `--secret -` reads the secret from standard input, out of `ps` and the shell's history.
+    let piped = {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+            .args(["consumer", "add", "piped", "--secret", "-"])
+            .env("ROCKET_DATABASE_URL", &db)
+            .env("ROCKET_LOG_LEVEL", "off")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lti-tool runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"piped-secret-0123456789\r\n")
+            .expect("secret written");
+        drop(stdin);
+        child.wait_with_output().expect("lti-tool ends")
+    };
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(!stdout(&piped).contains("piped-secret"));
+    let res = app
+        .launch(&Launch::new("/any").consumer("piped", "piped-secret-0123456789"))
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+
     let list = stdout(&cli(&db, &["consumer", "list"]));
     assert!(
         list.contains("moodle.school-1:x") && list.contains("Moodle") && list.contains("enabled")
@@ -206,6 +232,15 @@ async fn bad_keys_duplicates_and_short_secrets() {
     let long_key = "k".repeat(255);
     let out = cli(&db, &["consumer", "add", &long_key]);
     assert!(out.status.success(), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("only in case"));
+    // Keys are case-sensitive: one that differs only in case is added, with a warning.
+    let out = cli(&db, &["consumer", "add", "BLANK"]);
+    assert!(out.status.success(), "{out:?}");
+    let warned = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        warned.contains("\"blank\" differs from \"BLANK\" only in case"),
+        "{warned}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -149,6 +149,7 @@ fn secret_page(
     key: &str,
     secret: &str,
     rotated: bool,
+    alike: &[String],
 ) -> Page {
     let urls: Vec<(String, &str)> = launch_pages()
         .into_iter()
@@ -157,7 +158,7 @@ fn secret_page(
     render(
         Status::Ok,
         "admin/secret",
-        context! { csrf: &session.csrf(), key, secret, urls, rotated },
+        context! { csrf: &session.csrf(), key, secret, urls, rotated, alike },
     )
 }
 
@@ -218,7 +219,9 @@ async fn create(
         return Ok(new_form(&session, Status::Conflict, &typed, Some(message)));
     }
     log::warn!("admin created consumer {key:?} from {}", address.0);
-    Ok(secret_page(&session, &origin, key, &secret, false))
+    // Created all the same (keys are case-sensitive), with a word of warning on the page.
+    let alike = consumers::keys_differing_in_case(&state.db, key).await?;
+    Ok(secret_page(&session, &origin, key, &secret, false, &alike))
 }
 
 #[derive(FromForm)]
@@ -305,7 +308,7 @@ async fn rotate(
         "admin rotated the secret of consumer {key:?} from {}",
         address.0
     );
-    Ok(secret_page(&session, &origin, key, &secret, true))
+    Ok(secret_page(&session, &origin, key, &secret, true, &[]))
 }
 
 async fn set_enabled(
