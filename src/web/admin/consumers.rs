@@ -66,7 +66,8 @@ async fn list_page(
             "Consumer {k} is enabled: its launches are accepted."
         )),
         Some(("disabled", k)) if enabled(k) == Some(false) => Some(format!(
-            "Consumer {k} is disabled: its launches are refused."
+            "Consumer {k} is disabled: its launches are refused. Visits it started go on until \
+             they expire; to end them now (a leaked secret), delete the key."
         )),
         // Gone from the list, and a key that could have been there.
         Some(("deleted", k)) if enabled(k).is_none() && consumers::is_valid_key(k) => Some(
