@@ -79,10 +79,25 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
         {
             Ok(rocket) => {
-                if let Some(state) = rocket.state::<crate::web::AppState>() {
-                    state.front.close().await;
-                    crate::store::close(&state.db).await;
+                close_store(&rocket).await;
+                ExitCode::SUCCESS
+            }
+            // Stopped, but a request outlived the grace period (a grade call to a slow LMS): it
+            // was cut off, as a lost connection would be. The database is closed all the same.
+            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(..)) => {
+                if let rocket::error::ErrorKind::Shutdown(rocket, _) = e.kind() {
+                    let closing = close_store(rocket);
+                    if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+                        .await
+                        .is_err()
+                    {
+                        log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
+                    }
                 }
+                eprintln!(
+                    "lti-tool: stopped; requests still running after the shutdown grace period \
+                     were cut off"
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -147,12 +162,30 @@ pub(crate) enum NewDatabase {
     Refused,
 }
 
+/// The secret of `--secret -`: asked for without echo on a terminal, else standard input's
+/// first line.
+fn read_secret() -> Result<String, String> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return rpassword::prompt_password("Secret: ")
+            .map_err(|e| format!("cannot read the secret: {e}"));
+    }
+    first_line_of_stdin()
+}
+
 /// The first line of standard input, without its line ending.
 fn first_line_of_stdin() -> Result<String, String> {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
         .map_err(|e| format!("cannot read standard input: {e}"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Closes the stopped server's launch writer and database (see `store::close`).
+async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
+    if let Some(state) = rocket.state::<crate::web::AppState>() {
+        state.front.close().await;
+        crate::store::close(&state.db).await;
+    }
 }
 
 /// Opens the server's database with its secret cipher, as the server would.
@@ -183,7 +216,10 @@ pub(crate) async fn open_db(new: NewDatabase) -> Result<Db, String> {
             file.display()
         );
     }
-    crate::crypto::install_cipher(&db, cipher).await?;
+    if let Err(e) = crate::crypto::install_cipher(&db, cipher).await {
+        store::close(&db).await;
+        return Err(e);
+    }
     Ok(db)
 }
 
@@ -261,62 +297,108 @@ fn found(done: bool, key: &str) -> Result<(), String> {
     }
 }
 
+/// A consumer to add, its input checked (and its secret read) before a database is opened.
+struct NewConsumer {
+    key: String,
+    secret: String,
+    /// Whether the secret was generated (then it is printed).
+    generated: bool,
+    name: String,
+}
+
+fn checked_new_consumer(
+    key: String,
+    secret: Option<String>,
+    name: Option<String>,
+) -> Result<NewConsumer, String> {
+    check_key(&key)?;
+    let generated = secret.is_none();
+    let secret = match secret.as_deref() {
+        Some("-") => Some(read_secret()?),
+        _ => secret,
+    };
+    let secret = match secret {
+        Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
+        // LMS settings forms trim what is pasted into them: the signatures would differ.
+        Some(s) if s.trim() != s => {
+            return Err("--secret must not start or end with spaces or other blanks".into())
+        }
+        Some(s) => s,
+        None => consumers::generate_secret(),
+    };
+    let length = secret.chars().count();
+    if !generated && length < 16 {
+        eprintln!("warning: a secret of {length} characters is easy to guess; prefer 16 or more");
+    }
+    if length > 100 {
+        eprintln!(
+            "warning: Brightspace keeps only the first 100 characters of a secret; its launches \
+             would not verify"
+        );
+    }
+    // Like the admin page: no name (or a blank one) is the key, which may be longer than a name
+    // given.
+    let name = match name.as_deref().map(str::trim) {
+        Some(n) if !n.is_empty() => {
+            if n.chars().count() > consumers::MAX_NAME {
+                return Err(format!(
+                    "--name must be at most {} characters",
+                    consumers::MAX_NAME
+                ));
+            }
+            if !consumers::is_printable_label(n, false) {
+                return Err("--name must not contain control characters or invisible ones".into());
+            }
+            n.to_string()
+        }
+        _ => key.clone(),
+    };
+    Ok(NewConsumer {
+        key,
+        secret,
+        generated,
+        name,
+    })
+}
+
 async fn consumer(action: ConsumerAction) -> Result<(), String> {
-    let new = match action {
-        ConsumerAction::Add { .. } => NewDatabase::Allowed,
-        _ => NewDatabase::Refused,
+    // Bad input is refused before a database is opened, let alone created.
+    let add = match &action {
+        ConsumerAction::Add { key, secret, name } => Some(checked_new_consumer(
+            key.clone(),
+            secret.clone(),
+            name.clone(),
+        )?),
+        _ => None,
+    };
+    let new = match add {
+        Some(_) => NewDatabase::Allowed,
+        None => NewDatabase::Refused,
     };
     let db = open_db(new).await?;
+    let result = consumer_on(&db, action, add).await;
+    store::close(&db).await;
+    result
+}
+
+async fn consumer_on(
+    db: &Db,
+    action: ConsumerAction,
+    add: Option<NewConsumer>,
+) -> Result<(), String> {
     let err = |e: crate::error::LtiError| e.to_string();
     match action {
-        ConsumerAction::Add { key, secret, name } => {
-            check_key(&key)?;
-            let generated = secret.is_none();
-            let secret = match secret.as_deref() {
-                Some("-") => Some(first_line_of_stdin()?),
-                _ => secret,
+        ConsumerAction::Add { .. } => {
+            let Some(NewConsumer {
+                key,
+                secret,
+                generated,
+                name,
+            }) = add
+            else {
+                return Err("nothing to add".into());
             };
-            let secret = match secret {
-                Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
-                // LMS settings forms trim what is pasted into them: the signatures would differ.
-                Some(s) if s.trim() != s => {
-                    return Err("--secret must not start or end with spaces or other blanks".into())
-                }
-                Some(s) => s,
-                None => consumers::generate_secret(),
-            };
-            let length = secret.chars().count();
-            if !generated && length < 16 {
-                eprintln!(
-                    "warning: a secret of {length} characters is easy to guess; prefer 16 or more"
-                );
-            }
-            if length > 100 {
-                eprintln!(
-                    "warning: Brightspace keeps only the first 100 characters of a secret; its \
-                     launches would not verify"
-                );
-            }
-            // Like the admin page: no name (or a blank one) is the key, which may be longer
-            // than a name given.
-            let name = match name.as_deref().map(str::trim) {
-                Some(n) if !n.is_empty() => {
-                    if n.chars().count() > consumers::MAX_NAME {
-                        return Err(format!(
-                            "--name must be at most {} characters",
-                            consumers::MAX_NAME
-                        ));
-                    }
-                    if !consumers::is_printable_label(n, false) {
-                        return Err(
-                            "--name must not contain control characters or invisible ones".into(),
-                        );
-                    }
-                    n.to_string()
-                }
-                _ => key.clone(),
-            };
-            let mut write = begin_secret_write(&db).await?;
+            let mut write = begin_secret_write(db).await?;
             let now = store::now();
             let cipher = &write.cipher;
             if !consumers::create_on(&mut *write.tx, cipher, &key, &secret, &name, "", now)
@@ -331,10 +413,14 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
                 println!("secret: {secret}");
                 println!("(shown once: copy it into the LMS now)");
             }
-            for other in consumers::keys_differing_in_case(&db, &key)
+            // Added already: a failure here must not read as if it were not.
+            let alike = consumers::keys_differing_in_case(db, &key)
                 .await
-                .map_err(err)?
-            {
+                .unwrap_or_else(|e| {
+                    eprintln!("warning: could not compare the key with the others: {e}");
+                    Vec::new()
+                });
+            for other in alike {
                 eprintln!(
                     "warning: keys are case-sensitive, and {other:?} differs from {key:?} only in \
                      case; if that was not meant, remove one of them"
@@ -343,7 +429,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         }
         ConsumerAction::List => {
             // The figures, not the consumers: listing decrypts no secret.
-            let all = usage::overview(&db, store::now()).await.map_err(err)?;
+            let all = usage::overview(db, store::now()).await.map_err(err)?;
             if all.is_empty() {
                 println!("no consumers");
             }
@@ -374,26 +460,24 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         }
         ConsumerAction::Disable { key } => {
             found(
-                consumers::set_enabled(&db, &key, false)
-                    .await
-                    .map_err(err)?,
+                consumers::set_enabled(db, &key, false).await.map_err(err)?,
                 &key,
             )?;
             println!("disabled {key:?}");
         }
         ConsumerAction::Enable { key } => {
             found(
-                consumers::set_enabled(&db, &key, true).await.map_err(err)?,
+                consumers::set_enabled(db, &key, true).await.map_err(err)?,
                 &key,
             )?;
             println!("enabled {key:?}");
         }
         ConsumerAction::Remove { key } => {
-            found(consumers::delete(&db, &key).await.map_err(err)?, &key)?;
+            found(consumers::delete(db, &key).await.map_err(err)?, &key)?;
             println!("removed {key:?} and ended its sessions");
         }
         ConsumerAction::Rotate { key } => {
-            let mut write = begin_secret_write(&db).await?;
+            let mut write = begin_secret_write(db).await?;
             let secret = consumers::generate_secret();
             found(
                 consumers::set_secret_on(&mut *write.tx, &write.cipher, &key, &secret)
@@ -406,6 +490,5 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             println!("(shown once: the old secret no longer works)");
         }
     }
-    db.close().await;
     Ok(())
 }

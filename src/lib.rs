@@ -150,7 +150,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                     }
                     // Our own pages' addresses reach only ourselves (older browsers' `Referer`
                     // is how `web::origin` tells our forms from other sites'), never the LMS.
-                    res.set_raw_header("Referrer-Policy", "same-origin");
+                    if res.headers().get_one("Referrer-Policy").is_none() {
+                        res.set_raw_header("Referrer-Policy", "same-origin");
+                    }
                     // Framing stays open (the LMS's iframe; the admin area closes it below);
                     // no page needs plug-ins or another base URL.
                     if res.headers().get_one("Content-Security-Policy").is_none() {

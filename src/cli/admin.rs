@@ -76,14 +76,13 @@ fn read_new_password() -> Result<String, String> {
 
 async fn set_password() -> Result<(), String> {
     let password = read_new_password()?;
-    let db = super::open_db(super::NewDatabase::Allowed).await?;
     let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
         .map_err(|e| e.to_string())??;
-    admin::set_password_hash(&db, &hash, store::now())
-        .await
-        .map_err(|e| e.to_string())?;
-    db.close().await;
+    let db = super::open_db(super::NewDatabase::Allowed).await?;
+    let set = admin::set_password_hash(&db, &hash, store::now()).await;
+    store::close(&db).await;
+    set.map_err(|e| e.to_string())?;
     println!("admin password set; log in at /admin (existing admin sessions have ended)");
     Ok(())
 }
@@ -115,18 +114,17 @@ async fn rekey() -> Result<(), String> {
             break;
         }
     }
+    store::close(&db).await;
     let n = outcome?;
-    db.close().await;
     println!("re-encrypted {n} consumer secrets under the configured secret_key");
     Ok(())
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
     let db = super::open_db(super::NewDatabase::Refused).await?;
-    let replaced = consumers::replace_unreadable_secrets(&db, confirm)
-        .await
-        .map_err(|e| e.to_string())?;
-    db.close().await;
+    let replaced = consumers::replace_unreadable_secrets(&db, confirm).await;
+    store::close(&db).await;
+    let replaced = replaced.map_err(|e| e.to_string())?;
     if replaced.is_empty() {
         println!(
             "every consumer secret decrypts under the configured secret_key: nothing to replace"

@@ -1,7 +1,7 @@
 //! Sending outcomes requests: OAuth 1.0a HMAC-SHA1 signing with a body hash, one shared HTTP
 //! client, timeouts, bounded retries of what is safe to retry, and reading the answer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -148,7 +148,10 @@ impl OutcomesClient {
             builder = builder.add_root_certificate(root.clone());
         }
         if !config.allow_local {
-            builder = builder.dns_resolver(std::sync::Arc::new(NoLocalAddresses));
+            // Through a proxy, the proxy would resolve the names this check is about.
+            builder = builder
+                .dns_resolver(std::sync::Arc::new(NoLocalAddresses))
+                .no_proxy();
         }
         let http = builder
             .timeout(config.timeout)
@@ -472,13 +475,13 @@ fn network(e: reqwest::Error) -> OutcomeError {
     OutcomeError::Network(causes(e))
 }
 
-/// The error and its causes in one line, without the URL ("…: invalid peer certificate:
-/// UnknownIssuer"): reqwest's own message only says the request failed.
 /// Loopback, link-local (where clouds serve instance metadata), unspecified, multicast and
-/// broadcast addresses: no LMS a tool serves lives there, but services of the tool's own host do.
-/// Private networks (10/8, 192.168/16, fc00::/7) are not local: campus LMSs live there.
+/// broadcast addresses, the metadata services that sit elsewhere, and IPv6 addresses that carry
+/// one of those IPv4 addresses (mapped, compatible, NAT64, 6to4): no LMS a tool serves lives
+/// there, but services of the tool's own host do. Private networks (10/8, 192.168/16, fc00::/7)
+/// are not local: campus LMSs live there.
 pub fn is_local(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
+    match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
                 || v4.is_link_local()
@@ -486,12 +489,30 @@ pub fn is_local(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_broadcast()
                 || v4.octets()[0] == 0
+                // Alibaba Cloud's instance metadata.
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let low32 = Ipv4Addr::from(u128::from(v6) as u32);
+            let embedded = match s {
+                // IPv4-mapped (::ffff:0:0/96) and IPv4-compatible (::/96).
+                [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(low32),
+                // NAT64's well-known prefix (64:ff9b::/96).
+                [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low32),
+                // 6to4 (2002::/16): the IPv4 address follows the prefix.
+                [0x2002, hi, lo, ..] => Some(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))),
+                _ => None,
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfe80
+                // NAT64 for local use (64:ff9b:1::/48) may map to anything.
+                || s[..3] == [0x64, 0xff9b, 1]
+                // AWS's instance metadata over IPv6.
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || embedded.is_some_and(|v4| is_local(IpAddr::V4(v4)))
         }
     }
 }
@@ -526,6 +547,8 @@ impl reqwest::dns::Resolve for NoLocalAddresses {
     }
 }
 
+/// The error and its causes in one line, without the URL ("…: invalid peer certificate:
+/// UnknownIssuer"): reqwest's own message only says the request failed.
 fn causes(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut message = e.to_string();
@@ -551,11 +574,19 @@ mod tests {
             "169.254.169.254",
             "224.0.0.1",
             "255.255.255.255",
+            "100.100.100.200",
             "::1",
             "::",
             "fe80::1",
             "ff02::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:5",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fd00:ec2::254",
         ];
         for ip in local {
             assert!(is_local(ip.parse().unwrap()), "{ip}");
@@ -565,8 +596,12 @@ mod tests {
             "192.168.1.10",
             "172.16.0.1",
             "8.8.8.8",
+            "100.64.0.1",
             "fd00::1",
             "2001:db8::1",
+            "::ffff:10.0.0.5",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ];
         for ip in remote {
             assert!(!is_local(ip.parse().unwrap()), "{ip}");

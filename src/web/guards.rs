@@ -18,7 +18,7 @@ use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
     browser_session_id, check_body_encoding, check_form_content_type, end_session,
-    end_session_after_failed_launch, end_session_refusing, first_live_session, launch,
+    end_session_after_failed_launch, end_session_refusing, first_live_session, launch, log_refusal,
     session_ids_of, BrowserSession, LaunchParams,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
@@ -240,6 +240,7 @@ async fn unreadable_launch(
     if SentAsHead::of(req) {
         return LtiError::HeadLaunch;
     }
+    log_refusal(req, state, None, &error);
     let old = browser_session_id(req, state).await;
     end_session_after_failed_launch(req, state, old.as_deref()).await;
     record_unreadable(req, state, body, &error).await;

@@ -530,10 +530,18 @@ async fn verify_and_record(
 
 /// Logs a refused launch once, with its consumer key and the client's address (`remember` then
 /// leaves it out). Request values are escaped so a crafted one cannot forge log lines.
-fn log_refusal(req: &Request<'_>, state: &AppState, consumer_key: Option<&str>, error: &LtiError) {
+pub fn log_refusal(
+    req: &Request<'_>,
+    state: &AppState,
+    consumer_key: Option<&str>,
+    error: &LtiError,
+) {
     let what = error.to_string();
     let what = what.escape_debug();
-    let key = consumer_key.unwrap_or_default().escape_debug();
+    let key = match consumer_key {
+        Some(k) => format!("consumer key \"{}\"", k.escape_debug()),
+        None => "consumer key not read".into(),
+    };
     let from = client_address(req, &state.settings);
     let answer = match error {
         LtiError::InvalidLaunch {
@@ -542,8 +550,7 @@ fn log_refusal(req: &Request<'_>, state: &AppState, consumer_key: Option<&str>, 
         } if return_url_with_error(url, "", "").is_some() => "sent back to the LMS".to_string(),
         _ => error.status().to_string(),
     };
-    let line =
-        |verb| format!("launch {verb} ({answer}): {what} (consumer key \"{key}\", from {from})");
+    let line = |verb| format!("launch {verb} ({answer}): {what} ({key}, from {from})");
     match error {
         LtiError::Storage(_) => log::error!("{}", line("failed")),
         _ => log::warn!("{}", line("refused")),

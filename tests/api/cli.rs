@@ -137,6 +137,10 @@ fn only_add_and_set_password_start_a_new_database_and_they_say_where() {
         );
         assert!(!file.exists(), "{args:?} created the database");
     }
+    // Bad input is refused before a database is created.
+    let out = cli(&url, &["consumer", "add", "bad key!"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!file.exists(), "a refused add created the database");
     let out = cli(&url, &["consumer", "add", "first"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -146,6 +150,19 @@ fn only_add_and_set_password_start_a_new_database_and_they_say_where() {
     let out = cli(&url, &["consumer", "list"]);
     assert!(stdout(&out).contains("first\tenabled"), "{out:?}");
     assert!(!stderr(&out).contains("created"), "{out:?}");
+    // Each run closes every connection, failed runs too: the database file alone is complete.
+    for args in [
+        &["consumer", "disable", "first"][..],
+        &["consumer", "enable", "first"],
+        &["consumer", "disable", "no-such-key"],
+        &["consumer", "add", "second"],
+        &["consumer", "rotate", "second"],
+    ] {
+        cli(&url, args);
+        for leftover in ["typo.db-wal", "typo.db-shm"] {
+            assert!(!dir.join(leftover).exists(), "{leftover} after {args:?}");
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -329,7 +329,7 @@ fn learner_launch(lms: &MockLms, path: &str, user: &str, sourcedid: &str) -> Lau
 }
 
 /// The CSRF token in a page's first grade form (in `<main>`: the header's is for logging out).
-fn csrf_in(page: &str) -> String {
+pub(crate) fn csrf_in(page: &str) -> String {
     let main = &page[page.find("<main>").expect("a main element")..];
     let start = main.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     main[start..].split('"').next().unwrap().to_string()

@@ -583,6 +583,62 @@ async fn closing_the_store_leaves_the_whole_database_in_its_file() {
 }
 
 #[test]
+fn a_request_that_outlives_the_shutdown_grace_is_cut_off_and_the_database_still_closes() {
+    let runtime = rocket::tokio::runtime::Runtime::new().expect("runtime");
+    // It answers /slow after 3 s, longer than the grace period and the mercy below.
+    let lms = runtime.block_on(crate::outcomes::mock_lms::MockLms::start());
+    let dir = temp_dir();
+    let mut server = Server::start_with(&dir, |c| {
+        c.env("ROCKET_SHUTDOWN", "{grace=1,mercy=0}");
+    });
+    let body = Launch::new("/any")
+        .roles("Learner")
+        .user("slow")
+        .set("lis_outcome_service_url", &lms.url("/slow"))
+        .set("lis_result_sourcedid", "s1")
+        .signed_body();
+    let cookie = server
+        .post("/any", &body)
+        .expect("launch")
+        .session_cookie()
+        .expect("cookie");
+    let page = server.get("/grade", Some(&cookie)).expect("grade page");
+    let form = format!("score=0.5&csrf={}", crate::outcomes::csrf_in(&page.body));
+    let port = server.port;
+    let grading = std::thread::spawn(move || {
+        send(
+            port,
+            format!(
+                "POST /grade HTTP/1.1\r\nHost: {HOST}\r\nCookie: lti_session={cookie}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .as_bytes(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = grading.join();
+    let log = server.log();
+    assert!(status.success(), "exit status {status}: {log}");
+    assert!(log.contains("were cut off"), "{log}");
+    for leftover in ["db.sqlite-wal", "db.sqlite-shm"] {
+        assert!(!dir.join(leftover).exists(), "{leftover} is left: {log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn each_refused_launch_is_logged_once_with_its_key_and_address() {
     let dir = temp_dir();
     let server = Server::start(&dir);
@@ -606,10 +662,21 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         let answer = server.post("/any", &launch.signed_body()).expect("answer");
         assert!(matches!(answer.status, 401 | 303), "{}", answer.status);
     }
+    // A launch that cannot even be read (a field that is not UTF-8).
+    let unreadable = format!("{}&custom_x=%FF", Launch::new("/any").signed_body());
+    assert_eq!(
+        server.post("/any", &unreadable).expect("answer").status,
+        400
+    );
+    let expected: Vec<&str> = cases
+        .iter()
+        .map(|(_, e)| *e)
+        .chain(["(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read"])
+        .collect();
     let log = server.log();
     let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
-    assert_eq!(refusals.len(), cases.len(), "{log}");
-    for ((_, expected), line) in cases.iter().zip(&refusals) {
+    assert_eq!(refusals.len(), expected.len(), "{log}");
+    for (expected, line) in expected.iter().zip(&refusals) {
         assert!(line.contains(expected), "{line:?} lacks {expected:?}");
         assert!(line.ends_with("from 127.0.0.1)"), "{line:?}");
     }

@@ -221,7 +221,13 @@ async fn create(
     }
     log::warn!("admin created consumer {key:?} from {}", address.0);
     // Created all the same (keys are case-sensitive), with a word of warning on the page.
-    let alike = consumers::keys_differing_in_case(&state.db, key).await?;
+    // This page is the only one that shows the secret: a failed lookup only loses the warning.
+    let alike = consumers::keys_differing_in_case(&state.db, key)
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!("could not compare consumer key {key:?} with the others: {e}");
+            Vec::new()
+        });
     Ok(secret_page(&session, &origin, key, &secret, false, &alike))
 }
 
