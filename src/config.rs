@@ -80,8 +80,8 @@ pub fn check_rocket_settings(figment: &Figment) -> Result<(), String> {
         .map_err(describe)
 }
 
-/// Every setting something reads besides Rocket's own (`rocket::Config::PARAMETERS`): `Raw`'s
-/// fields, grade passback's and the templates'. A setting added to the tool goes here too, or it
+/// Every setting something reads besides Rocket's own (`rocket::Config::PARAMETERS`): the fields of `RawSettings`,
+/// grade passback's and the templates'. A setting added to the tool goes here too, or it
 /// is reported as unknown at start.
 const TOOL_KEYS: &[&str] = &[
     "database_url",
@@ -127,7 +127,7 @@ pub fn unknown_settings(figment: &Figment) -> Vec<String> {
 }
 
 #[derive(Debug, Deserialize)]
-struct Raw {
+struct RawSettings {
     database_url: Option<String>,
     timestamp_window: Option<i64>,
     session_ttl: Option<i64>,
@@ -297,7 +297,7 @@ impl Origin {
 impl Settings {
     /// Extracts the settings from a (profile-selected) figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
-        let raw: Raw = figment.extract().map_err(describe)?;
+        let raw: RawSettings = figment.extract().map_err(describe)?;
         let debug_profile = figment.profile() == "debug";
         let public_url = raw
             .public_url

@@ -1,4 +1,5 @@
-//! The one error type of the tool. Its HTTP status and page are chosen in `web::error`.
+//! The one error type of the tool (the Rocket-free cores' `ParamsError` and `OutcomeError` are
+//! wrapped in it). Its HTTP status and page are chosen in `web::error`.
 
 use crate::lti::params::ParamsError;
 use crate::outcomes::OutcomeError;

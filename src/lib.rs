@@ -30,7 +30,7 @@ use crate::web::AppState;
 /// The demo consumer seeded in the debug profile: PyLTI's example key and secret.
 pub const DEMO_CONSUMER: (&str, &str) = ("__consumer_key__", "__lti_secret__");
 
-/// How often expired nonces and sessions are pruned.
+/// How often expired rows are pruned (see `store::prune_expired`).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Rocket's figment (Rocket.toml + `ROCKET_*`), with our defaults for what is not set.
@@ -83,7 +83,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     let tool = rocket::custom(with_defaults(figment))
         .attach(shield)
         .attach(Template::fairing())
-        .attach(web::origin::head_marker())
+        .attach(web::origin::method_as_sent())
         .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
             match init_state(rocket.figment()).await {
                 Ok(state) => {

@@ -534,9 +534,7 @@ struct NoLocalAddresses;
 impl reqwest::dns::Resolve for NoLocalAddresses {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         Box::pin(async move {
-            let all: Vec<SocketAddr> = rocket::tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .collect();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
             let usable: Vec<SocketAddr> =
                 all.iter().copied().filter(|a| !is_local(a.ip())).collect();
             match (usable.is_empty(), all.first()) {

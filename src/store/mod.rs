@@ -1,4 +1,6 @@
-//! SQLite storage: opening the pool, migrations, and one module per table.
+//! SQLite storage: opening the pool, migrations, and one module per table (`consumer_refusals` is
+//! `usage`'s, `secret_key_check` `consumers`', `nonce_prune_watermark` `nonces`'). `launches`
+//! writes a verified launch's rows in several tables in one script, for speed (see `front`).
 
 pub mod admin;
 pub mod consumers;

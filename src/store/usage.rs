@@ -25,7 +25,7 @@ pub fn counts_as_refusal(error: &LtiError) -> bool {
 /// Counts a refused launch of `consumer_key`, if the error is one that counts and the key is
 /// known (unknown keys add no rows). Storage errors are logged and returned: the refusal stands
 /// either way.
-pub async fn record_refusal(
+pub async fn count_refusal(
     db: &Db,
     consumer_key: Option<&str>,
     error: &LtiError,

@@ -1,5 +1,6 @@
 //! Where every refusal becomes an HTTP status and the templated error page (or, for a verified
 //! launch with bad LTI fields, a redirect back to the LMS). Restyle `templates/error.html.tera`.
+//! (The admin area's 401 is its login page: `admin::session::unauthorized`.)
 
 use std::sync::Mutex;
 
@@ -194,6 +195,12 @@ fn remembered(req: &Request<'_>) -> Option<LtiError> {
         .lock()
         .ok()
         .and_then(|s| s.clone())
+}
+
+/// Whether a refusal would be sent back to this `launch_presentation_return_url` (see
+/// [`return_url_with_error`]) rather than shown on our own page.
+pub fn is_followable_return_url(url: &str) -> bool {
+    return_url_with_error(url, "", "").is_some()
 }
 
 /// A valid `launch_presentation_return_url` with `lti_errormsg` and `lti_errorlog` added to its

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode;
 use rocket::data::{self, Data, FromData, ToByteUnit};
-use rocket::http::{CookieJar, Method, Status};
+use rocket::http::{Method, Status};
 use rocket::outcome::Outcome;
 use rocket::request::{self, FromRequest, Request};
 
@@ -17,7 +17,7 @@ use crate::lti::launch::LaunchData;
 use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
-    browser_session_id, check_body_encoding, check_form_content_type, end_session,
+    browser_session_id, check_body_encoding, check_form_content_type,
     end_session_after_failed_launch, end_session_refusing, first_live_session, launch, log_refusal,
     session_ids_of, BrowserSession, LaunchParams,
 };
@@ -43,19 +43,6 @@ impl Deref for LtiUser {
     type Target = LaunchData;
     fn deref(&self) -> &LaunchData {
         &self.launch
-    }
-}
-
-impl LtiUser {
-    /// Ends this session (logout): the row is deleted and the cookie cleared (`secure` is a
-    /// request guard a handler can take).
-    pub async fn end_session(
-        &self,
-        state: &AppState,
-        cookies: &CookieJar<'_>,
-        secure: SecureCookies,
-    ) {
-        end_session(state, cookies, Some(&self.session_id), secure).await;
     }
 }
 

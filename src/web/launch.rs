@@ -16,7 +16,7 @@ use crate::store::handoffs::NewHandoff;
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
-use crate::web::error::return_url_with_error;
+use crate::web::error::is_followable_return_url;
 use crate::web::origin::{
     client_address, is_navigation, signed_origin, started_by_another_site, SecureCookies,
     SentAsHead,
@@ -419,7 +419,7 @@ pub async fn launch(
             end_session_after_failed_launch(req, state, old).await;
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             let counted =
-                usage::record_refusal(&state.db, params.consumer_key(), e, store::now()).await;
+                usage::count_refusal(&state.db, params.consumer_key(), e, store::now()).await;
             // When the count could not be written (a lock, a full disk), neither can the log:
             // the refusal is answered now instead of after a second wait for the lock.
             if counted.is_ok() {
@@ -436,7 +436,7 @@ async fn verify_and_record(
     state: &AppState,
     params: &LaunchParams,
     old_session: Option<&str>,
-    cached: bool,
+    use_consumer_cache: bool,
 ) -> Result<Launched, LtiError> {
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
@@ -445,7 +445,7 @@ async fn verify_and_record(
     let oauth = read_oauth_fields(&all)?;
     let consumer = state
         .front
-        .consumer(&state.db, &oauth.consumer_key, cached)
+        .consumer(&state.db, &oauth.consumer_key, use_consumer_cache)
         .await?;
     let consumer = match consumer {
         None => return Err(LtiError::UnknownConsumer),
@@ -461,7 +461,7 @@ async fn verify_and_record(
         &consumer.secret,
         &oauth.signature,
     ) {
-        if !cached {
+        if !use_consumer_cache {
             log::info!(
                 "signed URL we checked: {} (consumer key {:?})",
                 uris[0],
@@ -547,7 +547,7 @@ pub fn log_refusal(
         LtiError::InvalidLaunch {
             return_url: Some(url),
             ..
-        } if return_url_with_error(url, "", "").is_some() => "sent back to the LMS".to_string(),
+        } if is_followable_return_url(url) => "sent back to the LMS".to_string(),
         _ => error.status().to_string(),
     };
     let line = |verb| format!("launch {verb} ({answer}): {what} ({key}, from {from})");

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::store::front::StoreFront;
 use crate::store::Db;
 
-/// What the handlers and guards share: the database pool and the settings.
+/// What the handlers and guards share, built once at start.
 pub struct AppState {
     /// The SQLite pool.
     pub db: Db,

@@ -221,7 +221,7 @@ impl<'r> FromRequest<'r> for RequestOrigin {
 }
 
 /// Whether the request was sent as HEAD: Rocket answers HEAD with a GET route and resets the
-/// method first, so `head_marker` records it before routing. HEAD is a safe method: link
+/// method first, so `method_as_sent` records it before routing. HEAD is a safe method: link
 /// checkers and prefetchers send it, and it must not spend a nonce or end a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SentAsHead(pub bool);
@@ -232,11 +232,11 @@ pub struct SentAsHead(pub bool);
 /// Rocket 0.5 takes a POST form whose first field is `_method=…` for that method. No form of
 /// ours uses it, and it turned a POST into a HEAD (answered without the body the connection still
 /// owed, so the client got nothing) or a GET (a launch posted that way read as a visit).
-pub fn head_marker() -> MethodAsSent {
+pub fn method_as_sent() -> MethodAsSent {
     MethodAsSent
 }
 
-/// The fairing of [`head_marker`] (a type of its own: it peeks at the body).
+/// The fairing of [`method_as_sent`] (a type of its own: it peeks at the body).
 pub struct MethodAsSent;
 
 #[rocket::async_trait]

@@ -5,14 +5,13 @@ use rocket::form::{Form, FromForm};
 use rocket::http::Status;
 use rocket::response::Redirect;
 use rocket::serde::Serialize;
-use rocket::{get, post, Responder, State};
+use rocket::{get, post, State};
 use rocket_dyn_templates::context;
 
 use super::session::{has_password, login_page, Admin, ClientAddress};
 use super::{render, Page};
 use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
-use crate::web::error::ErrorPage;
 use crate::web::origin::RequestOrigin;
 use crate::web::pages::launch_pages;
 use crate::web::AppState;
@@ -245,27 +244,12 @@ impl KeyForm {
     }
 }
 
-fn no_such_consumer() -> ErrorPage {
-    ErrorPage::new(
-        Status::NotFound,
+fn no_such_consumer() -> LtiError {
+    LtiError::page(
+        404,
         "No such consumer",
         "There is no consumer with this key (it may have been deleted). Nothing was changed.",
     )
-}
-
-/// An admin action's refusal: our error page, or the `LtiError`'s.
-#[derive(Responder)]
-pub enum Refused {
-    /// A refusal of its own words.
-    Page(ErrorPage),
-    /// A refusal from the error enum.
-    Error(LtiError),
-}
-
-impl From<LtiError> for Refused {
-    fn from(e: LtiError) -> Self {
-        Refused::Error(e)
-    }
 }
 
 /// The confirmation step before a rotation or deletion.
@@ -275,20 +259,20 @@ async fn confirm(
     session: Admin,
     action: &str,
     key: &str,
-) -> Result<Page, Refused> {
+) -> Result<Page, LtiError> {
     if action != "rotate" && action != "delete" {
-        return Err(Refused::Page(ErrorPage::new(
-            Status::NotFound,
+        return Err(LtiError::page(
+            404,
             "Not found",
             "There is nothing at this address.",
-        )));
+        ));
     }
     let exists = usage::overview(&state.db, store::now())
         .await?
         .into_iter()
         .find(|c| c.key == key);
     let Some(consumer) = exists else {
-        return Err(Refused::Page(no_such_consumer()));
+        return Err(no_such_consumer());
     };
     Ok(render(
         Status::Ok,
@@ -305,11 +289,11 @@ async fn rotate(
     origin: RequestOrigin,
     address: ClientAddress,
     form: Form<KeyForm>,
-) -> Result<Page, Refused> {
+) -> Result<Page, LtiError> {
     let key = form.checked(&session)?;
     let secret = consumers::generate_secret();
     if !consumers::set_secret(&state.db, key, &secret).await? {
-        return Err(Refused::Page(no_such_consumer()));
+        return Err(no_such_consumer());
     }
     log::warn!(
         "admin rotated the secret of consumer {key:?} from {}",
@@ -324,10 +308,10 @@ async fn set_enabled(
     address: &ClientAddress,
     form: &KeyForm,
     enabled: bool,
-) -> Result<Redirect, Refused> {
+) -> Result<Redirect, LtiError> {
     let key = form.checked(session)?;
     if !consumers::set_enabled(&state.db, key, enabled).await? {
-        return Err(Refused::Page(no_such_consumer()));
+        return Err(no_such_consumer());
     }
     let done = if enabled { "enabled" } else { "disabled" };
     log::warn!("admin {done} consumer {key:?} from {}", address.0);
@@ -344,7 +328,7 @@ async fn enable(
     session: Admin,
     address: ClientAddress,
     form: Form<KeyForm>,
-) -> Result<Redirect, Refused> {
+) -> Result<Redirect, LtiError> {
     set_enabled(state, &session, &address, &form, true).await
 }
 
@@ -355,7 +339,7 @@ async fn disable(
     session: Admin,
     address: ClientAddress,
     form: Form<KeyForm>,
-) -> Result<Redirect, Refused> {
+) -> Result<Redirect, LtiError> {
     set_enabled(state, &session, &address, &form, false).await
 }
 
@@ -366,10 +350,10 @@ async fn delete(
     session: Admin,
     address: ClientAddress,
     form: Form<KeyForm>,
-) -> Result<Redirect, Refused> {
+) -> Result<Redirect, LtiError> {
     let key = form.checked(&session)?;
     if !consumers::delete(&state.db, key).await? {
-        return Err(Refused::Page(no_such_consumer()));
+        return Err(no_such_consumer());
     }
     log::warn!("admin deleted consumer {key:?} from {}", address.0);
     Ok(Redirect::to(format!(

@@ -82,7 +82,7 @@ pub struct Outcomes {
 /// Optional settings (Rocket.toml / `ROCKET_*`): `outcomes_timeout` in seconds (default 10),
 /// `outcomes_attempts` (default 3), `outcomes_ca_file` (PEM certificates of CAs to trust too).
 #[derive(Debug, Deserialize)]
-struct Raw {
+struct OutcomesSettings {
     outcomes_timeout: Option<f64>,
     outcomes_attempts: Option<u32>,
     outcomes_ca_file: Option<std::path::PathBuf>,
@@ -163,7 +163,7 @@ impl Outcomes {
 
     /// Keeps the score the LMS confirmed; a storage failure is logged, not raised, since the
     /// LMS already did what was asked.
-    async fn remember(&self, subject: Subject<'_>, score: Option<f64>) {
+    async fn store_confirmed_score(&self, subject: Subject<'_>, score: Option<f64>) {
         let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
             return;
         };
@@ -219,7 +219,7 @@ impl Outcomes {
             .await;
         self.log("replaceResult", subject, &result);
         let response = result?;
-        self.remember(subject, Some(score)).await;
+        self.store_confirmed_score(subject, Some(score)).await;
         Ok(response)
     }
 
@@ -233,7 +233,7 @@ impl Outcomes {
         let result = self.client.read_result(credentials, subject.target).await;
         self.log("readResult", subject, &result);
         let response = result?;
-        self.remember(subject, response.score).await;
+        self.store_confirmed_score(subject, response.score).await;
         Ok(response)
     }
 
@@ -247,7 +247,7 @@ impl Outcomes {
         let result = self.client.delete_result(credentials, subject.target).await;
         self.log("deleteResult", subject, &result);
         let response = result?;
-        self.remember(subject, None).await;
+        self.store_confirmed_score(subject, None).await;
         Ok(response)
     }
 }
@@ -256,7 +256,7 @@ impl Outcomes {
 /// with it (the LTI state fairing calls this before it opens the database, so that a bad value
 /// creates nothing).
 pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig, String> {
-    let raw: Raw = figment.extract().map_err(crate::config::describe)?;
+    let raw: OutcomesSettings = figment.extract().map_err(crate::config::describe)?;
     let mut config = ClientConfig {
         // The README's fake LMS runs on the developer's machine; a production LMS does not.
         allow_local: raw
