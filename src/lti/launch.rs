@@ -96,6 +96,14 @@ pub fn check_timestamp(timestamp: i64, now: i64, window: i64) -> Result<(), LtiE
     }
 }
 
+/// What marks a request as a launch: a field named `oauth_*` or `lti_message_type`.
+pub const LAUNCH_FIELD_MARKERS: [&[u8]; 2] = [b"oauth_", b"lti_message_type"];
+
+/// True for the name of a field that makes a request a launch ([`LAUNCH_FIELD_MARKERS`]).
+pub fn is_launch_field(name: &[u8]) -> bool {
+    name.starts_with(LAUNCH_FIELD_MARKERS[0]) || name == LAUNCH_FIELD_MARKERS[1]
+}
+
 /// The prefixes of the fields LTI 1.1 (and OAuth) define, which hold one value each.
 const LTI_FIELD_PREFIXES: &[&str] = &[
     "lti_",

@@ -9,7 +9,8 @@ use rocket_dyn_templates::Template;
 
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
-use crate::web::guards::{read_body, LtiUser};
+use crate::web::guards::LtiUser;
+use crate::web::launch_body::read_body;
 use crate::web::pages::page;
 use crate::web::AppState;
 

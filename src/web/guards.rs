@@ -6,20 +6,20 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use percent_encoding::percent_decode;
-use rocket::data::{self, Data, FromData, ToByteUnit};
+use rocket::data::{self, Data, FromData};
 use rocket::http::{Method, Status};
 use rocket::outcome::Outcome;
 use rocket::request::{self, FromRequest, Request};
 
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
-use crate::web::diagnosis::record_unreadable;
 use crate::web::error::remember;
 use crate::web::launch::{
-    browser_session_id, check_body_encoding, check_form_content_type,
-    end_session_after_failed_launch, end_session_refusing, first_live_session, launch, log_refusal,
-    session_ids_of, BrowserSession, LaunchParams,
+    end_session_refusing, first_live_session, launch, session_ids_of, BrowserSession, LaunchParams,
+};
+use crate::web::launch_body::{
+    carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
+    read_capped, read_launch_body, unreadable_launch, Body,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
 use crate::web::AppState;
@@ -94,52 +94,6 @@ fn state<'r>(req: &'r Request<'_>) -> Result<&'r AppState, LtiError> {
         .ok_or_else(|| LtiError::Storage("application state missing".into()))
 }
 
-/// Reads the body of a POST (refusing it when over the limit).
-pub(crate) async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
-    match read_capped(data, state).await {
-        Body::Complete(body) => Ok(body),
-        Body::OverLimit(_) => Err(LtiError::BodyTooLarge(state.settings.launch_body_limit)),
-        Body::Broken(_, e) => Err(e),
-    }
-}
-
-/// A body read up to the limit.
-enum Body {
-    /// All of it.
-    Complete(Vec<u8>),
-    /// Its start: it goes on past the limit.
-    OverLimit(Vec<u8>),
-    /// What came before the client broke it off or broke its framing (a bad chunk), and why.
-    Broken(Vec<u8>, LtiError),
-}
-
-async fn read_capped(data: Data<'_>, state: &AppState) -> Body {
-    let stream = data.open(state.settings.launch_body_limit.bytes());
-    let mut body = Vec::with_capacity(stream.hint());
-    match stream.stream_to(&mut body).await {
-        Ok(n) if n.complete => Body::Complete(body),
-        Ok(_) => Body::OverLimit(body),
-        Err(e) => Body::Broken(body, LtiError::BodyUnreadable(e.to_string())),
-    }
-}
-
-/// Reads the body of a launch route. One over the limit, or broken off, is refused, and when
-/// what was read of it carries launch fields, that is a failed launch (see `unreadable_launch`).
-async fn read_launch_body(
-    req: &Request<'_>,
-    state: &AppState,
-    data: Data<'_>,
-) -> Result<Vec<u8>, LtiError> {
-    match read_capped(data, state).await {
-        Body::Complete(body) => Ok(body),
-        Body::OverLimit(start) => {
-            let e = LtiError::BodyTooLarge(state.settings.launch_body_limit);
-            Err(unreadable_launch(req, state, Some(&start), e).await)
-        }
-        Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
-    }
-}
-
 /// The session named by the cookie, if it is still valid (of several cookies, the first that
 /// names a live session).
 async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, LtiError> {
@@ -208,100 +162,6 @@ async fn any_from_body(req: &Request<'_>, data: Data<'_>) -> Result<LtiUser, Lti
     any_from(req, state, Some(&body)).await
 }
 
-/// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it
-/// carries launch fields, or is a body over the limit (no request but a launch posts that much to
-/// a launch page, and its launch fields may come after the part read), it is a failed launch, and
-/// like any other it ends the browser's session (a HEAD gets 405 instead, as for a readable
-/// launch); otherwise the session is left alone.
-async fn unreadable_launch(
-    req: &Request<'_>,
-    state: &AppState,
-    body: Option<&[u8]>,
-    error: LtiError,
-) -> LtiError {
-    let oversized = matches!(error, LtiError::BodyTooLarge(_));
-    if !oversized && !carries_launch_fields(req, body) {
-        return error;
-    }
-    // A HEAD of a launch is no launch at all, readable or not (see `launch`).
-    if SentAsHead::of(req) {
-        return LtiError::HeadLaunch;
-    }
-    log_refusal(req, state, None, &error);
-    let old = browser_session_id(req, state).await;
-    end_session_after_failed_launch(req, state, old.as_deref()).await;
-    record_unreadable(req, state, body, &error).await;
-    error
-}
-
-/// True when undecodable input has launch fields where a form has its field names (or an OAuth
-/// `Authorization` header): a launch, not some text that merely mentions one. A body cut off at
-/// the size limit counts by what was read of it.
-fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
-    let query = req.uri().query().map(|q| q.as_str().as_bytes());
-    let multipart = req
-        .content_type()
-        .is_some_and(|ct| ct.top() == "multipart" && ct.sub() == "form-data");
-    let body_names_one = |body: &[u8]| match multipart {
-        true => names_a_launch_part(body),
-        false => names_a_launch_field(body),
-    };
-    has_oauth_header(req)
-        || query.is_some_and(names_a_launch_field)
-        || body.is_some_and(body_names_one)
-}
-
-/// True for a launch field's name: `oauth_*` or `lti_message_type`.
-fn is_launch_name(name: &[u8]) -> bool {
-    name.starts_with(b"oauth_") || name == b"lti_message_type"
-}
-
-/// True when a form (or what was meant to be one) has a field whose name, percent-decoded as far
-/// as it goes, is a launch field's.
-fn names_a_launch_field(raw: &[u8]) -> bool {
-    raw.split(|&b| b == b'&').any(|field| {
-        let name = field.split(|&b| b == b'=').next().unwrap_or_default();
-        // Long enough to tell; a flood of fields costs no allocation each.
-        let mut decoded = [0u8; 17];
-        let mut len = 0;
-        for b in percent_decode(name).take(decoded.len()) {
-            decoded[len] = b;
-            len += 1;
-        }
-        is_launch_name(&decoded[..len])
-    })
-}
-
-/// True when a multipart form has a part named like a launch field (`Content-Disposition:
-/// form-data; name="oauth_..."`; a file name does not count).
-fn names_a_launch_part(raw: &[u8]) -> bool {
-    const HEADER: &[u8] = b"content-disposition:";
-    raw.split(|&b| b == b'\n').any(|line| {
-        let Some(value) = line
-            .get(..HEADER.len())
-            .filter(|h| h.eq_ignore_ascii_case(HEADER))
-            .map(|_| String::from_utf8_lossy(&line[HEADER.len()..]))
-        else {
-            return false;
-        };
-        value.split(';').any(|param| {
-            param
-                .trim()
-                .strip_prefix("name=")
-                .is_some_and(|n| is_launch_name(n.trim_matches('"').as_bytes()))
-        })
-    })
-}
-
-/// True for an OAuth `Authorization` header with OAuth fields in it (`OAuth realm="x"` alone, as
-/// some clients send, carries none).
-fn has_oauth_header(req: &Request<'_>) -> bool {
-    req.headers().get_one("Authorization").is_some_and(|h| {
-        let h = h.trim_start();
-        h.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("oauth")) && h.contains("oauth_")
-    })
-}
-
 async fn any_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {
     any_from(req, state(req)?, None).await
 }
@@ -319,21 +179,6 @@ async fn any_from(
         Err(e) if mentions_launch(req, body) => Err(unreadable_launch(req, state, body, e).await),
         Err(_) => session_user(req, state).await,
     }
-}
-
-/// True when undecodable input mentions a launch anywhere: then it is refused, not read as a
-/// session request.
-fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
-    let has = |raw: &[u8], marker: &[u8]| raw.windows(marker.len()).any(|w| w == marker);
-    let query = req
-        .uri()
-        .query()
-        .map(|q| q.as_str().as_bytes())
-        .unwrap_or_default();
-    carries_launch_fields(req, body)
-        || [query, body.unwrap_or_default()]
-            .iter()
-            .any(|raw| has(raw, b"oauth_") || has(raw, b"lti_message_type"))
 }
 
 async fn initial_from_query(req: &Request<'_>) -> Result<LtiUser, LtiError> {

@@ -4,12 +4,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use rocket::http::{ContentType, Cookie, CookieJar, Method};
+use rocket::http::{Cookie, CookieJar, Method};
 use rocket::request::{self, FromRequest, Request};
 
 use crate::config::SameSitePolicy;
 use crate::error::LtiError;
-use crate::lti::launch::{check_lti_fields, check_timestamp, read_oauth_fields, LaunchData};
+use crate::lti::launch::{
+    check_lti_fields, check_timestamp, is_launch_field, read_oauth_fields, LaunchData,
+};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
 use crate::store::handoffs::NewHandoff;
@@ -74,8 +76,7 @@ impl LaunchParams {
 
     /// True when the request tries to be a launch (it carries OAuth or LTI launch fields).
     pub fn looks_like_launch(&self) -> bool {
-        self.all()
-            .any(|(n, _)| n.starts_with("oauth_") || n == "lti_message_type")
+        self.all().any(|(n, _)| is_launch_field(n.as_bytes()))
     }
 
     /// The `oauth_consumer_key` sent, if any.
@@ -238,67 +239,6 @@ fn clear_secure_session_cookie(cookies: &CookieJar<'_>, state: &AppState) {
     if cookies.get(SECURE_SESSION_COOKIE).is_some() {
         // Browsers take a `__Host-` removal only with `Secure` and `Path=/`, as the cookie was set.
         cookies.remove(session_cookie(state, String::new(), SecureCookies(true)));
-    }
-}
-
-/// A header value as an error may quote it: anyone can send one, and errors are logged and
-/// recorded, so at most 100 characters of it.
-fn header_excerpt(value: &str) -> String {
-    match value.char_indices().nth(100) {
-        Some((end, _)) => format!("{}…", &value[..end]),
-        None => value.to_string(),
-    }
-}
-
-/// Checks that a body can be read at all: no coding beyond `identity` in `Content-Encoding`, none
-/// beyond one `chunked` (which the HTTP layer undoes) in `Transfer-Encoding`, and, for
-/// a body read as a form, no NUL byte: a form never has one, and UTF-16 or UTF-32 text always
-/// does. Its fields cannot be seen then, so it is refused rather than taken for a request
-/// without launch fields.
-pub fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiError> {
-    for (header, undone) in [
-        ("Content-Encoding", &["identity"][..]),
-        ("Transfer-Encoding", &["chunked"]),
-    ] {
-        let codings = req.headers().get(header).flat_map(|line| line.split(','));
-        let mut chunked = 0;
-        for coding in codings.map(str::trim).filter(|c| !c.is_empty()) {
-            chunked += usize::from(coding.eq_ignore_ascii_case("chunked"));
-            // `chunked` twice is not allowed either (RFC 9112), though the HTTP layer lets it by.
-            if chunked > 1 || !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
-                let coding = header_excerpt(coding);
-                return Err(LtiError::EncodedBody(format!("{header}: {coding}")));
-            }
-        }
-    }
-    if check_form_content_type(req).is_ok() && body.contains(&0) {
-        return Err(LtiError::EncodedBody(
-            "NUL bytes in a form (UTF-16, UTF-32 or binary)".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
-/// is there and cannot be parsed).
-pub fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
-    match req.content_type() {
-        // Rocket's parser is strict (`...; charset=utf-8;` fails it): judge such a header by its
-        // media type alone, and a blank one as none.
-        None => match req.headers().get_one("Content-Type").map(str::trim) {
-            None | Some("") => Ok(()),
-            Some(raw) => {
-                let media_type = raw.split(';').next().unwrap_or_default().trim();
-                match media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-                    true => Ok(()),
-                    false => Err(LtiError::UnsupportedContentType(header_excerpt(raw))),
-                }
-            }
-        },
-        Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
-        Some(ct) => Err(LtiError::UnsupportedContentType(header_excerpt(
-            &ct.to_string(),
-        ))),
     }
 }
 

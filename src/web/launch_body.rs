@@ -1,0 +1,228 @@
+//! Reading a launch route's body, and refusing what cannot be read as a form: over the limit,
+//! broken off, another encoding, not a form. Such a request is a failed launch when it carries
+//! launch fields (it then ends the browser's session, as any failed launch does), and otherwise
+//! a request for the session page.
+
+use percent_encoding::percent_decode;
+use rocket::data::{Data, ToByteUnit};
+use rocket::http::ContentType;
+use rocket::request::Request;
+
+use crate::error::LtiError;
+use crate::lti::launch::{is_launch_field, LAUNCH_FIELD_MARKERS};
+use crate::web::diagnosis::record_unreadable;
+use crate::web::launch::{browser_session_id, end_session_after_failed_launch, log_refusal};
+use crate::web::origin::SentAsHead;
+use crate::web::AppState;
+
+/// Reads the body of a POST (refusing it when over the limit).
+pub(crate) async fn read_body(data: Data<'_>, state: &AppState) -> Result<Vec<u8>, LtiError> {
+    match read_capped(data, state).await {
+        Body::Complete(body) => Ok(body),
+        Body::OverLimit(_) => Err(LtiError::BodyTooLarge(state.settings.launch_body_limit)),
+        Body::Broken(_, e) => Err(e),
+    }
+}
+
+/// A body read up to the limit.
+pub(super) enum Body {
+    /// All of it.
+    Complete(Vec<u8>),
+    /// Its start: it goes on past the limit.
+    OverLimit(Vec<u8>),
+    /// What came before the client broke it off or broke its framing (a bad chunk), and why.
+    Broken(Vec<u8>, LtiError),
+}
+
+/// Reads a body up to `launch_body_limit`.
+pub(super) async fn read_capped(data: Data<'_>, state: &AppState) -> Body {
+    let stream = data.open(state.settings.launch_body_limit.bytes());
+    let mut body = Vec::with_capacity(stream.hint());
+    match stream.stream_to(&mut body).await {
+        Ok(n) if n.complete => Body::Complete(body),
+        Ok(_) => Body::OverLimit(body),
+        Err(e) => Body::Broken(body, LtiError::BodyUnreadable(e.to_string())),
+    }
+}
+
+/// Reads the body of a launch route. One over the limit, or broken off, is refused, and when
+/// what was read of it carries launch fields, that is a failed launch (see `unreadable_launch`).
+pub(super) async fn read_launch_body(
+    req: &Request<'_>,
+    state: &AppState,
+    data: Data<'_>,
+) -> Result<Vec<u8>, LtiError> {
+    match read_capped(data, state).await {
+        Body::Complete(body) => Ok(body),
+        Body::OverLimit(start) => {
+            let e = LtiError::BodyTooLarge(state.settings.launch_body_limit);
+            Err(unreadable_launch(req, state, Some(&start), e).await)
+        }
+        Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
+    }
+}
+
+/// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it
+/// carries launch fields, or is a body over the limit (no request but a launch posts that much to
+/// a launch page, and its launch fields may come after the part read), it is a failed launch, and
+/// like any other it ends the browser's session (a HEAD gets 405 instead, as for a readable
+/// launch); otherwise the session is left alone.
+pub(super) async fn unreadable_launch(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+    error: LtiError,
+) -> LtiError {
+    let oversized = matches!(error, LtiError::BodyTooLarge(_));
+    if !oversized && !carries_launch_fields(req, body) {
+        return error;
+    }
+    // A HEAD of a launch is no launch at all, readable or not (see `launch`).
+    if SentAsHead::of(req) {
+        return LtiError::HeadLaunch;
+    }
+    log_refusal(req, state, None, &error);
+    let old = browser_session_id(req, state).await;
+    end_session_after_failed_launch(req, state, old.as_deref()).await;
+    record_unreadable(req, state, body, &error).await;
+    error
+}
+
+/// True when undecodable input has launch fields where a form has its field names (or an OAuth
+/// `Authorization` header): a launch, not some text that merely mentions one. A body cut off at
+/// the size limit counts by what was read of it.
+pub(super) fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    let multipart = req
+        .content_type()
+        .is_some_and(|ct| ct.top() == "multipart" && ct.sub() == "form-data");
+    let body_names_one = |body: &[u8]| match multipart {
+        true => names_a_launch_part(body),
+        false => names_a_launch_field(body),
+    };
+    has_oauth_header(req)
+        || query.is_some_and(names_a_launch_field)
+        || body.is_some_and(body_names_one)
+}
+
+/// True when a form (or what was meant to be one) has a field whose name, percent-decoded as far
+/// as it goes, is a launch field's.
+fn names_a_launch_field(raw: &[u8]) -> bool {
+    raw.split(|&b| b == b'&').any(|field| {
+        let name = field.split(|&b| b == b'=').next().unwrap_or_default();
+        // Long enough to tell; a flood of fields costs no allocation each.
+        let mut decoded = [0u8; 17];
+        let mut len = 0;
+        for b in percent_decode(name).take(decoded.len()) {
+            decoded[len] = b;
+            len += 1;
+        }
+        is_launch_field(&decoded[..len])
+    })
+}
+
+/// True when a multipart form has a part named like a launch field (`Content-Disposition:
+/// form-data; name="oauth_..."`; a file name does not count).
+fn names_a_launch_part(raw: &[u8]) -> bool {
+    const HEADER: &[u8] = b"content-disposition:";
+    raw.split(|&b| b == b'\n').any(|line| {
+        let Some(value) = line
+            .get(..HEADER.len())
+            .filter(|h| h.eq_ignore_ascii_case(HEADER))
+            .map(|_| String::from_utf8_lossy(&line[HEADER.len()..]))
+        else {
+            return false;
+        };
+        value.split(';').any(|param| {
+            param
+                .trim()
+                .strip_prefix("name=")
+                .is_some_and(|n| is_launch_field(n.trim_matches('"').as_bytes()))
+        })
+    })
+}
+
+/// True for an OAuth `Authorization` header with OAuth fields in it (`OAuth realm="x"` alone, as
+/// some clients send, carries none).
+fn has_oauth_header(req: &Request<'_>) -> bool {
+    req.headers().get_one("Authorization").is_some_and(|h| {
+        let h = h.trim_start();
+        h.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("oauth")) && h.contains("oauth_")
+    })
+}
+
+/// True when undecodable input mentions a launch anywhere: then it is refused, not read as a
+/// session request.
+pub(super) fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    let has = |raw: &[u8], marker: &[u8]| raw.windows(marker.len()).any(|w| w == marker);
+    let query = req
+        .uri()
+        .query()
+        .map(|q| q.as_str().as_bytes())
+        .unwrap_or_default();
+    carries_launch_fields(req, body)
+        || [query, body.unwrap_or_default()]
+            .iter()
+            .any(|raw| LAUNCH_FIELD_MARKERS.iter().any(|m| has(raw, m)))
+}
+
+/// A header value as an error may quote it: anyone can send one, and errors are logged and
+/// recorded, so at most 100 characters of it.
+fn header_excerpt(value: &str) -> String {
+    match value.char_indices().nth(100) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
+/// Checks that a body can be read at all: no coding beyond `identity` in `Content-Encoding`, none
+/// beyond one `chunked` (which the HTTP layer undoes) in `Transfer-Encoding`, and, for
+/// a body read as a form, no NUL byte: a form never has one, and UTF-16 or UTF-32 text always
+/// does. Its fields cannot be seen then, so it is refused rather than taken for a request
+/// without launch fields.
+pub(super) fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), LtiError> {
+    for (header, undone) in [
+        ("Content-Encoding", &["identity"][..]),
+        ("Transfer-Encoding", &["chunked"]),
+    ] {
+        let codings = req.headers().get(header).flat_map(|line| line.split(','));
+        let mut chunked = 0;
+        for coding in codings.map(str::trim).filter(|c| !c.is_empty()) {
+            chunked += usize::from(coding.eq_ignore_ascii_case("chunked"));
+            // `chunked` twice is not allowed either (RFC 9112), though the HTTP layer lets it by.
+            if chunked > 1 || !undone.iter().any(|u| coding.eq_ignore_ascii_case(u)) {
+                let coding = header_excerpt(coding);
+                return Err(LtiError::EncodedBody(format!("{header}: {coding}")));
+            }
+        }
+    }
+    if check_form_content_type(req).is_ok() && body.contains(&0) {
+        return Err(LtiError::EncodedBody(
+            "NUL bytes in a form (UTF-16, UTF-32 or binary)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
+/// is there and cannot be parsed).
+pub(super) fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
+    match req.content_type() {
+        // Rocket's parser is strict (`...; charset=utf-8;` fails it): judge such a header by its
+        // media type alone, and a blank one as none.
+        None => match req.headers().get_one("Content-Type").map(str::trim) {
+            None | Some("") => Ok(()),
+            Some(raw) => {
+                let media_type = raw.split(';').next().unwrap_or_default().trim();
+                match media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                    true => Ok(()),
+                    false => Err(LtiError::UnsupportedContentType(header_excerpt(raw))),
+                }
+            }
+        },
+        Some(ct) if ct.media_type() == ContentType::Form.media_type() => Ok(()),
+        Some(ct) => Err(LtiError::UnsupportedContentType(header_excerpt(
+            &ct.to_string(),
+        ))),
+    }
+}
