@@ -140,13 +140,22 @@ fn malformed(why: impl Into<String>) -> OutcomeError {
 /// Largest element depth we follow; real envelopes are about 6 deep.
 const MAX_DEPTH: usize = 32;
 
+/// Adds text to the innermost open element (text outside the root element is dropped).
+fn push_text(texts: &mut [String], text: &str) {
+    if let Some(open) = texts.last_mut() {
+        open.push_str(text);
+    }
+}
+
 /// Parses a response envelope. Elements are matched by local name, so any namespace prefix works;
 /// a document that is not XML, not an `imsx_POXEnvelopeResponse`, or has no `imsx_codeMajor` is
 /// malformed.
 pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
     let mut reader = Reader::from_str(body);
     let mut path: Vec<String> = Vec::new();
-    let mut text = String::new();
+    // The text of each open element, its children's included: markup inside a description
+    // (`Grade <b>not</b> recorded`) must not cut the text before it.
+    let mut texts: Vec<String> = Vec::new();
     let mut code_major = None;
     let mut description = String::new();
     let mut message_ref = None;
@@ -173,27 +182,29 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
                 if name == "readResultResponse" {
                     has_read_response = true;
                 }
-                text.clear();
                 if matches!(event, Event::Start(_)) {
                     path.push(name);
+                    texts.push(String::new());
                 } else if name == "textString" && in_read_score(&path) {
                     score_text = Some(String::new());
                 }
             }
-            Event::Text(t) => text.push_str(&t.xml10_content()),
-            Event::CData(t) => text.push_str(&t.xml10_content()),
+            Event::Text(t) => push_text(&mut texts, &t.xml10_content()),
+            Event::CData(t) => push_text(&mut texts, &t.xml10_content()),
             Event::GeneralRef(r) => {
                 if let Some(c) = r.resolve_char_ref().map_err(|e| malformed(e.to_string()))? {
-                    text.push(c);
+                    push_text(&mut texts, c.encode_utf8(&mut [0; 4]));
                 } else {
                     let name = r.xml10_content();
                     let value = resolve_xml_entity(&name)
                         .ok_or_else(|| malformed(format!("unknown entity &{name};")))?;
-                    text.push_str(value);
+                    push_text(&mut texts, value);
                 }
             }
             Event::End(_) => {
                 let name = path.pop().unwrap_or_default();
+                let text = texts.pop().unwrap_or_default();
+                push_text(&mut texts, &text);
                 let value = text.trim().to_string();
                 match name.as_str() {
                     "imsx_codeMajor" => code_major = Some(value),
@@ -204,7 +215,6 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
                     "textString" if in_read_score(&path) => score_text = Some(value),
                     _ => {}
                 }
-                text.clear();
             }
             Event::Eof if path.is_empty() => break,
             Event::Eof => return Err(malformed("unclosed elements")),
@@ -413,6 +423,19 @@ mod tests {
         assert_eq!(r.operation_ref.as_deref(), Some("readResult"));
         assert_eq!(r.score, Some(0.91));
         assert!(r.has_read_response);
+    }
+
+    #[test]
+    fn markup_inside_a_text_keeps_the_text_around_it() {
+        let r = parse_response(&envelope(
+            "failure",
+            "Grade <b>not</b> recorded: <i>closed</i>",
+            "<readResultResponse><result><resultScore><language>en</language>\
+             <textString>0.<x/>5</textString></resultScore></result></readResultResponse>",
+        ))
+        .unwrap();
+        assert_eq!(r.description, "Grade not recorded: closed");
+        assert_eq!(r.score, Some(0.5));
     }
 
     #[test]

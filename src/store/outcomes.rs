@@ -148,20 +148,19 @@ pub async fn set_last_score(
     Ok(())
 }
 
-/// Remembers that the staff page tried to read these learners' scores on a resource link `now`.
+/// Records when the staff page last tried to read each of these learners' scores on a resource link.
 pub async fn set_read_tried(
     db: &Db,
     consumer_key: &str,
     resource_link_id: &str,
-    user_ids: &[String],
-    now: i64,
+    tried: &[(String, i64)],
 ) -> Result<(), LtiError> {
-    for user_id in user_ids {
+    for (user_id, at) in tried {
         sqlx::query(
             "UPDATE outcome_targets SET read_tried_at = ? \
              WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ?",
         )
-        .bind(now)
+        .bind(at)
         .bind(consumer_key)
         .bind(resource_link_id)
         .bind(user_id)

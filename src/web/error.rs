@@ -138,7 +138,8 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         StaffHaveNoScore => ("No score of your own", "You are course staff here, so the gradebook keeps no score for you from this tool. Grade your learners on the Grades page instead.".into()),
         UnknownLearner => ("Learner not found", "This tool has no grade record for that learner on this resource link. They need to open the tool from the course once.".into()),
         ConsumerUnavailable(_) => ("Cannot sign grades", "The LMS's consumer key is no longer registered or enabled with this tool, so grades cannot be signed.".into()),
-        BadServiceUrl(_) => ("Gradebook unreachable", format!("The LMS gave this tool a grade service address it cannot use. {LATER}")),
+        // Trying again cannot help: the address comes with the launch.
+        BadServiceUrl(_) => ("Gradebook unreachable", "The LMS gave this tool a grade service address it cannot use, so nothing was sent. Ask whoever manages the LMS or this tool to check the address (lis_outcome_service_url); the tool's log says what is wrong with it.".into()),
         Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
         ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list {kind} in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),

@@ -882,6 +882,51 @@ async fn learners_whose_reads_keep_failing_do_not_hold_the_others_back() {
 }
 
 #[rocket::async_test]
+async fn the_next_refresh_goes_on_with_the_reads_the_deadline_cut_off() {
+    let lms = MockLms::start().await;
+    // Deadline 1.4 s; a read from `/down` takes three attempts and 0.75 s of pauses: a refresh
+    // ends the reads of the first four learners (with time to spare), cuts off the next four
+    // (which cannot end before 1.5 s) and starts no more.
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.7))).await;
+    for i in 0..12 {
+        let user = format!("l{i:02}");
+        app.launch(&learner_launch(
+            &lms,
+            "/down",
+            &user,
+            &format!("sid-{user}"),
+        ))
+        .await;
+    }
+    page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    let refresh = || app.post_form("/grades/refresh", format!("csrf={token}"));
+    let calls = |from: usize, to: usize| -> Vec<usize> {
+        let received = lms.received();
+        (from..to)
+            .map(|i| {
+                let sid = format!("sid-l{i:02}");
+                received.iter().filter(|r| r.sourcedid == sid).count()
+            })
+            .collect()
+    };
+    page(refresh().await, Status::Ok).await;
+    assert_eq!(calls(0, 4), [3, 3, 3, 3]);
+    assert!(calls(4, 8).iter().all(|&n| n > 0), "{:?}", calls(4, 8));
+    assert_eq!(calls(8, 12), [0, 0, 0, 0]);
+    let (ended, cut) = (calls(0, 4), calls(4, 8));
+    // Next: the learners not tried, then those cut off, and not those whose reads ended.
+    page(refresh().await, Status::Ok).await;
+    assert_eq!(calls(8, 12), [3, 3, 3, 3]);
+    let cut_again = calls(4, 8);
+    assert!(
+        cut_again.iter().zip(&cut).all(|(now, before)| now > before),
+        "{cut:?} -> {cut_again:?}"
+    );
+    assert_eq!(calls(0, 4), ended);
+}
+
+#[rocket::async_test]
 async fn one_session_cannot_turn_a_burst_of_clicks_into_a_burst_of_lms_calls() {
     let lms = MockLms::start().await;
     // `/slow` answers after 3 s: each call gives up after 0.5 s.

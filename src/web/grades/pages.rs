@@ -301,15 +301,22 @@ async fn grades_view(
             .take_until(sleep_until(deadline))
             .collect()
             .await;
-        let tried = started.lock().map(|s| s.clone()).unwrap_or_default();
-        set_read_tried(
-            &state.db,
-            &lti.consumer_key,
-            link,
-            &tried,
-            crate::store::now(),
-        )
-        .await?;
+        // A read that ended (with a score or an error) goes to the back of the queue; one cut
+        // off at the deadline just ahead of those, so that the next refresh starts with it
+        // after the learners not tried at all (otherwise the same learners would be cut off
+        // at every refresh, or reads that always outlast the deadline would take every one).
+        let now = crate::store::now();
+        let tried: Vec<(String, i64)> = started
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|user| match results.contains_key(&user) {
+                true => (user, now),
+                false => (user, now - 1),
+            })
+            .collect();
+        set_read_tried(&state.db, &lti.consumer_key, link, &tried).await?;
         for s in &stored {
             match results.get(&s.user_id) {
                 Some(Ok(_)) => {}
