@@ -122,20 +122,40 @@ pub async fn list_for_link(
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-/// Remembers the score the LMS just confirmed (`None`: it has none) for a learner's result,
-/// unless a newer launch has since changed the sourcedid.
+/// Which learner's result in the LMS: as a launch named it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultOf<'a> {
+    /// The consumer that launched.
+    pub consumer_key: &'a str,
+    /// The resource link (activity) launched.
+    pub resource_link_id: &'a str,
+    /// The learner.
+    pub user_id: &'a str,
+    /// `lis_result_sourcedid`.
+    pub sourcedid: &'a str,
+}
+
+/// Remembers the score the LMS just confirmed (`None`: it has none), unless a newer launch has
+/// since changed the sourcedid. A score read in a call made at `read_at` is kept only if none
+/// was learnt in that second or later (a read that overlapped a write must not put the old
+/// score back); a written one always is (one session's writes go one at a time).
 pub async fn set_last_score(
     db: &Db,
-    consumer_key: &str,
-    resource_link_id: &str,
-    user_id: &str,
-    sourcedid: &str,
+    result: ResultOf<'_>,
     score: Option<f64>,
+    read_at: Option<i64>,
     now: i64,
 ) -> Result<(), LtiError> {
+    let ResultOf {
+        consumer_key,
+        resource_link_id,
+        user_id,
+        sourcedid,
+    } = result;
     sqlx::query(
         "UPDATE outcome_targets SET last_score = ?, score_known_at = ? \
-         WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ?",
+         WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ? \
+         AND (?7 IS NULL OR score_known_at IS NULL OR score_known_at < ?7)",
     )
     .bind(score)
     .bind(now)
@@ -143,6 +163,7 @@ pub async fn set_last_score(
     .bind(resource_link_id)
     .bind(user_id)
     .bind(sourcedid)
+    .bind(read_at)
     .execute(db)
     .await?;
     Ok(())

@@ -772,6 +772,50 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
 }
 
 #[rocket::async_test]
+async fn a_read_that_overlapped_a_write_does_not_put_the_old_score_back() {
+    use rocket_lti_tool::store::outcomes::{set_last_score, ResultOf};
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/ok", "learner-1", "sid-1"))
+        .await;
+    let db = &app.state().db;
+    let result = ResultOf {
+        consumer_key: KEY,
+        resource_link_id: "link-1",
+        user_id: "learner-1",
+        sourcedid: "sid-1",
+    };
+    let last = || async {
+        sqlx::query_as::<_, (Option<f64>, Option<i64>)>(
+            "SELECT last_score, score_known_at FROM outcome_targets",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap()
+    };
+    // A staff read asked at 99 answers 0.1 after a learner's write of 0.9 confirmed at 100.
+    set_last_score(db, result, Some(0.9), None, 100)
+        .await
+        .unwrap();
+    set_last_score(db, result, Some(0.1), Some(99), 101)
+        .await
+        .unwrap();
+    assert_eq!(last().await, (Some(0.9), Some(100)));
+    // Asked in the same second as the write: not known to be newer either.
+    set_last_score(db, result, Some(0.1), Some(100), 101)
+        .await
+        .unwrap();
+    assert_eq!(last().await, (Some(0.9), Some(100)));
+    // A read asked after it is newer; so is any write, whatever was read before.
+    set_last_score(db, result, Some(0.5), Some(101), 102)
+        .await
+        .unwrap();
+    assert_eq!(last().await, (Some(0.5), Some(102)));
+    set_last_score(db, result, None, None, 102).await.unwrap();
+    assert_eq!(last().await, (None, Some(102)));
+}
+
+#[rocket::async_test]
 async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;

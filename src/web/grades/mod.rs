@@ -161,22 +161,26 @@ impl Outcomes {
         }
     }
 
-    /// Keeps the score the LMS confirmed; a storage failure is logged, not raised, since the
+    /// Keeps the score the LMS confirmed (for a read, with the time it was asked: see
+    /// `store::outcomes::set_last_score`); a storage failure is logged, not raised, since the
     /// LMS already did what was asked.
-    async fn store_confirmed_score(&self, subject: Subject<'_>, score: Option<f64>) {
+    async fn store_confirmed_score(
+        &self,
+        subject: Subject<'_>,
+        score: Option<f64>,
+        read_at: Option<i64>,
+    ) {
         let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
             return;
         };
-        let saved = store::outcomes::set_last_score(
-            &self.db,
-            subject.consumer_key,
-            link,
-            user,
-            &subject.target.sourcedid,
-            score,
-            store::now(),
-        )
-        .await;
+        let result = store::outcomes::ResultOf {
+            consumer_key: subject.consumer_key,
+            resource_link_id: link,
+            user_id: user,
+            sourcedid: &subject.target.sourcedid,
+        };
+        let saved =
+            store::outcomes::set_last_score(&self.db, result, score, read_at, store::now()).await;
         if let Err(e) = saved {
             log::error!("could not store a confirmed score: {e}");
         }
@@ -219,7 +223,7 @@ impl Outcomes {
             .await;
         self.log("replaceResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, Some(score)).await;
+        self.store_confirmed_score(subject, Some(score), None).await;
         Ok(response)
     }
 
@@ -230,10 +234,12 @@ impl Outcomes {
             key: &key,
             secret: &secret,
         };
+        let asked_at = store::now();
         let result = self.client.read_result(credentials, subject.target).await;
         self.log("readResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, response.score).await;
+        self.store_confirmed_score(subject, response.score, Some(asked_at))
+            .await;
         Ok(response)
     }
 
@@ -247,7 +253,7 @@ impl Outcomes {
         let result = self.client.delete_result(credentials, subject.target).await;
         self.log("deleteResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, None).await;
+        self.store_confirmed_score(subject, None, None).await;
         Ok(response)
     }
 }
