@@ -464,7 +464,7 @@ fn path_matches(route: &str, request: &[&str]) -> bool {
 
 #[catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
-    crate::web::launch::clear_cookie_on_refusal(req);
+    crate::web::session_cookie::clear_cookie_on_refusal(req);
     if status == Status::NotFound {
         if let Some(allow) = allowed_methods(req) {
             // Rocket turns a HEAD into a GET before it looks for a route.

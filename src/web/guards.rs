@@ -14,14 +14,15 @@ use rocket::request::{self, FromRequest, Request};
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 use crate::web::error::remember;
-use crate::web::launch::{
-    end_session_refusing, first_live_session, launch, session_ids_of, BrowserSession, LaunchParams,
-};
+use crate::web::launch::{launch, LaunchParams};
 use crate::web::launch_body::{
     carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
     read_capped, read_launch_body, unreadable_launch, Body,
 };
 use crate::web::origin::{SecureCookies, SentAsHead};
+use crate::web::session_cookie::{
+    end_session_refusing, first_live_session, session_ids_of, BrowserSession,
+};
 use crate::web::AppState;
 
 /// What every guard hands the page: the launch data, and the session it lives in.

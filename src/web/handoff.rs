@@ -13,8 +13,8 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::launch::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::origin::{started_by_another_site, SecureCookies};
+use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::AppState;
 
 /// Where the new window lands: a page that accepts an existing session.

@@ -2,12 +2,10 @@
 //! fields; then a new session in place of the browser's old one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use rocket::http::{Cookie, CookieJar, Method};
-use rocket::request::{self, FromRequest, Request};
+use rocket::request::Request;
 
-use crate::config::SameSitePolicy;
 use crate::error::LtiError;
 use crate::lti::launch::{
     check_lti_fields, check_timestamp, is_launch_field, read_oauth_fields, LaunchData,
@@ -19,27 +17,11 @@ use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
 use crate::web::error::is_followable_return_url;
-use crate::web::origin::{
-    client_address, is_navigation, signed_origin, started_by_another_site, SecureCookies,
-    SentAsHead,
+use crate::web::origin::{client_address, is_navigation, signed_origin, SecureCookies, SentAsHead};
+use crate::web::session_cookie::{
+    browser_session_id, end_session_after_failed_launch, set_session_cookie,
 };
 use crate::web::AppState;
-
-/// Name of the session cookie over plain http (the debug profile's default).
-pub const SESSION_COOKIE: &str = "lti_session";
-/// Name of the session cookie whenever it is `Secure`. Browsers take a `__Host-` cookie only from
-/// the host itself (`Secure`, `Path=/`, no `Domain`), so a sibling subdomain (a student's pages on
-/// `*.example.edu`) cannot plant one of its own sessions in a student's browser.
-pub const SECURE_SESSION_COOKIE: &str = "__Host-lti_session";
-
-/// The session cookie's name for a request: [`SECURE_SESSION_COOKIE`] when it is `Secure`.
-pub fn session_cookie_name(secure: SecureCookies) -> &'static str {
-    if secure.0 {
-        SECURE_SESSION_COOKIE
-    } else {
-        SESSION_COOKIE
-    }
-}
 
 /// Where a launch's parameters came from, kept apart because the signature tolerances need it.
 #[derive(Debug, Default)]
@@ -102,143 +84,6 @@ impl LaunchParams {
             .chain(&self.header)
             .cloned()
             .collect()
-    }
-}
-
-/// The session id in the browser's cookie, if it sent one. The `__Host-` cookie always counts (a
-/// browser keeps one only from this host over https, so nobody else can have set it), even when
-/// this request is worked out as plain http (a proxy missing from `trusted_proxies`); the plain
-/// one counts only on a request that is not `Secure`: over https it may come from a sibling
-/// subdomain. Read from the `Cookie` headers, by exact name: Rocket's jar percent-decodes and
-/// trims names, so another site's `%5F_Host-lti_session`, which no browser holds to the `__Host-`
-/// rules, would read as ours. Only a request with no `Cookie` header at all is read from the jar:
-/// Rocket's local test client hands its cookies over that way.
-pub fn session_id_of(req: &Request<'_>, secure: SecureCookies) -> Option<String> {
-    session_ids_of(req, secure).into_iter().next()
-}
-
-/// Most session cookies of one request looked up ([`session_ids_of`]).
-const MAX_SESSION_COOKIES: usize = 4;
-
-/// Every session id the browser sent, in [`session_id_of`]'s order (at most a few): a browser may
-/// hold two cookies of one name, one partitioned (set inside an LMS iframe) and one not (set in a
-/// window of its own), and sends the older first, which may be a session that has ended.
-pub fn session_ids_of(req: &Request<'_>, secure: SecureCookies) -> Vec<String> {
-    let mut ids = cookies_named(req, SECURE_SESSION_COOKIE, MAX_SESSION_COOKIES);
-    if !secure.0 {
-        ids.extend(cookies_named(req, SESSION_COOKIE, MAX_SESSION_COOKIES));
-    }
-    ids.truncate(MAX_SESSION_COOKIES);
-    ids
-}
-
-/// The values of the cookies called exactly `wanted`, in the order sent (at most `max`), read
-/// from the `Cookie` headers: Rocket's jar percent-decodes and trims names, and keeps only the
-/// last of a name. Only a request with no `Cookie` header at all is read from the jar (Rocket's
-/// local test client hands its cookies over that way).
-pub fn cookies_named(req: &Request<'_>, wanted: &str, max: usize) -> Vec<String> {
-    match req.headers().contains("Cookie") {
-        true => req
-            .headers()
-            .get("Cookie")
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-            .filter(|(name, _)| *name == wanted)
-            .map(|(_, value)| value.trim_matches([' ', '\t']).to_string())
-            .take(max)
-            .collect(),
-        false => req
-            .cookies()
-            .get(wanted)
-            .map(|c| c.value().to_string())
-            .into_iter()
-            .collect(),
-    }
-}
-
-/// The session the browser's cookies stand for: of several ([`session_ids_of`]), the first that
-/// names a live session, which is the one its pages show (`guards::session_user`), so that a
-/// logout or a failed launch ends that one; else the first. One cookie costs no lookup.
-pub async fn browser_session_id(req: &Request<'_>, state: &AppState) -> Option<String> {
-    let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));
-    if ids.len() > 1 {
-        if let Ok(BrowserSession::Live(s)) = first_live_session(state, &ids).await {
-            return Some(s.id);
-        }
-    }
-    ids.into_iter().next()
-}
-
-/// What the browser's session ids ([`session_ids_of`]) name, taken in order.
-pub enum BrowserSession {
-    /// The first that names a live session.
-    Live(sessions::Session),
-    /// None is live; this one names a session that has run out.
-    Expired(String),
-    /// None names a session.
-    None,
-}
-
-/// The first of `ids` that names a live session, else the first that names an expired one.
-pub async fn first_live_session(
-    state: &AppState,
-    ids: &[String],
-) -> Result<BrowserSession, LtiError> {
-    let mut expired = None;
-    for id in ids {
-        match state.front.session(&state.db, id).await? {
-            Some(s) if s.expires_at > store::now() => return Ok(BrowserSession::Live(s)),
-            Some(_) => {
-                expired.get_or_insert_with(|| id.clone());
-            }
-            None => {}
-        }
-    }
-    Ok(expired.map_or(BrowserSession::None, BrowserSession::Expired))
-}
-
-/// Request guard: the session id the browser sent ([`browser_session_id`]).
-pub struct BrowserSessionId(pub Option<String>);
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for BrowserSessionId {
-    type Error = std::convert::Infallible;
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let id = match req.rocket().state::<AppState>() {
-            Some(state) => browser_session_id(req, state).await,
-            None => session_id_of(req, SecureCookies::of_request(req)),
-        };
-        request::Outcome::Success(BrowserSessionId(id))
-    }
-}
-
-/// Gives the browser a new session cookie; one of the other name that would still be read
-/// ([`session_id_of`]) goes.
-pub fn set_session_cookie(
-    cookies: &CookieJar<'_>,
-    state: &AppState,
-    id: String,
-    secure: SecureCookies,
-) {
-    if !secure.0 {
-        clear_secure_session_cookie(cookies, state);
-    }
-    cookies.add(session_cookie(state, id, secure));
-}
-
-/// Clears the browser's session cookie: the `__Host-` one if it sent one, and, on a request that
-/// is not `Secure`, the plain one.
-pub fn clear_session_cookie(cookies: &CookieJar<'_>, state: &AppState, secure: SecureCookies) {
-    clear_secure_session_cookie(cookies, state);
-    if !secure.0 {
-        cookies.remove(session_cookie(state, String::new(), secure));
-    }
-}
-
-fn clear_secure_session_cookie(cookies: &CookieJar<'_>, state: &AppState) {
-    if cookies.get(SECURE_SESSION_COOKIE).is_some() {
-        // Browsers take a `__Host-` removal only with `Secure` and `Path=/`, as the cookie was set.
-        cookies.remove(session_cookie(state, String::new(), SecureCookies(true)));
     }
 }
 
@@ -503,93 +348,3 @@ pub fn log_refusal(
 /// Set on a request whose refusal `log_refusal` has logged.
 #[derive(Default)]
 pub struct RefusalLogged(pub AtomicBool);
-
-/// The session cookie, with the configured `SameSite` policy and `secure` as worked out for the
-/// request. A `Secure` cookie for the LMS iframe (`SameSite=None`) is also `Partitioned` (CHIPS):
-/// the browser keeps it for this LMS's pages only, and so keeps it even when it blocks
-/// third-party cookies (Chrome, Edge), where an ordinary one would be dropped. A removal carries
-/// the same attributes, or it would not match the cookie.
-fn session_cookie(state: &AppState, value: String, secure: SecureCookies) -> Cookie<'static> {
-    let same_site = state.settings.cookie_same_site;
-    Cookie::build((session_cookie_name(secure), value))
-        .path("/")
-        .http_only(true)
-        .same_site(same_site.into())
-        .secure(secure.0)
-        .partitioned(secure.0 && same_site == SameSitePolicy::None)
-        .build()
-}
-
-/// Ends a session: the row goes and the cookie is cleared (with the `Secure` flag it was set with:
-/// browsers ignore a `SameSite=None` removal without it). Storage errors are logged, not raised:
-/// the cookie is cleared either way and the row expires on its own.
-pub async fn end_session(
-    state: &AppState,
-    cookies: &CookieJar<'_>,
-    id: Option<&str>,
-    secure: SecureCookies,
-) {
-    if let Err(e) = end_session_or_fail(state, cookies, id, secure).await {
-        log::error!("could not delete a session: {e}");
-        clear_session_cookie(cookies, state, secure);
-    }
-}
-
-/// Ends a session as [`end_session`] does, but when the row cannot be deleted, says so and leaves
-/// the cookie: a logout must not claim to have ended a session that still works.
-pub async fn end_session_or_fail(
-    state: &AppState,
-    cookies: &CookieJar<'_>,
-    id: Option<&str>,
-    secure: SecureCookies,
-) -> Result<(), LtiError> {
-    if let Some(id) = id {
-        sessions::delete(&state.db, id).await?;
-        clear_session_cookie(cookies, state, secure);
-    }
-    Ok(())
-}
-
-/// Marks a request that ended the browser's session on its way to a refusal.
-struct EndedBeforeRefusal(OnceLock<SecureCookies>);
-
-/// Ends the browser's session while refusing a request. Rocket drops a guard's cookie changes
-/// before the catcher runs, so this also leaves a mark from which the error page clears the
-/// cookie again (`clear_cookie_on_refusal`); otherwise the browser keeps an id that leads nowhere.
-pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Option<&str>) {
-    let secure = SecureCookies::of(req, &state.settings);
-    end_session(state, req.cookies(), id, secure).await;
-    if id.is_some() {
-        let _ = req
-            .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
-            .0
-            .set(secure);
-    }
-}
-
-/// Ends the browser's session after a failed launch, so that a launch refused on a shared
-/// computer never leaves the previous user's session behind. Only a form an LMS could have sent
-/// counts: an image or script of another page (`Sec-Fetch-Mode`), or another site's link or frame
-/// (a GET: LMSs launch with a POST form), say `<img src="/any?oauth_x=1">` or an `<iframe>` in a
-/// forum post, is refused without ending anything, or any page could log its viewers out.
-pub async fn end_session_after_failed_launch(
-    req: &Request<'_>,
-    state: &AppState,
-    id: Option<&str>,
-) {
-    let from_a_page =
-        !is_navigation(req) || (req.method() != Method::Post && started_by_another_site(req));
-    if id.is_some() && from_a_page {
-        log::info!("a failed launch from another page's image, frame or link kept the session");
-        return;
-    }
-    end_session_refusing(req, state, id).await;
-}
-
-/// Clears the session cookie in an error page's answer when the refused request ended the session.
-pub fn clear_cookie_on_refusal(req: &Request<'_>) {
-    let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));
-    if let (Some(secure), Some(state)) = (ended.0.get(), req.rocket().state::<AppState>()) {
-        clear_session_cookie(req.cookies(), state, *secure);
-    }
-}

@@ -14,6 +14,7 @@ pub mod launch_body;
 pub mod origin;
 pub mod pages;
 pub mod registration;
+pub mod session_cookie;
 
 use crate::config::Settings;
 use crate::store::front::StoreFront;

@@ -15,8 +15,8 @@ use crate::crypto;
 use crate::error::LtiError;
 use crate::store::{self, admin};
 use crate::web::error::remember;
-use crate::web::launch::cookies_named;
 use crate::web::origin::{client_address, SecureCookies, StartedElsewhere};
+use crate::web::session_cookie::cookies_named;
 use crate::web::AppState;
 
 /// Name of the admin session cookie (distinct from the LTI session's) over plain http.
@@ -142,7 +142,7 @@ fn cookie_path(secure: SecureCookies) -> &'static str {
 }
 
 /// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
-/// as the session cookie is read (`web::launch::session_ids_of`): the `__Host-` one always
+/// as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Host-` one always
 /// counts; the plain one only on a request that is not `Secure`.
 fn cookie_value(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Option<String> {
     let host = cookie_name(plain, SecureCookies(true));
