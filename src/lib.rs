@@ -18,7 +18,7 @@ pub mod web;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket::fairing::AdHoc;
+use rocket::fairing::{AdHoc, Fairing};
 use rocket::figment::Figment;
 use rocket::shield::{Frame, NoSniff, Shield};
 use rocket::{Build, Rocket};
@@ -84,102 +84,12 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(shield)
         .attach(Template::fairing())
         .attach(web::origin::method_as_sent())
-        .attach(AdHoc::try_on_ignite("LTI state", |rocket| async move {
-            match init_state(rocket.figment()).await {
-                Ok(state) => {
-                    // Routes that are off do not exist at all: 404 for any method.
-                    let mut rocket = rocket;
-                    if state.settings.dev_launcher {
-                        rocket = rocket.mount("/", web::dev_launcher::routes());
-                    }
-                    if state.settings.benchmark_routes {
-                        rocket = web::bench::mount(rocket);
-                    }
-                    Ok(rocket.manage(state))
-                }
-                Err(e) => {
-                    log::error!("cannot start: {e}");
-                    Err(rocket)
-                }
-            }
-        }))
+        .attach(lti_state())
         .attach(web::grades::fairing())
-        .attach(AdHoc::on_liftoff("Pruning", |rocket| {
-            Box::pin(async move {
-                if let Some(state) = rocket.state::<AppState>() {
-                    rocket::tokio::spawn(prune_forever(
-                        state.db.clone(),
-                        state.settings.outcome_target_ttl,
-                        state.nonce_watermark.clone(),
-                    ));
-                }
-            })
-        }))
-        .attach(AdHoc::on_request(
-            "Log colours stay as configured",
-            |req, _| {
-                Box::pin(async move {
-                    // Rocket parses every request's Content-Type before the fairings run (and its
-                    // Accept when a route or catcher asks), and formatting a parse error (pear's
-                    // `Display`) turns colour codes back on for the whole process: one request
-                    // with a malformed header would put escape codes in every later log line,
-                    // whatever `cli_colors` says. Accept is parsed here (Rocket keeps the
-                    // result), then Rocket's own rule is applied again.
-                    let unparseable = (req.content_type().is_none()
-                        && req.headers().contains("Content-Type"))
-                        || (req.accept().is_none() && req.headers().contains("Accept"));
-                    if unparseable {
-                        let colors = req.rocket().config().cli_colors
-                            && yansi::Condition::stdouterr_are_tty();
-                        yansi::whenever(yansi::Condition::cached(colors));
-                    }
-                })
-            },
-        ))
-        .attach(AdHoc::on_response(
-            "No sniffing, no caching of pages, no referrer elsewhere",
-            |req, res| {
-                Box::pin(async move {
-                    res.set_raw_header("X-Content-Type-Options", "nosniff");
-                    // Pages carry a user's data: shared caches and the back button must not keep them.
-                    // Only files served from /static may be cached, not the error pages there.
-                    let static_file = req.uri().path().starts_with("/static/")
-                        && res.status().class() == rocket::http::StatusClass::Success;
-                    if !static_file && res.headers().get_one("Cache-Control").is_none() {
-                        res.set_raw_header("Cache-Control", "no-store");
-                    }
-                    // Our own pages' addresses reach only ourselves (older browsers' `Referer`
-                    // is how `web::origin` tells our forms from other sites'), never the LMS.
-                    if res.headers().get_one("Referrer-Policy").is_none() {
-                        res.set_raw_header("Referrer-Policy", "same-origin");
-                    }
-                    // Framing stays open (the LMS's iframe; the admin area closes it below);
-                    // no page needs plug-ins or another base URL.
-                    if res.headers().get_one("Content-Security-Policy").is_none() {
-                        res.set_raw_header(
-                            "Content-Security-Policy",
-                            "object-src 'none'; base-uri 'none'",
-                        );
-                    }
-                })
-            },
-        ))
-        .attach(AdHoc::on_response(
-            "Admin pages are never framed",
-            |req, res| {
-                Box::pin(async move {
-                    // The LTI pages live in LMS iframes; the admin area has no reason to (clickjacking).
-                    // By segment, as the router matches (`//admin` and `/%61dmin` reach it too).
-                    if req.uri().path().segments().next() == Some("admin") {
-                        res.set_raw_header("X-Frame-Options", "DENY");
-                        res.set_raw_header(
-                            "Content-Security-Policy",
-                            "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
-                        );
-                    }
-                })
-            },
-        ))
+        .attach(pruning())
+        .attach(log_colours_stay_as_configured())
+        .attach(response_headers())
+        .attach(web::admin::never_framed())
         .mount("/", web::pages::routes())
         .mount("/admin", web::admin::routes())
         .mount("/", web::handoff::routes())
@@ -189,6 +99,96 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .register("/admin", web::admin::catchers())
         .mount("/", fork::routes());
     fork::attach(tool)
+}
+
+/// Reads the settings, opens the database and builds the shared state; mounts the routes that
+/// settings turn on (off, they do not exist at all: 404 for any method).
+fn lti_state() -> impl Fairing {
+    AdHoc::try_on_ignite("LTI state", |rocket| async move {
+        match init_state(rocket.figment()).await {
+            Ok(state) => {
+                let mut rocket = rocket;
+                if state.settings.dev_launcher {
+                    rocket = rocket.mount("/", web::dev_launcher::routes());
+                }
+                if state.settings.benchmark_routes {
+                    rocket = web::bench::mount(rocket);
+                }
+                Ok(rocket.manage(state))
+            }
+            Err(e) => {
+                log::error!("cannot start: {e}");
+                Err(rocket)
+            }
+        }
+    })
+}
+
+/// Starts the pruning task once the server is up.
+fn pruning() -> impl Fairing {
+    AdHoc::on_liftoff("Pruning", |rocket| {
+        Box::pin(async move {
+            if let Some(state) = rocket.state::<AppState>() {
+                rocket::tokio::spawn(prune_forever(
+                    state.db.clone(),
+                    state.settings.outcome_target_ttl,
+                    state.nonce_watermark.clone(),
+                ));
+            }
+        })
+    })
+}
+
+/// Rocket parses every request's Content-Type before the fairings run (and its Accept when a
+/// route or catcher asks), and formatting a parse error (pear's `Display`) turns colour codes
+/// back on for the whole process: one request with a malformed header would put escape codes in
+/// every later log line, whatever `cli_colors` says. Accept is parsed here (Rocket keeps the
+/// result), then Rocket's own rule is applied again.
+fn log_colours_stay_as_configured() -> impl Fairing {
+    AdHoc::on_request("Log colours stay as configured", |req, _| {
+        Box::pin(async move {
+            let unparseable = (req.content_type().is_none()
+                && req.headers().contains("Content-Type"))
+                || (req.accept().is_none() && req.headers().contains("Accept"));
+            if unparseable {
+                let colors =
+                    req.rocket().config().cli_colors && yansi::Condition::stdouterr_are_tty();
+                yansi::whenever(yansi::Condition::cached(colors));
+            }
+        })
+    })
+}
+
+/// The headers of every answer: no sniffing, no caching of pages, no referrer to other sites, no
+/// plug-ins or base URL (framing stays open for the LMS's iframe; `web::admin::never_framed`
+/// closes it for the admin area).
+fn response_headers() -> impl Fairing {
+    AdHoc::on_response(
+        "No sniffing, no caching of pages, no referrer elsewhere",
+        |req, res| {
+            Box::pin(async move {
+                res.set_raw_header("X-Content-Type-Options", "nosniff");
+                // Pages carry a user's data: shared caches and the back button must not keep
+                // them. Only files served from /static may be cached, not the error pages there.
+                let static_file = req.uri().path().starts_with("/static/")
+                    && res.status().class() == rocket::http::StatusClass::Success;
+                if !static_file && res.headers().get_one("Cache-Control").is_none() {
+                    res.set_raw_header("Cache-Control", "no-store");
+                }
+                // Our own pages' addresses reach only ourselves (older browsers' `Referer` is
+                // how `web::origin` tells our forms from other sites'), never the LMS.
+                if res.headers().get_one("Referrer-Policy").is_none() {
+                    res.set_raw_header("Referrer-Policy", "same-origin");
+                }
+                if res.headers().get_one("Content-Security-Policy").is_none() {
+                    res.set_raw_header(
+                        "Content-Security-Policy",
+                        "object-src 'none'; base-uri 'none'",
+                    );
+                }
+            })
+        },
+    )
 }
 
 /// The keys of the consumers whose secrets do not decrypt under the configured `secret_key`, after

@@ -40,3 +40,20 @@ pub fn routes() -> Vec<Route> {
 pub fn catchers() -> Vec<Catcher> {
     catchers![session::unauthorized]
 }
+
+/// Admin pages are never framed: the LTI pages live in LMS iframes, the admin area has no reason
+/// to (clickjacking). Attached after the fairing that sets every page's CSP, which it replaces.
+pub fn never_framed() -> impl rocket::fairing::Fairing {
+    rocket::fairing::AdHoc::on_response("Admin pages are never framed", |req, res| {
+        Box::pin(async move {
+            // By segment, as the router matches (`//admin` and `/%61dmin` reach it too).
+            if req.uri().path().segments().next() == Some("admin") {
+                res.set_raw_header("X-Frame-Options", "DENY");
+                res.set_raw_header(
+                    "Content-Security-Policy",
+                    "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+                );
+            }
+        })
+    })
+}
