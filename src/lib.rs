@@ -249,18 +249,8 @@ fn unreadable_at_start(keys: &[String]) -> String {
     )
 }
 
-async fn init_state(figment: &Figment) -> Result<AppState, String> {
-    config::check_rocket_settings(figment)?;
-    if figment.find_value("tls").is_ok() || figment.find_value("mtls").is_ok() {
-        log::warn!("this build has no TLS: the tls settings are ignored and the server speaks plain http; terminate TLS in a proxy (README, \"Running in production\")");
-    }
-    for key in config::unknown_settings(figment) {
-        log::warn!(
-            "unknown setting `{key}` is ignored (misspelt? see the README's configuration \
-             table; a setting of your own goes in SETTINGS, src/fork.rs)"
-        );
-    }
-    let settings = Settings::from_figment(figment)?;
+/// Warns about settings that work but are probably not what was meant.
+fn warn_about_settings(settings: &Settings) {
     let https_public_url = settings
         .public_url
         .as_ref()
@@ -283,6 +273,54 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
+}
+
+/// Every secret reads under this key: from now on the command line must use it too. Sealed
+/// under the write lock after reading every secret again, so that a command line run under
+/// another key cannot add one between the two.
+async fn seal_secret_key_check(db: &store::Db) -> Result<(), String> {
+    let (tx, check) = store::consumers::begin_under_key_check(db, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    match check {
+        store::consumers::KeyCheck::Sealed => tx.commit().await.map_err(|e| e.to_string()),
+        store::consumers::KeyCheck::Unreadable(keys) => Err(unreadable_at_start(&keys)),
+        store::consumers::KeyCheck::OtherKey => {
+            Err("the secret_key check could not be sealed".into())
+        }
+    }
+}
+
+/// Adds PyLTI's demo consumer unless it is there (`seed_demo_consumer`, the debug default).
+async fn seed_demo_consumer(db: &store::Db) -> Result<(), String> {
+    let (key, secret) = DEMO_CONSUMER;
+    let added = store::consumers::insert(db, key, secret, "PyLTI demo consumer", store::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if added {
+        log::warn!(
+            "seeded the demo consumer {key:?} / {secret:?} (debug profile; never in release)"
+        );
+    } else {
+        log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
+    }
+    Ok(())
+}
+
+async fn init_state(figment: &Figment) -> Result<AppState, String> {
+    config::check_rocket_settings(figment)?;
+    // Before the settings are read: a misspelt key may be why one is missing.
+    if figment.find_value("tls").is_ok() || figment.find_value("mtls").is_ok() {
+        log::warn!("this build has no TLS: the tls settings are ignored and the server speaks plain http; terminate TLS in a proxy (README, \"Running in production\")");
+    }
+    for key in config::unknown_settings(figment) {
+        log::warn!(
+            "unknown setting `{key}` is ignored (misspelt? see the README's configuration \
+             table; a setting of your own goes in SETTINGS, src/fork.rs)"
+        );
+    }
+    let settings = Settings::from_figment(figment)?;
+    warn_about_settings(&settings);
     // Refuses a missing key, bad grade passback settings or unreadable templates before a
     // database file is created for nothing.
     check_templates(figment)?;
@@ -294,10 +332,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     crypto::install_cipher(&db, cipher).await?;
     // What an admin checks first when the command line and the server seem to disagree.
     let public_url = match &settings.public_url {
-        Some(o) => match o.port {
-            Some(port) => format!("{}://{}:{port}", o.scheme, o.host),
-            None => format!("{}://{}", o.scheme, o.host),
-        },
+        Some(origin) => origin.to_url(),
         None => "not set (each request's Host)".into(),
     };
     log::info!(
@@ -309,34 +344,12 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if !unreadable.is_empty() {
         return Err(unreadable_at_start(&unreadable));
     }
-    // Every secret reads under this key: from now on the command line must use it too. Sealed
-    // under the write lock after reading every secret again, so that a command line run under
-    // another key cannot add one between the two.
-    let (tx, check) = store::consumers::begin_under_key_check(&db, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    match check {
-        store::consumers::KeyCheck::Sealed => tx.commit().await.map_err(|e| e.to_string())?,
-        store::consumers::KeyCheck::Unreadable(keys) => return Err(unreadable_at_start(&keys)),
-        store::consumers::KeyCheck::OtherKey => {
-            return Err("the secret_key check could not be sealed".into())
-        }
-    }
+    seal_secret_key_check(&db).await?;
     if !settings.debug_profile && !settings.seed_demo_consumer {
         refuse_public_demo_consumer(&db).await?;
     }
     if settings.seed_demo_consumer {
-        let (key, secret) = DEMO_CONSUMER;
-        let added = store::consumers::insert(&db, key, secret, "PyLTI demo consumer", store::now())
-            .await
-            .map_err(|e| e.to_string())?;
-        if added {
-            log::warn!(
-                "seeded the demo consumer {key:?} / {secret:?} (debug profile; never in release)"
-            );
-        } else {
-            log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
-        }
+        seed_demo_consumer(&db).await?;
     }
     let nonce_watermark = store::nonces::NonceWatermark::load(&db, settings.timestamp_window)
         .await
