@@ -189,7 +189,7 @@ async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
 }
 
 /// Opens the server's database with its secret cipher, as the server would.
-pub(crate) async fn open_db(new: NewDatabase) -> Result<Db, String> {
+async fn open_db(new: NewDatabase) -> Result<Db, String> {
     let figment = crate::figment();
     let settings = Settings::from_figment(&figment)?;
     // Refuses a missing key before a database file is created for nothing.
@@ -362,133 +362,148 @@ fn checked_new_consumer(
 }
 
 async fn consumer(action: ConsumerAction) -> Result<(), String> {
-    // Bad input is refused before a database is opened, let alone created.
-    let add = match &action {
-        ConsumerAction::Add { key, secret, name } => Some(checked_new_consumer(
-            key.clone(),
-            secret.clone(),
-            name.clone(),
-        )?),
-        _ => None,
-    };
-    let new = match add {
-        Some(_) => NewDatabase::Allowed,
-        None => NewDatabase::Refused,
-    };
+    use NewDatabase::{Allowed, Refused};
+    match action {
+        ConsumerAction::Add { key, secret, name } => {
+            // Bad input is refused before a database is opened, let alone created.
+            let new = checked_new_consumer(key, secret, name)?;
+            with_db(Allowed, async |db| add_consumer(db, new).await).await
+        }
+        ConsumerAction::List => with_db(Refused, list_consumers).await,
+        ConsumerAction::Disable { key } => {
+            with_db(Refused, async |db| {
+                found(
+                    consumers::set_enabled(db, &key, false).await.map_err(err)?,
+                    &key,
+                )?;
+                println!("disabled {key:?}");
+                Ok(())
+            })
+            .await
+        }
+        ConsumerAction::Enable { key } => {
+            with_db(Refused, async |db| {
+                found(
+                    consumers::set_enabled(db, &key, true).await.map_err(err)?,
+                    &key,
+                )?;
+                println!("enabled {key:?}");
+                Ok(())
+            })
+            .await
+        }
+        ConsumerAction::Remove { key } => {
+            with_db(Refused, async |db| {
+                found(consumers::delete(db, &key).await.map_err(err)?, &key)?;
+                println!("removed {key:?} and ended its sessions");
+                Ok(())
+            })
+            .await
+        }
+        ConsumerAction::Rotate { key } => {
+            with_db(Refused, async |db| rotate_secret(db, &key).await).await
+        }
+    }
+}
+
+/// Runs `f` on the database opened as the server would, then closes it, on errors too (as the
+/// server does at a stop: the database file alone is then complete).
+pub(crate) async fn with_db<T>(
+    new: NewDatabase,
+    f: impl AsyncFnOnce(&Db) -> Result<T, String>,
+) -> Result<T, String> {
     let db = open_db(new).await?;
-    let result = consumer_on(&db, action, add).await;
+    let result = f(&db).await;
     store::close(&db).await;
     result
 }
 
-async fn consumer_on(
-    db: &Db,
-    action: ConsumerAction,
-    add: Option<NewConsumer>,
-) -> Result<(), String> {
-    let err = |e: crate::error::LtiError| e.to_string();
-    match action {
-        ConsumerAction::Add { .. } => {
-            let Some(NewConsumer {
-                key,
-                secret,
-                generated,
-                name,
-            }) = add
-            else {
-                return Err("nothing to add".into());
-            };
-            let mut write = begin_secret_write(db).await?;
-            let now = store::now();
-            let cipher = &write.cipher;
-            if !consumers::create_on(&mut *write.tx, cipher, &key, &secret, &name, "", now)
-                .await
-                .map_err(err)?
-            {
-                return Err(format!("a consumer with key {key:?} already exists"));
-            }
-            write.tx.commit().await.map_err(|e| e.to_string())?;
-            println!("added consumer {key:?}");
-            if generated {
-                println!("secret: {secret}");
-                println!("(shown once: copy it into the LMS now)");
-            }
-            // Added already: a failure here must not read as if it were not.
-            let alike = consumers::keys_differing_in_case(db, &key)
-                .await
-                .unwrap_or_else(|e| {
-                    eprintln!("warning: could not compare the key with the others: {e}");
-                    Vec::new()
-                });
-            for other in alike {
-                eprintln!(
-                    "warning: keys are case-sensitive, and {other:?} differs from {key:?} only in \
-                     case; if that was not meant, remove one of them"
-                );
-            }
-        }
-        ConsumerAction::List => {
-            // The figures, not the consumers: listing decrypts no secret.
-            let all = usage::overview(db, store::now()).await.map_err(err)?;
-            if all.is_empty() {
-                println!("no consumers");
-            }
-            // Written, not `println!`: piped into `head`, a closed pipe ends the listing quietly
-            // instead of panicking.
-            let mut out = std::io::stdout().lock();
-            for c in all {
-                let created = chrono::DateTime::from_timestamp(c.created_at, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .unwrap_or_default();
-                let state = if c.enabled { "enabled" } else { "disabled" };
-                // Rows from before names were checked may hold control characters: escaped.
-                let name: String = c
-                    .name
-                    .chars()
-                    .map(|ch| {
-                        if consumers::is_unsafe_in_label(ch) {
-                            ch.escape_default().to_string()
-                        } else {
-                            ch.to_string()
-                        }
-                    })
-                    .collect();
-                if writeln!(out, "{}\t{state}\t{created}\t{name}", c.key).is_err() {
-                    break;
+fn err(e: crate::error::LtiError) -> String {
+    e.to_string()
+}
+
+async fn add_consumer(db: &Db, new: NewConsumer) -> Result<(), String> {
+    let NewConsumer {
+        key,
+        secret,
+        generated,
+        name,
+    } = new;
+    let mut write = begin_secret_write(db).await?;
+    let now = store::now();
+    let cipher = &write.cipher;
+    if !consumers::create_on(&mut *write.tx, cipher, &key, &secret, &name, "", now)
+        .await
+        .map_err(err)?
+    {
+        return Err(format!("a consumer with key {key:?} already exists"));
+    }
+    write.tx.commit().await.map_err(|e| e.to_string())?;
+    println!("added consumer {key:?}");
+    if generated {
+        println!("secret: {secret}");
+        println!("(shown once: copy it into the LMS now)");
+    }
+    // Added already: a failure here must not read as if it were not.
+    let alike = consumers::keys_differing_in_case(db, &key)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("warning: could not compare the key with the others: {e}");
+            Vec::new()
+        });
+    for other in alike {
+        eprintln!(
+            "warning: keys are case-sensitive, and {other:?} differs from {key:?} only in \
+             case; if that was not meant, remove one of them"
+        );
+    }
+    Ok(())
+}
+
+async fn list_consumers(db: &Db) -> Result<(), String> {
+    // The figures, not the consumers: listing decrypts no secret.
+    let all = usage::overview(db, store::now()).await.map_err(err)?;
+    if all.is_empty() {
+        println!("no consumers");
+    }
+    // Written, not `println!`: piped into `head`, a closed pipe ends the listing quietly
+    // instead of panicking.
+    let mut out = std::io::stdout().lock();
+    for c in all {
+        let created = chrono::DateTime::from_timestamp(c.created_at, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        let state = if c.enabled { "enabled" } else { "disabled" };
+        // Rows from before names were checked may hold control characters: escaped.
+        let name: String = c
+            .name
+            .chars()
+            .map(|ch| {
+                if consumers::is_unsafe_in_label(ch) {
+                    ch.escape_default().to_string()
+                } else {
+                    ch.to_string()
                 }
-            }
-        }
-        ConsumerAction::Disable { key } => {
-            found(
-                consumers::set_enabled(db, &key, false).await.map_err(err)?,
-                &key,
-            )?;
-            println!("disabled {key:?}");
-        }
-        ConsumerAction::Enable { key } => {
-            found(
-                consumers::set_enabled(db, &key, true).await.map_err(err)?,
-                &key,
-            )?;
-            println!("enabled {key:?}");
-        }
-        ConsumerAction::Remove { key } => {
-            found(consumers::delete(db, &key).await.map_err(err)?, &key)?;
-            println!("removed {key:?} and ended its sessions");
-        }
-        ConsumerAction::Rotate { key } => {
-            let mut write = begin_secret_write(db).await?;
-            let secret = consumers::generate_secret();
-            found(
-                consumers::set_secret_on(&mut *write.tx, &write.cipher, &key, &secret)
-                    .await
-                    .map_err(err)?,
-                &key,
-            )?;
-            write.tx.commit().await.map_err(|e| e.to_string())?;
-            println!("new secret for {key:?}: {secret}");
-            println!("(shown once: the old secret no longer works)");
+            })
+            .collect();
+        if writeln!(out, "{}\t{state}\t{created}\t{name}", c.key).is_err() {
+            break;
         }
     }
+    Ok(())
+}
+
+async fn rotate_secret(db: &Db, key: &str) -> Result<(), String> {
+    let mut write = begin_secret_write(db).await?;
+    let secret = consumers::generate_secret();
+    found(
+        consumers::set_secret_on(&mut *write.tx, &write.cipher, key, &secret)
+            .await
+            .map_err(err)?,
+        key,
+    )?;
+    write.tx.commit().await.map_err(|e| e.to_string())?;
+    println!("new secret for {key:?}: {secret}");
+    println!("(shown once: the old secret no longer works)");
     Ok(())
 }

@@ -79,10 +79,12 @@ async fn set_password() -> Result<(), String> {
     let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
         .map_err(|e| e.to_string())??;
-    let db = super::open_db(super::NewDatabase::Allowed).await?;
-    let set = admin::set_password_hash(&db, &hash, store::now()).await;
-    store::close(&db).await;
-    set.map_err(|e| e.to_string())?;
+    super::with_db(super::NewDatabase::Allowed, async |db| {
+        admin::set_password_hash(db, &hash, store::now())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
     println!("admin password set; log in at /admin (existing admin sessions have ended)");
     Ok(())
 }
@@ -103,28 +105,31 @@ async fn rekey() -> Result<(), String> {
     } else {
         vec![SecretCipher::from_key_material(old.as_bytes())]
     };
-    let db = super::open_db(super::NewDatabase::Refused).await?;
-    let mut outcome = Err(String::new());
-    // Each try changes nothing unless every secret decrypts, so trying the next is safe.
-    for old in &candidates {
-        outcome = consumers::reencrypt_secrets(&db, old)
-            .await
-            .map_err(|e| format!("{e}; nothing was changed"));
-        if outcome.is_ok() {
-            break;
+    let n = super::with_db(super::NewDatabase::Refused, async |db| {
+        let mut outcome = Err(String::new());
+        // Each try changes nothing unless every secret decrypts, so trying the next is safe.
+        for old in &candidates {
+            outcome = consumers::reencrypt_secrets(db, old)
+                .await
+                .map_err(|e| format!("{e}; nothing was changed"));
+            if outcome.is_ok() {
+                break;
+            }
         }
-    }
-    store::close(&db).await;
-    let n = outcome?;
+        outcome
+    })
+    .await?;
     println!("re-encrypted {n} consumer secrets under the configured secret_key");
     Ok(())
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
-    let db = super::open_db(super::NewDatabase::Refused).await?;
-    let replaced = consumers::replace_unreadable_secrets(&db, confirm).await;
-    store::close(&db).await;
-    let replaced = replaced.map_err(|e| e.to_string())?;
+    let replaced = super::with_db(super::NewDatabase::Refused, async |db| {
+        consumers::replace_unreadable_secrets(db, confirm)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
     if replaced.is_empty() {
         println!(
             "every consumer secret decrypts under the configured secret_key: nothing to replace"

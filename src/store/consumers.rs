@@ -177,20 +177,14 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM sessions WHERE consumer_key = ?")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
+    super::sessions::delete_for(&mut *tx, key).await?;
     // Nonces stay until they expire: a consumer re-added with the same secret must still refuse
     // replays of its recent launches.
     // Learners' names and result ids go too; and a new LMS given the same key later must not
     // see them on its staff pages (Moodle's resource link ids are small numbers, easily reused).
     super::outcomes::delete_for(&mut *tx, key).await?;
     super::refusals::delete_for(&mut *tx, key).await?;
-    sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
+    super::usage::delete_for(&mut *tx, key).await?;
     crate::fork::forget_consumer(&mut tx, key).await?;
     tx.commit().await?;
     Ok(done.rows_affected() == 1)

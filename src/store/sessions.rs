@@ -80,3 +80,15 @@ where
 pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     super::prune_expired_rows(db, "sessions", now, batch).await
 }
+
+/// Deletes the sessions of a consumer being removed (in the removal's transaction).
+pub async fn delete_for<'c, E>(executor: E, consumer_key: &str) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query("DELETE FROM sessions WHERE consumer_key = ?")
+        .bind(consumer_key)
+        .execute(executor)
+        .await?;
+    Ok(())
+}

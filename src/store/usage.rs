@@ -107,3 +107,15 @@ pub async fn prune(db: &Db, now: i64) -> Result<u64, LtiError> {
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Deletes the refusal counts of a consumer being removed (in the removal's transaction).
+pub async fn delete_for<'c, E>(executor: E, consumer_key: &str) -> Result<(), LtiError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    sqlx::query("DELETE FROM consumer_refusals WHERE consumer_key = ?")
+        .bind(consumer_key)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
