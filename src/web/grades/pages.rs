@@ -271,75 +271,19 @@ async fn grades_view(
 ) -> Result<Template, LtiError> {
     let link = lti.resource_link_id();
     let mut stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
-    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut not_read = HashMap::new();
     if refresh {
-        // The deadline covers the wait for the session's turn too (a refresh queued behind
-        // another one): the page answers within it either way.
-        let deadline =
-            Instant::now() + outcomes.client().config().timeout * REFRESH_DEADLINE_TIMEOUTS;
-        let _turn = timeout_at(deadline, outcomes.turn(&lti.session_id))
-            .await
-            .map_err(|_| LtiError::GradeCallsQueued)??;
-        // The learners tried longest ago (never first) go first, so that in a course too large
-        // for one refresh the next one goes on where this one stopped, and learners whose reads
-        // keep failing or hanging do not hold the others back.
-        let mut order = stored.clone();
-        order.sort_by_key(|s| s.score_known_at.max(s.read_tried_at).unwrap_or(i64::MIN));
-        let started = std::sync::Mutex::new(Vec::new());
-        let started = &started;
-        // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
-        // Reads still running at the deadline are dropped, which cancels their requests.
-        let results: HashMap<String, Result<Response, LtiError>> = stream::iter(order)
-            .map(|s| async move {
-                if let Ok(mut started) = started.lock() {
-                    started.push(s.user_id.clone());
-                }
-                let result = outcomes.read(Subject::from(&s)).await;
-                (s.user_id, result)
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .take_until(sleep_until(deadline))
-            .collect()
-            .await;
-        // A read that ended (with a score or an error) goes to the back of the queue; one cut
-        // off at the deadline just ahead of those, so that the next refresh starts with it
-        // after the learners not tried at all (otherwise the same learners would be cut off
-        // at every refresh, or reads that always outlast the deadline would take every one).
-        let now = crate::store::now();
-        let tried: Vec<(String, i64)> = started
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|user| match results.contains_key(&user) {
-                true => (user, now),
-                false => (user, now - 1),
-            })
-            .collect();
-        set_read_tried(&state.db, &lti.consumer_key, link, &tried).await?;
-        for s in &stored {
-            match results.get(&s.user_id) {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => errors.push((s.user_id.clone(), e.user_message().0.into())),
-                None => errors.push((s.user_id.clone(), NOT_READ_IN_TIME.into())),
-            }
-        }
+        not_read = refresh_scores(lti, state, outcomes, &stored).await?;
         stored = list_for_link(&state.db, &lti.consumer_key, link).await?;
     }
     let learners: Vec<LearnerRow> = stored
         .iter()
-        .map(|s| {
-            let error = errors
-                .iter()
-                .find(|(u, _)| *u == s.user_id)
-                .map(|(_, e)| e.clone());
-            row(s, error)
-        })
+        .map(|s| row(s, not_read.get(&s.user_id).cloned()))
         .collect();
     Ok(Template::render(
         "grades",
         context! {
-            not_read: errors.len(),
+            not_read: not_read.len(),
             learners,
             refreshed: refresh,
             context_title: lti.get("context_title"),
@@ -348,6 +292,70 @@ async fn grades_view(
             logout_token: &lti.logout_token,
         },
     ))
+}
+
+/// Reads the learners' scores from the LMS (storing what it answers) until the refresh's
+/// deadline; returns the learners whose scores were not read, with why.
+async fn refresh_scores(
+    lti: &LtiUser,
+    state: &AppState,
+    outcomes: &Outcomes,
+    stored: &[StoredTarget],
+) -> Result<HashMap<String, String>, LtiError> {
+    // The deadline covers the wait for the session's turn too (a refresh queued behind
+    // another one): the page answers within it either way.
+    let deadline = Instant::now() + outcomes.client().config().timeout * REFRESH_DEADLINE_TIMEOUTS;
+    let _turn = timeout_at(deadline, outcomes.turn(&lti.session_id))
+        .await
+        .map_err(|_| LtiError::GradeCallsQueued)??;
+    // The learners tried longest ago (never first) go first, so that in a course too large
+    // for one refresh the next one goes on where this one stopped, and learners whose reads
+    // keep failing or hanging do not hold the others back.
+    let mut order = stored.to_vec();
+    order.sort_by_key(|s| s.score_known_at.max(s.read_tried_at).unwrap_or(i64::MIN));
+    let started = std::sync::Mutex::new(Vec::new());
+    let started = &started;
+    // Owned rows: a stream of borrowed ones trips the `Send` check of the handler's future.
+    // Reads still running at the deadline are dropped, which cancels their requests.
+    let results: HashMap<String, Result<Response, LtiError>> = stream::iter(order)
+        .map(|s| async move {
+            if let Ok(mut started) = started.lock() {
+                started.push(s.user_id.clone());
+            }
+            let result = outcomes.read(Subject::from(&s)).await;
+            (s.user_id, result)
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .take_until(sleep_until(deadline))
+        .collect()
+        .await;
+    // A read that ended (with a score or an error) goes to the back of the queue; one cut off
+    // at the deadline just ahead of those, so that the next refresh starts with it after the
+    // learners not tried at all (otherwise the same learners would be cut off at every
+    // refresh, or reads that always outlast the deadline would take every one).
+    let now = crate::store::now();
+    let tried: Vec<(String, i64)> = started
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|user| match results.contains_key(&user) {
+            true => (user, now),
+            false => (user, now - 1),
+        })
+        .collect();
+    set_read_tried(&state.db, &lti.consumer_key, lti.resource_link_id(), &tried).await?;
+    Ok(stored
+        .iter()
+        .filter_map(|s| {
+            let why = match results.get(&s.user_id) {
+                Some(Ok(_)) => return None,
+                Some(Err(e)) => e.user_message().0.to_string(),
+                None => NOT_READ_IN_TIME.to_string(),
+            };
+            Some((s.user_id.clone(), why))
+        })
+        .collect())
 }
 
 async fn learner(lti: &LtiUser, state: &AppState, user_id: &str) -> Result<StoredTarget, LtiError> {
