@@ -83,7 +83,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     let tool = rocket::custom(with_defaults(figment))
         .attach(shield)
         .attach(Template::fairing())
-        .attach(web::origin::method_as_sent())
+        .attach(web::head::method_as_sent())
         .attach(lti_state())
         .attach(web::grades::fairing())
         .attach(pruning())

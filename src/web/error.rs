@@ -14,7 +14,7 @@ use rocket_dyn_templates::Template;
 use crate::error::LtiError;
 use crate::lti::oauth::encode;
 use crate::outcomes::OutcomeError;
-use crate::web::origin::SentAsHead;
+use crate::web::head::SentAsHead;
 
 impl LtiError {
     /// The HTTP status for this error.

@@ -14,12 +14,13 @@ use rocket::request::{self, FromRequest, Request};
 use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 use crate::web::error::remember;
+use crate::web::head::SentAsHead;
 use crate::web::launch::{launch, LaunchParams};
 use crate::web::launch_body::{
     carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
     read_capped, read_launch_body, unreadable_launch, Body,
 };
-use crate::web::origin::{SecureCookies, SentAsHead};
+use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
     end_session_refusing, first_live_session, session_ids_of, BrowserSession,
 };

@@ -17,7 +17,8 @@ use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
 use crate::web::diagnosis::record_refusal;
 use crate::web::error::is_followable_return_url;
-use crate::web::origin::{client_address, is_navigation, signed_origin, SecureCookies, SentAsHead};
+use crate::web::head::SentAsHead;
+use crate::web::origin::{client_address, is_navigation, signed_origin, SecureCookies};
 use crate::web::session_cookie::{
     browser_session_id, end_session_after_failed_launch, set_session_cookie,
 };

@@ -11,8 +11,8 @@ use rocket::request::Request;
 use crate::error::LtiError;
 use crate::lti::launch::{is_launch_field, LAUNCH_FIELD_MARKERS};
 use crate::web::diagnosis::record_unreadable;
+use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
-use crate::web::origin::SentAsHead;
 use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod grades;
 pub mod guards;
 pub mod handoff;
+pub mod head;
 pub mod launch;
 pub mod launch_body;
 pub mod origin;

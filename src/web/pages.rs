@@ -9,7 +9,8 @@ use rocket_dyn_templates::{context, Template};
 use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
-use crate::web::origin::{RequestOrigin, SecureCookies, SentAsHead, StartedElsewhere};
+use crate::web::head::SentAsHead;
+use crate::web::origin::{RequestOrigin, SecureCookies, StartedElsewhere};
 use crate::web::session_cookie::{end_session_or_fail, BrowserSessionId};
 use crate::web::AppState;
 

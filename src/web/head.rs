@@ -1,0 +1,74 @@
+//! What method a request was really sent with: Rocket answers HEAD with GET routes, and takes
+//! a form field `_method=…` for the method. A launch route must tell a HEAD (a link checker) from
+//! a launch, and no form of ours overrides its method.
+
+use rocket::http::Method;
+use rocket::request::{self, FromRequest, Request};
+
+/// Whether the request was sent as HEAD: Rocket answers HEAD with a GET route and resets the
+/// method first, so `method_as_sent` records it before routing. HEAD is a safe method: link
+/// checkers and prefetchers send it, and it must not spend a nonce or end a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SentAsHead(pub bool);
+
+/// Gives every request back the method it was sent with, then records HEAD requests for
+/// [`SentAsHead`] (only those: nothing is stored for other requests).
+///
+/// Rocket 0.5 takes a POST form whose first field is `_method=…` for that method. No form of
+/// ours uses it, and it turned a POST into a HEAD (answered without the body the connection still
+/// owed, so the client got nothing) or a GET (a launch posted that way read as a visit).
+pub fn method_as_sent() -> MethodAsSent {
+    MethodAsSent
+}
+
+/// The fairing of [`method_as_sent`] (a type of its own: it peeks at the body).
+pub struct MethodAsSent;
+
+#[rocket::async_trait]
+impl rocket::fairing::Fairing for MethodAsSent {
+    fn info(&self) -> rocket::fairing::Info {
+        rocket::fairing::Info {
+            name: "Method as sent",
+            kind: rocket::fairing::Kind::Request,
+        }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, data: &mut rocket::Data<'_>) {
+        if req.method() != Method::Post && method_field_overrode(req, data).await {
+            req.set_method(Method::Post);
+        }
+        if req.method() == Method::Head {
+            req.local_cache(|| SentAsHead(true));
+        }
+    }
+}
+
+/// True when Rocket took this request's method from a leading `_method` form field (the same
+/// test as Rocket's own: `rocket::Rocket::preprocess_request`).
+async fn method_field_overrode(req: &Request<'_>, data: &mut rocket::Data<'_>) -> bool {
+    if !req.content_type().is_some_and(|ct| ct.is_form()) {
+        return false;
+    }
+    let peeked = data.peek("_method=delete".len()).await;
+    std::str::from_utf8(peeked)
+        .ok()
+        .and_then(|form| rocket::form::Form::values(form).next())
+        .filter(|field| field.name == "_method")
+        .and_then(|field| field.value.parse::<Method>().ok())
+        == Some(req.method())
+}
+
+impl SentAsHead {
+    /// True when `req` was sent as HEAD.
+    pub fn of(req: &Request<'_>) -> bool {
+        req.local_cache(|| SentAsHead(false)).0
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SentAsHead {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        request::Outcome::Success(SentAsHead(SentAsHead::of(req)))
+    }
+}
