@@ -314,8 +314,8 @@ impl From<&LtiError> for ErrorPage {
     fn from(e: &LtiError) -> Self {
         let (title, message) = e.user_message();
         let mut page = ErrorPage::new(e.status(), title, message);
-        if matches!(e, LtiError::GradeCallsQueued | LtiError::LoginsBusy) {
-            // The session's earlier grade calls take seconds, not a minute.
+        if matches!(e, LtiError::GradeCallsQueued) {
+            // A 429 like a login flood's, but the session's earlier grade calls take seconds.
             page.retry_after = "5";
         }
         page

@@ -320,6 +320,21 @@ async fn staff_check<G: HasLtiUser>(
     Err((remember(req, &e), e))
 }
 
+/// `Staff<G>`'s outcome from its inner guard's: the staff check on a success.
+async fn staffed<G: HasLtiUser, F>(
+    req: &Request<'_>,
+    inner: Outcome<G, (Status, LtiError), F>,
+) -> Outcome<Staff<G>, (Status, LtiError), F> {
+    match inner {
+        Outcome::Success(inner) => match staff_check(req, inner).await {
+            Ok(staff) => Outcome::Success(staff),
+            Err(e) => Outcome::Error(e),
+        },
+        Outcome::Error(e) => Outcome::Error(e),
+        Outcome::Forward(f) => Outcome::Forward(f),
+    }
+}
+
 #[rocket::async_trait]
 impl<'r, G> FromRequest<'r> for Staff<G>
 where
@@ -327,14 +342,7 @@ where
 {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        match G::from_request(req).await {
-            Outcome::Success(inner) => match staff_check(req, inner).await {
-                Ok(staff) => Outcome::Success(staff),
-                Err(e) => Outcome::Error(e),
-            },
-            Outcome::Error(e) => Outcome::Error(e),
-            Outcome::Forward(f) => Outcome::Forward(f),
-        }
+        staffed(req, G::from_request(req).await).await
     }
 }
 
@@ -345,13 +353,6 @@ where
 {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
-        match G::from_data(req, data).await {
-            Outcome::Success(inner) => match staff_check(req, inner).await {
-                Ok(staff) => Outcome::Success(staff),
-                Err(e) => Outcome::Error(e),
-            },
-            Outcome::Error(e) => Outcome::Error(e),
-            Outcome::Forward(f) => Outcome::Forward(f),
-        }
+        staffed(req, G::from_data(req, data).await).await
     }
 }

@@ -250,7 +250,7 @@ async fn verify_and_record(
         if !use_consumer_cache {
             log::info!(
                 "signed URL we checked: {} (consumer key {:?})",
-                uris[0],
+                uris.first().map_or("", String::as_str),
                 oauth.consumer_key
             );
         }

@@ -33,10 +33,8 @@ pub fn session_cookie_name(secure: SecureCookies) -> &'static str {
 /// browser keeps one only from this host over https, so nobody else can have set it), even when
 /// this request is worked out as plain http (a proxy missing from `trusted_proxies`); the plain
 /// one counts only on a request that is not `Secure`: over https it may come from a sibling
-/// subdomain. Read from the `Cookie` headers, by exact name: Rocket's jar percent-decodes and
-/// trims names, so another site's `%5F_Host-lti_session`, which no browser holds to the `__Host-`
-/// rules, would read as ours. Only a request with no `Cookie` header at all is read from the jar:
-/// Rocket's local test client hands its cookies over that way.
+/// subdomain. Read as [`cookies_named`] reads them (so another site's `%5F_Host-lti_session`
+/// does not read as ours).
 pub fn session_id_of(req: &Request<'_>, secure: SecureCookies) -> Option<String> {
     session_ids_of(req, secure).into_iter().next()
 }
