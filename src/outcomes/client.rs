@@ -365,19 +365,24 @@ impl OutcomesClient {
             Err(e) => return Attempt::Done(Err(network(e))),
         };
         let status = response.status();
-        if status.is_server_error() {
-            return Attempt::Retry(OutcomeError::HttpStatus(status.as_u16()));
-        }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let text = match self
+        let text = self
             .read_body(response)
             .await
-            .and_then(|bytes| decode_body(&bytes, content_type.as_deref()))
-        {
+            .and_then(|bytes| decode_body(&bytes, content_type.as_deref()));
+        if status.is_server_error() {
+            // Retried, unless the LMS said in an envelope that it refused the request: then
+            // a retry would be refused again, and its reason is worth more than the status.
+            return match text.as_deref().map(xml::parse_response) {
+                Ok(Ok(r)) if r.code_major != CodeMajor::Success => Attempt::Done(Ok(r)),
+                _ => Attempt::Retry(OutcomeError::HttpStatus(status.as_u16())),
+            };
+        }
+        let text = match text {
             Ok(t) => t,
             Err(e) => return Attempt::Done(Err(e)),
         };

@@ -571,6 +571,7 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
     let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.3))).await;
     let cases = [
         ("/failure", Status::BadGateway, "Invalid sourcedid"),
+        ("/500-failure", Status::BadGateway, "Gradebook locked"),
         ("/malformed", Status::BadGateway, "not a grade response"),
         ("/forbidden", Status::BadGateway, "HTTP 403"),
         ("/moved", Status::BadGateway, "HTTP 302"),
@@ -589,6 +590,15 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         assert!(body.contains(text), "{path}: {body}");
         match path {
             "/failure" => {}
+            // A refusal: not retried.
+            "/500-failure" => {
+                let sent = lms
+                    .received()
+                    .iter()
+                    .filter(|r| r.target.starts_with(path))
+                    .count();
+                assert_eq!(sent, 1, "{path}");
+            }
             // Refused or sent elsewhere: the LMS did not take it, and the page says what to check.
             "/forbidden" | "/moved" => {
                 assert!(body.contains("was not changed"), "{path}: {body}");

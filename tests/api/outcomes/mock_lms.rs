@@ -7,7 +7,8 @@
 //! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
-//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`.
+//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`,
+//! `/500-failure` (a failure envelope with status 500).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -175,6 +176,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let (status, body) = match path.as_str() {
         "/failure" => (200, envelope(&received, "failure", "Invalid sourcedid", "")),
+        // A refusal with an envelope, sent with a server error status (as some LMSs do).
+        "/500-failure" => (500, envelope(&received, "failure", "Gradebook locked", "")),
         "/unsupported" => (
             200,
             envelope(
