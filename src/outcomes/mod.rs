@@ -168,6 +168,17 @@ mod tests {
             assert_eq!(xml::format_score(score), "0");
         }
         assert_eq!(xml::format_score(-0.0), "0");
+        // Plain decimals of at most 12 places, trailing zeros trimmed.
+        for (score, sent) in [
+            (0.85, "0.85"),
+            (1.0, "1"),
+            (0.1 + 0.2, "0.3"),
+            (2.0 / 3.0, "0.666666666667"),
+            (5e-324, "0"),
+            (1e-12, "0.000000000001"),
+        ] {
+            assert_eq!(xml::format_score(score), sent, "{score:e}");
+        }
     }
 
     #[test]

@@ -46,11 +46,17 @@ impl Operation {
     }
 }
 
-/// Formats a score the way LMSs parse it: plain decimal, never an exponent (`Display` for `f64`
-/// never writes one), and never `-0` (an unsigned decimal is what LTI 1.1 asks for).
+/// Formats a score the way LMSs parse it: plain decimal, never an exponent, and never `-0` (an
+/// unsigned decimal is what LTI 1.1 asks for).
 pub fn format_score(score: f64) -> String {
-    // `-0.0 + 0.0` is `0.0`.
-    (score + 0.0).to_string()
+    // At most 12 decimals: LMSs keep fewer (Moodle 5), and the shortest exact form of a tiny
+    // score runs to hundreds of digits. `-0.0 + 0.0` is `0.0`.
+    let fixed = format!("{:.12}", score + 0.0);
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    match trimmed {
+        "" | "-0" => "0".to_string(),
+        t => t.to_string(),
+    }
 }
 
 /// The request envelope for `operation` on `sourcedid`, identified by `message_id`. Every value
