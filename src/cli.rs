@@ -84,7 +84,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             // Stopped, but a request outlived the grace period (a grade call to a slow LMS): it
             // was cut off, as a lost connection would be. The database is closed all the same.
-            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(..)) => {
+            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(_, None)) => {
                 if let rocket::error::ErrorKind::Shutdown(rocket, _) = e.kind() {
                     let closing = close_store(rocket);
                     if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
@@ -99,6 +99,17 @@ pub async fn run(cli: Cli) -> ExitCode {
                      were cut off"
                 );
                 ExitCode::SUCCESS
+            }
+            // The server failed while it stopped: closed as far as it goes, and a failure.
+            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(_, Some(_))) => {
+                if let rocket::error::ErrorKind::Shutdown(rocket, _) = e.kind() {
+                    let closing = close_store(rocket);
+                    let _ =
+                        rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+                            .await;
+                }
+                eprintln!("lti-tool: {e}");
+                ExitCode::FAILURE
             }
             Err(e) => {
                 match e.kind() {

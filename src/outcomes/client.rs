@@ -43,7 +43,7 @@ impl Default for ClientConfig {
             backoff: Duration::from_millis(250),
             max_response_bytes: 64 * 1024,
             extra_roots: Vec::new(),
-            allow_local: true,
+            allow_local: false,
         }
     }
 }

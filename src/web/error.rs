@@ -344,6 +344,11 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         // gets this page without going through them.
         response.set_raw_header("X-Content-Type-Options", "nosniff");
         response.set_raw_header("Cache-Control", "no-store");
+        response.set_raw_header("Referrer-Policy", "same-origin");
+        response.set_raw_header(
+            "Content-Security-Policy",
+            "object-src 'none'; base-uri 'none'",
+        );
         if self.status == Status::MethodNotAllowed {
             // RFC 9110: a 405 says which methods the resource takes.
             response.set_raw_header("Allow", self.allow);

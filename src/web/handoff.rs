@@ -18,7 +18,7 @@ use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSession
 use crate::web::AppState;
 
 /// Where the new window lands: a page that accepts an existing session.
-const LANDING: &str = crate::web::pages::LAUNCH_PAGE;
+const LANDING: &str = "/any";
 
 #[derive(FromForm)]
 struct Handoff {

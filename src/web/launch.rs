@@ -316,7 +316,7 @@ async fn verify_and_record(
 
 /// Logs a refused launch once, with its consumer key and the client's address (`remember` then
 /// leaves it out). Request values are escaped so a crafted one cannot forge log lines.
-pub fn log_refusal(
+pub(crate) fn log_refusal(
     req: &Request<'_>,
     state: &AppState,
     consumer_key: Option<&str>,
@@ -348,4 +348,4 @@ pub fn log_refusal(
 
 /// Set on a request whose refusal `log_refusal` has logged.
 #[derive(Default)]
-pub struct RefusalLogged(pub AtomicBool);
+pub(crate) struct RefusalLogged(pub AtomicBool);

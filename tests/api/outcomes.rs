@@ -28,6 +28,8 @@ fn client() -> OutcomesClient {
         connect_timeout: Duration::from_millis(500),
         attempts: 3,
         backoff: Duration::from_millis(20),
+        // The mock LMS listens on this machine.
+        allow_local: true,
         ..ClientConfig::default()
     })
     .unwrap()

@@ -441,6 +441,8 @@ fn a_method_rocket_cannot_parse_gets_the_error_page_with_its_headers() {
         let head = answer.head.to_ascii_lowercase();
         assert!(head.contains("x-content-type-options: nosniff"), "{head}");
         assert!(head.contains("cache-control: no-store"), "{head}");
+        assert!(head.contains("referrer-policy: same-origin"), "{head}");
+        assert!(head.contains("object-src 'none'"), "{head}");
     }
     // Answers that do go through the fairings get the header once, with no warning in the log.
     for path in ["/no-such-page", "/static/style.css", "/"] {

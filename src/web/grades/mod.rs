@@ -123,6 +123,23 @@ impl Outcomes {
 
     fn from_figment(figment: &rocket::figment::Figment, db: Db) -> Result<Outcomes, String> {
         let mut outcomes = Outcomes::new(db, client_config(figment)?).map_err(|e| e.to_string())?;
+        let proxy_vars = [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ];
+        if !outcomes.client().config().allow_local
+            && proxy_vars.iter().any(|v| std::env::var_os(v).is_some())
+        {
+            log::warn!(
+                "grade passback connects directly and ignores the HTTP(S)_PROXY/ALL_PROXY \
+                 environment while outcomes_allow_local is off (a proxy would resolve the names it \
+                 checks); set outcomes_allow_local = true to go through the proxy"
+            );
+        }
         outcomes.csrf = CsrfKey::from_figment(figment, b"grade form csrf v1");
         Ok(outcomes)
     }
@@ -270,21 +287,6 @@ pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig,
             .unwrap_or(figment.profile() == "debug"),
         ..ClientConfig::default()
     };
-    let proxy_vars = [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ];
-    if !config.allow_local && proxy_vars.iter().any(|v| std::env::var_os(v).is_some()) {
-        log::warn!(
-            "grade passback connects directly and ignores the HTTP(S)_PROXY/ALL_PROXY \
-             environment while outcomes_allow_local is off (a proxy would resolve the names it \
-             checks); set outcomes_allow_local = true to go through the proxy"
-        );
-    }
     if let Some(secs) = raw.outcomes_timeout {
         config.timeout = Duration::try_from_secs_f64(secs)
             .ok()
