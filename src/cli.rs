@@ -200,11 +200,18 @@ async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
 }
 
 /// Opens the server's database with its secret cipher, as the server would.
-async fn open_db(new: NewDatabase) -> Result<Db, String> {
+/// The settings and the secret cipher, as the server would read them: a command that asks for
+/// input checks them first, so a missing `secret_key` is said before anything is typed.
+pub(crate) fn settings_and_cipher() -> Result<(Settings, crate::crypto::SecretCipher), String> {
     let figment = crate::figment();
     let settings = Settings::from_figment(&figment)?;
-    // Refuses a missing key before a database file is created for nothing.
     let cipher = crate::crypto::SecretCipher::from_figment(&figment)?;
+    Ok((settings, cipher))
+}
+
+async fn open_db(new: NewDatabase) -> Result<Db, String> {
+    // Refuses a missing key before a database file is created for nothing.
+    let (settings, cipher) = settings_and_cipher()?;
     let file = store::file_of(&settings.database_url).map_err(|e| e.to_string())?;
     let missing = file.as_ref().filter(|f| !f.exists());
     if let Some(file) = missing {
@@ -376,7 +383,9 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
     use NewDatabase::{Allowed, Refused};
     match action {
         ConsumerAction::Add { key, secret, name } => {
-            // Bad input is refused before a database is opened, let alone created.
+            // Bad settings, then bad input, are refused before a database is opened, let
+            // alone created.
+            settings_and_cipher()?;
             let new = checked_new_consumer(key, secret, name)?;
             with_db(Allowed, async |db| add_consumer(db, new).await).await
         }

@@ -75,6 +75,7 @@ fn read_new_password() -> Result<String, String> {
 }
 
 async fn set_password() -> Result<(), String> {
+    super::settings_and_cipher()?;
     let password = read_new_password()?;
     let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
@@ -90,6 +91,7 @@ async fn set_password() -> Result<(), String> {
 }
 
 async fn rekey() -> Result<(), String> {
+    super::settings_and_cipher()?;
     if std::io::stdin().is_terminal() {
         eprintln!("Old secret_key (as it was configured; \"development\" for the built-in key):");
     }

@@ -170,23 +170,32 @@ fn only_add_and_set_password_start_a_new_database_and_they_say_where() {
 async fn without_a_key_in_release_the_command_line_refuses_before_creating_a_database() {
     let dir = temp_dir();
     let file = dir.join("data/lti.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
-        .args(["consumer", "list"])
-        .env("ROCKET_PROFILE", "release")
-        .env(
-            "ROCKET_DATABASE_URL",
-            format!("sqlite://{}", file.display()),
-        )
-        .env("ROCKET_LOG_LEVEL", "off")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("lti-tool runs");
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("secret_key"),
-        "{out:?}"
-    );
-    assert!(!file.exists() && !dir.join("data").exists());
+    // Commands that read input say so before asking for it (standard input is empty here: were
+    // it read first, that would be the complaint).
+    for args in [
+        &["consumer", "list"][..],
+        &["consumer", "add", "k", "--secret", "-"],
+        &["admin", "set-password"],
+        &["admin", "rekey"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+            .args(args)
+            .env("ROCKET_PROFILE", "release")
+            .env(
+                "ROCKET_DATABASE_URL",
+                format!("sqlite://{}", file.display()),
+            )
+            .env("ROCKET_LOG_LEVEL", "off")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("lti-tool runs");
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("secret_key"),
+            "{args:?}: {out:?}"
+        );
+        assert!(!file.exists() && !dir.join("data").exists(), "{args:?}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
