@@ -858,6 +858,12 @@ async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() 
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "new"))
         .await;
     assert_eq!(known(&app).await, [("new".to_string(), None, None)]);
+    // Kept as the LMS got it: rounded to 12 places.
+    let token = grade_form_token(&app).await;
+    app.post_form("/grade", format!("score=0.6666666666666666&csrf={token}"))
+        .await;
+    assert_eq!(lms.score_of("new").as_deref(), Some("0.666666666667"));
+    assert_eq!(known(&app).await[0].1, Some(0.666666666667));
     let forged = learner_launch(&lms, "/ok", "learner-2", "x").consumer(KEY, "wrong");
     refused(app.launch(&forged).await, Status::Unauthorized).await;
     assert_eq!(app.count("outcome_targets").await, 1);

@@ -240,7 +240,11 @@ impl Outcomes {
             .await;
         self.log("replaceResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, Some(score), None).await;
+        // As the LMS got it (rounded to the places it was sent with).
+        let sent = crate::outcomes::xml::format_score(score)
+            .parse()
+            .unwrap_or(score);
+        self.store_confirmed_score(subject, Some(sent), None).await;
         Ok(response)
     }
 
