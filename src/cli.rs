@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{describe, Settings};
+use crate::consumer_input;
 use crate::store::{self, consumers, usage, Db};
 
 mod admin;
@@ -298,7 +299,7 @@ async fn begin_secret_write(db: &Db) -> Result<SecretWrite, String> {
 }
 
 fn check_key(key: &str) -> Result<(), String> {
-    if consumers::is_valid_key(key) {
+    if consumer_input::is_valid_key(key) {
         Ok(())
     } else {
         Err(format!(
@@ -342,7 +343,7 @@ fn checked_new_consumer(
             return Err("--secret must not start or end with spaces or other blanks".into())
         }
         Some(s) => s,
-        None => consumers::generate_secret(),
+        None => consumer_input::generate_secret(),
     };
     let length = secret.chars().count();
     if !generated && length < 16 {
@@ -358,13 +359,13 @@ fn checked_new_consumer(
     // given.
     let name = match name.as_deref().map(str::trim) {
         Some(n) if !n.is_empty() => {
-            if n.chars().count() > consumers::MAX_NAME {
+            if n.chars().count() > consumer_input::MAX_NAME {
                 return Err(format!(
                     "--name must be at most {} characters",
-                    consumers::MAX_NAME
+                    consumer_input::MAX_NAME
                 ));
             }
-            if !consumers::is_printable_label(n, false) {
+            if !consumer_input::is_printable_label(n, false) {
                 return Err("--name must not contain control characters or invisible ones".into());
             }
             n.to_string()
@@ -499,7 +500,7 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
             .name
             .chars()
             .map(|ch| {
-                if consumers::is_unsafe_in_label(ch) {
+                if consumer_input::is_unsafe_in_label(ch) {
                     ch.escape_default().to_string()
                 } else {
                     ch.to_string()
@@ -515,7 +516,7 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
 
 async fn rotate_secret(db: &Db, key: &str) -> Result<(), String> {
     let mut write = begin_secret_write(db).await?;
-    let secret = consumers::generate_secret();
+    let secret = consumer_input::generate_secret();
     found(
         consumers::set_secret_on(&mut *write.tx, &write.cipher, key, &secret)
             .await

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod consumer_input;
 pub mod crypto;
 pub mod error;
 pub mod fork;

@@ -10,6 +10,7 @@ use rocket_dyn_templates::context;
 
 use super::session::{has_password, login_page, Admin, ClientAddress};
 use super::{render, Page};
+use crate::consumer_input;
 use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
 use crate::web::origin::RequestOrigin;
@@ -69,7 +70,7 @@ async fn list_page(
              they expire; to end them now (a leaked secret), delete the key."
         )),
         // Gone from the list, and a key that could have been there.
-        Some(("deleted", k)) if enabled(k).is_none() && consumers::is_valid_key(k) => Some(
+        Some(("deleted", k)) if enabled(k).is_none() && consumer_input::is_valid_key(k) => Some(
             format!("Consumer {k} is deleted and its sessions have ended."),
         ),
         _ => None,
@@ -135,7 +136,7 @@ fn key_problem(key: &str) -> Option<&'static str> {
         Some("Enter a consumer key.")
     } else if key.len() > 255 {
         Some("The consumer key is too long: use at most 255 characters.")
-    } else if !consumers::is_valid_key(key) {
+    } else if !consumer_input::is_valid_key(key) {
         Some("The consumer key may only contain letters A-Z a-z, digits 0-9 and . _ : - (no spaces).")
     } else {
         None
@@ -180,17 +181,17 @@ async fn create(
     };
     let (key, name, note) = (&typed.key, typed.name.trim(), &typed.note);
     let problem = key_problem(key).map(str::to_string).or_else(|| {
-        if name.chars().count() > consumers::MAX_NAME {
+        if name.chars().count() > consumer_input::MAX_NAME {
             Some(format!(
                 "The name is too long: use at most {} characters.",
-                consumers::MAX_NAME
+                consumer_input::MAX_NAME
             ))
         } else if note.chars().count() > MAX_NOTE {
             Some(format!(
                 "The note is too long: use at most {MAX_NOTE} characters."
             ))
-        } else if !consumers::is_printable_label(name, false)
-            || !consumers::is_printable_label(note, true)
+        } else if !consumer_input::is_printable_label(name, false)
+            || !consumer_input::is_printable_label(note, true)
         {
             Some(
                 "The name and note may not contain control characters or invisible ones."
@@ -209,7 +210,7 @@ async fn create(
         ));
     }
     let name = if name.is_empty() { key } else { name };
-    let secret = consumers::generate_secret();
+    let secret = consumer_input::generate_secret();
     if !consumers::create(&state.db, key, &secret, name, note, store::now()).await? {
         let message = format!(
             "A consumer with the key {key} already exists. Nothing was changed: choose another key. \
@@ -291,7 +292,7 @@ async fn rotate(
     form: Form<KeyForm>,
 ) -> Result<Page, LtiError> {
     let key = form.checked(&session)?;
-    let secret = consumers::generate_secret();
+    let secret = consumer_input::generate_secret();
     if !consumers::set_secret(&state.db, key, &secret).await? {
         return Err(no_such_consumer());
     }

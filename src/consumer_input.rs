@@ -1,0 +1,104 @@
+//! What a consumer's key, name and note may be, and its generated secrets: the admin page and
+//! the command line check the same rules.
+
+/// Most characters in a consumer's name.
+pub const MAX_NAME: usize = 200;
+
+/// True when `key` is a valid consumer key: 1 to 255 characters of `A-Za-z0-9._:-`.
+pub fn is_valid_key(key: &str) -> bool {
+    (1..=255).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// True for characters a consumer's name or note may not hold: control characters (escape
+/// sequences would reach the terminal of whoever runs `consumer list`, tabs break its columns),
+/// text-direction and invisible format characters (they make one name look like another),
+/// characters that render blank (fillers, the blank Braille pattern), and private-use and
+/// noncharacter code points. The joiners, variation selectors and tag characters that real
+/// writing and emoji need (Persian, Sinhala, 👩‍🏫, 🏛️, flags) are allowed, but see
+/// [`is_printable_label`].
+pub fn is_unsafe_in_label(c: char) -> bool {
+    let cp = u32::from(c);
+    c.is_control()
+        || matches!(cp,
+            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2 | 0x200B | 0x200E | 0x200F
+            | 0x2028..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164 | 0xFEFF | 0xFFA0
+            | 0xFFF0..=0xFFFC | 0x110BD | 0x110CD | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE001F | 0xE0080..=0xE00FF | 0xE01F0..=0xE0FFF)
+        // Private use.
+        || matches!(cp, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
+        // Noncharacters.
+        || matches!(cp, 0xFDD0..=0xFDEF)
+        || cp & 0xFFFE == 0xFFFE
+}
+
+/// True for the characters that shape their neighbours but show nothing by themselves: joiners,
+/// variation selectors and tag characters.
+fn is_modifier(c: char) -> bool {
+    matches!(u32::from(c),
+        0x200C | 0x200D | 0xFE00..=0xFE0F | 0xE0020..=0xE007F | 0xE0100..=0xE01EF)
+}
+
+/// True when `text` holds no [`is_unsafe_in_label`] character and, unless empty, something
+/// visible (not only spaces and modifiers); a note (`lines`) may also hold line breaks and tabs.
+pub fn is_printable_label(text: &str, lines: bool) -> bool {
+    let allowed = |c: char| !is_unsafe_in_label(c) || (lines && matches!(c, '\n' | '\r' | '\t'));
+    let visible = |c: char| !c.is_whitespace() && !is_modifier(c);
+    text.chars().all(allowed) && (text.is_empty() || text.chars().any(visible))
+}
+
+/// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits).
+pub fn generate_secret() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rngs::OsRng;
+    (0..40)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_printable_label;
+
+    #[test]
+    fn labels_keep_real_names_and_refuse_what_hides_or_moves_text() {
+        for ok in [
+            "Université de Montréal",
+            "東京大学 Moodle",
+            "جامعة القاهرة",
+            "Canvas – production (EU) 🎓",
+            "Cours\u{202f}: maths",
+            "විශ්වවිද්\u{200d}යාලය",
+            "دانشگاه\u{200c}ها",
+            "👩\u{200d}🏫 Teachers",
+            "🏛\u{fe0f} Faculty",
+            "葛\u{e0100}飾区",
+            "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f} Glasgow",
+        ] {
+            assert!(is_printable_label(ok, false), "{ok}");
+        }
+        for bad in [
+            "a\u{1b}[2J",
+            "tab\there",
+            "rtl\u{202e}olleh",
+            "zero\u{200b}width",
+            "\u{3164}",
+            "soft\u{ad}hyphen",
+            "\u{200d}\u{fe0f}",
+            "\u{e0041}\u{e007f}",
+            " \u{200c} ",
+            "lang\u{e0001}",
+            "private\u{e000}",
+            "nonchar\u{fdd0}",
+            "nonchar\u{1fffe}",
+        ] {
+            assert!(!is_printable_label(bad, false), "{bad:?}");
+        }
+        assert!(is_printable_label("two\r\nlines\tand a tab", true));
+        assert!(!is_printable_label("bell\u{7}", true));
+    }
+}
