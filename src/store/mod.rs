@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 
 use crate::error::LtiError;
 
@@ -107,6 +107,16 @@ pub async fn close(db: &Db) {
         }
         rocket::tokio::time::sleep(Duration::from_millis(5)).await;
         db.close().await;
+    }
+    // Two connections closing at once (sqlx closes one that came back late in a task of its own)
+    // each see the other's lock, and neither removes the files. One connection opened and
+    // closed on its own then does.
+    let file = db.connect_options().get_filename().to_owned();
+    let wal = std::path::PathBuf::from(format!("{}-wal", file.display()));
+    if file.to_str() != Some(":memory:") && wal.exists() {
+        if let Ok(alone) = (*db.connect_options()).clone().connect().await {
+            let _ = alone.close().await;
+        }
     }
 }
 
