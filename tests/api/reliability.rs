@@ -670,10 +670,22 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         server.post("/any", &unreadable).expect("answer").status,
         400
     );
+    // A valid launch refused for its roles.
+    let learner = Launch::new("/initial_staff").roles("Learner").signed_body();
+    assert_eq!(
+        server
+            .post("/initial_staff", &learner)
+            .expect("answer")
+            .status,
+        403
+    );
     let expected: Vec<&str> = cases
         .iter()
         .map(|(_, e)| *e)
-        .chain(["(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read"])
+        .chain([
+            "(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read",
+            "(403 Forbidden): role not allowed (consumer key \"__consumer_key__\"",
+        ])
         .collect();
     let log = server.log();
     let refusals: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
@@ -684,6 +696,7 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
     }
     // Not again as a plain error line of the request.
     assert!(!log.contains("POST /any: 40"), "{log}");
+    assert!(!log.contains("POST /initial_staff: 403"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
