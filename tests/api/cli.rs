@@ -40,24 +40,11 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
     assert_eq!(app.launch(&launch()).await.status(), Status::Ok);
 
     // `--secret -` reads the secret from standard input, out of `ps` and the shell's history.
-    let piped = {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
-            .args(["consumer", "add", "piped", "--secret", "-"])
-            .env("ROCKET_DATABASE_URL", &db)
-            .env("ROCKET_LOG_LEVEL", "off")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("lti-tool runs");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"piped-secret-0123456789\r\n")
-            .expect("secret written");
-        drop(stdin);
-        child.wait_with_output().expect("lti-tool ends")
-    };
+    let piped = cli_with_input(
+        &[("ROCKET_DATABASE_URL", &db)],
+        &["consumer", "add", "piped", "--secret", "-"],
+        "piped-secret-0123456789\r\n",
+    );
     assert!(piped.status.success(), "{piped:?}");
     assert!(!stdout(&piped).contains("piped-secret"));
     let res = app
@@ -272,11 +259,22 @@ async fn bad_keys_duplicates_and_short_secrets() {
 
 /// `lti-tool admin rekey` with `old` on standard input and `secret_key` configured.
 fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
+    cli_with_input(
+        &[
+            ("ROCKET_DATABASE_URL", database_url),
+            ("ROCKET_SECRET_KEY", secret_key),
+        ],
+        &["admin", "rekey"],
+        &format!("{old}\n"),
+    )
+}
+
+/// `lti-tool` with `args`, these settings and `input` on standard input.
+fn cli_with_input(env: &[(&str, &str)], args: &[&str], input: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
-        .args(["admin", "rekey"])
-        .env("ROCKET_DATABASE_URL", database_url)
-        .env("ROCKET_SECRET_KEY", secret_key)
+        .args(args)
+        .envs(env.iter().copied())
         .env("ROCKET_LOG_LEVEL", "off")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -284,7 +282,7 @@ fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
         .spawn()
         .expect("lti-tool runs");
     let mut stdin = child.stdin.take().expect("stdin");
-    writeln!(stdin, "{old}").expect("old key written");
+    stdin.write_all(input.as_bytes()).expect("input written");
     drop(stdin);
     child.wait_with_output().expect("lti-tool ends")
 }

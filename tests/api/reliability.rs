@@ -79,6 +79,18 @@ impl Server {
         log_of(&self.dir)
     }
 
+    /// How it exits (after a SIGTERM): fails the test when it takes longer than `limit`.
+    fn exit_status_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `kill -9`: no shutdown code runs.
     fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -622,14 +634,7 @@ fn a_request_that_outlives_the_shutdown_grace_is_cut_off_and_the_database_still_
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.exit_status_within(Duration::from_secs(15));
     let _ = grading.join();
     let log = server.log();
     assert!(status.success(), "exit status {status}: {log}");
@@ -722,14 +727,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_cleanly() {
     assert_eq!(answer.status, 200);
     assert!(answer.body.contains("in-flight"));
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.exit_status_within(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}: {}", server.log());
     assert!(!server.log().contains("panicked"));
     // Everything is in the database file itself, and every connection was closed (SQLite then
