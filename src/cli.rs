@@ -392,26 +392,10 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         }
         ConsumerAction::List => with_db(Refused, list_consumers).await,
         ConsumerAction::Disable { key } => {
-            with_db(Refused, async |db| {
-                found(
-                    consumers::set_enabled(db, &key, false).await.map_err(err)?,
-                    &key,
-                )?;
-                println!("disabled {key:?}");
-                Ok(())
-            })
-            .await
+            with_db(Refused, async |db| set_enabled(db, &key, false).await).await
         }
         ConsumerAction::Enable { key } => {
-            with_db(Refused, async |db| {
-                found(
-                    consumers::set_enabled(db, &key, true).await.map_err(err)?,
-                    &key,
-                )?;
-                println!("enabled {key:?}");
-                Ok(())
-            })
-            .await
+            with_db(Refused, async |db| set_enabled(db, &key, true).await).await
         }
         ConsumerAction::Remove { key } => {
             with_db(Refused, async |db| {
@@ -511,6 +495,17 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
             break;
         }
     }
+    Ok(())
+}
+
+async fn set_enabled(db: &Db, key: &str, enabled: bool) -> Result<(), String> {
+    found(
+        consumers::set_enabled(db, key, enabled)
+            .await
+            .map_err(err)?,
+        key,
+    )?;
+    println!("{} {key:?}", if enabled { "enabled" } else { "disabled" });
     Ok(())
 }
 
