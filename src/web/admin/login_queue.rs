@@ -2,7 +2,7 @@
 //!
 //! Argon2id is slow on purpose and checks run one at a time, so guesses from many addresses
 //! (each under its own throttle) would queue up in front of the admin. So:
-//! - browsers without a device mark share at most [`MAX_QUEUED_CHECKS`] places; the next get 503
+//! - browsers without a device mark share at most `MAX_QUEUED_CHECKS` places; the next get 503
 //!   at once, before anything is written;
 //! - marked browsers (see `session::DEVICE_COOKIE`) do not take those places: a stolen mark is
 //!   held to its own throttle bucket instead;
