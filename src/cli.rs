@@ -83,37 +83,28 @@ pub async fn run(cli: Cli) -> ExitCode {
                 close_store(&rocket).await;
                 ExitCode::SUCCESS
             }
-            // Stopped, but a request outlived the grace period (a grade call to a slow LMS): it
-            // was cut off, as a lost connection would be. The database is closed all the same.
-            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(_, None)) => {
-                if let rocket::error::ErrorKind::Shutdown(rocket, _) = e.kind() {
-                    let closing = close_store(rocket);
-                    if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
-                        .await
-                        .is_err()
-                    {
-                        log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
-                    }
-                }
-                eprintln!(
-                    "lti-tool: stopped; requests still running after the shutdown grace period \
-                     were cut off"
-                );
-                ExitCode::SUCCESS
-            }
-            // The server failed while it stopped: closed as far as it goes, and a failure.
-            Err(e) if matches!(e.kind(), rocket::error::ErrorKind::Shutdown(_, Some(_))) => {
-                if let rocket::error::ErrorKind::Shutdown(rocket, _) = e.kind() {
-                    let closing = close_store(rocket);
-                    let _ =
-                        rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
-                            .await;
-                }
-                eprintln!("lti-tool: {e}");
-                ExitCode::FAILURE
-            }
             Err(e) => {
                 match e.kind() {
+                    // Stopped, but a request outlived the grace period (a grade call to a slow
+                    // LMS) and was cut off, as a lost connection would be; or the server failed
+                    // while it stopped. The database is closed all the same.
+                    rocket::error::ErrorKind::Shutdown(rocket, failure) => {
+                        let closing = close_store(rocket);
+                        if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+                            .await
+                            .is_err()
+                        {
+                            log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
+                        }
+                        if failure.is_none() {
+                            eprintln!(
+                                "lti-tool: stopped; requests still running after the shutdown \
+                                 grace period were cut off"
+                            );
+                            return ExitCode::SUCCESS;
+                        }
+                        eprintln!("lti-tool: {e}");
+                    }
                     rocket::error::ErrorKind::Config(e) => {
                         eprintln!("lti-tool: invalid configuration: {}", describe(e.clone()))
                     }
