@@ -379,6 +379,16 @@ async fn every_grade_page_leads_back_and_logs_out() {
     refused(app.get("/grade").await, Status::Unauthorized).await;
 }
 
+/// Posts `score` from the learner's grade page, with the page's own form token.
+async fn post_score<'a>(
+    app: &'a TestApp,
+    score: &str,
+) -> rocket::local::asynchronous::LocalResponse<'a> {
+    let token = grade_form_token(app).await;
+    app.post_form("/grade", format!("score={score}&csrf={token}"))
+        .await
+}
+
 async fn grade_form_token(app: &TestApp) -> String {
     let body = page(app.get("/grade").await, Status::Ok).await;
     assert!(body.contains("name=\"score\""), "{body}");
@@ -582,13 +592,7 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
     for (path, status, text) in cases {
         app.launch(&learner_launch(&lms, path, "learner-1", "s1"))
             .await;
-        let token = grade_form_token(&app).await;
-        let body = refused(
-            app.post_form("/grade", format!("score=0.5&csrf={token}"))
-                .await,
-            status,
-        )
-        .await;
+        let body = refused(post_score(&app, "0.5").await, status).await;
         assert!(body.contains(text), "{path}: {body}");
         match path {
             "/failure" => {}
@@ -650,13 +654,7 @@ async fn without_outcomes_allow_local_nothing_is_posted_to_this_machine() {
             .set("lis_outcome_service_url", url)
             .set("lis_result_sourcedid", &sourcedid);
         assert_eq!(app.launch(&launch).await.status(), Status::Ok);
-        let token = grade_form_token(&app).await;
-        let body = refused(
-            app.post_form("/grade", format!("score=0.5&csrf={token}"))
-                .await,
-            Status::BadGateway,
-        )
-        .await;
+        let body = refused(post_score(&app, "0.5").await, Status::BadGateway).await;
         assert!(body.contains("cannot use"), "{url}: {body}");
         assert_eq!(lms.score_of(&sourcedid), None, "{url}");
     }
@@ -703,13 +701,7 @@ async fn a_grade_service_whose_certificate_is_not_trusted_gets_nothing_and_the_p
     let app = spawn_app().await;
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "s1"))
         .await;
-    let token = grade_form_token(&app).await;
-    let body = refused(
-        app.post_form("/grade", format!("score=0.5&csrf={token}"))
-            .await,
-        Status::BadGateway,
-    )
-    .await;
+    let body = refused(post_score(&app, "0.5").await, Status::BadGateway).await;
     assert!(body.contains("certificate"), "{body}");
     assert!(body.contains("nothing was sent"), "{body}");
     // Tried once: a certificate does not become trusted on a retry.
@@ -724,13 +716,7 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
     let app = spawn_app_with(|f| f.merge(("outcomes_ca_file", ca))).await;
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "s1"))
         .await;
-    let token = grade_form_token(&app).await;
-    let body = page(
-        app.post_form("/grade", format!("score=0.5&csrf={token}"))
-            .await,
-        Status::Ok,
-    )
-    .await;
+    let body = page(post_score(&app, "0.5").await, Status::Ok).await;
     assert!(body.contains("Score sent"), "{body}");
     assert_eq!(lms.score_of("s1").as_deref(), Some("0.5"));
     lms.assert_all_valid();
@@ -739,13 +725,7 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
     let elsewhere = MockLms::start_tls_on("127.0.0.2").await;
     app.launch(&learner_launch(&elsewhere, "/ok", "learner-2", "s2"))
         .await;
-    let token = grade_form_token(&app).await;
-    let body = refused(
-        app.post_form("/grade", format!("score=0.5&csrf={token}"))
-            .await,
-        Status::BadGateway,
-    )
-    .await;
+    let body = refused(post_score(&app, "0.5").await, Status::BadGateway).await;
     assert!(body.contains("certificate for another name"), "{body}");
     assert!(!body.contains("certificate authority"), "{body}");
     assert!(elsewhere.received().is_empty());
@@ -844,9 +824,7 @@ async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() 
     };
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "old"))
         .await;
-    let token = grade_form_token(&app).await;
-    app.post_form("/grade", format!("score=0.75&csrf={token}"))
-        .await;
+    post_score(&app, "0.75").await;
     let rows = known(&app).await;
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].0.as_str(), rows[0].1), ("old", Some(0.75)));
@@ -859,9 +837,7 @@ async fn relaunching_updates_the_stored_target_and_bad_launches_store_nothing() 
         .await;
     assert_eq!(known(&app).await, [("new".to_string(), None, None)]);
     // Kept as the LMS got it: rounded to 12 places.
-    let token = grade_form_token(&app).await;
-    app.post_form("/grade", format!("score=0.6666666666666666&csrf={token}"))
-        .await;
+    post_score(&app, "0.6666666666666666").await;
     assert_eq!(lms.score_of("new").as_deref(), Some("0.666666666667"));
     assert_eq!(known(&app).await[0].1, Some(0.666666666667));
     let forged = learner_launch(&lms, "/ok", "learner-2", "x").consumer(KEY, "wrong");
