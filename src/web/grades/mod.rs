@@ -157,9 +157,12 @@ impl Outcomes {
     }
 
     /// The key and secret of an enabled consumer.
-    async fn credentials(&self, consumer_key: &str) -> Result<(String, String), LtiError> {
+    async fn credentials(&self, consumer_key: &str) -> Result<OwnedCredentials, LtiError> {
         match consumers::find(&self.db, consumer_key).await? {
-            Some(c) if c.enabled => Ok((c.key, c.secret)),
+            Some(c) if c.enabled => Ok(OwnedCredentials {
+                key: c.key,
+                secret: c.secret,
+            }),
             _ => Err(OutcomeError::ConsumerUnavailable(consumer_key.to_string()).into()),
         }
     }
@@ -215,14 +218,10 @@ impl Outcomes {
         data: Option<ResultData>,
     ) -> Result<Response, LtiError> {
         let score = check_score(score)?;
-        let (key, secret) = self.credentials(subject.consumer_key).await?;
-        let credentials = Credentials {
-            key: &key,
-            secret: &secret,
-        };
+        let consumer = self.credentials(subject.consumer_key).await?;
         let result = self
             .client
-            .replace_result(credentials, subject.target, score, data)
+            .replace_result(consumer.lend(), subject.target, score, data)
             .await;
         self.log("replaceResult", subject, &result);
         let response = result?;
@@ -236,13 +235,12 @@ impl Outcomes {
 
     /// `readResult`: the score in the gradebook is `response.score`.
     pub async fn read(&self, subject: Subject<'_>) -> Result<Response, LtiError> {
-        let (key, secret) = self.credentials(subject.consumer_key).await?;
-        let credentials = Credentials {
-            key: &key,
-            secret: &secret,
-        };
+        let consumer = self.credentials(subject.consumer_key).await?;
         let asked_at = store::now();
-        let result = self.client.read_result(credentials, subject.target).await;
+        let result = self
+            .client
+            .read_result(consumer.lend(), subject.target)
+            .await;
         self.log("readResult", subject, &result);
         let response = result?;
         self.store_confirmed_score(subject, response.score, Some(asked_at))
@@ -252,16 +250,30 @@ impl Outcomes {
 
     /// `deleteResult`: removes the score.
     pub async fn delete(&self, subject: Subject<'_>) -> Result<Response, LtiError> {
-        let (key, secret) = self.credentials(subject.consumer_key).await?;
-        let credentials = Credentials {
-            key: &key,
-            secret: &secret,
-        };
-        let result = self.client.delete_result(credentials, subject.target).await;
+        let consumer = self.credentials(subject.consumer_key).await?;
+        let result = self
+            .client
+            .delete_result(consumer.lend(), subject.target)
+            .await;
         self.log("deleteResult", subject, &result);
         let response = result?;
         self.store_confirmed_score(subject, None, None).await;
         Ok(response)
+    }
+}
+
+/// A consumer's key and secret as read from the store; lent to the client as `Credentials`.
+struct OwnedCredentials {
+    key: String,
+    secret: String,
+}
+
+impl OwnedCredentials {
+    fn lend(&self) -> Credentials<'_> {
+        Credentials {
+            key: &self.key,
+            secret: &self.secret,
+        }
     }
 }
 
