@@ -87,6 +87,9 @@ pub enum LtiError {
     /// A launch sent to a page that only continues a session (an LMS link with the wrong URL).
     #[error("a launch sent to a session-only page")]
     LaunchAtSessionPage,
+    /// A launch sent to the tool's home page (an LMS given the tool's bare address).
+    #[error("a launch sent to the home page, which is not a launch address")]
+    LaunchAtHomePage,
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

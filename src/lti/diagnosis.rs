@@ -35,6 +35,12 @@ pub enum Hint {
         /// The path the launch arrived at.
         seen: String,
     },
+    /// The launch was sent to a page of this tool that takes no launch (the home page, the
+    /// session page).
+    NotLaunchAddress {
+        /// Where the launch arrived.
+        seen: String,
+    },
     /// The LMS clock differs from ours by this many seconds (positive: LMS behind).
     TimestampSkew {
         /// Our clock minus the LMS's, in seconds.
@@ -72,6 +78,7 @@ impl Hint {
             Hint::SchemeMismatch { .. } => "scheme_mismatch",
             Hint::HostMismatch { .. } => "host_mismatch",
             Hint::PathMismatch { .. } => "path_mismatch",
+            Hint::NotLaunchAddress { .. } => "not_launch_address",
             Hint::TimestampSkew { .. } => "timestamp_skew",
             Hint::ReplayedNonce => "replayed_nonce",
             Hint::UnknownKeyLike { .. } => "unknown_key_typo",
@@ -101,6 +108,10 @@ impl Hint {
             ),
             Hint::PathMismatch { signed, seen } => format!(
                 "The launch was signed for {signed} but arrived at {seen}: check the launch URL typed in the LMS."
+            ),
+            Hint::NotLaunchAddress { seen } => format!(
+                "The launch arrived at {seen}, which is not a launch address of this tool: set the launch URL in the LMS \
+                 to one of its launch pages (/any, /initial or /initial_staff; see the home page)."
             ),
             Hint::TimestampSkew { seconds } => {
                 let (n, way) = if *seconds >= 0 { (*seconds, "behind") } else { (-seconds, "ahead of") };

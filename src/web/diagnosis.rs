@@ -158,6 +158,9 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             }
         }
         LtiError::DisabledConsumer => Hint::DisabledKey,
+        LtiError::LaunchAtSessionPage | LtiError::LaunchAtHomePage => Hint::NotLaunchAddress {
+            seen: signed_url.clone(),
+        },
         LtiError::BadSignature => match (&consumer, &origin) {
             (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),
             _ => Hint::WrongSecret,

@@ -15,6 +15,7 @@ use crate::error::LtiError;
 use crate::lti::oauth::encode;
 use crate::outcomes::OutcomeError;
 use crate::web::head::SentAsHead;
+use crate::web::pages::LAUNCH_AT_HOME_ROUTE;
 
 impl LtiError {
     /// The HTTP status for this error.
@@ -35,7 +36,9 @@ impl LtiError {
             | InvalidLaunch { .. } => Status::BadRequest,
             NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
             | FutureTimestamp(_) | ReplayedNonce | NonceForgotten | NoSession | SessionExpired
-            | LaunchAtSessionPage | HandoffInvalid | AdminLoginRequired => Status::Unauthorized,
+            | LaunchAtSessionPage | LaunchAtHomePage | HandoffInvalid | AdminLoginRequired => {
+                Status::Unauthorized
+            }
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
             HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
@@ -83,6 +86,7 @@ impl LtiError {
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
+            LaunchAtHomePage => ("Not a launch address", format!("This is the tool's home page, not a launch address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form has no valid token: it belongs to another visit, the tool restarted, or it did not come from the tool's own page. Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
@@ -437,6 +441,7 @@ fn allowed_methods(req: &Request<'_>) -> Option<String> {
         .rocket()
         .routes()
         .filter(|route| path_matches(route.uri.path(), &path))
+        .filter(|route| route.name.as_deref() != Some(LAUNCH_AT_HOME_ROUTE))
         .map(|route| route.method)
         .collect();
     if methods.contains(&Method::Get) {

@@ -285,6 +285,33 @@ impl<'r> FromRequest<'r> for LtiAny {
     }
 }
 
+/// The body of a POST to the home page, which takes no launch. A launch sent there (an LMS given
+/// the tool's bare address instead of a launch URL) is refused as a failed launch, as at the
+/// session page, and recorded with a hint for the admin; anything else gets the 405 a POST to a
+/// page without a POST route gets. It never lets a request through, so it has no values.
+pub enum LaunchAtHomePage {}
+
+#[rocket::async_trait]
+impl<'r> FromData<'r> for LaunchAtHomePage {
+    type Error = LtiError;
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let state = match state(req) {
+            Ok(state) => state,
+            Err(e) => return Outcome::Error((remember(req, &e), e)),
+        };
+        let body = match read_capped(data, state).await {
+            Body::Complete(body) | Body::OverLimit(body) | Body::Broken(body, _) => body,
+        };
+        if carries_launch_fields(req, Some(&body)) {
+            let e = unreadable_launch(req, state, Some(&body), LtiError::LaunchAtHomePage).await;
+            return Outcome::Error((remember(req, &e), e));
+        }
+        // The catcher answers a 404 at an address with routes for other methods with a 405, and
+        // leaves this route out of its `Allow` header.
+        Outcome::Error((Status::NotFound, LtiError::NoLaunch))
+    }
+}
+
 /// Wraps any guard and lets in only course staff (see `Role::is_staff`); others get 403.
 pub struct Staff<G>(pub G);
 

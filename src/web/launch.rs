@@ -202,7 +202,9 @@ pub async fn launch(
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             log_refusal(req, state, params.consumer_key(), e);
-            end_session_after_failed_launch(req, state, old).await;
+            if !replays_own_visit(state, &params, e, old).await {
+                end_session_after_failed_launch(req, state, old).await;
+            }
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             let counted =
                 usage::count_refusal(&state.db, params.consumer_key(), e, store::now()).await;
@@ -215,6 +217,37 @@ pub async fn launch(
         Err(_) => {}
     }
     result
+}
+
+/// Whether a refused launch is a replay of the launch that started the browser's visit, sent
+/// again by that browser: a double click or a proxy retrying the POST (the first copy already
+/// replaced the session the cookie names, and set a new cookie that clearing this one's would
+/// remove), or the Back button (the session is the same user's, at the same consumer). Ending it
+/// would sign that user out for nothing; any other failed launch ends the browser's session.
+async fn replays_own_visit(
+    state: &AppState,
+    params: &LaunchParams,
+    error: &LtiError,
+    old_session: Option<&str>,
+) -> bool {
+    let (LtiError::ReplayedNonce, Some(old)) = (error, old_session) else {
+        return false;
+    };
+    let combined = params.combined();
+    let user_id = combined
+        .iter()
+        .find(|(n, _)| n == "user_id")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty());
+    match state.front.session(&state.db, old).await {
+        Ok(None) => true,
+        // Without a user id two people cannot be told apart.
+        Ok(Some(session)) => {
+            user_id.is_some_and(|id| session.launch.get("user_id") == Some(id))
+                && params.consumer_key() == Some(session.launch.consumer_key.as_str())
+        }
+        Err(_) => false,
+    }
 }
 
 async fn verify_and_record(
@@ -336,10 +369,12 @@ pub(crate) fn log_refusal(
         } if is_followable_return_url(url) => "sent back to the LMS".to_string(),
         _ => error.status().to_string(),
     };
-    let line = |verb| format!("launch {verb} ({answer}): {what} ({key}, from {from})");
+    let line = |event| format!("{event} ({answer}): {what} ({key}, from {from})");
     match error {
-        LtiError::Storage(_) => log::error!("{}", line("failed")),
-        _ => log::warn!("{}", line("refused")),
+        LtiError::Storage(_) => log::error!("{}", line("launch failed")),
+        // The launch itself was valid (and is not recorded as refused).
+        LtiError::NotStaff => log::warn!("{}", line("staff-only page refused a launch")),
+        _ => log::warn!("{}", line("launch refused")),
     }
     req.local_cache(RefusalLogged::default)
         .0

@@ -1,14 +1,14 @@
 //! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
 
 use rocket::form::{Form, FromForm};
-use rocket::http::{ContentType, CookieJar};
+use rocket::http::{ContentType, CookieJar, Status};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
 use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
-use crate::web::guards::{LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
+use crate::web::guards::{LaunchAtHomePage, LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::head::SentAsHead;
 use crate::web::origin::{RequestOrigin, SecureCookies, StartedElsewhere};
 use crate::web::session_cookie::{end_session_or_fail, BrowserSessionId};
@@ -160,6 +160,15 @@ fn index(origin: RequestOrigin) -> Template {
     )
 }
 
+/// The route that refuses launches sent to the home page (see `LaunchAtHomePage`); not a method
+/// the home page takes, so a 405's `Allow` header leaves it out.
+pub(crate) const LAUNCH_AT_HOME_ROUTE: &str = "launch_at_home";
+
+#[post("/", data = "<refused>")]
+fn launch_at_home(refused: LaunchAtHomePage) -> Status {
+    match refused {}
+}
+
 #[derive(FromForm)]
 struct LogoutForm {
     csrf: Option<String>,
@@ -241,6 +250,7 @@ pub fn routes() -> Vec<Route> {
         initial_staff_post,
         initial_staff_get,
         index,
+        launch_at_home,
         logout_post,
         logout_get,
         stylesheet

@@ -98,6 +98,19 @@ async fn path_mismatch() {
 }
 
 #[rocket::async_test]
+async fn a_launch_sent_to_a_page_that_takes_none_names_the_address() {
+    for path in ["/", "/session"] {
+        let hint = hint_of(Launch::new(path)).await;
+        assert_eq!(
+            hint,
+            Hint::NotLaunchAddress {
+                seen: format!("http://{HOST}{path}")
+            }
+        );
+    }
+}
+
+#[rocket::async_test]
 async fn timestamp_skew_in_seconds() {
     match hint_of(Launch::new("/any").timestamp(now() - 3600)).await {
         Hint::TimestampSkew { seconds } => assert!((3600..3610).contains(&seconds)),

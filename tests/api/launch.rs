@@ -273,6 +273,55 @@ async fn a_replayed_nonce_is_refused() {
 }
 
 #[rocket::async_test]
+async fn a_replay_from_the_browser_whose_visit_it_started_keeps_that_visit() {
+    let app = spawn_app().await;
+    // The Back button posts the launch again: refused, but the user's visit goes on.
+    let launch = Launch::new("/any").user("student-a");
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    let res = app.launch(&launch).await;
+    assert!(!clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::Unauthorized).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    // A double click: both copies carry the old cookie; the refused one must not clear the
+    // cookie the accepted one set.
+    let body = Launch::new("/any").user("student-a").signed_body();
+    let copies = (0..2).map(|_| {
+        app.client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(ContentType::Form)
+            .body(body.clone())
+            .dispatch()
+    });
+    let answers = join_all(copies).await;
+    let refused_copy = answers
+        .iter()
+        .find(|r| r.status() == Status::Unauthorized)
+        .expect("one copy refused");
+    assert!(
+        !clears_session_cookie(refused_copy),
+        "{:?}",
+        refused_copy.headers()
+    );
+    assert!(answers.iter().any(|r| r.status() == Status::Ok));
+    drop(answers);
+    assert_eq!(app.count("sessions").await, 1);
+    // A replay of someone else's launch still ends the visit the browser holds.
+    let other = Launch::new("/any").user("student-b");
+    assert_eq!(app.launch(&other).await.status(), Status::Ok);
+    assert_eq!(
+        app.launch(&Launch::new("/any").user("student-a"))
+            .await
+            .status(),
+        Status::Ok
+    );
+    let res = app.launch(&other).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    refused(res, Status::Unauthorized).await;
+    refused(app.get("/session").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
 async fn the_same_launch_sent_20_times_concurrently_is_accepted_once() {
     let app = spawn_app().await;
     let body = Launch::new("/initial").signed_body();
@@ -524,6 +573,31 @@ async fn a_method_field_does_not_turn_a_launch_into_a_visit() {
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     refused(res, Status::Unauthorized).await;
     refused(app.get("/session").await, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
+async fn a_launch_sent_to_the_home_page_is_refused_as_not_a_launch_address() {
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // An LMS given the tool's bare address: a refused launch, not "does not take POST".
+    let res = app.launch(&Launch::new("/")).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(body.contains("Not a launch address"), "{body}");
+    assert!(body.contains("home page"), "{body}");
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    // Any other POST to the home page is still a 405 and leaves the session be.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let res = app
+        .client
+        .post("/")
+        .header(ContentType::Form)
+        .body("note=hello")
+        .dispatch()
+        .await;
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
+    refused(res, Status::MethodNotAllowed).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
 }
 
 #[rocket::async_test]

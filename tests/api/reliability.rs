@@ -689,7 +689,7 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         .map(|(_, e)| *e)
         .chain([
             "(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read",
-            "(403 Forbidden): role not allowed (consumer key \"__consumer_key__\"",
+            "staff-only page refused a launch (403 Forbidden): role not allowed (consumer key \"__consumer_key__\"",
         ])
         .collect();
     let log = server.log();
