@@ -36,10 +36,11 @@ pub fn is_unsafe_in_label(c: char) -> bool {
 }
 
 /// True for the characters that shape their neighbours but show nothing by themselves: joiners,
-/// variation selectors and tag characters.
+/// variation selectors, tag characters and the general combining marks (accents).
 fn is_modifier(c: char) -> bool {
     matches!(u32::from(c),
-        0x200C | 0x200D | 0xFE00..=0xFE0F | 0xE0020..=0xE007F | 0xE0100..=0xE01EF)
+        0x200C | 0x200D | 0xFE00..=0xFE0F | 0xE0020..=0xE007F | 0xE0100..=0xE01EF
+        | 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
 }
 
 /// True when `text` holds no [`is_unsafe_in_label`] character and, unless empty, something
@@ -78,6 +79,7 @@ mod tests {
             "🏛\u{fe0f} Faculty",
             "葛\u{e0100}飾区",
             "🏴\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f} Glasgow",
+            "Unive\u{301}rsite\u{301} (decomposed accents)",
         ] {
             assert!(is_printable_label(ok, false), "{ok}");
         }
@@ -95,6 +97,8 @@ mod tests {
             "private\u{e000}",
             "nonchar\u{fdd0}",
             "nonchar\u{1fffe}",
+            "\u{301}",
+            " \u{301}\u{20dd} ",
         ] {
             assert!(!is_printable_label(bad, false), "{bad:?}");
         }

@@ -10,7 +10,7 @@ use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, sign, signature_base_string};
 use crate::lti::params::Params;
 use crate::store::{self, consumers, usage};
-use crate::web::origin::RequestOrigin;
+use crate::web::origin::{FromOwnPage, RequestOrigin};
 use crate::web::pages::{launch_paths, LAUNCH_PAGE};
 use crate::web::AppState;
 
@@ -94,6 +94,7 @@ fn custom_params(text: &str) -> Params {
 
 #[post("/dev/launch", data = "<form>")]
 async fn sign_launch(
+    _own_page: FromOwnPage,
     form: Form<DevLaunch<'_>>,
     state: &State<AppState>,
     origin: RequestOrigin,

@@ -11,9 +11,8 @@ use rocket::{get, post, routes, Route, State};
 
 use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
-use crate::web::error::remember;
 use crate::web::guards::LtiSession;
-use crate::web::origin::{started_by_another_site, SecureCookies};
+use crate::web::origin::{FromOwnPage, SecureCookies};
 use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::AppState;
 
@@ -48,30 +47,6 @@ async fn continue_in_window(
     end_session(state, cookies, before.as_deref(), secure).await;
     set_session_cookie(cookies, state, session_id, secure);
     Ok(Redirect::to(LANDING))
-}
-
-/// Request guard: the request comes from one of this tool's own pages, as the real "Open in a
-/// new window" form does. Another site posting a token (its own, to log the victim in as
-/// someone else) is refused; browsers say where a form came from in `Sec-Fetch-Site` and
-/// `Origin`, and a client that sends neither is not a browser that can be tricked.
-pub struct FromOwnPage;
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for FromOwnPage {
-    type Error = LtiError;
-
-    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        // Not even a typed address ("none"): the real form is on one of our pages.
-        let not_ours = req
-            .headers()
-            .get_one("Sec-Fetch-Site")
-            .is_some_and(|site| !site.trim().eq_ignore_ascii_case("same-origin"));
-        if not_ours || started_by_another_site(req) {
-            let e = LtiError::CrossSiteForm;
-            return request::Outcome::Error((remember(req, &e), e));
-        }
-        request::Outcome::Success(FromOwnPage)
-    }
 }
 
 /// The header a page's script sends its logout token in (not the URL, which reaches logs).

@@ -10,6 +10,7 @@ use rocket::request::{self, FromRequest, Request};
 use crate::config::Settings;
 use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, base_uri_of_url, is_valid_host, split_host_port};
+use crate::web::error::remember;
 use crate::web::AppState;
 
 pub use crate::config::Origin;
@@ -194,6 +195,30 @@ pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
         host: host.to_string(),
         port,
     })
+}
+
+/// Request guard: the request comes from one of this tool's own pages, as the real "Open in a
+/// new window" and test launcher forms do. Another site posting a hand-off token (its own, to
+/// log the victim in as someone else) or making the test launcher sign a launch is refused; browsers say where a form came from in `Sec-Fetch-Site` and
+/// `Origin`, and a client that sends neither is not a browser that can be tricked.
+pub struct FromOwnPage;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for FromOwnPage {
+    type Error = LtiError;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
+        // Not even a typed address ("none"): the real form is on one of our pages.
+        let not_ours = req
+            .headers()
+            .get_one("Sec-Fetch-Site")
+            .is_some_and(|site| !site.trim().eq_ignore_ascii_case("same-origin"));
+        if not_ours || started_by_another_site(req) {
+            let e = LtiError::CrossSiteForm;
+            return request::Outcome::Error((remember(req, &e), e));
+        }
+        request::Outcome::Success(FromOwnPage)
+    }
 }
 
 /// Request guard: the origin the LMS reaches this request at (see [`signed_origin`]), or `None`

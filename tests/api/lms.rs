@@ -851,6 +851,17 @@ async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
         )
         .await;
     let auto = page(res, Status::Ok).await;
+    // Another site cannot make it sign a launch for a visitor (to log them in as anyone).
+    let cross_site = app
+        .client
+        .post("/dev/launch")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .body("page=%2Fany&consumer_key=__consumer_key__&roles=Instructor&user_id=u-9&name=&email=&custom=&mode=valid")
+        .dispatch()
+        .await;
+    refused(cross_site, Status::Forbidden).await;
     // Replay the auto-submitting form as a browser would.
     let mut fields = Vec::new();
     for part in auto.split(r#"<input type="hidden" name=""#).skip(1) {

@@ -40,7 +40,8 @@ struct Row {
 }
 
 /// The consumer list, with the notice of a change just made (`done`, `key`) when the list bears
-/// it out: a crafted link cannot make the page claim a change that did not happen.
+/// it out: a crafted link cannot make the page call a key enabled or disabled that is not, and
+/// "deleted" is said only of a valid key the list does not have (whose sessions are gone).
 async fn list_page(
     state: &AppState,
     session: &Admin,
