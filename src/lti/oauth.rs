@@ -90,13 +90,16 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         Some(i) if !authority[i..].contains(']') => i,
         _ => return Some((authority, None)),
     };
-    // Digits only, as URLs write them: `u16`'s parser would also take `+80`.
-    let digits = &authority[colon + 1..];
+    let port = parse_port(&authority[colon + 1..])?;
+    Some((&authority[..colon], Some(port)))
+}
+
+/// A port as URLs write it: digits only (`u16`'s parser would also take `+80`), and not 0.
+pub fn parse_port(digits: &str) -> Option<u16> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let port = digits.parse().ok().filter(|p| *p != 0)?;
-    Some((&authority[..colon], Some(port)))
+    digits.parse().ok().filter(|p| *p != 0)
 }
 
 /// Normalises the request parameters (RFC 5849 section 3.4.1.3.2): every name and value encoded,
@@ -210,6 +213,11 @@ mod tests {
             "tool.test:0",
         ] {
             assert!(split_host_port(bad).is_none(), "{bad}");
+        }
+        // `X-Forwarded-Port` is read by the same rule.
+        assert_eq!(parse_port("443"), Some(443));
+        for bad in ["+443", "0", "", " 443", "65536", "4a"] {
+            assert_eq!(parse_port(bad), None, "{bad:?}");
         }
     }
 

@@ -54,8 +54,10 @@ pub fn parse_form(raw: &[u8]) -> Result<Params, ParamsError> {
     Ok(out)
 }
 
-/// Reads the `oauth_*` fields of an `Authorization: OAuth k="v", ...` header (RFC 5849 section
-/// 3.5.1); `realm` is not a signed parameter and is dropped. Returns `Ok(None)` for other schemes.
+/// Reads the fields of an `Authorization: OAuth k="v", ...` header (RFC 5849 section 3.5.1):
+/// every one but `realm`, which is not signed. RFC 5849 signs them all, as oauthlib does; LMSs
+/// send only `oauth_*` there, but any other is signed, and then read, like a body field.
+/// Returns `Ok(None)` for other schemes.
 pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, ParamsError> {
     let header = header.trim_start();
     let Some(scheme_end) = header.find(|c: char| c.is_ascii_whitespace()) else {

@@ -71,8 +71,12 @@ pub async fn start_session(db: &Db, now: i64, idle: i64) -> Result<String, LtiEr
     Ok(token)
 }
 
-/// The live session for a cookie value, its idle expiry pushed back by `idle`; None when
-/// unknown or idle for too long.
+/// Seconds an admin session lasts however busy it is: a login a day, and a session (or its CSRF
+/// token) someone took over does not last for ever.
+pub const SESSION_MAX_AGE: i64 = 12 * 3600;
+
+/// The live session for a cookie value, its idle expiry pushed back by `idle` (but not past
+/// [`SESSION_MAX_AGE`] after the login); None when unknown, idle for too long or too old.
 pub async fn touch_session(
     db: &Db,
     token: &str,
@@ -81,11 +85,13 @@ pub async fn touch_session(
 ) -> Result<Option<AdminSession>, LtiError> {
     let id = session_id(token);
     let csrf: Option<String> = sqlx::query_scalar(
-        "UPDATE admin_sessions SET expires_at = ? WHERE id = ? AND expires_at > ? RETURNING csrf",
+        "UPDATE admin_sessions SET expires_at = min(?1 + ?2, created_at + ?3) \
+         WHERE id = ?4 AND expires_at > ?1 AND created_at + ?3 > ?1 RETURNING csrf",
     )
-    .bind(now + idle)
-    .bind(&id)
     .bind(now)
+    .bind(idle)
+    .bind(SESSION_MAX_AGE)
+    .bind(&id)
     .fetch_optional(db)
     .await?;
     Ok(csrf.map(|csrf| AdminSession { id, csrf }))

@@ -173,7 +173,7 @@ pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     // Errors quote request values: escape them so a crafted parameter cannot forge log lines.
     let what = error.to_string();
     let what = what.escape_debug();
-    let (method, path) = (req.method(), req.uri().path());
+    let (method, path) = (req.method(), req.uri().path().as_str().escape_debug());
     let logged = req
         .local_cache(super::launch::RefusalLogged::default)
         .0

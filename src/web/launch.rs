@@ -31,7 +31,8 @@ pub struct LaunchParams {
     pub query: Params,
     /// From the form body.
     pub body: Params,
-    /// `oauth_*` fields of an `Authorization: OAuth` header.
+    /// The fields of an `Authorization: OAuth` header (`oauth_*` from LMSs; see
+    /// `parse_authorization_header`).
     pub header: Params,
 }
 

@@ -9,7 +9,7 @@ use rocket::request::{self, FromRequest, Request};
 
 use crate::config::Settings;
 use crate::error::LtiError;
-use crate::lti::oauth::{base_uri, base_uri_of_url, is_valid_host, split_host_port};
+use crate::lti::oauth::{base_uri, base_uri_of_url, is_valid_host, parse_port, split_host_port};
 use crate::web::error::remember;
 use crate::web::AppState;
 
@@ -28,7 +28,7 @@ fn last_value<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
 fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option<u16>) {
     let proto = last_value(req, "X-Forwarded-Proto").map(str::to_string);
     let host = last_value(req, "X-Forwarded-Host").map(str::to_string);
-    let port = last_value(req, "X-Forwarded-Port").and_then(|p| p.parse::<u16>().ok());
+    let port = last_value(req, "X-Forwarded-Port").and_then(parse_port);
     (proto, host, port)
 }
 

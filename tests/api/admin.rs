@@ -227,6 +227,26 @@ async fn an_idle_admin_is_logged_out() {
 }
 
 #[rocket::async_test]
+async fn a_busy_admin_session_still_ends_twelve_hours_after_the_login() {
+    use rocket_lti_tool::store::admin::{start_session, touch_session, SESSION_MAX_AGE};
+    let app = spawn_app().await;
+    let db = &app.state().db;
+    let (login_at, idle) = (rocket_lti_tool::store::now(), 1800);
+    let token = start_session(db, login_at, idle).await.expect("session");
+    // Used every 25 minutes: alive until its twelfth hour is over, not a second longer.
+    let mut at = login_at;
+    while at + 1500 < login_at + SESSION_MAX_AGE {
+        at += 1500;
+        let touched = touch_session(db, &token, at, idle).await.expect("touch");
+        assert!(touched.is_some(), "ended after {} s", at - login_at);
+    }
+    let last = touch_session(db, &token, login_at + SESSION_MAX_AGE, idle)
+        .await
+        .expect("touch");
+    assert!(last.is_none());
+}
+
+#[rocket::async_test]
 async fn a_new_password_takes_effect_at_once_and_ends_admin_sessions() {
     let app = logged_in().await;
     set_password(&app, "another password").await;
