@@ -112,7 +112,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                     rocket::error::ErrorKind::FailedFairings(_) => {
                         eprintln!("lti-tool: the server did not start (the reason is logged above)")
                     }
-                    _ => eprintln!("lti-tool: {e}"),
+                    // Rocket logs the details (which routes collide, say a fork's with the tool's).
+                    _ => eprintln!("lti-tool: {}", e.pretty_print()),
                 }
                 ExitCode::FAILURE
             }

@@ -28,11 +28,34 @@ struct PageView<'a> {
     resource_link_title: Option<&'a str>,
     fresh_launch: bool,
     outcome_service: bool,
-    handoff_token: Option<&'a str>,
+    landing: Landing<'a>,
     /// Lets the page's own "Log out" button through even where the browser reports it as coming
     /// from another site (a sandboxed frame).
     logout_token: &'a str,
     inspector: Option<Inspector<'a>>,
+}
+
+/// What `templates/launch_landing.html.tera` needs, as `landing` in the context of every page a
+/// launch lands on (a fork's launch pages too, with `{% include "launch_landing" %}`).
+#[derive(Serialize)]
+#[serde(crate = "rocket::serde")]
+pub struct Landing<'a> {
+    /// On a launch, the token of the "Open in a new window" offer (shown when the browser does
+    /// not send the new session cookie back).
+    handoff_token: Option<&'a str>,
+    /// On a launch, where Back or a reload should go instead of sending the launch again.
+    visit_url: Option<&'a str>,
+}
+
+impl<'a> Landing<'a> {
+    /// For a page showing `user`, whose visit (a GET with the session) is at `visit_url`
+    /// (`/session` for the tool's pages).
+    pub fn of(user: &'a LtiUser, visit_url: &'a str) -> Self {
+        Landing {
+            handoff_token: user.handoff_token.as_deref(),
+            visit_url: user.fresh_launch.then_some(visit_url),
+        }
+    }
 }
 
 /// The "What the LMS sent" panel.
@@ -68,7 +91,7 @@ pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
         resource_link_title: user.get("resource_link_title"),
         fresh_launch: user.fresh_launch,
         outcome_service: user.outcome_target().is_some() && !user.is_staff_only(),
-        handoff_token: user.handoff_token.as_deref(),
+        landing: Landing::of(user, SESSION_PAGE),
         logout_token: &user.logout_token,
         inspector: (is_staff || state.settings.debug_profile).then(|| inspector(user)),
     };

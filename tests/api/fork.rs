@@ -2,8 +2,10 @@
 
 use rocket::http::Status;
 use rocket::{get, post, routes};
+use rocket_dyn_templates::{context, Template};
 use rocket_lti_tool::error::LtiError;
 use rocket_lti_tool::web::guards::{LtiAny, LtiSession, Staff};
+use rocket_lti_tool::web::pages::Landing;
 
 use crate::helpers::*;
 
@@ -20,6 +22,20 @@ fn quiz(lti: LtiSession) -> String {
 #[post("/gradebook", data = "<lti>")]
 fn gradebook(lti: Staff<LtiAny>) -> String {
     format!("{} may grade here", lti.display_name())
+}
+
+#[get("/gradebook")]
+fn gradebook_visit(lti: Staff<LtiAny>) -> String {
+    format!("{} may grade here", lti.display_name())
+}
+
+/// A fork's launch page with the part every launch page includes (the README's advice).
+#[post("/landing", data = "<lti>")]
+fn landing(lti: LtiAny) -> Template {
+    Template::render(
+        "launch_landing",
+        context! { landing: Landing::of(&lti, "/readme-example/landing") },
+    )
 }
 
 /// A fork's own refusal, on the shared error page.
@@ -41,7 +57,10 @@ async fn a_fork_adds_guarded_pages() {
     let client = rocket::local::asynchronous::Client::tracked(
         rocket_lti_tool::build(app.client.rocket().figment().clone())
             // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
-            .mount(EXAMPLE, routes![quiz, gradebook, closed]),
+            .mount(
+                EXAMPLE,
+                routes![quiz, gradebook, gradebook_visit, closed, landing],
+            ),
     )
     .await
     .unwrap();
@@ -69,6 +88,13 @@ async fn a_fork_adds_guarded_pages() {
         res.into_string().await.unwrap(),
         "teacher-1 (Ada Lovelace) may grade here"
     );
+    // The visit it started goes on at the same address.
+    let visit = client
+        .get(format!("{EXAMPLE}/gradebook"))
+        .header(host.clone())
+        .dispatch()
+        .await;
+    assert_eq!(visit.status(), Status::Ok);
     let quiz = client
         .get(format!("{EXAMPLE}/quiz"))
         .header(host.clone())
@@ -82,6 +108,22 @@ async fn a_fork_adds_guarded_pages() {
         "quiz for teacher-1 in Some(\"Analytical Engines\"), color Some(\"blue\")"
     );
 
+    // A launch page that includes `launch_landing` offers the new window, and turns its history
+    // entry into its own visit address.
+    let res = client
+        .post(format!("{EXAMPLE}/landing"))
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body(Launch::new(&format!("{EXAMPLE}/landing")).signed_body())
+        .dispatch()
+        .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains(r#"action="/lti/continue""#), "{body}");
+    assert!(body.contains(r#"name="token" value=""#), "{body}");
+    assert!(
+        body.contains(r#"data-visit-url="&#x2F;readme-example&#x2F;landing""#),
+        "{body}"
+    );
     let learner = Launch::new(&format!("{EXAMPLE}/gradebook")).roles("Learner");
     let res = client
         .post(format!("{EXAMPLE}/gradebook"))
