@@ -68,6 +68,7 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
+        .after_release(|conn, _| Box::pin(still_in_step(conn)))
         .connect_with(options)
         .await
         .map_err(|e| named(&e))?;
@@ -76,6 +77,29 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         .await
         .map_err(|e| named(&e))?;
     Ok(pool)
+}
+
+/// Whether a connection coming back to the pool may be used again: not when sqlx still counts a
+/// transaction that SQLite already ended. A full disk makes SQLite roll a transaction back by
+/// itself; sqlx's own ROLLBACK then fails, and sqlx keeps counting it as open. Its next
+/// transaction on that connection would be a savepoint, whose rollback leaves a real transaction
+/// open: the write lock held, every other writer refused, until the connection is closed.
+async fn still_in_step(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::{Sqlite, TransactionManager};
+    let depth = |conn: &sqlx::SqliteConnection| {
+        <Sqlite as sqlx::Database>::TransactionManager::get_transaction_depth(conn)
+    };
+    if depth(conn) == 0 {
+        return Ok(true);
+    }
+    // The rollback of a transaction just dropped may still be on its way to the connection's
+    // thread: once a query sent after it is answered, the count is current.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    let in_step = depth(conn) == 0;
+    if !in_step {
+        log::warn!("closed a database connection whose transaction SQLite had already ended");
+    }
+    Ok(in_step)
 }
 
 /// The file a database URL names; `None` for an in-memory database.
@@ -260,5 +284,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(FileIdentity::of(&db).unwrap(), None);
         db.close().await;
+    }
+
+    #[rocket::async_test]
+    async fn a_connection_whose_transaction_sqlite_ended_is_not_reused() {
+        let dir = std::env::temp_dir().join(format!("lti-step-{}", sessions::new_id()));
+        let file = dir.join("db.sqlite");
+        let db = open(&format!("sqlite://{}", file.display())).await.unwrap();
+        // What a full disk does: SQLite ends the transaction by itself, sqlx's rollback fails.
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx);
+        // The next transactions fail and are dropped (errors in the middle of a request).
+        for n in 0..3 {
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query("INSERT INTO admin_login_failures (address, at) VALUES ('a', ?)")
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            drop(tx);
+        }
+        // Another writer (the command line) gets the write lock at once: none is left held.
+        let mut other = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+            .unwrap()
+            .busy_timeout(Duration::from_millis(200))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .expect("the write lock is free");
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        other.close().await.unwrap();
+        db.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -812,9 +812,27 @@ fn full_disk_gives_503_pages_then_recovers() {
 
     limit_file_size(server.pid(), 0);
     launches_get_503_pages(&server, "full");
-    // Reading still works: the session from before is served.
-    let page = server.get("/session", Some(&before.cookie)).expect("GET");
-    assert_eq!(page.status, 200);
+    // Reading still works: the session from before is served, also while launches fail beside it
+    // (a page view's check for other connections' commits may share the failing launches' round).
+    let port = server.port;
+    let failing = std::thread::spawn(move || {
+        for i in 0..20 {
+            let body = Launch::new("/initial")
+                .user(&format!("full-bg-{i}"))
+                .signed_body();
+            let _ = post(port, "/initial", &body);
+        }
+    });
+    let views: Vec<u16> = (0..30)
+        .map(|_| {
+            server
+                .get("/session", Some(&before.cookie))
+                .expect("GET")
+                .status
+        })
+        .collect();
+    failing.join().expect("launches");
+    assert!(views.iter().all(|s| *s == 200), "{views:?}");
 
     limit_file_size(server.pid(), libc::RLIM_INFINITY);
     let after = launch_as(server.port, "after-full")
