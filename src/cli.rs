@@ -378,8 +378,13 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         ConsumerAction::Add { key, secret, name } => {
             // Bad settings, then bad input, are refused before a database is opened, let
             // alone created.
-            settings_and_cipher()?;
+            let (settings, _) = settings_and_cipher()?;
             let new = checked_new_consumer(key, secret, name)?;
+            if !settings.seed_demo_consumer
+                && (new.key.as_str(), new.secret.as_str()) == crate::DEMO_CONSUMER
+            {
+                return Err(consumers::PUBLISHED_DEMO_REFUSED.into());
+            }
             with_db(Allowed, async |db| add_consumer(db, new).await).await
         }
         ConsumerAction::List => with_db(Refused, list_consumers).await,
@@ -387,7 +392,16 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             with_db(Refused, async |db| set_enabled(db, &key, false).await).await
         }
         ConsumerAction::Enable { key } => {
-            with_db(Refused, async |db| set_enabled(db, &key, true).await).await
+            let (settings, _) = settings_and_cipher()?;
+            with_db(Refused, async |db| {
+                if !settings.seed_demo_consumer
+                    && consumers::is_published_demo(db, &key).await.map_err(err)?
+                {
+                    return Err(consumers::PUBLISHED_DEMO_REFUSED.into());
+                }
+                set_enabled(db, &key, true).await
+            })
+            .await
         }
         ConsumerAction::Remove { key } => {
             with_db(Refused, async |db| {

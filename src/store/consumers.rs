@@ -63,6 +63,23 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
     }
 }
 
+/// Whether `key` is PyLTI's demo consumer with its published secret (`crate::DEMO_CONSUMER`):
+/// enabled, anyone could launch as any user. Where `seed_demo_consumer` is off the server refuses
+/// to start with it enabled, so the command line and the admin page refuse to enable it.
+pub async fn is_published_demo(db: &Db, key: &str) -> Result<bool, LtiError> {
+    let (demo_key, demo_secret) = crate::DEMO_CONSUMER;
+    Ok(key == demo_key
+        && find(db, key)
+            .await?
+            .is_some_and(|c| c.secret == demo_secret))
+}
+
+/// Why the demo consumer with its published secret may not be enabled, and what to do instead.
+pub const PUBLISHED_DEMO_REFUSED: &str = "The demo consumer __consumer_key__ still has its \
+    published (PyLTI example) secret, with which anyone could launch as any user, and \
+    seed_demo_consumer is off (the server would refuse to start): rotate its secret first, or \
+    remove it";
+
 /// All consumer keys, without touching the secrets.
 pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
     Ok(

@@ -1355,3 +1355,41 @@ async fn a_device_mark_from_before_the_host_prefix_still_counts_over_https() {
         Status::TooManyRequests
     );
 }
+
+#[rocket::async_test]
+async fn without_seed_demo_consumer_the_demo_consumer_is_not_enabled_with_its_published_secret() {
+    let app = spawn_app_with(|f| f.merge(("seed_demo_consumer", false))).await;
+    set_password(&app, PASSWORD).await;
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    let (key, secret) = rocket_lti_tool::DEMO_CONSUMER;
+    let db = &app.state().db;
+    assert!(consumers::insert(db, key, secret, "demo", store::now())
+        .await
+        .unwrap());
+    consumers::set_enabled(db, key, false).await.unwrap();
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers/enable",
+        &[("csrf", &token), ("key", key)],
+    )
+    .await;
+    let body = refused(res, Status::Conflict).await;
+    assert!(body.contains("rotate its secret"), "{body}");
+    assert!(!stored(&app, key).await.unwrap().enabled);
+    // Another consumer is enabled as ever.
+    assert!(
+        consumers::insert(db, "school", "school-secret-0123456789", "", store::now())
+            .await
+            .unwrap()
+    );
+    consumers::set_enabled(db, "school", false).await.unwrap();
+    let res = post(
+        &app,
+        "/admin/consumers/enable",
+        &[("csrf", &token), ("key", "school")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(stored(&app, "school").await.unwrap().enabled);
+}

@@ -638,3 +638,57 @@ async fn a_new_database_and_its_folder_are_private_to_the_server() {
     pool.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[rocket::async_test]
+async fn outside_debug_the_demo_consumer_cannot_be_enabled_with_its_published_secret() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let (key, secret) = rocket_lti_tool::DEMO_CONSUMER;
+    assert!(release_starts(&db, TEST_SECRET_KEY).await);
+    // Added with that secret: refused (the server would refuse to start with it).
+    let out = release_cli(
+        &db,
+        TEST_SECRET_KEY,
+        &["consumer", "add", key, "--secret", secret],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("published"),
+        "{out:?}"
+    );
+    // Added disabled under that secret (as a debug database moved over has it), enabling is
+    // refused too, until the secret is rotated.
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    let figment = app_figment("release", &db, TEST_SECRET_KEY);
+    let cipher = rocket_lti_tool::crypto::SecretCipher::from_figment(&figment).unwrap();
+    rocket_lti_tool::crypto::install_cipher(&pool, cipher)
+        .await
+        .unwrap();
+    let consumers = rocket_lti_tool::store::consumers::insert;
+    assert!(consumers(&pool, key, secret, "demo", 1_700_000_000)
+        .await
+        .unwrap());
+    rocket_lti_tool::store::consumers::set_enabled(&pool, key, false)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = release_cli(&db, TEST_SECRET_KEY, &["consumer", "enable", key]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rotate its secret"),
+        "{out:?}"
+    );
+    assert!(release_starts(&db, TEST_SECRET_KEY).await);
+    assert!(
+        release_cli(&db, TEST_SECRET_KEY, &["consumer", "rotate", key])
+            .status
+            .success()
+    );
+    assert!(
+        release_cli(&db, TEST_SECRET_KEY, &["consumer", "enable", key])
+            .status
+            .success()
+    );
+    assert!(release_starts(&db, TEST_SECRET_KEY).await);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -312,6 +312,16 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Redirect, LtiError> {
     let key = form.checked(session)?;
+    if enabled
+        && !state.settings.seed_demo_consumer
+        && consumers::is_published_demo(&state.db, key).await?
+    {
+        return Err(LtiError::page(
+            409,
+            "Not enabled",
+            consumers::PUBLISHED_DEMO_REFUSED,
+        ));
+    }
     if !consumers::set_enabled(&state.db, key, enabled).await? {
         return Err(no_such_consumer());
     }
