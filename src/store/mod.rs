@@ -114,11 +114,19 @@ pub fn file_of(database_url: &str) -> Result<Option<std::path::PathBuf>, LtiErro
 /// for a server that has stopped serving. A stopped server's database file is then complete on
 /// its own, so copying only that file (a hasty backup) loses nothing.
 pub async fn close(db: &Db) {
-    // TRUNCATE waits for nothing here: every request has been answered.
-    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(db)
-        .await
-    {
+    // While TRUNCATE waits for readers it keeps every writer out, and another process may be
+    // reading for long (the server, when the command line closes; a backup): it waits briefly.
+    // If it gives up, the WAL stays, to be copied later or replayed; nothing is lost.
+    let checkpoint = async {
+        let mut conn = db.acquire().await?;
+        sqlx::query("PRAGMA busy_timeout = 100")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await
+    };
+    if let Err(e) = checkpoint.await {
         log::warn!("the last checkpoint failed (the WAL is replayed at the next start): {e}");
     }
     db.close().await;
@@ -284,6 +292,43 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(FileIdentity::of(&db).unwrap(), None);
         db.close().await;
+    }
+
+    #[rocket::async_test]
+    async fn closing_keeps_no_writer_waiting_on_a_long_reader() {
+        let dir = std::env::temp_dir().join(format!("lti-close-{}", sessions::new_id()));
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let server = open(&url).await.unwrap();
+        let insert = "INSERT INTO admin_login_failures (address, at) VALUES ('a', 1)";
+        sqlx::query(insert).execute(&server).await.unwrap();
+        // A backup reads from an older snapshot while the server writes on.
+        let mut backup = server.acquire().await.unwrap().detach();
+        sqlx::query("BEGIN").execute(&mut backup).await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM admin_login_failures")
+            .execute(&mut backup)
+            .await
+            .unwrap();
+        sqlx::query(insert).execute(&server).await.unwrap();
+        // The command line closes its database meanwhile: quickly, and the server's next write
+        // does not wait for it.
+        let cli = open(&url).await.unwrap();
+        let started = std::time::Instant::now();
+        let (_, written) = rocket::tokio::join!(close(&cli), async {
+            rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+            let started = std::time::Instant::now();
+            sqlx::query(insert).execute(&server).await.unwrap();
+            started.elapsed()
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(written < Duration::from_secs(1), "{written:?}");
+        sqlx::query("ROLLBACK").execute(&mut backup).await.unwrap();
+        backup.close().await.unwrap();
+        server.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[rocket::async_test]
