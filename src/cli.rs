@@ -76,6 +76,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                 "Open-file limit",
                 |_| Box::pin(async { raise_open_file_limit() }),
             ))
+            .attach(rocket::fairing::AdHoc::on_shutdown("Stop clock", |_| {
+                Box::pin(async {
+                    let _ = STOP_ASKED.set(std::time::Instant::now());
+                })
+            }))
             .launch()
             .await
         {
@@ -89,12 +94,16 @@ pub async fn run(cli: Cli) -> ExitCode {
                     // LMS) and was cut off, as a lost connection would be; or the server failed
                     // while it stopped. The database is closed all the same.
                     rocket::error::ErrorKind::Shutdown(rocket, failure) => {
+                        let finished = failure.is_none() && requests_finish(rocket).await;
                         let closing = close_store(rocket);
                         if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
                             .await
                             .is_err()
                         {
                             log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
+                        }
+                        if finished {
+                            return ExitCode::SUCCESS;
                         }
                         if failure.is_none() {
                             eprintln!(
@@ -185,6 +194,28 @@ fn first_line_of_stdin() -> Result<String, String> {
 }
 
 /// Closes the stopped server's launch writer and database (see `store::close`).
+/// When the server was asked to stop.
+static STOP_ASKED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Waits for requests still running when Rocket returned, until the shutdown's grace and mercy
+/// periods since the stop was asked are over; true when none is left. Rocket 0.5 can return as
+/// soon as its listener stops, with requests still at work (they hold the other references).
+async fn requests_finish(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>) -> bool {
+    let shutdown = &rocket.config().shutdown;
+    let periods = std::time::Duration::from_secs(u64::from(shutdown.grace + shutdown.mercy));
+    let asked = STOP_ASKED
+        .get()
+        .copied()
+        .unwrap_or_else(std::time::Instant::now);
+    while std::sync::Arc::strong_count(rocket) > 1 {
+        if asked.elapsed() >= periods {
+            return false;
+        }
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
 async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
     if let Some(state) = rocket.state::<crate::web::AppState>() {
         state.front.close().await;
