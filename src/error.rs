@@ -159,7 +159,18 @@ impl LtiError {
 
 impl From<sqlx::Error> for LtiError {
     fn from(e: sqlx::Error) -> Self {
-        LtiError::Storage(e.to_string())
+        // SQLITE_CORRUPT and SQLITE_NOTADB: waiting does not help, unlike a lock or a full disk.
+        let damaged = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| matches!(code.as_ref(), "11" | "26"));
+        match damaged {
+            true => LtiError::Storage(format!(
+                "{e} (the database file is damaged: stop the server and restore a backup, see \
+                 the README's backups)"
+            )),
+            false => LtiError::Storage(e.to_string()),
+        }
     }
 }
 

@@ -52,31 +52,44 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         // warning would add the whole multi-line statement to the log.
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let file = options.get_filename().to_owned();
-    if file.to_str() != Some(":memory:") {
-        create_private(&file)?;
-    }
+    let created = file.to_str() != Some(":memory:") && create_private(&file)?;
     // SQLite's messages ("unable to open database file") do not say which file, nor that the
     // usual cause is a file or folder made by another user (a command run as root first).
     let named = |e: &dyn std::fmt::Display| {
         let message = e.to_string();
-        let hint = match message.contains("unable to open") || message.contains("readonly") {
-            true => " (can this user read and write it, and its folder?)",
-            false => "",
+        let hint = if message.contains("unable to open") || message.contains("readonly") {
+            " (can this user read and write it, and its folder?)"
+        } else if message.contains("disk I/O error") {
+            " (is its file system full, or read-only?)"
+        } else {
+            ""
         };
         LtiError::Storage(format!("the database {}: {e}{hint}", file.display()))
     };
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
-        .after_release(|conn, _| Box::pin(still_in_step(conn)))
-        .connect_with(options)
-        .await
-        .map_err(|e| named(&e))?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .map_err(|e| named(&e))?;
-    Ok(pool)
+    let opened = async {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_release(|conn, _| Box::pin(still_in_step(conn)))
+            .connect_with(options)
+            .await
+            .map_err(|e| named(&e))?;
+        match sqlx::migrate!("./migrations").run(&pool).await {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                pool.close().await;
+                Err(named(&e))
+            }
+        }
+    };
+    let opened = opened.await;
+    if opened.is_err() && created {
+        // Not left behind as an empty database (on a full disk, say) that looks like one.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        }
+    }
+    opened
 }
 
 /// Whether a connection coming back to the pool may be used again: not when sqlx still counts a
@@ -155,7 +168,8 @@ pub async fn close(db: &Db) {
 /// Creates the database file, and its folder, readable only by the server's user, unless they
 /// exist: the file holds live session ids and learners' names, and SQLite gives its `-wal` and
 /// `-shm` files the database file's permissions. An existing file or folder is left as it is.
-fn create_private(file: &std::path::Path) -> Result<(), LtiError> {
+/// Returns whether it created the file.
+fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
     let failed = |what: &std::path::Path, e: std::io::Error| {
         LtiError::Storage(format!("cannot create {}: {e}", what.display()))
     };
@@ -174,8 +188,8 @@ fn create_private(file: &std::path::Path) -> Result<(), LtiError> {
             .map_err(|e| failed(parent, e))?;
     }
     match new_file.open(file) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(failed(file, e)),
     }
 }
@@ -292,6 +306,63 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(FileIdentity::of(&db).unwrap(), None);
         db.close().await;
+    }
+
+    #[rocket::async_test]
+    async fn a_database_that_cannot_be_set_up_leaves_no_file_behind() {
+        let dir = std::env::temp_dir().join(format!("lti-unmade-{}", sessions::new_id()));
+        let file = dir.join("db.sqlite");
+        // Read-only: the new, empty file cannot be given its schema.
+        let e = open(&format!("sqlite://{}?mode=ro", file.display()))
+            .await
+            .expect_err("read-only");
+        assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+        assert!(!file.exists());
+        // An existing file is never removed.
+        std::fs::write(&file, b"").unwrap();
+        assert!(open(&format!("sqlite://{}?mode=ro", file.display()))
+            .await
+            .is_err());
+        assert!(file.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[rocket::async_test]
+    async fn a_damaged_database_says_so() {
+        let dir = std::env::temp_dir().join(format!("lti-damaged-{}", sessions::new_id()));
+        let file = dir.join("db.sqlite");
+        let url = format!("sqlite://{}", file.display());
+        let db = open(&url).await.unwrap();
+        for at in 0..2000 {
+            sqlx::query(
+                "INSERT INTO admin_login_failures (address, at) VALUES ('some address', ?)",
+            )
+            .bind(at)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        close(&db).await;
+        // Every page but the first (the header and the schema) overwritten.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let page = 4096;
+        for b in &mut bytes[page..] {
+            *b = 0x5a;
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let mut conn = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let e = sqlx::query("SELECT COUNT(*) FROM admin_login_failures")
+            .execute(&mut conn)
+            .await
+            .expect_err("damaged");
+        let said = LtiError::from(e).to_string();
+        assert!(said.contains("damaged"), "{said}");
+        conn.close().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[rocket::async_test]
