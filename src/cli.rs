@@ -193,13 +193,14 @@ fn first_line_of_stdin() -> Result<String, String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Closes the stopped server's launch writer and database (see `store::close`).
-/// When the server was asked to stop.
+/// When the server was asked to stop (its shutdown fairings ran).
 static STOP_ASKED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 /// Waits for requests still running when Rocket returned, until the shutdown's grace and mercy
-/// periods since the stop was asked are over; true when none is left. Rocket 0.5 can return as
-/// soon as its listener stops, with requests still at work (they hold the other references).
+/// periods are over; true when none is left. Rocket 0.5 returns that way on two paths: after
+/// grace + mercy + 1 s (its shutdown fairings ran: `STOP_ASKED` is set, the periods are over and
+/// nothing is waited for), or at once when its server stopped before it saw the signal (the
+/// fairings did not run), with requests still at work, holding the other references.
 async fn requests_finish(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>) -> bool {
     let shutdown = &rocket.config().shutdown;
     let periods = std::time::Duration::from_secs(u64::from(shutdown.grace + shutdown.mercy));
@@ -216,6 +217,7 @@ async fn requests_finish(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>)
     true
 }
 
+/// Closes the stopped server's launch writer and database (see `store::close`).
 async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
     if let Some(state) = rocket.state::<crate::web::AppState>() {
         state.front.close().await;
@@ -414,7 +416,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             if !settings.seed_demo_consumer
                 && (new.key.as_str(), new.secret.as_str()) == crate::DEMO_CONSUMER
             {
-                return Err(consumers::PUBLISHED_DEMO_REFUSED.into());
+                return Err(consumers::PUBLISHED_DEMO_NOT_ADDED.into());
             }
             with_db(Allowed, async |db| add_consumer(db, new).await).await
         }

@@ -159,11 +159,13 @@ impl LtiError {
 
 impl From<sqlx::Error> for LtiError {
     fn from(e: sqlx::Error) -> Self {
-        // SQLITE_CORRUPT and SQLITE_NOTADB: waiting does not help, unlike a lock or a full disk.
+        // SQLITE_CORRUPT and SQLITE_NOTADB, in any extended form (sqlx gives extended codes):
+        // waiting does not help, unlike a lock or a full disk.
         let damaged = e
             .as_database_error()
             .and_then(|d| d.code())
-            .is_some_and(|code| matches!(code.as_ref(), "11" | "26"));
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 11 | 26));
         match damaged {
             true => LtiError::Storage(format!(
                 "{e} (the database file is damaged: stop the server and restore a backup, see \

@@ -111,7 +111,7 @@ impl Hint {
             ),
             Hint::NotLaunchAddress { seen } => format!(
                 "The launch arrived at {seen}, which is not a launch address of this tool: set the launch URL in the LMS \
-                 to one of its launch pages (/any, /initial or /initial_staff; see the home page)."
+                 to one of its launch pages (the tool's home page lists them; /any suits most links)."
             ),
             Hint::TimestampSkew { seconds } => {
                 let (n, way) = if *seconds >= 0 { (*seconds, "behind") } else { (-seconds, "ahead of") };

@@ -80,6 +80,11 @@ pub const PUBLISHED_DEMO_REFUSED: &str = "The demo consumer __consumer_key__ sti
     seed_demo_consumer is off (the server would refuse to start): rotate its secret first, or \
     remove it";
 
+/// Why the demo consumer may not be added with its published secret.
+pub const PUBLISHED_DEMO_NOT_ADDED: &str = "The demo consumer __consumer_key__ may not be added \
+    with its published (PyLTI example) secret while seed_demo_consumer is off: anyone could \
+    launch as any user with it. Leave --secret out (one is generated)";
+
 /// All consumer keys, without touching the secrets.
 pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
     Ok(

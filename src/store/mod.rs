@@ -84,9 +84,14 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     };
     let opened = opened.await;
     if opened.is_err() && created {
-        // Not left behind as an empty database (on a full disk, say) that looks like one.
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+        // Not left behind as an empty database (on a full disk, say) that looks like one; but
+        // only while it is still empty with no WAL beside it: another process (a command line
+        // run started at the same time) may have set it up meanwhile.
+        let mut wal = file.clone().into_os_string();
+        wal.push("-wal");
+        let empty = std::fs::metadata(&file).is_ok_and(|m| m.len() == 0);
+        if empty && !std::path::Path::new(&wal).exists() {
+            let _ = std::fs::remove_file(&file);
         }
     }
     opened
@@ -125,22 +130,34 @@ pub fn file_of(database_url: &str) -> Result<Option<std::path::PathBuf>, LtiErro
 
 /// Copies everything in the WAL into the database file and empties the WAL, then closes the pool:
 /// for a server that has stopped serving. A stopped server's database file is then complete on
-/// its own, so copying only that file (a hasty backup) loses nothing.
+/// its own, so copying only that file (a hasty backup) loses nothing; unless another process was
+/// reading it just then (see below), which is logged.
 pub async fn close(db: &Db) {
     // While TRUNCATE waits for readers it keeps every writer out, and another process may be
     // reading for long (the server, when the command line closes; a backup): it waits briefly.
-    // If it gives up, the WAL stays, to be copied later or replayed; nothing is lost.
+    // If it gives up, the WAL stays, to be copied later or replayed; nothing is lost. Its
+    // connection, with that short wait, is not given back to the pool.
     let checkpoint = async {
-        let mut conn = db.acquire().await?;
+        let mut conn = db.acquire().await?.detach();
         sqlx::query("PRAGMA busy_timeout = 100")
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *conn)
-            .await
+        let done: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
+                .await;
+        let _ = conn.close().await;
+        done
     };
-    if let Err(e) = checkpoint.await {
-        log::warn!("the last checkpoint failed (the WAL is replayed at the next start): {e}");
+    match checkpoint.await {
+        Ok((0, _, _)) => {}
+        Ok(_) => log::warn!(
+            "the WAL is kept beside the database: another process was reading it (it is copied \
+             in later, or replayed at the next start)"
+        ),
+        Err(e) => {
+            log::warn!("the last checkpoint failed (the WAL is replayed at the next start): {e}")
+        }
     }
     db.close().await;
     // A connection on its way back to the pool (sqlx does that in a task of its own) can reach
@@ -411,6 +428,13 @@ mod tests {
         let mut tx = db.begin().await.unwrap();
         sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
         drop(tx);
+        // Until it is back in the pool (or closed), so the next transaction would get it.
+        for _ in 0..100 {
+            if db.num_idle() > 0 {
+                break;
+            }
+            rocket::tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         // The next transactions fail and are dropped (errors in the middle of a request).
         for n in 0..3 {
             let mut tx = db.begin().await.unwrap();

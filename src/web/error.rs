@@ -441,7 +441,9 @@ fn allowed_methods(req: &Request<'_>) -> Option<String> {
         .rocket()
         .routes()
         .filter(|route| path_matches(route.uri.path(), &path))
-        .filter(|route| route.name.as_deref() != Some(LAUNCH_AT_HOME_ROUTE))
+        .filter(|route| {
+            route.name.as_deref() != Some(LAUNCH_AT_HOME_ROUTE) || route.uri.path() != "/"
+        })
         .map(|route| route.method)
         .collect();
     if methods.contains(&Method::Get) {

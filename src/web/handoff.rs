@@ -13,15 +13,19 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::guards::LtiSession;
 use crate::web::origin::{FromOwnPage, SecureCookies};
+use crate::web::pages::launch_paths;
 use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::AppState;
 
-/// Where the new window lands: a page that accepts an existing session.
+/// Where the new window lands unless the form names the page it came from.
 const LANDING: &str = "/any";
 
 #[derive(FromForm)]
 struct Handoff {
     token: String,
+    /// The visit address of the page that offered the new window (`web::pages::Landing`): one of
+    /// the launch pages (a fork's too) or the session page, else ignored.
+    next: Option<String>,
 }
 
 /// Trades a hand-off token for a session cookie in this (top-level) window.
@@ -46,7 +50,12 @@ async fn continue_in_window(
     let before = browser.0.filter(|old| *old != session_id);
     end_session(state, cookies, before.as_deref(), secure).await;
     set_session_cookie(cookies, state, session_id, secure);
-    Ok(Redirect::to(LANDING))
+    let next = form
+        .next
+        .as_deref()
+        .and_then(|next| launch_paths().into_iter().find(|path| *path == next))
+        .unwrap_or(LANDING);
+    Ok(Redirect::to(next))
 }
 
 /// The header a page's script sends its logout token in (not the URL, which reaches logs).

@@ -160,7 +160,8 @@ pub struct Launched {
 }
 
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
-/// and sets its cookie. On failure the browser's current session ends too.
+/// and sets its cookie. On failure the browser's current session ends too, but for a replay of
+/// that session's own user's launch ([`replays_own_visit`]).
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,
@@ -220,11 +221,12 @@ pub async fn launch(
     result
 }
 
-/// Whether a refused launch is a replay of the launch that started the browser's visit, sent
-/// again by that browser: a double click or a proxy retrying the POST (the first copy already
-/// replaced the session the cookie names, and set a new cookie that clearing this one's would
-/// remove), or the Back button (the session is the same user's, at the same consumer). Ending it
-/// would sign that user out for nothing; any other failed launch ends the browser's session.
+/// Whether a refused launch is a replay that leaves the browser's visit be: a replayed launch
+/// whose cookie names no session any more (a double click or a proxy retrying the POST: the
+/// first copy replaced that session, and set a new cookie that clearing this one's would remove),
+/// or one of the same user at the same consumer as the browser's session (the Back button, a
+/// resubmitted form). Ending it would sign that user out for nothing; any other failed launch
+/// ends the browser's session.
 async fn replays_own_visit(
     state: &AppState,
     params: &LaunchParams,

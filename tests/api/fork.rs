@@ -34,7 +34,7 @@ fn gradebook_visit(lti: Staff<LtiAny>) -> String {
 fn landing(lti: LtiAny) -> Template {
     Template::render(
         "launch_landing",
-        context! { landing: Landing::of(&lti, "/readme-example/landing") },
+        context! { landing: Landing::of(&lti, "/readme-example/gradebook") },
     )
 }
 
@@ -121,7 +121,7 @@ async fn a_fork_adds_guarded_pages() {
     assert!(body.contains(r#"action="/lti/continue""#), "{body}");
     assert!(body.contains(r#"name="token" value=""#), "{body}");
     assert!(
-        body.contains(r#"data-visit-url="&#x2F;readme-example&#x2F;landing""#),
+        body.contains(r#"data-visit-url="&#x2F;readme-example&#x2F;gradebook""#),
         "{body}"
     );
     let learner = Launch::new(&format!("{EXAMPLE}/gradebook")).roles("Learner");

@@ -663,6 +663,30 @@ async fn continue_with<'c>(
 }
 
 #[rocket::async_test]
+async fn the_new_window_opens_at_the_page_that_offered_it_if_it_is_one_of_ours() {
+    let app = spawn_app().await;
+    for (next, lands) in [
+        ("%2Fsession", "/session"),
+        ("%2Finitial_staff", "/initial_staff"),
+        ("https%3A%2F%2Fevil.example%2F", "/any"),
+        ("%2F%2Fevil.example", "/any"),
+        ("%2Fadmin", "/any"),
+    ] {
+        let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+        // The page names its own visit address in the form.
+        assert!(
+            body.contains(r#"<input type="hidden" name="next" value="&#x2F;session">"#),
+            "{body}"
+        );
+        let token = handoff_token(&body);
+        let window = new_browser(&app).await;
+        let res = continue_with(&window, &format!("{token}&next={next}"), &[]).await;
+        assert_eq!(res.status(), Status::SeeOther, "{next}");
+        assert_eq!(res.headers().get_one("Location"), Some(lands), "{next}");
+    }
+}
+
+#[rocket::async_test]
 async fn new_window_token_works_once() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/initial")).await, Status::Ok).await;
