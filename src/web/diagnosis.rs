@@ -132,9 +132,16 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         return;
     }
     let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
+    // From the consumer cache when it has it: a flood of forged launches under a known key
+    // costs no read each.
     let consumer = match key.is_empty() {
         true => None,
-        false => consumers::find(&state.db, &key).await.ok().flatten(),
+        false => state
+            .front
+            .consumer(&state.db, &key, true)
+            .await
+            .ok()
+            .flatten(),
     };
     let bucket = if consumer.is_some() { key.as_str() } else { "" };
     if !state.refusal_budget.admit(bucket, store::now()) {
