@@ -13,7 +13,6 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::guards::LtiSession;
 use crate::web::origin::{FromOwnPage, SecureCookies};
-use crate::web::pages::launch_paths;
 use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId};
 use crate::web::AppState;
 
@@ -23,8 +22,8 @@ const LANDING: &str = "/any";
 #[derive(FromForm)]
 struct Handoff {
     token: String,
-    /// The visit address of the page that offered the new window (`web::pages::Landing`): one of
-    /// the launch pages (a fork's too) or the session page, else ignored.
+    /// The visit address of the page that offered the new window (`web::pages::Landing`): a plain
+    /// path of this tool, else ignored.
     next: Option<String>,
 }
 
@@ -53,9 +52,23 @@ async fn continue_in_window(
     let next = form
         .next
         .as_deref()
-        .and_then(|next| launch_paths().into_iter().find(|path| *path == next))
+        .filter(|next| is_plain_path(next))
         .unwrap_or(LANDING);
-    Ok(Redirect::to(next))
+    Ok(Redirect::to(next.to_string()))
+}
+
+/// A path of this site and nothing else (no other host, query, dot segment or odd character):
+/// where the new window may be sent (only our own pages can post the form, see `FromOwnPage`).
+fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 200
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
 }
 
 /// The header a page's script sends its logout token in (not the URL, which reaches logs).

@@ -663,14 +663,17 @@ async fn continue_with<'c>(
 }
 
 #[rocket::async_test]
-async fn the_new_window_opens_at_the_page_that_offered_it_if_it_is_one_of_ours() {
+async fn the_new_window_opens_at_the_visit_address_of_the_page_that_offered_it() {
     let app = spawn_app().await;
     for (next, lands) in [
         ("%2Fsession", "/session"),
-        ("%2Finitial_staff", "/initial_staff"),
+        ("%2Fgradebook", "/gradebook"),
         ("https%3A%2F%2Fevil.example%2F", "/any"),
         ("%2F%2Fevil.example", "/any"),
-        ("%2Fadmin", "/any"),
+        ("%2F%5Cevil.example", "/any"),
+        ("%2Fsession%3Fx%3D1", "/any"),
+        ("%2F..%2Fadmin", "/any"),
+        ("", "/any"),
     ] {
         let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
         // The page names its own visit address in the form.
