@@ -157,22 +157,23 @@ impl LtiError {
     }
 }
 
+/// What a storage error caused by a damaged database file adds to its message.
+pub const DAMAGED_HINT: &str =
+    " (the database file is damaged: stop the server and restore a backup, see the README's backups)";
+
+/// Whether SQLite found the database file damaged: SQLITE_CORRUPT or SQLITE_NOTADB, in any extended
+/// form (sqlx gives extended codes). Waiting does not help, unlike a lock or a full disk.
+pub fn is_damaged(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 11 | 26))
+}
+
 impl From<sqlx::Error> for LtiError {
     fn from(e: sqlx::Error) -> Self {
-        // SQLITE_CORRUPT and SQLITE_NOTADB, in any extended form (sqlx gives extended codes):
-        // waiting does not help, unlike a lock or a full disk.
-        let damaged = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .and_then(|code| code.parse::<i64>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 11 | 26));
-        match damaged {
-            true => LtiError::Storage(format!(
-                "{e} (the database file is damaged: stop the server and restore a backup, see \
-                 the README's backups)"
-            )),
-            false => LtiError::Storage(e.to_string()),
-        }
+        let hint = if is_damaged(&e) { DAMAGED_HINT } else { "" };
+        LtiError::Storage(format!("{e}{hint}"))
     }
 }
 

@@ -55,9 +55,11 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     let created = file.to_str() != Some(":memory:") && create_private(&file)?;
     // SQLite's messages ("unable to open database file") do not say which file, nor that the
     // usual cause is a file or folder made by another user (a command run as root first).
-    let named = |e: &dyn std::fmt::Display| {
+    let named = |e: &dyn std::fmt::Display, damaged: bool| {
         let message = e.to_string();
-        let hint = if message.contains("unable to open") || message.contains("readonly") {
+        let hint = if damaged {
+            crate::error::DAMAGED_HINT
+        } else if message.contains("unable to open") || message.contains("readonly") {
             " (can this user read and write it, and its folder?)"
         } else if message.contains("disk I/O error") {
             " (is its file system full, or read-only?)"
@@ -73,12 +75,19 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
             .after_release(|conn, _| Box::pin(still_in_step(conn)))
             .connect_with(options)
             .await
-            .map_err(|e| named(&e))?;
+            .map_err(|e| named(&e, crate::error::is_damaged(&e)))?;
         match sqlx::migrate!("./migrations").run(&pool).await {
             Ok(()) => Ok(pool),
             Err(e) => {
                 pool.close().await;
-                Err(named(&e))
+                let damaged = match &e {
+                    sqlx::migrate::MigrateError::Execute(inner)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+                        crate::error::is_damaged(inner)
+                    }
+                    _ => false,
+                };
+                Err(named(&e, damaged))
             }
         }
     };
@@ -379,6 +388,13 @@ mod tests {
         let said = LtiError::from(e).to_string();
         assert!(said.contains("damaged"), "{said}");
         conn.close().await.unwrap();
+        // Met at start (or by the command line), too.
+        let e = open(&url).await.expect_err("damaged");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        // A file that is no database at all.
+        std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+        let e = open(&url).await.expect_err("not a database");
+        assert!(e.to_string().contains("damaged"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
