@@ -161,7 +161,7 @@ pub struct Launched {
 
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
 /// and sets its cookie. On failure the browser's current session ends too, but for a replay of
-/// that session's own user's launch ([`replays_own_visit`]).
+/// that session's own user's launch (`replays_own_visit`).
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,
