@@ -1131,10 +1131,11 @@ async fn content_types_a_strict_parser_refuses_are_judged_by_their_media_type() 
 
 #[rocket::async_test]
 async fn absurd_durations_stop_the_start() {
+    let dir = temp_dir();
     let figment = rocket_lti_tool::figment()
         .merge((
             "database_url",
-            format!("sqlite://{}", temp_dir().join("x.db").display()),
+            format!("sqlite://{}", dir.join("x.db").display()),
         ))
         .merge(("log_level", "off"))
         .merge(("timestamp_window", 9_000_000_000_000_000_000i64));
@@ -1145,4 +1146,5 @@ async fn absurd_durations_stop_the_start() {
             "{e}"
         ),
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
