@@ -334,7 +334,8 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     // What an admin checks first when the command line and the server seem to disagree.
     let public_url = match &settings.public_url {
         Some(origin) => origin.to_url(),
-        None => "not set (each request's Host)".into(),
+        None if settings.trusted_proxies.is_empty() => "not set (each request's Host)".into(),
+        None => "not set (each request's Host, or a trusted proxy's X-Forwarded-* headers)".into(),
     };
     log::info!(
         "database {}; public_url {public_url}; trusted_proxies {:?}",

@@ -185,6 +185,16 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             detail: capped(&other.to_string(), 500),
         },
     };
+    if matches!(error, LtiError::BadSignature) {
+        // The refusal's own line says only "invalid signature": a wrong secret and a wrong
+        // address need different fixes, and the log may be all an administrator reads.
+        log::warn!(
+            "why the signature failed (consumer key \"{}\", from {}): {}",
+            key.escape_debug(),
+            client_address(req, &state.settings),
+            hint.advice().escape_debug()
+        );
+    }
     let redacted: Vec<(String, String)> = all
         .iter()
         .map(|(n, v)| (n.clone(), redact(n, v).into_owned()))

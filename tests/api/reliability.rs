@@ -699,6 +699,17 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         assert!(line.contains(expected), "{line:?} lacks {expected:?}");
         assert!(line.ends_with("from 127.0.0.1)"), "{line:?}");
     }
+    // The bad signature's line is followed by what the evidence says: here, the secret.
+    let why: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("why the signature failed"))
+        .collect();
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(
+        why[0].contains("consumer key \"__consumer_key__\", from 127.0.0.1)")
+            && why[0].contains("the shared secret in the LMS differs"),
+        "{why:?}"
+    );
     // Not again as a plain error line of the request.
     assert!(!log.contains("POST /any: 40"), "{log}");
     assert!(!log.contains("POST /initial_staff: 403"), "{log}");
