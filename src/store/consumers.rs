@@ -199,6 +199,11 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
         .bind(key)
         .execute(&mut *tx)
         .await?;
+    if done.rows_affected() == 0 {
+        // Nothing else is deleted either: unknown keys' refusals are kept under `""` and under
+        // the key they named, and are not this (missing) consumer's to take.
+        return Ok(false);
+    }
     super::sessions::delete_for(&mut *tx, key).await?;
     // Nonces stay until they expire: a consumer re-added with the same secret must still refuse
     // replays of its recent launches.
@@ -209,7 +214,7 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
     super::usage::delete_for(&mut *tx, key).await?;
     crate::fork::forget_consumer(&mut tx, key).await?;
     tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(true)
 }
 
 /// Encrypts the secrets still stored in plaintext (rows from before migration 0002); returns

@@ -811,6 +811,40 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_le
 }
 
 #[rocket::async_test]
+async fn deleting_a_consumer_that_does_not_exist_keeps_the_unknown_keys_refusals() {
+    let app = logged_in().await;
+    let res = app
+        .launch(&Launch::new("/initial").consumer("nobody", "s"))
+        .await;
+    refused(res, Status::Unauthorized).await;
+    assert_eq!(app.count("refusals").await, 1);
+    let token = csrf(&app).await;
+    // A form without a key (hand-made): 422, and nothing goes.
+    let res = post(&app, "/admin/consumers/delete", &[("csrf", &token)]).await;
+    assert_eq!(res.status(), Status::UnprocessableEntity);
+    assert!(res
+        .into_string()
+        .await
+        .unwrap_or_default()
+        .contains("Nothing was changed"));
+    // The key the refused launch named, which no consumer has: 404, and its refusal stays.
+    for key in ["nobody", ""] {
+        let res = post(
+            &app,
+            "/admin/consumers/delete",
+            &[("csrf", &token), ("key", key)],
+        )
+        .await;
+        assert_eq!(res.status(), Status::NotFound, "{key:?}");
+    }
+    assert_eq!(app.count("refusals").await, 1);
+    assert!(!consumers::delete(&app.state().db, "")
+        .await
+        .expect("delete"));
+    assert_eq!(app.count("refusals").await, 1);
+}
+
+#[rocket::async_test]
 async fn refused_launches_are_counted_for_known_keys_only() {
     let app = logged_in().await;
     let secret = create(&app, "clocky").await;

@@ -239,10 +239,16 @@ struct KeyForm {
 }
 
 impl KeyForm {
-    /// The key, once the CSRF token is checked.
+    /// The key, once the CSRF token is checked (first: a forged form learns nothing more).
     fn checked(&self, session: &Admin) -> Result<&str, LtiError> {
         session.check_csrf(self.csrf.as_deref())?;
-        Ok(self.key.as_deref().unwrap_or(""))
+        self.key.as_deref().ok_or_else(|| {
+            LtiError::page(
+                422,
+                "Bad request",
+                "The form did not say which consumer. Nothing was changed.",
+            )
+        })
     }
 }
 
