@@ -89,7 +89,7 @@ impl LtiError {
             LaunchAtHomePage => ("Not a launch address", format!("This is the tool's home page, not a launch address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
-            BadCsrfToken => ("Form expired", "This form has no valid token: it belongs to another visit, the tool restarted, or it did not come from the tool's own page. Open its page again, from your course for the tool or at /admin for the admin area, and send it from there: reloading this page would only send the old form again.".into()),
+            BadCsrfToken => ("Form expired", "This form has no valid token: it belongs to another visit, the tool restarted, or it did not come from the tool's own page. Open its page again and send it from there: reloading this page would only send the old form again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             LaunchNotNavigation => ("Not opened as a page", "A launch opens the tool in a window or frame; this one came as part of another page (an image, a script), so it started nothing. Open the tool from the course page.".into()),
@@ -335,12 +335,16 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             reason: &'a str,
             title: &'a str,
             message: &'a str,
+            /// Set during a visit: the page links back to it and offers Log out.
+            logout_token: Option<&'a str>,
         }
+        let logout_token = crate::web::session_cookie::visit_of(req);
         let ctx = Ctx {
             code: self.status.code,
             reason: self.status.reason().unwrap_or(""),
             title: &self.title,
             message: &self.message,
+            logout_token,
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

@@ -22,7 +22,7 @@ use crate::web::launch_body::{
 };
 use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
-    end_session_refusing, first_live_session, session_ids_of, BrowserSession,
+    end_session_refusing, first_live_session, note_visit, session_ids_of, BrowserSession,
 };
 use crate::web::AppState;
 
@@ -111,8 +111,10 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
             return Err(LtiError::SessionExpired);
         }
     };
+    let logout_token = state.page_forms.token(&session.id);
+    note_visit(req, &logout_token);
     Ok(LtiUser {
-        logout_token: state.page_forms.token(&session.id),
+        logout_token,
         launch: session.launch,
         session_id: session.id,
         fresh_launch: false,
@@ -126,8 +128,10 @@ async fn launch_user(
     params: LaunchParams,
 ) -> Result<LtiUser, LtiError> {
     let launched = launch(req, state, params).await?;
+    let logout_token = state.page_forms.token(&launched.session_id);
+    note_visit(req, &logout_token);
     Ok(LtiUser {
-        logout_token: state.page_forms.token(&launched.session_id),
+        logout_token,
         launch: launched.launch,
         session_id: launched.session_id,
         fresh_launch: true,

@@ -2,6 +2,7 @@
 
 use rocket::form::{Form, FromForm};
 use rocket::http::{ContentType, CookieJar, Status};
+use rocket::request::{self, FromRequest, Request};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
@@ -11,7 +12,7 @@ use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Grou
 use crate::web::guards::{LaunchAtHomePage, LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::head::SentAsHead;
 use crate::web::origin::{RequestOrigin, SecureCookies, StartedElsewhere};
-use crate::web::session_cookie::{end_session_or_fail, BrowserSessionId};
+use crate::web::session_cookie::{end_session_or_fail, note_visit, BrowserSessionId};
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -192,6 +193,26 @@ fn launch_at_home(refused: LaunchAtHomePage) -> Status {
     match refused {}
 }
 
+/// The session a logout ends ([`BrowserSessionId`]), noted for the error page: when ending it
+/// fails (a 503), that page offers Log out again, as the page the user came from did.
+struct LogoutTarget(Option<String>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for LogoutTarget {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let id = req
+            .guard::<BrowserSessionId>()
+            .await
+            .succeeded()
+            .and_then(|b| b.0);
+        if let (Some(id), Some(state)) = (&id, req.rocket().state::<AppState>()) {
+            note_visit(req, &state.page_forms.token(id));
+        }
+        request::Outcome::Success(LogoutTarget(id))
+    }
+}
+
 #[derive(FromForm)]
 struct LogoutForm {
     csrf: Option<String>,
@@ -202,7 +223,7 @@ struct LogoutForm {
 async fn logout_post(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
-    browser: BrowserSessionId,
+    browser: LogoutTarget,
     form: Option<Form<LogoutForm>>,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
@@ -215,7 +236,7 @@ async fn logout_post(
 async fn logout_get(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
-    browser: BrowserSessionId,
+    browser: LogoutTarget,
     head: SentAsHead,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
@@ -233,7 +254,7 @@ async fn logout_get(
 async fn logout(
     elsewhere: StartedElsewhere,
     secure: SecureCookies,
-    browser: BrowserSessionId,
+    browser: LogoutTarget,
     token: Option<&str>,
     state: &AppState,
     cookies: &CookieJar<'_>,

@@ -246,6 +246,31 @@ pub async fn end_session_after_failed_launch(
     end_session_refusing(req, state, id).await;
 }
 
+/// The page-form token of the visit a request belongs to, once a guard let it in (or the logout
+/// page is about to try ending it): its error page then offers the way back and the Log out
+/// button, unless the refusal ended the visit.
+struct VisitOnPage(OnceLock<String>);
+
+/// Notes that this request belongs to the live session with this page-form token.
+pub fn note_visit(req: &Request<'_>, logout_token: &str) {
+    let _ = req
+        .local_cache(|| VisitOnPage(OnceLock::new()))
+        .0
+        .set(logout_token.to_string());
+}
+
+/// The token `note_visit` noted, unless the request then ended that session.
+pub fn visit_of<'r>(req: &'r Request<'_>) -> Option<&'r str> {
+    let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));
+    if ended.0.get().is_some() {
+        return None;
+    }
+    req.local_cache(|| VisitOnPage(OnceLock::new()))
+        .0
+        .get()
+        .map(String::as_str)
+}
+
 /// Clears the session cookie in an error page's answer when the refused request ended the session.
 pub fn clear_cookie_on_refusal(req: &Request<'_>) {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));

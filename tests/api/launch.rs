@@ -551,8 +551,23 @@ async fn a_failed_launch_ends_the_current_session() {
     let res = app.launch(&bad).await;
     // The error page clears the cookie too (Rocket drops a guard's own cookie changes).
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::Unauthorized).await;
+    let body = refused(res, Status::Unauthorized).await;
+    // No visit left to go back to or log out of.
+    assert!(
+        !body.contains("/logout") && !body.contains("Back to your page"),
+        "{body}"
+    );
     refused(app.get("/session").await, Status::Unauthorized).await;
+    assert_eq!(app.count("sessions").await, 0);
+    // A learner's launch at the staff page starts no visit either.
+    let res = app
+        .launch(&Launch::new("/initial_staff").roles("Learner"))
+        .await;
+    let body = refused(res, Status::Forbidden).await;
+    assert!(
+        !body.contains("/logout") && !body.contains("Back to your page"),
+        "{body}"
+    );
     assert_eq!(app.count("sessions").await, 0);
     // A refusal that ends no session leaves the cookies alone.
     let res = app.launch(&bad).await;

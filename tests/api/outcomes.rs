@@ -422,6 +422,12 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
         .await;
     let body = refused(res, Status::UnprocessableEntity).await;
     assert!(body.contains("does not take a comment"), "{body}");
+    // Refused during a visit: the page leads back to it and still offers Log out.
+    assert!(
+        body.contains("<a href=\"/session\">Back to your page</a>"),
+        "{body}"
+    );
+    assert!(body.contains("action=\"/logout\""), "{body}");
     assert!(lms.received().is_empty());
     let body = page(
         app.post_form("/grade", format!("score=0.85&csrf={token}"))

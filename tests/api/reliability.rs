@@ -844,6 +844,14 @@ fn full_disk_gives_503_pages_then_recovers() {
         .collect();
     failing.join().expect("launches");
     assert!(views.iter().all(|s| *s == 200), "{views:?}");
+    // A logout that cannot be recorded: the 503 page keeps the visit's way back and Log out.
+    let out = server.get("/logout", Some(&before.cookie)).expect("logout");
+    assert_eq!(out.status, 503, "{}", out.body);
+    assert!(
+        out.body.contains("action=\"/logout\"") && out.body.contains("Back to your page"),
+        "{}",
+        out.body
+    );
 
     limit_file_size(server.pid(), libc::RLIM_INFINITY);
     let after = launch_as(server.port, "after-full")
