@@ -220,7 +220,23 @@ async fn an_idle_admin_is_logged_out() {
     assert!(!is_login_page(
         &page(app.get("/admin").await, Status::Ok).await
     ));
+    let token = csrf(&app).await;
     rocket::tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // A form sent after the session ended: the login page says why, and that nothing was saved.
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", "late")],
+    )
+    .await;
+    let body = page(res, Status::Unauthorized).await;
+    assert!(is_login_page(&body), "{body}");
+    assert!(
+        body.contains("Your admin session has ended (2 seconds without use")
+            && body.contains("was not saved"),
+        "{body}"
+    );
+    assert!(stored(&app, "late").await.is_none());
     assert!(is_login_page(
         &page(app.get("/admin").await, Status::Ok).await
     ));

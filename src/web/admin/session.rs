@@ -360,17 +360,28 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
     let state = req.rocket().state::<AppState>();
     // A cookie that got here names no live session: clear it (Rocket drops the guard's own removal
     // before a catcher runs).
+    let mut ended = None;
     if let Some(state) = state {
         let secure = SecureCookies::of(req, &state.settings);
         if cookie_value(req, ADMIN_COOKIE, secure).is_some() {
             req.cookies().remove(admin_cookie(String::new(), secure));
+            // Say why the admin is asked again, and that what the form held is gone.
+            let idle = state.settings.admin_idle_timeout;
+            let idle = match idle % 60 {
+                0 => format!("{} minutes", idle / 60),
+                _ => format!("{idle} seconds"),
+            };
+            ended = Some(format!(
+                "Your admin session has ended ({idle} without use, or 12 hours after logging in). \
+                 Log in again; a form you were sending was not saved."
+            ));
         }
     }
     let has = match state {
         Some(state) => has_password(state).await.unwrap_or(true),
         None => true,
     };
-    login_page(Status::Unauthorized, has, None)
+    login_page(Status::Unauthorized, has, ended.as_deref())
 }
 
 /// The routes of this module.
