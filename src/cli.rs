@@ -1,4 +1,5 @@
-//! The command line: `lti-tool [serve]` and `lti-tool consumer ...`, on the server's configuration.
+//! The command line: `lti-tool [serve]`, `lti-tool consumer ...` and `lti-tool admin ...`, on the
+//! server's configuration.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -225,7 +226,6 @@ async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
     }
 }
 
-/// Opens the server's database with its secret cipher, as the server would.
 /// The settings and the secret cipher, as the server would read them: a command that asks for
 /// input checks them first, so a missing `secret_key` is said before anything is typed.
 pub(crate) fn settings_and_cipher() -> Result<(Settings, crate::crypto::SecretCipher), String> {
@@ -235,6 +235,7 @@ pub(crate) fn settings_and_cipher() -> Result<(Settings, crate::crypto::SecretCi
     Ok((settings, cipher))
 }
 
+/// Opens the server's database with its secret cipher, as the server would.
 async fn open_db(new: NewDatabase) -> Result<Db, String> {
     // Refuses a missing key before a database file is created for nothing.
     let (settings, cipher) = settings_and_cipher()?;

@@ -391,9 +391,8 @@ impl OutcomesClient {
             Ok(r) if status.is_success() => Ok(r),
             // A refusal with an envelope explains itself better than its status does.
             Ok(r) if r.code_major != CodeMajor::Success => Ok(r),
-            _ if !status.is_success() => Err(OutcomeError::HttpStatus(status.as_u16())),
-            Ok(r) => Ok(r),
-            Err(e) => Err(e),
+            Err(e) if status.is_success() => Err(e),
+            _ => Err(OutcomeError::HttpStatus(status.as_u16())),
         })
     }
 

@@ -106,10 +106,10 @@ pub async fn end_session(db: &Db, id: &str) -> Result<(), LtiError> {
     Ok(())
 }
 
-/// Counts a login attempt from `address` as failed until `forget_attempt` clears it; returns
-/// its row id and the failed attempts in the last minute, this one included. If that number is
-/// over `limit`, the attempt is not counted and `None` is returned: the caller refuses it. One
-/// transaction, so parallel attempts cannot all slip under the limit.
+/// Counts a login attempt from `address` as failed until `forget_attempt` clears it, and returns
+/// its row id. If the failed attempts of the last minute, this one included, are over `limit`,
+/// the attempt is not counted and `None` is returned: the caller refuses it. One transaction, so
+/// parallel attempts cannot all slip under the limit.
 pub async fn begin_attempt(
     db: &Db,
     address: &str,

@@ -66,7 +66,8 @@ pub struct ConsumerFigures {
     pub last_launch_at: Option<i64>,
     /// Successful launches ever.
     pub launch_count: i64,
-    /// Refused launches (bad signature, replay, stale or future timestamp) in the last 24 hours.
+    /// Refused launches (`counts_as_refusal`: bad signature, replay, a timestamp outside the
+    /// window) in the last 24 hours.
     pub refused_24h: i64,
 }
 

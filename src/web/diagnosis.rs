@@ -15,6 +15,7 @@ use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, Params, MAX_PARAMS};
 use crate::store::{self, consumers, refusals};
 use crate::web::launch::LaunchParams;
+use crate::web::launch_body::check_form_content_type;
 use crate::web::origin::{client_address, signed_origin, untrusted_forwarded_origin, Origin};
 use crate::web::pages::launch_paths;
 use crate::web::AppState;
@@ -94,10 +95,10 @@ pub async fn record_unreadable(
             .query()
             .map_or(&b""[..], |q| q.as_str().as_bytes()),
     );
-    if !matches!(
-        error,
-        LtiError::UnsupportedContentType(_) | LtiError::EncodedBody(_)
-    ) {
+    // Only a form's body splits into fields: in any other (multipart, say) a value's `&` would
+    // start a "name" holding user text, and names are stored unmasked.
+    let a_form = check_form_content_type(req).is_ok();
+    if a_form && !matches!(error, LtiError::EncodedBody(_)) {
         all.extend(lossy_fields(body.unwrap_or_default()));
     }
     let header = req.headers().get_one("Authorization");

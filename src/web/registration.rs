@@ -1,4 +1,5 @@
-//! `GET /lti/config.xml`: the IMS Common Cartridge link an LMS imports to register the tool.
+//! `GET /lti/config.xml`: the IMS Common Cartridge link an LMS imports to register the tool; also
+//! the tool's icon (`/static/icon.svg`, `/favicon.ico`) that the link names.
 
 use rocket::{get, routes, Route, State};
 use rocket_dyn_templates::{context, Template};

@@ -471,6 +471,30 @@ async fn a_launch_that_cannot_be_read_is_recorded_from_what_can_be_made_of_it() 
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].consumer_key, "__consumer_key__");
     assert!(all[0].reason.contains("65536"), "{}", all[0].reason);
+    // A multipart launch over the limit: its body is not split as a form would be, so a value
+    // holding `&` does not turn the user's text into a stored "field name".
+    let part = |name: &str, value: &str| {
+        format!("--XX\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+    };
+    let multipart = format!(
+        "{}{}{}--XX--\r\n",
+        part("oauth_consumer_key", "__consumer_key__"),
+        part("lis_person_name_full", "Tom & Jerry Smith=x"),
+        part("custom_blob", &"x".repeat(70_000))
+    );
+    refused(
+        post(
+            ContentType::new("multipart", "form-data").with_params(("boundary", "XX")),
+            multipart.into_bytes(),
+        )
+        .await,
+        Status::PayloadTooLarge,
+    )
+    .await;
+    let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let stored = format!("{:?}", all[0]);
+    assert!(!stored.contains("Jerry"), "{stored}");
 }
 
 #[rocket::async_test]

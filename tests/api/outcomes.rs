@@ -1177,9 +1177,11 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
 async fn bad_outcomes_settings_stop_the_start() {
     use rocket::figment::Figment;
     type Configure = fn(Figment) -> Figment;
-    let cases: [(&str, Configure); 4] = [
+    let cases: [(&str, Configure); 6] = [
         ("timeout -1", |f| f.merge(("outcomes_timeout", -1.0))),
         ("timeout 0", |f| f.merge(("outcomes_timeout", 0))),
+        ("timeout 1e19", |f| f.merge(("outcomes_timeout", 1e19))),
+        ("timeout 3601", |f| f.merge(("outcomes_timeout", 3601))),
         ("attempts 0", |f| f.merge(("outcomes_attempts", 0))),
         ("attempts 100000", |f| {
             f.merge(("outcomes_attempts", 100_000))

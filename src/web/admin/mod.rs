@@ -1,5 +1,6 @@
 //! The admin area under `/admin`: password login (separate from LTI), the consumer list with
-//! launch figures, and create / rotate / enable / disable / delete, every form with a CSRF token.
+//! launch figures, create / rotate / enable / disable / delete (every form with a CSRF token), and
+//! the refused-launch log with its hints.
 
 pub mod consumers;
 pub mod login_queue;

@@ -32,10 +32,12 @@ pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig,
         ..ClientConfig::default()
     };
     if let Some(secs) = raw.outcomes_timeout {
+        // At most an hour: a grader's page waits this long per attempt, and deadlines are
+        // computed from it (no overflow).
         config.timeout = Duration::try_from_secs_f64(secs)
             .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or("outcomes_timeout must be a positive number of seconds")?;
+            .filter(|d| !d.is_zero() && d.as_secs_f64() <= 3600.0)
+            .ok_or("outcomes_timeout must be a positive number of seconds, at most 3600")?;
         // Below the whole request's: a connection that never comes then reads as one (nothing
         // sent, retried), not as an LMS that took the request and did not answer.
         config.connect_timeout = config.connect_timeout.min(config.timeout / 2);
