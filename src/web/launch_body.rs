@@ -13,6 +13,7 @@ use crate::lti::launch::{is_launch_field, LAUNCH_FIELD_MARKERS};
 use crate::web::diagnosis::record_unreadable;
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
+use crate::web::origin::is_navigation;
 use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
 
@@ -66,8 +67,8 @@ pub(super) async fn read_launch_body(
 /// Refuses a launch that cannot even be read (too large, not a form, or not decodable). When it
 /// carries launch fields, or is a body over the limit (no request but a launch posts that much to
 /// a launch page, and its launch fields may come after the part read), it is a failed launch, and
-/// like any other it ends the browser's session (a HEAD gets 405 instead, as for a readable
-/// launch); otherwise the session is left alone.
+/// like any other it ends the browser's session (a HEAD gets 405 instead, and another page's
+/// image or script 403, as for a readable launch); otherwise the session is left alone.
 pub(super) async fn unreadable_launch(
     req: &Request<'_>,
     state: &AppState,
@@ -81,6 +82,12 @@ pub(super) async fn unreadable_launch(
     // A HEAD of a launch is no launch at all, readable or not (see `launch`).
     if SentAsHead::of(req) {
         return LtiError::HeadLaunch;
+    }
+    // Nor is one a browser fetched as another page's part, as for a readable launch: refused as
+    // that (403), ending and recording nothing.
+    if !is_navigation(req) {
+        log::info!("an unreadable launch fetched as part of another page was refused");
+        return LtiError::LaunchNotNavigation;
     }
     log_refusal(req, state, None, &error);
     let old = browser_session_id(req, state).await;
