@@ -548,3 +548,25 @@ async fn a_refusal_right_after_a_consumer_change_names_the_change() {
         "{hints:?}"
     );
 }
+
+#[rocket::async_test]
+async fn a_hint_this_version_cannot_read_does_not_hide_the_other_refusals() {
+    let app = spawn_app().await;
+    app.launch(&Launch::new("/any").consumer("__consumer_key__", "wrong"))
+        .await;
+    // As a newer build (before a downgrade) might have written it.
+    sqlx::query("UPDATE refusals SET hint = '{\"kind\":\"from_the_future\"}'")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    app.launch(&Launch::new("/any").consumer("no-such-key", "s"))
+        .await;
+    let all = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(matches!(all[0].hint, Hint::UnknownKey), "{:?}", all[0].hint);
+    assert!(
+        matches!(&all[1].hint, Hint::Malformed { detail } if detail.contains("another version")),
+        "{:?}",
+        all[1].hint
+    );
+}
