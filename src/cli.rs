@@ -222,7 +222,9 @@ async fn requests_finish(rocket: &std::sync::Arc<rocket::Rocket<rocket::Orbit>>)
 async fn close_store<P: rocket::Phase>(rocket: &rocket::Rocket<P>) {
     if let Some(state) = rocket.state::<crate::web::AppState>() {
         state.front.close().await;
-        crate::store::close(&state.db).await;
+        if let Some(note) = crate::store::close(&state.db).await {
+            log::warn!("{note}");
+        }
     }
 }
 
@@ -459,7 +461,9 @@ pub(crate) async fn with_db<T>(
 ) -> Result<T, String> {
     let db = open_db(new).await?;
     let result = f(&db).await;
-    store::close(&db).await;
+    if let Some(note) = store::close(&db).await {
+        eprintln!("lti-tool: {note}");
+    }
     result
 }
 

@@ -140,8 +140,9 @@ pub fn file_of(database_url: &str) -> Result<Option<std::path::PathBuf>, LtiErro
 /// Copies everything in the WAL into the database file and empties the WAL, then closes the pool:
 /// for a server that has stopped serving. A stopped server's database file is then complete on
 /// its own, so copying only that file (a hasty backup) loses nothing; unless another process was
-/// reading it just then (see below), which is logged.
-pub async fn close(db: &Db) {
+/// reading it just then (see below): what the caller should then say (the server logs it, the
+/// command line prints it).
+pub async fn close(db: &Db) -> Option<String> {
     // While TRUNCATE waits for readers it keeps every writer out, and another process may be
     // reading for long (the server, when the command line closes; a backup): it waits briefly.
     // If it gives up, the WAL stays, to be copied later or replayed; nothing is lost. Its
@@ -158,16 +159,17 @@ pub async fn close(db: &Db) {
         let _ = conn.close().await;
         done
     };
-    match checkpoint.await {
-        Ok((0, _, _)) => {}
-        Ok(_) => log::warn!(
+    let note = match checkpoint.await {
+        Ok((0, _, _)) => None,
+        Ok(_) => Some(
             "the WAL is kept beside the database: another process was reading it (it is copied \
              in later, or replayed at the next start)"
+                .to_string(),
         ),
-        Err(e) => {
-            log::warn!("the last checkpoint failed (the WAL is replayed at the next start): {e}")
-        }
-    }
+        Err(e) => Some(format!(
+            "the last checkpoint failed (the WAL is replayed at the next start): {e}"
+        )),
+    };
     db.close().await;
     // A connection on its way back to the pool (sqlx does that in a task of its own) can reach
     // the idle list just after `close` swept it, and stay open: SQLite then keeps the -wal and
@@ -189,6 +191,7 @@ pub async fn close(db: &Db) {
             let _ = alone.close().await;
         }
     }
+    note
 }
 
 /// Creates the database file, and its folder, readable only by the server's user, unless they
@@ -417,7 +420,7 @@ mod tests {
         // does not wait for it.
         let cli = open(&url).await.unwrap();
         let started = std::time::Instant::now();
-        let (_, written) = rocket::tokio::join!(close(&cli), async {
+        let (note, written) = rocket::tokio::join!(close(&cli), async {
             rocket::tokio::time::sleep(Duration::from_millis(20)).await;
             let started = std::time::Instant::now();
             sqlx::query(insert).execute(&server).await.unwrap();
@@ -429,6 +432,11 @@ mod tests {
             started.elapsed()
         );
         assert!(written < Duration::from_secs(1), "{written:?}");
+        // Said to whoever closed (the command line prints it).
+        assert!(
+            note.as_deref().is_some_and(|n| n.contains("WAL is kept")),
+            "{note:?}"
+        );
         sqlx::query("ROLLBACK").execute(&mut backup).await.unwrap();
         backup.close().await.unwrap();
         server.close().await;
