@@ -115,6 +115,19 @@ pub enum LtiError {
     /// An admin page without a live admin session.
     #[error("admin login required")]
     AdminLoginRequired,
+    /// An address under a route that names nothing (the 404 catcher's page).
+    #[error("nothing at this address")]
+    NotFound,
+    /// An admin action on a consumer key that no consumer has (deleted meanwhile, or typed).
+    #[error("no consumer with this key")]
+    NoSuchConsumer,
+    /// An admin form that does not name its consumer (a hand-made request).
+    #[error("the form names no consumer")]
+    ConsumerNotNamed,
+    /// The demo consumer with its published secret, to be enabled where the profile does not
+    /// seed it (the next start would refuse it).
+    #[error("the demo consumer still has its published secret")]
+    PublishedDemoConsumer,
     /// Too many failed admin logins from one address.
     #[error("too many failed logins")]
     TooManyLogins,

@@ -40,6 +40,9 @@ impl LtiError {
                 Status::Unauthorized
             }
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
+            NoSuchConsumer | NotFound => Status::NotFound,
+            PublishedDemoConsumer => Status::Conflict,
+            ConsumerNotNamed => Status::UnprocessableEntity,
             HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
             LoginsBusy => Status::ServiceUnavailable,
@@ -94,6 +97,10 @@ impl LtiError {
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             LaunchNotNavigation => ("Not opened as a page", "A launch opens the tool in a window or frame; this one came as part of another page (an image, a script), so it started nothing. Open the tool from the course page.".into()),
             Outcome(e) => outcome_message(e),
+            NotFound => ("Not found", "There is nothing at this address.".into()),
+            NoSuchConsumer => ("No such consumer", "There is no consumer with this key (it may have been deleted). Nothing was changed.".into()),
+            ConsumerNotNamed => ("Bad request", "The form did not say which consumer. Nothing was changed.".into()),
+            PublishedDemoConsumer => ("Not enabled", crate::store::consumers::PUBLISHED_DEMO_REFUSED.into()),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
             LoginsBusy => ("Busy", "Too many logins are being checked right now. Reload the admin page in a few seconds to try again; a browser that has logged in here before is let through.".into()),

@@ -827,6 +827,15 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_le
     refused(res, Status::Unauthorized).await;
     let res = app.get("/admin/consumers/delete?key=gone").await;
     assert_eq!(res.status(), Status::NotFound);
+    assert!(res
+        .into_string()
+        .await
+        .unwrap()
+        .contains("No such consumer"));
+    // Only deleting and rotating ask first.
+    let res = app.get("/admin/consumers/enable?key=x1").await;
+    assert_eq!(res.status(), Status::NotFound);
+    assert!(res.into_string().await.unwrap().contains("Not found"));
 }
 
 #[rocket::async_test]

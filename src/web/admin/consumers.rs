@@ -242,22 +242,28 @@ impl KeyForm {
     /// The key, once the CSRF token is checked (first: a forged form learns nothing more).
     fn checked(&self, session: &Admin) -> Result<&str, LtiError> {
         session.check_csrf(self.csrf.as_deref())?;
-        self.key.as_deref().ok_or_else(|| {
-            LtiError::page(
-                422,
-                "Bad request",
-                "The form did not say which consumer. Nothing was changed.",
-            )
-        })
+        self.key.as_deref().ok_or(LtiError::ConsumerNotNamed)
     }
 }
 
-fn no_such_consumer() -> LtiError {
-    LtiError::page(
-        404,
-        "No such consumer",
-        "There is no consumer with this key (it may have been deleted). Nothing was changed.",
-    )
+/// The two actions that ask first (any other address under `/admin/consumers/` is a 404).
+#[derive(Clone, Copy, Serialize)]
+#[serde(crate = "rocket::serde", rename_all = "lowercase")]
+enum Confirmed {
+    Rotate,
+    Delete,
+}
+
+// Read as an `Option`: Rocket answers a parameter that does not parse with 422, not 404.
+impl<'a> rocket::request::FromParam<'a> for Confirmed {
+    type Error = &'a str;
+    fn from_param(param: &'a str) -> Result<Self, Self::Error> {
+        match param {
+            "rotate" => Ok(Confirmed::Rotate),
+            "delete" => Ok(Confirmed::Delete),
+            other => Err(other),
+        }
+    }
 }
 
 /// The confirmation step before a rotation or deletion.
@@ -265,22 +271,16 @@ fn no_such_consumer() -> LtiError {
 async fn confirm(
     state: &State<AppState>,
     session: Admin,
-    action: &str,
+    action: Option<Confirmed>,
     key: &str,
 ) -> Result<Page, LtiError> {
-    if action != "rotate" && action != "delete" {
-        return Err(LtiError::page(
-            404,
-            "Not found",
-            "There is nothing at this address.",
-        ));
-    }
+    let action = action.ok_or(LtiError::NotFound)?;
     let exists = usage::overview(&state.db, store::now())
         .await?
         .into_iter()
         .find(|c| c.key == key);
     let Some(consumer) = exists else {
-        return Err(no_such_consumer());
+        return Err(LtiError::NoSuchConsumer);
     };
     Ok(render(
         Status::Ok,
@@ -301,7 +301,7 @@ async fn rotate(
     let key = form.checked(&session)?;
     let secret = consumer_input::generate_secret();
     if !consumers::set_secret(&state.db, key, &secret).await? {
-        return Err(no_such_consumer());
+        return Err(LtiError::NoSuchConsumer);
     }
     log::warn!(
         "admin rotated the secret of consumer {key:?} from {}",
@@ -322,14 +322,10 @@ async fn set_enabled(
         && !state.settings.seed_demo_consumer
         && consumers::is_published_demo(&state.db, key).await?
     {
-        return Err(LtiError::page(
-            409,
-            "Not enabled",
-            consumers::PUBLISHED_DEMO_REFUSED,
-        ));
+        return Err(LtiError::PublishedDemoConsumer);
     }
     if !consumers::set_enabled(&state.db, key, enabled).await? {
-        return Err(no_such_consumer());
+        return Err(LtiError::NoSuchConsumer);
     }
     let done = if enabled { "enabled" } else { "disabled" };
     log::warn!("admin {done} consumer {key:?} from {}", address.0);
@@ -371,7 +367,7 @@ async fn delete(
 ) -> Result<Redirect, LtiError> {
     let key = form.checked(&session)?;
     if !consumers::delete(&state.db, key).await? {
-        return Err(no_such_consumer());
+        return Err(LtiError::NoSuchConsumer);
     }
     log::warn!("admin deleted consumer {key:?} from {}", address.0);
     Ok(Redirect::to(format!(
