@@ -6,6 +6,12 @@ use rocket::figment::Figment;
 use rocket::http::SameSite;
 use serde::Deserialize;
 
+/// Whether the settings are the debug profile's (`cargo run`), whose defaults suit a developer's
+/// machine and never a server.
+pub fn is_debug(figment: &Figment) -> bool {
+    figment.profile() == "debug"
+}
+
 /// The cookie `SameSite` policy, as written in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,7 +304,7 @@ impl Settings {
     /// Extracts the settings from a (profile-selected) figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
         let raw: RawSettings = figment.extract().map_err(describe)?;
-        let debug_profile = figment.profile() == "debug";
+        let debug_profile = is_debug(figment);
         let public_url = raw
             .public_url
             .filter(|u| !u.trim().is_empty())

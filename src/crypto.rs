@@ -29,7 +29,7 @@ pub const LEGACY_DEBUG_KEY_MATERIAL: [u8; 32] = [0; 32];
 
 /// Whether consumer secrets use the development key (the debug profile without a `secret_key`).
 pub fn uses_development_key(figment: &Figment) -> bool {
-    secret_key_material(figment).is_none() && figment.profile() == "debug"
+    secret_key_material(figment).is_none() && crate::config::is_debug(figment)
 }
 
 /// Encrypts and decrypts consumer secrets.
@@ -54,7 +54,7 @@ impl SecretCipher {
     pub fn from_figment(figment: &Figment) -> Result<SecretCipher, String> {
         match secret_key_material(figment) {
             Some(material) => Ok(SecretCipher::from_key_material(&material)),
-            None if figment.profile() == "debug" => {
+            None if crate::config::is_debug(figment) => {
                 log::warn!(
                     "no secret_key configured: consumer secrets are encrypted under the public \
                      development key (debug profile only)"

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::params::Params;
+use super::params::{first, Params};
 use super::roles::{self, Role};
 use crate::error::LtiError;
 
@@ -122,12 +122,6 @@ const LTI_FIELDS: &[&str] = &["roles", "role_scope_mentor"];
 /// Checks the LTI fields of a verified launch: message type, version and resource link, and that
 /// no field is sent twice with different values.
 pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
-    let first = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
     // The signature covers the set of parameters, not their order: with `roles` sent twice, whoever
     // reorders the form picks the value that counts. The fields LTI defines hold one value each
     // (Canvas repeats query parameters in the body, with the same values); `custom_*` and `ext_*`
@@ -143,7 +137,7 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
             .is_some_and(|v| v != value)
         {
             // Which of two return URLs would be the reorderer's choice: then none is followed.
-            let return_url = first("launch_presentation_return_url")
+            let return_url = first(params, "launch_presentation_return_url")
                 .filter(|_| name != "launch_presentation_return_url");
             return Err(LtiError::InvalidLaunch {
                 log: format!("field {name} is sent more than once with different values")
@@ -155,9 +149,9 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
         }
     }
     let problem = match (
-        first("lti_message_type"),
-        first("lti_version"),
-        first("resource_link_id"),
+        first(params, "lti_message_type"),
+        first(params, "lti_version"),
+        first(params, "resource_link_id"),
     ) {
         (None | Some(""), _, _) => "missing lti_message_type".to_string(),
         (Some(t), _, _) if t != "basic-lti-launch-request" => {
@@ -170,7 +164,7 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
     };
     Err(LtiError::InvalidLaunch {
         log: problem.chars().take(200).collect(),
-        return_url: first("launch_presentation_return_url").map(str::to_string),
+        return_url: first(params, "launch_presentation_return_url").map(str::to_string),
     })
 }
 
@@ -198,11 +192,7 @@ impl LaunchData {
 
     /// The first value of a parameter; empty values count as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+        first(&self.params, name).filter(|v| !v.is_empty())
     }
 
     /// `user_id`, or an empty string for an anonymous launch.

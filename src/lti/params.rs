@@ -5,6 +5,14 @@ use percent_encoding::percent_decode;
 /// Name/value pairs in the order they arrived; repeated names and empty values are kept.
 pub type Params = Vec<(String, String)>;
 
+/// The first value of the parameter `name`, empty or not.
+pub fn first<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// More parameters than any real launch carries; a request over it is refused before any work.
 pub const MAX_PARAMS: usize = 1000;
 

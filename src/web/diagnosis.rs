@@ -12,7 +12,7 @@ use rocket::request::Request;
 use crate::error::LtiError;
 use crate::lti::diagnosis::{redact, similar_key, Hint};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
-use crate::lti::params::{parse_authorization_header, Params, MAX_PARAMS};
+use crate::lti::params::{first, parse_authorization_header, Params, MAX_PARAMS};
 use crate::store::{self, consumers, refusals};
 use crate::web::launch::LaunchParams;
 use crate::web::launch_body::check_form_content_type;
@@ -61,13 +61,6 @@ impl RefusalBudget {
         spent.per_bucket.insert(bucket.to_string(), spent_here + 1);
         true
     }
-}
-
-fn first<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// Records a refused launch with its hint, within the minute's budget. Failures to record are

@@ -236,11 +236,10 @@ async fn replays_own_visit(
     let (LtiError::ReplayedNonce, Some(old)) = (error, old_session) else {
         return false;
     };
-    let combined = params.combined();
-    let user_id = combined
-        .iter()
-        .find(|(n, _)| n == "user_id")
-        .map(|(_, v)| v.as_str())
+    let user_id = params
+        .all()
+        .find(|(n, _)| *n == "user_id")
+        .map(|(_, v)| v)
         .filter(|v| !v.is_empty());
     match state.front.session(&state.db, old).await {
         Ok(None) => true,

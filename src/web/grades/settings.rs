@@ -28,7 +28,7 @@ pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig,
         // The README's fake LMS runs on the developer's machine; a production LMS does not.
         allow_local: raw
             .outcomes_allow_local
-            .unwrap_or(figment.profile() == "debug"),
+            .unwrap_or(crate::config::is_debug(figment)),
         ..ClientConfig::default()
     };
     if let Some(secs) = raw.outcomes_timeout {
