@@ -387,14 +387,8 @@ fn checked_new_consumer(
     // given.
     let name = match name.as_deref().map(str::trim) {
         Some(n) if !n.is_empty() => {
-            if n.chars().count() > consumer_input::MAX_NAME {
-                return Err(format!(
-                    "--name must be at most {} characters",
-                    consumer_input::MAX_NAME
-                ));
-            }
-            if !consumer_input::is_printable_label(n, false) {
-                return Err("--name must not contain control characters or invisible ones".into());
+            if let Some(problem) = consumer_input::name_problem(n) {
+                return Err(format!("--name {problem}"));
             }
             n.to_string()
         }

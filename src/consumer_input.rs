@@ -51,6 +51,18 @@ pub fn is_printable_label(text: &str, lines: bool) -> bool {
     text.chars().all(allowed) && (text.is_empty() || text.chars().any(visible))
 }
 
+/// What is wrong with a consumer's name (trimmed; empty means "use the key"), worded to follow
+/// "The name " (the admin page) or "--name " (the command line).
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.chars().count() > MAX_NAME {
+        Some(format!("is too long: use at most {MAX_NAME} characters"))
+    } else if !is_printable_label(name, false) {
+        Some("must not contain control characters or invisible ones".into())
+    } else {
+        None
+    }
+}
+
 /// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits).
 pub fn generate_secret() -> String {
     use rand::Rng;

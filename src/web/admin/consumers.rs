@@ -181,27 +181,20 @@ async fn create(
         note: field(&form.note),
     };
     let (key, name, note) = (&typed.key, typed.name.trim(), &typed.note);
-    let problem = key_problem(key).map(str::to_string).or_else(|| {
-        if name.chars().count() > consumer_input::MAX_NAME {
-            Some(format!(
-                "The name is too long: use at most {} characters.",
-                consumer_input::MAX_NAME
-            ))
-        } else if note.chars().count() > MAX_NOTE {
-            Some(format!(
-                "The note is too long: use at most {MAX_NOTE} characters."
-            ))
-        } else if !consumer_input::is_printable_label(name, false)
-            || !consumer_input::is_printable_label(note, true)
-        {
-            Some(
-                "The name and note may not contain control characters or invisible ones."
-                    .to_string(),
-            )
-        } else {
-            None
-        }
-    });
+    let problem = key_problem(key)
+        .map(str::to_string)
+        .or_else(|| consumer_input::name_problem(name).map(|p| format!("The name {p}.")))
+        .or_else(|| {
+            if note.chars().count() > MAX_NOTE {
+                Some(format!(
+                    "The note is too long: use at most {MAX_NOTE} characters."
+                ))
+            } else if !consumer_input::is_printable_label(note, true) {
+                Some("The note must not contain control characters or invisible ones.".into())
+            } else {
+                None
+            }
+        });
     if let Some(problem) = problem {
         return Ok(new_form(
             &session,
