@@ -344,6 +344,8 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             message: &'a str,
             /// Set during a visit: the page links back to it and offers Log out.
             logout_token: Option<&'a str>,
+            /// An admin page's refusal: the way back is the admin area.
+            admin: bool,
         }
         let logout_token = crate::web::session_cookie::visit_of(req);
         let ctx = Ctx {
@@ -352,6 +354,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             title: &self.title,
             message: &self.message,
             logout_token,
+            admin: req.uri().path().as_str().starts_with("/admin"),
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

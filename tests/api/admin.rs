@@ -232,7 +232,7 @@ async fn an_idle_admin_is_logged_out() {
     let body = page(res, Status::Unauthorized).await;
     assert!(is_login_page(&body), "{body}");
     assert!(
-        body.contains("Your admin session has ended (2 seconds without use")
+        body.contains("Your admin session has ended (after 2 seconds without use")
             && body.contains("was not saved"),
         "{body}"
     );
@@ -617,9 +617,15 @@ async fn empty_over_long_and_invalid_keys_are_refused_with_a_message() {
         ],
     )
     .await;
-    assert!(page(res, Status::BadRequest)
-        .await
-        .contains("name is too long"));
+    let body = page(res, Status::BadRequest).await;
+    assert!(body.contains("name is too long"), "{body}");
+    // The field at fault is the one marked (and focused), not the key.
+    assert!(
+        body.contains(r#"id="name" name="name" maxlength="200" value=""#)
+            && body.contains(r#"autofocus aria-invalid="true" aria-describedby="form-error">"#)
+            && !body.contains(r#"id="key" name="key" required maxlength="255" autocomplete="off" value="ok-key" autofocus"#),
+        "{body}"
+    );
     assert_eq!(app.count("consumers").await, 1);
     // Control characters would reach the terminal of whoever runs `consumer list`.
     for (name, note) in [
@@ -835,7 +841,13 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_le
     // Only deleting and rotating ask first.
     let res = app.get("/admin/consumers/enable?key=x1").await;
     assert_eq!(res.status(), Status::NotFound);
-    assert!(res.into_string().await.unwrap().contains("Not found"));
+    let body = res.into_string().await.unwrap();
+    // An admin page's refusal leads back to the admin area.
+    assert!(
+        body.contains("Not found")
+            && body.contains(r#"<a href="/admin">Back to the admin area</a>"#),
+        "{body}"
+    );
 }
 
 #[rocket::async_test]

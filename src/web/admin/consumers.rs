@@ -117,11 +117,13 @@ struct Typed {
     note: String,
 }
 
-fn new_form(session: &Admin, status: Status, form: &Typed, error: Option<String>) -> Page {
+/// The create form; `error` names the field at fault (`key`, `name` or `note`) and what is wrong.
+fn new_form(session: &Admin, status: Status, form: &Typed, error: Option<(&str, String)>) -> Page {
+    let (error_field, error) = error.unzip();
     render(
         status,
         "admin/new",
-        context! { csrf: &session.csrf(), form, error },
+        context! { csrf: &session.csrf(), form, error, error_field },
     )
 }
 
@@ -182,8 +184,8 @@ async fn create(
     };
     let (key, name, note) = (&typed.key, typed.name.trim(), &typed.note);
     let problem = key_problem(key)
-        .map(str::to_string)
-        .or_else(|| consumer_input::name_problem(name).map(|p| format!("The name {p}.")))
+        .map(|p| ("key", p.to_string()))
+        .or_else(|| consumer_input::name_problem(name).map(|p| ("name", format!("The name {p}."))))
         .or_else(|| {
             if note.chars().count() > MAX_NOTE {
                 Some(format!(
@@ -194,6 +196,7 @@ async fn create(
             } else {
                 None
             }
+            .map(|p| ("note", p))
         });
     if let Some(problem) = problem {
         return Ok(new_form(
@@ -211,7 +214,12 @@ async fn create(
              (If you have just created it and did not see its secret, give it a new secret from \
              the list.)"
         );
-        return Ok(new_form(&session, Status::Conflict, &typed, Some(message)));
+        return Ok(new_form(
+            &session,
+            Status::Conflict,
+            &typed,
+            Some(("key", message)),
+        ));
     }
     log::warn!("admin created consumer {key:?} from {}", address.0);
     // Created all the same (keys are case-sensitive), with a word of warning on the page.

@@ -214,8 +214,18 @@ fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
 
 /// The login page, or the set-up explanation when no admin password exists yet.
 pub(super) fn login_page(status: Status, has_password: bool, error: Option<&str>) -> Page {
+    login_page_saying(status, has_password, error, None)
+}
+
+/// The login page with a `notice` that is no error of the user's (why they are asked again).
+fn login_page_saying(
+    status: Status,
+    has_password: bool,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Page {
     if has_password {
-        render(status, "admin/login", context! { error })
+        render(status, "admin/login", context! { error, notice })
     } else {
         render(status, "admin/setup", context! {})
     }
@@ -365,15 +375,19 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
         let secure = SecureCookies::of(req, &state.settings);
         if cookie_value(req, ADMIN_COOKIE, secure).is_some() {
             req.cookies().remove(admin_cookie(String::new(), secure));
-            // Say why the admin is asked again, and that what the form held is gone.
+            // Say why the admin is asked again, and that what a form held is gone.
             let idle = state.settings.admin_idle_timeout;
             let idle = match idle % 60 {
                 0 => format!("{} minutes", idle / 60),
                 _ => format!("{idle} seconds"),
             };
+            let lost = match req.method() {
+                rocket::http::Method::Post => " What you were sending was not saved.",
+                _ => "",
+            };
             ended = Some(format!(
-                "Your admin session has ended ({idle} without use, or 12 hours after logging in). \
-                 Log in again; a form you were sending was not saved."
+                "Your admin session has ended (after {idle} without use, 12 hours after logging \
+                 in, or a logout or password change elsewhere). Log in again.{lost}"
             ));
         }
     }
@@ -381,7 +395,7 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
         Some(state) => has_password(state).await.unwrap_or(true),
         None => true,
     };
-    login_page(Status::Unauthorized, has, ended.as_deref())
+    login_page_saying(Status::Unauthorized, has, None, ended.as_deref())
 }
 
 /// The routes of this module.
