@@ -174,6 +174,15 @@ impl LtiError {
 pub const DAMAGED_HINT: &str =
     " (the database file is damaged: stop the server and restore a backup, see the README's backups)";
 
+/// Whether SQLite refused a write because it has the database open read-only (SQLITE_READONLY,
+/// in any extended form).
+pub fn is_read_only(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 8)
+}
+
 /// Whether SQLite found the database file damaged: SQLITE_CORRUPT or SQLITE_NOTADB, in any extended
 /// form (sqlx gives extended codes). Waiting does not help, unlike a lock or a full disk.
 pub fn is_damaged(e: &sqlx::Error) -> bool {

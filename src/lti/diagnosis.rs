@@ -69,6 +69,9 @@ pub enum Hint {
         /// What is wrong, as the refusal said it.
         detail: String,
     },
+    /// A hint of a kind this version does not know (recorded by a newer one).
+    #[serde(other)]
+    Unknown,
 }
 
 impl Hint {
@@ -87,6 +90,7 @@ impl Hint {
             Hint::MissingField { .. } => "missing_field",
             Hint::WrongSecret => "wrong_secret",
             Hint::Malformed { .. } => "malformed",
+            Hint::Unknown => "unknown",
         }
     }
 
@@ -98,13 +102,10 @@ impl Hint {
                 "The LMS signed {signed} but this tool's address is {seen} (its public_url setting): correct the launch \
                  URL in the LMS, or public_url (ROCKET_PUBLIC_URL) if that is not the address the LMS should use."
             ),
-            Hint::SchemeMismatch { signed, seen, .. } => format!(
-                "The LMS signed {signed} but this tool saw {seen}: it is behind a TLS proxy. Set the public_url setting \
-                 (ROCKET_PUBLIC_URL) to the address the LMS uses, or add the proxy's address to the trusted_proxies setting."
-            ),
-            Hint::HostMismatch { signed, seen, .. } => format!(
-                "The LMS signed {signed} but this tool saw {seen}. Set the public_url setting (ROCKET_PUBLIC_URL) to the \
-                 address the LMS uses, or add the proxy's address to the trusted_proxies setting."
+            Hint::SchemeMismatch { signed, seen, .. } | Hint::HostMismatch { signed, seen, .. } => format!(
+                "The LMS signed {signed} but this tool saw {seen}, typically behind a proxy. Set the public_url setting \
+                 (ROCKET_PUBLIC_URL) to the address the LMS uses; or list the proxy's address in the trusted_proxies \
+                 setting and have it send X-Forwarded-Proto, -Host and -Port as the LMS reaches it."
             ),
             Hint::PathMismatch { signed, seen } => format!(
                 "The launch was signed for {signed} but arrived at {seen}: check the launch URL typed in the LMS."
@@ -136,6 +137,7 @@ impl Hint {
                                   signed an address this tool cannot guess (check the launch URL in the LMS)."
                 .into(),
             Hint::Malformed { detail } => format!("The launch is malformed ({detail}): check the LMS's tool settings."),
+            Hint::Unknown => "This refusal was recorded by another version of the tool, whose hint this one cannot read.".into(),
         }
     }
 }

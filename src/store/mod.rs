@@ -72,6 +72,7 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| Box::pin(refuse_read_only(conn)))
             .after_release(|conn, _| Box::pin(still_in_step(conn)))
             .connect_with(options)
             .await
@@ -104,6 +105,30 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         }
     }
     opened
+}
+
+/// Refuses a connection SQLite opened read-only. It does that by itself when the file cannot be
+/// opened for writing just then (storage remounted read-only, `chattr +i`), and such a connection
+/// stays read-only after the file is writable again: every write on it would fail until a restart.
+/// Refused, it is not pooled, and the next request opens another.
+async fn refuse_read_only(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    // A write that changes nothing: refused on a read-only connection (BEGIN IMMEDIATE is not, in
+    // WAL mode). A write lock held elsewhere answers "busy" (so this connection could write), at
+    // once: opening a connection does not wait for another writer. The table is sqlx's own, and
+    // does not exist yet in a new database (no such table: fine, that one is writable).
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    let tried = sqlx::query("DELETE FROM _sqlx_migrations WHERE 0")
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("PRAGMA busy_timeout = 5000")
+        .execute(&mut *conn)
+        .await?;
+    match tried {
+        Err(e) if crate::error::is_read_only(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a connection coming back to the pool may be used again: not when sqlx still counts a

@@ -186,7 +186,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             "why the signature failed (consumer key \"{}\", from {}): {}",
             key.escape_debug(),
             client_address(req, &state.settings),
-            hint.advice().escape_debug()
+            without_controls(&hint.advice())
         );
     }
     let redacted: Vec<(String, String)> = all
@@ -220,6 +220,17 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
     if let Err(e) = refusals::record(&state.db, consumer.is_some(), &refusal).await {
         log::error!("could not record a refused launch: {e}");
     }
+}
+
+/// `s` with its control characters escaped (a crafted value cannot forge log lines), and nothing
+/// else: `escape_debug` would also put backslashes before the advice's quotes.
+fn without_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// At most `max` bytes of `s` (on a character boundary), marked when cut: a refusal is recorded

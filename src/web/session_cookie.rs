@@ -246,12 +246,12 @@ pub async fn end_session_after_failed_launch(
     end_session_refusing(req, state, id).await;
 }
 
-/// The page-form token of the visit a request belongs to, once a guard let it in (or the logout
-/// page is about to try ending it): its error page then offers the way back and the Log out
-/// button, unless the refusal ended the visit.
+/// The page-form token of the session the request's cookie names, once a guard found it live (or
+/// the logout route is about to end it): its error page then offers the way back and the Log out
+/// button, unless the refusal ended the session. The token works only with that cookie.
 struct VisitOnPage(OnceLock<String>);
 
-/// Notes that this request belongs to the live session with this page-form token.
+/// Notes the page-form token of the session this request's cookie names (see `VisitOnPage`).
 pub fn note_visit(req: &Request<'_>, logout_token: &str) {
     let _ = req
         .local_cache(|| VisitOnPage(OnceLock::new()))

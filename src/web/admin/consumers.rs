@@ -247,7 +247,7 @@ impl KeyForm {
     }
 }
 
-/// The two actions that ask first (any other address under `/admin/consumers/` is a 404).
+/// The two actions that ask first (`GET /admin/consumers/<other>?key=…` is a 404).
 #[derive(Clone, Copy, Serialize)]
 #[serde(crate = "rocket::serde", rename_all = "lowercase")]
 enum Confirmed {
