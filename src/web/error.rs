@@ -100,7 +100,7 @@ impl LtiError {
             NotFound => ("Not found", "There is nothing at this address.".into()),
             NoSuchConsumer => ("No such consumer", "There is no consumer with this key (it may have been deleted). Nothing was changed.".into()),
             ConsumerNotNamed => ("Bad request", "The form did not say which consumer. Nothing was changed.".into()),
-            PublishedDemoConsumer => ("Not enabled", crate::store::consumers::PUBLISHED_DEMO_REFUSED.into()),
+            PublishedDemoConsumer => ("Not enabled", format!("{}.", crate::store::consumers::PUBLISHED_DEMO_REFUSED)),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
             LoginsBusy => ("Busy", "Too many logins are being checked right now. Reload the admin page in a few seconds to try again; a browser that has logged in here before is let through.".into()),
@@ -354,7 +354,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             title: &self.title,
             message: &self.message,
             logout_token,
-            admin: req.uri().path().as_str().starts_with("/admin"),
+            admin: {
+                let path = req.uri().path().as_str();
+                path == "/admin" || path.starts_with("/admin/")
+            },
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

@@ -377,8 +377,9 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
             req.cookies().remove(admin_cookie(String::new(), secure));
             // Say why the admin is asked again, and that what a form held is gone.
             let idle = state.settings.admin_idle_timeout;
-            let idle = match idle % 60 {
-                0 => format!("{} minutes", idle / 60),
+            let idle = match (idle % 60, idle / 60) {
+                (0, 1) => "1 minute".to_string(),
+                (0, minutes) => format!("{minutes} minutes"),
                 _ => format!("{idle} seconds"),
             };
             let lost = match req.method() {
