@@ -12,7 +12,9 @@ use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Grou
 use crate::web::guards::{LaunchAtHomePage, LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
 use crate::web::head::SentAsHead;
 use crate::web::origin::{RequestOrigin, SecureCookies, StartedElsewhere};
-use crate::web::session_cookie::{end_session_or_fail, note_visit, BrowserSessionId};
+use crate::web::session_cookie::{
+    end_session_or_fail, first_live_session, note_visit, BrowserSession, BrowserSessionId,
+};
 use crate::web::AppState;
 
 #[derive(Serialize)]
@@ -267,7 +269,19 @@ async fn logout(
     // site's link, image or form could end a student's visit: ask first instead.
     if elsewhere.0 && !from_our_page {
         log::warn!("logout started by another site: asking for confirmation");
-        let token = id.as_deref().map(|id| state.page_forms.token(id));
+        // The question offers to stay only in a visit that goes on.
+        let live = match id.as_deref() {
+            // Storage trouble: offered all the same (the logout itself then says so).
+            Some(id) => matches!(
+                first_live_session(state, &[id.to_string()]).await,
+                Ok(BrowserSession::Live(_)) | Err(_)
+            ),
+            None => false,
+        };
+        let token = id
+            .as_deref()
+            .filter(|_| live)
+            .map(|id| state.page_forms.token(id));
         return Ok(Template::render("logout_confirm", context! { token }));
     }
     // Storage trouble is a 503 page that says so, with the cookie kept for another try.

@@ -316,6 +316,14 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         body.contains("nothing to log out of") && !body.contains("Stay"),
         "{body}"
     );
+    // Nor with a visit that has run out.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    sqlx::query("UPDATE sessions SET expires_at = 1")
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let body = logout_page(&app, get, &[cross_site], "").await;
+    assert!(!body.contains("Stay"), "{body}");
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     // An image or link on another site, and a form posted from one.
     let body = logout_page(&app, get, &[cross_site], "").await;
