@@ -174,6 +174,10 @@ impl LtiError {
 pub const DAMAGED_HINT: &str =
     " (the database file is damaged: stop the server and restore a backup, see the README's backups)";
 
+/// What a storage error caused by a database SQLite could open only for reading adds.
+pub const READ_ONLY_HINT: &str = " (can this user write the database file and its folder, and is \
+    their file system writable?)";
+
 /// Whether SQLite refused a write because it has the database open read-only (SQLITE_READONLY,
 /// in any extended form).
 pub fn is_read_only(e: &sqlx::Error) -> bool {
@@ -194,7 +198,13 @@ pub fn is_damaged(e: &sqlx::Error) -> bool {
 
 impl From<sqlx::Error> for LtiError {
     fn from(e: sqlx::Error) -> Self {
-        let hint = if is_damaged(&e) { DAMAGED_HINT } else { "" };
+        let hint = if is_damaged(&e) {
+            DAMAGED_HINT
+        } else if is_read_only(&e) {
+            READ_ONLY_HINT
+        } else {
+            ""
+        };
         LtiError::Storage(format!("{e}{hint}"))
     }
 }

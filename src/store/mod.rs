@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod usage;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -72,8 +73,8 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .after_connect(|conn, _| Box::pin(refuse_read_only(conn)))
-            .after_release(|conn, _| Box::pin(still_in_step(conn)))
+            .after_connect(|conn, _| Box::pin(note_if_read_only(conn)))
+            .after_release(|conn, _| Box::pin(may_be_reused(conn)))
             .connect_with(options)
             .await
             .map_err(|e| named(&e, crate::error::is_damaged(&e)))?;
@@ -107,15 +108,30 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     opened
 }
 
-/// Refuses a connection SQLite opened read-only. It does that by itself when the file cannot be
+/// When a pool connection was last opened read-only (Unix seconds; 0: never).
+static READ_ONLY_OPENED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// How long after that returned connections are checked: sqlx closes any connection after 30
+/// minutes, so none opened read-only is older.
+const READ_ONLY_WATCH: i64 = 30 * 60;
+
+/// Notes a connection SQLite opened read-only. It does that by itself when the file cannot be
 /// opened for writing just then (storage remounted read-only, `chattr +i`), and such a connection
-/// stays read-only after the file is writable again: every write on it would fail until a restart.
-/// Refused, it is not pooled, and the next request opens another.
-async fn refuse_read_only(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
-    // A write that changes nothing: refused on a read-only connection (BEGIN IMMEDIATE is not, in
-    // WAL mode). A write lock held elsewhere answers "busy" (so this connection could write), at
-    // once: opening a connection does not wait for another writer. The table is sqlx's own, and
-    // does not exist yet in a new database (no such table: fine, that one is writable).
+/// stays read-only after the file is writable again. It is served all the same (reads work; a
+/// database that stays read-only says so on its first write), but from now on returned
+/// connections are checked, and read-only ones are closed (`may_be_reused`).
+async fn note_if_read_only(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    if is_read_only_connection(conn).await? {
+        READ_ONLY_OPENED_AT.store(now(), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Whether SQLite has this connection's database open read-only: a write that changes nothing
+/// is refused (BEGIN IMMEDIATE is not, in WAL mode). A write lock held elsewhere answers "busy"
+/// (so this connection could write), at once: nothing waits for another writer here. The table
+/// is sqlx's own, and does not exist yet in a new database (no such table: that one is writable).
+async fn is_read_only_connection(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     sqlx::query("PRAGMA busy_timeout = 0")
         .execute(&mut *conn)
         .await?;
@@ -125,13 +141,20 @@ async fn refuse_read_only(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx:
     sqlx::query("PRAGMA busy_timeout = 5000")
         .execute(&mut *conn)
         .await?;
-    match tried {
-        Err(e) if crate::error::is_read_only(&e) => Err(e),
-        _ => Ok(()),
-    }
+    Ok(matches!(tried, Err(e) if crate::error::is_read_only(&e)))
 }
 
-/// Whether a connection coming back to the pool may be used again: not when sqlx still counts a
+/// Whether a connection coming back to the pool may be used again: in step with SQLite
+/// (`still_in_step`), and, while read-only connections may be about, not read-only.
+async fn may_be_reused(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    if !still_in_step(conn).await? {
+        return Ok(false);
+    }
+    let watching = now() - READ_ONLY_OPENED_AT.load(Ordering::Relaxed) < READ_ONLY_WATCH;
+    Ok(!(watching && is_read_only_connection(conn).await?))
+}
+
+/// Whether a returned connection is in step with SQLite: not when sqlx still counts a
 /// transaction that SQLite already ended. A full disk makes SQLite roll a transaction back by
 /// itself; sqlx's own ROLLBACK then fails, and sqlx keeps counting it as open. Its next
 /// transaction on that connection would be a savepoint, whose rollback leaves a real transaction
