@@ -492,8 +492,11 @@ fn path_matches(route: &str, request: &[&str]) -> bool {
 }
 
 #[catch(default)]
-fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
+async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
     crate::web::session_cookie::clear_cookie_on_refusal(req);
+    if status == Status::NotFound && remembered(req).is_none() {
+        crate::web::session_cookie::note_visit_of_unguarded(req).await;
+    }
     if status == Status::NotFound {
         if let Some(allow) = allowed_methods(req) {
             // Rocket turns a HEAD into a GET before it looks for a route.

@@ -259,6 +259,26 @@ pub fn note_visit(req: &Request<'_>, logout_token: &str) {
         .set(logout_token.to_string());
 }
 
+/// Notes the visit of a request no guard looked at (an address that does not exist, a method it
+/// does not take) when its cookie names a live session: a mistyped or stale link inside the tool
+/// then still leads back. The admin area has its own way back.
+pub async fn note_visit_of_unguarded(req: &Request<'_>) {
+    let Some(state) = req.rocket().state::<AppState>() else {
+        return;
+    };
+    let path = req.uri().path().as_str();
+    if path == "/admin" || path.starts_with("/admin/") || visit_of(req).is_some() {
+        return;
+    }
+    let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));
+    if ids.is_empty() {
+        return;
+    }
+    if let Ok(BrowserSession::Live(session)) = first_live_session(state, &ids).await {
+        note_visit(req, &state.page_forms.token(&session.id));
+    }
+}
+
 /// The token `note_visit` noted, unless the request then ended that session.
 pub fn visit_of<'r>(req: &'r Request<'_>) -> Option<&'r str> {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));

@@ -514,3 +514,31 @@ async fn any_treats_undecodable_non_launch_input_as_a_session_request() {
     )
     .await;
 }
+
+#[rocket::async_test]
+async fn an_address_that_does_not_exist_still_leads_back_to_the_visit() {
+    let app = spawn_app().await;
+    // No visit: nothing to go back to.
+    let body = refused(app.get("/nope").await, Status::NotFound).await;
+    assert!(
+        !body.contains("Back to your page") && !body.contains("/logout"),
+        "{body}"
+    );
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let body = refused(app.get("/nope").await, Status::NotFound).await;
+    assert!(
+        body.contains("Back to your page") && body.contains(r#"action="/logout""#),
+        "{body}"
+    );
+    let res = app
+        .client
+        .put("/any")
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = refused(res, Status::MethodNotAllowed).await;
+    assert!(body.contains("Back to your page"), "{body}");
+    // The admin area leads back to itself, not to the visit.
+    let body = refused(app.get("/admin/nope").await, Status::NotFound).await;
+    assert!(!body.contains("Back to your page"), "{body}");
+}
