@@ -1,7 +1,8 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
 //! replaces, for many launches in one transaction (see `front` for who calls it and when).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::{Row, SqliteConnection};
 
@@ -127,7 +128,7 @@ pub async fn record_batch(
     writes: &[LaunchWrite],
 ) -> Result<(Vec<Recorded>, i64), LtiError> {
     let sql = script(writes.len());
-    let rows = match bind_batch(&sql, writes).fetch_all(&mut *conn).await {
+    let rows = match bind_batch(sql.as_ref(), writes).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(e) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -141,7 +142,18 @@ pub async fn record_batch(
     })
 }
 
-fn script(count: usize) -> String {
+/// Scripts already built, by launch count: each is built once, not for every round.
+static SCRIPTS: [OnceLock<String>; 65] = [const { OnceLock::new() }; 65];
+
+/// The script for `count` launches.
+fn script(count: usize) -> Cow<'static, str> {
+    match SCRIPTS.get(count) {
+        Some(built) => Cow::Borrowed(built.get_or_init(|| build_script(count)).as_str()),
+        None => Cow::Owned(build_script(count)),
+    }
+}
+
+fn build_script(count: usize) -> String {
     let rows = vec![BATCH_ROW; count].join(", ");
     let upsert = outcomes::UPSERT;
     format!(
