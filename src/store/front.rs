@@ -42,7 +42,7 @@ use super::Db;
 use crate::error::LtiError;
 
 /// Most jobs handled in one round (keeps statements short and the write lock held briefly).
-const MAX_BATCH: usize = 64;
+pub(super) const MAX_BATCH: usize = 64;
 /// Most scheduler passes a round of checks waits for more checks to join it.
 const JOIN_PASSES: usize = 3;
 /// Requests waiting for the task; more wait on the channel (back-pressure, not memory).

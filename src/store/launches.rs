@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use sqlx::{Row, SqliteConnection};
 
+use super::front::MAX_BATCH;
 use super::handoffs::NewHandoff;
 use super::outcomes::{self, TargetChange};
 use crate::error::LtiError;
@@ -143,7 +144,7 @@ pub async fn record_batch(
 }
 
 /// Scripts already built, by launch count: each is built once, not for every round.
-static SCRIPTS: [OnceLock<String>; 65] = [const { OnceLock::new() }; 65];
+static SCRIPTS: [OnceLock<String>; MAX_BATCH + 1] = [const { OnceLock::new() }; MAX_BATCH + 1];
 
 /// The script for `count` launches.
 fn script(count: usize) -> Cow<'static, str> {

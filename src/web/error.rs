@@ -354,10 +354,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             title: &self.title,
             message: &self.message,
             logout_token,
-            admin: {
-                let path = req.uri().path().as_str();
-                path == "/admin" || path.starts_with("/admin/")
-            },
+            admin: crate::web::admin::is_admin_path(req.uri().path().as_str()),
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

@@ -29,6 +29,11 @@ fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
     }
 }
 
+/// Whether a request path is in the admin area (which has its own way back on its error pages).
+pub fn is_admin_path(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
 /// The routes of the admin area (mounted at `/admin`).
 pub fn routes() -> Vec<Route> {
     let mut routes = session::routes();
