@@ -13,7 +13,7 @@ use crate::error::LtiError;
 use crate::store::{self, handoffs, sessions};
 use crate::web::guards::LtiSession;
 use crate::web::origin::{FromOwnPage, SecureCookies};
-use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId};
+use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSessionId, NotedVisit};
 use crate::web::AppState;
 
 /// Where the new window lands unless the form names the page it came from.
@@ -34,6 +34,8 @@ async fn continue_in_window(
     _same_site: FromOwnPage,
     secure: SecureCookies,
     browser: BrowserSessionId,
+    // A token used twice (a double click) finds the window with the visit the first use gave it.
+    _way_back: NotedVisit,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Redirect, LtiError> {

@@ -278,6 +278,21 @@ pub async fn note_visit_of_unguarded(req: &Request<'_>) {
     }
 }
 
+/// Request guard that notes the visit of the browser's live session, as
+/// [`note_visit_of_unguarded`] does, for a route whose refusals should keep the way back to it
+/// (a new-window link used twice: the window already has the visit the first use gave it).
+pub struct NotedVisit;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for NotedVisit {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        note_visit_of_unguarded(req).await;
+        request::Outcome::Success(NotedVisit)
+    }
+}
+
 /// The token `note_visit` noted, unless the request then ended that session.
 pub fn visit_of<'r>(req: &'r Request<'_>) -> Option<&'r str> {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));

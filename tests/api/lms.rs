@@ -760,6 +760,26 @@ async fn new_window_token_works_once() {
         Status::Unauthorized,
     )
     .await;
+    assert!(!body_of_refusal(&again, &token)
+        .await
+        .contains("Back to your page"));
+    // A double click: the window the first use opened keeps its way back to the visit.
+    let body = body_of_refusal(&window, &token).await;
+    assert!(
+        body.contains("Link expired")
+            && body.contains("Back to your page")
+            && body.contains(r#"action="/logout""#),
+        "{body}"
+    );
+}
+
+/// The error page `/lti/continue` answers `token` with in `client`'s browser (a 401).
+async fn body_of_refusal(client: &Client, token: &str) -> String {
+    refused(
+        continue_with(client, token, &[]).await,
+        Status::Unauthorized,
+    )
+    .await
 }
 
 #[rocket::async_test]
