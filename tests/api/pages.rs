@@ -203,6 +203,13 @@ async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
     }
     // The name was not sent: the panel says so and why.
     assert!(body.contains("lis_person_name_full</code>: no name"));
+    // Each role cell names its column, for the one-role-per-block layout of a phone's width.
+    assert!(
+        body.contains(
+            r#"<td data-label="Read as">course role Instructor</td><td data-label="Staff">yes</td>"#
+        ),
+        "{body}"
+    );
     assert!(!body.contains("<code>oauth_signature</code>"));
     let signature = signature
         .replace("%2B", "+")
