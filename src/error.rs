@@ -170,6 +170,15 @@ impl LtiError {
     }
 }
 
+/// At most `max_chars` characters of `value`, marked when cut: what an error or a log line quotes
+/// of a request, which anyone can send at any length.
+pub fn excerpt(value: &str, max_chars: usize) -> String {
+    match value.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 /// What a storage error caused by a damaged database file adds to its message.
 pub const DAMAGED_HINT: &str =
     " (the database file is damaged: stop the server and restore a backup, see the README's backups)";

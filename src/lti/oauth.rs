@@ -66,12 +66,15 @@ pub fn is_valid_host(host: &str) -> bool {
         return ipv6.parse::<std::net::Ipv6Addr>().is_ok();
     }
     let name = host.strip_suffix('.').unwrap_or(host);
-    let labels_ok = name.split('.').all(|label| {
-        (1..=63).contains(&label.len())
-            && label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-    });
+    // DNS names are at most 253 characters; anything longer is only a way to make logs and
+    // refusal records as long as the request.
+    let labels_ok = name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        });
     // A name whose last label is a number (`256`, `0x7f`: browsers read those as IPv4 parts) can
     // only be an IPv4 address as written (`1.2.3.256` is not).
     let numeric = name.rsplit('.').next().is_some_and(|last| {
@@ -205,6 +208,10 @@ mod tests {
         ] {
             assert!(!is_valid_host(bad), "{bad}");
         }
+        // Every label may be valid, the name still not: DNS stops at 253 characters.
+        let longest = format!("{}example", "a.".repeat(123));
+        assert!(longest.len() == 253 && is_valid_host(&longest));
+        assert!(!is_valid_host(&format!("a.{longest}")));
         for bad in [
             "tool.test:+80",
             "tool.test:",

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use percent_encoding::percent_decode;
 use rocket::request::Request;
 
-use crate::error::LtiError;
+use crate::error::{excerpt, LtiError};
 use crate::lti::diagnosis::{redact, similar_key, Hint};
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{first, parse_authorization_header, Params, MAX_PARAMS};
@@ -24,6 +24,9 @@ use crate::web::AppState;
 /// keys together: enough to diagnose any LMS, too few for a flood of bad requests to keep the
 /// log writing, and a flood under made-up keys leaves the registered consumers' share alone.
 const RECORDS_PER_MINUTE: u32 = 30;
+
+/// Most bytes of a URL a refusal stores or logs (the path is the request's, of any length).
+const URL_CAP: usize = 2048;
 
 /// How many more refused launches may be recorded this minute (every refusal is still logged).
 #[derive(Default)]
@@ -160,7 +163,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         }
         LtiError::DisabledConsumer => Hint::DisabledKey,
         LtiError::LaunchAtSessionPage | LtiError::LaunchAtHomePage => Hint::NotLaunchAddress {
-            seen: signed_url.clone(),
+            seen: capped(&signed_url, URL_CAP),
         },
         LtiError::BadSignature => match (&consumer, &origin) {
             (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),
@@ -184,7 +187,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         // address need different fixes, and the log may be all an administrator reads.
         log::warn!(
             "why the signature failed (consumer key \"{}\", from {}): {}",
-            key.escape_debug(),
+            excerpt(&key, 100).escape_debug(),
             client_address(req, &state.settings),
             without_controls(&hint.advice())
         );
@@ -205,7 +208,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         consumer_key: capped(&key, 255),
         reason: capped(&error.to_string(), 500),
         hint,
-        signed_url: capped(&signed_url, 2048),
+        signed_url: capped(&signed_url, URL_CAP),
         base_string: capped(&base_string, 8192),
         param_names: capped(&names.join(", "), 4096),
         remote_addr: client_address(req, &state.settings),
@@ -222,11 +225,16 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
     }
 }
 
-/// `s` with its control characters escaped (a crafted value cannot forge log lines), and nothing
+/// `s` with its control characters, line and paragraph separators and invisible direction marks
+/// escaped (a crafted value can neither forge log lines nor make one read backwards), and nothing
 /// else: `escape_debug` would also put backslashes before the advice's quotes.
 fn without_controls(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
     s.chars()
-        .map(|c| match c.is_control() {
+        .map(|c| match hidden(c) {
             true => c.escape_default().to_string(),
             false => c.to_string(),
         })
@@ -268,7 +276,8 @@ fn signature_evidence(
             first(params, "oauth_signature").unwrap_or(""),
         )
     };
-    let seen_url = base_uri(&seen.scheme, &seen.host, seen.port, path);
+    let seen_full = base_uri(&seen.scheme, &seen.host, seen.port, path);
+    let seen_url = capped(&seen_full, URL_CAP);
     let mut origins: Vec<Origin> = Vec::new();
     // The other scheme on the same host, with and without the port we saw.
     let flipped = if seen.scheme == "https" {
@@ -303,7 +312,8 @@ fn signature_evidence(
     }
     for o in origins {
         let url = base_uri(&o.scheme, &o.host, o.port, path);
-        if url != seen_url && matches(&url) {
+        if url != seen_full && matches(&url) {
+            let url = capped(&url, URL_CAP);
             let by_public_url = state.settings.public_url.is_some();
             return if o.host.eq_ignore_ascii_case(&seen.host) && o.scheme != seen.scheme {
                 Hint::SchemeMismatch {
@@ -338,6 +348,15 @@ fn signature_evidence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_text_escapes_what_could_forge_or_reverse_a_line() {
+        let said = without_controls("lms\u{2028}Warning: x\r\n \u{202e}b\u{2066} 'quoted' é");
+        assert_eq!(
+            said,
+            "lms\\u{2028}Warning: x\\r\\n \\u{202e}b\\u{2066} 'quoted' é"
+        );
+    }
 
     #[test]
     fn the_budget_is_per_bucket_and_per_minute() {

@@ -354,7 +354,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             title: &self.title,
             message: &self.message,
             logout_token,
-            admin: crate::web::admin::is_admin_path(req.uri().path().as_str()),
+            admin: crate::web::admin::is_admin_request(req),
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rocket::request::Request;
 
-use crate::error::LtiError;
+use crate::error::{excerpt, LtiError};
 use crate::lti::launch::{
     check_lti_fields, check_timestamp, is_launch_field, read_oauth_fields, LaunchData,
 };
@@ -360,7 +360,8 @@ pub(crate) fn log_refusal(
     let what = error.to_string();
     let what = what.escape_debug();
     let key = match consumer_key {
-        Some(k) => format!("consumer key \"{}\"", k.escape_debug()),
+        // A key too long to be one is refused, but still as long as the request made it.
+        Some(k) => format!("consumer key \"{}\"", excerpt(k, 100).escape_debug()),
         None => "consumer key not read".into(),
     };
     let from = client_address(req, &state.settings);

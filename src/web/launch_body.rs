@@ -177,10 +177,7 @@ pub(super) fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
 /// A header value as an error may quote it: anyone can send one, and errors are logged and
 /// recorded, so at most 100 characters of it.
 fn header_excerpt(value: &str) -> String {
-    match value.char_indices().nth(100) {
-        Some((end, _)) => format!("{}…", &value[..end]),
-        None => value.to_string(),
-    }
+    crate::error::excerpt(value, 100)
 }
 
 /// Checks that a body can be read at all: no coding beyond `identity` in `Content-Encoding`, none

@@ -185,6 +185,10 @@ pub fn untrusted_forwarded_origin(req: &Request<'_>) -> Option<Origin> {
     let (proto, host, forwarded_port) = forwarded_claim(req);
     let host = host?;
     let (host, port) = split_host_port(&host)?;
+    // Shown to the admin and logged as what a proxy may have said: only a host a URL can name.
+    if !is_valid_host(host) {
+        return None;
+    }
     let port = forwarded_port.or(port);
     let scheme = match proto {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",

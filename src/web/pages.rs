@@ -195,8 +195,9 @@ fn launch_at_home(refused: LaunchAtHomePage) -> Status {
     match refused {}
 }
 
-/// The session a logout ends ([`BrowserSessionId`]), noted for the error page: when ending it
-/// fails (a 503), that page offers Log out again, as the page the user came from did.
+/// The session a logout ends ([`BrowserSessionId`]), noted for the error page when it is live:
+/// when ending it fails (a 503), that page offers Log out again, as the page the user came from
+/// did. A made-up or ended cookie gets no way back to a visit it does not have.
 struct LogoutTarget(Option<String>);
 
 #[rocket::async_trait]
@@ -209,7 +210,10 @@ impl<'r> FromRequest<'r> for LogoutTarget {
             .succeeded()
             .and_then(|b| b.0);
         if let (Some(id), Some(state)) = (&id, req.rocket().state::<AppState>()) {
-            note_visit(req, &state.page_forms.token(id));
+            let ids = std::slice::from_ref(id);
+            if let Ok(BrowserSession::Live(_)) = first_live_session(state, ids).await {
+                note_visit(req, &state.page_forms.token(id));
+            }
         }
         request::Outcome::Success(LogoutTarget(id))
     }

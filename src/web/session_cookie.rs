@@ -266,7 +266,7 @@ pub async fn note_visit_of_unguarded(req: &Request<'_>) {
     let Some(state) = req.rocket().state::<AppState>() else {
         return;
     };
-    if crate::web::admin::is_admin_path(req.uri().path().as_str()) || visit_of(req).is_some() {
+    if crate::web::admin::is_admin_request(req) || visit_of(req).is_some() {
         return;
     }
     let ids = session_ids_of(req, SecureCookies::of(req, &state.settings));

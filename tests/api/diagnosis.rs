@@ -310,7 +310,32 @@ async fn what_a_refusal_stores_stays_small() {
             .await;
         refused(res, Status::UnsupportedMediaType).await;
     }
-    for r in refusals::recent(&app.state().db, None, 2).await.unwrap() {
+    // A host name of 300 KB (each label valid): with no `public_url`, the address a refusal names
+    // comes from `Host`, and a proxy's claim from `X-Forwarded-Host`.
+    let huge = format!("{}example", "a.".repeat(150_000));
+    let res = app
+        .client
+        .post("/session")
+        .header(Header::new("Host", huge.clone()))
+        .header(ContentType::Form)
+        .body("oauth_consumer_key=nobody")
+        .dispatch()
+        .await;
+    assert!(res.status().code >= 400, "{}", res.status());
+    // A real launch signed for that host, as one a student copied could be resent.
+    let launch = Launch::new("/any").signed_for(&format!("http://{huge}/any"));
+    let res = app
+        .client
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(Header::new("X-Forwarded-Host", huge))
+        .header(ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    refused(res, Status::Unauthorized).await;
+    assert_eq!(app.count("refusals").await, 5);
+    for r in refusals::recent(&app.state().db, None, 4).await.unwrap() {
         let stored = serde_json::to_string(&r).unwrap();
         assert!(
             stored.len() < 2000,

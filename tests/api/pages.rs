@@ -281,11 +281,31 @@ async fn a_logout_the_database_cannot_record_says_so_and_can_be_tried_again() {
         .execute(&mut lock)
         .await
         .unwrap();
-    let res = app.post("/logout").await;
+    // Beside it, a browser with a made-up cookie (it waits for the lock too).
+    let forged = app
+        .client
+        .post("/logout")
+        .header(Header::new("Host", HOST))
+        .header(Header::new(
+            "Cookie",
+            "lti_session=made-up-session-id-000000",
+        ))
+        .dispatch();
+    let (res, forged) = rocket::tokio::join!(app.post("/logout"), forged);
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
     assert_eq!(res.headers().get_one("Retry-After"), Some("5"));
     let body = refused(res, Status::ServiceUnavailable).await;
     assert!(!body.contains("Logged out"), "{body}");
+    // The visit's page offers Log out again and the way back; the made-up cookie's, neither.
+    assert!(
+        body.contains(r#"action="/logout""#) && body.contains("Back to your page"),
+        "{body}"
+    );
+    let body = refused(forged, Status::ServiceUnavailable).await;
+    assert!(
+        !body.contains(r#"action="/logout""#) && !body.contains("Back to your page"),
+        "{body}"
+    );
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     lock.close().await.unwrap();
     // The session still works, and the next try ends it.
@@ -545,7 +565,12 @@ async fn an_address_that_does_not_exist_still_leads_back_to_the_visit() {
         .await;
     let body = refused(res, Status::MethodNotAllowed).await;
     assert!(body.contains("Back to your page"), "{body}");
-    // The admin area leads back to itself, not to the visit.
-    let body = refused(app.get("/admin/nope").await, Status::NotFound).await;
-    assert!(!body.contains("Back to your page"), "{body}");
+    // The admin area leads back to itself, not to the visit, however its address is spelt.
+    for path in ["/admin/nope", "//admin/nope", "/%61dmin/nope"] {
+        let body = refused(app.get(path).await, Status::NotFound).await;
+        assert!(
+            !body.contains("Back to your page") && body.contains("Back to the admin area"),
+            "{path}: {body}"
+        );
+    }
 }

@@ -686,6 +686,11 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         server.post("/any", &unreadable).expect("answer").status,
         400
     );
+    // A key far too long to be one: refused, and quoted only in part.
+    let long_key = Launch::new("/any")
+        .consumer(&"k".repeat(65_000), "s")
+        .signed_body();
+    assert_eq!(server.post("/any", &long_key).expect("answer").status, 400);
     // A valid launch refused for its roles.
     let learner = Launch::new("/initial_staff").roles("Learner").signed_body();
     assert_eq!(
@@ -695,11 +700,16 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
             .status,
         403
     );
+    let long_key_line = format!(
+        "(400 Bad Request): oauth_consumer_key too long (consumer key \"{}…\"",
+        "k".repeat(100)
+    );
     let expected: Vec<&str> = cases
         .iter()
         .map(|(_, e)| *e)
         .chain([
             "(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read",
+            &long_key_line,
             "staff-only page refused a launch (403 Forbidden): role not allowed (consumer key \"__consumer_key__\"",
         ])
         .collect();

@@ -8,6 +8,7 @@ pub mod refusals;
 pub mod session;
 
 use rocket::http::{Header, Status};
+use rocket::request::Request;
 use rocket::serde::Serialize;
 use rocket::{catchers, Catcher, Responder, Route};
 use rocket_dyn_templates::Template;
@@ -29,9 +30,10 @@ fn render(status: Status, name: &'static str, ctx: impl Serialize) -> Page {
     }
 }
 
-/// Whether a request path is in the admin area (which has its own way back on its error pages).
-pub fn is_admin_path(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/")
+/// Whether a request is for the admin area (which has its own way back on its error pages). By
+/// segment, as the router matches: `//admin` and `/%61dmin` reach it too.
+pub fn is_admin_request(req: &Request<'_>) -> bool {
+    req.uri().path().segments().next() == Some("admin")
 }
 
 /// The routes of the admin area (mounted at `/admin`).
@@ -52,8 +54,7 @@ pub fn catchers() -> Vec<Catcher> {
 pub fn never_framed() -> impl rocket::fairing::Fairing {
     rocket::fairing::AdHoc::on_response("Admin pages are never framed", |req, res| {
         Box::pin(async move {
-            // By segment, as the router matches (`//admin` and `/%61dmin` reach it too).
-            if req.uri().path().segments().next() == Some("admin") {
+            if is_admin_request(req) {
                 res.set_raw_header("X-Frame-Options", "DENY");
                 res.set_raw_header(
                     "Content-Security-Policy",
