@@ -91,6 +91,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(log_colours_stay_as_configured())
         .attach(response_headers())
         .attach(web::admin::never_framed())
+        .attach(web::session_cookie::refused_launches_end_their_session())
         .mount("/", web::pages::routes())
         .mount("/admin", web::admin::routes())
         .mount("/", web::handoff::routes())

@@ -1,8 +1,10 @@
-//! The request guards that protect pages: `LtiInitial`, `LtiSession`, `LtiAny` and `Staff<G>`.
+//! The request guards that protect pages: `LtiInitial`, `LtiSession`, `LtiAny`, and the role gates
+//! `Staff<G>` and `Learner<G>` (any [`RoleRule`] through `Gated<G, R>`).
 //!
 //! A launch is signed over the whole form body, so the launch guards are data guards on POST
 //! routes (and request guards on GET routes, for launches signed in the query string).
 
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -48,7 +50,7 @@ impl Deref for LtiUser {
     }
 }
 
-/// Implemented by every guard, so `Staff<G>` can wrap any of them.
+/// Implemented by every guard, so `Staff<G>` (any `Gated<G, R>`) can wrap any of them.
 pub trait HasLtiUser {
     /// The user this guard let in.
     fn lti_user(&self) -> &LtiUser;
@@ -316,33 +318,77 @@ impl<'r> FromData<'r> for LaunchAtHomePage {
     }
 }
 
-/// Wraps any guard and lets in only course staff (see `Role::is_staff`); others get 403.
-pub struct Staff<G>(pub G);
+/// Who a role-gated guard ([`Gated`]) lets in. [`CourseStaff`] and [`CourseLearner`] are the
+/// tool's; a fork implements it for a page of its own (say, teaching assistants only).
+pub trait RoleRule: Send + Sync + 'static {
+    /// Whether this user may see the page.
+    fn allows(user: &LtiUser) -> bool;
+    /// The refusal everyone else gets (a 403 page, say `LtiError::page(403, …)`).
+    fn refusal() -> LtiError;
+}
 
-impl<G> Deref for Staff<G> {
+/// Course staff (see `Role::is_staff`): the rule of [`Staff`].
+pub struct CourseStaff;
+
+impl RoleRule for CourseStaff {
+    fn allows(user: &LtiUser) -> bool {
+        user.is_staff()
+    }
+    fn refusal() -> LtiError {
+        LtiError::NotStaff
+    }
+}
+
+/// Learners of the course (see `Role::is_learner`): the rule of [`Learner`].
+pub struct CourseLearner;
+
+impl RoleRule for CourseLearner {
+    fn allows(user: &LtiUser) -> bool {
+        user.roles().iter().any(|r| r.is_learner())
+    }
+    fn refusal() -> LtiError {
+        LtiError::page(
+            403,
+            "Not allowed",
+            "This page is only for the learners of the course.",
+        )
+    }
+}
+
+/// Wraps any guard and lets in only the users `R` allows; others get `R`'s refusal, and a fresh
+/// launch by them ends the session it started (a refused launch leaves nothing behind).
+pub struct Gated<G, R: RoleRule>(pub G, PhantomData<R>);
+
+/// Wraps any guard and lets in only course staff; others get 403.
+pub type Staff<G> = Gated<G, CourseStaff>;
+
+/// Wraps any guard and lets in only learners of the course; others get 403.
+pub type Learner<G> = Gated<G, CourseLearner>;
+
+impl<G, R: RoleRule> Deref for Gated<G, R> {
     type Target = G;
     fn deref(&self) -> &G {
         &self.0
     }
 }
 
-impl<G: HasLtiUser> HasLtiUser for Staff<G> {
+impl<G: HasLtiUser, R: RoleRule> HasLtiUser for Gated<G, R> {
     fn lti_user(&self) -> &LtiUser {
         self.0.lti_user()
     }
 }
 
-/// Lets staff through. A fresh launch by someone else is a failed launch: its new session ends
-/// at once, and the error page clears the cookie.
-async fn staff_check<G: HasLtiUser>(
+/// Lets through whom `R` allows. A fresh launch by someone else is a failed launch: its new
+/// session ends at once, and the error page clears the cookie.
+async fn role_check<G: HasLtiUser, R: RoleRule>(
     req: &Request<'_>,
     inner: G,
-) -> Result<Staff<G>, (Status, LtiError)> {
+) -> Result<Gated<G, R>, (Status, LtiError)> {
     let user = inner.lti_user();
-    if user.is_staff() {
-        return Ok(Staff(inner));
+    if R::allows(user) {
+        return Ok(Gated(inner, PhantomData));
     }
-    let e = LtiError::NotStaff;
+    let e = R::refusal();
     if user.fresh_launch {
         if let Ok(state) = state(req) {
             // A launch refused for its roles: logged as the other refused launches are.
@@ -353,14 +399,14 @@ async fn staff_check<G: HasLtiUser>(
     Err((remember(req, &e), e))
 }
 
-/// `Staff<G>`'s outcome from its inner guard's: the staff check on a success.
-async fn staffed<G: HasLtiUser, F>(
+/// `Gated<G, R>`'s outcome from its inner guard's: the role check on a success.
+async fn gated<G: HasLtiUser, R: RoleRule, F>(
     req: &Request<'_>,
     inner: Outcome<G, (Status, LtiError), F>,
-) -> Outcome<Staff<G>, (Status, LtiError), F> {
+) -> Outcome<Gated<G, R>, (Status, LtiError), F> {
     match inner {
-        Outcome::Success(inner) => match staff_check(req, inner).await {
-            Ok(staff) => Outcome::Success(staff),
+        Outcome::Success(inner) => match role_check(req, inner).await {
+            Ok(gated) => Outcome::Success(gated),
             Err(e) => Outcome::Error(e),
         },
         Outcome::Error(e) => Outcome::Error(e),
@@ -369,23 +415,25 @@ async fn staffed<G: HasLtiUser, F>(
 }
 
 #[rocket::async_trait]
-impl<'r, G> FromRequest<'r> for Staff<G>
+impl<'r, G, R> FromRequest<'r> for Gated<G, R>
 where
     G: FromRequest<'r, Error = LtiError> + HasLtiUser + Send,
+    R: RoleRule,
 {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        staffed(req, G::from_request(req).await).await
+        gated(req, G::from_request(req).await).await
     }
 }
 
 #[rocket::async_trait]
-impl<'r, G> FromData<'r> for Staff<G>
+impl<'r, G, R> FromData<'r> for Gated<G, R>
 where
     G: FromData<'r, Error = LtiError> + HasLtiUser + Send,
+    R: RoleRule,
 {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
-        staffed(req, G::from_data(req, data).await).await
+        gated(req, G::from_data(req, data).await).await
     }
 }

@@ -20,7 +20,7 @@ use crate::web::error::is_followable_return_url;
 use crate::web::head::SentAsHead;
 use crate::web::origin::{client_address, is_navigation, signed_origin, SecureCookies};
 use crate::web::session_cookie::{
-    browser_session_id, end_session_after_failed_launch, set_session_cookie,
+    browser_session_id, end_session_after_failed_launch, note_launched_session, set_session_cookie,
 };
 use crate::web::AppState;
 
@@ -195,12 +195,11 @@ pub async fn launch(
         other => other,
     };
     match &result {
-        Ok(launched) => set_session_cookie(
-            req.cookies(),
-            state,
-            launched.session_id.clone(),
-            SecureCookies::of(req, &state.settings),
-        ),
+        Ok(launched) => {
+            let secure = SecureCookies::of(req, &state.settings);
+            set_session_cookie(req.cookies(), state, launched.session_id.clone(), secure);
+            note_launched_session(req, &launched.session_id, secure);
+        }
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             log_refusal(req, state, params.consumer_key(), e);

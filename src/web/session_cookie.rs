@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use rocket::fairing::{AdHoc, Fairing};
 use rocket::http::{Cookie, CookieJar, Method};
 use rocket::request::{self, FromRequest, Request};
 
@@ -225,6 +226,58 @@ pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Optio
             .0
             .set(secure);
     }
+}
+
+/// The session this request's launch started, with how its cookie was set.
+struct LaunchedSession(OnceLock<(String, SecureCookies)>);
+
+/// Notes the session this request's launch started ([`refused_launches_end_their_session`]).
+pub fn note_launched_session(req: &Request<'_>, id: &str, secure: SecureCookies) {
+    let _ = req
+        .local_cache(|| LaunchedSession(OnceLock::new()))
+        .0
+        .set((id.to_string(), secure));
+}
+
+/// Ends the session a launch started when the page refuses the request anyway (an error status
+/// from its handler: a fork's own role check or `LtiError::page`, a storage error; or a later
+/// guard's refusal), so a refused launch leaves no session behind wherever it was refused. The
+/// role gates end it themselves. The answer's cookie for that session becomes a removal.
+pub fn refused_launches_end_their_session() -> impl Fairing {
+    AdHoc::on_response("Refused launches end their session", |req, res| {
+        Box::pin(async move {
+            let status = res.status();
+            let launched = req.local_cache(|| LaunchedSession(OnceLock::new())).0.get();
+            let ended = req
+                .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
+                .0
+                .get();
+            let (Some((id, secure)), None, true) = (launched, ended, status.code >= 400) else {
+                return;
+            };
+            let Some(state) = req.rocket().state::<AppState>() else {
+                return;
+            };
+            if let Err(e) = sessions::delete(&state.db, id).await {
+                log::error!("could not delete the session of a refused launch: {e}");
+            }
+            let name = session_cookie_name(*secure);
+            let others: Vec<String> = res
+                .headers()
+                .get("Set-Cookie")
+                .filter(|c| c.split_once('=').is_none_or(|(n, _)| n.trim() != name))
+                .map(str::to_string)
+                .collect();
+            res.remove_header("Set-Cookie");
+            for cookie in others {
+                res.adjoin_raw_header("Set-Cookie", cookie);
+            }
+            let mut removal = session_cookie(state, String::new(), *secure);
+            removal.make_removal();
+            res.adjoin_header(removal);
+            log::warn!("the page refused the launch that opened it ({status}): its session ended");
+        })
+    })
 }
 
 /// Ends the browser's session after a failed launch, so that a launch refused on a shared

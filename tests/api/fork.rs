@@ -4,7 +4,7 @@ use rocket::http::Status;
 use rocket::{get, post, routes};
 use rocket_dyn_templates::{context, Template};
 use rocket_lti_tool::error::LtiError;
-use rocket_lti_tool::web::guards::{LtiAny, LtiSession, Staff};
+use rocket_lti_tool::web::guards::{Gated, Learner, LtiAny, LtiSession, LtiUser, RoleRule, Staff};
 use rocket_lti_tool::web::pages::Landing;
 
 use crate::helpers::*;
@@ -48,6 +48,38 @@ fn closed() -> Result<String, LtiError> {
     ))
 }
 
+/// Learners of the course only, by the tool's own rule.
+#[post("/practice", data = "<lti>")]
+fn practice(lti: Learner<LtiAny>) -> String {
+    format!("{} may practise", lti.user_id())
+}
+
+/// A fork's own rule: teaching assistants only (the README's example).
+pub struct TeachingAssistants;
+
+impl RoleRule for TeachingAssistants {
+    fn allows(user: &LtiUser) -> bool {
+        user.roles().iter().any(|r| r.name == "TeachingAssistant")
+    }
+    fn refusal() -> LtiError {
+        LtiError::page(403, "Not allowed", "This page is for teaching assistants.")
+    }
+}
+
+#[post("/ta_room", data = "<lti>")]
+fn ta_room(lti: Gated<LtiAny, TeachingAssistants>) -> String {
+    format!("{} may help here", lti.user_id())
+}
+
+/// A check in the handler instead of a guard: the launch it refuses must still leave no session.
+#[post("/checked_in_handler", data = "<lti>")]
+fn checked_in_handler(lti: LtiAny) -> Result<String, LtiError> {
+    match lti.get("custom_quiz_open") {
+        Some("yes") => Ok(format!("{} may answer", lti.user_id())),
+        _ => Err(LtiError::page(409, "Quiz closed", "This quiz is closed.")),
+    }
+}
+
 /// Where the test mounts the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
@@ -59,7 +91,16 @@ async fn a_fork_adds_guarded_pages() {
             // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
             .mount(
                 EXAMPLE,
-                routes![quiz, gradebook, gradebook_visit, closed, landing],
+                routes![
+                    quiz,
+                    gradebook,
+                    gradebook_visit,
+                    closed,
+                    landing,
+                    practice,
+                    ta_room,
+                    checked_in_handler
+                ],
             ),
     )
     .await
@@ -147,4 +188,67 @@ async fn a_fork_adds_guarded_pages() {
         LtiError::page(200, "Odd", "not an error"),
         LtiError::page(500, "Odd", "not an error")
     );
+}
+
+#[rocket::async_test]
+async fn role_gates_and_handler_refusals_leave_no_session_behind() {
+    let app = spawn_app_with(|f| f).await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount(EXAMPLE, routes![practice, ta_room, checked_in_handler]),
+    )
+    .await
+    .unwrap();
+    let launch_to = |path: &str, launch: Launch| {
+        client
+            .post(format!("{EXAMPLE}{path}"))
+            .header(rocket::http::Header::new("Host", HOST))
+            .header(rocket::http::ContentType::Form)
+            .body(launch.signed_body())
+            .dispatch()
+    };
+    let session_status = || async {
+        client
+            .get("/session")
+            .header(rocket::http::Header::new("Host", HOST))
+            .dispatch()
+            .await
+            .status()
+    };
+    let at = |path: &str| Launch::new(&format!("{EXAMPLE}{path}"));
+
+    let res = launch_to("/practice", at("/practice").roles("Learner")).await;
+    assert_eq!(res.into_string().await.unwrap(), "teacher-1 may practise");
+    assert_eq!(session_status().await, Status::Ok);
+    // An instructor's launch at the learners' page: refused, and it ends the visit it started.
+    let body = refused(
+        launch_to("/practice", at("/practice")).await,
+        Status::Forbidden,
+    )
+    .await;
+    assert!(body.contains("only for the learners"), "{body}");
+    assert_eq!(session_status().await, Status::Unauthorized);
+
+    // A fork's rule.
+    let ta = at("/ta_room").roles("urn:lti:role:ims/lis/TeachingAssistant");
+    let res = launch_to("/ta_room", ta).await;
+    assert_eq!(res.status(), Status::Ok);
+    let res = launch_to("/ta_room", at("/ta_room").roles("Learner")).await;
+    let body = refused(res, Status::Forbidden).await;
+    assert!(body.contains("for teaching assistants"), "{body}");
+    assert_eq!(session_status().await, Status::Unauthorized);
+
+    // A handler's own refusal of a fresh launch ends the session the launch started, and the
+    // answer clears its cookie instead of setting it.
+    let open = at("/checked_in_handler").set("custom_quiz_open", "yes");
+    let res = launch_to("/checked_in_handler", open).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(session_status().await, Status::Ok);
+    let res = launch_to("/checked_in_handler", at("/checked_in_handler")).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let cookies: Vec<&str> = res.headers().get("Set-Cookie").collect();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    refused(res, Status::Conflict).await;
+    assert_eq!(session_status().await, Status::Unauthorized);
+    assert_eq!(app.count("sessions").await, 0);
 }

@@ -311,6 +311,28 @@ pub fn clears_session_cookie(res: &LocalResponse<'_>) -> bool {
         .any(|c| c.starts_with("lti_session=;") && c.contains("Max-Age=0"))
 }
 
+/// The CSRF token in a page's first form in `<main>` (the header's is for logging out).
+pub fn csrf_in(page: &str) -> String {
+    let main = &page[page.find("<main>").expect("a main element")..];
+    let start = main.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    main[start..].split('"').next().unwrap().to_string()
+}
+
+/// `text` as Tera's autoescaping writes it into a page (a fork's paths and descriptions included).
+pub fn html_escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#x27;".to_string(),
+            '/' => "&#x2F;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// Asserts a refusal: the status, the error page, and no granted-page text.
 pub async fn refused(response: LocalResponse<'_>, status: Status) -> String {
     let body = page(response, status).await;

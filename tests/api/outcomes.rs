@@ -330,13 +330,6 @@ fn learner_launch(lms: &MockLms, path: &str, user: &str, sourcedid: &str) -> Lau
         .set("lis_result_sourcedid", sourcedid)
 }
 
-/// The CSRF token in a page's first grade form (in `<main>`: the header's is for logging out).
-pub(crate) fn csrf_in(page: &str) -> String {
-    let main = &page[page.find("<main>").expect("a main element")..];
-    let start = main.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-    main[start..].split('"').next().unwrap().to_string()
-}
-
 /// The token of the header's Log out form.
 fn logout_token_in(page: &str) -> String {
     let form = &page[page.find("action=\"/logout\"").expect("a Log out form")..];

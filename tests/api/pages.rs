@@ -434,7 +434,11 @@ async fn index_and_404_are_templated() {
     let pages = rocket_lti_tool::web::pages::launch_pages();
     assert!(pages.len() >= rocket_lti_tool::web::pages::LAUNCH_PAGES.len());
     for (path, who) in pages {
-        let row = format!("tool.test&#x2F;{}</code></td><td>{who}</td>", &path[1..]);
+        let row = format!(
+            "{}</code></td><td>{}</td>",
+            html_escaped(&format!("tool.test{path}")),
+            html_escaped(who)
+        );
         assert!(body.contains(&row), "{row} in {body}");
     }
     // `/session` is named, but not as a launch URL.

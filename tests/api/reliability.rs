@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{temp_dir, Launch, HOST};
+use crate::helpers::{csrf_in, temp_dir, Launch, HOST};
 
 /// A spawned `lti-tool serve`, killed when dropped.
 struct Server {
@@ -628,7 +628,7 @@ fn a_request_that_outlives_the_shutdown_grace_is_cut_off_and_the_database_still_
         .session_cookie()
         .expect("cookie");
     let page = server.get("/grade", Some(&cookie)).expect("grade page");
-    let form = format!("score=0.5&csrf={}", crate::outcomes::csrf_in(&page.body));
+    let form = format!("score=0.5&csrf={}", csrf_in(&page.body));
     let port = server.port;
     let grading = std::thread::spawn(move || {
         send(
