@@ -22,6 +22,11 @@ pub fn routes() -> Vec<Route> {
 /// them.
 pub const LAUNCH_PAGES: &[(&str, &str)] = &[];
 
+/// Where the pages of a visit lead back to ("Your page", "Back to your page" on error pages, the
+/// header's home link): a page of the fork's that shows a visit (a GET route with `LtiSession` or
+/// `LtiAny`), e.g. `"/quiz"`. A plain path only (letters, digits, `/-._~`); otherwise `/session`.
+pub const VISIT_PAGE: &str = "/session";
+
 /// The names of the fork's own settings, in lowercase, so the start does not call them unknown.
 ///
 /// They are read from the same `Rocket.toml` / `ROCKET_*` as the tool's.

@@ -83,7 +83,13 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     let shield = Shield::default().disable::<Frame>().disable::<NoSniff>();
     let tool = rocket::custom(with_defaults(figment))
         .attach(shield)
-        .attach(Template::fairing())
+        .attach(Template::custom(|engines| {
+            // `fork::VISIT_PAGE` is fixed at build time and a plain path: the templates need no
+            // per-request value for it.
+            engines
+                .tera
+                .register_function("visit_page", |_: &_| Ok(web::pages::visit_page().into()));
+        }))
         .attach(web::head::method_as_sent())
         .attach(lti_state())
         .attach(web::grades::fairing())

@@ -114,6 +114,16 @@ pub const LAUNCH_PAGES: &[(&str, &str)] = &[
 /// The LTI page that only continues a visit: it takes no launch, so it is no launch URL.
 pub const SESSION_PAGE: &str = "/session";
 
+/// Where a visit's pages lead back to ("Your page", "Back to your page", the header's home link):
+/// `fork::VISIT_PAGE` when it is a plain path of this tool, else [`SESSION_PAGE`]. Templates ask
+/// for it as `visit_page()`.
+pub fn visit_page() -> &'static str {
+    match crate::web::handoff::is_plain_path(crate::fork::VISIT_PAGE) {
+        true => crate::fork::VISIT_PAGE,
+        false => SESSION_PAGE,
+    }
+}
+
 /// Every launch URL an LMS can be given, the tool's and the fork's, with who gets in: for the
 /// index page, the page showing a new key, the test launcher and the refusal hints.
 pub fn launch_pages() -> Vec<(&'static str, &'static str)> {
