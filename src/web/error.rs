@@ -346,6 +346,8 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             logout_token: Option<&'a str>,
             /// An admin page's refusal: the way back is the admin area.
             admin: bool,
+            /// A double click's second launch: the way back only, to the visit the first began.
+            way_back: bool,
         }
         let logout_token = crate::web::session_cookie::visit_of(req);
         let ctx = Ctx {
@@ -355,6 +357,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             message: &self.message,
             logout_token,
             admin: crate::web::admin::is_admin_request(req),
+            way_back: crate::web::session_cookie::visit_may_go_on(req),
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

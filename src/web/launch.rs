@@ -20,7 +20,8 @@ use crate::web::error::is_followable_return_url;
 use crate::web::head::SentAsHead;
 use crate::web::origin::{client_address, is_navigation, signed_origin, SecureCookies};
 use crate::web::session_cookie::{
-    browser_session_id, end_session_after_failed_launch, note_launched_session, set_session_cookie,
+    browser_session_id, end_session_after_failed_launch, note_launched_session, note_visit,
+    note_visit_may_go_on, set_session_cookie,
 };
 use crate::web::AppState;
 
@@ -203,8 +204,12 @@ pub async fn launch(
         // A request with no launch fields at all is not a failed launch: it leaves the session be.
         Err(e) if params.looks_like_launch() => {
             log_refusal(req, state, params.consumer_key(), e);
-            if !replays_own_visit(state, &params, e, old).await {
-                end_session_after_failed_launch(req, state, old).await;
+            match replays_own_visit(state, &params, e, old).await {
+                // The Back button or a resubmitted form: the page leads back to that visit.
+                KeptVisit::Live(id) => note_visit(req, &state.page_forms.token(&id)),
+                // A double click: the first copy's visit goes on in this browser, most likely.
+                KeptVisit::Replaced => note_visit_may_go_on(req),
+                KeptVisit::No => end_session_after_failed_launch(req, state, old).await,
             }
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             let counted =
@@ -220,9 +225,21 @@ pub async fn launch(
     result
 }
 
+/// What a refused launch leaves of the browser's visit ([`replays_own_visit`]).
+enum KeptVisit {
+    /// Its session, live, of the same user.
+    Live(String),
+    /// None: the cookie names a session the first copy of this launch replaced, or the browser
+    /// sent none (the first copy sets one).
+    Replaced,
+    /// Nothing: the failed launch ends the browser's session.
+    No,
+}
+
 /// Whether a refused launch is a replay that leaves the browser's visit be: a replayed launch
-/// whose cookie names no session any more (a double click or a proxy retrying the POST: the
-/// first copy replaced that session, and set a new cookie that clearing this one's would remove),
+/// whose cookie names no session any more, or that has none (a double click or a proxy retrying
+/// the POST: the first copy replaced that session, and set a new cookie that clearing this one's
+/// would remove),
 /// or one of the same user at the same consumer as the browser's session (the Back button, a
 /// resubmitted form). Ending it would sign that user out for nothing; any other failed launch
 /// ends the browser's session.
@@ -231,9 +248,13 @@ async fn replays_own_visit(
     params: &LaunchParams,
     error: &LtiError,
     old_session: Option<&str>,
-) -> bool {
-    let (LtiError::ReplayedNonce, Some(old)) = (error, old_session) else {
-        return false;
+) -> KeptVisit {
+    let LtiError::ReplayedNonce = error else {
+        return KeptVisit::No;
+    };
+    // A double click on the first launch of this browser: its first copy brings the cookie.
+    let Some(old) = old_session else {
+        return KeptVisit::Replaced;
     };
     let user_id = params
         .all()
@@ -241,13 +262,16 @@ async fn replays_own_visit(
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty());
     match state.front.session(&state.db, old).await {
-        Ok(None) => true,
-        // Without a user id two people cannot be told apart.
-        Ok(Some(session)) => {
-            user_id.is_some_and(|id| session.launch.get("user_id") == Some(id))
+        Ok(None) => KeptVisit::Replaced,
+        // Without a user id two people cannot be told apart. One that has run out ends anyway.
+        Ok(Some(session))
+            if user_id.is_some_and(|id| session.launch.get("user_id") == Some(id))
                 && params.consumer_key() == Some(session.launch.consumer_key.as_str())
+                && session.expires_at > store::now() =>
+        {
+            KeptVisit::Live(old.to_string())
         }
-        Err(_) => false,
+        Ok(Some(_)) | Err(_) => KeptVisit::No,
     }
 }
 

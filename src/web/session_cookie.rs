@@ -346,6 +346,24 @@ impl<'r> FromRequest<'r> for NotedVisit {
     }
 }
 
+/// Marks a replayed launch whose first copy most likely started a visit in this browser (a double
+/// click): its page offers the way back, though not Log out (this request's cookie names no
+/// session, so there is no token to give).
+struct VisitMayGoOn(OnceLock<()>);
+
+/// Notes that the browser's visit may go on ([`VisitMayGoOn`]).
+pub fn note_visit_may_go_on(req: &Request<'_>) {
+    let _ = req.local_cache(|| VisitMayGoOn(OnceLock::new())).0.set(());
+}
+
+/// Whether [`note_visit_may_go_on`] noted this request.
+pub fn visit_may_go_on(req: &Request<'_>) -> bool {
+    req.local_cache(|| VisitMayGoOn(OnceLock::new()))
+        .0
+        .get()
+        .is_some()
+}
+
 /// The token `note_visit` noted, unless the request then ended that session.
 pub fn visit_of<'r>(req: &'r Request<'_>) -> Option<&'r str> {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));

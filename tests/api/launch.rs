@@ -265,6 +265,25 @@ async fn a_replayed_nonce_is_refused() {
     assert_eq!(app.launch(&launch).await.status(), Status::Ok);
     let body = refused(app.launch(&launch).await, Status::Unauthorized).await;
     assert!(body.contains("already used"));
+    // From a browser without a cookie (a double click on a first launch: the first copy's
+    // answer brings one), the page offers the way back, but no Log out.
+    let browser = rocket::local::asynchronous::Client::untracked(rocket_lti_tool::build(
+        app.client.rocket().figment().clone(),
+    ))
+    .await
+    .unwrap();
+    let res = browser
+        .post("/any")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body(launch.signed_body())
+        .dispatch()
+        .await;
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(
+        body.contains("Back to your page") && !body.contains(r#"action="/logout""#),
+        "{body}"
+    );
     // The same nonce from another consumer is a different nonce.
     app.add_consumer("other", "other-secret-123456").await;
     let mut other = launch.clone().consumer("other", "other-secret-123456");
@@ -280,7 +299,12 @@ async fn a_replay_from_the_browser_whose_visit_it_started_keeps_that_visit() {
     assert_eq!(app.launch(&launch).await.status(), Status::Ok);
     let res = app.launch(&launch).await;
     assert!(!clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::Unauthorized).await;
+    let body = refused(res, Status::Unauthorized).await;
+    // Its page leads back to the visit, with Log out, as the visit's own pages do.
+    assert!(
+        body.contains("Back to your page") && body.contains(r#"action="/logout""#),
+        "{body}"
+    );
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     // A double click: both copies carry the old cookie; the refused one must not clear the
     // cookie the accepted one set.
@@ -294,17 +318,23 @@ async fn a_replay_from_the_browser_whose_visit_it_started_keeps_that_visit() {
             .dispatch()
     });
     let answers = join_all(copies).await;
+    assert!(answers.iter().any(|r| r.status() == Status::Ok));
     let refused_copy = answers
-        .iter()
+        .into_iter()
         .find(|r| r.status() == Status::Unauthorized)
         .expect("one copy refused");
     assert!(
-        !clears_session_cookie(refused_copy),
+        !clears_session_cookie(&refused_copy),
         "{:?}",
         refused_copy.headers()
     );
-    assert!(answers.iter().any(|r| r.status() == Status::Ok));
-    drop(answers);
+    // The browser shows the second copy's page: it leads back to the visit the first began
+    // (its cookie is not this request's, so there is no Log out to offer).
+    let body = refused(refused_copy, Status::Unauthorized).await;
+    assert!(
+        body.contains("Back to your page") && !body.contains(r#"action="/logout""#),
+        "{body}"
+    );
     assert_eq!(app.count("sessions").await, 1);
     // A replay of someone else's launch still ends the visit the browser holds.
     let other = Launch::new("/any").user("student-b");
@@ -317,7 +347,8 @@ async fn a_replay_from_the_browser_whose_visit_it_started_keeps_that_visit() {
     );
     let res = app.launch(&other).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::Unauthorized).await;
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(!body.contains("Back to your page"), "{body}");
     refused(app.get("/session").await, Status::Unauthorized).await;
 }
 
