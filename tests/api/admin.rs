@@ -152,7 +152,8 @@ async fn login_sets_a_strict_admin_only_cookie_and_logout_ends_the_session() {
         .cookie(rocket::http::Cookie::new("lti_admin", value.to_string()))
         .dispatch()
         .await;
-    assert!(is_login_page(&page(res, Status::Ok).await));
+    let body = page(res, Status::Unauthorized).await;
+    assert!(is_login_page(&body) && body.contains("has ended"), "{body}");
 }
 
 #[rocket::async_test]
@@ -240,6 +241,19 @@ async fn an_idle_admin_is_logged_out() {
     assert!(is_login_page(
         &page(app.get("/admin").await, Status::Ok).await
     ));
+    // The admin area's own address says so too (the cookie cleared, it is the plain login then).
+    assert_eq!(login(&app, PASSWORD).await.status(), Status::SeeOther);
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let body = page(app.get("/admin").await, Status::Unauthorized).await;
+    assert!(
+        is_login_page(&body)
+            && body.contains("Your admin session has ended")
+            && !body.contains("was not saved"),
+        "{body}"
+    );
+    assert!(!page(app.get("/admin").await, Status::Ok)
+        .await
+        .contains("has ended"));
 }
 
 #[rocket::async_test]
@@ -267,9 +281,11 @@ async fn a_new_password_takes_effect_at_once_and_ends_admin_sessions() {
     let app = logged_in().await;
     set_password(&app, "another password").await;
     assert_eq!(app.count("admin_sessions").await, 0);
-    assert!(is_login_page(
-        &page(app.get("/admin").await, Status::Ok).await
-    ));
+    let body = page(app.get("/admin").await, Status::Unauthorized).await;
+    assert!(
+        is_login_page(&body) && body.contains("a logout or password change elsewhere"),
+        "{body}"
+    );
     assert_eq!(login(&app, PASSWORD).await.status(), Status::Unauthorized);
     assert_eq!(
         login(&app, "another password").await.status(),

@@ -2,18 +2,20 @@
 //! once), the confirmation step, rotate, enable / disable and delete.
 
 use rocket::form::{Form, FromForm};
-use rocket::http::Status;
+use rocket::http::{CookieJar, Status};
 use rocket::response::Redirect;
 use rocket::serde::Serialize;
 use rocket::{get, post, State};
 use rocket_dyn_templates::context;
 
-use super::session::{has_password, login_page, Admin, ClientAddress};
+use super::session::{
+    has_password, login_again_page, login_page, Admin, AdminCookieSent, ClientAddress,
+};
 use super::{render, Page};
 use crate::consumer_input;
 use crate::error::LtiError;
 use crate::store::{self, consumers, usage};
-use crate::web::origin::RequestOrigin;
+use crate::web::origin::{RequestOrigin, SecureCookies};
 use crate::web::pages::launch_pages;
 use crate::web::AppState;
 
@@ -83,16 +85,23 @@ async fn list_page(
     ))
 }
 
-/// `/admin`: the consumer list when logged in, else the login (or set-up) page.
+/// `/admin`: the consumer list when logged in, else the login (or set-up) page; with a cookie of
+/// a session that has ended, the 401 login page that says so, as on every other admin page.
 #[get("/?<done>&<key>")]
 async fn home(
     state: &State<AppState>,
     session: Result<Admin, LtiError>,
+    cookie: AdminCookieSent,
+    secure: SecureCookies,
+    cookies: &CookieJar<'_>,
     done: Option<&str>,
     key: Option<&str>,
 ) -> Result<Page, LtiError> {
     match session {
         Ok(session) => list_page(state, &session, done.zip(key)).await,
+        Err(LtiError::AdminLoginRequired) if cookie.0 => {
+            Ok(login_again_page(state, cookies, secure, true, false).await)
+        }
         Err(LtiError::AdminLoginRequired) => {
             Ok(login_page(Status::Ok, has_password(state).await?, None))
         }

@@ -144,6 +144,22 @@ fn cookie_path(secure: SecureCookies) -> &'static str {
 /// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
 /// as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Host-` one always
 /// counts; the plain one only on a request that is not `Secure`.
+/// Request guard: whether the request carried an admin session cookie, live or not (an ended
+/// session's is answered with the login page that says so).
+pub(super) struct AdminCookieSent(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for AdminCookieSent {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let sent = req.rocket().state::<AppState>().is_some_and(|state| {
+            cookie_value(req, ADMIN_COOKIE, SecureCookies::of(req, &state.settings)).is_some()
+        });
+        request::Outcome::Success(AdminCookieSent(sent))
+    }
+}
+
 fn cookie_value(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Option<String> {
     let host = cookie_name(plain, SecureCookies(true));
     cookies_named(req, host, 1).pop().or_else(|| {
@@ -367,35 +383,46 @@ async fn logout(
 /// Any admin address without a live admin session: the login page (or set-up page), with 401.
 #[catch(401)]
 pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
-    let state = req.rocket().state::<AppState>();
+    let Some(state) = req.rocket().state::<AppState>() else {
+        return login_page_saying(Status::Unauthorized, true, None, None);
+    };
+    let secure = SecureCookies::of(req, &state.settings);
     // A cookie that got here names no live session: clear it (Rocket drops the guard's own removal
     // before a catcher runs).
+    let sent = cookie_value(req, ADMIN_COOKIE, secure).is_some();
+    let post = req.method() == rocket::http::Method::Post;
+    login_again_page(state, req.cookies(), secure, sent, post).await
+}
+
+/// The 401 login page; when the browser sent an admin cookie, its session has ended: the cookie
+/// goes, and the page says why the admin is asked again (and, after a POST, that what the form
+/// held is gone).
+pub(super) async fn login_again_page(
+    state: &AppState,
+    cookies: &CookieJar<'_>,
+    secure: SecureCookies,
+    cookie_sent: bool,
+    after_post: bool,
+) -> Page {
     let mut ended = None;
-    if let Some(state) = state {
-        let secure = SecureCookies::of(req, &state.settings);
-        if cookie_value(req, ADMIN_COOKIE, secure).is_some() {
-            req.cookies().remove(admin_cookie(String::new(), secure));
-            // Say why the admin is asked again, and that what a form held is gone.
-            let idle = state.settings.admin_idle_timeout;
-            let idle = match (idle % 60, idle / 60) {
-                (0, 1) => "1 minute".to_string(),
-                (0, minutes) => format!("{minutes} minutes"),
-                _ => format!("{idle} seconds"),
-            };
-            let lost = match req.method() {
-                rocket::http::Method::Post => " What you were sending was not saved.",
-                _ => "",
-            };
-            ended = Some(format!(
-                "Your admin session has ended (after {idle} without use, 12 hours after logging \
-                 in, or a logout or password change elsewhere). Log in again.{lost}"
-            ));
-        }
+    if cookie_sent {
+        cookies.remove(admin_cookie(String::new(), secure));
+        let idle = state.settings.admin_idle_timeout;
+        let idle = match (idle % 60, idle / 60) {
+            (0, 1) => "1 minute".to_string(),
+            (0, minutes) => format!("{minutes} minutes"),
+            _ => format!("{idle} seconds"),
+        };
+        let lost = match after_post {
+            true => " What you were sending was not saved.",
+            false => "",
+        };
+        ended = Some(format!(
+            "Your admin session has ended (after {idle} without use, 12 hours after logging \
+             in, or a logout or password change elsewhere). Log in again.{lost}"
+        ));
     }
-    let has = match state {
-        Some(state) => has_password(state).await.unwrap_or(true),
-        None => true,
-    };
+    let has = has_password(state).await.unwrap_or(true);
     login_page_saying(Status::Unauthorized, has, None, ended.as_deref())
 }
 
