@@ -252,3 +252,41 @@ async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     assert_eq!(session_status().await, Status::Unauthorized);
     assert_eq!(app.count("sessions").await, 0);
 }
+
+#[rocket::async_test]
+async fn a_handler_refusal_clears_the_production_cookie_with_its_own_attributes() {
+    let app = spawn_app_with(|f| {
+        f.merge(("cookie_same_site", "none"))
+            .merge(("cookie_secure", true))
+    })
+    .await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount(EXAMPLE, routes![checked_in_handler]),
+    )
+    .await
+    .unwrap();
+    let res = client
+        .post(format!("{EXAMPLE}/checked_in_handler"))
+        .header(rocket::http::Header::new("Host", HOST))
+        .header(rocket::http::ContentType::Form)
+        .body(Launch::new(&format!("{EXAMPLE}/checked_in_handler")).signed_body())
+        .dispatch()
+        .await;
+    // One removal of the `__Host-` cookie, with the attributes it would have been set with
+    // (browsers ignore a removal of a partitioned `SameSite=None` cookie without them).
+    let cookies: Vec<&str> = res.headers().get("Set-Cookie").collect();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    for part in [
+        "__Host-lti_session=;",
+        "Max-Age=0",
+        "Secure",
+        "SameSite=None",
+        "Partitioned",
+        "Path=/",
+    ] {
+        assert!(cookies[0].contains(part), "{part}: {cookies:?}");
+    }
+    refused(res, Status::Conflict).await;
+    assert_eq!(app.count("sessions").await, 0);
+}
