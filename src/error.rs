@@ -171,7 +171,8 @@ impl LtiError {
 }
 
 /// At most `max_chars` characters of `value`, marked when cut: what an error or a log line quotes
-/// of a request, which anyone can send at any length.
+/// of a request, which anyone can send at any length. (`web::diagnosis` caps what a refusal
+/// record stores in bytes instead.)
 pub fn excerpt(value: &str, max_chars: usize) -> String {
     match value.char_indices().nth(max_chars) {
         Some((end, _)) => format!("{}…", &value[..end]),

@@ -281,6 +281,13 @@ fn warn_about_settings(settings: &Settings) {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
+    if web::pages::visit_page() != fork::VISIT_PAGE {
+        log::warn!(
+            "fork::VISIT_PAGE {:?} is not a plain path of this tool: pages lead back to {} instead",
+            fork::VISIT_PAGE,
+            web::pages::SESSION_PAGE
+        );
+    }
 }
 
 /// Every secret reads under this key: from now on the command line must use it too. Sealed

@@ -231,7 +231,14 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
 fn without_controls(s: &str) -> String {
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{206f}'
+                    | '\u{feff}'
+            )
     };
     s.chars()
         .map(|c| match hidden(c) {
@@ -242,7 +249,8 @@ fn without_controls(s: &str) -> String {
 }
 
 /// At most `max` bytes of `s` (on a character boundary), marked when cut: a refusal is recorded
-/// for anyone who can send a request, so what it stores must stay small.
+/// for anyone who can send a request, so what it stores must stay small. (Bytes, as the database
+/// stores them; `error::excerpt` counts characters, for what a line or a page quotes.)
 fn capped(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();

@@ -180,7 +180,9 @@ pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     // Errors quote request values: escape them so a crafted parameter cannot forge log lines.
     let what = error.to_string();
     let what = what.escape_debug();
-    let (method, path) = (req.method(), req.uri().path().as_str().escape_debug());
+    // The path may be as long as the HTTP layer allows (the router ignores repeated slashes).
+    let path = crate::error::excerpt(req.uri().path().as_str(), 200);
+    let (method, path) = (req.method(), path.escape_debug());
     let logged = req
         .local_cache(super::launch::RefusalLogged::default)
         .0
@@ -349,7 +351,9 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             /// A double click's second launch: the way back only, to the visit the first began.
             way_back: bool,
         }
-        let logout_token = crate::web::session_cookie::visit_of(req);
+        // A launch its page refused: the session it started ends once this page is answered.
+        let launched = crate::web::session_cookie::launched_a_session(req);
+        let logout_token = crate::web::session_cookie::visit_of(req).filter(|_| !launched);
         let ctx = Ctx {
             code: self.status.code,
             reason: self.status.reason().unwrap_or(""),
@@ -357,7 +361,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             message: &self.message,
             logout_token,
             admin: crate::web::admin::is_admin_request(req),
-            way_back: crate::web::session_cookie::visit_may_go_on(req),
+            way_back: crate::web::session_cookie::visit_may_go_on(req) && !launched,
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);

@@ -208,8 +208,8 @@ pub async fn launch(
                 // The Back button or a resubmitted form: the page leads back to that visit.
                 KeptVisit::Live(id) => note_visit(req, &state.page_forms.token(&id)),
                 // A double click: the first copy's visit goes on in this browser, most likely.
-                KeptVisit::Replaced => note_visit_may_go_on(req),
-                KeptVisit::No => end_session_after_failed_launch(req, state, old).await,
+                KeptVisit::FirstCopyGoesOn => note_visit_may_go_on(req),
+                KeptVisit::Ended => end_session_after_failed_launch(req, state, old).await,
             }
             // Exact counts for the admin's list, and the bounded detailed log with its hint.
             let counted =
@@ -231,17 +231,16 @@ enum KeptVisit {
     Live(String),
     /// None: the cookie names a session the first copy of this launch replaced, or the browser
     /// sent none (the first copy sets one).
-    Replaced,
+    FirstCopyGoesOn,
     /// Nothing: the failed launch ends the browser's session.
-    No,
+    Ended,
 }
 
-/// Whether a refused launch is a replay that leaves the browser's visit be: a replayed launch
-/// whose cookie names no session any more, or that has none (a double click or a proxy retrying
-/// the POST: the first copy replaced that session, and set a new cookie that clearing this one's
-/// would remove),
-/// or one of the same user at the same consumer as the browser's session (the Back button, a
-/// resubmitted form). Ending it would sign that user out for nothing; any other failed launch
+/// What a refused launch leaves of the browser's visit. A replay leaves it be when its cookie
+/// names no session any more, or it sent none (a double click or a proxy retrying the POST: the
+/// first copy replaced that session, and set a new cookie that clearing this one's would remove),
+/// or when the browser's live session is the same user's at the same consumer (the Back button, a
+/// resubmitted form): ending it would sign that user out for nothing. Any other failed launch
 /// ends the browser's session.
 async fn replays_own_visit(
     state: &AppState,
@@ -250,11 +249,11 @@ async fn replays_own_visit(
     old_session: Option<&str>,
 ) -> KeptVisit {
     let LtiError::ReplayedNonce = error else {
-        return KeptVisit::No;
+        return KeptVisit::Ended;
     };
     // A double click on the first launch of this browser: its first copy brings the cookie.
     let Some(old) = old_session else {
-        return KeptVisit::Replaced;
+        return KeptVisit::FirstCopyGoesOn;
     };
     let user_id = params
         .all()
@@ -262,7 +261,7 @@ async fn replays_own_visit(
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty());
     match state.front.session(&state.db, old).await {
-        Ok(None) => KeptVisit::Replaced,
+        Ok(None) => KeptVisit::FirstCopyGoesOn,
         // Without a user id two people cannot be told apart. One that has run out ends anyway.
         Ok(Some(session))
             if user_id.is_some_and(|id| session.launch.get("user_id") == Some(id))
@@ -271,7 +270,7 @@ async fn replays_own_visit(
         {
             KeptVisit::Live(old.to_string())
         }
-        Ok(Some(_)) | Err(_) => KeptVisit::No,
+        Ok(Some(_)) | Err(_) => KeptVisit::Ended,
     }
 }
 

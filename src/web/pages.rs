@@ -221,7 +221,8 @@ impl<'r> FromRequest<'r> for LogoutTarget {
             .and_then(|b| b.0);
         if let (Some(id), Some(state)) = (&id, req.rocket().state::<AppState>()) {
             let ids = std::slice::from_ref(id);
-            if let Ok(BrowserSession::Live(_)) = first_live_session(state, ids).await {
+            // One that cannot be read may still be live, as `logout` takes it.
+            if let Ok(BrowserSession::Live(_)) | Err(_) = first_live_session(state, ids).await {
                 note_visit(req, &state.page_forms.token(id));
             }
         }

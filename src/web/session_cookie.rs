@@ -212,7 +212,7 @@ pub async fn end_session_or_fail(
 }
 
 /// Marks a request that ended the browser's session on its way to a refusal.
-struct EndedBeforeRefusal(OnceLock<SecureCookies>);
+struct EndedBeforeRefusal(OnceLock<(SecureCookies, String)>);
 
 /// Ends the browser's session while refusing a request. Rocket drops a guard's cookie changes
 /// before the catcher runs, so this also leaves a mark from which the error page clears the
@@ -220,11 +220,11 @@ struct EndedBeforeRefusal(OnceLock<SecureCookies>);
 pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Option<&str>) {
     let secure = SecureCookies::of(req, &state.settings);
     end_session(state, req.cookies(), id, secure).await;
-    if id.is_some() {
+    if let Some(id) = id {
         let _ = req
             .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
             .0
-            .set(secure);
+            .set((secure, id.to_string()));
     }
 }
 
@@ -239,6 +239,15 @@ pub fn note_launched_session(req: &Request<'_>, id: &str, secure: SecureCookies)
         .set((id.to_string(), secure));
 }
 
+/// Whether this request's launch started a session: any error page it gets ends that session
+/// (see [`refused_launches_end_their_session`]), so the page offers no way back to it.
+pub fn launched_a_session(req: &Request<'_>) -> bool {
+    req.local_cache(|| LaunchedSession(OnceLock::new()))
+        .0
+        .get()
+        .is_some()
+}
+
 /// Ends the session a launch started when the page refuses the request anyway (an error status
 /// from its handler: a fork's own role check or `LtiError::page`, a storage error; or a later
 /// guard's refusal), so a refused launch leaves no session behind wherever it was refused. The
@@ -248,13 +257,17 @@ pub fn refused_launches_end_their_session() -> impl Fairing {
         Box::pin(async move {
             let status = res.status();
             let launched = req.local_cache(|| LaunchedSession(OnceLock::new())).0.get();
+            let (Some((id, secure)), true) = (launched, status.code >= 400) else {
+                return;
+            };
+            // A role gate ended it already (and its page cleared the cookie).
             let ended = req
                 .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
                 .0
                 .get();
-            let (Some((id, secure)), None, true) = (launched, ended, status.code >= 400) else {
+            if ended.is_some_and(|(_, ended)| ended == id) {
                 return;
-            };
+            }
             let Some(state) = req.rocket().state::<AppState>() else {
                 return;
             };
@@ -379,7 +392,7 @@ pub fn visit_of<'r>(req: &'r Request<'_>) -> Option<&'r str> {
 /// Clears the session cookie in an error page's answer when the refused request ended the session.
 pub fn clear_cookie_on_refusal(req: &Request<'_>) {
     let ended = req.local_cache(|| EndedBeforeRefusal(OnceLock::new()));
-    if let (Some(secure), Some(state)) = (ended.0.get(), req.rocket().state::<AppState>()) {
+    if let (Some((secure, _)), Some(state)) = (ended.0.get(), req.rocket().state::<AppState>()) {
         clear_session_cookie(req.cookies(), state, *secure);
     }
 }

@@ -227,6 +227,7 @@ async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     )
     .await;
     assert!(body.contains("only for the learners"), "{body}");
+    assert_eq!(app.count("sessions").await, 0);
     assert_eq!(session_status().await, Status::Unauthorized);
 
     // A fork's rule.
@@ -236,6 +237,7 @@ async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     let res = launch_to("/ta_room", at("/ta_room").roles("Learner")).await;
     let body = refused(res, Status::Forbidden).await;
     assert!(body.contains("for teaching assistants"), "{body}");
+    assert_eq!(app.count("sessions").await, 0);
     assert_eq!(session_status().await, Status::Unauthorized);
 
     // A handler's own refusal of a fresh launch ends the session the launch started, and the
@@ -248,9 +250,19 @@ async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     let cookies: Vec<&str> = res.headers().get("Set-Cookie").collect();
     assert_eq!(cookies.len(), 1, "{cookies:?}");
-    refused(res, Status::Conflict).await;
+    // Its page offers no way back to the visit it ends, as no failed launch's page does.
+    let body = refused(res, Status::Conflict).await;
+    assert!(
+        !body.contains("Back to your page") && !body.contains(r#"action="/logout""#),
+        "{body}"
+    );
     assert_eq!(session_status().await, Status::Unauthorized);
     assert_eq!(app.count("sessions").await, 0);
+    // A fork's visit page is a plain path, or pages would lead to /session instead.
+    assert_eq!(
+        rocket_lti_tool::web::pages::visit_page(),
+        rocket_lti_tool::fork::VISIT_PAGE
+    );
 }
 
 #[rocket::async_test]

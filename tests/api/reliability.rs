@@ -745,6 +745,15 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
     // Not again as a plain error line of the request.
     assert!(!log.contains("POST /any: 40"), "{log}");
     assert!(!log.contains("POST /initial_staff: 403"), "{log}");
+    // A path the router reads as /session however long it is: its refusal quotes a part of it.
+    let long = format!("{}session", "/".repeat(3000));
+    assert_eq!(server.get(&long, None).expect("answer").status, 401);
+    let log = server.log_with("//…: 401 Unauthorized");
+    let line = log
+        .lines()
+        .find(|l| l.contains(": 401 Unauthorized"))
+        .expect("the refusal's line");
+    assert!(line.len() < 400, "{} characters: {line:.300}", line.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

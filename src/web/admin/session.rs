@@ -141,9 +141,6 @@ fn cookie_path(secure: SecureCookies) -> &'static str {
     }
 }
 
-/// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
-/// as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Host-` one always
-/// counts; the plain one only on a request that is not `Secure`.
 /// Request guard: whether the request carried an admin session cookie, live or not (an ended
 /// session's is answered with the login page that says so).
 pub(super) struct AdminCookieSent(pub bool);
@@ -160,6 +157,9 @@ impl<'r> FromRequest<'r> for AdminCookieSent {
     }
 }
 
+/// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
+/// as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Host-` one always
+/// counts; the plain one only on a request that is not `Secure`.
 fn cookie_value(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Option<String> {
     let host = cookie_name(plain, SecureCookies(true));
     cookies_named(req, host, 1).pop().or_else(|| {
