@@ -364,7 +364,8 @@ impl<'r> FromRequest<'r> for NotedVisit {
 /// session, so there is no token to give).
 struct VisitMayGoOn(OnceLock<()>);
 
-/// Notes that the browser's visit may go on ([`VisitMayGoOn`]).
+/// Notes that the browser's visit may go on: a double click's second launch (its page offers
+/// the way back, not Log out).
 pub fn note_visit_may_go_on(req: &Request<'_>) {
     let _ = req.local_cache(|| VisitMayGoOn(OnceLock::new())).0.set(());
 }
