@@ -17,7 +17,7 @@ use crate::error::LtiError;
 use crate::lti::launch::LaunchData;
 use crate::web::error::remember;
 use crate::web::head::SentAsHead;
-use crate::web::launch::{launch, log_refusal, LaunchParams};
+use crate::web::launch::{launch, log_role_refusal, LaunchParams};
 use crate::web::launch_body::{
     carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
     read_capped, read_launch_body, unreadable_launch, Body,
@@ -392,7 +392,7 @@ async fn role_check<G: HasLtiUser, R: RoleRule>(
     if user.fresh_launch {
         if let Ok(state) = state(req) {
             // A launch refused for its roles: logged as the other refused launches are.
-            log_refusal(req, state, Some(&user.consumer_key), &e);
+            log_role_refusal(req, state, &user.consumer_key, &e);
             end_session_refusing(req, state, Some(&user.session_id)).await;
         }
     }

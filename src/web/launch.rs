@@ -379,6 +379,35 @@ pub(crate) fn log_refusal(
     consumer_key: Option<&str>,
     error: &LtiError,
 ) {
+    let event = match error {
+        LtiError::Storage(_) => "launch failed",
+        _ => "launch refused",
+    };
+    log_launch_line(req, state, consumer_key, error, event);
+}
+
+/// Logs, as [`log_refusal`] does, a valid launch that a role gate (`Staff`, `Learner`, a fork's
+/// rule) turned away: not a failed launch, and not counted as one.
+pub(crate) fn log_role_refusal(
+    req: &Request<'_>,
+    state: &AppState,
+    consumer_key: &str,
+    error: &LtiError,
+) {
+    let event = match error {
+        LtiError::NotStaff => "staff-only page refused a launch",
+        _ => "role-gated page refused a launch",
+    };
+    log_launch_line(req, state, Some(consumer_key), error, event);
+}
+
+fn log_launch_line(
+    req: &Request<'_>,
+    state: &AppState,
+    consumer_key: Option<&str>,
+    error: &LtiError,
+    event: &str,
+) {
     let what = error.to_string();
     let what = what.escape_debug();
     let key = match consumer_key {
@@ -394,12 +423,10 @@ pub(crate) fn log_refusal(
         } if is_followable_return_url(url) => "sent back to the LMS".to_string(),
         _ => error.status().to_string(),
     };
-    let line = |event| format!("{event} ({answer}): {what} ({key}, from {from})");
+    let line = format!("{event} ({answer}): {what} ({key}, from {from})");
     match error {
-        LtiError::Storage(_) => log::error!("{}", line("launch failed")),
-        // The launch itself was valid (and is not recorded as refused).
-        LtiError::NotStaff => log::warn!("{}", line("staff-only page refused a launch")),
-        _ => log::warn!("{}", line("launch refused")),
+        LtiError::Storage(_) => log::error!("{line}"),
+        _ => log::warn!("{line}"),
     }
     req.local_cache(RefusalLogged::default)
         .0
