@@ -281,7 +281,8 @@ async fn a_replayed_nonce_is_refused() {
         .await;
     let body = refused(res, Status::Unauthorized).await;
     assert!(
-        body.contains("Back to your page") && !body.contains(r#"action="/logout""#),
+        body.contains("Back to your page</a>, if an earlier click opened it")
+            && !body.contains(r#"action="/logout""#),
         "{body}"
     );
     // The same nonce from another consumer is a different nonce.
