@@ -83,28 +83,24 @@ fn checked_in_handler(lti: LtiAny) -> Result<String, LtiError> {
 /// Where the test mounts the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
+/// A browser on the app of `app`'s configuration with `routes` mounted under [`EXAMPLE`].
+async fn with_examples(
+    app: &TestApp,
+    routes: Vec<rocket::Route>,
+) -> rocket::local::asynchronous::Client {
+    rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone()).mount(EXAMPLE, routes),
+    )
+    .await
+    .unwrap()
+}
+
 #[rocket::async_test]
 async fn a_fork_adds_guarded_pages() {
     let app = spawn_app_with(|f| f).await;
-    let client = rocket::local::asynchronous::Client::tracked(
-        rocket_lti_tool::build(app.client.rocket().figment().clone())
-            // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
-            .mount(
-                EXAMPLE,
-                routes![
-                    quiz,
-                    gradebook,
-                    gradebook_visit,
-                    closed,
-                    landing,
-                    practice,
-                    ta_room,
-                    checked_in_handler
-                ],
-            ),
-    )
-    .await
-    .unwrap();
+    // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
+    let routes = routes![quiz, gradebook, gradebook_visit, closed, landing];
+    let client = with_examples(&app, routes).await;
     let host = rocket::http::Header::new("Host", HOST);
     assert_eq!(
         client
@@ -193,12 +189,7 @@ async fn a_fork_adds_guarded_pages() {
 #[rocket::async_test]
 async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     let app = spawn_app_with(|f| f).await;
-    let client = rocket::local::asynchronous::Client::tracked(
-        rocket_lti_tool::build(app.client.rocket().figment().clone())
-            .mount(EXAMPLE, routes![practice, ta_room, checked_in_handler]),
-    )
-    .await
-    .unwrap();
+    let client = with_examples(&app, routes![practice, ta_room, checked_in_handler]).await;
     let launch_to = |path: &str, launch: Launch| {
         client
             .post(format!("{EXAMPLE}{path}"))
@@ -272,12 +263,7 @@ async fn a_handler_refusal_clears_the_production_cookie_with_its_own_attributes(
             .merge(("cookie_secure", true))
     })
     .await;
-    let client = rocket::local::asynchronous::Client::tracked(
-        rocket_lti_tool::build(app.client.rocket().figment().clone())
-            .mount(EXAMPLE, routes![checked_in_handler]),
-    )
-    .await
-    .unwrap();
+    let client = with_examples(&app, routes![checked_in_handler]).await;
     let res = client
         .post(format!("{EXAMPLE}/checked_in_handler"))
         .header(rocket::http::Header::new("Host", HOST))
