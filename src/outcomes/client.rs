@@ -389,6 +389,13 @@ impl OutcomesClient {
         let parsed = xml::parse_response(&text);
         Attempt::Done(match parsed {
             Ok(r) if status.is_success() => Ok(r),
+            // A refused signature: the LMS's words, and the hint its status gives.
+            Ok(r) if r.code_major != CodeMajor::Success && matches!(status.as_u16(), 401 | 403) => {
+                Err(OutcomeError::SignatureRefused {
+                    status: status.as_u16(),
+                    description: r.description,
+                })
+            }
             // A refusal with an envelope explains itself better than its status does.
             Ok(r) if r.code_major != CodeMajor::Success => Ok(r),
             Err(e) if status.is_success() => Err(e),

@@ -54,6 +54,15 @@ pub enum OutcomeError {
         /// `imsx_description`.
         description: String,
     },
+    /// The LMS answered 401 or 403 with a refusal envelope (Moodle: "Message signature not
+    /// valid"): its words, and the status that says the signature was not accepted.
+    #[error("the LMS answered HTTP {status}: {description}")]
+    SignatureRefused {
+        /// 401 or 403.
+        status: u16,
+        /// `imsx_description`.
+        description: String,
+    },
     /// The LMS answered an HTTP error status without an outcomes envelope.
     #[error("the LMS answered HTTP {0}")]
     HttpStatus(u16),
@@ -87,6 +96,7 @@ impl OutcomeError {
         match self {
             OutcomeError::Unconnected(_) | OutcomeError::Certificate(_) => true,
             OutcomeError::HttpStatus(code) => (300..500).contains(code),
+            OutcomeError::SignatureRefused { .. } => true,
             _ => false,
         }
     }

@@ -114,7 +114,7 @@ fn xml_text(s: &str) -> String {
 pub enum CodeMajor {
     /// Done.
     Success,
-    /// Accepted, will be done later (rare; treated as done).
+    /// Accepted, will be done later (rare): not an error, but the score is not known yet.
     Processing,
     /// Refused.
     Failure,
@@ -213,6 +213,10 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
                 push_text(&mut texts, &text);
                 let value = text.trim().to_string();
                 match name.as_str() {
+                    // Two statuses (`failure` then `success`) say nothing certain.
+                    "imsx_codeMajor" if code_major.is_some() => {
+                        return Err(malformed("more than one imsx_codeMajor"))
+                    }
                     "imsx_codeMajor" => code_major = Some(value),
                     // Shown to users and logged: keep it to a paragraph.
                     "imsx_description" => description = value.chars().take(500).collect(),
@@ -494,6 +498,10 @@ mod tests {
             "<imsx_POXEnvelopeResponse><imsx_POXHeader></imsx_POXEnvelopeResponse>",
             "<imsx_POXEnvelopeResponse></imsx_POXEnvelopeResponse>",
             &envelope("great", "", ""),
+            &envelope("failure", "", "").replace(
+                "<imsx_severity>",
+                "<imsx_codeMajor>success</imsx_codeMajor><imsx_severity>",
+            ),
             &envelope("success", "&nosuch;", ""),
             &envelope(
                 "success",

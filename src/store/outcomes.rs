@@ -169,6 +169,22 @@ pub async fn set_last_score(
     Ok(())
 }
 
+/// Forgets this learner's score: the LMS took a change but has not made it yet (`processing`),
+/// so the staff page shows the score as unknown until it is read again.
+pub async fn forget_last_score(db: &Db, result: ResultOf<'_>) -> Result<(), LtiError> {
+    sqlx::query(
+        "UPDATE outcome_targets SET last_score = NULL, score_known_at = NULL \
+         WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ?",
+    )
+    .bind(result.consumer_key)
+    .bind(result.resource_link_id)
+    .bind(result.user_id)
+    .bind(result.sourcedid)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Records when the staff page last tried to read each of these learners' scores on a resource link.
 pub async fn set_read_tried(
     db: &Db,

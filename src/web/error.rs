@@ -127,6 +127,7 @@ fn outcome_status(e: &OutcomeError) -> Status {
         | Failure { .. }
         | Unsupported { .. }
         | HttpStatus(_)
+        | SignatureRefused { .. }
         | MalformedResponse(_)
         | Unconnected(_)
         | Certificate(_)
@@ -141,6 +142,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
     // The request may have reached the LMS (and been recorded) before the answer went wrong.
     const UNSURE: &str =
         "If you were changing a score, the LMS may or may not have recorded it; check the gradebook before trying again.";
+    const SIGNATURE: &str = "The LMS did not accept the request's signature: check that the consumer key and secret match on both sides, and that this server's clock is right.";
     match e {
         ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
         ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),
@@ -155,7 +157,8 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
         ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list {kind} in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
         // A redirect or a client error: the LMS did not take the request.
-        HttpStatus(code @ (401 | 403)) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed. The LMS did not accept the request's signature: check that the consumer key and secret match on both sides, and that this server's clock is right.")),
+        HttpStatus(code @ (401 | 403)) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed. {SIGNATURE}")),
+        SignatureRefused { status, description } => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {status}{}, so the score was not changed. {SIGNATURE}", if description.is_empty() { String::new() } else { format!(" ({description})") })),
         HttpStatus(code @ 300..=399) => ("Gradebook moved", format!("The LMS's grade service answered HTTP {code} (it sends requests elsewhere, say from http to https), so the score was not changed. Ask whoever manages the LMS to check its address for this tool.")),
         HttpStatus(code @ 400..=499) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed.")),
         HttpStatus(code) => ("Gradebook error", format!("The LMS's grade service answered HTTP {code}. {UNSURE}")),

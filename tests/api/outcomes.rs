@@ -97,10 +97,10 @@ async fn the_endpoint_catches_a_wrong_secret() {
         .await
         .unwrap_err();
     match err {
-        OutcomeError::Failure { description, .. } => {
+        OutcomeError::SignatureRefused { description, .. } => {
             assert!(description.contains("signature mismatch"), "{description}")
         }
-        other => panic!("expected a failure, got {other:?}"),
+        other => panic!("expected a refused signature, got {other:?}"),
     }
     assert_eq!(lms.received()[0].problems, ["signature mismatch"]);
     assert_eq!(lms.score_of("s1"), None);
@@ -157,8 +157,27 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
         .await
         .unwrap_err();
     assert_eq!(err, OutcomeError::HttpStatus(403));
+    // A refused signature keeps the LMS's words and the status that says what to check.
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/signature-refused", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OutcomeError::SignatureRefused {
+            status: 401,
+            description: "Message signature not valid".into()
+        }
+    );
+    assert!(err.nothing_recorded());
+    // Two statuses in one answer say nothing certain.
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/two-codes", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OutcomeError::MalformedResponse(_)), "{err:?}");
     // None of these is retried.
-    assert_eq!(lms.received().len(), 4);
+    assert_eq!(lms.received().len(), 6);
     lms.assert_all_valid();
 }
 
@@ -585,6 +604,11 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         ("/500-failure", Status::BadGateway, "Gradebook locked"),
         ("/malformed", Status::BadGateway, "not a grade response"),
         ("/forbidden", Status::BadGateway, "HTTP 403"),
+        (
+            "/signature-refused",
+            Status::BadGateway,
+            "HTTP 401 (Message signature not valid)",
+        ),
         ("/moved", Status::BadGateway, "HTTP 302"),
         ("/slow", Status::GatewayTimeout, "did not answer in time"),
     ];
@@ -605,7 +629,7 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
                 assert_eq!(sent, 1, "{path}");
             }
             // Refused or sent elsewhere: the LMS did not take it, and the page says what to check.
-            "/forbidden" | "/moved" => {
+            "/forbidden" | "/signature-refused" | "/moved" => {
                 assert!(body.contains("was not changed"), "{path}: {body}");
                 assert!(!body.contains("may or may not"), "{path}: {body}");
                 let hint = if path == "/moved" {
@@ -1038,6 +1062,34 @@ async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
         "{body}"
     );
     assert!(!body.contains("teacher-t"), "{body}");
+}
+
+#[rocket::async_test]
+async fn a_score_the_lms_is_still_processing_is_not_shown_as_known() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    app.launch(&learner_launch(&lms, "/processing", "learner-p", "sid-p"))
+        .await;
+    app.launch(&Launch::new("/initial_staff")).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    let body = page(
+        app.post_form(
+            "/grades/set",
+            format!("user_id=learner-p&score=0.5&csrf={token}"),
+        )
+        .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(body.contains("processing"), "{body}");
+    assert!(body.contains("read the score again"), "{body}");
+    let body = page(app.get("/grades").await, Status::Ok).await;
+    let row = body
+        .split("<tr>")
+        .find(|r| r.contains("<code>learner-p</code>"))
+        .unwrap_or_default();
+    assert!(row.contains("unknown") && !row.contains("0.5"), "{row}");
+    lms.assert_all_valid();
 }
 
 #[rocket::async_test]

@@ -34,8 +34,8 @@ use rocket::fairing::{AdHoc, Fairing};
 
 use crate::error::LtiError;
 use crate::outcomes::{
-    check_score, ClientConfig, Credentials, OutcomeError, OutcomeTarget, OutcomesClient, Response,
-    ResultData,
+    check_score, ClientConfig, CodeMajor, Credentials, OutcomeError, OutcomeTarget, OutcomesClient,
+    Response, ResultData,
 };
 use crate::store::{self, consumers, outcomes::StoredTarget, Db};
 use crate::web::csrf::CsrfKey;
@@ -168,11 +168,13 @@ impl Outcomes {
     }
 
     /// Keeps the score the LMS confirmed (for a read, with the time it was asked: see
-    /// `store::outcomes::set_last_score`); a storage failure is logged, not raised, since the
-    /// LMS already did what was asked.
+    /// `store::outcomes::set_last_score`), or forgets the one known when the LMS answered
+    /// `processing` (it will make the change later); a storage failure is logged, not raised,
+    /// since the LMS already did what was asked.
     async fn store_confirmed_score(
         &self,
         subject: Subject<'_>,
+        response: &Response,
         score: Option<f64>,
         read_at: Option<i64>,
     ) {
@@ -185,8 +187,11 @@ impl Outcomes {
             user_id: user,
             sourcedid: &subject.target.sourcedid,
         };
-        let saved =
-            store::outcomes::set_last_score(&self.db, result, score, read_at, store::now()).await;
+        let saved = if response.code_major == CodeMajor::Processing {
+            store::outcomes::forget_last_score(&self.db, result).await
+        } else {
+            store::outcomes::set_last_score(&self.db, result, score, read_at, store::now()).await
+        };
         if let Err(e) = saved {
             log::error!("could not store a confirmed score: {e}");
         }
@@ -229,7 +234,8 @@ impl Outcomes {
         let sent = crate::outcomes::xml::format_score(score)
             .parse()
             .unwrap_or(score);
-        self.store_confirmed_score(subject, Some(sent), None).await;
+        self.store_confirmed_score(subject, &response, Some(sent), None)
+            .await;
         Ok(response)
     }
 
@@ -243,7 +249,7 @@ impl Outcomes {
             .await;
         self.log("readResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, response.score, Some(asked_at))
+        self.store_confirmed_score(subject, &response, response.score, Some(asked_at))
             .await;
         Ok(response)
     }
@@ -257,7 +263,8 @@ impl Outcomes {
             .await;
         self.log("deleteResult", subject, &result);
         let response = result?;
-        self.store_confirmed_score(subject, None, None).await;
+        self.store_confirmed_score(subject, &response, None, None)
+            .await;
         Ok(response)
     }
 }

@@ -8,7 +8,9 @@
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
 //! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`,
-//! `/500-failure` (a failure envelope with status 500).
+//! `/500-failure` (a failure envelope with status 500), `/signature-refused` (Moodle's failure
+//! envelope for a bad signature, with status 401), `/processing` (taken, not yet done) and
+//! `/two-codes` (an envelope with both `failure` and `success`).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -223,6 +225,22 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 200,
                 envelope(&refusal, "failure", "Message signature not valid", ""),
             )
+        }
+        // Moodle's answer to a bad signature, with the 401 it sends it with.
+        "/signature-refused" => (
+            401,
+            envelope(&received, "failure", "Message signature not valid", ""),
+        ),
+        // Taken, to be done later: the gradebook does not have it yet.
+        "/processing" => (200, envelope(&received, "processing", "Queued", "")),
+        // A broken LMS that says two things at once.
+        "/two-codes" => {
+            let one = envelope(&received, "failure", "refused", "");
+            let two = one.replace(
+                "<imsx_severity>",
+                "<imsx_codeMajor>success</imsx_codeMajor><imsx_severity>",
+            );
+            (200, two)
         }
         "/other-operation" => {
             let other = Received {
