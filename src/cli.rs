@@ -364,15 +364,22 @@ fn checked_new_consumer(
         Some("-") => Some(read_secret()?),
         _ => secret,
     };
-    let secret = match secret {
-        Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
-        // LMS settings forms trim what is pasted into them: the signatures would differ.
-        Some(s) if s.trim() != s => {
-            return Err("--secret must not start or end with spaces or other blanks".into())
-        }
-        Some(s) => s,
-        None => consumer_input::generate_secret(),
-    };
+    let secret =
+        match secret {
+            Some(s) if s.is_empty() => return Err("--secret must not be empty".into()),
+            // LMS settings forms trim what is pasted into them: the signatures would differ.
+            Some(s) if s.trim() != s => {
+                return Err("--secret must not start or end with spaces or other blanks".into())
+            }
+            // A settings form's text field drops line breaks; the signatures would differ.
+            Some(s) if s.chars().any(char::is_control) => return Err(
+                "--secret must not hold line breaks, tabs or other control characters: an LMS's \
+                 settings form cannot hold them"
+                    .into(),
+            ),
+            Some(s) => s,
+            None => consumer_input::generate_secret(),
+        };
     let length = secret.chars().count();
     if !generated && length < 16 {
         eprintln!("warning: a secret of {length} characters is easy to guess; prefer 16 or more");
@@ -436,7 +443,7 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
         ConsumerAction::Remove { key } => {
             with_db(Refused, async |db| {
                 found(consumers::delete(db, &key).await.map_err(err)?, &key)?;
-                println!("removed {key:?} and ended its sessions");
+                say(&format!("removed {key:?} and ended its sessions"));
                 Ok(())
             })
             .await
@@ -461,6 +468,53 @@ pub(crate) async fn with_db<T>(
     result
 }
 
+/// Prints a line on standard output; one that cannot be written (a closed pipe) is dropped, as
+/// the change it reports is made already.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Prints what must be seen before a change counts (a new secret), before it commits: if it
+/// cannot be written (a closed pipe, a full disk), the command fails with nothing changed
+/// instead of saving a secret nobody saw.
+fn show_before_commit(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    if prints_nowhere() {
+        return Err(
+            "standard output goes to /dev/null (or was closed), so the new secret would be \
+             seen by nobody; nothing was changed"
+                .into(),
+        );
+    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("could not print the new secret ({e}); nothing was changed"))
+}
+
+/// Whether standard output is `/dev/null`: redirected there, or closed (`>&-`), which Rust's
+/// runtime turns into `/dev/null` at start.
+fn prints_nowhere() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = |path| std::fs::metadata(path).map(|m| (m.file_type().is_file(), m.rdev()));
+        matches!(
+            (rdev("/proc/self/fd/1"), rdev("/dev/null")),
+            (Ok((false, out)), Ok((false, null))) if out == null
+        )
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// The error of a commit after the secret was printed.
+fn not_saved(printed: bool) -> impl Fn(sqlx::Error) -> String {
+    move |e| match printed {
+        true => format!("{e}; the secret printed above was not saved, and nothing was changed"),
+        false => e.to_string(),
+    }
+}
+
 fn err(e: crate::error::LtiError) -> String {
     e.to_string()
 }
@@ -481,11 +535,16 @@ async fn add_consumer(db: &Db, new: NewConsumer) -> Result<(), String> {
     {
         return Err(format!("a consumer with key {key:?} already exists"));
     }
-    write.tx.commit().await.map_err(|e| e.to_string())?;
-    println!("added consumer {key:?}");
+    let mut shown = format!("added consumer {key:?}\n");
     if generated {
-        println!("secret: {secret}");
-        println!("(shown once: copy it into the LMS now)");
+        shown.push_str(&format!(
+            "secret: {secret}\n(shown once: copy it into the LMS now)\n"
+        ));
+        show_before_commit(&shown)?;
+    }
+    write.tx.commit().await.map_err(not_saved(generated))?;
+    if !generated {
+        say(shown.trim_end());
     }
     // Added already: a failure here must not read as if it were not.
     let alike = consumers::keys_differing_in_case(db, &key)
@@ -507,7 +566,8 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
     // The figures, not the consumers: listing decrypts no secret.
     let all = usage::overview(db, store::now()).await.map_err(err)?;
     if all.is_empty() {
-        println!("no consumers");
+        // Not on standard output, where a script would read it as a key.
+        eprintln!("no consumers");
     }
     // Written, not `println!`: piped into `head`, a closed pipe ends the listing quietly
     // instead of panicking.
@@ -543,7 +603,10 @@ async fn set_enabled(db: &Db, key: &str, enabled: bool) -> Result<(), String> {
             .map_err(err)?,
         key,
     )?;
-    println!("{} {key:?}", if enabled { "enabled" } else { "disabled" });
+    say(&format!(
+        "{} {key:?}",
+        if enabled { "enabled" } else { "disabled" }
+    ));
     Ok(())
 }
 
@@ -556,8 +619,9 @@ async fn rotate_secret(db: &Db, key: &str) -> Result<(), String> {
             .map_err(err)?,
         key,
     )?;
-    write.tx.commit().await.map_err(|e| e.to_string())?;
-    println!("new secret for {key:?}: {secret}");
-    println!("(shown once: the old secret no longer works)");
+    show_before_commit(&format!(
+        "new secret for {key:?}: {secret}\n(shown once: the old secret no longer works)\n"
+    ))?;
+    write.tx.commit().await.map_err(not_saved(true))?;
     Ok(())
 }

@@ -238,7 +238,15 @@ fn check_database_url(url: &str) -> Result<(), String> {
         .unwrap_or(url);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let other_scheme = rest == url && url.contains("://");
+    // `mysql:x.db` would be a file of that name: a scheme of another kind of database is meant.
+    let scheme_like = url.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.len() > 1
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    });
+    let other_scheme = rest == url && (url.contains("://") || scheme_like);
     // `file:` paths are SQLite URIs: the file made private up front would not be the one used.
     let unusable = path.is_empty()
         || path.contains(":memory:")
@@ -300,9 +308,50 @@ impl Origin {
     }
 }
 
+/// The title LMSs show for the tool (`config.xml`): trimmed, not empty, and short enough for a
+/// link's text.
+fn tool_title(raw: Option<String>) -> Result<String, String> {
+    let Some(title) = raw else {
+        return Ok("Rocket LTI tool".into());
+    };
+    let title = title.trim();
+    if title.is_empty() {
+        return Err("tool_title must not be empty (leave it out for the default)".into());
+    }
+    if let Some(problem) = crate::consumer_input::name_problem(title) {
+        return Err(format!("tool_title {problem}"));
+    }
+    Ok(title.to_string())
+}
+
+/// Refuses a `ROCKET_CONFIG` that names no file: Rocket would quietly run on the defaults (and
+/// the command line on another database) because of a typo.
+fn check_config_file() -> Result<(), String> {
+    let Some(named) = std::env::var_os("ROCKET_CONFIG").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(&named);
+    // As Rocket looks for it: a relative name in this folder or any above it.
+    let found = if path.is_absolute() {
+        path.is_file()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.ancestors().any(|dir| dir.join(path).is_file()))
+            .unwrap_or(false)
+    };
+    match found {
+        true => Ok(()),
+        false => Err(format!(
+            "ROCKET_CONFIG names {}, which is not a file (here or in a folder above)",
+            path.display()
+        )),
+    }
+}
+
 impl Settings {
     /// Extracts the settings from a (profile-selected) figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
+        check_config_file()?;
         let raw: RawSettings = figment.extract().map_err(describe)?;
         let debug_profile = is_debug(figment);
         let public_url = raw
@@ -359,7 +408,7 @@ impl Settings {
             launch_body_limit,
             admin_idle_timeout: positive(raw.admin_idle_timeout, 30 * 60, "admin_idle_timeout")?,
             dev_launcher: raw.dev_launcher.unwrap_or(debug_profile),
-            tool_title: raw.tool_title.unwrap_or_else(|| "Rocket LTI tool".into()),
+            tool_title: tool_title(raw.tool_title)?,
             tool_description: raw.tool_description.unwrap_or_else(|| {
                 "Reference LTI 1.1 tool provider: verified launches and role-gated pages.".into()
             }),
@@ -460,9 +509,28 @@ mod tests {
             "sqlite://file::memory:",
             "sqlite://x.db?vfs=memdb",
             "sqlite:file:x.db",
+            "mysql:x.db",
+            "SQLITE:///x.db",
         ] {
             let err = check_database_url(bad).unwrap_err();
             assert!(err.contains("must name a SQLite file"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_tool_title_is_a_short_visible_label() {
+        let with = |title: &str| {
+            Settings::from_figment(&Figment::new().merge(("tool_title", title)))
+                .map(|s| s.tool_title)
+        };
+        assert_eq!(with(" Quiz tool ").unwrap(), "Quiz tool");
+        assert_eq!(
+            Settings::from_figment(&Figment::new()).unwrap().tool_title,
+            "Rocket LTI tool"
+        );
+        for bad in ["", "   ", &"t".repeat(201), "a\u{202e}b"] {
+            let err = with(bad).unwrap_err();
+            assert!(err.starts_with("tool_title "), "{bad:?}: {err}");
         }
     }
 

@@ -314,7 +314,8 @@ async fn seed_demo_consumer(db: &store::Db) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if added {
         log::warn!(
-            "seeded the demo consumer {key:?} / {secret:?} (debug profile; never in release)"
+            "seeded the demo consumer {key:?} / {secret:?}: its secret is published, so anyone \
+             can launch with it (seed_demo_consumer is on; the default only in debug)"
         );
     } else {
         log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");
@@ -414,6 +415,8 @@ async fn prune_forever(
             Ok(n) => {
                 log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")
             }
+            // A stop closes the pool under a pruning pass: that is no failure.
+            Err(_) if db.is_closed() => return,
             Err(e) => log::warn!("pruning failed: {e}"),
         }
     }

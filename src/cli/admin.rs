@@ -9,6 +9,8 @@ use crate::store::{self, admin, consumers};
 
 /// Shortest admin password accepted.
 const MIN_PASSWORD: usize = 8;
+/// Longest admin password accepted (the login form must still carry it).
+const MAX_PASSWORD: usize = 1000;
 
 /// What `lti-tool admin` does.
 #[derive(Debug, Subcommand)]
@@ -66,6 +68,12 @@ fn read_new_password() -> Result<String, String> {
     if second.is_some_and(|s| s != first) {
         return Err("the two passwords differ; nothing was changed".into());
     }
+    // The login form takes up to 32 KiB; 1000 characters fit however they are encoded.
+    if first.chars().count() > MAX_PASSWORD {
+        return Err(format!(
+            "the password is too long: use at most {MAX_PASSWORD} characters; nothing was changed"
+        ));
+    }
     if first.chars().count() < MIN_PASSWORD {
         return Err(format!(
             "the password is too short: use at least {MIN_PASSWORD} characters; nothing was changed"
@@ -86,17 +94,25 @@ async fn set_password() -> Result<(), String> {
             .map_err(|e| e.to_string())
     })
     .await?;
-    println!("admin password set; log in at /admin (existing admin sessions have ended)");
+    super::say("admin password set; log in at /admin (existing admin sessions have ended)");
     Ok(())
 }
 
 async fn rekey() -> Result<(), String> {
     super::settings_and_cipher()?;
-    if std::io::stdin().is_terminal() {
-        eprintln!("Old secret_key (as it was configured; \"development\" for the built-in key):");
-    }
-    let (old, _) = stdin_lines()?;
+    // One line, not echoed: it is a key.
+    let old = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(
+            "Old secret_key (as it was configured; \"development\" for the built-in key): ",
+        )
+        .map_err(|e| format!("cannot read the old key: {e}"))?
+    } else {
+        super::first_line_of_stdin()?
+    };
     let old = old.trim();
+    if old.is_empty() {
+        return Err("no old secret_key given; nothing was changed".into());
+    }
     // "development" also covers what older builds wrote by mistake under Rocket's all-zero
     // placeholder key (debug databases, or the command line run without a key).
     let candidates = if old == "development" {
@@ -121,20 +137,41 @@ async fn rekey() -> Result<(), String> {
         outcome
     })
     .await?;
-    println!("re-encrypted {n} consumer secrets under the configured secret_key");
+    if n == 0 {
+        super::say(
+            "every consumer secret already decrypts under the configured secret_key: nothing \
+             was re-encrypted (put the new key in the server's settings first, then run this \
+             with them)",
+        );
+    } else {
+        super::say(&format!(
+            "re-encrypted {n} consumer secrets under the configured secret_key"
+        ));
+    }
     Ok(())
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
     let replaced = super::with_db(super::NewDatabase::Refused, async |db| {
-        consumers::replace_unreadable_secrets(db, confirm)
+        let show = |replaced: &[(String, String)]| {
+            let mut text: String = replaced
+                .iter()
+                .map(|(key, secret)| format!("{key}\t{secret}\n"))
+                .collect();
+            text.push_str(&format!(
+                "(new secrets for {} consumer(s), shown once: enter each in its LMS now)\n",
+                replaced.len()
+            ));
+            super::show_before_commit(&text).map_err(crate::error::LtiError::Storage)
+        };
+        consumers::replace_unreadable_secrets(db, confirm, show)
             .await
             .map_err(|e| e.to_string())
     })
     .await?;
     if replaced.is_empty() {
-        println!(
-            "every consumer secret decrypts under the configured secret_key: nothing to replace"
+        super::say(
+            "every consumer secret decrypts under the configured secret_key: nothing to replace",
         );
         return Ok(());
     }
@@ -149,12 +186,5 @@ async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
             keys.join(", ")
         ));
     }
-    for (key, secret) in &replaced {
-        println!("{key}\t{secret}");
-    }
-    println!(
-        "(new secrets for {} consumer(s), shown once: enter each in its LMS now)",
-        replaced.len()
-    );
     Ok(())
 }

@@ -353,7 +353,13 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
         if new.decrypt(key, stored).is_ok() {
             continue;
         }
-        let plain = old.decrypt(key, stored)?;
+        // Inside `rekey` the decrypt error's advice (run `rekey`) would go round in circles.
+        let plain = old.decrypt(key, stored).map_err(|_| {
+            LtiError::Storage(format!(
+                "the old key given does not decrypt the secret of consumer {key:?} either: \
+                 check the old key (as it was configured)"
+            ))
+        })?;
         sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = ?")
             .bind(new.encrypt(key, &plain)?)
             .bind(key)
@@ -369,10 +375,12 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
 /// Gives every consumer whose secret does not decrypt under the database's cipher a new random
 /// secret, and seals the key check under that cipher, in one transaction: the way out when the
 /// old `secret_key` is lost. With `apply` false nothing is written. Returns each such consumer's
-/// key and its new secret (or, without `apply`, an empty one).
+/// key and its new secret (or, without `apply`, an empty one). `show` gets them before the
+/// commit: if it fails (the secrets could not be printed), nothing is changed.
 pub async fn replace_unreadable_secrets(
     db: &Db,
     apply: bool,
+    show: impl FnOnce(&[(String, String)]) -> Result<(), LtiError>,
 ) -> Result<Vec<(String, String)>, LtiError> {
     let cipher = cipher_for(db)?;
     let mut tx = db.begin().await?;
@@ -398,8 +406,9 @@ pub async fn replace_unreadable_secrets(
         };
         replaced.push((key, secret));
     }
-    if apply {
+    if apply && !replaced.is_empty() {
         write_key_check_on(&mut *tx, &cipher).await?;
+        show(&replaced)?;
         tx.commit().await?;
     }
     Ok(replaced)

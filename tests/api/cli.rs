@@ -257,6 +257,94 @@ async fn bad_keys_duplicates_and_short_secrets() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The command line with its standard output sent to `out` (`/dev/full`, `/dev/null`, a pipe).
+fn cli_to(database_url: &str, args: &[&str], out: std::process::Stdio) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(args)
+        .env("ROCKET_DATABASE_URL", database_url)
+        .env("ROCKET_LOG_LEVEL", "off")
+        .stdout(out)
+        .output()
+        .expect("lti-tool runs")
+}
+
+#[cfg(unix)]
+#[rocket::async_test]
+async fn a_new_secret_that_cannot_be_printed_is_not_saved() {
+    let app = spawn_app().await;
+    let db = app.database_url();
+    let full = || std::process::Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let null = std::process::Stdio::null;
+    let listed = || stdout(&cli(&db, &["consumer", "list"]));
+    // A full disk or /dev/null: the command fails, and no consumer exists with a secret nobody saw.
+    for (name, out) in [("full", full()), ("null", null())] {
+        let res = cli_to(&db, &["consumer", "add", name], out);
+        assert!(!res.status.success(), "{res:?}");
+        let said = String::from_utf8_lossy(&res.stderr);
+        assert!(said.contains("nothing was changed"), "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+        assert!(!listed().contains(name), "{name}");
+    }
+    // A rotation that cannot be printed keeps the old secret working.
+    let out = cli(&db, &["consumer", "add", "kept"]);
+    let secret = printed_secret(&out);
+    for out in [full(), null()] {
+        let res = cli_to(&db, &["consumer", "rotate", "kept"], out);
+        assert!(!res.status.success(), "{res:?}");
+    }
+    let launch = Launch::new("/any").consumer("kept", &secret);
+    assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    // A given secret is not printed, so where the output goes does not matter.
+    let given = &[
+        "consumer",
+        "add",
+        "given",
+        "--secret",
+        "given-secret-0123456789",
+    ];
+    assert!(cli_to(&db, given, null()).status.success());
+    // Line breaks and tabs cannot be typed into an LMS's settings form.
+    for odd in ["given-secret\n0123456789", "given-secret\t0123456789"] {
+        let res = cli(&db, &["consumer", "add", "odd", "--secret", odd]);
+        assert!(!res.status.success(), "{odd:?}");
+    }
+}
+
+#[test]
+fn an_empty_list_prints_no_key_and_a_password_the_login_cannot_carry_is_refused() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let out = cli_with_input(
+        &[("ROCKET_DATABASE_URL", &db)],
+        &["admin", "set-password"],
+        &format!("{}\n", "p".repeat(1001)),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too long"));
+    let out = cli_with_input(
+        &[("ROCKET_DATABASE_URL", &db)],
+        &["admin", "set-password"],
+        &format!("{}\n", "p".repeat(1000)),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&db, &["consumer", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "", "a script reads every line as a key");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no consumers"));
+    // A misspelt ROCKET_CONFIG would mean the defaults, and another database: refused.
+    let out = cli_with_input(
+        &[
+            ("ROCKET_DATABASE_URL", &db),
+            ("ROCKET_CONFIG", "/nonexistent/Rocket.tom1"),
+        ],
+        &["consumer", "list"],
+        "",
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ROCKET_CONFIG names"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `lti-tool admin rekey` with `old` on standard input and `secret_key` configured.
 fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
     cli_with_input(
@@ -362,6 +450,10 @@ async fn a_debug_database_moves_to_a_real_key_with_rekey_development() {
     assert!(!starts_with_key(&db, TEST_SECRET_KEY).await);
     let out = rekey(&db, TEST_SECRET_KEY, "not-the-old-key");
     assert!(!out.status.success(), "{out:?}");
+    // Inside rekey, "see `lti-tool admin rekey`" would be no help.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("check the old key"), "{said}");
+    assert!(!said.contains("see `lti-tool admin rekey`"), "{said}");
     let out = rekey(&db, TEST_SECRET_KEY, "development");
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -369,6 +461,13 @@ async fn a_debug_database_moves_to_a_real_key_with_rekey_development() {
         "{out:?}"
     );
     assert!(starts_with_key(&db, TEST_SECRET_KEY).await);
+    // Run again, it says nothing needed doing and what the usual mistake is.
+    let out = rekey(&db, TEST_SECRET_KEY, "development");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("nothing was re-encrypted (put the new key"),
+        "{out:?}"
+    );
 
     // What older builds wrote under Rocket's all-zero placeholder is recovered the same way.
     let old_build = rocket_lti_tool::crypto::SecretCipher::from_key_material(&[0; 32]);

@@ -1254,10 +1254,12 @@ async fn bad_outcomes_settings_stop_the_start() {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
-    // Whole seconds and a retry count are fine (`spawn_app_with` asserts the start).
+    // Whole seconds and a retry count are fine (`spawn_app_with` asserts the start), and an
+    // empty CA file (`ROCKET_OUTCOMES_CA_FILE=` in an env file) is none, as an empty public_url is.
     spawn_app_with(|f| {
         f.merge(("outcomes_timeout", 5))
             .merge(("outcomes_attempts", 1))
+            .merge(("outcomes_ca_file", ""))
     })
     .await;
 }

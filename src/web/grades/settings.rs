@@ -51,7 +51,12 @@ pub fn client_config(figment: &rocket::figment::Figment) -> Result<ClientConfig,
         }
         config.attempts = n;
     }
-    if let Some(path) = &raw.outcomes_ca_file {
+    // Empty is unset, as for `public_url` (an env file's `ROCKET_OUTCOMES_CA_FILE=`).
+    if let Some(path) = raw
+        .outcomes_ca_file
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         config.extra_roots = read_ca_file(path)?;
         // A certificate that parses as PEM may still be unusable: the client says so only when
         // it is built.
