@@ -128,21 +128,27 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Consumer { action }) => match consumer(action).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lti-tool: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some(Command::Admin { action }) => match admin::run(action).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lti-tool: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Consumer { action }) => finish(consumer(action).await),
+        Some(Command::Admin { action }) => finish(admin::run(action).await),
     }
+}
+
+/// A command's exit: its error on stderr, with what to do when the database was busy (SQLite's
+/// own words name neither the file's holder nor the outcome).
+fn finish(result: Result<(), String>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let busy = e.contains("database is locked") || e.contains("(code: 5)");
+    if busy {
+        eprintln!(
+            "lti-tool: {e}\nlti-tool: another process held the database's write lock for 5 s (a \
+             backup, another command, a stuck process): nothing was changed; try again"
+        );
+    } else {
+        eprintln!("lti-tool: {e}");
+    }
+    ExitCode::FAILURE
 }
 
 /// Raises the soft limit of open files to the hard one, as Go's runtime does for its servers:
@@ -241,6 +247,10 @@ pub(crate) fn settings_and_cipher() -> Result<(Settings, crate::crypto::SecretCi
 async fn open_db(new: NewDatabase) -> Result<Db, String> {
     // Refuses a missing key before a database file is created for nothing.
     let (settings, cipher) = settings_and_cipher()?;
+    // As the server does: `ROCKET_DATABSE_URL` would otherwise mean another database.
+    for key in crate::config::unknown_settings(&crate::figment()) {
+        eprintln!("lti-tool: warning: unknown setting `{key}` is ignored (misspelt?)");
+    }
     let file = store::file_of(&settings.database_url).map_err(|e| e.to_string())?;
     let missing = file.as_ref().filter(|f| !f.exists());
     if let Some(file) = missing {

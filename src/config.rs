@@ -324,6 +324,23 @@ fn tool_title(raw: Option<String>) -> Result<String, String> {
     Ok(title.to_string())
 }
 
+/// Adds where a setting refused by name came from (`session_ttl must be positive (from
+/// `ROCKET_` environment variable(s))`), as figment's own type errors say it.
+fn with_source(figment: &Figment, error: String) -> String {
+    let key = error.split([' ', ':']).next().unwrap_or_default();
+    let known = !key.is_empty() && !error.contains(" (from ") && !error.contains(" in ");
+    match figment.find_metadata(key).filter(|_| known) {
+        Some(m) => {
+            let file = match &m.source {
+                Some(rocket::figment::Source::File(path)) => format!(" {}", path.display()),
+                _ => String::new(),
+            };
+            format!("{error} (from {}{file})", m.name)
+        }
+        None => error,
+    }
+}
+
 /// Refuses a `ROCKET_CONFIG` that names no file: Rocket would quietly run on the defaults (and
 /// the command line on another database) because of a typo.
 fn check_config_file() -> Result<(), String> {
@@ -351,6 +368,10 @@ fn check_config_file() -> Result<(), String> {
 impl Settings {
     /// Extracts the settings from a (profile-selected) figment.
     pub fn from_figment(figment: &Figment) -> Result<Settings, String> {
+        Settings::read(figment).map_err(|e| with_source(figment, e))
+    }
+
+    fn read(figment: &Figment) -> Result<Settings, String> {
         check_config_file()?;
         let raw: RawSettings = figment.extract().map_err(describe)?;
         let debug_profile = is_debug(figment);
@@ -515,6 +536,17 @@ mod tests {
             let err = check_database_url(bad).unwrap_err();
             assert!(err.contains("must name a SQLite file"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_value_refused_by_name_says_where_it_came_from() {
+        use rocket::figment::providers::{Format, Toml};
+        let figment = Figment::new().merge(Toml::string("session_ttl = 0"));
+        let err = Settings::from_figment(&figment).unwrap_err();
+        assert!(
+            err.starts_with("session_ttl must be positive (from TOML"),
+            "{err}"
+        );
     }
 
     #[test]

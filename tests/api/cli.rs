@@ -342,6 +342,18 @@ fn an_empty_list_prints_no_key_and_a_password_the_login_cannot_carry_is_refused(
     );
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROCKET_CONFIG names"));
+    // A misspelt setting is named, as the server names it.
+    let out = cli_with_input(
+        &[
+            ("ROCKET_DATABASE_URL", &db),
+            ("ROCKET_DATABSE_URL", "sqlite://elsewhere.db"),
+        ],
+        &["consumer", "list"],
+        "",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("unknown setting `databse_url`"), "{said}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
