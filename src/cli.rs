@@ -118,6 +118,21 @@ pub async fn run(cli: Cli) -> ExitCode {
                     rocket::error::ErrorKind::Config(e) => {
                         eprintln!("lti-tool: invalid configuration: {}", describe(e.clone()))
                     }
+                    // Rocket says why only at log level `normal`; a second server on the port is
+                    // the usual cause, and worth saying at every level.
+                    rocket::error::ErrorKind::Bind(why) => {
+                        let figment = crate::figment();
+                        let address = figment.extract_inner::<std::net::IpAddr>("address");
+                        let port = figment.extract_inner::<u16>("port");
+                        let at = match (address, port) {
+                            (Ok(a), Ok(p)) => format!(" {}", std::net::SocketAddr::new(a, p)),
+                            _ => String::new(),
+                        };
+                        eprintln!(
+                            "lti-tool: cannot listen on{at}: {why} (is the server already \
+                             running? otherwise set ROCKET_PORT or ROCKET_ADDRESS)"
+                        )
+                    }
                     // The fairing logged why.
                     rocket::error::ErrorKind::FailedFairings(_) => {
                         eprintln!("lti-tool: the server did not start (the reason is logged above)")

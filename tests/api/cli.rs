@@ -357,6 +357,33 @@ fn an_empty_list_prints_no_key_and_a_password_the_login_cannot_carry_is_refused(
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_port_in_use_is_named_at_every_log_level() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let out = cli_with_input(
+        &[
+            ("ROCKET_DATABASE_URL", &db),
+            ("ROCKET_ADDRESS", "127.0.0.1"),
+            // Logging is off (`cli_with_input`): only the command line's own message shows.
+            ("ROCKET_PORT", &port),
+        ],
+        &[],
+        "",
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && said.contains("already running"),
+        "{said}"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `lti-tool admin rekey` with `old` on standard input and `secret_key` configured.
 fn rekey(database_url: &str, secret_key: &str, old: &str) -> Output {
     cli_with_input(
