@@ -304,6 +304,8 @@ pub struct ErrorPage {
     allow: String,
     /// The `Retry-After` header of a 429 or 503, in seconds.
     retry_after: &'static str,
+    /// A grade call that went wrong: the page offers the grade page it came from again.
+    grade_call: bool,
 }
 
 impl ErrorPage {
@@ -322,6 +324,7 @@ impl ErrorPage {
             } else {
                 "5"
             },
+            grade_call: false,
         }
     }
 }
@@ -334,6 +337,7 @@ impl From<&LtiError> for ErrorPage {
             // A 429 like a login flood's, but the session's earlier grade calls take seconds.
             page.retry_after = "5";
         }
+        page.grade_call = matches!(e, LtiError::Outcome(_) | LtiError::GradeCallsQueued);
         page
     }
 }
@@ -353,6 +357,8 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             admin: bool,
             /// A double click's second launch: the way back only, to the visit the first began.
             way_back: bool,
+            /// After a grade call, during a visit: the grade page to try again from.
+            grade_page: Option<&'static str>,
         }
         // A launch its page refused: the session it started ends once this page is answered.
         let launched = crate::web::session_cookie::launched_a_session(req);
@@ -365,6 +371,10 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             logout_token,
             admin: crate::web::admin::is_admin_request(req),
             way_back: crate::web::session_cookie::visit_may_go_on(req) && !launched,
+            // Only after a form was posted: a grade page that fails to open has none to go back to.
+            grade_page: grade_page(req.uri().path().as_str()).filter(|_| {
+                self.grade_call && logout_token.is_some() && req.method() == Method::Post
+            }),
         };
         let mut response = Template::render("error", &ctx).respond_to(req)?;
         response.set_status(self.status);
@@ -388,6 +398,17 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             response.set_raw_header("Retry-After", self.retry_after);
         }
         Ok(response)
+    }
+}
+
+/// The grade page a grade call's address belongs to: the staff page's forms post under
+/// `/grades/`, the learner's under `/grade`.
+fn grade_page(path: &str) -> Option<&'static str> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    match first {
+        "grades" => Some("/grades"),
+        "grade" => Some("/grade"),
+        _ => None,
     }
 }
 

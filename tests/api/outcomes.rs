@@ -583,6 +583,8 @@ async fn a_launch_without_an_outcome_service_says_so() {
     assert_eq!(app.count("outcome_targets").await, 0);
     let body = refused(app.get("/grade").await, Status::Conflict).await;
     assert!(body.contains("lis_outcome_service_url"), "{body}");
+    // The grade page itself failed: it is not offered as the way back.
+    assert!(!body.contains("Back to the grade page"), "{body}");
     let token = done_token(&app.client);
     refused(
         app.post_form("/grade/read", format!("csrf={token}")).await,
@@ -617,6 +619,11 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
             .await;
         let body = refused(post_score(&app, "0.5").await, status).await;
         assert!(body.contains(text), "{path}: {body}");
+        // The learner can try again from the grade page without reopening it by hand.
+        assert!(
+            body.contains("<a href=\"/grade\">Back to the grade page</a>"),
+            "{body}"
+        );
         match path {
             "/failure" => {}
             // A refusal: not retried.
@@ -1130,7 +1137,7 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
         "{body}"
     );
     assert_eq!(lms.score_of("sid-a").as_deref(), Some("0.5"));
-    refused(
+    let body = refused(
         app.post_form(
             "/grades/set",
             format!("user_id=learner-a&score=2&csrf={token}"),
@@ -1139,6 +1146,10 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
         Status::UnprocessableEntity,
     )
     .await;
+    assert!(
+        body.contains("<a href=\"/grades\">Back to the grade page</a>"),
+        "{body}"
+    );
     refused(
         app.post_form(
             "/grades/set",
