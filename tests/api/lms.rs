@@ -704,6 +704,14 @@ async fn new_window_token_works_once() {
         notice < body.find("<dl>").expect("the launch data"),
         "{body}"
     );
+    // Shown without scripts (valid markup: no style inside noscript), hidden at once by the
+    // script that checks the cookie.
+    assert!(!body.contains("<noscript>"), "{body}");
+    assert!(
+        body.contains(r#"<div id="new-window" class="notice">"#)
+            && body.contains(r#"document.getElementById("new-window").hidden = true;"#),
+        "{body}"
+    );
     // The live region is on the page from the start (one revealed from hidden goes unheard).
     assert!(
         body.contains(r#"<p id="new-window-said" class="visually-hidden" role="status"></p>"#),
