@@ -185,12 +185,37 @@ pub fn file_of(database_url: &str) -> Result<Option<std::path::PathBuf>, LtiErro
     Ok(Some(file).filter(|f| f.to_str() != Some(":memory:")))
 }
 
+/// What [`close`] could not do; nothing is lost either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseNote {
+    /// Another process was reading (the server, when the command line closes; a backup): the WAL
+    /// stays beside the database, to be copied in later.
+    WalKept,
+    /// The last checkpoint failed.
+    CheckpointFailed(String),
+}
+
+impl std::fmt::Display for CloseNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseNote::WalKept => f.write_str(
+                "the WAL is kept beside the database: another process was reading it (it is \
+                 copied in later, or replayed at the next start)",
+            ),
+            CloseNote::CheckpointFailed(e) => write!(
+                f,
+                "the last checkpoint failed (the WAL is replayed at the next start): {e}"
+            ),
+        }
+    }
+}
+
 /// Copies everything in the WAL into the database file and empties the WAL, then closes the pool:
 /// for a server that has stopped serving. A stopped server's database file is then complete on
 /// its own, so copying only that file (a hasty backup) loses nothing; unless another process was
 /// reading it just then (see below): what the caller should then say (the server logs it, the
 /// command line prints it).
-pub async fn close(db: &Db) -> Option<String> {
+pub async fn close(db: &Db) -> Option<CloseNote> {
     // While TRUNCATE waits for readers it keeps every writer out, and another process may be
     // reading for long (the server, when the command line closes; a backup): it waits briefly.
     // If it gives up, the WAL stays, to be copied later or replayed; nothing is lost. Its
@@ -209,14 +234,8 @@ pub async fn close(db: &Db) -> Option<String> {
     };
     let note = match checkpoint.await {
         Ok((0, _, _)) => None,
-        Ok(_) => Some(
-            "the WAL is kept beside the database: another process was reading it (it is copied \
-             in later, or replayed at the next start)"
-                .to_string(),
-        ),
-        Err(e) => Some(format!(
-            "the last checkpoint failed (the WAL is replayed at the next start): {e}"
-        )),
+        Ok(_) => Some(CloseNote::WalKept),
+        Err(e) => Some(CloseNote::CheckpointFailed(e.to_string())),
     };
     db.close().await;
     // A connection on its way back to the pool (sqlx does that in a task of its own) can reach
@@ -480,11 +499,8 @@ mod tests {
             started.elapsed()
         );
         assert!(written < Duration::from_secs(1), "{written:?}");
-        // Said to whoever closed (the command line prints it).
-        assert!(
-            note.as_deref().is_some_and(|n| n.contains("WAL is kept")),
-            "{note:?}"
-        );
+        // Said to whoever closed (the server logs it).
+        assert_eq!(note, Some(CloseNote::WalKept));
         sqlx::query("ROLLBACK").execute(&mut backup).await.unwrap();
         backup.close().await.unwrap();
         server.close().await;

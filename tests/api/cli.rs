@@ -101,6 +101,20 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
     assert!(!cli(&db, &["consumer", "remove", "moodle.school-1:x"])
         .status
         .success());
+
+    // A command run while the server reads the database says nothing about the WAL it leaves
+    // to the server: that is the usual case, not a problem.
+    let mut reader = app.state().db.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+    sqlx::query("SELECT count(*) FROM consumers")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let out = cli(&db, &["consumer", "add", "while-reading"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("WAL"), "{said}");
+    sqlx::query("ROLLBACK").execute(&mut *reader).await.unwrap();
 }
 
 #[test]
