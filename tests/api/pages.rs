@@ -206,7 +206,7 @@ async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
     // Each role cell names its column, for the one-role-per-block layout of a phone's width.
     assert!(
         body.contains(
-            r#"<td data-label="Read as">course role Instructor</td><td data-label="Staff">yes</td>"#
+            r#"<td><span class="cell-label" aria-hidden="true">Read as</span>course role Instructor</td><td><span class="cell-label" aria-hidden="true">Staff</span>yes</td>"#
         ),
         "{body}"
     );
