@@ -44,7 +44,16 @@ pub fn describe(e: rocket::figment::Error) -> String {
                 .path
                 .last()
                 .is_some_and(|key| key.eq_ignore_ascii_case("secret_key"));
+            let proxies = e
+                .path
+                .last()
+                .is_some_and(|key| key.eq_ignore_ascii_case("trusted_proxies"));
             match (secret, &e.metadata) {
+                // The form an environment variable needs is not obvious from "expected a sequence".
+                (false, _) if proxies => format!(
+                    "{e} (a list of addresses, e.g. ROCKET_TRUSTED_PROXIES='[\"127.0.0.1\"]' or \
+                     trusted_proxies = [\"127.0.0.1\"] in Rocket.toml)"
+                ),
                 (false, _) => e.to_string(),
                 (true, source) => format!(
                     "secret_key is not a usable key: 256 bits in base64 (44 characters) or hex \

@@ -368,6 +368,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if settings.seed_demo_consumer {
         seed_demo_consumer(&db).await?;
     }
+    say_what_is_missing(&db).await;
     let nonce_watermark = store::nonces::NonceWatermark::load(&db, settings.timestamp_window)
         .await
         .map_err(|e| e.to_string())?;
@@ -384,6 +385,26 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         nonce_watermark: Arc::new(nonce_watermark),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
+}
+
+/// Tells a new installation's admin, at every log level, what it still needs before an LMS can
+/// use it: a consumer key, and the admin page's password. A failed read only loses the hint.
+async fn say_what_is_missing(db: &store::Db) {
+    if store::consumers::keys(db).await.is_ok_and(|k| k.is_empty()) {
+        log::warn!(
+            "no consumer keys yet, so every launch is refused: add one with `lti-tool consumer \
+             add KEY` (run with the server's settings) or on the admin page"
+        );
+    }
+    if store::admin::password_hash(db)
+        .await
+        .is_ok_and(|h| h.is_none())
+    {
+        log::warn!(
+            "the admin page (/admin) has no password yet: set one with `lti-tool admin \
+             set-password` (run with the server's settings)"
+        );
+    }
 }
 
 /// Prunes every minute; also says, once, when the database file has been removed or replaced.

@@ -1047,6 +1047,60 @@ fn cli(dir: &Path, args: &[&str]) -> String {
 }
 
 #[test]
+fn a_new_installation_is_told_what_it_still_needs_at_every_log_level() {
+    let dir = temp_dir();
+    let quiet = |cmd: &mut Command| {
+        cmd.env("ROCKET_LOG_LEVEL", "critical")
+            .env("ROCKET_SEED_DEMO_CONSUMER", "false");
+    };
+    let server = Server::start_with(&dir, quiet);
+    let log = server.log_with("no password yet");
+    assert!(
+        log.contains("no consumer keys yet") && log.contains("`lti-tool admin set-password`"),
+        "{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_file(dir.join("server.log"));
+    cli(
+        &dir,
+        &[
+            "consumer",
+            "add",
+            "first",
+            "--secret",
+            "first-secret-0123456789",
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+        .args(["admin", "set-password"])
+        .env("ROCKET_PROFILE", "debug")
+        .env("ROCKET_DATABASE_URL", db_url(&dir))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"a-good-password\n")?;
+            child.wait()
+        })
+        .expect("set-password runs");
+    assert!(out.success());
+    let server = Server::start_with(&dir, quiet);
+    // Started, with the start-up lines written: nothing is missing now.
+    let log = server.log_with("public_url");
+    assert!(log.contains("public_url"), "{log}");
+    assert!(
+        !log.contains("no consumer keys yet") && !log.contains("no password yet"),
+        "{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn command_line_changes_apply_at_once_despite_the_caches() {
     let dir = temp_dir();
     let server = Server::start(&dir);
