@@ -128,10 +128,20 @@ pub async fn run(cli: Cli) -> ExitCode {
                             (Ok(a), Ok(p)) => format!(" {}", std::net::SocketAddr::new(a, p)),
                             _ => String::new(),
                         };
-                        eprintln!(
-                            "lti-tool: cannot listen on{at}: {why} (is the server already \
-                             running? otherwise set ROCKET_PORT or ROCKET_ADDRESS)"
-                        )
+                        let hint = match why.kind() {
+                            std::io::ErrorKind::AddrInUse => {
+                                "is the server already running? otherwise set ROCKET_PORT"
+                            }
+                            std::io::ErrorKind::PermissionDenied => {
+                                "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher \
+                                 ROCKET_PORT behind a proxy"
+                            }
+                            std::io::ErrorKind::AddrNotAvailable => {
+                                "ROCKET_ADDRESS must be an address of this machine (or 0.0.0.0)"
+                            }
+                            _ => "check ROCKET_ADDRESS and ROCKET_PORT",
+                        };
+                        eprintln!("lti-tool: cannot listen on{at}: {why} ({hint})")
                     }
                     // The fairing logged why.
                     rocket::error::ErrorKind::FailedFairings(_) => {
@@ -148,22 +158,15 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// A command's exit: its error on stderr, with what to do when the database was busy (SQLite's
-/// own words name neither the file's holder nor the outcome).
+/// A command's exit: its error, if any, on stderr.
 fn finish(result: Result<(), String>) -> ExitCode {
-    let Err(e) = result else {
-        return ExitCode::SUCCESS;
-    };
-    let busy = e.contains("database is locked") || e.contains("(code: 5)");
-    if busy {
-        eprintln!(
-            "lti-tool: {e}\nlti-tool: another process held the database's write lock for 5 s (a \
-             backup, another command, a stuck process): nothing was changed; try again"
-        );
-    } else {
-        eprintln!("lti-tool: {e}");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lti-tool: {e}");
+            ExitCode::FAILURE
+        }
     }
-    ExitCode::FAILURE
 }
 
 /// Raises the soft limit of open files to the hard one, as Go's runtime does for its servers:
@@ -518,15 +521,20 @@ fn show_before_commit(text: &str) -> Result<(), String> {
 }
 
 /// Whether standard output is `/dev/null`: redirected there, or closed (`>&-`), which Rust's
-/// runtime turns into `/dev/null` at start.
+/// runtime turns into `/dev/null` at start. (Read through Linux's `/proc`; elsewhere, false.)
 fn prints_nowhere() -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
-        let rdev = |path| std::fs::metadata(path).map(|m| (m.file_type().is_file(), m.rdev()));
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let device = |path| {
+            std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.file_type().is_char_device())
+                .map(|m| m.rdev())
+        };
         matches!(
-            (rdev("/proc/self/fd/1"), rdev("/dev/null")),
-            (Ok((false, out)), Ok((false, null))) if out == null
+            (device("/proc/self/fd/1"), device("/dev/null")),
+            (Some(out), Some(null)) if out == null
         )
     }
     #[cfg(not(unix))]
@@ -536,7 +544,7 @@ fn prints_nowhere() -> bool {
 /// The error of a commit after the secret was printed.
 fn not_saved(printed: bool) -> impl Fn(sqlx::Error) -> String {
     move |e| match printed {
-        true => format!("{e}; the secret printed above was not saved, and nothing was changed"),
+        true => format!("{e}; what was printed above was not saved, and nothing was changed"),
         false => e.to_string(),
     }
 }

@@ -264,7 +264,8 @@ fn check_database_url(url: &str) -> Result<(), String> {
         || query.contains("vfs=");
     if other_scheme || unusable {
         return Err(format!(
-            "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?})"
+            "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?}; a \
+             file whose name has a colon is ./name or sqlite:name)"
         ));
     }
     Ok(())
@@ -351,25 +352,26 @@ fn with_source(figment: &Figment, error: String) -> String {
 }
 
 /// Refuses a `ROCKET_CONFIG` that names no file: Rocket would quietly run on the defaults (and
-/// the command line on another database) because of a typo.
+/// the command line on another database) because of a typo, or of an empty value.
 fn check_config_file() -> Result<(), String> {
-    let Some(named) = std::env::var_os("ROCKET_CONFIG").filter(|v| !v.is_empty()) else {
+    use rocket::figment::providers::{Env, Format, Toml};
+    use rocket::figment::Provider;
+    // Read and looked for as Rocket does (the name in any case, the value trimmed; a relative
+    // file in this folder or any above it), by the same figment calls.
+    let Some(named) = Env::var("ROCKET_CONFIG") else {
         return Ok(());
     };
-    let path = std::path::Path::new(&named);
-    // As Rocket looks for it: a relative name in this folder or any above it.
-    let found = if path.is_absolute() {
-        path.is_file()
-    } else {
-        std::env::current_dir()
-            .map(|cwd| cwd.ancestors().any(|dir| dir.join(path).is_file()))
-            .unwrap_or(false)
-    };
-    match found {
-        true => Ok(()),
-        false => Err(format!(
-            "ROCKET_CONFIG names {}, which is not a file (here or in a folder above)",
-            path.display()
+    if named.is_empty() {
+        return Err(
+            "ROCKET_CONFIG is set but empty, so no Rocket.toml would be read: unset it, or name \
+             the file"
+                .into(),
+        );
+    }
+    match Toml::file(&named).metadata().source {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "ROCKET_CONFIG names {named}, which is not a file (here or in a folder above)"
         )),
     }
 }

@@ -188,6 +188,18 @@ pub const DAMAGED_HINT: &str =
 pub const READ_ONLY_HINT: &str = " (can this user write the database file and its folder, and is \
     their file system writable?)";
 
+/// What a storage error caused by another connection holding the write lock too long adds.
+pub const BUSY_HINT: &str = " (another process held the database's write lock too long, say a \
+    backup or another command: nothing was changed; try again)";
+
+/// Whether SQLite gave up waiting for a lock (SQLITE_BUSY or SQLITE_LOCKED, in any extended form).
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 /// Whether SQLite refused a write because it has the database open read-only (SQLITE_READONLY,
 /// in any extended form).
 pub fn is_read_only(e: &sqlx::Error) -> bool {
@@ -212,6 +224,8 @@ impl From<sqlx::Error> for LtiError {
             DAMAGED_HINT
         } else if is_read_only(&e) {
             READ_ONLY_HINT
+        } else if is_busy(&e) {
+            BUSY_HINT
         } else {
             ""
         };

@@ -220,13 +220,20 @@ pub(crate) async fn unreadable_secrets(
     if unreadable.iter().any(|key| not_legacy.contains(key)) {
         return Ok(unreadable);
     }
-    let n = store::consumers::reencrypt_secrets(db, &legacy)
+    match store::consumers::reencrypt_secrets(db, &legacy)
         .await
-        .map_err(|e| e.to_string())?;
-    log::warn!(
-        "re-encrypted {n} consumer secrets of an older debug build under the development key"
-    );
-    Ok(Vec::new())
+        .map_err(|e| e.to_string())?
+    {
+        store::consumers::Rekeyed::Done { changed, .. } => {
+            log::warn!(
+                "re-encrypted {changed} consumer secrets of an older debug build under the \
+                 development key"
+            );
+            Ok(Vec::new())
+        }
+        // Checked above: every unreadable secret was an older build's. Changed meanwhile.
+        store::consumers::Rekeyed::OldKeyWrong(_) => Ok(unreadable),
+    }
 }
 
 /// Refuses to serve with the demo consumer enabled under its published secret (a debug database

@@ -5,7 +5,8 @@ use std::io::{BufRead, IsTerminal};
 use clap::Subcommand;
 
 use crate::crypto::{self, SecretCipher, DEVELOPMENT_SECRET_KEY};
-use crate::store::{self, admin, consumers};
+use crate::store::consumers::{self, Rekeyed};
+use crate::store::{self, admin};
 
 /// Shortest admin password accepted.
 const MIN_PASSWORD: usize = 8;
@@ -123,37 +124,50 @@ async fn rekey() -> Result<(), String> {
     } else {
         vec![SecretCipher::from_key_material(old.as_bytes())]
     };
-    let n = super::with_db(super::NewDatabase::Refused, async |db| {
-        let mut outcome = Err(String::new());
+    let done = super::with_db(super::NewDatabase::Refused, async |db| {
+        let mut outcome = Rekeyed::OldKeyWrong(String::new());
         // Each try changes nothing unless every secret decrypts, so trying the next is safe.
         for old in &candidates {
             outcome = consumers::reencrypt_secrets(db, old)
                 .await
-                .map_err(|e| format!("{e}; nothing was changed"));
-            if outcome.is_ok() {
+                .map_err(|e| format!("{e}; nothing was changed"))?;
+            if matches!(outcome, Rekeyed::Done { .. }) {
                 break;
             }
         }
-        outcome
+        Ok(outcome)
     })
     .await?;
-    if n == 0 {
-        super::say(
+    match done {
+        // Inside `rekey`, the usual advice for an unreadable secret (run `rekey`) would go round
+        // in circles.
+        Rekeyed::OldKeyWrong(key) => {
+            return Err(format!(
+                "the old key given does not decrypt the secret of consumer {key:?} either: check \
+                 the old key (as it was configured); nothing was changed"
+            ))
+        }
+        Rekeyed::Done { secrets: 0, .. } => {
+            super::say("there are no consumer secrets to re-encrypt")
+        }
+        Rekeyed::Done { changed: 0, .. } => super::say(
             "every consumer secret already decrypts under the configured secret_key: nothing \
              was re-encrypted (put the new key in the server's settings first, then run this \
              with them)",
-        );
-    } else {
-        super::say(&format!(
-            "re-encrypted {n} consumer secrets under the configured secret_key"
-        ));
+        ),
+        Rekeyed::Done { changed, .. } => super::say(&format!(
+            "re-encrypted {changed} consumer secrets under the configured secret_key"
+        )),
     }
     Ok(())
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
     let replaced = super::with_db(super::NewDatabase::Refused, async |db| {
-        let show = |replaced: &[(String, String)]| {
+        let (tx, replaced) = consumers::replace_unreadable_secrets(db, confirm)
+            .await
+            .map_err(|e| e.to_string())?;
+        if confirm && !replaced.is_empty() {
             let mut text: String = replaced
                 .iter()
                 .map(|(key, secret)| format!("{key}\t{secret}\n"))
@@ -162,11 +176,13 @@ async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
                 "(new secrets for {} consumer(s), shown once: enter each in its LMS now)\n",
                 replaced.len()
             ));
-            super::show_before_commit(&text).map_err(crate::error::LtiError::Storage)
-        };
-        consumers::replace_unreadable_secrets(db, confirm, show)
+            super::show_before_commit(&text)?;
+        }
+        // Without --confirm nothing was written; the commit only ends the transaction.
+        tx.commit()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(super::not_saved(confirm && !replaced.is_empty()))?;
+        Ok(replaced)
     })
     .await?;
     if replaced.is_empty() {

@@ -389,10 +389,11 @@ impl OutcomesClient {
         let parsed = xml::parse_response(&text);
         Attempt::Done(match parsed {
             Ok(r) if status.is_success() => Ok(r),
-            // A refused signature: the LMS's words, and the hint its status gives.
-            Ok(r) if r.code_major != CodeMajor::Success && matches!(status.as_u16(), 401 | 403) => {
+            // A refusal with 401 (Unauthorized): the LMS's words, and the hint the status gives.
+            // A 403 is a refusal like any other (a closed course, a policy).
+            Ok(r) if r.code_major == CodeMajor::Failure && status.as_u16() == 401 => {
                 Err(OutcomeError::SignatureRefused {
-                    status: status.as_u16(),
+                    status: 401,
                     description: r.description,
                 })
             }

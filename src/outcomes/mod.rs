@@ -54,11 +54,11 @@ pub enum OutcomeError {
         /// `imsx_description`.
         description: String,
     },
-    /// The LMS answered 401 or 403 with a refusal envelope (Moodle: "Message signature not
-    /// valid"): its words, and the status that says the signature was not accepted.
+    /// The LMS answered 401 with a failure envelope: its words, and the status that says the
+    /// signature (or the key, or the clock) was not accepted.
     #[error("the LMS answered HTTP {status}: {description}")]
     SignatureRefused {
-        /// 401 or 403.
+        /// 401.
         status: u16,
         /// `imsx_description`.
         description: String,

@@ -337,11 +337,25 @@ pub async fn begin_under_key_check(
     Ok((tx, check))
 }
 
+/// What [`reencrypt_secrets`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rekeyed {
+    /// Done: how many secrets there are, and how many of them were re-encrypted (the others
+    /// already decrypted under the current key).
+    Done {
+        /// Secrets stored.
+        secrets: u64,
+        /// Secrets re-encrypted.
+        changed: u64,
+    },
+    /// Nothing changed: this consumer's secret decrypts under neither key.
+    OldKeyWrong(String),
+}
+
 /// Re-encrypts every secret from the `old` cipher to the database's current one, in one
 /// transaction: nothing changes unless every secret decrypts under `old` (or already under the
-/// current key). The key check is sealed under the current key too. Returns how many were
-/// re-encrypted.
-pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiError> {
+/// current key). The key check is sealed under the current key too.
+pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<Rekeyed, LtiError> {
     let new = cipher_for(db)?;
     let mut tx = db.begin().await?;
     let rows: Vec<(String, String)> =
@@ -353,13 +367,9 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
         if new.decrypt(key, stored).is_ok() {
             continue;
         }
-        // Inside `rekey` the decrypt error's advice (run `rekey`) would go round in circles.
-        let plain = old.decrypt(key, stored).map_err(|_| {
-            LtiError::Storage(format!(
-                "the old key given does not decrypt the secret of consumer {key:?} either: \
-                 check the old key (as it was configured)"
-            ))
-        })?;
+        let Ok(plain) = old.decrypt(key, stored) else {
+            return Ok(Rekeyed::OldKeyWrong(key.clone()));
+        };
         sqlx::query("UPDATE consumers SET secret = ? WHERE consumer_key = ?")
             .bind(new.encrypt(key, &plain)?)
             .bind(key)
@@ -369,19 +379,27 @@ pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<u64, LtiEr
     }
     write_key_check_on(&mut *tx, &new).await?;
     tx.commit().await?;
-    Ok(changed)
+    Ok(Rekeyed::Done {
+        secrets: rows.len() as u64,
+        changed,
+    })
 }
 
 /// Gives every consumer whose secret does not decrypt under the database's cipher a new random
 /// secret, and seals the key check under that cipher, in one transaction: the way out when the
 /// old `secret_key` is lost. With `apply` false nothing is written. Returns each such consumer's
-/// key and its new secret (or, without `apply`, an empty one). `show` gets them before the
-/// commit: if it fails (the secrets could not be printed), nothing is changed.
+/// key and its new secret (or, without `apply`, an empty one), with the transaction still open:
+/// the caller shows the secrets, then commits (if they cannot be shown, nothing is changed).
 pub async fn replace_unreadable_secrets(
     db: &Db,
     apply: bool,
-    show: impl FnOnce(&[(String, String)]) -> Result<(), LtiError>,
-) -> Result<Vec<(String, String)>, LtiError> {
+) -> Result<
+    (
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        Vec<(String, String)>,
+    ),
+    LtiError,
+> {
     let cipher = cipher_for(db)?;
     let mut tx = db.begin().await?;
     let rows: Vec<(String, String)> =
@@ -406,10 +424,8 @@ pub async fn replace_unreadable_secrets(
         };
         replaced.push((key, secret));
     }
-    if apply && !replaced.is_empty() {
+    if apply {
         write_key_check_on(&mut *tx, &cipher).await?;
-        show(&replaced)?;
-        tx.commit().await?;
     }
-    Ok(replaced)
+    Ok((tx, replaced))
 }

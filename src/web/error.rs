@@ -135,6 +135,15 @@ fn outcome_status(e: &OutcomeError) -> Status {
     }
 }
 
+/// Whether an LMS's refusal is about the request's signature, key, nonce or clock (Moodle:
+/// "Message signature not valid"), whatever status it came with.
+fn names_the_signature(description: &str) -> bool {
+    let said = description.to_ascii_lowercase();
+    ["signature", "oauth", "nonce", "timestamp", "consumer key"]
+        .iter()
+        .any(|w| said.contains(w))
+}
+
 /// A title and a plain explanation of a grade passback error.
 fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
     use OutcomeError::*;
@@ -153,6 +162,8 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         ConsumerUnavailable(_) => ("Cannot sign grades", "The LMS's consumer key is no longer registered or enabled with this tool, so grades cannot be signed.".into()),
         // Trying again cannot help: the address comes with the launch.
         BadServiceUrl(_) => ("Gradebook unreachable", "The LMS gave this tool a grade service address it cannot use, so nothing was sent. Ask whoever manages the LMS or this tool to check the address (lis_outcome_service_url); the tool's log says what is wrong with it.".into()),
+        // Moodle refuses a bad signature with a plain 200 and these words.
+        Failure { description, .. } if names_the_signature(description) => ("The LMS refused the grade request", format!("The LMS answered: {description}. The score was not changed. {SIGNATURE}")),
         Failure { description, .. } => ("The LMS refused the grade", format!("The LMS answered: {}", if description.is_empty() { "failure (no reason given)" } else { description })),
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
         ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list {kind} in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
@@ -337,7 +348,11 @@ impl From<&LtiError> for ErrorPage {
             // A 429 like a login flood's, but the session's earlier grade calls take seconds.
             page.retry_after = "5";
         }
-        page.grade_call = matches!(e, LtiError::Outcome(_) | LtiError::GradeCallsQueued);
+        // An expired form too: its message says to open the page again.
+        page.grade_call = matches!(
+            e,
+            LtiError::Outcome(_) | LtiError::GradeCallsQueued | LtiError::BadCsrfToken
+        );
         page
     }
 }

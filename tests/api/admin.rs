@@ -1048,7 +1048,13 @@ async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
         crypto::SecretCipher::from_key_material(key_b.as_bytes()),
     );
     let old = crypto::SecretCipher::from_key_material(key_a.as_bytes());
-    assert_eq!(consumers::reencrypt_secrets(&db, &old).await.unwrap(), 1);
+    assert_eq!(
+        consumers::reencrypt_secrets(&db, &old).await.unwrap(),
+        consumers::Rekeyed::Done {
+            secrets: 1,
+            changed: 1
+        }
+    );
     db.close().await;
     let client = start_on(&url, Some(key_b)).await.unwrap();
     let db = db_of(&client);

@@ -325,7 +325,7 @@ async fn a_new_secret_that_cannot_be_printed_is_not_saved() {
 }
 
 #[test]
-fn an_empty_list_prints_no_key_and_a_password_the_login_cannot_carry_is_refused() {
+fn an_empty_list_prints_no_key_and_an_overlong_password_is_refused() {
     let dir = temp_dir();
     let db = format!("sqlite://{}", dir.join("lti.db").display());
     let out = cli_with_input(
@@ -345,6 +345,13 @@ fn an_empty_list_prints_no_key_and_a_password_the_login_cannot_carry_is_refused(
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out), "", "a script reads every line as a key");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no consumers"));
+    // Nothing to re-encrypt is said as such, not as a key left in the settings.
+    let out = rekey(&db, TEST_SECRET_KEY, "development");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("no consumer secrets to re-encrypt"),
+        "{out:?}"
+    );
     // A misspelt ROCKET_CONFIG would mean the defaults, and another database: refused.
     let out = cli_with_input(
         &[

@@ -166,7 +166,7 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
         err,
         OutcomeError::SignatureRefused {
             status: 401,
-            description: "Message signature not valid".into()
+            description: "Request not authorised".into()
         }
     );
     assert!(err.nothing_recorded());
@@ -551,11 +551,16 @@ async fn bad_scores_and_bad_tokens_send_nothing() {
     )
     .await;
     // Reading calls the LMS too: only the page's own form, never a GET another site can fire.
-    refused(
+    let body = refused(
         app.post_form("/grade/read", "csrf=forged".into()).await,
         Status::Forbidden,
     )
     .await;
+    // An expired form is opened again from the grade page its message points to.
+    assert!(
+        body.contains("<a href=\"/grade\">Back to the grade page</a>"),
+        "{body}"
+    );
     let res = app.get("/grade/read").await;
     assert_eq!(res.headers().get_one("Allow"), Some("POST"));
     refused(res, Status::MethodNotAllowed).await;
@@ -609,7 +614,18 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         (
             "/signature-refused",
             Status::BadGateway,
-            "HTTP 401 (Message signature not valid)",
+            "HTTP 401 (Request not authorised)",
+        ),
+        // Moodle's refusal of a bad signature comes with a 200.
+        (
+            "/moodle-refusal",
+            Status::BadGateway,
+            "Message signature not valid",
+        ),
+        (
+            "/forbidden-policy",
+            Status::BadGateway,
+            "Course is concluded",
         ),
         ("/moved", Status::BadGateway, "HTTP 302"),
         ("/slow", Status::GatewayTimeout, "did not answer in time"),
@@ -626,6 +642,8 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
         );
         match path {
             "/failure" => {}
+            // A policy: the LMS's words, no advice about keys.
+            "/forbidden-policy" => assert!(!body.contains("signature"), "{body}"),
             // A refusal: not retried.
             "/500-failure" => {
                 let sent = lms
@@ -636,7 +654,7 @@ async fn lms_trouble_renders_the_error_page_not_a_500() {
                 assert_eq!(sent, 1, "{path}");
             }
             // Refused or sent elsewhere: the LMS did not take it, and the page says what to check.
-            "/forbidden" | "/signature-refused" | "/moved" => {
+            "/forbidden" | "/signature-refused" | "/moodle-refusal" | "/moved" => {
                 assert!(body.contains("was not changed"), "{path}: {body}");
                 assert!(!body.contains("may or may not"), "{path}: {body}");
                 let hint = if path == "/moved" {

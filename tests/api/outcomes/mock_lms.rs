@@ -8,9 +8,9 @@
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
 //! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`,
-//! `/500-failure` (a failure envelope with status 500), `/signature-refused` (Moodle's failure
-//! envelope for a bad signature, with status 401), `/processing` (taken, not yet done) and
-//! `/two-codes` (an envelope with both `failure` and `success`).
+//! `/500-failure` (a failure envelope with status 500), `/signature-refused` (a failure envelope
+//! with status 401), `/forbidden-policy` (a failure envelope with status 403), `/processing`
+//! (taken, not yet done) and `/two-codes` (an envelope with both `failure` and `success`).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -226,10 +226,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 envelope(&refusal, "failure", "Message signature not valid", ""),
             )
         }
-        // Moodle's answer to a bad signature, with the 401 it sends it with.
+        // An LMS that refuses a bad signature with 401 and a failure envelope.
         "/signature-refused" => (
             401,
-            envelope(&received, "failure", "Message signature not valid", ""),
+            envelope(&received, "failure", "Request not authorised", ""),
+        ),
+        // A refusal of policy, sent with 403: nothing to do with the signature.
+        "/forbidden-policy" => (
+            403,
+            envelope(&received, "failure", "Course is concluded", ""),
         ),
         // Taken, to be done later: the gradebook does not have it yet.
         "/processing" => (200, envelope(&received, "processing", "Queued", "")),
