@@ -72,89 +72,112 @@ enum ConsumerAction {
 /// Runs the command; the server when none is given.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        None | Some(Command::Serve) => match crate::rocket()
-            .attach(rocket::fairing::AdHoc::on_liftoff(
-                "Open-file limit",
-                |_| Box::pin(async { raise_open_file_limit() }),
-            ))
-            .attach(rocket::fairing::AdHoc::on_shutdown("Stop clock", |_| {
-                Box::pin(async {
-                    let _ = STOP_ASKED.set(std::time::Instant::now());
-                })
-            }))
-            .launch()
-            .await
-        {
-            Ok(rocket) => {
-                close_store(&rocket).await;
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                match e.kind() {
-                    // Stopped, but a request outlived the grace period (a grade call to a slow
-                    // LMS) and was cut off, as a lost connection would be; or the server failed
-                    // while it stopped. The database is closed all the same.
-                    rocket::error::ErrorKind::Shutdown(rocket, failure) => {
-                        let finished = failure.is_none() && requests_finish(rocket).await;
-                        let closing = close_store(rocket);
-                        if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
-                            .await
-                            .is_err()
-                        {
-                            log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
-                        }
-                        if finished {
-                            return ExitCode::SUCCESS;
-                        }
-                        if failure.is_none() {
-                            eprintln!(
-                                "lti-tool: stopped; requests still running after the shutdown \
-                                 grace period were cut off"
-                            );
-                            return ExitCode::SUCCESS;
-                        }
-                        eprintln!("lti-tool: {e}");
-                    }
-                    rocket::error::ErrorKind::Config(e) => {
-                        eprintln!("lti-tool: invalid configuration: {}", describe(e.clone()))
-                    }
-                    // Rocket says why only at log level `normal`; a second server on the port is
-                    // the usual cause, and worth saying at every level.
-                    rocket::error::ErrorKind::Bind(why) => {
-                        let figment = crate::figment();
-                        let address = figment.extract_inner::<std::net::IpAddr>("address");
-                        let port = figment.extract_inner::<u16>("port");
-                        let at = match (address, port) {
-                            (Ok(a), Ok(p)) => format!(" {}", std::net::SocketAddr::new(a, p)),
-                            _ => String::new(),
-                        };
-                        let hint = match why.kind() {
-                            std::io::ErrorKind::AddrInUse => {
-                                "is the server already running? otherwise set ROCKET_PORT"
-                            }
-                            std::io::ErrorKind::PermissionDenied => {
-                                "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher \
-                                 ROCKET_PORT behind a proxy"
-                            }
-                            std::io::ErrorKind::AddrNotAvailable => {
-                                "ROCKET_ADDRESS must be an address of this machine (or 0.0.0.0)"
-                            }
-                            _ => "check ROCKET_ADDRESS and ROCKET_PORT",
-                        };
-                        eprintln!("lti-tool: cannot listen on{at}: {why} ({hint})")
-                    }
-                    // The fairing logged why.
-                    rocket::error::ErrorKind::FailedFairings(_) => {
-                        eprintln!("lti-tool: the server did not start (the reason is logged above)")
-                    }
-                    // Rocket logs the details (which routes collide, say a fork's with the tool's).
-                    _ => eprintln!("lti-tool: {}", e.pretty_print()),
+        None | Some(Command::Serve) => {
+            // Tried before anything else, so that a second server started by mistake changes
+            // nothing in the running one's database (migrations, the demo consumer, the key
+            // check) before it fails to listen. Rocket binds again below.
+            if let Some(at) = listen_address() {
+                if let Err(why) = std::net::TcpListener::bind(at) {
+                    eprintln!("{}", cannot_listen(Some(at), &why));
+                    return ExitCode::FAILURE;
                 }
-                ExitCode::FAILURE
             }
-        },
+            serve().await
+        }
         Some(Command::Consumer { action }) => finish(consumer(action).await),
         Some(Command::Admin { action }) => finish(admin::run(action).await),
+    }
+}
+
+/// Where the server is set to listen, as Rocket reads it; `None` when the settings are bad (Rocket
+/// then says so itself).
+fn listen_address() -> Option<std::net::SocketAddr> {
+    let figment = crate::figment();
+    let address = figment.extract_inner::<std::net::IpAddr>("address").ok()?;
+    let port = figment.extract_inner::<u16>("port").ok()?;
+    Some(std::net::SocketAddr::new(address, port))
+}
+
+/// Why the server cannot listen, with what to change: Rocket says why only at log level
+/// `normal`, and a release build logs at `critical`.
+fn cannot_listen(at: Option<std::net::SocketAddr>, why: &std::io::Error) -> String {
+    let at = at.map(|a| format!(" {a}")).unwrap_or_default();
+    let hint = match why.kind() {
+        std::io::ErrorKind::AddrInUse => "is the server already running? otherwise set ROCKET_PORT",
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher ROCKET_PORT behind \
+             a proxy"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "ROCKET_ADDRESS must be an address of this machine (or 0.0.0.0)"
+        }
+        _ => "check ROCKET_ADDRESS and ROCKET_PORT",
+    };
+    format!("lti-tool: cannot listen on{at}: {why} ({hint})")
+}
+
+/// Runs the server until it is stopped.
+async fn serve() -> ExitCode {
+    match crate::rocket()
+        .attach(rocket::fairing::AdHoc::on_liftoff(
+            "Open-file limit",
+            |_| Box::pin(async { raise_open_file_limit() }),
+        ))
+        .attach(rocket::fairing::AdHoc::on_shutdown("Stop clock", |_| {
+            Box::pin(async {
+                let _ = STOP_ASKED.set(std::time::Instant::now());
+            })
+        }))
+        .launch()
+        .await
+    {
+        Ok(rocket) => {
+            close_store(&rocket).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            match e.kind() {
+                // Stopped, but a request outlived the grace period (a grade call to a slow
+                // LMS) and was cut off, as a lost connection would be; or the server failed
+                // while it stopped. The database is closed all the same.
+                rocket::error::ErrorKind::Shutdown(rocket, failure) => {
+                    let finished = failure.is_none() && requests_finish(rocket).await;
+                    let closing = close_store(rocket);
+                    if rocket::tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+                        .await
+                        .is_err()
+                    {
+                        log::warn!("the database could not be closed in time (the WAL is replayed at the next start)");
+                    }
+                    if finished {
+                        return ExitCode::SUCCESS;
+                    }
+                    if failure.is_none() {
+                        eprintln!(
+                            "lti-tool: stopped; requests still running after the shutdown \
+                                 grace period were cut off"
+                        );
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("lti-tool: {e}");
+                }
+                rocket::error::ErrorKind::Config(e) => {
+                    eprintln!("lti-tool: invalid configuration: {}", describe(e.clone()))
+                }
+                // Rocket says why only at log level `normal`; a second server on the port is
+                // the usual cause, and worth saying at every level.
+                rocket::error::ErrorKind::Bind(why) => {
+                    eprintln!("{}", cannot_listen(listen_address(), why))
+                }
+                // The fairing logged why.
+                rocket::error::ErrorKind::FailedFairings(_) => {
+                    eprintln!("lti-tool: the server did not start (the reason is logged above)")
+                }
+                // Rocket logs the details (which routes collide, say a fork's with the tool's).
+                _ => eprintln!("lti-tool: {}", e.pretty_print()),
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -401,6 +401,8 @@ fn a_port_in_use_is_named_at_every_log_level() {
             && said.contains("already running"),
         "{said}"
     );
+    // Refused before any start-up work: a second server changes nothing in the database.
+    assert!(!dir.join("lti.db").exists());
     drop(taken);
     let _ = std::fs::remove_dir_all(dir);
 }
