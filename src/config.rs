@@ -336,7 +336,7 @@ fn tool_title(raw: Option<String>) -> Result<String, String> {
 
 /// Adds where a setting refused by name came from (`session_ttl must be positive (from
 /// `ROCKET_` environment variable(s))`), as figment's own type errors say it.
-fn with_source(figment: &Figment, error: String) -> String {
+pub(crate) fn with_source(figment: &Figment, error: String) -> String {
     let key = error.split([' ', ':']).next().unwrap_or_default();
     let known = !key.is_empty() && !error.contains(" (from ") && !error.contains(" in ");
     match figment.find_metadata(key).filter(|_| known) {
@@ -556,6 +556,14 @@ mod tests {
         let err = Settings::from_figment(&figment).unwrap_err();
         assert!(
             err.starts_with("session_ttl must be positive (from TOML"),
+            "{err}"
+        );
+        // The grade passback settings, checked elsewhere, get it the same way.
+        let figment = Figment::new().merge(Toml::string("outcomes_attempts = 0"));
+        let err = crate::web::grades::client_config(&figment).unwrap_err();
+        let err = with_source(&figment, err);
+        assert!(
+            err.starts_with("outcomes_attempts must be between 1 and 10 (from TOML"),
             "{err}"
         );
     }

@@ -348,7 +348,8 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     // database file is created for nothing.
     check_templates(figment)?;
     let cipher = crypto::SecretCipher::from_figment(figment)?;
-    web::grades::client_config(figment).map_err(|e| format!("grade passback: {e}"))?;
+    web::grades::client_config(figment)
+        .map_err(|e| format!("grade passback: {}", config::with_source(figment, e)))?;
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -397,11 +398,16 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
 /// Tells a new installation's admin, at every log level, what it still needs before an LMS can
 /// use it: a consumer key, and the admin page's password. A failed read only loses the hint.
 async fn say_what_is_missing(db: &store::Db) {
-    if store::consumers::keys(db).await.is_ok_and(|k| k.is_empty()) {
-        log::warn!(
+    match store::consumers::enabled_count(db).await {
+        Ok((0, _)) => log::warn!(
             "no consumer keys yet, so every launch is refused: add one with `lti-tool consumer \
              add KEY` (run with the server's settings) or on the admin page"
-        );
+        ),
+        Ok((_, 0)) => log::warn!(
+            "every consumer key is disabled, so every launch is refused: enable one with \
+             `lti-tool consumer enable KEY` (run with the server's settings) or on the admin page"
+        ),
+        _ => {}
     }
     if store::admin::password_hash(db)
         .await

@@ -190,7 +190,8 @@ impl OutcomesClient {
         target: &OutcomeTarget,
     ) -> Result<Response, OutcomeError> {
         let response = self.send(credentials, target, &Operation::Read).await?;
-        if !response.has_read_response {
+        // `processing` without a result: the LMS will know later, so the score is unknown.
+        if !response.has_read_response && response.code_major != CodeMajor::Processing {
             return Err(OutcomeError::MalformedResponse(
                 "success without a readResultResponse".into(),
             ));

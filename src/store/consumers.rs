@@ -85,6 +85,15 @@ pub const PUBLISHED_DEMO_NOT_ADDED: &str = "The demo consumer __consumer_key__ m
     with its published (PyLTI example) secret while seed_demo_consumer is off: anyone could \
     launch as any user with it. Leave --secret out (one is generated)";
 
+/// How many consumers there are, and how many of them are enabled.
+pub async fn enabled_count(db: &Db) -> Result<(i64, i64), LtiError> {
+    Ok(
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(enabled = 1), 0) FROM consumers")
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// All consumer keys, without touching the secrets.
 pub async fn keys(db: &Db) -> Result<Vec<String>, LtiError> {
     Ok(

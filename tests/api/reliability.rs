@@ -1097,6 +1097,13 @@ fn a_new_installation_is_told_what_it_still_needs_at_every_log_level() {
         "{log}"
     );
     drop(server);
+    // Keys that are all disabled refuse every launch as surely as none.
+    cli(&dir, &["consumer", "disable", "first"]);
+    let _ = std::fs::remove_file(dir.join("server.log"));
+    let server = Server::start_with(&dir, quiet);
+    let log = server.log_with("every consumer key is disabled");
+    assert!(log.contains("`lti-tool consumer enable KEY`"), "{log}");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
