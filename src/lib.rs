@@ -336,6 +336,15 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if figment.find_value("tls").is_ok() || figment.find_value("mtls").is_ok() {
         log::warn!("this build has no TLS: the tls settings are ignored and the server speaks plain http; terminate TLS in a proxy (README, \"Running in production\")");
     }
+    // `ROCKET_PROFILE=prod` for `release`: no section of its own applies, quietly.
+    let profile = figment.profile();
+    let usual = profile == "debug" || profile == "release";
+    if !usual && !figment.profiles().any(|p| p == profile) {
+        log::warn!(
+            "profile `{profile}` has no section in the configuration: only [default] and \
+             [global] apply (misspelt? the usual profiles are debug and release)"
+        );
+    }
     for key in config::unknown_settings(figment) {
         log::warn!(
             "unknown setting `{key}` is ignored (misspelt? see the README's configuration \

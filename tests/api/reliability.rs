@@ -1108,6 +1108,19 @@ fn a_new_installation_is_told_what_it_still_needs_at_every_log_level() {
 }
 
 #[test]
+fn a_misspelt_profile_is_named_at_start() {
+    let dir = temp_dir();
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_PROFILE", "prod")
+            .env("ROCKET_SECRET_KEY", crate::helpers::TEST_SECRET_KEY);
+    });
+    let log = server.log_with("profile `prod`");
+    assert!(log.contains("profile `prod` has no section"), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn command_line_changes_apply_at_once_despite_the_caches() {
     let dir = temp_dir();
     let server = Server::start(&dir);
