@@ -170,6 +170,12 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
         }
     );
     assert!(err.nothing_recorded());
+    // A read the LMS is still working on has no score yet: unknown, not malformed.
+    let read = client
+        .read_result(CREDS, &target(&lms, "/processing-bare", "s1"))
+        .await
+        .unwrap();
+    assert_eq!((read.code_major, read.score), (CodeMajor::Processing, None));
     // Two statuses in one answer say nothing certain.
     let err = client
         .replace_result(CREDS, &target(&lms, "/two-codes", "s1"), 0.5, None)
@@ -177,7 +183,7 @@ async fn failure_unsupported_and_malformed_answers_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, OutcomeError::MalformedResponse(_)), "{err:?}");
     // None of these is retried.
-    assert_eq!(lms.received().len(), 6);
+    assert_eq!(lms.received().len(), 7);
     lms.assert_all_valid();
 }
 

@@ -10,7 +10,7 @@
 //! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`,
 //! `/500-failure` (a failure envelope with status 500), `/signature-refused` (a failure envelope
 //! with status 401), `/forbidden-policy` (a failure envelope with status 403), `/processing`
-//! (taken, not yet done) and `/two-codes` (an envelope with both `failure` and `success`).
+//! (taken, not yet done; `/processing-bare` without a body) and `/two-codes` (an envelope with both `failure` and `success`).
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -238,6 +238,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         // Taken, to be done later: the gradebook does not have it yet.
         "/processing" => (200, envelope(&received, "processing", "Queued", "")),
+        // The same with an empty body: a read answered before the LMS has a result.
+        "/processing-bare" => (
+            200,
+            envelope_with_body(&received, "processing", "Queued", ""),
+        ),
         // A broken LMS that says two things at once.
         "/two-codes" => {
             let one = envelope(&received, "failure", "refused", "");
