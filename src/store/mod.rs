@@ -469,6 +469,33 @@ mod tests {
     }
 
     #[rocket::async_test]
+    async fn a_write_lock_held_too_long_says_nothing_changed_and_to_try_again() {
+        let dir = std::env::temp_dir().join(format!("lti-busy-{}", sessions::new_id()));
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let db = open(&url).await.unwrap();
+        let mut holder = db.acquire().await.unwrap().detach();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut other = db.acquire().await.unwrap().detach();
+        sqlx::query("PRAGMA busy_timeout = 10")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let refused = sqlx::query("INSERT INTO admin_login_failures (address, at) VALUES ('a', 1)")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        assert!(crate::error::is_busy(&refused), "{refused}");
+        let said = LtiError::from(refused).to_string();
+        assert!(said.contains("nothing was changed; try again"), "{said}");
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[rocket::async_test]
     async fn closing_keeps_no_writer_waiting_on_a_long_reader() {
         let dir = std::env::temp_dir().join(format!("lti-close-{}", sessions::new_id()));
         let url = format!("sqlite://{}", dir.join("db.sqlite").display());
