@@ -81,10 +81,12 @@ guard_type!(
     LtiInitial
 );
 guard_type!(
-    /// Only an existing session (from the cookie). A request carrying launch fields is refused
-    /// (401) and ends the browser's session: it is a launch sent to the wrong page, whose user
-    /// may not be the one whose session the browser holds. As a data guard it looks in the body
-    /// too; as a request guard, at the query and an OAuth `Authorization` header.
+    /// Only an existing session (from the cookie). Launch fields that name the session's own
+    /// consumer and user are ignored (nothing is verified or spent). A launch for anyone else,
+    /// or without a session, is refused (401) and ends the browser's session: a launch sent to
+    /// the wrong page, whose user is not the one whose session the browser holds. As a data
+    /// guard it looks in the body too; as a request guard, at the query and an OAuth
+    /// `Authorization` header.
     LtiSession
 );
 guard_type!(
@@ -258,16 +260,46 @@ impl<'r> FromData<'r> for LtiSession {
     }
 }
 
-/// `LtiSession`: the session, unless the request carries a launch (see the type's docs).
+/// `LtiSession`: the session; launch fields that name the session's own consumer and user are
+/// ignored, any other launch is refused (see the type's docs).
 async fn session_only(
     req: &Request<'_>,
     state: &AppState,
     body: Option<&[u8]>,
 ) -> Result<LtiUser, LtiError> {
-    if carries_launch_fields(req, body) {
-        return Err(unreadable_launch(req, state, body, LtiError::LaunchAtSessionPage).await);
+    if !carries_launch_fields(req, body) {
+        return session_user(req, state).await;
     }
-    session_user(req, state).await
+    match session_user(req, state).await {
+        // Nothing is verified or spent: the fields only have to be this session's own.
+        Ok(user) if names_the_session_user(req, body, &user) => Ok(user),
+        _ => Err(unreadable_launch(req, state, body, LtiError::LaunchAtSessionPage).await),
+    }
+}
+
+/// Whether a request's launch fields (query and form body) name the session's consumer and user:
+/// a page or link that repeats the visit's own launch. Unverified, which is enough to tell one
+/// person's launch from another's: whoever sends them holds that session's cookie already.
+fn names_the_session_user(req: &Request<'_>, body: Option<&[u8]>, user: &LtiUser) -> bool {
+    let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    let mut fields = Vec::new();
+    for part in [query, body].into_iter().flatten() {
+        match crate::lti::params::parse_form(part) {
+            Ok(parsed) => fields.extend(parsed),
+            Err(_) => return false,
+        }
+    }
+    let one = |name: &str| {
+        let mut values = fields.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        match (values.next(), values.next()) {
+            (Some(v), None) => Some(v.as_str()),
+            _ => None,
+        }
+    };
+    let launch = &user.launch;
+    one("oauth_consumer_key") == Some(launch.consumer_key.as_str())
+        && one("user_id") == Some(launch.user_id())
+        && !launch.user_id().is_empty()
 }
 
 #[rocket::async_trait]

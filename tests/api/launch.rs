@@ -696,10 +696,27 @@ async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_pag
     assert_eq!(app.count("sessions").await, 0);
     // The same for a launch signed in the query of a GET.
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let get = Launch::new("/session").signed_get_path();
+    let get = Launch::new("/session").user("student-b").signed_get_path();
     let body = refused(app.get(&get).await, Status::Unauthorized).await;
     assert!(body.contains("Not a launch address"), "{body}");
     refused(app.get("/session").await, Status::Unauthorized).await;
+    // Launch fields of the session's own user are ignored (LtiSession's contract): the visit
+    // goes on, and the launch is neither verified nor spent.
+    assert_eq!(
+        app.launch(&Launch::new("/any").user("student-a"))
+            .await
+            .status(),
+        Status::Ok
+    );
+    let again = Launch::new("/session").user("student-a");
+    let page = app.launch(&again).await;
+    assert_eq!(page.status(), Status::Ok);
+    assert!(page.into_string().await.unwrap().contains("student-a"));
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    let forged = Launch::new("/session")
+        .user("student-a")
+        .consumer(rocket_lti_tool::DEMO_CONSUMER.0, "not the secret");
+    assert_eq!(app.launch(&forged).await.status(), Status::Ok);
     // A form of the tool's own posted to /session is still a session request.
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let res = app
