@@ -7,6 +7,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // A file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) sends SIGXFSZ on the write that
+    // passes it, which kills by default; ignored, that write fails (EFBIG) and the request gets
+    // the 503 a full disk gets.
+    // SAFETY: signal(2) with SIG_IGN, before any other thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = rocket_lti_tool::cli::Cli::parse();
     // Rocket reads these to build its runtime and panics on a bad one: say which, and exit.
     if let Err(e) = rocket_lti_tool::config::check_runtime_settings(&rocket_lti_tool::figment()) {

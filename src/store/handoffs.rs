@@ -16,8 +16,9 @@ use super::sessions::stored_id;
 use super::Db;
 use crate::error::LtiError;
 
-/// Seconds a hand-off token stays valid.
-pub const HANDOFF_TTL: i64 = 300;
+/// Seconds a hand-off token stays valid: "within a minute" (issue 4), time enough to click the
+/// button the page shows at once.
+pub const HANDOFF_TTL: i64 = 60;
 
 /// A hand-off token as a launch stores it.
 #[derive(Debug, Clone)]

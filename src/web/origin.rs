@@ -23,13 +23,38 @@ fn last_value<'a>(req: &'a Request<'_>, name: &str) -> Option<&'a str> {
 }
 
 /// What forwarded headers claim, believed or not, as the nearest proxy wrote them (the last
-/// values): `X-Forwarded-Proto`, `-Host` and `-Port`. RFC 7239's `Forwarded` is not read: a tool
-/// that believed both families could be told one by the client while the proxy sets the other.
+/// values): `X-Forwarded-Proto`, `-Host` and `-Port`, or, when the request has none of those,
+/// RFC 7239's `Forwarded` (its last element's `proto` and `host`). One family only: a tool that
+/// mixed them could take one from the client while the proxy sets the other.
 fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option<u16>) {
     let proto = last_value(req, "X-Forwarded-Proto").map(str::to_string);
     let host = last_value(req, "X-Forwarded-Host").map(str::to_string);
     let port = last_value(req, "X-Forwarded-Port").and_then(parse_port);
-    (proto, host, port)
+    if proto.is_some() || host.is_some() || port.is_some() {
+        return (proto, host, port);
+    }
+    match last_value(req, "Forwarded") {
+        Some(element) => (
+            forwarded_pair(element, "proto"),
+            forwarded_pair(element, "host"),
+            None,
+        ),
+        None => (None, None, None),
+    }
+}
+
+/// One parameter of a `Forwarded` element (`for=192.0.2.60;proto=https;host="a.example"`), its
+/// quotes removed; names are case-insensitive (RFC 7239 section 4).
+fn forwarded_pair(element: &str, name: &str) -> Option<String> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (key.trim().eq_ignore_ascii_case(name) && !value.is_empty()).then(|| value.to_string())
+    })
 }
 
 /// True when another site's page started this request (a link, image or form there), as browsers

@@ -326,13 +326,25 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     ];
     let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &xff).await;
     assert_eq!(res.status(), Status::Ok);
-    // RFC 7239 `Forwarded` is not read, even from the proxy: one family of headers only.
-    let rfc7239 = [(
-        "Forwarded",
+    // RFC 7239 `Forwarded` from a proxy that sets no X-Forwarded-* header (its last element,
+    // quoted or not, names in any case).
+    for forwarded in [
         r#"for=192.0.2.60;proto=https;host="tool.example.edu""#,
-    )];
-    let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &rfc7239).await;
-    refused(res, Status::Unauthorized).await;
+        "for=198.51.100.1;host=evil.example, for=192.0.2.60;Proto=https;Host=tool.example.edu",
+    ] {
+        let rfc7239 = [("Forwarded", forwarded)];
+        let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &rfc7239).await;
+        assert_eq!(res.status(), Status::Ok, "{forwarded}");
+    }
+    // With a port in its host too.
+    let launch = Launch::new("/any").signed_for("https://tool.example.edu:8443/any");
+    let rfc7239 = [("Forwarded", "proto=https;host=\"tool.example.edu:8443\"")];
+    assert_eq!(
+        proxied(&app, "10.0.0.1:40000", launch.signed_body(), &rfc7239)
+            .await
+            .status(),
+        Status::Ok
+    );
     let with_port = [
         ("X-Forwarded-Proto", "https"),
         ("X-Forwarded-Host", "tool.example.edu"),
@@ -889,9 +901,9 @@ async fn the_database_holds_no_session_cookie_or_hand_off_token() {
 #[rocket::async_test]
 async fn new_window_token_expires() {
     let app = spawn_app().await;
-    // Five minutes, for a student who reads the notice slowly; not a second more.
-    assert_eq!(hand_off_after(&app, 250).await.status(), Status::SeeOther);
-    refused(hand_off_after(&app, 301).await, Status::Unauthorized).await;
+    // Within a minute (issue 4), as the notice says; not a second more.
+    assert_eq!(hand_off_after(&app, 55).await.status(), Status::SeeOther);
+    refused(hand_off_after(&app, 61).await, Status::Unauthorized).await;
     // Session pages (not launches) carry no token.
     let body = page(app.get("/session").await, Status::Ok).await;
     assert!(!body.contains("name=\"token\""));
