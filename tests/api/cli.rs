@@ -8,12 +8,7 @@ use rocket::local::asynchronous::Client;
 use crate::helpers::*;
 
 fn cli(database_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lti-tool"))
-        .args(args)
-        .env("ROCKET_DATABASE_URL", database_url)
-        .env("ROCKET_LOG_LEVEL", "off")
-        .output()
-        .expect("lti-tool runs")
+    cli_to(database_url, args, std::process::Stdio::piped())
 }
 
 fn stdout(o: &Output) -> String {
