@@ -212,17 +212,6 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Whether a command may start a new database: only those that make sense before the server's
-/// first start (adding a consumer, setting the admin password). The others refuse a database
-/// that does not exist: run without the server's environment, they would open another one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NewDatabase {
-    /// Created when missing, and said so on stderr.
-    Allowed,
-    /// A missing database is an error naming the file.
-    Refused,
-}
-
 /// The secret of `--secret -`: asked for without echo on a terminal, else standard input's
 /// first line.
 fn read_secret() -> Result<String, String> {
@@ -284,8 +273,10 @@ pub(crate) fn settings_and_cipher() -> Result<(Settings, crate::crypto::SecretCi
     Ok((settings, cipher))
 }
 
-/// Opens the server's database with its secret cipher, as the server would.
-async fn open_db(new: NewDatabase) -> Result<Db, String> {
+/// Opens the server's database with its secret cipher, as the server would. Any command creates
+/// a missing database (as the server does) and says where on stderr: run without the server's
+/// environment, it would otherwise show or change another database without a word.
+async fn open_db() -> Result<Db, String> {
     // Refuses a missing key before a database file is created for nothing.
     let (settings, cipher) = settings_and_cipher()?;
     // As the server does: `ROCKET_DATABSE_URL` would otherwise mean another database.
@@ -294,16 +285,6 @@ async fn open_db(new: NewDatabase) -> Result<Db, String> {
     }
     let file = store::file_of(&settings.database_url).map_err(|e| e.to_string())?;
     let missing = file.as_ref().filter(|f| !f.exists());
-    if let Some(file) = missing {
-        if new == NewDatabase::Refused {
-            return Err(format!(
-                "there is no database at {}: run the command line with the server's \
-                 environment (ROCKET_DATABASE_URL, ROCKET_PROFILE, Rocket.toml, and from its \
-                 folder), or start the server once",
-                file.display()
-            ));
-        }
-    }
     let db = store::open(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -461,7 +442,6 @@ fn checked_new_consumer(
 }
 
 async fn consumer(action: ConsumerAction) -> Result<(), String> {
-    use NewDatabase::{Allowed, Refused};
     match action {
         ConsumerAction::Add { key, secret, name } => {
             // Bad settings, then bad input, are refused before a database is opened, let
@@ -473,15 +453,15 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             {
                 return Err(consumers::PUBLISHED_DEMO_NOT_ADDED.into());
             }
-            with_db(Allowed, async |db| add_consumer(db, new).await).await
+            with_db(async |db| add_consumer(db, new).await).await
         }
-        ConsumerAction::List => with_db(Refused, list_consumers).await,
+        ConsumerAction::List => with_db(list_consumers).await,
         ConsumerAction::Disable { key } => {
-            with_db(Refused, async |db| set_enabled(db, &key, false).await).await
+            with_db(async |db| set_enabled(db, &key, false).await).await
         }
         ConsumerAction::Enable { key } => {
             let (settings, _) = settings_and_cipher()?;
-            with_db(Refused, async |db| {
+            with_db(async |db| {
                 if !settings.seed_demo_consumer
                     && consumers::is_published_demo(db, &key).await.map_err(err)?
                 {
@@ -492,26 +472,21 @@ async fn consumer(action: ConsumerAction) -> Result<(), String> {
             .await
         }
         ConsumerAction::Remove { key } => {
-            with_db(Refused, async |db| {
+            with_db(async |db| {
                 found(consumers::delete(db, &key).await.map_err(err)?, &key)?;
                 say(&format!("removed {key:?} and ended its sessions"));
                 Ok(())
             })
             .await
         }
-        ConsumerAction::Rotate { key } => {
-            with_db(Refused, async |db| rotate_secret(db, &key).await).await
-        }
+        ConsumerAction::Rotate { key } => with_db(async |db| rotate_secret(db, &key).await).await,
     }
 }
 
 /// Runs `f` on the database opened as the server would, then closes it, on errors too (as the
 /// server does at a stop: the database file alone is then complete).
-pub(crate) async fn with_db<T>(
-    new: NewDatabase,
-    f: impl AsyncFnOnce(&Db) -> Result<T, String>,
-) -> Result<T, String> {
-    let db = open_db(new).await?;
+pub(crate) async fn with_db<T>(f: impl AsyncFnOnce(&Db) -> Result<T, String>) -> Result<T, String> {
+    let db = open_db().await?;
     let result = f(&db).await;
     // The running server reads the database too, so its WAL staying is the usual case here.
     if let Some(note @ store::CloseNote::CheckpointFailed(_)) = store::close(&db).await {

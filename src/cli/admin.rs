@@ -89,7 +89,7 @@ async fn set_password() -> Result<(), String> {
     let hash = rocket::tokio::task::spawn_blocking(move || crypto::hash_password(&password))
         .await
         .map_err(|e| e.to_string())??;
-    super::with_db(super::NewDatabase::Allowed, async |db| {
+    super::with_db(async |db| {
         admin::set_password_hash(db, &hash, store::now())
             .await
             .map_err(|e| e.to_string())
@@ -124,7 +124,7 @@ async fn rekey() -> Result<(), String> {
     } else {
         vec![SecretCipher::from_key_material(old.as_bytes())]
     };
-    let done = super::with_db(super::NewDatabase::Refused, async |db| {
+    let done = super::with_db(async |db| {
         let mut outcome = Rekeyed::OldKeyWrong(String::new());
         // Each try changes nothing unless every secret decrypts, so trying the next is safe.
         for old in &candidates {
@@ -163,7 +163,7 @@ async fn rekey() -> Result<(), String> {
 }
 
 async fn replace_lost_secrets(confirm: bool) -> Result<(), String> {
-    let replaced = super::with_db(super::NewDatabase::Refused, async |db| {
+    let replaced = super::with_db(async |db| {
         let (tx, replaced) = consumers::replace_unreadable_secrets(db, confirm)
             .await
             .map_err(|e| e.to_string())?;

@@ -113,26 +113,42 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
 }
 
 #[test]
-fn only_add_and_set_password_start_a_new_database_and_they_say_where() {
-    let dir = temp_dir();
-    let file = dir.join("typo.db");
-    let url = format!("sqlite://{}", file.display());
+fn any_command_starts_a_missing_database_and_says_where() {
     let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
-    // Run with the wrong environment, these would show or change another, empty database.
+    // As issue 2 says, whichever starts first creates the database, a command that only reads
+    // too; each says where, since run with the wrong environment it is not the server's.
     for args in [
         &["consumer", "list"][..],
         &["consumer", "disable", "k"],
-        &["consumer", "rotate", "k"],
         &["admin", "replace-lost-secrets"],
     ] {
-        let out = cli(&url, args);
-        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let dir = temp_dir();
+        let file = dir.join("data/new.db");
+        let out = cli(&format!("sqlite://{}", file.display()), args);
         assert!(
-            stderr(&out).contains(&format!("there is no database at {}", file.display())),
+            stderr(&out).contains(&format!("created a new database at {}", file.display())),
             "{args:?}: {out:?}"
         );
-        assert!(!file.exists(), "{args:?} created the database");
+        assert!(file.exists(), "{args:?} did not create the database");
+        if args == ["consumer", "list"] {
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(stdout(&out), "", "{out:?}");
+        }
+        // It is complete: the next command uses it as it is.
+        let again = cli(
+            &format!("sqlite://{}", file.display()),
+            &["consumer", "list"],
+        );
+        assert!(again.status.success(), "after {args:?}: {again:?}");
+        assert!(
+            !stderr(&again).contains("created"),
+            "after {args:?}: {again:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
+    let dir = temp_dir();
+    let file = dir.join("typo.db");
+    let url = format!("sqlite://{}", file.display());
     // Bad input is refused before a database is created.
     let out = cli(&url, &["consumer", "add", "bad key!"]);
     assert!(!out.status.success(), "{out:?}");
