@@ -106,16 +106,25 @@ pub async fn end_session(db: &Db, id: &str) -> Result<(), LtiError> {
     Ok(())
 }
 
-/// Counts a login attempt from `address` as failed until `forget_attempt` clears it, and returns
-/// its row id. If the failed attempts of the last minute, this one included, are over `limit`,
-/// the attempt is not counted and `None` is returned: the caller refuses it. One transaction, so
-/// parallel attempts cannot all slip under the limit.
+/// What `begin_attempt` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Counted as failed, under this row id, until `forget_attempt` clears it.
+    Counted(i64),
+    /// Not counted: the bucket's attempts of the last minute (this one left out) are at the
+    /// limit; so many are counted.
+    OverLimit(i64),
+}
+
+/// Counts a login attempt from `address` as failed until `forget_attempt` clears it, unless the
+/// failed attempts of the last minute, this one included, would be over `limit`. One
+/// transaction, so parallel attempts cannot all slip under the limit.
 pub async fn begin_attempt(
     db: &Db,
     address: &str,
     now: i64,
     limit: i64,
-) -> Result<Option<i64>, LtiError> {
+) -> Result<Attempt, LtiError> {
     let mut tx = db.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO admin_login_failures (address, at) VALUES (?, ?) RETURNING rowid",
@@ -133,10 +142,10 @@ pub async fn begin_attempt(
     .await?;
     if recent > limit {
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(Attempt::OverLimit(recent - 1));
     }
     tx.commit().await?;
-    Ok(Some(id))
+    Ok(Attempt::Counted(id))
 }
 
 /// Uncounts an attempt that succeeded.

@@ -1099,6 +1099,32 @@ async fn parallel_guesses_cannot_outrun_the_throttle() {
 }
 
 #[rocket::async_test]
+async fn right_passwords_sent_at_once_all_get_in_and_lock_nothing() {
+    let app = spawn_app().await;
+    set_password(&app, PASSWORD).await;
+    // More than the failure limit, all in their check at once: none of them is a failure.
+    let logins = (0..8).map(|_| {
+        login_from(&app, "203.0.113.6:4000")
+            .body(format!("password={PASSWORD}"))
+            .dispatch()
+    });
+    let statuses: Vec<Status> = rocket::futures::future::join_all(logins)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == Status::SeeOther),
+        "{statuses:?}"
+    );
+    let next = login_from(&app, "203.0.113.6:4000")
+        .body(format!("password={PASSWORD}"))
+        .dispatch()
+        .await;
+    assert_eq!(next.status(), Status::SeeOther, "the address is not locked");
+}
+
+#[rocket::async_test]
 async fn an_admin_sees_why_a_launch_was_refused_fixes_it_and_the_next_launch_works() {
     let app = logged_in().await;
     let secret = create(&app, "canvas-main").await;

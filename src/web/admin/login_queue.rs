@@ -8,6 +8,9 @@
 //!   held to its own throttle bucket instead;
 //! - a bucket over its failure limit is remembered for a minute, so its next attempts get 429
 //!   from memory without a place or a database write;
+//! - attempts still in their check count as failures until they end, so parallel guesses cannot
+//!   outrun the throttle; an attempt that finds the bucket full only because of those waits for
+//!   them (`Checking`) instead of being refused: right passwords sent at once all get in;
 //! - refusals are counted and logged at most once a second: a flood sends thousands a second.
 
 use std::collections::HashMap;
@@ -28,6 +31,8 @@ pub struct LoginQueue {
     waiting: Arc<AtomicUsize>,
     /// Throttle buckets over their limit, and until when (Unix seconds).
     over_limit: Mutex<HashMap<String, i64>>,
+    /// Attempts per bucket counted as failed while their password is still being checked.
+    checking: Arc<Mutex<HashMap<String, usize>>>,
     /// Refusals since the last log line, and the second of that line.
     busy: AtomicUsize,
     throttled: AtomicUsize,
@@ -41,6 +46,34 @@ impl Drop for QueuePlace {
     fn drop(&mut self) {
         if let Some(waiting) = &self.0 {
             waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// An attempt counted in its bucket's `checking` until dropped (when its check has ended).
+pub(super) struct Checking {
+    bucket: String,
+    checking: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Checking {
+    /// How many other attempts of the bucket are in their check.
+    pub(super) fn others(&self) -> usize {
+        self.checking.lock().map_or(0, |map| {
+            map.get(&self.bucket).map_or(0, |n| n.saturating_sub(1))
+        })
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.checking.lock() {
+            if let Some(n) = map.get_mut(&self.bucket) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.bucket);
+                }
+            }
         }
     }
 }
@@ -66,6 +99,19 @@ impl LoginQueue {
             })
             .ok()
             .map(|_| QueuePlace(Some(Arc::clone(&self.waiting))))
+    }
+
+    /// Counts an attempt of `bucket` as in its check until the guard is dropped. Taken before its
+    /// failure is counted in the database, so that others never see a counted failure that is
+    /// not also counted here (they would take it for a decided one).
+    pub(super) fn checking(&self, bucket: &str) -> Checking {
+        if let Ok(mut map) = self.checking.lock() {
+            *map.entry(bucket.to_string()).or_default() += 1;
+        }
+        Checking {
+            bucket: bucket.to_string(),
+            checking: Arc::clone(&self.checking),
+        }
     }
 
     /// True when `bucket` went over its limit less than a minute ago.
@@ -138,6 +184,25 @@ mod tests {
         );
         drop(places);
         assert!(queue.take(false).is_some(), "places come back");
+    }
+
+    #[test]
+    fn attempts_in_their_check_are_counted_per_bucket_until_dropped() {
+        let queue = LoginQueue::default();
+        let first = queue.checking("192.0.2.1");
+        assert_eq!(first.others(), 0);
+        let second = queue.checking("192.0.2.1");
+        let elsewhere = queue.checking("192.0.2.2");
+        assert_eq!(first.others(), 1);
+        assert_eq!(elsewhere.others(), 0);
+        drop(second);
+        assert_eq!(first.others(), 0);
+        drop(first);
+        drop(elsewhere);
+        assert!(
+            queue.checking.lock().unwrap().is_empty(),
+            "no bucket is kept"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Admin login and its session: the `Admin` guard (cookie, idle expiry, CSRF token), login with
 //! Argon2id and a per-address throttle, logout, and the 401 catcher that shows the login page.
 
+use std::time::Duration;
+
 use rocket::form::{Form, FromForm};
 use rocket::http::{Cookie, CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
@@ -13,7 +15,8 @@ use super::login_queue::Refused;
 use super::{render, Page};
 use crate::crypto;
 use crate::error::LtiError;
-use crate::store::{self, admin};
+use crate::store;
+use crate::store::admin::{self, Attempt};
 use crate::web::error::remember;
 use crate::web::origin::{client_address, SecureCookies, StartedElsewhere};
 use crate::web::session_cookie::cookies_named;
@@ -27,6 +30,8 @@ pub const SECURE_ADMIN_COOKIE: &str = "__Host-lti_admin";
 
 /// Failed logins allowed per address per minute; the next attempt gets 429.
 pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
+/// Longest a login waits for the checks of its bucket that hold the limit (then 503).
+const MAX_WAIT_FOR_CHECKS: Duration = Duration::from_secs(10);
 
 /// Admin password checks running at once (see `login`).
 static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
@@ -308,18 +313,34 @@ async fn login(
         queue.log_refusal(Refused::Busy, now);
         return Err(LtiError::LoginsBusy);
     };
-    // Counted as failed before the check, so parallel guesses cannot outrun the throttle.
-    let Some(attempt) =
-        admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await?
-    else {
-        if queue.remember_over_limit(&bucket, now) {
-            log::warn!(
-                "admin login: {address} ({bucket}) is over {MAX_FAILURES_PER_MINUTE} failures a \
-                 minute; refused for a minute"
-            );
+    // Counted as failed before the check, so parallel guesses cannot outrun the throttle. An
+    // attempt that finds the limit taken up by checks still running waits for their outcome:
+    // right passwords sent at once are not failures.
+    let waited_since = std::time::Instant::now();
+    let (attempt, _checking) = loop {
+        let checking = queue.checking(&bucket);
+        match admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await? {
+            Attempt::Counted(id) => break (id, checking),
+            Attempt::OverLimit(counted) => {
+                let decided = counted - i64::try_from(checking.others()).unwrap_or(i64::MAX);
+                drop(checking);
+                if decided >= MAX_FAILURES_PER_MINUTE {
+                    if queue.remember_over_limit(&bucket, now) {
+                        log::warn!(
+                            "admin login: {address} ({bucket}) is over \
+                             {MAX_FAILURES_PER_MINUTE} failures a minute; refused for a minute"
+                        );
+                    }
+                    queue.log_refusal(Refused::Throttled, now);
+                    return Err(LtiError::TooManyLogins);
+                }
+                if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
+                    queue.log_refusal(Refused::Busy, now);
+                    return Err(LtiError::LoginsBusy);
+                }
+                rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        queue.log_refusal(Refused::Throttled, now);
-        return Err(LtiError::TooManyLogins);
     };
     let password = form.into_inner().password.unwrap_or_default();
     let binding = hash.clone();
