@@ -305,25 +305,24 @@ async fn login(
         None => throttle_bucket(&address),
     };
     let queue = &state.login_queue;
-    if queue.is_over_limit(&bucket, now) {
-        queue.log_refusal(Refused::Throttled, now);
-        return Err(LtiError::TooManyLogins);
-    }
-    let Some(_place) = queue.take(device.is_some()) else {
-        queue.log_refusal(Refused::Busy, now);
-        return Err(LtiError::LoginsBusy);
-    };
     // Counted as failed before the check, so parallel guesses cannot outrun the throttle. An
-    // attempt that finds the limit taken up by checks still running waits for their outcome:
-    // right passwords sent at once are not failures.
+    // attempt that finds the limit taken up by checks still running waits for their outcome,
+    // without a place in the queue: right passwords sent at once are not failures.
     let waited_since = std::time::Instant::now();
-    let (attempt, _checking) = loop {
+    let (attempt, _checking, _place) = loop {
+        if queue.is_over_limit(&bucket, now) {
+            queue.log_refusal(Refused::Throttled, now);
+            return Err(LtiError::TooManyLogins);
+        }
+        let Some(place) = queue.take(device.is_some()) else {
+            queue.log_refusal(Refused::Busy, now);
+            return Err(LtiError::LoginsBusy);
+        };
         let checking = queue.checking(&bucket);
         match admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await? {
-            Attempt::Counted(id) => break (id, checking),
+            Attempt::Counted(id) => break (id, checking, place),
             Attempt::OverLimit(counted) => {
                 let decided = counted - i64::try_from(checking.others()).unwrap_or(i64::MAX);
-                drop(checking);
                 if decided >= MAX_FAILURES_PER_MINUTE {
                     if queue.remember_over_limit(&bucket, now) {
                         log::warn!(
@@ -338,9 +337,10 @@ async fn login(
                     queue.log_refusal(Refused::Busy, now);
                     return Err(LtiError::LoginsBusy);
                 }
-                rocket::tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        drop((checking, place));
+        rocket::tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let password = form.into_inner().password.unwrap_or_default();
     let binding = hash.clone();
