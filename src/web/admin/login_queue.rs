@@ -10,7 +10,8 @@
 //!   from memory without a place or a database write;
 //! - attempts still in their check count as failures until they end, so parallel guesses cannot
 //!   outrun the throttle; an attempt that finds the bucket full only because of those waits for
-//!   them (`Checking`) instead of being refused: right passwords sent at once all get in;
+//!   them (`Checking`, at most as many per bucket as it may fail) instead of being refused,
+//!   without a place: right passwords sent at once all get in;
 //! - refusals are counted and logged at most once a second: a flood sends thousands a second.
 
 use std::collections::HashMap;
@@ -101,17 +102,21 @@ impl LoginQueue {
             .map(|_| QueuePlace(Some(Arc::clone(&self.waiting))))
     }
 
-    /// Counts an attempt of `bucket` as in its check until the guard is dropped. Taken before its
-    /// failure is counted in the database, so that others never see a counted failure that is
-    /// not also counted here (they would take it for a decided one).
-    pub(super) fn checking(&self, bucket: &str) -> Checking {
-        if let Ok(mut map) = self.checking.lock() {
-            *map.entry(bucket.to_string()).or_default() += 1;
+    /// Counts an attempt of `bucket` as in its check until the guard is dropped, unless `most`
+    /// are already (`None`). Taken before its failure is counted in the database, so that others
+    /// never see a counted failure that is not also counted here (they would take it for a
+    /// decided one).
+    pub(super) fn checking(&self, bucket: &str, most: i64) -> Option<Checking> {
+        let mut map = self.checking.lock().ok()?;
+        let running = map.entry(bucket.to_string()).or_default();
+        if i64::try_from(*running).unwrap_or(i64::MAX) >= most {
+            return None;
         }
-        Checking {
+        *running += 1;
+        Some(Checking {
             bucket: bucket.to_string(),
             checking: Arc::clone(&self.checking),
-        }
+        })
     }
 
     /// True when `bucket` went over its limit less than a minute ago.
@@ -189,14 +194,16 @@ mod tests {
     #[test]
     fn attempts_in_their_check_are_counted_per_bucket_until_dropped() {
         let queue = LoginQueue::default();
-        let first = queue.checking("192.0.2.1");
+        let first = queue.checking("192.0.2.1", 2).expect("room");
         assert_eq!(first.others(), 0);
-        let second = queue.checking("192.0.2.1");
-        let elsewhere = queue.checking("192.0.2.2");
+        let second = queue.checking("192.0.2.1", 2).expect("room");
+        assert!(queue.checking("192.0.2.1", 2).is_none(), "at most 2");
+        let elsewhere = queue.checking("192.0.2.2", 2).expect("another bucket");
         assert_eq!(first.others(), 1);
         assert_eq!(elsewhere.others(), 0);
         drop(second);
         assert_eq!(first.others(), 0);
+        assert!(queue.checking("192.0.2.1", 2).is_some(), "room again");
         drop(first);
         drop(elsewhere);
         assert!(

@@ -287,7 +287,6 @@ async fn login(
         log::warn!("admin login refused: posted from another site");
         return Err(LtiError::CrossSiteForm);
     }
-    let now = store::now();
     let address = address.0;
     let Some(hash) = admin::password_hash(&state.db).await? else {
         return Ok(Reply::Page(login_page(Status::Ok, false, None)));
@@ -307,22 +306,40 @@ async fn login(
     let queue = &state.login_queue;
     // Counted as failed before the check, so parallel guesses cannot outrun the throttle. An
     // attempt that finds the limit taken up by checks still running waits for their outcome,
-    // without a place in the queue: right passwords sent at once are not failures.
+    // holding no place in the queue and writing nothing: right passwords sent at once are not
+    // failures.
     let waited_since = std::time::Instant::now();
-    let (attempt, _checking, _place) = loop {
+    let (attempt, now, _checking, _place) = loop {
+        let now = store::now();
         if queue.is_over_limit(&bucket, now) {
             queue.log_refusal(Refused::Throttled, now);
             return Err(LtiError::TooManyLogins);
         }
+        if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
+            log::warn!(
+                "admin login from {address} ({bucket}) waited {} s for its earlier password \
+                 checks to end; 503",
+                MAX_WAIT_FOR_CHECKS.as_secs()
+            );
+            return Err(LtiError::LoginsBusy);
+        }
+        // No more of a bucket's attempts in their check than it may fail: the next wait here.
+        let Some(checking) = queue.checking(&bucket, MAX_FAILURES_PER_MINUTE) else {
+            rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
         let Some(place) = queue.take(device.is_some()) else {
             queue.log_refusal(Refused::Busy, now);
             return Err(LtiError::LoginsBusy);
         };
-        let checking = queue.checking(&bucket);
+        // Checks that end during the count are running before it or after it: the larger of
+        // the two never takes a running check for a decided failure.
+        let running_before = checking.others();
         match admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await? {
-            Attempt::Counted(id) => break (id, checking, place),
+            Attempt::Counted(id) => break (id, now, checking, place),
             Attempt::OverLimit(counted) => {
-                let decided = counted - i64::try_from(checking.others()).unwrap_or(i64::MAX);
+                let running = running_before.max(checking.others());
+                let decided = counted - i64::try_from(running).unwrap_or(i64::MAX);
                 if decided >= MAX_FAILURES_PER_MINUTE {
                     if queue.remember_over_limit(&bucket, now) {
                         log::warn!(
@@ -332,10 +349,6 @@ async fn login(
                     }
                     queue.log_refusal(Refused::Throttled, now);
                     return Err(LtiError::TooManyLogins);
-                }
-                if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
-                    queue.log_refusal(Refused::Busy, now);
-                    return Err(LtiError::LoginsBusy);
                 }
             }
         }
