@@ -283,23 +283,38 @@ async fn open_db() -> Result<Db, String> {
     for key in crate::config::unknown_settings(&crate::figment()) {
         eprintln!("lti-tool: warning: unknown setting `{key}` is ignored (misspelt?)");
     }
-    let file = store::file_of(&settings.database_url).map_err(|e| e.to_string())?;
-    let missing = file.as_ref().filter(|f| !f.exists());
-    let db = store::open(&settings.database_url)
+    let (db, created) = store::open_telling(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(file) = missing {
-        eprintln!(
-            "lti-tool: created a new database at {} (the server must use this one: run the \
-             command line with the server's environment)",
-            file.display()
-        );
+    if created {
+        if let Ok(Some(file)) = store::file_of(&settings.database_url) {
+            let file = std::path::absolute(&file).unwrap_or(file);
+            // Made by root, it is root's alone (mode 0600): a server running as its own user
+            // could not open it.
+            let owner = if is_root() {
+                "; it belongs to root, so a server running as another user cannot open it \
+                 until it and its folder are given to that user (chown)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "lti-tool: created a new database at {} (the server must use this one: run the \
+                 command line with the server's environment){owner}",
+                file.display()
+            );
+        }
     }
     if let Err(e) = crate::crypto::install_cipher(&db, cipher).await {
         store::close(&db).await;
         return Err(e);
     }
     Ok(db)
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Where a secret the command line writes goes: a transaction holding the write lock, in which

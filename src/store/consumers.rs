@@ -230,7 +230,9 @@ pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {
 /// how many were encrypted.
 pub async fn encrypt_plaintext_secrets(db: &Db) -> Result<u64, LtiError> {
     let cipher = cipher_for(db)?;
-    let mut tx = db.begin().await?;
+    // IMMEDIATE: a read, then writes; deferred, a write made meanwhile by another process
+    // would fail the first write at once ("database is locked") instead of waiting.
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 0")
             .fetch_all(&mut *tx)
@@ -366,7 +368,8 @@ pub enum Rekeyed {
 /// current key). The key check is sealed under the current key too.
 pub async fn reencrypt_secrets(db: &Db, old: &SecretCipher) -> Result<Rekeyed, LtiError> {
     let new = cipher_for(db)?;
-    let mut tx = db.begin().await?;
+    // IMMEDIATE: a read, then writes (see `encrypt_plaintext_secrets`).
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
             .fetch_all(&mut *tx)
@@ -410,7 +413,8 @@ pub async fn replace_unreadable_secrets(
     LtiError,
 > {
     let cipher = cipher_for(db)?;
-    let mut tx = db.begin().await?;
+    // IMMEDIATE: a read, then writes (see `encrypt_plaintext_secrets`).
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
             .fetch_all(&mut *tx)

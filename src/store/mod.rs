@@ -37,6 +37,11 @@ pub type Db = SqlitePool;
 
 /// Opens (creating the file and its folder if needed) and migrates the database.
 pub async fn open(database_url: &str) -> Result<Db, LtiError> {
+    Ok(open_telling(database_url).await?.0)
+}
+
+/// Opens the database as [`open`] does; true with it when this call created its file.
+pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
     // The file is created below (private), never by a connection: a pool connection opened after
     // the file was removed would otherwise start an empty database beside the lost one.
     let options = SqliteConnectOptions::from_str(database_url)?
@@ -78,7 +83,7 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
             .connect_with(options)
             .await
             .map_err(|e| named(&e, crate::error::is_damaged(&e)))?;
-        match sqlx::migrate!("./migrations").run(&pool).await {
+        match migrate(&pool).await {
             Ok(()) => Ok(pool),
             Err(e) => {
                 pool.close().await;
@@ -105,7 +110,20 @@ pub async fn open(database_url: &str) -> Result<Db, LtiError> {
             let _ = std::fs::remove_file(&file);
         }
     }
-    opened
+    Ok((opened?, created))
+}
+
+/// Runs the embedded migrations under the database's write lock, taken first (SQLite waits
+/// `busy_timeout` for it): a server and commands started at once on a new database would
+/// otherwise each find it unmigrated and all but one fail on "table already exists". Whoever
+/// comes second finds the migrations done.
+async fn migrate(pool: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN EXCLUSIVE").await?;
+    // Each migration runs in a savepoint of this transaction, as it would in its own.
+    sqlx::migrate!("./migrations").run_direct(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// When a pool connection was last opened read-only (Unix seconds; 0: never).

@@ -25,7 +25,8 @@ impl NonceWatermark {
     /// is wider than the one the stored nonces were stored under, their expiries and the mark
     /// move by the difference, so the wider window cannot reach a pruned nonce.
     pub async fn load(db: &Db, window: i64) -> Result<NonceWatermark, LtiError> {
-        let mut tx = db.begin().await?;
+        // IMMEDIATE: a read, then writes (see `consumers::encrypt_plaintext_secrets`).
+        let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT pruned_before, window FROM nonce_prune_watermark WHERE id = 1")
                 .fetch_optional(&mut *tx)

@@ -178,6 +178,40 @@ fn any_command_starts_a_missing_database_and_says_where() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn commands_started_at_once_on_a_new_database_all_work() {
+    // Each finds the database missing; one creates and migrates it, the others wait for that
+    // instead of migrating it again ("table already exists").
+    for round in 0..3 {
+        let dir = temp_dir();
+        let url = format!("sqlite://{}", dir.join("data/new.db").display());
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let url = url.clone();
+                std::thread::spawn(move || match i {
+                    0 => cli(&url, &["consumer", "list"]),
+                    _ => cli(&url, &["consumer", "add", &format!("k{i}")]),
+                })
+            })
+            .collect();
+        let outs: Vec<Output> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        for out in &outs {
+            assert!(out.status.success(), "round {round}: {out:?}");
+        }
+        let created = outs
+            .iter()
+            .filter(|o| String::from_utf8_lossy(&o.stderr).contains("created a new database"))
+            .count();
+        assert_eq!(created, 1, "round {round}: {outs:?}");
+        let list = stdout(&cli(&url, &["consumer", "list"]));
+        assert!(
+            ["k1", "k2", "k3"].iter().all(|k| list.contains(k)),
+            "{list}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[rocket::async_test]
 async fn without_a_key_in_release_the_command_line_refuses_before_creating_a_database() {
     let dir = temp_dir();
