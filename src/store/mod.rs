@@ -297,12 +297,25 @@ fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
         new_file.mode(0o600);
     }
     if let Some(parent) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        dir.recursive(true)
-            .create(parent)
-            .map_err(|e| failed(parent, e))?;
+        dir.recursive(true).create(parent).map_err(|e| {
+            // "File exists" alone would not say that a file stands where a folder must be.
+            match parent.ancestors().find(|a| a.exists()) {
+                Some(blocking) if !blocking.is_dir() => LtiError::Storage(format!(
+                    "cannot create the folder {}: {} is a file",
+                    parent.display(),
+                    blocking.display()
+                )),
+                _ => failed(parent, e),
+            }
+        })?;
     }
     match new_file.open(file) {
         Ok(_) => Ok(true),
+        // SQLite would only say "unable to open database file".
+        Err(_) if file.is_dir() => Err(LtiError::Storage(format!(
+            "the database {} is a folder, not a file: name a file in it",
+            file.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(failed(file, e)),
     }
@@ -401,6 +414,22 @@ pub async fn prune_expired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_where_the_file_goes_or_a_file_where_a_folder_goes_is_named() {
+        let dir = std::env::temp_dir().join(format!("lti-blocked-{}", sessions::new_id()));
+        std::fs::create_dir_all(dir.join("folder")).unwrap();
+        std::fs::write(dir.join("file"), "").unwrap();
+        let said = |path: &str| match create_private(&dir.join(path)) {
+            Err(LtiError::Storage(said)) => said,
+            other => panic!("{path}: {other:?}"),
+        };
+        assert!(said("folder").ends_with("folder is a folder, not a file: name a file in it"));
+        let under_file = said("file/sub/db.sqlite");
+        assert!(under_file.contains("file/sub: "), "{under_file}");
+        assert!(under_file.ends_with("file is a file"), "{under_file}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[cfg(unix)]
     #[rocket::async_test]
