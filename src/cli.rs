@@ -288,7 +288,7 @@ async fn open_db() -> Result<Db, String> {
         .map_err(|e| e.to_string())?;
     if created {
         if let Ok(Some(file)) = store::file_of(&settings.database_url) {
-            let file = std::path::absolute(&file).unwrap_or(file);
+            let file = std::fs::canonicalize(&file).unwrap_or(file);
             // Made by root, it is root's alone (mode 0600): a server running as its own user
             // could not open it.
             let owner = if is_root() {

@@ -413,8 +413,10 @@ pub async fn replace_unreadable_secrets(
     LtiError,
 > {
     let cipher = cipher_for(db)?;
-    // IMMEDIATE: a read, then writes (see `encrypt_plaintext_secrets`).
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    // IMMEDIATE: a read, then writes (see `encrypt_plaintext_secrets`); a dry run only reads.
+    let mut tx = db
+        .begin_with(if apply { "BEGIN IMMEDIATE" } else { "BEGIN" })
+        .await?;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT consumer_key, secret FROM consumers WHERE secret_encrypted = 1")
             .fetch_all(&mut *tx)

@@ -58,7 +58,13 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
         // warning would add the whole multi-line statement to the log.
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let file = options.get_filename().to_owned();
-    let created = file.to_str() != Some(":memory:") && create_private(&file)?;
+    if opens_read_only(database_url) && !file.exists() {
+        return Err(LtiError::Storage(format!(
+            "there is no database at {} (opened read-only, it is not created)",
+            file.display()
+        )));
+    }
+    let created = file.to_str() != Some(":memory:") && create_private(&file).await?;
     // SQLite's messages ("unable to open database file") do not say which file, nor that the
     // usual cause is a file or folder made by another user (a command run as root first).
     let named = |e: &dyn std::fmt::Display, damaged: bool| {
@@ -99,29 +105,29 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
         }
     };
     let opened = opened.await;
-    if opened.is_err() && created {
-        // Not left behind as an empty database (on a full disk, say) that looks like one; but
-        // only while it is still empty with no WAL beside it: another process (a command line
-        // run started at the same time) may have set it up meanwhile.
-        let mut wal = file.clone().into_os_string();
-        wal.push("-wal");
-        let empty = std::fs::metadata(&file).is_ok_and(|m| m.len() == 0);
-        if empty && !std::path::Path::new(&wal).exists() {
-            let _ = std::fs::remove_file(&file);
-        }
-    }
     Ok((opened?, created))
 }
 
 /// Runs the embedded migrations under the database's write lock, taken first (SQLite waits
 /// `busy_timeout` for it): a server and commands started at once on a new database would
 /// otherwise each find it unmigrated and all but one fail on "table already exists". Whoever
-/// comes second finds the migrations done.
+/// comes second finds the migrations done. With none pending, nothing takes the lock.
 async fn migrate(pool: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = sqlx::migrate!("./migrations");
     let mut conn = pool.acquire().await?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    if migrator.iter().all(|m| applied.contains(&m.version)) {
+        // Checks the applied ones' checksums; writes nothing.
+        return migrator.run_direct(&mut *conn).await;
+    }
     let mut tx = conn.begin_with("BEGIN EXCLUSIVE").await?;
-    // Each migration runs in a savepoint of this transaction, as it would in its own.
-    sqlx::migrate!("./migrations").run_direct(&mut *tx).await?;
+    // Each migration runs in a savepoint of this transaction, so a migration that must run
+    // outside one (`-- no-transaction`: VACUUM, say) cannot be added.
+    migrator.run_direct(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -279,12 +285,25 @@ pub async fn close(db: &Db) -> Option<CloseNote> {
     note
 }
 
+/// Whether the URL asks SQLite for a read-only database (`?mode=ro`, `?immutable=1`).
+fn opens_read_only(database_url: &str) -> bool {
+    let query = database_url.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .any(|pair| matches!(pair, "mode=ro" | "immutable=1" | "immutable=true"))
+}
+
 /// Creates the database file, and its folder, readable only by the server's user, unless they
 /// exist: the file holds live session ids and learners' names, and SQLite gives its `-wal` and
 /// `-shm` files the database file's permissions. An existing file or folder is left as it is.
 /// Returns whether it created the file.
-fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
-    let failed = |what: &std::path::Path, e: std::io::Error| {
+///
+/// The file is made under a temporary name, already in WAL mode, then linked into place (which
+/// fails if another process got there first). An empty file in its place would be switched to
+/// WAL by every process opening it, and SQLite does not wait for the lock that takes: a server
+/// and a command started together on a new database would fail at once ("database is locked").
+async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
+    let failed = |what: &std::path::Path, e: &dyn std::fmt::Display| {
         LtiError::Storage(format!("cannot create {}: {e}", what.display()))
     };
     let mut dir = std::fs::DirBuilder::new();
@@ -305,19 +324,42 @@ fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
                     parent.display(),
                     blocking.display()
                 )),
-                _ => failed(parent, e),
+                _ => failed(parent, &e),
             }
         })?;
     }
-    match new_file.open(file) {
-        Ok(_) => Ok(true),
+    if file.is_dir() {
         // SQLite would only say "unable to open database file".
-        Err(_) if file.is_dir() => Err(LtiError::Storage(format!(
+        return Err(LtiError::Storage(format!(
             "the database {} is a folder, not a file: name a file in it",
             file.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(failed(file, e)),
+        )));
+    }
+    if file.exists() {
+        return Ok(false);
+    }
+    let mut temporary = file.as_os_str().to_owned();
+    temporary.push(format!(".new-{}", sessions::new_id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    new_file.open(&temporary).map_err(|e| failed(file, &e))?;
+    let made = async {
+        let conn = SqliteConnectOptions::new()
+            .filename(&temporary)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await?;
+        conn.close().await
+    }
+    .await;
+    let linked = match made {
+        Ok(()) => std::fs::hard_link(&temporary, file).map_err(|e| (e.kind(), failed(file, &e))),
+        Err(e) => Err((std::io::ErrorKind::Other, failed(file, &e))),
+    };
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(true),
+        Err((std::io::ErrorKind::AlreadyExists, _)) => Ok(false),
+        Err((_, e)) => Err(e),
     }
 }
 
@@ -415,19 +457,43 @@ pub async fn prune_expired(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_folder_where_the_file_goes_or_a_file_where_a_folder_goes_is_named() {
+    #[rocket::async_test]
+    async fn a_folder_where_the_file_goes_or_a_file_where_a_folder_goes_is_named() {
         let dir = std::env::temp_dir().join(format!("lti-blocked-{}", sessions::new_id()));
         std::fs::create_dir_all(dir.join("folder")).unwrap();
         std::fs::write(dir.join("file"), "").unwrap();
-        let said = |path: &str| match create_private(&dir.join(path)) {
+        let said = |result: Result<bool, LtiError>| match result {
             Err(LtiError::Storage(said)) => said,
-            other => panic!("{path}: {other:?}"),
+            other => panic!("{other:?}"),
         };
-        assert!(said("folder").ends_with("folder is a folder, not a file: name a file in it"));
-        let under_file = said("file/sub/db.sqlite");
+        let folder = said(create_private(&dir.join("folder")).await);
+        assert!(folder.ends_with("folder is a folder, not a file: name a file in it"));
+        let under_file = said(create_private(&dir.join("file/sub/db.sqlite")).await);
         assert!(under_file.contains("file/sub: "), "{under_file}");
         assert!(under_file.ends_with("file is a file"), "{under_file}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[rocket::async_test]
+    async fn a_new_database_file_appears_already_in_wal_mode_and_only_once() {
+        let dir = std::env::temp_dir().join(format!("lti-new-{}", sessions::new_id()));
+        let file = dir.join("data/new.db");
+        assert!(create_private(&file).await.unwrap(), "created");
+        // Bytes 18 and 19 of the header are 2 in WAL mode: nobody opening it switches it.
+        let header = std::fs::read(&file).unwrap();
+        assert!(header.len() >= 100 && header[18] == 2 && header[19] == 2);
+        assert!(!create_private(&file).await.unwrap(), "found, not created");
+        let names: Vec<_> = std::fs::read_dir(dir.join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["new.db"], "no temporary file is left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -455,12 +521,13 @@ mod tests {
     async fn a_database_that_cannot_be_set_up_leaves_no_file_behind() {
         let dir = std::env::temp_dir().join(format!("lti-unmade-{}", sessions::new_id()));
         let file = dir.join("db.sqlite");
-        // Read-only: the new, empty file cannot be given its schema.
+        // Read-only: a new file could not be given its schema, so none is made.
         let e = open(&format!("sqlite://{}?mode=ro", file.display()))
             .await
             .expect_err("read-only");
         assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
         assert!(!file.exists());
+        std::fs::create_dir_all(&dir).unwrap();
         // An existing file is never removed.
         std::fs::write(&file, b"").unwrap();
         assert!(open(&format!("sqlite://{}?mode=ro", file.display()))

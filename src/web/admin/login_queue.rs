@@ -33,10 +33,11 @@ pub struct LoginQueue {
     /// Throttle buckets over their limit, and until when (Unix seconds).
     over_limit: Mutex<HashMap<String, i64>>,
     /// Attempts per bucket counted as failed while their password is still being checked.
-    checking: Arc<Mutex<HashMap<String, usize>>>,
+    checking: Arc<Mutex<HashMap<String, Checks>>>,
     /// Refusals since the last log line, and the second of that line.
     busy: AtomicUsize,
     throttled: AtomicUsize,
+    waited: AtomicUsize,
     logged_at: AtomicI64,
 }
 
@@ -51,17 +52,27 @@ impl Drop for QueuePlace {
     }
 }
 
+/// A bucket's attempts in their check, and how many have ended while any was running.
+#[derive(Default)]
+struct Checks {
+    running: usize,
+    ended: u64,
+}
+
 /// An attempt counted in its bucket's `checking` until dropped (when its check has ended).
 pub(super) struct Checking {
     bucket: String,
-    checking: Arc<Mutex<HashMap<String, usize>>>,
+    checking: Arc<Mutex<HashMap<String, Checks>>>,
 }
 
 impl Checking {
-    /// How many other attempts of the bucket are in their check.
-    pub(super) fn others(&self) -> usize {
-        self.checking.lock().map_or(0, |map| {
-            map.get(&self.bucket).map_or(0, |n| n.saturating_sub(1))
+    /// How many other attempts of the bucket are in their check, and how many have ended since
+    /// this one began: between two readings, the checks that ran at any moment in between are
+    /// those running at the second plus the difference in the ended ones.
+    pub(super) fn others(&self) -> (usize, u64) {
+        self.checking.lock().map_or((0, 0), |map| {
+            map.get(&self.bucket)
+                .map_or((0, 0), |c| (c.running.saturating_sub(1), c.ended))
         })
     }
 }
@@ -69,9 +80,11 @@ impl Checking {
 impl Drop for Checking {
     fn drop(&mut self) {
         if let Ok(mut map) = self.checking.lock() {
-            if let Some(n) = map.get_mut(&self.bucket) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(checks) = map.get_mut(&self.bucket) {
+                checks.running -= 1;
+                checks.ended += 1;
+                // Kept while this guard lives, so a bucket's `ended` does not restart under it.
+                if checks.running == 0 {
                     map.remove(&self.bucket);
                 }
             }
@@ -86,6 +99,8 @@ pub(super) enum Refused {
     Busy,
     /// Its bucket is over the failure limit.
     Throttled,
+    /// It waited `MAX_WAIT_FOR_CHECKS` for its bucket's checks (or the database) in vain.
+    Waited,
 }
 
 impl LoginQueue {
@@ -108,11 +123,11 @@ impl LoginQueue {
     /// decided one).
     pub(super) fn checking(&self, bucket: &str, most: i64) -> Option<Checking> {
         let mut map = self.checking.lock().ok()?;
-        let running = map.entry(bucket.to_string()).or_default();
-        if i64::try_from(*running).unwrap_or(i64::MAX) >= most {
+        let checks = map.entry(bucket.to_string()).or_default();
+        if i64::try_from(checks.running).unwrap_or(i64::MAX) >= most {
             return None;
         }
-        *running += 1;
+        checks.running += 1;
         Some(Checking {
             bucket: bucket.to_string(),
             checking: Arc::clone(&self.checking),
@@ -149,6 +164,7 @@ impl LoginQueue {
         match why {
             Refused::Busy => self.busy.fetch_add(1, Ordering::AcqRel),
             Refused::Throttled => self.throttled.fetch_add(1, Ordering::AcqRel),
+            Refused::Waited => self.waited.fetch_add(1, Ordering::AcqRel),
         };
         let last = self.logged_at.load(Ordering::Acquire);
         if now > last
@@ -159,9 +175,11 @@ impl LoginQueue {
         {
             let busy = self.busy.swap(0, Ordering::AcqRel);
             let throttled = self.throttled.swap(0, Ordering::AcqRel);
+            let waited = self.waited.swap(0, Ordering::AcqRel);
             log::warn!(
                 "admin logins refused since the last such line: {busy} with {MAX_QUEUED_CHECKS} \
-                 password checks queued (503), {throttled} over their failure limit (429)"
+                 password checks queued (503), {throttled} over their failure limit (429), \
+                 {waited} after waiting 10 s for their address's checks or the database (503)"
             );
         }
     }
@@ -195,14 +213,14 @@ mod tests {
     fn attempts_in_their_check_are_counted_per_bucket_until_dropped() {
         let queue = LoginQueue::default();
         let first = queue.checking("192.0.2.1", 2).expect("room");
-        assert_eq!(first.others(), 0);
+        assert_eq!(first.others(), (0, 0));
         let second = queue.checking("192.0.2.1", 2).expect("room");
         assert!(queue.checking("192.0.2.1", 2).is_none(), "at most 2");
         let elsewhere = queue.checking("192.0.2.2", 2).expect("another bucket");
-        assert_eq!(first.others(), 1);
-        assert_eq!(elsewhere.others(), 0);
+        assert_eq!(first.others(), (1, 0));
+        assert_eq!(elsewhere.others(), (0, 0));
         drop(second);
-        assert_eq!(first.others(), 0);
+        assert_eq!(first.others(), (0, 1), "one ended while the first ran");
         assert!(queue.checking("192.0.2.1", 2).is_some(), "room again");
         drop(first);
         drop(elsewhere);

@@ -316,11 +316,7 @@ async fn login(
             return Err(LtiError::TooManyLogins);
         }
         if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
-            log::warn!(
-                "admin login from {address} ({bucket}) waited {} s for its earlier password \
-                 checks to end; 503",
-                MAX_WAIT_FOR_CHECKS.as_secs()
-            );
+            queue.log_refusal(Refused::Waited, now);
             return Err(LtiError::LoginsBusy);
         }
         // No more of a bucket's attempts in their check than it may fail: the next wait here.
@@ -332,14 +328,17 @@ async fn login(
             queue.log_refusal(Refused::Busy, now);
             return Err(LtiError::LoginsBusy);
         };
-        // Checks that end during the count are running before it or after it: the larger of
-        // the two never takes a running check for a decided failure.
-        let running_before = checking.others();
+        // A check that was running when the rows were counted is either running after the count
+        // or has ended since `ended_before`: neither is taken for a decided failure.
+        let (_, ended_before) = checking.others();
         match admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await? {
             Attempt::Counted(id) => break (id, now, checking, place),
             Attempt::OverLimit(counted) => {
-                let running = running_before.max(checking.others());
-                let decided = counted - i64::try_from(running).unwrap_or(i64::MAX);
+                let (running_after, ended_after) = checking.others();
+                let ran = u64::try_from(running_after)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(ended_after.saturating_sub(ended_before));
+                let decided = counted - i64::try_from(ran).unwrap_or(i64::MAX);
                 if decided >= MAX_FAILURES_PER_MINUTE {
                     if queue.remember_over_limit(&bucket, now) {
                         log::warn!(
