@@ -351,15 +351,18 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
         conn.close().await
     }
     .await;
-    let linked = match made {
-        Ok(()) => std::fs::hard_link(&temporary, file).map_err(|e| (e.kind(), failed(file, &e))),
-        Err(e) => Err((std::io::ErrorKind::Other, failed(file, &e))),
-    };
+    let linked = made.map(|()| std::fs::hard_link(&temporary, file));
     let _ = std::fs::remove_file(&temporary);
     match linked {
-        Ok(()) => Ok(true),
-        Err((std::io::ErrorKind::AlreadyExists, _)) => Ok(false),
-        Err((_, e)) => Err(e),
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links: an empty file, which its first opener switches.
+        Ok(Err(_)) => match new_file.open(file) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(failed(file, &e)),
+        },
+        Err(e) => Err(failed(file, &e)),
     }
 }
 
