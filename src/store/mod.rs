@@ -352,7 +352,11 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
     }
     .await;
     let linked = made.map(|()| std::fs::hard_link(&temporary, file));
-    let _ = std::fs::remove_file(&temporary);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut leftover = temporary.clone().into_os_string();
+        leftover.push(suffix);
+        let _ = std::fs::remove_file(leftover);
+    }
     match linked {
         Ok(Ok(())) => Ok(true),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
