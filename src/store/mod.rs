@@ -58,9 +58,10 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
         // warning would add the whole multi-line statement to the log.
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     let file = options.get_filename().to_owned();
-    if opens_read_only(database_url) && !file.exists() {
+    if asks_for_no_new_file(database_url) && !file.exists() {
         return Err(LtiError::Storage(format!(
-            "there is no database at {} (opened read-only, it is not created)",
+            "there is no database at {} (its URL asks not to create one: mode=ro, mode=rw or \
+             immutable)",
             file.display()
         )));
     }
@@ -285,12 +286,15 @@ pub async fn close(db: &Db) -> Option<CloseNote> {
     note
 }
 
-/// Whether the URL asks SQLite for a read-only database (`?mode=ro`, `?immutable=1`).
-fn opens_read_only(database_url: &str) -> bool {
+/// Whether the URL asks SQLite not to create the file (`?mode=ro`, `?mode=rw`, `?immutable=1`).
+fn asks_for_no_new_file(database_url: &str) -> bool {
     let query = database_url.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split('&')
-        .any(|pair| matches!(pair, "mode=ro" | "immutable=1" | "immutable=true"))
+    query.split('&').any(|pair| {
+        matches!(
+            pair,
+            "mode=ro" | "mode=rw" | "immutable=1" | "immutable=true"
+        )
+    })
 }
 
 /// Creates the database file, and its folder, readable only by the server's user, unless they
@@ -298,13 +302,19 @@ fn opens_read_only(database_url: &str) -> bool {
 /// `-shm` files the database file's permissions. An existing file or folder is left as it is.
 /// Returns whether it created the file.
 ///
-/// The file is made under a temporary name, already in WAL mode, then linked into place (which
-/// fails if another process got there first). An empty file in its place would be switched to
+/// The file is made and migrated under a temporary name, in WAL mode, then linked into place
+/// (which fails if another process got there first): it never appears half-made. An empty file in its place would be switched to
 /// WAL by every process opening it, and SQLite does not wait for the lock that takes: a server
 /// and a command started together on a new database would fail at once ("database is locked").
 async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
     let failed = |what: &std::path::Path, e: &dyn std::fmt::Display| {
-        LtiError::Storage(format!("cannot create {}: {e}", what.display()))
+        let message = e.to_string();
+        let hint = if message.contains("disk is full") || message.contains("No space") {
+            " (is its file system full?)"
+        } else {
+            ""
+        };
+        LtiError::Storage(format!("cannot create {}: {message}{hint}", what.display()))
     };
     let mut dir = std::fs::DirBuilder::new();
     let mut new_file = std::fs::OpenOptions::new();
@@ -315,21 +325,31 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
         dir.mode(0o700);
         new_file.mode(0o600);
     }
-    if let Some(parent) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let parent = file.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(parent) = parent {
         dir.recursive(true).create(parent).map_err(|e| {
-            // "File exists" alone would not say that a file stands where a folder must be.
-            match parent.ancestors().find(|a| a.exists()) {
-                Some(blocking) if !blocking.is_dir() => LtiError::Storage(format!(
+            // "File exists" alone would not say what stands where a folder must be.
+            let blocking = parent
+                .ancestors()
+                .find(|a| a.symlink_metadata().is_ok())
+                .filter(|a| !a.is_dir());
+            match blocking {
+                Some(b) if !b.exists() => LtiError::Storage(format!(
+                    "cannot create the folder {}: {} is a link to nothing",
+                    parent.display(),
+                    b.display()
+                )),
+                Some(b) => LtiError::Storage(format!(
                     "cannot create the folder {}: {} is a file",
                     parent.display(),
-                    blocking.display()
+                    b.display()
                 )),
-                _ => failed(parent, &e),
+                None => failed(parent, &e),
             }
         })?;
     }
+    // SQLite would only say "unable to open database file".
     if file.is_dir() {
-        // SQLite would only say "unable to open database file".
         return Err(LtiError::Storage(format!(
             "the database {} is a folder, not a file: name a file in it",
             file.display()
@@ -338,21 +358,34 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
     if file.exists() {
         return Ok(false);
     }
-    let mut temporary = file.as_os_str().to_owned();
-    temporary.push(format!(".new-{}", sessions::new_id()));
-    let temporary = std::path::PathBuf::from(temporary);
+    if file.symlink_metadata().is_ok() {
+        return Err(LtiError::Storage(format!(
+            "the database {} is a link to a file that does not exist",
+            file.display()
+        )));
+    }
+    // A short name of its own, so that a long database file name still fits.
+    let temporary = parent
+        .unwrap_or(std::path::Path::new(""))
+        .join(format!(".lti-tool-new-{:08x}", rand::random::<u32>()));
     new_file.open(&temporary).map_err(|e| failed(file, &e))?;
     let made = async {
-        let conn = SqliteConnectOptions::new()
+        let mut conn = SqliteConnectOptions::new()
             .filename(&temporary)
             .journal_mode(SqliteJournalMode::Wal)
             .connect()
-            .await?;
-        conn.close().await
+            .await
+            .map_err(|e| e.to_string())?;
+        let migrated = sqlx::migrate!("./migrations")
+            .run_direct(&mut conn)
+            .await
+            .map_err(|e| e.to_string());
+        let closed = conn.close().await.map_err(|e| e.to_string());
+        migrated.and(closed)
     }
     .await;
     let linked = made.map(|()| std::fs::hard_link(&temporary, file));
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut leftover = temporary.clone().into_os_string();
         leftover.push(suffix);
         let _ = std::fs::remove_file(leftover);
@@ -478,6 +511,21 @@ mod tests {
         let under_file = said(create_private(&dir.join("file/sub/db.sqlite")).await);
         assert!(under_file.contains("file/sub: "), "{under_file}");
         assert!(under_file.ends_with("file is a file"), "{under_file}");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.join("gone"), dir.join("link")).unwrap();
+            let as_file = said(create_private(&dir.join("link")).await);
+            assert!(as_file.ends_with("link is a link to a file that does not exist"));
+            let as_folder = said(create_private(&dir.join("link/db.sqlite")).await);
+            assert!(
+                as_folder.ends_with("link is a link to nothing"),
+                "{as_folder}"
+            );
+            assert!(
+                !dir.join("gone").exists(),
+                "nothing is made through the link"
+            );
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 
