@@ -109,12 +109,15 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
     Ok((opened?, created))
 }
 
+/// The schema's migrations, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 /// Runs the embedded migrations under the database's write lock, taken first (SQLite waits
 /// `busy_timeout` for it): a server and commands started at once on a new database would
 /// otherwise each find it unmigrated and all but one fail on "table already exists". Whoever
 /// comes second finds the migrations done. With none pending, nothing takes the lock.
 async fn migrate(pool: &Db) -> Result<(), sqlx::migrate::MigrateError> {
-    let migrator = sqlx::migrate!("./migrations");
+    let migrator = &MIGRATOR;
     let mut conn = pool.acquire().await?;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
@@ -303,50 +306,18 @@ fn asks_for_no_new_file(database_url: &str) -> bool {
 /// Returns whether it created the file.
 ///
 /// The file is made and migrated under a temporary name, in WAL mode, then linked into place
-/// (which fails if another process got there first): it never appears half-made. An empty file in its place would be switched to
-/// WAL by every process opening it, and SQLite does not wait for the lock that takes: a server
-/// and a command started together on a new database would fail at once ("database is locked").
+/// (which fails if another process got there first): it never appears half-made. An empty file
+/// in its place would be switched to WAL by every process opening it, and SQLite does not wait
+/// for the lock that takes: a server and a command started together on a new database would
+/// fail at once ("database is locked").
 async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
-    let failed = |what: &std::path::Path, e: &dyn std::fmt::Display| {
-        let message = e.to_string();
-        let hint = if message.contains("disk is full") || message.contains("No space") {
-            " (is its file system full?)"
-        } else {
-            ""
-        };
-        LtiError::Storage(format!("cannot create {}: {message}{hint}", what.display()))
-    };
-    let mut dir = std::fs::DirBuilder::new();
     let mut new_file = std::fs::OpenOptions::new();
     new_file.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        dir.mode(0o700);
-        new_file.mode(0o600);
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut new_file, 0o600);
     let parent = file.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(parent) = parent {
-        dir.recursive(true).create(parent).map_err(|e| {
-            // "File exists" alone would not say what stands where a folder must be.
-            let blocking = parent
-                .ancestors()
-                .find(|a| a.symlink_metadata().is_ok())
-                .filter(|a| !a.is_dir());
-            match blocking {
-                Some(b) if !b.exists() => LtiError::Storage(format!(
-                    "cannot create the folder {}: {} is a link to nothing",
-                    parent.display(),
-                    b.display()
-                )),
-                Some(b) => LtiError::Storage(format!(
-                    "cannot create the folder {}: {} is a file",
-                    parent.display(),
-                    b.display()
-                )),
-                None => failed(parent, &e),
-            }
-        })?;
+        create_private_folder(parent)?;
     }
     // SQLite would only say "unable to open database file".
     if file.is_dir() {
@@ -368,22 +339,10 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
     let temporary = parent
         .unwrap_or(std::path::Path::new(""))
         .join(format!(".lti-tool-new-{:08x}", rand::random::<u32>()));
-    new_file.open(&temporary).map_err(|e| failed(file, &e))?;
-    let made = async {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&temporary)
-            .journal_mode(SqliteJournalMode::Wal)
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let migrated = sqlx::migrate!("./migrations")
-            .run_direct(&mut conn)
-            .await
-            .map_err(|e| e.to_string());
-        let closed = conn.close().await.map_err(|e| e.to_string());
-        migrated.and(closed)
-    }
-    .await;
+    new_file
+        .open(&temporary)
+        .map_err(|e| cannot_create(file, &e))?;
+    let made = migrate_new_file(&temporary).await;
     let linked = made.map(|()| std::fs::hard_link(&temporary, file));
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut leftover = temporary.clone().into_os_string();
@@ -397,10 +356,64 @@ async fn create_private(file: &std::path::Path) -> Result<bool, LtiError> {
         Ok(Err(_)) => match new_file.open(file) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(failed(file, &e)),
+            Err(e) => Err(cannot_create(file, &e)),
         },
-        Err(e) => Err(failed(file, &e)),
+        Err(e) => Err(cannot_create(file, &e)),
     }
+}
+
+/// "cannot create …", with a hint when the disk is full.
+fn cannot_create(what: &std::path::Path, e: &dyn std::fmt::Display) -> LtiError {
+    let message = e.to_string();
+    let hint = if message.contains("disk is full") || message.contains("No space") {
+        " (is its file system full?)"
+    } else {
+        ""
+    };
+    LtiError::Storage(format!("cannot create {}: {message}{hint}", what.display()))
+}
+
+/// Creates `folder` and those above it that are missing, readable only by the server's user.
+fn create_private_folder(folder: &std::path::Path) -> Result<(), LtiError> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.recursive(true).create(folder).map_err(|e| {
+        // "File exists" alone would not say what stands where a folder must be.
+        let blocking = folder
+            .ancestors()
+            .find(|a| a.symlink_metadata().is_ok())
+            .filter(|a| !a.is_dir());
+        match blocking {
+            Some(b) if !b.exists() => LtiError::Storage(format!(
+                "cannot create the folder {}: {} is a link to nothing",
+                folder.display(),
+                b.display()
+            )),
+            Some(b) => LtiError::Storage(format!(
+                "cannot create the folder {}: {} is a file",
+                folder.display(),
+                b.display()
+            )),
+            None => cannot_create(folder, &e),
+        }
+    })
+}
+
+/// Sets up the empty file at `path` as a database: WAL mode and every migration.
+async fn migrate_new_file(path: &std::path::Path) -> Result<(), String> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let migrated = MIGRATOR
+        .run_direct(&mut conn)
+        .await
+        .map_err(|e| e.to_string());
+    let closed = conn.close().await.map_err(|e| e.to_string());
+    migrated.and(closed)
 }
 
 /// Which file the database is (device and inode), to notice it being removed or replaced under a
