@@ -1066,20 +1066,30 @@ async fn a_changed_secret_key_refuses_to_start_until_the_secrets_are_rekeyed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The statuses of logins with `passwords`, all sent at once from `address`.
+async fn logins_at_once(
+    app: &TestApp,
+    address: &str,
+    passwords: impl Iterator<Item = String>,
+) -> Vec<Status> {
+    let logins = passwords.map(|p| {
+        login_from(app, address)
+            .body(format!("password={p}"))
+            .dispatch()
+    });
+    rocket::futures::future::join_all(logins)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect()
+}
+
 #[rocket::async_test]
 async fn parallel_guesses_cannot_outrun_the_throttle() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;
-    let guesses = (0..20).map(|i| {
-        login_from(&app, "203.0.113.5:4000")
-            .body(format!("password=guess-{i}"))
-            .dispatch()
-    });
-    let statuses: Vec<Status> = rocket::futures::future::join_all(guesses)
-        .await
-        .iter()
-        .map(|r| r.status())
-        .collect();
+    let guesses = (0..20).map(|i| format!("guess-{i}"));
+    let statuses = logins_at_once(&app, "203.0.113.5:4000", guesses).await;
     let tried = statuses
         .iter()
         .filter(|s| **s == Status::Unauthorized)
@@ -1099,16 +1109,8 @@ async fn right_passwords_sent_at_once_all_get_in_and_lock_nothing() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;
     // More than the failure limit, and than the queue's places, at once: none is a failure.
-    let logins = (0..20).map(|_| {
-        login_from(&app, "203.0.113.6:4000")
-            .body(format!("password={PASSWORD}"))
-            .dispatch()
-    });
-    let statuses: Vec<Status> = rocket::futures::future::join_all(logins)
-        .await
-        .iter()
-        .map(|r| r.status())
-        .collect();
+    let rights = (0..20).map(|_| PASSWORD.to_string());
+    let statuses = logins_at_once(&app, "203.0.113.6:4000", rights).await;
     assert!(
         statuses.iter().all(|s| *s == Status::SeeOther),
         "{statuses:?}"
