@@ -290,14 +290,22 @@ pub async fn close(db: &Db) -> Option<CloseNote> {
 }
 
 /// Whether the URL asks SQLite not to create the file (`?mode=ro`, `?mode=rw`, `?immutable=1`).
+/// The query is read as sqlx reads it (form-decoded, a later `immutable` or `mode=rwc` wins), so
+/// `mode=r%6F` counts as the `mode=ro` that sqlx sees.
 fn asks_for_no_new_file(database_url: &str) -> bool {
     let query = database_url.split_once('?').map_or("", |(_, q)| q);
-    query.split('&').any(|pair| {
-        matches!(
-            pair,
-            "mode=ro" | "mode=rw" | "immutable=1" | "immutable=true"
-        )
-    })
+    let (mut read_only, mut no_create, mut immutable) = (false, false, false);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match (&*key, &*value) {
+            ("mode", "ro") => read_only = true,
+            ("mode", "rw") => no_create = true,
+            ("mode", "rwc") => no_create = false,
+            ("immutable", "1" | "true") => immutable = true,
+            ("immutable", "0" | "false") => immutable = false,
+            _ => {}
+        }
+    }
+    read_only || no_create || immutable
 }
 
 /// Creates the database file, and its folder, readable only by the server's user, unless they
@@ -540,6 +548,31 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn urls_that_ask_for_no_new_file_are_read_as_sqlx_reads_them() {
+        for (url, no_new_file) in [
+            ("sqlite://a.db", false),
+            ("sqlite://a.db?mode=rwc", false),
+            ("sqlite://a.db?mode=ro", true),
+            ("sqlite://a.db?mode=r%6F", true),
+            ("sqlite://a.db?mo%64e=rw", true),
+            ("sqlite://a.db?mode=rw&mode=rwc", false),
+            ("sqlite://a.db?cache=private&immutable=1", true),
+            ("sqlite://a.db?immutable=true&immutable=false", false),
+        ] {
+            assert_eq!(asks_for_no_new_file(url), no_new_file, "{url}");
+            // sqlx accepts each of them, so these are the options it will open with.
+            let sqlx_says = SqliteConnectOptions::from_str(url).unwrap().to_url_lossy();
+            let sqlx_read_only = sqlx_says
+                .query_pairs()
+                .any(|(k, v)| k == "mode" && v == "ro")
+                || sqlx_says.query_pairs().any(|(k, _)| k == "immutable");
+            if sqlx_read_only {
+                assert!(no_new_file, "{url}");
+            }
+        }
     }
 
     #[rocket::async_test]
