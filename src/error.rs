@@ -25,6 +25,9 @@ pub enum LtiError {
     /// The request has no Host header, or more than one, so the signed URL cannot be rebuilt.
     #[error("missing or repeated Host header")]
     MissingHost,
+    /// A trusted proxy forwarded a host (`X-Forwarded-Host`, `Forwarded: host=`) that no URL could hold.
+    #[error("unusable forwarded host from a trusted proxy (X-Forwarded-Host or Forwarded host=)")]
+    BadForwardedHost,
     /// A required OAuth parameter is absent or empty.
     #[error("missing {0}")]
     MissingOAuthParam(&'static str),

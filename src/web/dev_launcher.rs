@@ -99,7 +99,7 @@ async fn sign_launch(
     state: &State<AppState>,
     origin: RequestOrigin,
 ) -> Result<Template, LtiError> {
-    let origin = origin.0.ok_or(LtiError::MissingHost)?;
+    let origin = origin.required()?;
     let page = launch_paths()
         .into_iter()
         .find(|p| *p == form.page)

@@ -27,6 +27,7 @@ impl LtiError {
             MalformedParams(_)
             | BodyUnreadable(_)
             | MissingHost
+            | BadForwardedHost
             | MissingOAuthParam(_)
             | OAuthParamTooLong(_)
             | DuplicateOAuthParam(_)
@@ -69,6 +70,7 @@ impl LtiError {
             UnsupportedContentType(_) | EncodedBody(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
             // Also on pages that take no launch (config.xml, the test launcher): worded for both.
             MissingHost => ("Bad request", "The request has no usable Host header (none, more than one, or not a host name and port). Without one, a launch's signature cannot be checked, nor this tool's address named.".into()),
+            BadForwardedHost => ("Bad request", "The proxy in front of this tool forwarded a host (X-Forwarded-Host or Forwarded: host=) that is not a host name and port. Without one, a launch's signature cannot be checked, nor this tool's address named. Ask the people who run the proxy.".into()),
             OAuthParamTooLong(p) => (
                 "Malformed launch",
                 format!("The launch's {p} is longer than this tool accepts. {ASK}"),

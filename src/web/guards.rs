@@ -249,7 +249,7 @@ impl<'r> FromData<'r> for LtiSession {
                     Err(LtiError::BodyTooLarge(state.settings.launch_body_limit))
                 }
                 Body::Complete(body) | Body::OverLimit(body) => {
-                    session_only(req, state, Some(&body)).await
+                    session_from_body(req, state, &body).await
                 }
                 // Broken off: refused, and a failed launch if what came is a launch's.
                 Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
@@ -257,6 +257,26 @@ impl<'r> FromData<'r> for LtiSession {
             Err(e) => Err(e),
         };
         outcome(req, result, LtiSession)
+    }
+}
+
+/// `LtiSession` for a POST, with the body read. As at `LtiAny`, a body that cannot be read may be
+/// a launch, so it is refused, never taken for a session request; a body that is not a form (and
+/// mentions no launch) leaves only the query to look at.
+async fn session_from_body(
+    req: &Request<'_>,
+    state: &AppState,
+    body: &[u8],
+) -> Result<LtiUser, LtiError> {
+    if let Err(e) = check_body_encoding(req, body) {
+        return Err(unreadable_launch(req, state, Some(body), e).await);
+    }
+    match check_form_content_type(req) {
+        Ok(()) => session_only(req, state, Some(body)).await,
+        Err(e) if mentions_launch(req, Some(body)) => {
+            Err(unreadable_launch(req, state, Some(body), e).await)
+        }
+        Err(_) => session_only(req, state, None).await,
     }
 }
 

@@ -146,6 +146,8 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     let mut scheme = "http".to_string();
     let mut authority = host_header.map(str::to_string);
     let mut port_override = None;
+    // Which header to blame for a host no URL could hold.
+    let mut unusable = LtiError::MissingHost;
     let trusted = req
         .remote()
         .is_some_and(|addr| settings.trusted_proxies.contains(&addr.ip()));
@@ -156,6 +158,7 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
         }
         if let Some(h) = host {
             authority = Some(h);
+            unusable = LtiError::BadForwardedHost;
         }
         port_override = port;
     }
@@ -163,11 +166,10 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
         scheme = "http".to_string();
     }
     let authority = authority.ok_or(LtiError::MissingHost)?;
-    let (host, port) = split_host_port(&authority).ok_or(LtiError::MissingHost)?;
     // Anyone can send any `Host`: one that no URL could hold is no origin (nor shown in links).
-    if !is_valid_host(host) {
-        return Err(LtiError::MissingHost);
-    }
+    let (host, port) = split_host_port(&authority)
+        .filter(|(host, _)| is_valid_host(host))
+        .ok_or(unusable)?;
     Ok(Origin {
         scheme,
         host: host.to_string(),
@@ -250,14 +252,19 @@ impl<'r> FromRequest<'r> for FromOwnPage {
     }
 }
 
-/// Request guard: the origin the LMS reaches this request at (see [`signed_origin`]), or `None`
-/// when it cannot be told (no Host header).
-pub struct RequestOrigin(pub Option<Origin>);
+/// Request guard: the origin the LMS reaches this request at (see [`signed_origin`]), or why it
+/// cannot be told (no usable Host header, or forwarded host).
+pub struct RequestOrigin(Result<Origin, LtiError>);
 
 impl RequestOrigin {
     /// `scheme://host[:port]`, or an empty string when unknown (links then stay relative).
     pub fn url(&self) -> String {
         self.0.as_ref().map(Origin::to_url).unwrap_or_default()
+    }
+
+    /// The origin, for a page that cannot do without it.
+    pub fn required(self) -> Result<Origin, LtiError> {
+        self.0
     }
 }
 
@@ -266,10 +273,10 @@ impl<'r> FromRequest<'r> for RequestOrigin {
     type Error = std::convert::Infallible;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        let origin = req
-            .rocket()
-            .state::<AppState>()
-            .and_then(|state| signed_origin(req, &state.settings).ok());
+        let origin = match req.rocket().state::<AppState>() {
+            Some(state) => signed_origin(req, &state.settings),
+            None => Err(LtiError::Storage("no state".into())),
+        };
         request::Outcome::Success(RequestOrigin(origin))
     }
 }

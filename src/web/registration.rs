@@ -15,10 +15,7 @@ use crate::web::AppState;
 #[get("/lti/config.xml")]
 fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Result<Template, LtiError> {
     // Relative URLs are of no use to an LMS importing the file.
-    if origin.0.is_none() {
-        return Err(LtiError::MissingHost);
-    }
-    let base = origin.url();
+    let base = origin.required()?.to_url();
     let authority = base
         .split_once("://")
         .map(|(_, rest)| rest)

@@ -904,10 +904,13 @@ async fn another_page_cannot_end_the_session_with_an_image_or_frame_of_a_failed_
 #[rocket::async_test]
 async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
     let app = spawn_app().await;
-    let page_of = |codings: &[(&'static str, &'static str)], content_type: ContentType, body| {
+    let post_to = |path: &'static str,
+                   codings: &[(&'static str, &'static str)],
+                   content_type: ContentType,
+                   body| {
         let mut req = app
             .client
-            .post("/any")
+            .post(path)
             .header(Header::new("Host", HOST))
             .header(content_type)
             .body(body);
@@ -916,6 +919,7 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
         }
         req.dispatch()
     };
+    let page_of = |codings, content_type, body| post_to("/any", codings, content_type, body);
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     // A launch for someone else, compressed (these bytes stand for gzip) or in UTF-16 under any
     // label: its fields cannot be read, so it is refused instead of showing the current session.
@@ -938,16 +942,24 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
     }
     let launch = Launch::new("/any").user("bob").signed_body();
     let utf16: Vec<u8> = launch.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    for label in ["UTF-16LE", "unicode", "csUnicode"] {
-        let form = ContentType::new("application", "x-www-form-urlencoded");
-        let res = page_of(&[], form.with_params(("charset", label)), utf16.clone()).await;
+    // The session page, which takes no launch, refuses them alike: neither is it shown for a
+    // launch it cannot read, nor for one sent as another kind of body (JSON, say).
+    let json = r#"{"oauth_consumer_key":"any","user_id":"bob"}"#;
+    for path in ["/any", "/session"] {
+        for label in ["UTF-16LE", "unicode", "csUnicode"] {
+            let form = ContentType::new("application", "x-www-form-urlencoded");
+            let with_label = form.with_params(("charset", label));
+            let res = post_to(path, &[], with_label, utf16.clone()).await;
+            refused(res, Status::UnsupportedMediaType).await;
+        }
+        let res = post_to(path, &[], ContentType::JSON, json.as_bytes().to_vec()).await;
         refused(res, Status::UnsupportedMediaType).await;
+        // Binary data that is not sent as a form is no launch: a session request, as before.
+        let binary = ContentType::new("application", "octet-stream");
+        let res = post_to(path, &[], binary, vec![0, 1, 2, 0]).await;
+        assert_eq!(res.status(), Status::Ok, "{path}");
     }
     assert_eq!(app.count("sessions").await, 1);
-    // Binary data that is not sent as a form is no launch: a session request, as before.
-    let binary = ContentType::new("application", "octet-stream");
-    let res = page_of(&[], binary, vec![0, 1, 2, 0]).await;
-    assert_eq!(res.status(), Status::Ok);
     // A plain body is refused too when it says it is encoded; its launch fields show, so it is a
     // failed launch, which ends the session. Nothing was launched.
     let br = [("Content-Encoding", "br")];

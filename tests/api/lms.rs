@@ -411,6 +411,25 @@ async fn a_client_behind_a_trusted_proxy_cannot_choose_the_signed_url() {
 }
 
 #[rocket::async_test]
+async fn an_unusable_forwarded_host_is_blamed_on_the_proxy_not_on_host() {
+    let app = spawn_app_with(|f| f.merge(("trusted_proxies", ["10.0.0.1"]))).await;
+    let launch = || Launch::new("/any").signed_for("https://tool.example.edu/any");
+    for headers in [
+        &[("X-Forwarded-Host", "ev<il>.example")][..],
+        &[("X-Forwarded-Host", "tool.example.edu:99999")],
+        &[("Forwarded", "host=\"ev<il>\"")],
+    ] {
+        let res = proxied(&app, "10.0.0.1:40000", launch().signed_body(), headers).await;
+        let page = refused(res, Status::BadRequest).await;
+        assert!(page.contains("proxy in front of this tool"), "{headers:?}");
+        assert!(!page.contains("Host header"), "{headers:?}");
+    }
+    // Without a proxy's claim, it is the request's own Host header that is wrong.
+    let res = proxied(&app, "10.0.0.9:40000", launch().signed_body(), &[]).await;
+    assert_eq!(res.status(), Status::Unauthorized, "its own Host is fine");
+}
+
+#[rocket::async_test]
 async fn public_url_decides_the_signed_origin() {
     let app = spawn_app_with(|f| f.merge(("public_url", "https://lti.example.edu"))).await;
     let launch = Launch::new("/any").signed_for("https://lti.example.edu/any");
