@@ -172,7 +172,8 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
         .ok_or(unusable)?;
     Ok(Origin {
         scheme,
-        host: host.to_string(),
+        // As `public_url` is: host names are not case-sensitive, and links look alike then.
+        host: host.to_ascii_lowercase(),
         port: port_override.or(port),
     })
 }

@@ -5,7 +5,6 @@ use rocket::{get, routes, Route, State};
 use rocket_dyn_templates::{context, Template};
 
 use crate::error::LtiError;
-use crate::lti::oauth::split_host_port;
 use crate::web::origin::RequestOrigin;
 use crate::web::pages::LAUNCH_PAGE;
 use crate::web::AppState;
@@ -16,12 +15,12 @@ use crate::web::AppState;
 fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Result<Template, LtiError> {
     // Relative URLs are of no use to an LMS importing the file.
     let base = origin.required()?.to_url();
-    let authority = base
+    // Canvas finds the tool for its other URLs (an assignment at /initial_staff) by this domain,
+    // and requires the port to match when the URL names one: a port that is not the scheme's
+    // default goes in too, as `base` writes it.
+    let domain = base
         .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let host = split_host_port(authority)
-        .map(|(h, _)| h.to_string())
+        .map(|(_, authority)| authority)
         .unwrap_or_default();
     // Values are escaped here and marked safe in the template: Tera's HTML escaping would also
     // turn every `/` into `&#x2F;`, which is valid XML but unreadable for the admin pasting it.
@@ -32,7 +31,7 @@ fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Result<Template
             description: xml_escape(&state.settings.tool_description),
             launch_url: xml_escape(&format!("{base}{LAUNCH_PAGE}")),
             secure: base.starts_with("https://"),
-            host: xml_escape(&host),
+            domain: xml_escape(domain),
             base: xml_escape(&base),
         },
     ))

@@ -533,6 +533,10 @@ async fn config_xml_is_a_well_formed_cartridge() {
             spawn_app_with(|f| f.merge(("public_url", "https://lti.example.edu"))).await,
             "https://lti.example.edu".to_string(),
         ),
+        (
+            spawn_app_with(|f| f.merge(("public_url", "https://LTI.example.edu:8443"))).await,
+            "https://lti.example.edu:8443".to_string(),
+        ),
     ] {
         let res = app.get("/lti/config.xml").await;
         assert_eq!(res.status(), Status::Ok);
@@ -601,6 +605,10 @@ async fn config_xml_is_a_well_formed_cartridge() {
                 .map(str::to_string)
         };
         assert_eq!(property(ext, "privacy_level").as_deref(), Some("public"));
+        // Canvas matches the tool's other URLs against the domain with their port, when they
+        // name one: a port that is not the scheme's default belongs in it.
+        let authority = base.split_once("://").unwrap().1;
+        assert_eq!(property(ext, "domain").as_deref(), Some(authority));
         let nav = ext
             .children()
             .find(|n| n.attribute("name") == Some("course_navigation"))
@@ -648,6 +656,20 @@ async fn config_xml_escapes_what_it_is_given() {
     assert_eq!(
         text("launch_url").as_deref(),
         Some("http://tool.example.edu/any")
+    );
+    // Host names are not case-sensitive: written as `public_url` would be.
+    let xml = get("Tool.EXAMPLE.edu:8080")
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    assert!(
+        xml.contains("<blti:launch_url>http://tool.example.edu:8080/any<"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(">tool.example.edu:8080</lticm:property>"),
+        "{xml}"
     );
     // A host no URL could hold is no origin: the error page, with nothing of it in it.
     for hostile in ["evil\"><x>&y", "a b", "[::1", "tool.example.edu:"] {
