@@ -93,6 +93,9 @@ pub enum LtiError {
     /// A launch sent to the tool's home page (an LMS given the tool's bare address).
     #[error("a launch sent to the home page, which is not a launch address")]
     LaunchAtHomePage,
+    /// A launch sent to an address with no page for it (a launch URL mistyped in the LMS).
+    #[error("a launch sent to an address with no page")]
+    LaunchAtUnknownAddress,
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

@@ -91,6 +91,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
                 .register_function("visit_page", |_: &_| Ok(web::pages::visit_page().into()));
         }))
         .attach(web::head::method_as_sent())
+        .attach(web::stray_launch::fairing())
         .attach(lti_state())
         .attach(web::grades::fairing())
         .attach(pruning())

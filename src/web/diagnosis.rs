@@ -162,7 +162,9 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             }
         }
         LtiError::DisabledConsumer => Hint::DisabledKey,
-        LtiError::LaunchAtSessionPage | LtiError::LaunchAtHomePage => Hint::NotLaunchAddress {
+        LtiError::LaunchAtSessionPage
+        | LtiError::LaunchAtHomePage
+        | LtiError::LaunchAtUnknownAddress => Hint::NotLaunchAddress {
             seen: capped(&signed_url, URL_CAP),
         },
         LtiError::BadSignature => match (&consumer, &origin) {

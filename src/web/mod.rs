@@ -16,6 +16,7 @@ pub mod origin;
 pub mod pages;
 pub mod registration;
 pub mod session_cookie;
+pub mod stray_launch;
 
 use crate::config::Settings;
 use crate::store::front::StoreFront;

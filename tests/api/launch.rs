@@ -673,6 +673,41 @@ async fn a_launch_sent_to_the_home_page_is_refused_as_not_a_launch_address() {
 }
 
 #[rocket::async_test]
+async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
+    use rocket_lti_tool::store::refusals;
+    let app = spawn_app().await;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // A launch URL typed with a capital, or made up: still 404, but it says what went wrong.
+    for path in ["/Any", "/lti/launch"] {
+        let launch = Launch::new(path);
+        let page = refused(app.launch(&launch).await, Status::NotFound).await;
+        assert!(page.contains("Not a launch address"), "{page}");
+        assert!(page.contains("letter case"), "{page}");
+        let res = app.get(&launch.signed_get_path()).await;
+        let page = refused(res, Status::NotFound).await;
+        assert!(page.contains("Not a launch address"), "{page}");
+    }
+    // The admin page shows them, with the address they came to.
+    let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(recorded.len(), 4);
+    assert!(recorded.iter().any(|r| r.signed_url.ends_with("/Any")));
+    let hint = serde_json::to_string(&recorded[0].hint).unwrap();
+    assert!(hint.contains("not_launch_address"), "{hint}");
+    // A launch at an address that takes only GET: the 405 a POST gets there, in the same words.
+    let res = app.launch(&Launch::new("/lti/config.xml")).await;
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
+    let page = refused(res, Status::MethodNotAllowed).await;
+    assert!(page.contains("Not a launch address"), "{page}");
+    // Nothing was verified or spent, and the visit goes on; other requests there are plain 404s.
+    assert_eq!(app.count("nonces").await, 1);
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    let page = refused(app.post_form("/nope", "a=1".into()).await, Status::NotFound).await;
+    assert!(!page.contains("launch"), "{page}");
+    let page = refused(app.get("/nope?a=1").await, Status::NotFound).await;
+    assert!(!page.contains("launch"), "{page}");
+}
+
+#[rocket::async_test]
 async fn a_launch_sent_to_the_session_page_is_refused_and_shows_no_one_elses_page() {
     let app = spawn_app().await;
     // Student A's visit is open in this browser (a shared computer).
