@@ -168,20 +168,22 @@ async fn the_admin_cookie_is_secure_when_cookies_are() {
         .expect("the admin cookie")
         .to_string();
     assert!(cookie.contains("Secure"), "{cookie}");
-    // `__Host-` cookies (Secure, Path=/, no Domain, or browsers refuse them): a page on a
-    // sibling subdomain cannot plant one.
+    // `__Secure-` cookies (browsers take them only with Secure, from an https page), scoped to
+    // the admin pages, for this host alone.
     let set: Vec<String> = res.headers().get("Set-Cookie").map(String::from).collect();
-    for name in ["__Host-lti_admin=", "__Host-lti_admin_device="] {
+    for name in ["__Secure-lti_admin=", "__Secure-lti_admin_device="] {
         let c = set
             .iter()
             .find(|c| c.starts_with(name))
             .unwrap_or_else(|| panic!("{name} in {set:?}"));
         let attributes: Vec<&str> = c.split(';').skip(1).map(str::trim).collect();
         assert!(attributes.contains(&"Secure"), "{c}");
-        assert!(attributes.contains(&"Path=/"), "{c}");
+        assert!(attributes.contains(&"HttpOnly"), "{c}");
+        assert!(attributes.contains(&"SameSite=Strict"), "{c}");
+        assert!(attributes.contains(&"Path=/admin"), "{c}");
         assert!(!c.to_ascii_lowercase().contains("domain="), "{c}");
     }
-    let value = cookie["__Host-lti_admin=".len()..]
+    let value = cookie["__Secure-lti_admin=".len()..]
         .split(';')
         .next()
         .unwrap()
@@ -193,13 +195,22 @@ async fn the_admin_cookie_is_secure_when_cookies_are() {
             .header(Header::new("Cookie", cookies))
             .dispatch()
     };
-    let live = format!("__Host-lti_admin={value}");
+    let live = format!("__Secure-lti_admin={value}");
     assert!(!is_login_page(
         &page(admin_page(live.clone()).await, Status::Ok).await
     ));
+    // A sibling subdomain over https can set one for the whole domain; sent first or last, it
+    // does not lock the admin out.
+    for planted in [
+        format!("__Secure-lti_admin=planted; {live}"),
+        format!("{live}; __Secure-lti_admin=planted"),
+    ] {
+        let res = admin_page(planted.clone()).await;
+        assert!(!is_login_page(&page(res, Status::Ok).await), "{planted}");
+    }
     // Cookies another subdomain could set (`Domain=example.edu`, sent last), or names that only
     // decode to ours, neither replace the real one nor count on their own.
-    for planted in ["lti_admin=planted", "%5F_Host-lti_admin=planted"] {
+    for planted in ["lti_admin=planted", "%5F_Secure-lti_admin=planted"] {
         let res = admin_page(format!("{live}; {planted}")).await;
         assert!(res.headers().get_one("Set-Cookie").is_none(), "{planted}");
         assert!(!is_login_page(&page(res, Status::Ok).await), "{planted}");
@@ -1217,9 +1228,9 @@ async fn the_admin_cookie_is_secure_whenever_the_login_came_over_https() {
         assert_eq!(set.len(), 2, "{set:?}");
         let secure = set.iter().filter(|c| c.contains("; Secure")).count();
         assert!(secure == 0 || secure == 2, "{set:?}");
-        // Secure cookies take the `__Host-` names.
+        // Secure cookies take the `__Secure-` names.
         let name = if secure == 2 {
-            "__Host-lti_admin="
+            "__Secure-lti_admin="
         } else {
             "lti_admin="
         };
@@ -1421,8 +1432,8 @@ async fn a_browser_that_logged_in_before_is_not_locked_out_by_guesses_from_its_a
 }
 
 #[rocket::async_test]
-async fn a_device_mark_from_before_the_host_prefix_still_counts_over_https() {
-    // Secure cookies: the mark is now `__Host-lti_admin_device`, but a browser may still hold one
+async fn a_device_mark_under_the_plain_name_still_counts_over_https() {
+    // Secure cookies: the mark is `__Secure-lti_admin_device`, but a browser may still hold one
     // set under the plain name; it is signed and bound to the password, so it still counts.
     let app = spawn_app_with(|f| {
         f.merge(("secret_key", TEST_SECRET_KEY))
@@ -1452,7 +1463,7 @@ async fn a_device_mark_from_before_the_host_prefix_still_counts_over_https() {
     let mark = res
         .headers()
         .get("Set-Cookie")
-        .find_map(|c| c.strip_prefix("__Host-lti_admin_device="))
+        .find_map(|c| c.strip_prefix("__Secure-lti_admin_device="))
         .and_then(|c| c.split(';').next())
         .expect("a device mark")
         .to_string();

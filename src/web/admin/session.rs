@@ -24,9 +24,13 @@ use crate::web::AppState;
 
 /// Name of the admin session cookie (distinct from the LTI session's) over plain http.
 pub const ADMIN_COOKIE: &str = "lti_admin";
-/// Its name when it is `Secure`: browsers take a `__Host-` cookie only from this very host, so a
-/// page on a sibling subdomain cannot plant one over the admin's and lock them out.
-pub const SECURE_ADMIN_COOKIE: &str = "__Host-lti_admin";
+/// Its name when it is `Secure`: browsers take a `__Secure-` cookie only with `Secure` from an
+/// https page, so no plain-http page (nor a network attacker's) can plant or overwrite it. Not
+/// `__Host-`, which requires `Path=/`: admin cookies go only to `/admin`.
+pub const SECURE_ADMIN_COOKIE: &str = "__Secure-lti_admin";
+/// Most admin cookies of one name a request is looked up by: a sibling subdomain served over https
+/// can still set one for the whole domain, which must not hide the admin's own.
+const MAX_ADMIN_COOKIES: usize = 4;
 
 /// Failed logins allowed per address per minute; the next attempt gets 429.
 pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
@@ -50,18 +54,22 @@ impl<'r> FromRequest<'r> for Admin {
             return fail(LtiError::Storage("no state".into()));
         };
         let secure = SecureCookies::of(req, &state.settings);
-        let Some(token) = cookie_value(req, ADMIN_COOKIE, secure) else {
+        let tokens = cookie_values(req, ADMIN_COOKIE, secure);
+        if tokens.is_empty() {
             return fail(LtiError::AdminLoginRequired);
-        };
-        let idle = state.settings.admin_idle_timeout;
-        match admin::touch_session(&state.db, &token, store::now(), idle).await {
-            Ok(Some(session)) => request::Outcome::Success(Admin(session)),
-            Ok(None) => {
-                req.cookies().remove(admin_cookie(String::new(), secure));
-                fail(LtiError::AdminLoginRequired)
-            }
-            Err(e) => fail(e),
         }
+        let idle = state.settings.admin_idle_timeout;
+        // The first that names a live session: another one, set for the whole domain by a
+        // sibling site, does not lock the admin out.
+        for token in &tokens {
+            match admin::touch_session(&state.db, token, store::now(), idle).await {
+                Ok(Some(session)) => return request::Outcome::Success(Admin(session)),
+                Ok(None) => {}
+                Err(e) => return fail(e),
+            }
+        }
+        req.cookies().remove(admin_cookie(String::new(), secure));
+        fail(LtiError::AdminLoginRequired)
     }
 }
 
@@ -126,9 +134,9 @@ fn throttle_bucket(address: &str) -> String {
 /// password makes every one of them stale.
 pub const DEVICE_COOKIE: &str = "lti_admin_device";
 /// Its name when it is `Secure` (see [`SECURE_ADMIN_COOKIE`]).
-pub const SECURE_DEVICE_COOKIE: &str = "__Host-lti_admin_device";
+pub const SECURE_DEVICE_COOKIE: &str = "__Secure-lti_admin_device";
 
-/// The `__Host-` name of an admin cookie when the request is `Secure`, else the plain one.
+/// The `__Secure-` name of an admin cookie when the request is `Secure`, else the plain one.
 fn cookie_name(plain: &'static str, secure: SecureCookies) -> &'static str {
     match (secure.0, plain) {
         (false, _) => plain,
@@ -137,14 +145,8 @@ fn cookie_name(plain: &'static str, secure: SecureCookies) -> &'static str {
     }
 }
 
-/// Where admin cookies go: a `__Host-` cookie must say `Path=/`; over plain http (development)
-/// they stay with `/admin`.
-fn cookie_path(secure: SecureCookies) -> &'static str {
-    match secure.0 {
-        true => "/",
-        false => "/admin",
-    }
-}
+/// Where admin cookies go: only to the admin pages.
+const ADMIN_PATH: &str = "/admin";
 
 /// Request guard: whether the request carried an admin session cookie, live or not (an ended
 /// session's is answered with the login page that says so).
@@ -156,22 +158,23 @@ impl<'r> FromRequest<'r> for AdminCookieSent {
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
         let sent = req.rocket().state::<AppState>().is_some_and(|state| {
-            cookie_value(req, ADMIN_COOKIE, SecureCookies::of(req, &state.settings)).is_some()
+            !cookie_values(req, ADMIN_COOKIE, SecureCookies::of(req, &state.settings)).is_empty()
         });
         request::Outcome::Success(AdminCookieSent(sent))
     }
 }
 
-/// The admin cookie `plain` names (or its `__Host-` form) as the browser sent it, by exact name,
-/// as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Host-` one always
-/// counts; the plain one only on a request that is not `Secure`.
-fn cookie_value(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Option<String> {
-    let host = cookie_name(plain, SecureCookies(true));
-    cookies_named(req, host, 1).pop().or_else(|| {
-        (!secure.0)
-            .then(|| cookies_named(req, plain, 1).pop())
-            .flatten()
-    })
+/// The admin cookies `plain` names (and its `__Secure-` form) as the browser sent them, by exact
+/// name, as the session cookie is read (`web::session_cookie::session_ids_of`): the `__Secure-`
+/// ones always count, first; the plain ones only on a request that is not `Secure`.
+fn cookie_values(req: &Request<'_>, plain: &'static str, secure: SecureCookies) -> Vec<String> {
+    let prefixed = cookie_name(plain, SecureCookies(true));
+    let mut values = cookies_named(req, prefixed, MAX_ADMIN_COOKIES);
+    if !secure.0 {
+        values.extend(cookies_named(req, plain, MAX_ADMIN_COOKIES));
+    }
+    values.truncate(MAX_ADMIN_COOKIES);
+    values
 }
 
 /// What a device cookie's signature covers: its id and the current password hash (whose salt
@@ -202,10 +205,12 @@ impl<'r> FromRequest<'r> for DeviceMark {
     type Error = std::convert::Infallible;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
-        // The `__Host-` one first; the plain name counts even over https (where a sibling
+        // The `__Secure-` one first; the plain name counts even over https (where a sibling
         // subdomain could set it): a mark is worth something only with a valid signature bound
-        // to the current password, and marks set before the `__Host-` name keep working.
-        let mark = cookie_value(req, DEVICE_COOKIE, SecureCookies(false));
+        // to the current password, and marks set under the plain name keep working.
+        let mark = cookie_values(req, DEVICE_COOKIE, SecureCookies(false))
+            .into_iter()
+            .next();
         request::Outcome::Success(DeviceMark(mark))
     }
 }
@@ -213,7 +218,7 @@ impl<'r> FromRequest<'r> for DeviceMark {
 /// The device cookie: like the admin cookie, but kept for a year.
 fn device_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
     Cookie::build((cookie_name(DEVICE_COOKIE, secure), value))
-        .path(cookie_path(secure))
+        .path(ADMIN_PATH)
         .http_only(true)
         .same_site(rocket::http::SameSite::Strict)
         .secure(secure.0)
@@ -222,11 +227,11 @@ fn device_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
 }
 
 /// The admin cookie: HttpOnly, SameSite=Strict, Secure as configured or whenever the request
-/// came over https (as the session cookie), and then `__Host-lti_admin`; over plain http
-/// `lti_admin`, sent only to `/admin`.
+/// came over https (as the session cookie), and then `__Secure-lti_admin`, else `lti_admin`;
+/// sent only to `/admin`.
 fn admin_cookie(value: String, secure: SecureCookies) -> Cookie<'static> {
     Cookie::build((cookie_name(ADMIN_COOKIE, secure), value))
-        .path(cookie_path(secure))
+        .path(ADMIN_PATH)
         .http_only(true)
         .same_site(rocket::http::SameSite::Strict)
         .secure(secure.0)
@@ -422,7 +427,7 @@ pub(super) async fn unauthorized(req: &Request<'_>) -> Page {
     let secure = SecureCookies::of(req, &state.settings);
     // A cookie that got here names no live session: clear it (Rocket drops the guard's own removal
     // before a catcher runs).
-    let sent = cookie_value(req, ADMIN_COOKIE, secure).is_some();
+    let sent = !cookie_values(req, ADMIN_COOKIE, secure).is_empty();
     let post = req.method() == rocket::http::Method::Post;
     login_again_page(state, req.cookies(), secure, sent, post).await
 }
