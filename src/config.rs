@@ -257,11 +257,13 @@ fn check_database_url(url: &str) -> Result<(), String> {
     });
     let other_scheme = rest == url && (url.contains("://") || scheme_like);
     // `file:` paths are SQLite URIs: the file made private up front would not be the one used.
+    // The query is form-decoded, as sqlx decodes it (`mode=m%65mory` is `mode=memory` to it).
+    let in_memory_or_other_vfs = form_urlencoded::parse(query.as_bytes())
+        .any(|(key, value)| key == "vfs" || (key == "mode" && value == "memory"));
     let unusable = path.is_empty()
         || path.contains(":memory:")
         || path.starts_with("file:")
-        || query.contains("mode=memory")
-        || query.contains("vfs=");
+        || in_memory_or_other_vfs;
     if other_scheme || unusable {
         return Err(format!(
             "database_url must name a SQLite file, like {DEFAULT_DATABASE_URL} (got {url:?}; a \
@@ -540,6 +542,8 @@ mod tests {
             "sqlite://x.db?mode=memory",
             "sqlite://file::memory:",
             "sqlite://x.db?vfs=memdb",
+            "sqlite://x.db?v%66s=memdb",
+            "sqlite://x.db?cache=private&mode=m%65mory",
             "sqlite:file:x.db",
             "mysql:x.db",
             "SQLITE:///x.db",

@@ -94,8 +94,8 @@ pub enum LtiError {
     #[error("a launch sent to the home page, which is not a launch address")]
     LaunchAtHomePage,
     /// A launch sent to an address with no page for it (a launch URL mistyped in the LMS).
-    #[error("a launch sent to an address with no page")]
-    LaunchAtUnknownAddress,
+    #[error("a launch sent to {0}, an address with no page")]
+    LaunchAtUnknownAddress(String),
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

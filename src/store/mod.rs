@@ -290,22 +290,22 @@ pub async fn close(db: &Db) -> Option<CloseNote> {
 }
 
 /// Whether the URL asks SQLite not to create the file (`?mode=ro`, `?mode=rw`, `?immutable=1`).
-/// The query is read as sqlx reads it (form-decoded, a later `immutable` or `mode=rwc` wins), so
-/// `mode=r%6F` counts as the `mode=ro` that sqlx sees.
+/// The query is read as sqlx reads it: form-decoded (`mode=r%6F` is `mode=ro`); `ro` once makes
+/// it read-only, `rwc` once lets it create (`rw` changes neither), and the last `immutable` holds.
 fn asks_for_no_new_file(database_url: &str) -> bool {
     let query = database_url.split_once('?').map_or("", |(_, q)| q);
-    let (mut read_only, mut no_create, mut immutable) = (false, false, false);
+    let (mut read_only, mut rw, mut rwc, mut immutable) = (false, false, false, false);
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match (&*key, &*value) {
             ("mode", "ro") => read_only = true,
-            ("mode", "rw") => no_create = true,
-            ("mode", "rwc") => no_create = false,
+            ("mode", "rw") => rw = true,
+            ("mode", "rwc") => rwc = true,
             ("immutable", "1" | "true") => immutable = true,
             ("immutable", "0" | "false") => immutable = false,
             _ => {}
         }
     }
-    read_only || no_create || immutable
+    read_only || immutable || (rw && !rwc)
 }
 
 /// Creates the database file, and its folder, readable only by the server's user, unless they
@@ -559,6 +559,8 @@ mod tests {
             ("sqlite://a.db?mode=r%6F", true),
             ("sqlite://a.db?mo%64e=rw", true),
             ("sqlite://a.db?mode=rw&mode=rwc", false),
+            ("sqlite://a.db?mode=rwc&mode=rw", false),
+            ("sqlite://a.db?mode=ro&mode=rwc", true),
             ("sqlite://a.db?cache=private&immutable=1", true),
             ("sqlite://a.db?immutable=true&immutable=false", false),
         ] {

@@ -164,8 +164,16 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         LtiError::DisabledConsumer => Hint::DisabledKey,
         LtiError::LaunchAtSessionPage
         | LtiError::LaunchAtHomePage
-        | LtiError::LaunchAtUnknownAddress => Hint::NotLaunchAddress {
-            seen: capped(&signed_url, URL_CAP),
+        | LtiError::LaunchAtUnknownAddress(_) => Hint::NotLaunchAddress {
+            // The path at least, when the host could not be told.
+            seen: capped(
+                if signed_url.is_empty() {
+                    path
+                } else {
+                    &signed_url
+                },
+                URL_CAP,
+            ),
         },
         LtiError::BadSignature => match (&consumer, &origin) {
             (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),

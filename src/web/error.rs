@@ -41,7 +41,7 @@ impl LtiError {
                 Status::Unauthorized
             }
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
-            NoSuchConsumer | NotFound | LaunchAtUnknownAddress => Status::NotFound,
+            NoSuchConsumer | NotFound | LaunchAtUnknownAddress(_) => Status::NotFound,
             PublishedDemoConsumer => Status::Conflict,
             ConsumerNotNamed => Status::UnprocessableEntity,
             HeadLaunch => Status::MethodNotAllowed,
@@ -91,7 +91,7 @@ impl LtiError {
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
-            LaunchAtUnknownAddress => ("Not a launch address", format!("There is no page at this address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any, typed exactly (letter case counts). {ASK}")),
+            LaunchAtUnknownAddress(_) => ("Not a launch address", format!("There is no page at this address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any, typed exactly (letter case counts). {ASK}")),
             LaunchAtHomePage => ("Not a launch address", format!("This is the tool's home page, not a launch address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as /initial or /any. {ASK}")),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
@@ -543,16 +543,13 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
     if status == Status::NotFound && remembered(req).is_none() {
         crate::web::session_cookie::note_visit_of_unguarded(req).await;
     }
-    // A launch no route takes: the same status, in words that say where launches go.
+    // A launch sent to an address with no page: the same 404, in words that say where launches
+    // go (and, having ended the session, without the way back to it).
     if status == Status::NotFound && remembered(req).is_none() {
         if let Some(error) = crate::web::stray_launch::refusal(req).await {
             remember(req, &error);
-            let mut page = ErrorPage::from(&error);
-            if let Some(allow) = allowed_methods(req) {
-                page.status = Status::MethodNotAllowed;
-                page.allow = allow;
-            }
-            return Refusal::Page(page);
+            crate::web::session_cookie::clear_cookie_on_refusal(req);
+            return Refusal::Page(ErrorPage::from(&error));
         }
     }
     if status == Status::NotFound {

@@ -19,8 +19,8 @@ use crate::web::error::remember;
 use crate::web::head::SentAsHead;
 use crate::web::launch::{launch, log_role_refusal, LaunchParams};
 use crate::web::launch_body::{
-    carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
-    read_capped, read_launch_body, unreadable_launch, Body,
+    body_mentions_launch, carries_launch_fields, check_body_encoding, check_form_content_type,
+    mentions_launch, read_capped, read_launch_body, unreadable_launch, Body,
 };
 use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
@@ -261,21 +261,21 @@ impl<'r> FromData<'r> for LtiSession {
 }
 
 /// `LtiSession` for a POST, with the body read. As at `LtiAny`, a body that cannot be read may be
-/// a launch, so it is refused, never taken for a session request; a body that is not a form (and
-/// mentions no launch) leaves only the query to look at.
+/// a launch, so it is refused (415), never taken for a session request; it ends the visit only
+/// when the body itself shows launch fields (the session's own, in the query, are ignored as
+/// ever). A body that is not a form and mentions no launch leaves only the query to look at.
 async fn session_from_body(
     req: &Request<'_>,
     state: &AppState,
     body: &[u8],
 ) -> Result<LtiUser, LtiError> {
-    if let Err(e) = check_body_encoding(req, body) {
-        return Err(unreadable_launch(req, state, Some(body), e).await);
-    }
-    match check_form_content_type(req) {
+    match check_body_encoding(req, body).and_then(|()| check_form_content_type(req)) {
         Ok(()) => session_only(req, state, Some(body)).await,
-        Err(e) if mentions_launch(req, Some(body)) => {
+        Err(e) if body_mentions_launch(req, body) => {
             Err(unreadable_launch(req, state, Some(body), e).await)
         }
+        // An encoded body stays refused; a body of another kind holds nothing of a launch.
+        Err(e @ LtiError::EncodedBody(_)) => Err(e),
         Err(_) => session_only(req, state, None).await,
     }
 }

@@ -101,16 +101,20 @@ pub(super) async fn unreadable_launch(
 /// the size limit counts by what was read of it.
 pub(super) fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> bool {
     let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    has_oauth_header(req)
+        || query.is_some_and(names_a_launch_field)
+        || body.is_some_and(|body| body_names_a_launch_field(req, body))
+}
+
+/// True when a body names a launch field where its kind of form has field names.
+fn body_names_a_launch_field(req: &Request<'_>, body: &[u8]) -> bool {
     let multipart = req
         .content_type()
         .is_some_and(|ct| ct.top() == "multipart" && ct.sub() == "form-data");
-    let body_names_one = |body: &[u8]| match multipart {
+    match multipart {
         true => names_a_launch_part(body),
         false => names_a_launch_field(body),
-    };
-    has_oauth_header(req)
-        || query.is_some_and(names_a_launch_field)
-        || body.is_some_and(body_names_one)
+    }
 }
 
 /// True when a form (or what was meant to be one) has a field whose name, percent-decoded as far
@@ -159,10 +163,20 @@ fn has_oauth_header(req: &Request<'_>) -> bool {
     })
 }
 
+/// True when a body (not the rest of the request) mentions a launch anywhere.
+pub(super) fn body_mentions_launch(req: &Request<'_>, body: &[u8]) -> bool {
+    body_names_a_launch_field(req, body) || mentions_a_marker(body)
+}
+
+fn mentions_a_marker(raw: &[u8]) -> bool {
+    LAUNCH_FIELD_MARKERS
+        .iter()
+        .any(|m| raw.windows(m.len()).any(|w| w == *m))
+}
+
 /// True when undecodable input mentions a launch anywhere: then it is refused, not read as a
 /// session request.
 pub(super) fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
-    let has = |raw: &[u8], marker: &[u8]| raw.windows(marker.len()).any(|w| w == marker);
     let query = req
         .uri()
         .query()
@@ -171,7 +185,7 @@ pub(super) fn mentions_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
     carries_launch_fields(req, body)
         || [query, body.unwrap_or_default()]
             .iter()
-            .any(|raw| LAUNCH_FIELD_MARKERS.iter().any(|m| has(raw, m)))
+            .any(|raw| mentions_a_marker(raw))
 }
 
 /// A header value as an error may quote it: anyone can send one, and errors are logged and

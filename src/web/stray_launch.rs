@@ -1,28 +1,31 @@
-//! Launches sent to an address with no page for them: a launch URL mistyped in the LMS (`/Any`,
-//! `/launch`, `/lti`). They get the 404 (or 405) any request there gets, but the page says that a
-//! launch arrived at the wrong address and where launches go, and the admin page's refused
-//! launches show it with the address it came to. Nothing is verified or spent.
+//! Launches sent to an address with no page at all: a launch URL mistyped in the LMS (`/Any`,
+//! `/launch`, `/lti`). They get the 404 any request there gets, but the page says that a launch
+//! arrived at the wrong address and where launches go; as any failed launch, it ends the browser's
+//! session, and the admin page's refused launches show it with the address it came to. Nothing is
+//! verified or spent.
 
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::Method;
 use rocket::{Data, Request};
 
-use crate::error::LtiError;
+use crate::error::{excerpt, LtiError};
 use crate::web::diagnosis::record_unreadable;
 use crate::web::error::path_matches;
 use crate::web::head::SentAsHead;
+use crate::web::launch::log_refusal;
 use crate::web::launch_body::carries_launch_fields;
 use crate::web::origin::is_navigation;
+use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
 
 /// How much of a body the catcher gets to see: it cannot read the body itself, so the fairing
 /// keeps its start (Rocket's most for a peek). Launch fields show in the first few fields.
 const PEEK: usize = 512;
 
-/// The start of the body of a POST that no route takes.
+/// The start of the body of a POST to an address with no route.
 struct StrayBody(Option<Vec<u8>>);
 
-/// The fairing that keeps the start of the body of a POST to an address no POST route has.
+/// The fairing that keeps the start of the body of a POST to an address with no route.
 pub fn fairing() -> KeepStrayBodies {
     KeepStrayBodies
 }
@@ -40,38 +43,54 @@ impl Fairing for KeepStrayBodies {
     }
 
     async fn on_request(&self, req: &mut Request<'_>, data: &mut Data<'_>) {
-        if req.method() == Method::Post && !has_route(req, Method::Post) {
+        if req.method() == Method::Post && !has_route(req) {
             let start = data.peek(PEEK).await.to_vec();
             req.local_cache(|| StrayBody(Some(start)));
         }
     }
 }
 
-/// Whether any route takes `method` at the request's path.
-fn has_route(req: &Request<'_>, method: Method) -> bool {
+/// Whether any route, of any method, has the request's path (then a launch there is sent with
+/// the wrong method, or refused by that route: no stray).
+fn has_route(req: &Request<'_>) -> bool {
     let path: Vec<&str> = req.uri().path().segments().collect();
     req.rocket()
         .routes()
-        .any(|route| route.method == method && path_matches(route.uri.path(), &path))
+        .any(|route| path_matches(route.uri.path(), &path))
 }
 
-/// For a request no route takes: when it carries launch fields, the refusal that says so (logged,
-/// and recorded for the admin page when a browser navigated there), else `None`.
+/// Whether the request names the field every launch has (a bare `oauth_*` field, as an OAuth 1
+/// callback has, is no launch an admin needs to see).
+fn names_a_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    let query = req.uri().query().map(|q| q.as_str().as_bytes());
+    let header = req.headers().get_one("Authorization").map(str::as_bytes);
+    let has = |raw: &[u8], what: &[u8]| raw.windows(what.len()).any(|w| w == what);
+    [query, body, header]
+        .into_iter()
+        .flatten()
+        .any(|raw| has(raw, b"oauth_consumer_key") || has(raw, b"lti_message_type"))
+}
+
+/// For a request to an address with no route: when it is a launch, the refusal that says so,
+/// else `None`. A browser's launch (not a HEAD, nor another page's image) is a failed launch: it
+/// is logged as one, ends the browser's session and is recorded for the admin page.
 pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     let body = req.local_cache(|| StrayBody(None)).0.as_deref();
     let unrouted = match req.method() {
         Method::Post => body.is_some(),
-        method => !has_route(req, method),
+        _ => !has_route(req),
     };
-    if !unrouted || !carries_launch_fields(req, body) {
+    if !unrouted || !carries_launch_fields(req, body) || !names_a_launch(req, body) {
         return None;
     }
-    let error = LtiError::LaunchAtUnknownAddress;
-    // A link checker's HEAD or another page's image is no launch an admin needs to hear about.
-    if let Some(state) = req.rocket().state::<AppState>() {
-        if !SentAsHead::of(req) && is_navigation(req) {
-            record_unreadable(req, state, body, &error).await;
-        }
+    let path = excerpt(req.uri().path().as_str(), 200);
+    let error = LtiError::LaunchAtUnknownAddress(path);
+    let state = req.rocket().state::<AppState>()?;
+    if !SentAsHead::of(req) && is_navigation(req) {
+        log_refusal(req, state, None, &error);
+        let old = browser_session_id(req, state).await;
+        end_session_after_failed_launch(req, state, old.as_deref()).await;
+        record_unreadable(req, state, body, &error).await;
     }
     Some(error)
 }

@@ -676,35 +676,67 @@ async fn a_launch_sent_to_the_home_page_is_refused_as_not_a_launch_address() {
 async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
     use rocket_lti_tool::store::refusals;
     let app = spawn_app().await;
-    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    // A launch URL typed with a capital, or made up: still 404, but it says what went wrong.
+    // A launch URL typed with a capital, or made up: still 404, but it says what went wrong. As
+    // any failed launch it ends the visit open in the browser (another person's, perhaps).
     for path in ["/Any", "/lti/launch"] {
-        let launch = Launch::new(path);
-        let page = refused(app.launch(&launch).await, Status::NotFound).await;
+        assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+        let launch = Launch::new(path).user("someone-else");
+        let res = app.launch(&launch).await;
+        assert!(clears_session_cookie(&res), "{:?}", res.headers());
+        let page = refused(res, Status::NotFound).await;
         assert!(page.contains("Not a launch address"), "{page}");
         assert!(page.contains("letter case"), "{page}");
+        assert!(!page.contains("Back to your page"), "{page}");
+        refused(app.get("/session").await, Status::Unauthorized).await;
         let res = app.get(&launch.signed_get_path()).await;
         let page = refused(res, Status::NotFound).await;
         assert!(page.contains("Not a launch address"), "{page}");
     }
-    // The admin page shows them, with the address they came to.
+    // The admin page shows them, with the address they came to (its path alone when the host
+    // cannot be told).
+    let res = app
+        .client
+        .post("/Initial")
+        .header(ContentType::Form)
+        .body(Launch::new("/Initial").signed_body())
+        .dispatch()
+        .await;
+    refused(res, Status::NotFound).await;
     let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
-    assert_eq!(recorded.len(), 4);
+    assert_eq!(recorded.len(), 5);
     assert!(recorded.iter().any(|r| r.signed_url.ends_with("/Any")));
-    let hint = serde_json::to_string(&recorded[0].hint).unwrap();
-    assert!(hint.contains("not_launch_address"), "{hint}");
-    // A launch at an address that takes only GET: the 405 a POST gets there, in the same words.
+    assert!(recorded
+        .iter()
+        .all(|r| r.reason.contains(", an address with no page")));
+    let hints: Vec<String> = recorded
+        .iter()
+        .map(|r| serde_json::to_string(&r.hint).unwrap())
+        .collect();
+    assert!(
+        hints.iter().all(|h| h.contains("not_launch_address")),
+        "{hints:?}"
+    );
+    assert!(hints[0].contains("/Initial"), "{hints:?}");
+    // Nothing was verified or spent.
+    assert_eq!(app.count("nonces").await, 2);
+    // An address that exists keeps its own answer (here, the 405 of a page that takes only
+    // GET), as do other requests to no page: an OAuth 1 callback's fields are no launch.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     let res = app.launch(&Launch::new("/lti/config.xml")).await;
     assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
     let page = refused(res, Status::MethodNotAllowed).await;
-    assert!(page.contains("Not a launch address"), "{page}");
-    // Nothing was verified or spent, and the visit goes on; other requests there are plain 404s.
-    assert_eq!(app.count("nonces").await, 1);
+    assert!(!page.contains("launch address"), "{page}");
+    for res in [
+        app.post_form("/nope", "a=1".into()).await,
+        app.get("/nope?a=1").await,
+        app.get("/callback?oauth_token=t&oauth_verifier=v").await,
+    ] {
+        let page = refused(res, Status::NotFound).await;
+        assert!(!page.contains("launch"), "{page}");
+    }
     assert_eq!(app.get("/session").await.status(), Status::Ok);
-    let page = refused(app.post_form("/nope", "a=1".into()).await, Status::NotFound).await;
-    assert!(!page.contains("launch"), "{page}");
-    let page = refused(app.get("/nope?a=1").await, Status::NotFound).await;
-    assert!(!page.contains("launch"), "{page}");
+    let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(recorded.len(), 5);
 }
 
 #[rocket::async_test]
@@ -993,6 +1025,22 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
         let binary = ContentType::new("application", "octet-stream");
         let res = post_to(path, &[], binary, vec![0, 1, 2, 0]).await;
         assert_eq!(res.status(), Status::Ok, "{path}");
+    }
+    assert_eq!(app.count("sessions").await, 1);
+    // The session's own launch fields in the query are ignored at the session page, as ever,
+    // whatever kind of body comes with them.
+    let own = "/session?oauth_consumer_key=__consumer_key__&user_id=teacher-1";
+    for (content_type, body) in [
+        (ContentType::Plain, &b""[..]),
+        (ContentType::JSON, &b"{\"a\":1}"[..]),
+    ] {
+        let res = post_to(own, &[], content_type, body.to_vec()).await;
+        assert_eq!(
+            res.status(),
+            Status::Ok,
+            "{}",
+            res.into_string().await.unwrap()
+        );
     }
     assert_eq!(app.count("sessions").await, 1);
     // A plain body is refused too when it says it is encoded; its launch fields show, so it is a
