@@ -19,8 +19,8 @@ use crate::web::error::remember;
 use crate::web::head::SentAsHead;
 use crate::web::launch::{launch, log_role_refusal, LaunchParams};
 use crate::web::launch_body::{
-    body_mentions_launch, carries_launch_fields, check_body_encoding, check_form_content_type,
-    mentions_launch, read_capped, read_launch_body, unreadable_launch, Body,
+    carries_launch_fields, check_body_encoding, check_form_content_type, mentions_launch,
+    read_capped, read_launch_body, unreadable_launch, Body,
 };
 use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
@@ -81,11 +81,11 @@ guard_type!(
     LtiInitial
 );
 guard_type!(
-    /// Only an existing session (from the cookie). Launch fields that name the session's own
-    /// consumer and user are ignored (nothing is verified or spent). A launch for anyone else,
-    /// or without a session, is refused (401) and ends the browser's session: a launch sent to
-    /// the wrong page, whose user is not the one whose session the browser holds. As a data
-    /// guard it looks in the body too; as a request guard, at the query and an OAuth
+    /// Only an existing session (from the cookie). Launch fields in the request are ignored:
+    /// nothing is verified or spent, and the page is the session's. One for another user is
+    /// logged (the sign of an LMS link set to this page by mistake). Without a live session, a
+    /// request carrying a launch is refused (401) as one sent to a page that takes none. As a
+    /// data guard it looks in the body too; as a request guard, at the query and an OAuth
     /// `Authorization` header.
     LtiSession
 );
@@ -243,16 +243,13 @@ impl<'r> FromData<'r> for LtiSession {
     type Error = LtiError;
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let result = match state(req) {
+            // What was read only tells whether a request without a session was a launch; a body
+            // broken off (or its framing broken) is a malformed request all the same.
             Ok(state) => match read_capped(data, state).await {
-                // Over the limit: refused, and a failed launch if what was read is a launch's.
-                Body::OverLimit(body) if !carries_launch_fields(req, Some(&body)) => {
-                    Err(LtiError::BodyTooLarge(state.settings.launch_body_limit))
-                }
                 Body::Complete(body) | Body::OverLimit(body) => {
-                    session_from_body(req, state, &body).await
+                    session_only(req, state, Some(&body)).await
                 }
-                // Broken off: refused, and a failed launch if what came is a launch's.
-                Body::Broken(start, e) => Err(unreadable_launch(req, state, Some(&start), e).await),
+                Body::Broken(_, e) => Err(e),
             },
             Err(e) => Err(e),
         };
@@ -260,40 +257,29 @@ impl<'r> FromData<'r> for LtiSession {
     }
 }
 
-/// `LtiSession` for a POST, with the body read. As at `LtiAny`, a body that cannot be read may be
-/// a launch, so it is refused (415), never taken for a session request; it ends the visit only
-/// when the body itself shows launch fields (the session's own, in the query, are ignored as
-/// ever). A body that is not a form and mentions no launch leaves only the query to look at.
-async fn session_from_body(
-    req: &Request<'_>,
-    state: &AppState,
-    body: &[u8],
-) -> Result<LtiUser, LtiError> {
-    match check_body_encoding(req, body).and_then(|()| check_form_content_type(req)) {
-        Ok(()) => session_only(req, state, Some(body)).await,
-        Err(e) if body_mentions_launch(req, body) => {
-            Err(unreadable_launch(req, state, Some(body), e).await)
-        }
-        // An encoded body stays refused; a body of another kind holds nothing of a launch.
-        Err(e @ LtiError::EncodedBody(_)) => Err(e),
-        Err(_) => session_only(req, state, None).await,
-    }
-}
-
-/// `LtiSession`: the session; launch fields that name the session's own consumer and user are
-/// ignored, any other launch is refused (see the type's docs).
+/// `LtiSession`: the browser's session, whatever launch fields the request carries (see the
+/// type's docs).
 async fn session_only(
     req: &Request<'_>,
     state: &AppState,
     body: Option<&[u8]>,
 ) -> Result<LtiUser, LtiError> {
-    if !carries_launch_fields(req, body) {
-        return session_user(req, state).await;
-    }
+    let launch = carries_launch_fields(req, body);
     match session_user(req, state).await {
-        // Nothing is verified or spent: the fields only have to be this session's own.
-        Ok(user) if names_the_session_user(req, body, &user) => Ok(user),
-        _ => Err(unreadable_launch(req, state, body, LtiError::LaunchAtSessionPage).await),
+        Ok(user) => {
+            if launch && !names_the_session_user(req, body, &user) {
+                log::warn!(
+                    "a launch for another user arrived at {}, which takes none: its fields were \
+                     ignored and the browser's session shown (is an LMS link set to this page?)",
+                    crate::error::excerpt(req.uri().path().as_str(), 200).escape_debug()
+                );
+            }
+            Ok(user)
+        }
+        Err(_) if launch => {
+            Err(unreadable_launch(req, state, body, LtiError::LaunchAtSessionPage).await)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -163,11 +163,6 @@ fn has_oauth_header(req: &Request<'_>) -> bool {
     })
 }
 
-/// True when a body (not the rest of the request) mentions a launch anywhere.
-pub(super) fn body_mentions_launch(req: &Request<'_>, body: &[u8]) -> bool {
-    body_names_a_launch_field(req, body) || mentions_a_marker(body)
-}
-
 fn mentions_a_marker(raw: &[u8]) -> bool {
     LAUNCH_FIELD_MARKERS
         .iter()
