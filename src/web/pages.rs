@@ -111,6 +111,27 @@ pub const LAUNCH_PAGES: &[(&str, &str)] = &[
     ("/initial_staff", "a launch by course staff only"),
 ];
 
+/// The launch URL the registration XML gives an LMS: a fork's first launch page, else
+/// [`LAUNCH_PAGE`].
+pub fn main_launch_page() -> &'static str {
+    crate::fork::LAUNCH_PAGES
+        .first()
+        .map_or(LAUNCH_PAGE, |(path, _)| path)
+}
+
+/// Where a refused launch's page says LMS links should point: a fork's launch pages, else the
+/// tool's usual two.
+pub fn suggested_launch_pages() -> String {
+    match crate::fork::LAUNCH_PAGES {
+        [] => format!("/initial or {LAUNCH_PAGE}"),
+        pages => pages
+            .iter()
+            .map(|(path, _)| *path)
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+}
+
 /// The LTI page that only continues a visit: it takes no launch, so it is no launch URL.
 pub const SESSION_PAGE: &str = "/session";
 

@@ -6,7 +6,7 @@ use rocket_dyn_templates::{context, Template};
 
 use crate::error::LtiError;
 use crate::web::origin::RequestOrigin;
-use crate::web::pages::LAUNCH_PAGE;
+use crate::web::pages::main_launch_page;
 use crate::web::AppState;
 
 /// The `cartridge_basiclti_link` for this tool, with absolute URLs from `public_url` or the
@@ -29,7 +29,7 @@ fn config_xml(state: &State<AppState>, origin: RequestOrigin) -> Result<Template
         context! {
             title: xml_escape(&state.settings.tool_title),
             description: xml_escape(&state.settings.tool_description),
-            launch_url: xml_escape(&format!("{base}{LAUNCH_PAGE}")),
+            launch_url: xml_escape(&format!("{base}{}", main_launch_page())),
             secure: base.starts_with("https://"),
             domain: xml_escape(domain),
             base: xml_escape(&base),

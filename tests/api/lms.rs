@@ -7,6 +7,7 @@ use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use rocket_lti_tool::lti::params::parse_form;
 use rocket_lti_tool::store::sessions;
+use rocket_lti_tool::web::pages::visit_page;
 
 use crate::helpers::*;
 
@@ -560,7 +561,9 @@ async fn config_xml_is_a_well_formed_cartridge() {
         };
         assert_eq!(text(BLTI, "title").as_deref(), Some("Rocket LTI tool"));
         assert!(text(BLTI, "description").is_some());
-        assert_eq!(text(BLTI, "launch_url"), Some(format!("{base}/any")));
+        // The fork's first launch page, when it lists any.
+        let launch_url = format!("{base}{}", rocket_lti_tool::web::pages::main_launch_page());
+        assert_eq!(text(BLTI, "launch_url"), Some(launch_url.clone()));
         assert_eq!(text(BLTI, "icon"), Some(format!("{base}/static/icon.svg")));
         assert_eq!(
             text(BLTI, "secure_launch_url").is_some(),
@@ -613,7 +616,7 @@ async fn config_xml_is_a_well_formed_cartridge() {
             .children()
             .find(|n| n.attribute("name") == Some("course_navigation"))
             .unwrap();
-        assert_eq!(property(nav, "url"), Some(format!("{base}/any")));
+        assert_eq!(property(nav, "url"), Some(launch_url));
         assert_eq!(property(nav, "enabled").as_deref(), Some("true"));
         let icon = app.get("/static/icon.svg").await;
         assert_eq!(icon.status(), Status::Ok);
@@ -653,9 +656,10 @@ async fn config_xml_escapes_what_it_is_given() {
             .map(str::to_string)
     };
     assert_eq!(text("title").as_deref(), Some("Maths & <Physics>"));
+    let launch_page = rocket_lti_tool::web::pages::main_launch_page();
     assert_eq!(
-        text("launch_url").as_deref(),
-        Some("http://tool.example.edu/any")
+        text("launch_url"),
+        Some(format!("http://tool.example.edu{launch_page}"))
     );
     // Host names are not case-sensitive: written as `public_url` would be.
     let xml = get("Tool.EXAMPLE.edu:8080")
@@ -664,7 +668,9 @@ async fn config_xml_escapes_what_it_is_given() {
         .await
         .unwrap();
     assert!(
-        xml.contains("<blti:launch_url>http://tool.example.edu:8080/any<"),
+        xml.contains(&format!(
+            "<blti:launch_url>http://tool.example.edu:8080{launch_page}<"
+        )),
         "{xml}"
     );
     assert!(
@@ -782,7 +788,8 @@ async fn new_window_token_works_once() {
     let later = page(app.get("/session").await, Status::Ok).await;
     assert!(!later.contains("history.replaceState"), "{later}");
     // The header's home link keeps a student in the visit (`/` is the registration page).
-    assert!(later.contains(r#"<header><a href="/session">"#), "{later}");
+    let home = format!(r#"<header><a href="{}">"#, visit_page());
+    assert!(later.contains(&home), "{later}");
     let index = page(app.get("/").await, Status::Ok).await;
     assert!(index.contains(r#"<header><a href="/">"#), "{index}");
 

@@ -9,6 +9,7 @@ use rocket::http::Status;
 use rocket_lti_tool::outcomes::{
     ClientConfig, CodeMajor, Credentials, OutcomeError, OutcomeTarget, OutcomesClient, ResultData,
 };
+use rocket_lti_tool::web::pages::visit_page;
 
 use crate::helpers::*;
 use mock_lms::{MockLms, KEY, SECRET};
@@ -384,7 +385,7 @@ async fn every_grade_page_leads_back_and_logs_out() {
     .await;
     for body in [&grade, &confirm, &result] {
         assert!(
-            body.contains("<a href=\"/session\">Your page</a>"),
+            body.contains(&format!("<a href=\"{}\">Your page</a>", visit_page())),
             "{body}"
         );
         assert_eq!(logout_token_in(body), logout_token_in(&landing));
@@ -442,7 +443,10 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     assert!(body.contains("does not take a comment"), "{body}");
     // Refused during a visit: the page leads back to it and still offers Log out.
     assert!(
-        body.contains("<a href=\"/session\">Back to your page</a>"),
+        body.contains(&format!(
+            "<a href=\"{}\">Back to your page</a>",
+            visit_page()
+        )),
         "{body}"
     );
     assert!(body.contains("action=\"/logout\""), "{body}");
