@@ -18,9 +18,9 @@ pub fn routes() -> Vec<Route> {
 /// The fork's launch URLs, with who gets in, offered beside the tool's own, e.g.
 /// `&[("/gradebook", "a launch by course staff, or their visit")]`.
 ///
-/// The index page, the page that shows a new key, the test launcher and the refusal hints and
-/// pages list them; the first is the launch URL of the registration XML (`/lti/config.xml`),
-/// which otherwise names `/any`.
+/// The index page, the page that shows a new key, the test launcher and the refusal pages list
+/// them. The first is the launch URL of the registration XML (`/lti/config.xml`, which otherwise
+/// names `/any`), which Canvas shows every course member: list first a page everyone may open.
 pub const LAUNCH_PAGES: &[(&str, &str)] = &[];
 
 /// Where the pages of a visit lead back to ("Your page", "Back to your page" on error pages, the

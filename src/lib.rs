@@ -289,6 +289,14 @@ fn warn_about_settings(settings: &Settings) {
             "dev_launcher is on outside the debug profile: anyone can sign launches at /dev/launch"
         );
     }
+    for (path, _) in fork::LAUNCH_PAGES {
+        if !web::handoff::is_plain_path(path) {
+            log::warn!(
+                "fork::LAUNCH_PAGES names {path:?}, not a plain path of this tool (such as \"/quiz\"): \
+                 the launch URLs shown and the registration XML would be wrong"
+            );
+        }
+    }
     if web::pages::visit_page() != fork::VISIT_PAGE {
         log::warn!(
             "fork::VISIT_PAGE {:?} is not a plain path of this tool: pages lead back to {} instead",

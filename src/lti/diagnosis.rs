@@ -35,8 +35,8 @@ pub enum Hint {
         /// The path the launch arrived at.
         seen: String,
     },
-    /// The launch was sent to a page of this tool that takes no launch (the home page, the
-    /// session page).
+    /// The launch was sent to an address of this tool that takes none (the home page, a
+    /// session-only page without a session, an address with no page).
     NotLaunchAddress {
         /// Where the launch arrived.
         seen: String,
@@ -112,7 +112,7 @@ impl Hint {
             ),
             Hint::NotLaunchAddress { seen } => format!(
                 "The launch arrived at {seen}, which is not a launch address of this tool: set the launch URL in the LMS \
-                 to one of its launch pages (the tool's home page lists them; /any suits most links)."
+                 to one of its launch pages (the tool's home page lists them)."
             ),
             Hint::TimestampSkew { seconds } => {
                 let (n, way) = if *seconds >= 0 { (*seconds, "behind") } else { (-seconds, "ahead of") };

@@ -246,9 +246,19 @@ impl<'r> FromData<'r> for LtiSession {
             // What was read only tells whether a request without a session was a launch; a body
             // broken off (or its framing broken) is a malformed request all the same.
             Ok(state) => match read_capped(data, state).await {
-                Body::Complete(body) | Body::OverLimit(body) => {
-                    session_only(req, state, Some(&body)).await
-                }
+                Body::Complete(body) => session_only(req, state, Some(&body)).await,
+                // Over the limit without a session: refused as such (413), and as a failed launch
+                // when what was read is a launch's.
+                Body::OverLimit(body) => match session_user(req, state).await {
+                    Ok(user) => Ok(user),
+                    Err(_) => {
+                        let e = LtiError::BodyTooLarge(state.settings.launch_body_limit);
+                        match carries_launch_fields(req, Some(&body)) {
+                            true => Err(unreadable_launch(req, state, Some(&body), e).await),
+                            false => Err(e),
+                        }
+                    }
+                },
                 Body::Broken(_, e) => Err(e),
             },
             Err(e) => Err(e),
@@ -267,10 +277,10 @@ async fn session_only(
     let launch = carries_launch_fields(req, body);
     match session_user(req, state).await {
         Ok(user) => {
-            if launch && !names_the_session_user(req, body, &user) {
+            if launch && names_another_user(req, body, &user) {
                 log::warn!(
                     "a launch for another user arrived at {}, which takes none: its fields were \
-                     ignored and the browser's session shown (is an LMS link set to this page?)",
+                     ignored (is an LMS link set to this page?)",
                     crate::error::excerpt(req.uri().path().as_str(), 200).escape_debug()
                 );
             }
@@ -283,29 +293,30 @@ async fn session_only(
     }
 }
 
-/// Whether a request's launch fields (query and form body) name the session's consumer and user:
-/// a page or link that repeats the visit's own launch. Unverified, which is enough to tell one
-/// person's launch from another's: whoever sends them holds that session's cookie already.
-fn names_the_session_user(req: &Request<'_>, body: Option<&[u8]>, user: &LtiUser) -> bool {
+/// Whether a request's launch fields that can be read (query, form body, OAuth header) name
+/// another consumer or user than the session's: a launch sent to a page that takes none, for the
+/// log. Fields that cannot be read (a multipart body) name no one.
+fn names_another_user(req: &Request<'_>, body: Option<&[u8]>, user: &LtiUser) -> bool {
+    let header = req
+        .headers()
+        .get_one("Authorization")
+        .and_then(|h| {
+            crate::lti::params::parse_authorization_header(h)
+                .ok()
+                .flatten()
+        })
+        .unwrap_or_default();
     let query = req.uri().query().map(|q| q.as_str().as_bytes());
-    let mut fields = Vec::new();
+    let mut fields = header;
     for part in [query, body].into_iter().flatten() {
-        match crate::lti::params::parse_form(part) {
-            Ok(parsed) => fields.extend(parsed),
-            Err(_) => return false,
-        }
+        fields.extend(crate::lti::params::parse_form(part).unwrap_or_default());
     }
-    let one = |name: &str| {
-        let mut values = fields.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
-        match (values.next(), values.next()) {
-            (Some(v), None) => Some(v.as_str()),
-            _ => None,
-        }
-    };
     let launch = &user.launch;
-    one("oauth_consumer_key") == Some(launch.consumer_key.as_str())
-        && one("user_id") == Some(launch.user_id())
-        && !launch.user_id().is_empty()
+    fields.iter().any(|(name, value)| match name.as_str() {
+        "oauth_consumer_key" => *value != launch.consumer_key,
+        "user_id" => value != launch.user_id(),
+        _ => false,
+    })
 }
 
 #[rocket::async_trait]

@@ -1,7 +1,7 @@
 //! Reading a launch route's body, and refusing what cannot be read as a form: over the limit,
-//! broken off, another encoding, not a form. Such a request is a failed launch when it carries
-//! launch fields (it then ends the browser's session, as any failed launch does), and otherwise
-//! a request for the session page.
+//! broken off, another encoding, not a form. At a launch page such a request is a failed launch
+//! when it carries launch fields (it then ends the browser's session, as any failed launch does);
+//! at `LtiAny`'s, one without them is a request for the session.
 
 use percent_encoding::percent_decode;
 use rocket::data::{Data, ToByteUnit};

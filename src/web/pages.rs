@@ -111,24 +111,23 @@ pub const LAUNCH_PAGES: &[(&str, &str)] = &[
     ("/initial_staff", "a launch by course staff only"),
 ];
 
-/// The launch URL the registration XML gives an LMS: a fork's first launch page, else
-/// [`LAUNCH_PAGE`].
+/// The launch URL the registration XML gives an LMS (for every course member: Canvas shows it in
+/// the course navigation): a fork's first launch page, else [`LAUNCH_PAGE`].
 pub fn main_launch_page() -> &'static str {
     crate::fork::LAUNCH_PAGES
         .first()
         .map_or(LAUNCH_PAGE, |(path, _)| path)
 }
 
-/// Where a refused launch's page says LMS links should point: a fork's launch pages, else the
+/// Where a refused launch's page says LMS links should point: a fork's launch pages, then the
 /// tool's usual two.
 pub fn suggested_launch_pages() -> String {
-    match crate::fork::LAUNCH_PAGES {
-        [] => format!("/initial or {LAUNCH_PAGE}"),
-        pages => pages
-            .iter()
-            .map(|(path, _)| *path)
-            .collect::<Vec<_>>()
-            .join(" or "),
+    let mut pages: Vec<&str> = crate::fork::LAUNCH_PAGES.iter().map(|(p, _)| *p).collect();
+    pages.extend(["/initial", LAUNCH_PAGE]);
+    let last = pages.pop().unwrap_or(LAUNCH_PAGE);
+    match pages.is_empty() {
+        true => last.to_string(),
+        false => format!("{} or {last}", pages.join(", ")),
     }
 }
 
@@ -156,7 +155,8 @@ pub fn launch_pages() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The paths of [`launch_pages`] and [`SESSION_PAGE`]: where the test launcher can send a launch
-/// (to `/session`, to show that it takes none), and where a refused launch may have been signed.
+/// (to `/session`, to show that it starts no visit), and where a refused launch may have been
+/// signed.
 pub fn launch_paths() -> Vec<&'static str> {
     let mut paths: Vec<&str> = launch_pages().into_iter().map(|(path, _)| path).collect();
     paths.push(SESSION_PAGE);

@@ -686,6 +686,10 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
         let page = refused(res, Status::NotFound).await;
         assert!(page.contains("Not a launch address"), "{page}");
         assert!(page.contains("letter case"), "{page}");
+        // Where launches go: the fork's launch pages first (none upstream), then the tool's.
+        let suggested = rocket_lti_tool::web::pages::suggested_launch_pages();
+        assert!(suggested.ends_with("/initial or /any"), "{suggested}");
+        assert!(page.contains(&html_escaped(&suggested)), "{page}");
         assert!(!page.contains("Back to your page"), "{page}");
         refused(app.get("/session").await, Status::Unauthorized).await;
         let res = app.get(&launch.signed_get_path()).await;
@@ -750,6 +754,15 @@ async fn the_session_page_ignores_launch_fields_and_refuses_a_launch_without_a_s
     let get = Launch::new("/session").user("student-b").signed_get_path();
     let body = refused(app.get(&get).await, Status::Unauthorized).await;
     assert!(body.contains("Not a launch address"), "{body}");
+    // So is a body over the launch limit (413), as at a launch page.
+    let res = app
+        .client
+        .post("/session")
+        .header(ContentType::Form)
+        .body(format!("oauth_consumer_key=k&note={}", "x".repeat(70_000)))
+        .dispatch()
+        .await;
+    refused(res, Status::PayloadTooLarge).await;
     assert_eq!(app.count("sessions").await, 0);
     assert_eq!(app.count("nonces").await, 0);
     // With one, launch fields are ignored (LtiSession's contract): whoever they name, in the
