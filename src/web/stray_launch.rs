@@ -4,6 +4,9 @@
 //! session, and the admin page's refused launches show it with the address it came to. Nothing is
 //! verified or spent.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::Method;
 use rocket::{Data, Request};
@@ -27,11 +30,11 @@ struct StrayBody(Option<Vec<u8>>);
 
 /// The fairing that keeps the start of the body of a POST to an address with no route.
 pub fn fairing() -> KeepStrayBodies {
-    KeepStrayBodies
+    KeepStrayBodies(OnceLock::new())
 }
 
-/// See [`fairing`].
-pub struct KeepStrayBodies;
+/// See [`fairing`]; holds the route paths, read once (the routes are fixed once the server runs).
+pub struct KeepStrayBodies(OnceLock<RoutePaths>);
 
 #[rocket::async_trait]
 impl Fairing for KeepStrayBodies {
@@ -43,20 +46,58 @@ impl Fairing for KeepStrayBodies {
     }
 
     async fn on_request(&self, req: &mut Request<'_>, data: &mut Data<'_>) {
-        if req.method() == Method::Post && !has_route(req) {
+        let paths = self.0.get_or_init(|| RoutePaths::of(req.rocket()));
+        if req.method() == Method::Post && !paths.has(req) {
             let start = data.peek(PEEK).await.to_vec();
             req.local_cache(|| StrayBody(Some(start)));
         }
     }
 }
 
-/// Whether any route, of any method, has the request's path (then a launch there is sent with
-/// the wrong method, or refused by that route: no stray).
-fn has_route(req: &Request<'_>) -> bool {
-    let path: Vec<&str> = req.uri().path().segments().collect();
-    req.rocket()
-        .routes()
-        .any(|route| path_matches(route.uri.path(), &path))
+/// The paths the app's routes have: fixed ones to look up, and those with parameters to match.
+struct RoutePaths {
+    fixed: HashSet<String>,
+    with_parameters: Vec<String>,
+}
+
+impl RoutePaths {
+    fn of<P: rocket::Phase>(rocket: &rocket::Rocket<P>) -> Self {
+        let (mut fixed, mut with_parameters) = (HashSet::new(), Vec::new());
+        for route in rocket.routes() {
+            let path = route.uri.path();
+            match path.contains('<') {
+                true => with_parameters.push(path.to_string()),
+                false => {
+                    fixed.insert(normalized(path.split('/')));
+                }
+            }
+        }
+        RoutePaths {
+            fixed,
+            with_parameters,
+        }
+    }
+
+    /// Whether any route, of any method, has the request's path (then a launch there is sent
+    /// with the wrong method, or refused by that route: no stray).
+    fn has(&self, req: &Request<'_>) -> bool {
+        let segments: Vec<&str> = req.uri().path().segments().collect();
+        self.fixed.contains(&normalized(segments.iter().copied()))
+            || self
+                .with_parameters
+                .iter()
+                .any(|route| path_matches(route, &segments))
+    }
+}
+
+/// A path as the router compares it: its non-empty segments.
+fn normalized<'a>(segments: impl Iterator<Item = &'a str>) -> String {
+    let mut path = String::new();
+    for segment in segments.filter(|s| !s.is_empty()) {
+        path.push('/');
+        path.push_str(segment);
+    }
+    path
 }
 
 /// Whether the request names the field every launch has (a bare `oauth_*` field, as an OAuth 1
@@ -78,7 +119,7 @@ pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     let body = req.local_cache(|| StrayBody(None)).0.as_deref();
     let unrouted = match req.method() {
         Method::Post => body.is_some(),
-        _ => !has_route(req),
+        _ => !RoutePaths::of(req.rocket()).has(req),
     };
     if !unrouted || !carries_launch_fields(req, body) || !names_a_launch(req, body) {
         return None;

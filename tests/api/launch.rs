@@ -730,6 +730,10 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
     assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
     let page = refused(res, Status::MethodNotAllowed).await;
     assert!(!page.contains("launch address"), "{page}");
+    // An address a route has through a parameter (`/admin/consumers/<action>`) exists too.
+    let res = app.launch(&Launch::new("/admin/consumers/anything")).await;
+    let page = res.into_string().await.unwrap();
+    assert!(!page.contains("launch address"), "{page}");
     for res in [
         app.post_form("/nope", "a=1".into()).await,
         app.get("/nope?a=1").await,
