@@ -117,11 +117,15 @@ fn names_a_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
 /// is logged as one, ends the browser's session and is recorded for the admin page.
 pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     let body = req.local_cache(|| StrayBody(None)).0.as_deref();
+    if !carries_launch_fields(req, body) || !names_a_launch(req, body) {
+        return None;
+    }
+    // A GET's path is looked up only now: a launch to no page is rare, 404s are not.
     let unrouted = match req.method() {
         Method::Post => body.is_some(),
         _ => !RoutePaths::of(req.rocket()).has(req),
     };
-    if !unrouted || !carries_launch_fields(req, body) || !names_a_launch(req, body) {
+    if !unrouted {
         return None;
     }
     let path = excerpt(req.uri().path().as_str(), 200);
