@@ -40,6 +40,10 @@ pub enum Hint {
     NotLaunchAddress {
         /// Where the launch arrived.
         seen: String,
+        /// The launch pages to use instead, in words ("/initial or /any"); empty in hints
+        /// recorded before it was kept.
+        #[serde(default)]
+        suggested: String,
     },
     /// The LMS clock differs from ours by this many seconds (positive: LMS behind).
     TimestampSkew {
@@ -110,7 +114,11 @@ impl Hint {
             Hint::PathMismatch { signed, seen } => format!(
                 "The launch was signed for {signed} but arrived at {seen}: check the launch URL typed in the LMS."
             ),
-            Hint::NotLaunchAddress { seen } => format!(
+            Hint::NotLaunchAddress { seen, suggested } if !suggested.is_empty() => format!(
+                "The launch arrived at {seen}, which is not a launch address of this tool: set the launch URL in the LMS \
+                 to one of its launch pages, such as {suggested} (the tool's home page lists them all)."
+            ),
+            Hint::NotLaunchAddress { seen, .. } => format!(
                 "The launch arrived at {seen}, which is not a launch address of this tool: set the launch URL in the LMS \
                  to one of its launch pages (the tool's home page lists them)."
             ),
@@ -254,6 +262,11 @@ mod tests {
             }
         );
         assert!(hint.advice().contains("trusted_proxies"));
+        let old = r#"{"kind":"not_launch_address","seen":"https://a.edu/Any"}"#;
+        let hint: Hint = serde_json::from_str(old).expect("reads");
+        assert!(hint
+            .advice()
+            .contains("one of its launch pages (the tool's home page"));
     }
 
     #[test]

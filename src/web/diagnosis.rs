@@ -174,6 +174,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
                 },
                 URL_CAP,
             ),
+            suggested: crate::web::pages::suggested_launch_pages(),
         },
         LtiError::BadSignature => match (&consumer, &origin) {
             (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),

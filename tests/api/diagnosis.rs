@@ -104,8 +104,17 @@ async fn a_launch_sent_to_a_page_that_takes_none_names_the_address() {
         assert_eq!(
             hint,
             Hint::NotLaunchAddress {
-                seen: format!("http://{HOST}{path}")
+                seen: format!("http://{HOST}{path}"),
+                suggested: rocket_lti_tool::web::pages::suggested_launch_pages(),
             }
+        );
+        // Upstream: "such as /initial or /any" (a fork's launch pages come first).
+        let pages = rocket_lti_tool::web::pages::suggested_launch_pages();
+        assert!(pages.ends_with("/initial or /any"), "{pages}");
+        assert!(
+            hint.advice().contains(&format!("such as {pages}")),
+            "{}",
+            hint.advice()
         );
     }
 }
