@@ -37,6 +37,10 @@ pub enum LtiError {
     /// An OAuth parameter appears more than once.
     #[error("duplicated {0}")]
     DuplicateOAuthParam(&'static str),
+    /// OAuth fields sent in more than one of the query, the body and the `Authorization` header
+    /// (RFC 5849 section 3.5 allows one place only).
+    #[error("OAuth fields in more than one of the query, the body and the Authorization header")]
+    OAuthFieldsSplit,
     /// `oauth_timestamp` is not a number of seconds.
     #[error("oauth_timestamp is not a number")]
     MalformedTimestamp,

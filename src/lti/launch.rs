@@ -43,6 +43,20 @@ fn required<'a>(params: &'a Params, name: &'static str) -> Result<&'a str, LtiEr
     }
 }
 
+/// Refuses OAuth fields (any `oauth_` name) sent in more than one of `places` (the query, the
+/// body, the `Authorization` header): RFC 5849 section 3.5 has a client use one only, and
+/// oauthlib refuses such requests too.
+pub fn check_oauth_in_one_place(places: &[&Params]) -> Result<(), LtiError> {
+    let with_oauth = places
+        .iter()
+        .filter(|p| p.iter().any(|(n, _)| n.starts_with("oauth_")))
+        .count();
+    match with_oauth {
+        0 | 1 => Ok(()),
+        _ => Err(LtiError::OAuthFieldsSplit),
+    }
+}
+
 /// Reads and checks the OAuth fields (RFC 5849 section 3.2: all present, none repeated, HMAC-SHA1
 /// only, version 1.0 if given).
 pub fn read_oauth_fields(params: &Params) -> Result<OAuthFields, LtiError> {
@@ -324,6 +338,14 @@ mod tests {
         assert_eq!(
             read_oauth_fields(&p),
             Err(LtiError::DuplicateOAuthParam("oauth_nonce"))
+        );
+        let (all, none) = (params(OAUTH), Params::new());
+        let (key, rest) = (params(&OAUTH[..1]), params(&OAUTH[1..]));
+        assert_eq!(check_oauth_in_one_place(&[&none, &all, &none]), Ok(()));
+        assert_eq!(check_oauth_in_one_place(&[&none, &none, &none]), Ok(()));
+        assert_eq!(
+            check_oauth_in_one_place(&[&key, &rest, &none]),
+            Err(LtiError::OAuthFieldsSplit)
         );
         let mut p = params(OAUTH);
         p[2].1 = "PLAINTEXT".into();

@@ -163,7 +163,8 @@ pub fn sign(base_string: &str, consumer_secret: &str) -> String {
 
 /// Checks a base64 HMAC-SHA1 signature in constant time.
 pub fn verify(base_string: &str, consumer_secret: &str, signature: &str) -> bool {
-    match BASE64.decode(signature.trim()) {
+    // As received (RFC 5849 section 3.2): no whitespace trimmed, which no signer adds.
+    match BASE64.decode(signature) {
         Ok(given) => {
             mac(base_string, consumer_secret).is_some_and(|mac| mac.verify_slice(&given).is_ok())
         }
@@ -269,5 +270,8 @@ mod tests {
         assert!(!verify(&base, "s2", &good));
         assert!(!verify(&base, "s", "not base64!"));
         assert!(!verify(&base, "s", ""));
+        // Whitespace around it is not the value signed.
+        assert!(!verify(&base, "s", &format!(" {good}")));
+        assert!(!verify(&base, "s", &format!("{good}\n")));
     }
 }

@@ -31,6 +31,7 @@ impl LtiError {
             | MissingOAuthParam(_)
             | OAuthParamTooLong(_)
             | DuplicateOAuthParam(_)
+            | OAuthFieldsSplit
             | MalformedTimestamp
             | UnsupportedSignatureMethod(_)
             | UnsupportedOAuthVersion(_)
@@ -77,6 +78,7 @@ impl LtiError {
             ),
             MissingOAuthParam(p) => ("Malformed launch", format!("The launch is missing the required parameter {p}. {ASK}")),
             DuplicateOAuthParam(p) => ("Malformed launch", format!("The launch carries the parameter {p} more than once. {ASK}")),
+            OAuthFieldsSplit => ("Malformed launch", format!("The launch's OAuth fields (oauth_…) are spread over more than one of the address, the form and the Authorization header; OAuth allows one place only. {ASK}")),
             MalformedTimestamp => ("Malformed launch", format!("The launch's oauth_timestamp is not a number of seconds. {ASK}")),
             UnsupportedSignatureMethod(m) => ("Malformed launch", format!("The launch was signed with {m}; this tool only accepts HMAC-SHA1. {ASK}")),
             UnsupportedOAuthVersion(v) => ("Malformed launch", format!("The launch uses OAuth version {v}; this tool only accepts 1.0. {ASK}")),

@@ -8,7 +8,8 @@ use rocket::request::Request;
 
 use crate::error::{excerpt, LtiError};
 use crate::lti::launch::{
-    check_lti_fields, check_timestamp, is_launch_field, read_oauth_fields, LaunchData,
+    check_lti_fields, check_oauth_in_one_place, check_timestamp, is_launch_field,
+    read_oauth_fields, LaunchData,
 };
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
@@ -284,6 +285,7 @@ async fn verify_and_record(
     if !params.looks_like_launch() {
         return Err(LtiError::NoLaunch);
     }
+    check_oauth_in_one_place(&[&params.query, &params.body, &params.header])?;
     let all = params.combined();
     let oauth = read_oauth_fields(&all)?;
     let consumer = state

@@ -1098,6 +1098,53 @@ async fn authorization_header_launches_verify() {
 }
 
 #[rocket::async_test]
+async fn oauth_fields_split_between_header_and_body_are_400_and_spend_nothing() {
+    // RFC 5849 section 3.5: the OAuth fields travel in one place. Moving one of a correctly
+    // signed header's fields into the body keeps the signed set, so only that rule refuses it.
+    use oauth1_request as oauth;
+    let app = spawn_app().await;
+    let launch = Launch::new("/any");
+    let list = oauth::ParameterList::new(
+        launch
+            .params
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let header = oauth::Builder::<_, _>::new(
+        oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
+        oauth::HmacSha1::new(),
+    )
+    .post(&launch.url, &list);
+    let key_field = r#"oauth_consumer_key="__consumer_key__","#;
+    assert!(header.contains(key_field), "{header}");
+    let send = |header: String, body: String| {
+        app.client
+            .post("/any")
+            .header(Header::new("Host", HOST))
+            .header(Header::new("Authorization", header))
+            .header(ContentType::Form)
+            .body(body)
+            .dispatch()
+    };
+    let split = send(
+        header.replacen(key_field, "", 1),
+        format!(
+            "{}&oauth_consumer_key=__consumer_key__",
+            oauth::to_form(&list)
+        ),
+    )
+    .await;
+    let page = refused(split, Status::BadRequest).await;
+    assert!(page.contains("more than one"), "{page}");
+    // The same launch sent as signed, all in the header: its nonce was not spent.
+    assert_eq!(
+        send(header, oauth::to_form(&list)).await.status(),
+        Status::Ok
+    );
+}
+
+#[rocket::async_test]
 async fn over_long_oauth_fields_are_400() {
     let app = spawn_app().await;
     let long_key = "k".repeat(256);
