@@ -181,8 +181,8 @@ pub struct Settings {
     pub seed_demo_consumer: bool,
     /// The scheme, host and port the LMS uses to reach us (e.g. `https://tool.example.edu`).
     pub public_url: Option<Origin>,
-    /// Addresses whose `X-Forwarded-Proto/-Host/-Port/-For` headers are believed (RFC 7239
-    /// `Forwarded` is not read).
+    /// Addresses whose `X-Forwarded-Proto/-Host/-Port/-For` and RFC 7239 `Forwarded` headers
+    /// are believed.
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,

@@ -330,8 +330,9 @@ async fn seed_demo_consumer(db: &store::Db) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if added {
         log::warn!(
-            "seeded the demo consumer {key:?} / {secret:?}: its secret is published, so anyone \
-             can launch with it (seed_demo_consumer is on; the default only in debug)"
+            "seeded the demo consumer {key:?}: its secret is PyLTI's published one (see the \
+             README), so anyone can launch with it (seed_demo_consumer is on; the default only \
+             in debug)"
         );
     } else {
         log::info!("demo consumer {key:?} present (seed_demo_consumer is on)");

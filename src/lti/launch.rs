@@ -492,4 +492,19 @@ mod tests {
         let moodle = LaunchData::new("k".into(), params(&[("user_id", "u")]));
         assert!(!moodle.accepts_result_data("text"));
     }
+
+    #[test]
+    fn custom_fields_by_prefix_in_the_order_received() {
+        let d = LaunchData::new(
+            "k".into(),
+            params(&[
+                ("custom_b", "2"),
+                ("user_id", "u"),
+                ("custom_a", "1"),
+                ("ext_custom_c", "3"),
+            ]),
+        );
+        let custom: Vec<_> = d.with_prefix("custom_").collect();
+        assert_eq!(custom, [("custom_b", "2"), ("custom_a", "1")]);
+    }
 }

@@ -7,8 +7,8 @@ use super::Db;
 use crate::crypto::{cipher_for, SecretCipher};
 use crate::error::LtiError;
 
-/// One tool consumer (an LMS, or a course in it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One tool consumer (an LMS, or a course in it). Its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Consumer {
     /// The `oauth_consumer_key` it signs with.
     pub key: String,
@@ -25,6 +25,21 @@ pub struct Consumer {
     pub enabled: bool,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A `{:?}` in a log line must not write the secret out.
+        f.debug_struct("Consumer")
+            .field("key", &self.key)
+            .field("secret", &"[hidden]")
+            .field("stored_secret", &"[hidden]")
+            .field("name", &self.name)
+            .field("note", &self.note)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 fn from_row(row: &sqlx::sqlite::SqliteRow, cipher: &SecretCipher) -> Result<Consumer, LtiError> {
@@ -443,4 +458,28 @@ pub async fn replace_unreadable_secrets(
         write_key_check_on(&mut *tx, &cipher).await?;
     }
     Ok((tx, replaced))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let consumer = Consumer {
+            key: "moodle".into(),
+            secret: "s3cret-value".into(),
+            stored_secret: "sealed-value".into(),
+            name: "Moodle".into(),
+            note: String::new(),
+            enabled: true,
+            created_at: 0,
+        };
+        let shown = format!("{consumer:?}");
+        assert!(shown.contains("moodle"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("sealed"),
+            "{shown}"
+        );
+    }
 }

@@ -58,14 +58,13 @@ fn cipher(token: &str) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(Key::from_slice(&key))
 }
 
-/// Takes a token, atomically: the row is deleted as it is read, so a second use finds nothing.
-/// Returns the session id when the token existed and had not expired.
-pub async fn take(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiError> {
-    let row =
-        sqlx::query("DELETE FROM handoffs WHERE token = ? RETURNING sealed_session, expires_at")
-            .bind(stored_id(token))
-            .fetch_optional(db)
-            .await?;
+/// The session a token opens, when the token exists and has not expired. Reads only: the caller
+/// checks the session, then [`spend`]s the token, so a storage error on the way leaves it usable.
+pub async fn open(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiError> {
+    let row = sqlx::query("SELECT sealed_session, expires_at FROM handoffs WHERE token = ?")
+        .bind(stored_id(token))
+        .fetch_optional(db)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let expires_at: i64 = row.try_get("expires_at")?;
     if expires_at <= now {
@@ -81,12 +80,21 @@ pub async fn take(db: &Db, token: &str, now: i64) -> Result<Option<String>, LtiE
                 .ok()
         })
         .and_then(|plain| String::from_utf8(plain).ok());
-    // Only the token's own launch wrote this row, so this is a damaged row, not an attack; the
-    // row is gone already, so the token is as used as any other.
+    // Only the token's own launch wrote this row, so this is a damaged row, not an attack.
     if opened.is_none() {
         log::error!("a hand-off token's session could not be unsealed: the row is damaged");
     }
     Ok(opened)
+}
+
+/// Spends a token, atomically: true for the one caller whose delete removed its row, so of two
+/// uses at once only one gets the session.
+pub async fn spend(db: &Db, token: &str) -> Result<bool, LtiError> {
+    let done = sqlx::query("DELETE FROM handoffs WHERE token = ?")
+        .bind(stored_id(token))
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Deletes up to `batch` expired tokens; returns how many went.

@@ -185,13 +185,15 @@ pub async fn forget_last_score(db: &Db, result: ResultOf<'_>) -> Result<(), LtiE
     Ok(())
 }
 
-/// Records when the staff page last tried to read each of these learners' scores on a resource link.
+/// Records when the staff page last tried to read each of these learners' scores on a resource
+/// link, all in one transaction (one commit, and none of them on an error).
 pub async fn set_read_tried(
     db: &Db,
     consumer_key: &str,
     resource_link_id: &str,
     tried: &[(String, i64)],
 ) -> Result<(), LtiError> {
+    let mut tx = db.begin().await?;
     for (user_id, at) in tried {
         sqlx::query(
             "UPDATE outcome_targets SET read_tried_at = ? \
@@ -201,9 +203,10 @@ pub async fn set_read_tried(
         .bind(consumer_key)
         .bind(resource_link_id)
         .bind(user_id)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -39,13 +39,17 @@ async fn continue_in_window(
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Redirect, LtiError> {
-    let session_id = handoffs::take(&state.db, &form.token, store::now())
+    let session_id = handoffs::open(&state.db, &form.token, store::now())
         .await?
         .ok_or(LtiError::HandoffInvalid)?;
     // The session may have ended (logout, a newer launch) since the token was issued.
     match sessions::find(&state.db, &session_id).await? {
         Some(s) if s.expires_at > store::now() => {}
         _ => return Err(LtiError::HandoffInvalid),
+    }
+    // Spent only now: a storage error above leaves the token for the user's second click.
+    if !handoffs::spend(&state.db, &form.token).await? {
+        return Err(LtiError::HandoffInvalid);
     }
     // Like a launch, this replaces the browser's session: the one it had before ends.
     let before = browser.0.filter(|old| *old != session_id);

@@ -749,6 +749,32 @@ async fn the_new_window_opens_at_the_visit_address_of_the_page_that_offered_it()
 }
 
 #[rocket::async_test]
+async fn a_new_window_token_survives_a_storage_error_while_it_is_used() {
+    let app = spawn_app().await;
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    let db = &app.state().db;
+    // The session table out of reach while the token is used: a 503, and nothing spent.
+    sqlx::query("ALTER TABLE sessions RENAME TO sessions_away")
+        .execute(db)
+        .await
+        .unwrap();
+    let window = new_browser(&app).await;
+    let res = continue_with(&window, &token, &[]).await;
+    assert_eq!(res.status(), Status::ServiceUnavailable);
+    sqlx::query("ALTER TABLE sessions_away RENAME TO sessions")
+        .execute(db)
+        .await
+        .unwrap();
+    // The second click works, once.
+    let res = continue_with(&window, &token, &[]).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let third = new_browser(&app).await;
+    let res = continue_with(&third, &token, &[]).await;
+    assert_eq!(res.status(), Status::Unauthorized);
+}
+
+#[rocket::async_test]
 async fn new_window_token_works_once() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/initial")).await, Status::Ok).await;

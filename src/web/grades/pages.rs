@@ -344,7 +344,12 @@ async fn refresh_scores(
             false => (user, now - 1),
         })
         .collect();
-    set_read_tried(&state.db, &lti.consumer_key, lti.resource_link_id(), &tried).await?;
+    // Only the order of the next refresh depends on it: the scores read are shown regardless.
+    if let Err(e) =
+        set_read_tried(&state.db, &lti.consumer_key, lti.resource_link_id(), &tried).await
+    {
+        log::warn!("could not record which learners' scores were read: {e}");
+    }
     Ok(stored
         .iter()
         .filter_map(|s| {
