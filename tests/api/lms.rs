@@ -984,6 +984,33 @@ async fn new_window_token_expires() {
 }
 
 #[rocket::async_test]
+async fn dev_launcher_gives_staff_and_learners_different_users_by_default() {
+    // A teacher launch of the learner's own user id would forget their grade record.
+    let app = spawn_app_with(|f| f.merge(("dev_launcher", true))).await;
+    for (roles, user) in [
+        ("Learner", "dev-learner"),
+        ("Instructor", "dev-instructor"),
+        (
+            "urn%3Alti%3Arole%3Aims%2Flis%2FInstructor",
+            "dev-instructor",
+        ),
+        ("Learner", "dev-learner"),
+    ] {
+        let res = app
+            .post_form(
+                "/dev/launch",
+                format!("page=%2Fany&consumer_key=__consumer_key__&roles={roles}&user_id=&name=Dev&email=&custom=&mode=valid"),
+            )
+            .await;
+        let auto = page(res, Status::Ok).await;
+        assert!(
+            auto.contains(&format!(r#"name="user_id" value="{user}""#)),
+            "{roles}: {auto}"
+        );
+    }
+}
+
+#[rocket::async_test]
 async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
     // On as in the debug profile, even for a fork whose Rocket.toml turns it off.
     let app = spawn_app_with(|f| f.merge(("dev_launcher", true))).await;
@@ -1009,6 +1036,7 @@ async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
     refused(cross_site, Status::Forbidden).await;
     // Replay the auto-submitting form as a browser would.
     let mut fields = Vec::new();
+    let mut pairs = Vec::new();
     for part in auto.split(r#"<input type="hidden" name=""#).skip(1) {
         let (name, rest) = part.split_once(r#"" value=""#).unwrap();
         let value = rest.split('"').next().unwrap();
@@ -1025,7 +1053,38 @@ async fn dev_launcher_signs_real_launches_in_debug_and_is_gone_in_release() {
             rocket_lti_tool::lti::oauth::encode(&unescape(name)),
             rocket_lti_tool::lti::oauth::encode(&unescape(value))
         ));
+        pairs.push((unescape(name), unescape(value)));
     }
+    // Its signature is the one an independent signer (`oauth1-request`) makes of its fields.
+    let field = |name: &str| {
+        let found = pairs.iter().find(|(n, _)| n == name);
+        found.map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    let (nonce, timestamp) = (field("oauth_nonce"), field("oauth_timestamp"));
+    let callback = field("oauth_callback");
+    let list = oauth1_request::ParameterList::new(
+        pairs
+            .iter()
+            .filter(|(n, _)| !n.starts_with("oauth_"))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let mut signer = oauth1_request::Builder::<_, &str>::new(
+        oauth1_request::Credentials::new("__consumer_key__", "__lti_secret__"),
+        oauth1_request::HmacSha1::new(),
+    );
+    signer
+        .nonce(nonce.as_str())
+        .timestamp(std::num::NonZeroU64::new(timestamp.parse().unwrap()))
+        .callback(callback.as_str())
+        .version(true);
+    let signed = signer.to_form("POST", format!("http://{HOST}/initial_staff"), &list);
+    let expected = parse_form(signed.as_bytes()).unwrap();
+    let expected = expected.iter().find(|(n, _)| n == "oauth_signature");
+    assert_eq!(
+        expected.map(|(_, v)| v.clone()),
+        Some(field("oauth_signature"))
+    );
     let body = page(
         app.post_form("/initial_staff", fields.join("&")).await,
         Status::Ok,
