@@ -64,6 +64,8 @@ enum ConsumerAction {
     /// Accept launches signed with this key again.
     Enable { key: String },
     /// Delete a consumer, end its sessions and forget its grade records and refused launches.
+    // `delete` too: the admin page's button says Delete.
+    #[command(visible_alias = "delete")]
     Remove { key: String },
     /// Replace a consumer's secret with a new one; prints it once.
     Rotate { key: String },

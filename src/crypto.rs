@@ -64,8 +64,8 @@ impl SecretCipher {
                 ))
             }
             None => Err(
-                "secret_key is not set: consumer secrets cannot be read or stored \
-                         (set ROCKET_SECRET_KEY, e.g. from `openssl rand -base64 32`)"
+                "secret_key is not set (or is Rocket's all-zero placeholder): consumer secrets \
+                 cannot be read or stored (set ROCKET_SECRET_KEY, e.g. from `openssl rand -base64 32`)"
                     .into(),
             ),
         }

@@ -16,8 +16,10 @@ fn main() -> std::process::ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = rocket_lti_tool::cli::Cli::parse();
-    // Rocket reads these to build its runtime and panics on a bad one: say which, and exit.
-    if let Err(e) = rocket_lti_tool::config::check_runtime_settings(&rocket_lti_tool::figment()) {
+    // Rocket reads some of these to build its runtime and panics on a bad one: say which, and
+    // exit. The command line checks the rest too: it must not seal secrets under a `secret_key`
+    // the server would refuse to start with.
+    if let Err(e) = rocket_lti_tool::config::check_rocket_settings(&rocket_lti_tool::figment()) {
         eprintln!("lti-tool: invalid configuration: {e}");
         return std::process::ExitCode::FAILURE;
     }

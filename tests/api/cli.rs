@@ -93,9 +93,17 @@ async fn consumer_commands_take_effect_on_the_running_server_at_once() {
         .status
         .success());
     refused(app.get("/session").await, Status::Unauthorized).await;
-    assert!(!cli(&db, &["consumer", "remove", "moodle.school-1:x"])
+    // Gone: `delete` (the admin page's word) names the same command.
+    assert!(!cli(&db, &["consumer", "delete", "moodle.school-1:x"])
         .status
         .success());
+    assert!(cli(&db, &["consumer", "add", "short-lived"])
+        .status
+        .success());
+    assert!(cli(&db, &["consumer", "delete", "short-lived"])
+        .status
+        .success());
+    assert!(!stdout(&cli(&db, &["consumer", "list"])).contains("short-lived"));
 
     // A command run while the server reads the database says nothing about the WAL it leaves
     // to the server: that is the usual case, not a problem.
@@ -640,6 +648,30 @@ async fn the_command_line_writes_no_secret_under_another_key() {
     let err = String::from_utf8_lossy(&with_key(other, &["consumer", "add", "intruder"]).stderr)
         .into_owned();
     assert!(err.contains("not the one the database's secrets"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_command_line_refuses_a_secret_key_the_server_would_refuse() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    for key in ["xyzzy-key", &TEST_SECRET_KEY[..TEST_SECRET_KEY.len() - 1]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+            .args(["consumer", "add", "school"])
+            .env("ROCKET_DATABASE_URL", &db)
+            .env("ROCKET_PROFILE", "release")
+            .env("ROCKET_SECRET_KEY", key)
+            .env("ROCKET_LOG_LEVEL", "off")
+            .output()
+            .expect("lti-tool runs");
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("secret_key"), "{err}");
+        assert!(!err.contains(key), "the key is not shown: {err}");
+        // Nothing printed, nothing written: not even the database file.
+        assert!(out.stdout.is_empty(), "{out:?}");
+        assert!(!dir.join("lti.db").exists());
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
