@@ -83,9 +83,15 @@ pub async fn record_refusal(
 pub async fn record_unreadable(
     req: &Request<'_>,
     state: &AppState,
-    body: Option<&[u8]>,
+    fields: Params,
     error: &LtiError,
 ) {
+    record(req, state, fields, error).await;
+}
+
+/// The fields of a launch that could not be read, as far as they can be made out (for the log
+/// and [`record_unreadable`]).
+pub fn unreadable_fields(req: &Request<'_>, body: Option<&[u8]>, error: &LtiError) -> Params {
     let mut all = lossy_fields(
         req.uri()
             .query()
@@ -101,7 +107,15 @@ pub async fn record_unreadable(
     if let Some(Ok(Some(fields))) = header.map(parse_authorization_header) {
         all.extend(fields);
     }
-    record(req, state, all, error).await;
+    all
+}
+
+/// The `oauth_consumer_key` among [`unreadable_fields`], if any.
+pub fn consumer_key_of(fields: &Params) -> Option<&str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == "oauth_consumer_key")
+        .map(|(_, v)| v.as_str())
 }
 
 /// A form's fields as far as they can be made out, for the log only.

@@ -68,7 +68,8 @@ impl LtiError {
             BodyTooLarge(limit) => ("Request too large", format!("The request was larger than the {limit} bytes this tool accepts.")),
             BodyUnreadable(_) => ("Malformed request", "The request body could not be read.".into()),
             MalformedParams(e) => ("Malformed launch", format!("The launch could not be read: {e}. {ASK}")),
-            UnsupportedContentType(_) | EncodedBody(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
+            UnsupportedContentType(_) => ("Malformed launch", format!("A launch must be sent as an HTML form (application/x-www-form-urlencoded). {ASK}")),
+            EncodedBody(how) => ("Malformed launch", format!("The launch's body is encoded ({how}): a launch must be sent as a plain HTML form (application/x-www-form-urlencoded, UTF-8, not compressed). {ASK}")),
             // Also on pages that take no launch (config.xml, the test launcher): worded for both.
             MissingHost => ("Bad request", "The request has no usable Host header (none, more than one, or not a host name and port). Without one, a launch's signature cannot be checked, nor this tool's address named.".into()),
             BadForwardedHost => ("Bad request", "The proxy in front of this tool forwarded a host (X-Forwarded-Host or Forwarded: host=) that is not a host name and port. Without one, a launch's signature cannot be checked, nor this tool's address named. Ask the people who run the proxy.".into()),

@@ -10,7 +10,7 @@ use rocket::request::Request;
 
 use crate::error::LtiError;
 use crate::lti::launch::{is_launch_field, LAUNCH_FIELD_MARKERS};
-use crate::web::diagnosis::record_unreadable;
+use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
 use crate::web::origin::is_navigation;
@@ -89,10 +89,11 @@ pub(super) async fn unreadable_launch(
         log::info!("an unreadable launch fetched as part of another page was refused");
         return LtiError::LaunchNotNavigation;
     }
-    log_refusal(req, state, None, &error);
+    let fields = unreadable_fields(req, body, &error);
+    log_refusal(req, state, consumer_key_of(&fields), &error);
     let old = browser_session_id(req, state).await;
     end_session_after_failed_launch(req, state, old.as_deref()).await;
-    record_unreadable(req, state, body, &error).await;
+    record_unreadable(req, state, fields, &error).await;
     error
 }
 

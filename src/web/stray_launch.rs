@@ -12,7 +12,7 @@ use rocket::http::Method;
 use rocket::{Data, Request};
 
 use crate::error::{excerpt, LtiError};
-use crate::web::diagnosis::record_unreadable;
+use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
 use crate::web::error::path_matches;
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
@@ -132,10 +132,11 @@ pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     let error = LtiError::LaunchAtUnknownAddress(path);
     let state = req.rocket().state::<AppState>()?;
     if !SentAsHead::of(req) && is_navigation(req) {
-        log_refusal(req, state, None, &error);
+        let fields = unreadable_fields(req, body, &error);
+        log_refusal(req, state, consumer_key_of(&fields), &error);
         let old = browser_session_id(req, state).await;
         end_session_after_failed_launch(req, state, old.as_deref()).await;
-        record_unreadable(req, state, body, &error).await;
+        record_unreadable(req, state, fields, &error).await;
     }
     Some(error)
 }

@@ -1037,7 +1037,9 @@ async fn an_encoded_body_is_refused_not_taken_for_a_session_request() {
     let br = [("Content-Encoding", "br")];
     let res = page_of(&br, ContentType::Form, launch.clone().into_bytes()).await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
-    refused(res, Status::UnsupportedMediaType).await;
+    let page = refused(res, Status::UnsupportedMediaType).await;
+    // It says how the body was encoded, not merely that a launch is a form (it was one).
+    assert!(page.contains("encoded (Content-Encoding: br)"), "{page}");
     assert_eq!(app.count("sessions").await, 0);
     assert_eq!(app.count("nonces").await, 1);
     // `identity` is no coding at all, and the HTTP layer undoes `chunked`.

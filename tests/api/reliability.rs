@@ -688,6 +688,9 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         server.post("/any", &unreadable).expect("answer").status,
         400
     );
+    // One sent to an address with no page.
+    let stray = Launch::new("/launch").signed_body();
+    assert_eq!(server.post("/launch", &stray).expect("answer").status, 404);
     // A key far too long to be one: refused, and quoted only in part.
     let long_key = Launch::new("/any")
         .consumer(&"k".repeat(65_000), "s")
@@ -710,7 +713,9 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         .iter()
         .map(|(_, e)| *e)
         .chain([
-            "(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key not read",
+            // Its key is read as far as the body can be made out, as the admin page records it.
+            "(400 Bad Request): malformed parameters: a parameter is not valid UTF-8 (consumer key \"__consumer_key__\"",
+            "(404 Not Found): a launch sent to /launch, an address with no page (consumer key \"__consumer_key__\"",
             &long_key_line,
             "staff-only page refused a launch (403 Forbidden): role not allowed (consumer key \"__consumer_key__\"",
         ])
