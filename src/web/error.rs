@@ -111,7 +111,7 @@ impl LtiError {
             TooManyLogins => ("Too many attempts", "Too many failed logins from your address. Please wait a minute before trying again.".into()),
             LoginsBusy => ("Busy", "Too many logins are being checked right now. Reload the admin page in a few seconds to try again; a browser that has logged in here before is let through.".into()),
             GradeCallsQueued => ("Still working", "Your earlier grade requests are still waiting for the LMS, so this one was not sent. Wait for them to finish, then check the gradebook.".into()),
-            Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a minute.".into()),
+            Storage(_) => ("Temporarily unavailable", "The tool cannot reach its database right now. Please try again in a few seconds.".into()),
             Page { title, message, .. } => (title, message.clone()),
         }
     }
@@ -492,7 +492,7 @@ fn generic(status: Status) -> ErrorPage {
         ),
         503 => (
             "Temporarily unavailable",
-            "The tool cannot serve this right now. Please try again in a minute.",
+            "The tool cannot serve this right now. Please try again in a few seconds.",
         ),
         _ => ("Request refused", "The tool could not serve this request."),
     };
