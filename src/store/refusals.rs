@@ -7,8 +7,21 @@ use super::Db;
 use crate::error::LtiError;
 use crate::lti::diagnosis::Hint;
 
-/// How many refusals are kept per bucket (one bucket per known consumer, one for unknown keys).
+/// How many refusals are kept per bucket ([`bucket`]).
 pub const KEEP_PER_BUCKET: i64 = 1000;
+
+/// The share a refusal is counted in, for the recording budget and for what is kept: one per
+/// known consumer, one more for each known consumer's launches refused after their signature
+/// passed (which only its LMS can send, so no forger can push them out), and one for every
+/// unknown key together.
+pub fn bucket(known_key: Option<&str>, after_signature: bool) -> String {
+    match (known_key, after_signature) {
+        // A space: no consumer key has one, so no key's bucket is another's.
+        (Some(key), true) => format!("{key} signed"),
+        (Some(key), false) => key.to_string(),
+        (None, _) => String::new(),
+    }
+}
 
 /// One refused launch.
 #[derive(Debug, Clone, Serialize)]
@@ -33,13 +46,8 @@ pub struct Refusal {
     pub user_agent: String,
 }
 
-/// Records a refusal and trims its bucket to [`KEEP_PER_BUCKET`] rows.
-pub async fn record(db: &Db, known_consumer: bool, refusal: &Refusal) -> Result<(), LtiError> {
-    let bucket = if known_consumer {
-        refusal.consumer_key.as_str()
-    } else {
-        ""
-    };
+/// Records a refusal in its [`bucket`] and trims that to [`KEEP_PER_BUCKET`] rows.
+pub async fn record(db: &Db, bucket: &str, refusal: &Refusal) -> Result<(), LtiError> {
     let hint =
         serde_json::to_string(&refusal.hint).map_err(|e| LtiError::Storage(e.to_string()))?;
     let mut tx = db.begin().await?;

@@ -23,7 +23,21 @@ use crate::web::AppState;
 /// Refused launches recorded in detail per minute for each known consumer, and for all unknown
 /// keys together: enough to diagnose any LMS, too few for a flood of bad requests to keep the
 /// log writing, and a flood under made-up keys leaves the registered consumers' share alone.
+/// Signed launches (refused after their signature passed) have a share of their own, which
+/// whoever forges launches under a known key cannot spend.
 const RECORDS_PER_MINUTE: u32 = 30;
+
+/// True for refusals that come after the signature check passed: only the LMS can cause them.
+fn after_signature(error: &LtiError) -> bool {
+    matches!(
+        error,
+        LtiError::StaleTimestamp(_)
+            | LtiError::FutureTimestamp(_)
+            | LtiError::NonceForgotten
+            | LtiError::ReplayedNonce
+            | LtiError::InvalidLaunch { .. }
+    )
+}
 
 /// Most bytes of a URL a refusal stores or logs (the path is the request's, of any length).
 const URL_CAP: usize = 2048;
@@ -35,7 +49,8 @@ pub struct RefusalBudget(Mutex<Spent>);
 #[derive(Default)]
 struct Spent {
     minute: i64,
-    /// By known consumer key; `""` for unknown and missing keys (as the log's buckets).
+    /// By bucket (`refusals::bucket`): per known consumer, its signed launches apart, and `""`
+    /// for unknown and missing keys.
     per_bucket: HashMap<String, u32>,
     over: bool,
 }
@@ -154,8 +169,9 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             .ok()
             .flatten(),
     };
-    let bucket = if consumer.is_some() { key.as_str() } else { "" };
-    if !state.refusal_budget.admit(bucket, store::now()) {
+    let known = consumer.as_ref().map(|_| key.as_str());
+    let bucket = refusals::bucket(known, after_signature(error));
+    if !state.refusal_budget.admit(&bucket, store::now()) {
         return;
     }
     let origin = signed_origin(req, &state.settings).ok();
@@ -245,7 +261,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             .take(300)
             .collect(),
     };
-    if let Err(e) = refusals::record(&state.db, consumer.is_some(), &refusal).await {
+    if let Err(e) = refusals::record(&state.db, &bucket, &refusal).await {
         log::error!("could not record a refused launch: {e}");
     }
 }

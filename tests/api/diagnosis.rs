@@ -277,17 +277,24 @@ async fn the_log_stays_bounded_and_goes_with_its_consumer() {
         remote_addr: String::new(),
         user_agent: String::new(),
     };
+    // Refusals of signed launches are kept apart: a flood of forgeries does not push them out.
+    let signed = refusals::bucket(Some("__consumer_key__"), true);
+    for _ in 0..3 {
+        refusals::record(db, &signed, &refusal("__consumer_key__"))
+            .await
+            .unwrap();
+    }
     for i in 0..5000 {
-        refusals::record(db, true, &refusal("__consumer_key__"))
+        refusals::record(db, "__consumer_key__", &refusal("__consumer_key__"))
             .await
             .unwrap();
         if i % 2 == 0 {
-            refusals::record(db, false, &refusal(&format!("unknown-{i}")))
+            refusals::record(db, "", &refusal(&format!("unknown-{i}")))
                 .await
                 .unwrap();
         }
     }
-    assert_eq!(app.count("refusals").await, 2 * KEEP_PER_BUCKET);
+    assert_eq!(app.count("refusals").await, 2 * KEEP_PER_BUCKET + 3);
     rocket_lti_tool::store::consumers::delete(db, "__consumer_key__")
         .await
         .unwrap();
@@ -378,18 +385,25 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
         refused(app.launch(&bad).await, Status::Unauthorized).await;
     }
     assert_recorded(&app, 30, minute).await;
+    // Forgers cannot spend the share of launches refused after their signature passed: only
+    // the LMS can send those (here, a clock behind).
+    for _ in 0..5 {
+        let late = Launch::new("/any").timestamp(now() - 3600);
+        refused(app.launch(&late).await, Status::Unauthorized).await;
+    }
+    assert_recorded(&app, 35, minute).await;
     // Made-up keys share one budget of 30, and cannot use up a real consumer's.
     for i in 0..200 {
         let unknown = Launch::new("/any").consumer(&format!("nobody-{i}"), "x");
         refused(app.launch(&unknown).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 60, minute).await;
+    assert_recorded(&app, 65, minute).await;
     app.add_consumer("moodle", "moodle-secret-123456").await;
     for _ in 0..5 {
         let bad = Launch::new("/any").consumer("moodle", "wrong");
         refused(app.launch(&bad).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 65, minute).await;
+    assert_recorded(&app, 70, minute).await;
 }
 
 #[rocket::async_test]
