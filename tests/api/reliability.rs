@@ -736,6 +736,21 @@ fn each_refused_launch_is_logged_once_with_its_key_and_address() {
         assert!(line.contains(expected), "{line:?} lacks {expected:?}");
         assert!(line.ends_with("from 127.0.0.1)"), "{line:?}");
     }
+    // A refusal Rocket makes before our code runs (a form without the field it needs) is
+    // logged too.
+    assert_eq!(
+        server
+            .post("/lti/continue", "next=%2Fany")
+            .expect("answer")
+            .status,
+        422
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unexplained = "POST /lti/continue: 422 Unprocessable Entity";
+    while !server.log().contains(unexplained) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.log().contains(unexplained), "{}", server.log());
     // The bad signature's line is followed by what the evidence says: here, the secret.
     let why: Vec<&str> = log
         .lines()
