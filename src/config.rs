@@ -17,10 +17,14 @@ pub fn is_debug(figment: &Figment) -> bool {
 #[serde(rename_all = "lowercase")]
 pub enum SameSitePolicy {
     /// Sent on top-level navigation from other sites; fine on localhost over http.
+    // Also as the cookie header spells them.
+    #[serde(alias = "Lax", alias = "LAX")]
     Lax,
     /// Never sent cross-site: breaks the tool inside an LMS iframe.
+    #[serde(alias = "Strict", alias = "STRICT")]
     Strict,
     /// Sent everywhere, including inside the LMS iframe; browsers require `Secure` with it.
+    #[serde(alias = "None", alias = "NONE")]
     None,
 }
 
@@ -44,15 +48,17 @@ pub fn describe(e: rocket::figment::Error) -> String {
                 .path
                 .last()
                 .is_some_and(|key| key.eq_ignore_ascii_case("secret_key"));
+            // `trusted_proxies`, or one of its entries (`TRUSTED_PROXIES.0`).
             let proxies = e
                 .path
-                .last()
-                .is_some_and(|key| key.eq_ignore_ascii_case("trusted_proxies"));
+                .iter()
+                .any(|key| key.eq_ignore_ascii_case("trusted_proxies"));
             match (secret, &e.metadata) {
                 // The form an environment variable needs is not obvious from "expected a sequence".
                 (false, _) if proxies => format!(
-                    "{e} (a list of addresses, e.g. ROCKET_TRUSTED_PROXIES='[\"127.0.0.1\"]' or \
-                     trusted_proxies = [\"127.0.0.1\"] in Rocket.toml)"
+                    "{e} (a list of single addresses, no ranges such as 10.0.0.0/8, e.g. \
+                     ROCKET_TRUSTED_PROXIES='[\"127.0.0.1\"]' or trusted_proxies = [\"127.0.0.1\"] \
+                     in Rocket.toml)"
                 ),
                 (false, _) => e.to_string(),
                 (true, source) => format!(
@@ -588,6 +594,23 @@ mod tests {
             let err = with(bad).unwrap_err();
             assert!(err.starts_with("tool_title "), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn same_site_is_read_in_either_case_and_proxy_ranges_are_explained() {
+        for (value, policy) in [
+            ("lax", SameSitePolicy::Lax),
+            ("Lax", SameSitePolicy::Lax),
+            ("None", SameSitePolicy::None),
+            ("STRICT", SameSitePolicy::Strict),
+        ] {
+            let figment = Figment::new().merge(("cookie_same_site", value));
+            let settings = Settings::from_figment(&figment).expect(value);
+            assert_eq!(settings.cookie_same_site, policy, "{value}");
+        }
+        let figment = Figment::new().merge(("trusted_proxies", ["10.0.0.0/8"]));
+        let err = Settings::from_figment(&figment).unwrap_err();
+        assert!(err.contains("no ranges"), "{err}");
     }
 
     #[test]

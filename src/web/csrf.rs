@@ -8,7 +8,8 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha1::Sha1;
 
-/// The per-process key behind the tokens.
+/// A key behind tokens and marks (the forms' CSRF tokens, the admin's device marks): derived
+/// from `secret_key` for one purpose, random per process when there is none.
 pub struct CsrfKey([u8; 32]);
 
 impl CsrfKey {
