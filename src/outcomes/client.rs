@@ -352,6 +352,11 @@ impl OutcomesClient {
                 if let Some(at) = why.find(LOCAL_REFUSAL) {
                     return Attempt::Done(Err(OutcomeError::BadServiceUrl(why[at..].to_string())));
                 }
+                // rustls's words for an answer that is no TLS record (plain http, say): that
+                // stays so on a retry too.
+                if why.contains("InvalidContentType") || why.contains("corrupt message") {
+                    return Attempt::Done(Err(OutcomeError::NotTls(why)));
+                }
                 return match why.contains("certificate") {
                     true => Attempt::Done(Err(OutcomeError::Certificate(why))),
                     false => Attempt::Retry(OutcomeError::Unconnected(why)),

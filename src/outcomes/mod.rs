@@ -78,6 +78,10 @@ pub enum OutcomeError {
     /// The LMS's TLS certificate is not trusted (nothing was sent).
     #[error("untrusted certificate: {0}")]
     Certificate(String),
+    /// An https service URL where no TLS is spoken (plain http on that port, say): nothing
+    /// was sent.
+    #[error("no TLS at the https address: {0}")]
+    NotTls(String),
     /// The connection failed after the request was sent, or the answer was lost.
     #[error("network error: {0}")]
     Network(String),
@@ -94,7 +98,9 @@ impl OutcomeError {
     /// timeout) leave it unknown.
     pub fn nothing_recorded(&self) -> bool {
         match self {
-            OutcomeError::Unconnected(_) | OutcomeError::Certificate(_) => true,
+            OutcomeError::Unconnected(_)
+            | OutcomeError::Certificate(_)
+            | OutcomeError::NotTls(_) => true,
             OutcomeError::HttpStatus(code) => (300..500).contains(code),
             OutcomeError::SignatureRefused { .. } => true,
             _ => false,

@@ -137,6 +137,7 @@ fn outcome_status(e: &OutcomeError) -> Status {
         | MalformedResponse(_)
         | Unconnected(_)
         | Certificate(_)
+        | NotTls(_)
         | Network(_) => Status::BadGateway,
     }
 }
@@ -186,6 +187,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         // fixed, not another certificate authority.
         Certificate(why) if why.contains("NotValidForName") || why.contains("not valid for name") => ("Gradebook certificate not valid", "The LMS's grade service presented a certificate for another name than the address the LMS gave this tool, so nothing was sent and the score was not changed. Ask whoever manages the LMS to check the grade service address (lis_outcome_service_url) or its certificate.".into()),
         Certificate(_) => ("Gradebook certificate not trusted", "The LMS's grade service presented a certificate this server does not trust (unknown authority, or expired), so nothing was sent and the score was not changed. If the LMS uses a campus or private certificate authority, whoever runs this tool can add it (README, Grade passback).".into()),
+        NotTls(_) => ("Gradebook unreachable", "The LMS gave an https address for its grade service, but the service there does not speak https (it may serve plain http on that port), so nothing was sent and the score was not changed. Ask whoever manages the LMS to check the grade service address (lis_outcome_service_url).".into()),
         Network(_) => ("Gradebook unreachable", format!("The tool lost the LMS's grade service before its answer. {UNSURE}")),
     }
 }

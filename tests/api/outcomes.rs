@@ -345,6 +345,39 @@ async fn connection_errors_are_retried_then_reported() {
     assert!(started.elapsed() >= Duration::from_millis(60));
 }
 
+#[rocket::async_test]
+async fn an_https_address_that_speaks_plain_http_is_reported_once_not_retried() {
+    use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A plain http server: it answers whatever arrives (a TLS hello here) with an http error.
+    let listener = rocket::tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    rocket::tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let t = OutcomeTarget {
+        service_url: format!("https://127.0.0.1:{port}/ok"),
+        sourcedid: "s1".into(),
+    };
+    let err = client().read_result(CREDS, &t).await.unwrap_err();
+    assert!(matches!(err, OutcomeError::NotTls(_)), "{err:?}");
+    assert!(err.nothing_recorded());
+    // No second try: the port will not learn TLS in between.
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
 // ---- Through the app ----
 
 fn learner_launch(lms: &MockLms, path: &str, user: &str, sourcedid: &str) -> Launch {
