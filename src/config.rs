@@ -63,7 +63,7 @@ pub fn describe(e: rocket::figment::Error) -> String {
                 (false, _) => e.to_string(),
                 (true, source) => format!(
                     "secret_key is not a usable key: 256 bits in base64 (44 characters) or hex \
-                     (64), or 512 bits (88 or 128), e.g. from `openssl rand -base64 32`; the \
+                     (64), or 512 bits in base64 (88), e.g. from `openssl rand -base64 32`; the \
                      value is not shown{}",
                     source
                         .as_ref()

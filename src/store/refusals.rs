@@ -10,14 +10,17 @@ use crate::lti::diagnosis::Hint;
 /// How many refusals are kept per bucket ([`bucket`]).
 pub const KEEP_PER_BUCKET: i64 = 1000;
 
+/// What ends a signed share's name. A space: no consumer key has one, so no key's bucket is
+/// another's.
+const SIGNED: &str = " signed";
+
 /// The share a refusal is counted in, for the recording budget and for what is kept: one per
 /// known consumer, one more for each known consumer's launches refused after their signature
 /// passed (which only its LMS can send, so no forger can push them out), and one for every
 /// unknown key together.
 pub fn bucket(known_key: Option<&str>, after_signature: bool) -> String {
     match (known_key, after_signature) {
-        // A space: no consumer key has one, so no key's bucket is another's.
-        (Some(key), true) => format!("{key} signed"),
+        (Some(key), true) => format!("{key}{SIGNED}"),
         (Some(key), false) => key.to_string(),
         (None, _) => String::new(),
     }
@@ -80,27 +83,27 @@ pub async fn record(db: &Db, bucket: &str, refusal: &Refusal) -> Result<(), LtiE
     Ok(())
 }
 
-/// The newest refusals, newest first; of one consumer when `consumer_key` is given.
+/// The newest `limit` refusals, of one consumer when `consumer_key` is given, plus the newest
+/// `limit` of the signed shares ([`bucket`]) when older ones: a flood of forged launches, which
+/// may fill the newest rows, hides no refusal of a launch the LMS signed. Newest first.
 pub async fn recent(
     db: &Db,
     consumer_key: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Refusal>, LtiError> {
-    let rows = match consumer_key {
-        Some(key) => {
-            sqlx::query("SELECT * FROM refusals WHERE consumer_key = ? ORDER BY id DESC LIMIT ?")
-                .bind(key)
-                .bind(limit)
-                .fetch_all(db)
-                .await?
-        }
-        None => {
-            sqlx::query("SELECT * FROM refusals ORDER BY id DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(db)
-                .await?
-        }
-    };
+    let rows = sqlx::query(
+        "SELECT * FROM (SELECT * FROM refusals WHERE ?1 IS NULL OR consumer_key = ?1 \
+             ORDER BY id DESC LIMIT ?2) \
+         UNION \
+         SELECT * FROM (SELECT * FROM refusals WHERE (?1 IS NULL OR consumer_key = ?1) \
+             AND bucket LIKE '%' || ?3 ORDER BY id DESC LIMIT ?2) \
+         ORDER BY id DESC",
+    )
+    .bind(consumer_key)
+    .bind(limit)
+    .bind(SIGNED)
+    .fetch_all(db)
+    .await?;
     rows.iter()
         .map(|row| {
             let hint: String = row.try_get("hint")?;

@@ -3,7 +3,7 @@
 //! scheme, the host in forwarded headers we did not trust, the other pages). These re-checks only
 //! explain a refusal; they never accept a launch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use percent_encoding::percent_decode;
@@ -24,7 +24,8 @@ use crate::web::AppState;
 /// keys together: enough to diagnose any LMS, too few for a flood of bad requests to keep the
 /// log writing, and a flood under made-up keys leaves the registered consumers' share alone.
 /// Signed launches (refused after their signature passed) have a share of their own, which
-/// whoever forges launches under a known key cannot spend.
+/// whoever forges launches under a known key cannot spend, and each of them is recorded there
+/// once however often it is sent again: filling it takes as many launches from the LMS.
 const RECORDS_PER_MINUTE: u32 = 30;
 
 /// True for refusals that come after the signature check passed: only the LMS can cause them.
@@ -42,9 +43,20 @@ fn after_signature(error: &LtiError) -> bool {
 /// Most bytes of a URL a refusal stores or logs (the path is the request's, of any length).
 const URL_CAP: usize = 2048;
 
+/// Signed launches whose refusal was recorded lately: each is recorded once in its consumer's
+/// signed share, so whoever kept a launch form cannot fill that share by sending it again.
+const SIGNED_REMEMBERED: usize = 4096;
+
 /// How many more refused launches may be recorded this minute (every refusal is still logged).
 #[derive(Default)]
-pub struct RefusalBudget(Mutex<Spent>);
+pub struct RefusalBudget(Mutex<Spent>, Mutex<RecordedNonces>);
+
+/// The consumer keys and nonces of the last [`SIGNED_REMEMBERED`] signed launches recorded.
+#[derive(Default)]
+struct RecordedNonces {
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
 
 #[derive(Default)]
 struct Spent {
@@ -56,6 +68,23 @@ struct Spent {
 }
 
 impl RefusalBudget {
+    /// True the first time (of the last [`SIGNED_REMEMBERED`]) this consumer's launch with this
+    /// nonce is offered for recording.
+    fn first_time(&self, key: &str, nonce: &str) -> bool {
+        let mut recorded = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (key.to_string(), nonce.to_string());
+        if !recorded.seen.insert(entry.clone()) {
+            return false;
+        }
+        recorded.order.push_back(entry);
+        if recorded.order.len() > SIGNED_REMEMBERED {
+            if let Some(oldest) = recorded.order.pop_front() {
+                recorded.seen.remove(&oldest);
+            }
+        }
+        true
+    }
+
     /// True when a refusal in this bucket may be recorded at Unix second `now`, and counts it.
     fn admit(&self, bucket: &str, now: i64) -> bool {
         // A panic while holding the lock cannot leave the counts inconsistent; carry on.
@@ -170,7 +199,13 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             .flatten(),
     };
     let known = consumer.as_ref().map(|_| key.as_str());
-    let bucket = refusals::bucket(known, after_signature(error));
+    let signed = known.is_some() && after_signature(error);
+    // A launch sent again (a replay, or a stale copy) is the same launch: recorded once.
+    let nonce = first(&all, "oauth_nonce").unwrap_or("");
+    if signed && !state.refusal_budget.first_time(&key, nonce) {
+        return;
+    }
+    let bucket = refusals::bucket(known, signed);
     if !state.refusal_budget.admit(&bucket, store::now()) {
         return;
     }

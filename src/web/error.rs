@@ -557,11 +557,12 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
             return Refusal::Page(ErrorPage::from(&error));
         }
     }
-    if remembered(req).is_none() {
-        log_unexplained(status, req);
-    }
+    let unexplained = remembered(req).is_none();
     if status == Status::NotFound {
         if let Some(allow) = allowed_methods(req) {
+            if unexplained {
+                log_unexplained(Status::MethodNotAllowed, req);
+            }
             // Rocket turns a HEAD into a GET before it looks for a route.
             let method = match SentAsHead::of(req) {
                 true => "HEAD",
@@ -577,17 +578,25 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
             return Refusal::Page(page);
         }
     }
+    if unexplained {
+        log_unexplained(status, req);
+    }
     refusal(status, req)
 }
 
 /// Logs a refusal that no code of ours explained (`remember`): Rocket's own, such as a form field
-/// missing (422), a body that is not a form (415) or an address with no route (404, only at the
-/// info level: scanners send thousands).
+/// missing (422), a body that is not a form (415), or an address with no route for the method
+/// (404 and 405, only at the info level: scanners send thousands).
 fn log_unexplained(status: Status, req: &Request<'_>) {
     let path = crate::error::excerpt(req.uri().path().as_str(), 200);
-    let (method, path) = (req.method(), path.escape_debug());
+    // Rocket turns a HEAD into a GET before it looks for a route.
+    let method = match SentAsHead::of(req) {
+        true => "HEAD",
+        false => req.method().as_str(),
+    };
+    let path = path.escape_debug();
     match status.code {
-        404 => log::info!("{method} {path}: {status}"),
+        404 | 405 => log::info!("{method} {path}: {status}"),
         _ => log::warn!("{method} {path}: {status}"),
     }
 }

@@ -295,6 +295,12 @@ async fn the_log_stays_bounded_and_goes_with_its_consumer() {
         }
     }
     assert_eq!(app.count("refusals").await, 2 * KEEP_PER_BUCKET + 3);
+    // Nor do they push them off the admin page's list, the consumer's or everyone's.
+    for key in [Some("__consumer_key__"), None] {
+        let shown = refusals::recent(db, key, 200).await.unwrap();
+        assert_eq!(shown.len(), 203, "{key:?}");
+        assert!(shown.windows(2).all(|w| w[0].at >= w[1].at));
+    }
     rocket_lti_tool::store::consumers::delete(db, "__consumer_key__")
         .await
         .unwrap();
@@ -392,18 +398,25 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
         refused(app.launch(&late).await, Status::Unauthorized).await;
     }
     assert_recorded(&app, 35, minute).await;
+    // Nor by sending one launch of theirs again and again: a launch is recorded there once.
+    let kept = Launch::new("/any");
+    assert_eq!(app.launch(&kept).await.status(), Status::Ok);
+    for _ in 0..10 {
+        refused(app.launch(&kept).await, Status::Unauthorized).await;
+    }
+    assert_recorded(&app, 36, minute).await;
     // Made-up keys share one budget of 30, and cannot use up a real consumer's.
     for i in 0..200 {
         let unknown = Launch::new("/any").consumer(&format!("nobody-{i}"), "x");
         refused(app.launch(&unknown).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 65, minute).await;
+    assert_recorded(&app, 66, minute).await;
     app.add_consumer("moodle", "moodle-secret-123456").await;
     for _ in 0..5 {
         let bad = Launch::new("/any").consumer("moodle", "wrong");
         refused(app.launch(&bad).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 70, minute).await;
+    assert_recorded(&app, 71, minute).await;
 }
 
 #[rocket::async_test]

@@ -1011,6 +1011,45 @@ async fn learners_whose_reads_keep_failing_do_not_hold_the_others_back() {
 }
 
 #[rocket::async_test]
+async fn a_refresh_shows_the_scores_read_even_when_it_cannot_note_whom_it_read() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    for user in ["r0", "r1"] {
+        app.launch(&learner_launch(&lms, "/ok", user, &format!("sid-{user}")))
+            .await;
+    }
+    page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    // The bookkeeping of one learner fails (a trigger stands in for a storage error).
+    let db = &app.state().db;
+    sqlx::query(
+        "CREATE TRIGGER no_read_tried BEFORE UPDATE OF read_tried_at ON outcome_targets \
+         WHEN NEW.user_id = 'r1' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    let body = page(
+        app.post_form("/grades/refresh", format!("csrf={token}"))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    assert!(
+        body.contains("<code>r0</code>") && body.contains("<code>r1</code>"),
+        "{body}"
+    );
+    assert_eq!(lms.received().len(), 2);
+    // All of it or none: no learner noted as read.
+    let noted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outcome_targets WHERE read_tried_at IS NOT NULL")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(noted, 0);
+}
+
+#[rocket::async_test]
 async fn the_next_refresh_goes_on_with_the_reads_the_deadline_cut_off() {
     let lms = MockLms::start().await;
     // Deadline 1.4 s; a read from `/down` takes three attempts and 0.75 s of pauses: a refresh
