@@ -75,3 +75,28 @@ impl<'r> FromRequest<'r> for SentAsHead {
         request::Outcome::Success(SentAsHead(SentAsHead::of(req)))
     }
 }
+
+/// Whether the browser fetched the page ahead of a visit that may never come (a prefetch or a
+/// prerender: Chrome prerenders an address as it is typed). Like a HEAD, such a request must not
+/// act: the user has not asked for it yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefetched(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Prefetched {
+    type Error = std::convert::Infallible;
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, Self::Error> {
+        let says = |name: &str, word: &str| {
+            req.headers()
+                .get(name)
+                .any(|v| v.to_ascii_lowercase().contains(word))
+        };
+        // Chrome (`Sec-Purpose: prefetch;prerender`), older Chrome and Safari (`Purpose`),
+        // Firefox (`X-Moz`), Safari's previews (`X-Purpose`).
+        let prefetched = says("Sec-Purpose", "prefetch")
+            || says("Purpose", "prefetch")
+            || says("X-Moz", "prefetch")
+            || says("X-Purpose", "preview");
+        request::Outcome::Success(Prefetched(prefetched))
+    }
+}

@@ -10,7 +10,7 @@ use rocket_dyn_templates::{context, Template};
 use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LaunchAtHomePage, LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
-use crate::web::head::SentAsHead;
+use crate::web::head::{Prefetched, SentAsHead};
 use crate::web::origin::{RequestOrigin, SecureCookies, StartedElsewhere};
 use crate::web::session_cookie::{
     end_session_or_fail, first_live_session, note_visit, BrowserSession, BrowserSessionId,
@@ -276,6 +276,7 @@ async fn logout_get(
     secure: SecureCookies,
     browser: LogoutTarget,
     head: SentAsHead,
+    prefetched: Prefetched,
     state: &State<AppState>,
     cookies: &CookieJar<'_>,
 ) -> Result<Template, LtiError> {
@@ -286,7 +287,30 @@ async fn logout_get(
             context! { token: None::<String> },
         ));
     }
+    if prefetched.0 {
+        // Nor does a prefetch or a prerender (the address typed, not opened yet): the user who
+        // does open it is asked.
+        let token = confirmation_token(state, browser.0.as_deref()).await;
+        return Ok(Template::render(
+            "logout_confirm",
+            context! { token, ahead: true },
+        ));
+    }
     logout(elsewhere, secure, browser, None, state, cookies).await
+}
+
+/// The token of the confirmation's Log out button: only for a visit that goes on (the question
+/// offers to stay only then).
+async fn confirmation_token(state: &AppState, id: Option<&str>) -> Option<String> {
+    let live = match id {
+        // Storage trouble: offered all the same (the logout itself then says so).
+        Some(id) => matches!(
+            first_live_session(state, &[id.to_string()]).await,
+            Ok(BrowserSession::Live(_)) | Err(_)
+        ),
+        None => false,
+    };
+    id.filter(|_| live).map(|id| state.page_forms.token(id))
 }
 
 async fn logout(
@@ -305,19 +329,7 @@ async fn logout(
     // site's link, image or form could end a student's visit: ask first instead.
     if elsewhere.0 && !from_our_page {
         log::warn!("logout started by another site: asking for confirmation");
-        // The question offers to stay only in a visit that goes on.
-        let live = match id.as_deref() {
-            // Storage trouble: offered all the same (the logout itself then says so).
-            Some(id) => matches!(
-                first_live_session(state, &[id.to_string()]).await,
-                Ok(BrowserSession::Live(_)) | Err(_)
-            ),
-            None => false,
-        };
-        let token = id
-            .as_deref()
-            .filter(|_| live)
-            .map(|id| state.page_forms.token(id));
+        let token = confirmation_token(state, id.as_deref()).await;
         return Ok(Template::render("logout_confirm", context! { token }));
     }
     // Storage trouble is a 503 page that says so, with the cookie kept for another try.

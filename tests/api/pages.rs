@@ -333,6 +333,53 @@ async fn logout_page(app: &TestApp, post: bool, headers: &[(&str, &str)], form: 
 }
 
 #[rocket::async_test]
+async fn a_prefetched_or_prerendered_logout_ends_nothing_and_asks_when_opened() {
+    let app = spawn_app().await;
+    let get = false;
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    // Chrome prerenders an address as it is typed into the address bar.
+    for ahead in [
+        [
+            ("Sec-Purpose", "prefetch;prerender"),
+            ("Sec-Fetch-Site", "none"),
+        ],
+        [
+            ("Sec-Purpose", "prefetch"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        [("Purpose", "prefetch"), ("Sec-Fetch-Site", "none")],
+        [("X-Moz", "prefetch"), ("Sec-Fetch-Site", "none")],
+    ] {
+        let body = logout_page(&app, get, &ahead, "").await;
+        assert!(
+            body.contains("Log out?") && body.contains("continues unless you log out here"),
+            "{ahead:?}: {body}"
+        );
+        assert!(!body.contains("Another site"), "{body}");
+        assert_eq!(app.get("/session").await.status(), Status::Ok, "{ahead:?}");
+    }
+    assert_eq!(app.count("sessions").await, 1);
+    // Its button logs out (it carries the visit's token).
+    let body = logout_page(&app, get, &[("Sec-Purpose", "prefetch")], "").await;
+    let token = body
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the question carries the visit's token")
+        .to_string();
+    let confirmed = format!("csrf={token}");
+    assert!(
+        logout_page(&app, true, &[("Sec-Fetch-Site", "same-origin")], &confirmed)
+            .await
+            .contains("Logged out")
+    );
+    assert_eq!(app.count("sessions").await, 0);
+    // Without a visit, there is nothing to ask.
+    let body = logout_page(&app, get, &[("Sec-Purpose", "prefetch")], "").await;
+    assert!(body.contains("nothing to log out of"), "{body}");
+}
+
+#[rocket::async_test]
 async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
     let app = spawn_app().await;
     let (get, post) = (false, true);
