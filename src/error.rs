@@ -131,6 +131,10 @@ pub enum LtiError {
     /// An admin action on a consumer key that no consumer has (deleted meanwhile, or typed).
     #[error("no consumer with this key")]
     NoSuchConsumer,
+    /// A new secret asked for by a form shown before the secret last changed (a reload or a
+    /// resubmission of the rotation): the secret shown then is the one in use.
+    #[error("the secret was already replaced since the form was shown")]
+    SecretAlreadyReplaced,
     /// An admin form that does not name its consumer (a hand-made request).
     #[error("the form names no consumer")]
     ConsumerNotNamed,

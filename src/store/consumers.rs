@@ -215,6 +215,59 @@ where
     Ok(done.rows_affected() == 1)
 }
 
+/// A short fingerprint of a consumer's stored (sealed) secret: the rotation form carries it, so
+/// that sending that form again does not replace the secret it already replaced.
+pub fn secret_fingerprint(stored_secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(stored_secret.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprint ([`secret_fingerprint`]) of a consumer's secret as stored now, if it exists.
+pub async fn current_fingerprint(db: &Db, key: &str) -> Result<Option<String>, LtiError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
+            .bind(key)
+            .fetch_optional(db)
+            .await?;
+    Ok(stored.as_deref().map(secret_fingerprint))
+}
+
+/// Replaces a consumer's secret if the one stored now has the `fingerprint` the caller was shown
+/// (compared and replaced in one statement, so of two such calls only one replaces it).
+/// Errors: `NoSuchConsumer`, `SecretAlreadyReplaced`.
+pub async fn replace_secret(
+    db: &Db,
+    key: &str,
+    secret: &str,
+    fingerprint: &str,
+) -> Result<(), LtiError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
+            .bind(key)
+            .fetch_optional(db)
+            .await?;
+    let stored = stored.ok_or(LtiError::NoSuchConsumer)?;
+    if secret_fingerprint(&stored) != fingerprint {
+        return Err(LtiError::SecretAlreadyReplaced);
+    }
+    let done = sqlx::query(
+        "UPDATE consumers SET secret = ?, secret_encrypted = 1 \
+         WHERE consumer_key = ? AND secret = ?",
+    )
+    .bind(cipher_for(db)?.encrypt(key, secret)?)
+    .bind(key)
+    .bind(&stored)
+    .execute(db)
+    .await?;
+    match done.rows_affected() {
+        1 => Ok(()),
+        _ => Err(LtiError::SecretAlreadyReplaced),
+    }
+}
+
 /// Deletes a consumer with its sessions, its learners' grade records and its refused-launch log,
 /// in one transaction; false when there is no such key.
 pub async fn delete(db: &Db, key: &str) -> Result<bool, LtiError> {

@@ -43,7 +43,7 @@ impl LtiError {
             }
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
             NoSuchConsumer | NotFound | LaunchAtUnknownAddress(_) => Status::NotFound,
-            PublishedDemoConsumer => Status::Conflict,
+            PublishedDemoConsumer | SecretAlreadyReplaced => Status::Conflict,
             ConsumerNotNamed => Status::UnprocessableEntity,
             HeadLaunch => Status::MethodNotAllowed,
             TooManyLogins | GradeCallsQueued => Status::TooManyRequests,
@@ -105,6 +105,7 @@ impl LtiError {
             Outcome(e) => outcome_message(e),
             NotFound => ("Not found", "There is nothing at this address.".into()),
             NoSuchConsumer => ("No such consumer", "There is no consumer with this key (it may have been deleted). Nothing was changed.".into()),
+            SecretAlreadyReplaced => ("Secret already replaced", "This consumer's secret was replaced after this form was shown (the page was reloaded or sent again, or another tab rotated it), so no other secret was made: the one shown then is the one in use. To replace it again, start from the consumer list.".into()),
             ConsumerNotNamed => ("Bad request", "The form did not say which consumer. Nothing was changed.".into()),
             PublishedDemoConsumer => ("Not enabled", format!("{}.", crate::store::consumers::PUBLISHED_DEMO_REFUSED)),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),

@@ -788,17 +788,26 @@ async fn a_rotated_secret_is_shown_once_and_the_old_one_is_refused() {
         "confirming first"
     );
     let token = csrf(&app).await;
-    let res = post(
-        &app,
-        "/admin/consumers/rotate",
-        &[("csrf", &token), ("key", "bb")],
-    )
-    .await;
-    let body = page(res, Status::Ok).await;
+    // The form names the secret it replaces.
+    let replaces = between(&body, r#"name="replaces" value=""#, "\"")
+        .expect("the form names the secret it replaces")
+        .to_string();
+    let form = [
+        ("csrf", token.as_str()),
+        ("key", "bb"),
+        ("replaces", replaces.as_str()),
+    ];
+    let rotate = || post(&app, "/admin/consumers/rotate", &form);
+    let body = page(rotate().await, Status::Ok).await;
     let new = between(&body, r#"<code id="consumer-secret">"#, "</code>")
         .unwrap()
         .to_string();
     assert_ne!(new, old);
+    // Sent again (a reload of the page with the new secret), it replaces nothing.
+    let again = refused(rotate().await, Status::Conflict).await;
+    assert!(again.contains("already replaced"), "{again}");
+    assert!(!again.contains(&new));
+    assert_eq!(stored(&app, "bb").await.unwrap().secret, new);
     let res = app
         .launch(&Launch::new("/initial").consumer("bb", &old))
         .await;

@@ -292,11 +292,26 @@ async fn confirm(
     let Some(consumer) = exists else {
         return Err(LtiError::NoSuchConsumer);
     };
+    // The secret this form replaces: sent again (a reload of the new secret's page), it then
+    // replaces nothing.
+    let replaces = match action {
+        Confirmed::Rotate => consumers::current_fingerprint(&state.db, key).await?,
+        Confirmed::Delete => None,
+    };
     Ok(render(
         Status::Ok,
         "admin/confirm",
-        context! { csrf: &session.csrf(), action, key, name: consumer.name },
+        context! { csrf: &session.csrf(), action, key, name: consumer.name, replaces },
     ))
+}
+
+#[derive(FromForm)]
+struct RotateForm {
+    csrf: Option<String>,
+    key: Option<String>,
+    /// The fingerprint of the secret the confirmation showed this form for
+    /// (`consumers::secret_fingerprint`); without one (a hand-made request) any secret is replaced.
+    replaces: Option<String>,
 }
 
 /// Replaces the secret and shows the new one once; the old one stops working at once.
@@ -306,12 +321,19 @@ async fn rotate(
     session: Admin,
     origin: RequestOrigin,
     address: ClientAddress,
-    form: Form<KeyForm>,
+    form: Form<RotateForm>,
 ) -> Result<Page, LtiError> {
-    let key = form.checked(&session)?;
+    session.check_csrf(form.csrf.as_deref())?;
+    let key = form.key.as_deref().ok_or(LtiError::ConsumerNotNamed)?;
     let secret = consumer_input::generate_secret();
-    if !consumers::set_secret(&state.db, key, &secret).await? {
-        return Err(LtiError::NoSuchConsumer);
+    match form.replaces.as_deref() {
+        Some(fingerprint) => {
+            consumers::replace_secret(&state.db, key, &secret, fingerprint).await?
+        }
+        None if !consumers::set_secret(&state.db, key, &secret).await? => {
+            return Err(LtiError::NoSuchConsumer)
+        }
+        None => {}
     }
     log::warn!(
         "admin rotated the secret of consumer {key:?} from {}",
