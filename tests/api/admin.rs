@@ -1268,7 +1268,7 @@ async fn admin_pages_refuse_to_be_framed_but_lti_pages_do_not() {
         );
         assert_eq!(
             res.headers().get_one("Content-Security-Policy"),
-            Some("frame-ancestors 'none'; object-src 'none'; base-uri 'none'"),
+            Some("frame-ancestors 'none'; form-action 'self'; object-src 'none'; base-uri 'none'"),
             "{path}"
         );
     }

@@ -50,7 +50,9 @@ pub fn catchers() -> Vec<Catcher> {
 }
 
 /// Admin pages are never framed: the LTI pages live in LMS iframes, the admin area has no reason
-/// to (clickjacking). Attached after the fairing that sets every page's CSP, which it replaces.
+/// to (clickjacking). Their forms post only to the tool itself (`form-action`), so injected
+/// markup could not send a form, its token included, elsewhere. Attached after the fairing that
+/// sets every page's CSP, which it replaces.
 pub fn never_framed() -> impl rocket::fairing::Fairing {
     rocket::fairing::AdHoc::on_response("Admin pages are never framed", |req, res| {
         Box::pin(async move {
@@ -58,7 +60,7 @@ pub fn never_framed() -> impl rocket::fairing::Fairing {
                 res.set_raw_header("X-Frame-Options", "DENY");
                 res.set_raw_header(
                     "Content-Security-Policy",
-                    "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+                    "frame-ancestors 'none'; form-action 'self'; object-src 'none'; base-uri 'none'",
                 );
             }
         })
