@@ -12,20 +12,31 @@ pub fn is_debug(figment: &Figment) -> bool {
     figment.profile() == "debug"
 }
 
-/// The cookie `SameSite` policy, as written in the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The cookie `SameSite` policy, as written in the configuration (in any letter case: the cookie
+/// header writes `Lax`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSitePolicy {
     /// Sent on top-level navigation from other sites; fine on localhost over http.
-    // Also as the cookie header spells them.
-    #[serde(alias = "Lax", alias = "LAX")]
     Lax,
     /// Never sent cross-site: breaks the tool inside an LMS iframe.
-    #[serde(alias = "Strict", alias = "STRICT")]
     Strict,
     /// Sent everywhere, including inside the LMS iframe; browsers require `Secure` with it.
-    #[serde(alias = "None", alias = "NONE")]
     None,
+}
+
+impl<'de> Deserialize<'de> for SameSitePolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.to_ascii_lowercase().as_str() {
+            "lax" => Ok(SameSitePolicy::Lax),
+            "strict" => Ok(SameSitePolicy::Strict),
+            "none" => Ok(SameSitePolicy::None),
+            _ => Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"lax, strict or none",
+            )),
+        }
+    }
 }
 
 impl From<SameSitePolicy> for SameSite {
@@ -603,11 +614,15 @@ mod tests {
             ("Lax", SameSitePolicy::Lax),
             ("None", SameSitePolicy::None),
             ("STRICT", SameSitePolicy::Strict),
+            ("lAx", SameSitePolicy::Lax),
         ] {
             let figment = Figment::new().merge(("cookie_same_site", value));
             let settings = Settings::from_figment(&figment).expect(value);
             assert_eq!(settings.cookie_same_site, policy, "{value}");
         }
+        let figment = Figment::new().merge(("cookie_same_site", "loose"));
+        let err = Settings::from_figment(&figment).unwrap_err();
+        assert!(err.contains("lax, strict or none"), "{err}");
         let figment = Figment::new().merge(("trusted_proxies", ["10.0.0.0/8"]));
         let err = Settings::from_figment(&figment).unwrap_err();
         assert!(err.contains("no ranges"), "{err}");

@@ -51,7 +51,7 @@ const SIGNED_REMEMBERED: usize = 4096;
 #[derive(Default)]
 pub struct RefusalBudget(Mutex<Spent>, Mutex<RecordedNonces>);
 
-/// The consumer keys and nonces of the last [`SIGNED_REMEMBERED`] signed launches recorded.
+/// The consumer keys and signatures of the last [`SIGNED_REMEMBERED`] signed launches recorded.
 #[derive(Default)]
 struct RecordedNonces {
     seen: HashSet<(String, String)>,
@@ -68,21 +68,27 @@ struct Spent {
 }
 
 impl RefusalBudget {
-    /// True the first time (of the last [`SIGNED_REMEMBERED`]) this consumer's launch with this
-    /// nonce is offered for recording.
-    fn first_time(&self, key: &str, nonce: &str) -> bool {
+    /// True when this launch (its consumer key and signature: the same form sent again) is
+    /// among the last [`SIGNED_REMEMBERED`] signed launches recorded.
+    fn recorded_before(&self, key: &str, signature: &str) -> bool {
+        let recorded = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        recorded
+            .seen
+            .contains(&(key.to_string(), signature.to_string()))
+    }
+
+    /// Notes a signed launch as recorded (see [`Self::recorded_before`]).
+    fn note_recorded(&self, key: &str, signature: &str) {
         let mut recorded = self.1.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = (key.to_string(), nonce.to_string());
-        if !recorded.seen.insert(entry.clone()) {
-            return false;
+        let entry = (key.to_string(), signature.to_string());
+        if recorded.seen.insert(entry.clone()) {
+            recorded.order.push_back(entry);
         }
-        recorded.order.push_back(entry);
         if recorded.order.len() > SIGNED_REMEMBERED {
             if let Some(oldest) = recorded.order.pop_front() {
                 recorded.seen.remove(&oldest);
             }
         }
-        true
     }
 
     /// True when a refusal in this bucket may be recorded at Unix second `now`, and counts it.
@@ -200,14 +206,19 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
     };
     let known = consumer.as_ref().map(|_| key.as_str());
     let signed = known.is_some() && after_signature(error);
-    // A launch sent again (a replay, or a stale copy) is the same launch: recorded once.
-    let nonce = first(&all, "oauth_nonce").unwrap_or("");
-    if signed && !state.refusal_budget.first_time(&key, nonce) {
+    // A launch sent again (a replay, or a stale copy) has the same signature: recorded once.
+    // Another launch that reuses a nonce (a broken nonce generator) is signed anew: recorded.
+    let signature = first(&all, "oauth_signature").unwrap_or("").to_string();
+    let budget = &state.refusal_budget;
+    if signed && budget.recorded_before(&key, &signature) {
         return;
     }
     let bucket = refusals::bucket(known, signed);
-    if !state.refusal_budget.admit(&bucket, store::now()) {
+    if !budget.admit(&bucket, store::now()) {
         return;
+    }
+    if signed {
+        budget.note_recorded(&key, &signature);
     }
     let origin = signed_origin(req, &state.settings).ok();
     let path = req.uri().path().as_str();

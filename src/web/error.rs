@@ -105,7 +105,7 @@ impl LtiError {
             Outcome(e) => outcome_message(e),
             NotFound => ("Not found", "There is nothing at this address.".into()),
             NoSuchConsumer => ("No such consumer", "There is no consumer with this key (it may have been deleted). Nothing was changed.".into()),
-            SecretAlreadyReplaced => ("Secret already replaced", "This consumer's secret was replaced after this form was shown (the page was reloaded or sent again, or another tab rotated it), so no other secret was made: the one shown then is the one in use. To replace it again, start from the consumer list.".into()),
+            SecretAlreadyReplaced => ("Secret already replaced", "This consumer's secret changed after this form was shown (the page with the new secret was reloaded or sent again, another tab replaced it, or the command line did), so no other secret was made: the secret given out with that change is the one in use. To replace it again, start from the consumer list.".into()),
             ConsumerNotNamed => ("Bad request", "The form did not say which consumer. Nothing was changed.".into()),
             PublishedDemoConsumer => ("Not enabled", format!("{}.", crate::store::consumers::PUBLISHED_DEMO_REFUSED)),
             AdminLoginRequired => ("Log in first", "This page is for the tool's administrator: log in at /admin.".into()),

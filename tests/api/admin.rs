@@ -808,6 +808,18 @@ async fn a_rotated_secret_is_shown_once_and_the_old_one_is_refused() {
     assert!(again.contains("already replaced"), "{again}");
     assert!(!again.contains(&new));
     assert_eq!(stored(&app, "bb").await.unwrap().secret, new);
+    // Nor does a form that names no secret, or two.
+    let current = rocket_lti_tool::store::consumers::current_fingerprint(&app.state().db, "bb")
+        .await
+        .unwrap()
+        .unwrap();
+    for replaces in [vec![], vec![current.as_str(), current.as_str()]] {
+        let mut fields = vec![("csrf", token.as_str()), ("key", "bb")];
+        fields.extend(replaces.iter().map(|r| ("replaces", *r)));
+        let res = post(&app, "/admin/consumers/rotate", &fields).await;
+        assert_eq!(res.status(), Status::UnprocessableEntity, "{replaces:?}");
+    }
+    assert_eq!(stored(&app, "bb").await.unwrap().secret, new);
     let res = app
         .launch(&Launch::new("/initial").consumer("bb", &old))
         .await;

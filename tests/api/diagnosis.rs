@@ -405,18 +405,25 @@ async fn a_flood_of_refused_launches_is_recorded_only_up_to_a_budget() {
         refused(app.launch(&kept).await, Status::Unauthorized).await;
     }
     assert_recorded(&app, 36, minute).await;
+    // While other launches that reuse its nonce (a broken nonce generator) are each recorded.
+    for user in ["u-2", "u-3", "u-4"] {
+        let mut reused = Launch::new("/any").user(user);
+        reused.nonce = kept.nonce.clone();
+        refused(app.launch(&reused).await, Status::Unauthorized).await;
+    }
+    assert_recorded(&app, 39, minute).await;
     // Made-up keys share one budget of 30, and cannot use up a real consumer's.
     for i in 0..200 {
         let unknown = Launch::new("/any").consumer(&format!("nobody-{i}"), "x");
         refused(app.launch(&unknown).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 66, minute).await;
+    assert_recorded(&app, 69, minute).await;
     app.add_consumer("moodle", "moodle-secret-123456").await;
     for _ in 0..5 {
         let bad = Launch::new("/any").consumer("moodle", "wrong");
         refused(app.launch(&bad).await, Status::Unauthorized).await;
     }
-    assert_recorded(&app, 71, minute).await;
+    assert_recorded(&app, 74, minute).await;
 }
 
 #[rocket::async_test]

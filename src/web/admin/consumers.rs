@@ -310,8 +310,9 @@ struct RotateForm {
     csrf: Option<String>,
     key: Option<String>,
     /// The fingerprint of the secret the confirmation showed this form for
-    /// (`consumers::secret_fingerprint`); without one (a hand-made request) any secret is replaced.
-    replaces: Option<String>,
+    /// (`consumers::secret_fingerprint`): exactly one (a list, so that a missing or repeated
+    /// field is told apart and refused after the CSRF check).
+    replaces: Vec<String>,
 }
 
 /// Replaces the secret and shows the new one once; the old one stops working at once.
@@ -326,15 +327,14 @@ async fn rotate(
     session.check_csrf(form.csrf.as_deref())?;
     let key = form.key.as_deref().ok_or(LtiError::ConsumerNotNamed)?;
     let secret = consumer_input::generate_secret();
-    match form.replaces.as_deref() {
-        Some(fingerprint) => {
-            consumers::replace_secret(&state.db, key, &secret, fingerprint).await?
-        }
-        None if !consumers::set_secret(&state.db, key, &secret).await? => {
-            return Err(LtiError::NoSuchConsumer)
-        }
-        None => {}
-    }
+    let [fingerprint] = form.replaces.as_slice() else {
+        return Err(LtiError::page(
+            422,
+            "Bad request",
+            "The form did not say which secret it replaces. Nothing was changed.",
+        ));
+    };
+    consumers::replace_secret(&state.db, key, &secret, fingerprint).await?;
     log::warn!(
         "admin rotated the secret of consumer {key:?} from {}",
         address.0
