@@ -808,18 +808,32 @@ async fn a_rotated_secret_is_shown_once_and_the_old_one_is_refused() {
     assert!(again.contains("already replaced"), "{again}");
     assert!(!again.contains(&new));
     assert_eq!(stored(&app, "bb").await.unwrap().secret, new);
-    // Nor does a form that names no secret, or two.
+    // Nor does a form that names two.
     let current = rocket_lti_tool::store::consumers::current_fingerprint(&app.state().db, "bb")
         .await
         .unwrap()
         .unwrap();
-    for replaces in [vec![], vec![current.as_str(), current.as_str()]] {
-        let mut fields = vec![("csrf", token.as_str()), ("key", "bb")];
-        fields.extend(replaces.iter().map(|r| ("replaces", *r)));
-        let res = post(&app, "/admin/consumers/rotate", &fields).await;
-        assert_eq!(res.status(), Status::UnprocessableEntity, "{replaces:?}");
-    }
+    let two = [
+        ("csrf", token.as_str()),
+        ("key", "bb"),
+        ("replaces", &current),
+        ("replaces", &current),
+    ];
+    let res = post(&app, "/admin/consumers/rotate", &two).await;
+    assert_eq!(res.status(), Status::UnprocessableEntity);
     assert_eq!(stored(&app, "bb").await.unwrap().secret, new);
+    // A script's request that names none replaces whatever secret there is.
+    let res = post(
+        &app,
+        "/admin/consumers/rotate",
+        &[("csrf", &token), ("key", "bb")],
+    )
+    .await;
+    let body = page(res, Status::Ok).await;
+    let newer = between(&body, r#"<code id="consumer-secret">"#, "</code>").unwrap();
+    assert_ne!(newer, new);
+    assert_eq!(stored(&app, "bb").await.unwrap().secret, newer);
+    let new = newer.to_string();
     let res = app
         .launch(&Launch::new("/initial").consumer("bb", &old))
         .await;

@@ -310,8 +310,8 @@ struct RotateForm {
     csrf: Option<String>,
     key: Option<String>,
     /// The fingerprint of the secret the confirmation showed this form for
-    /// (`consumers::secret_fingerprint`): exactly one (a list, so that a missing or repeated
-    /// field is told apart and refused after the CSRF check).
+    /// (`consumers::secret_fingerprint`). Without one (a script's request) the secret is replaced
+    /// whatever it is; two are refused. A list, so that a repeated field is told apart.
     replaces: Vec<String>,
 }
 
@@ -327,14 +327,18 @@ async fn rotate(
     session.check_csrf(form.csrf.as_deref())?;
     let key = form.key.as_deref().ok_or(LtiError::ConsumerNotNamed)?;
     let secret = consumer_input::generate_secret();
-    let [fingerprint] = form.replaces.as_slice() else {
-        return Err(LtiError::page(
-            422,
-            "Bad request",
-            "The form did not say which secret it replaces. Nothing was changed.",
-        ));
-    };
-    consumers::replace_secret(&state.db, key, &secret, fingerprint).await?;
+    match form.replaces.as_slice() {
+        [fingerprint] => consumers::replace_secret(&state.db, key, &secret, fingerprint).await?,
+        [] if consumers::set_secret(&state.db, key, &secret).await? => {}
+        [] => return Err(LtiError::NoSuchConsumer),
+        _ => {
+            return Err(LtiError::page(
+                422,
+                "Bad request",
+                "The form names more than one secret to replace. Nothing was changed.",
+            ))
+        }
+    }
     log::warn!(
         "admin rotated the secret of consumer {key:?} from {}",
         address.0
