@@ -244,6 +244,13 @@ impl Launch {
         )
     }
 
+    /// The launch's own fields as a form body, and its OAuth fields, signed by `oauth1-request`,
+    /// as an `Authorization: OAuth` header value instead: `(header, body)`.
+    pub fn signed_header(&self) -> (String, String) {
+        let list = self.list();
+        (self.builder().post(&self.url, &list), oauth::to_form(&list))
+    }
+
     /// The same, signed with PLAINTEXT (which we must refuse).
     pub fn plaintext_body(&self) -> String {
         let mut b: oauth::Builder<'_, _, &str> = oauth::Builder::new(

@@ -1068,23 +1068,10 @@ async fn sessions_expire() {
 #[rocket::async_test]
 async fn authorization_header_launches_verify() {
     // Some consumers put the OAuth fields in the Authorization header instead of the body.
-    use oauth1_request as oauth;
     let app = spawn_app().await;
-    let launch = Launch::new("/any");
-    let list = oauth::ParameterList::new(
-        launch
-            .params
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect::<Vec<_>>(),
-    );
     // A realm (not signed) may be any RFC 2617 quoted string, commas included.
     for realm in ["", r#"realm="Photos, Inc.", "#] {
-        let header = oauth::Builder::<_, _>::new(
-            oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
-            oauth::HmacSha1::new(),
-        )
-        .post(&launch.url, &list);
+        let (header, body) = Launch::new("/any").signed_header();
         let header = header.replacen("OAuth ", &format!("OAuth {realm}"), 1);
         let res = app
             .client
@@ -1092,7 +1079,7 @@ async fn authorization_header_launches_verify() {
             .header(Header::new("Host", HOST))
             .header(Header::new("Authorization", header))
             .header(ContentType::Form)
-            .body(oauth::to_form(&list))
+            .body(body)
             .dispatch()
             .await;
         assert_eq!(res.status(), Status::Ok, "{realm}");
@@ -1103,21 +1090,8 @@ async fn authorization_header_launches_verify() {
 async fn oauth_fields_split_between_header_and_body_are_400_and_spend_nothing() {
     // RFC 5849 section 3.5: the OAuth fields travel in one place. Moving one of a correctly
     // signed header's fields into the body keeps the signed set, so only that rule refuses it.
-    use oauth1_request as oauth;
     let app = spawn_app().await;
-    let launch = Launch::new("/any");
-    let list = oauth::ParameterList::new(
-        launch
-            .params
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect::<Vec<_>>(),
-    );
-    let header = oauth::Builder::<_, _>::new(
-        oauth::Credentials::new("__consumer_key__", "__lti_secret__"),
-        oauth::HmacSha1::new(),
-    )
-    .post(&launch.url, &list);
+    let (header, body) = Launch::new("/any").signed_header();
     let key_field = r#"oauth_consumer_key="__consumer_key__","#;
     assert!(header.contains(key_field), "{header}");
     let send = |header: String, body: String| {
@@ -1131,19 +1105,13 @@ async fn oauth_fields_split_between_header_and_body_are_400_and_spend_nothing() 
     };
     let split = send(
         header.replacen(key_field, "", 1),
-        format!(
-            "{}&oauth_consumer_key=__consumer_key__",
-            oauth::to_form(&list)
-        ),
+        format!("{body}&oauth_consumer_key=__consumer_key__"),
     )
     .await;
     let page = refused(split, Status::BadRequest).await;
     assert!(page.contains("more than one"), "{page}");
     // The same launch sent as signed, all in the header: its nonce was not spent.
-    assert_eq!(
-        send(header, oauth::to_form(&list)).await.status(),
-        Status::Ok
-    );
+    assert_eq!(send(header, body).await.status(), Status::Ok);
 }
 
 #[rocket::async_test]

@@ -361,13 +361,7 @@ async fn a_prefetched_or_prerendered_logout_ends_nothing_and_asks_when_opened() 
     assert_eq!(app.count("sessions").await, 1);
     // Its button logs out (it carries the visit's token).
     let body = logout_page(&app, get, &[("Sec-Purpose", "prefetch")], "").await;
-    let token = body
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the question carries the visit's token")
-        .to_string();
-    let confirmed = format!("csrf={token}");
+    let confirmed = format!("csrf={}", csrf_in(&body));
     assert!(
         logout_page(&app, true, &[("Sec-Fetch-Site", "same-origin")], &confirmed)
             .await
@@ -406,12 +400,8 @@ async fn another_site_cannot_end_the_session_it_only_gets_a_question() {
         "{body}"
     );
     assert!(body.contains(r#"<form method="post" action="/logout">"#));
-    let token = body
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the confirmation carries the session's token")
-        .to_string();
+    // The confirmation carries the session's token.
+    let token = csrf_in(&body);
     let body = logout_page(&app, post, &[("Origin", "https://evil.example")], "").await;
     assert!(body.contains("Log out?"), "{body}");
     // An opaque origin (a sandboxed frame) is not ours either.
