@@ -225,31 +225,36 @@ pub fn secret_fingerprint(stored_secret: &str) -> String {
         .collect()
 }
 
-/// The fingerprint ([`secret_fingerprint`]) of a consumer's secret as stored now, if it exists.
-pub async fn current_fingerprint(db: &Db, key: &str) -> Result<Option<String>, LtiError> {
-    let stored: Option<String> =
+/// A consumer's secret as stored (sealed), if the consumer exists.
+async fn stored_secret(db: &Db, key: &str) -> Result<Option<String>, LtiError> {
+    Ok(
         sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
             .bind(key)
             .fetch_optional(db)
-            .await?;
-    Ok(stored.as_deref().map(secret_fingerprint))
+            .await?,
+    )
 }
 
-/// Replaces a consumer's secret if the one stored now has the `fingerprint` the caller was shown
-/// (compared and replaced in one statement, so of two such calls only one replaces it).
-/// Errors: `NoSuchConsumer`, `SecretAlreadyReplaced`.
+/// The fingerprint ([`secret_fingerprint`]) of a consumer's secret as stored now, if it exists.
+pub async fn current_fingerprint(db: &Db, key: &str) -> Result<Option<String>, LtiError> {
+    Ok(stored_secret(db, key)
+        .await?
+        .as_deref()
+        .map(secret_fingerprint))
+}
+
+/// Replaces a consumer's secret if the one stored now has the `fingerprint` the caller was shown.
+/// The update itself checks that the secret is still the one compared, so of two such calls at
+/// once only one replaces it. Errors: `NoSuchConsumer`, `SecretAlreadyReplaced`.
 pub async fn replace_secret(
     db: &Db,
     key: &str,
     secret: &str,
     fingerprint: &str,
 ) -> Result<(), LtiError> {
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT secret FROM consumers WHERE consumer_key = ?")
-            .bind(key)
-            .fetch_optional(db)
-            .await?;
-    let stored = stored.ok_or(LtiError::NoSuchConsumer)?;
+    let stored = stored_secret(db, key)
+        .await?
+        .ok_or(LtiError::NoSuchConsumer)?;
     if secret_fingerprint(&stored) != fingerprint {
         return Err(LtiError::SecretAlreadyReplaced);
     }

@@ -16,8 +16,8 @@ const SIGNED: &str = " signed";
 
 /// The share a refusal is counted in, for the recording budget and for what is kept: one per
 /// known consumer, one more for each known consumer's launches refused after their signature
-/// passed (which only its LMS can send, so no forger can push them out), and one for every
-/// unknown key together.
+/// passed (which take a launch its LMS signed, so forged launches cannot push them out), and one
+/// for every unknown key together.
 pub fn bucket(known_key: Option<&str>, after_signature: bool) -> String {
     match (known_key, after_signature) {
         (Some(key), true) => format!("{key}{SIGNED}"),

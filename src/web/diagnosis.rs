@@ -28,7 +28,8 @@ use crate::web::AppState;
 /// once however often it is sent again: filling it takes as many launches from the LMS.
 const RECORDS_PER_MINUTE: u32 = 30;
 
-/// True for refusals that come after the signature check passed: only the LMS can cause them.
+/// True for refusals that come after the signature check passed: they take a launch the LMS
+/// signed (sent by the LMS, or sent again by whoever kept it), never a forged one.
 fn after_signature(error: &LtiError) -> bool {
     matches!(
         error,
@@ -49,11 +50,11 @@ const SIGNED_REMEMBERED: usize = 4096;
 
 /// How many more refused launches may be recorded this minute (every refusal is still logged).
 #[derive(Default)]
-pub struct RefusalBudget(Mutex<Spent>, Mutex<RecordedNonces>);
+pub struct RefusalBudget(Mutex<Spent>, Mutex<RecordedSignatures>);
 
 /// The consumer keys and signatures of the last [`SIGNED_REMEMBERED`] signed launches recorded.
 #[derive(Default)]
-struct RecordedNonces {
+struct RecordedSignatures {
     seen: HashSet<(String, String)>,
     order: VecDeque<(String, String)>,
 }
