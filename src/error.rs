@@ -100,6 +100,10 @@ pub enum LtiError {
     /// A launch sent to an address with no page for it (a launch URL mistyped in the LMS).
     #[error("a launch sent to {0}, an address with no page")]
     LaunchAtUnknownAddress(String),
+    /// A launch sent with a method its address does not take (a POST to a page only opened by a
+    /// GET, such as `/grades`): it cannot start a visit there.
+    #[error("a launch sent to {0}, which takes no launch")]
+    LaunchAtPageWithoutLaunch(String),
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

@@ -116,6 +116,14 @@ fn lti_state() -> impl Fairing {
     AdHoc::try_on_ignite("LTI state", |rocket| async move {
         match init_state(rocket.figment()).await {
             Ok(state) => {
+                let fork_pages: Vec<&str> = fork::LAUNCH_PAGES.iter().map(|(p, _)| *p).collect();
+                for path in web::pages::without_post_route(&rocket, &fork_pages) {
+                    log::warn!(
+                        "fork::LAUNCH_PAGES names {path:?}, but no POST route serves it: an LMS \
+                         launch there is refused as \"Not a launch address\" (a launch URL needs a \
+                         POST route with a launch guard, LtiInitial or LtiAny)"
+                    );
+                }
                 let mut rocket = rocket;
                 if state.settings.dev_launcher {
                     rocket = rocket.mount("/", web::dev_launcher::routes());

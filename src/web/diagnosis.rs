@@ -241,6 +241,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         LtiError::DisabledConsumer => Hint::DisabledKey,
         LtiError::LaunchAtSessionPage
         | LtiError::LaunchAtHomePage
+        | LtiError::LaunchAtPageWithoutLaunch(_)
         | LtiError::LaunchAtUnknownAddress(_) => Hint::NotLaunchAddress {
             // The path at least, when the host could not be told.
             seen: capped(

@@ -36,11 +36,21 @@ impl LtiError {
             | UnsupportedSignatureMethod(_)
             | UnsupportedOAuthVersion(_)
             | InvalidLaunch { .. } => Status::BadRequest,
-            NoLaunch | UnknownConsumer | DisabledConsumer | BadSignature | StaleTimestamp(_)
-            | FutureTimestamp(_) | ReplayedNonce | NonceForgotten | NoSession | SessionExpired
-            | LaunchAtSessionPage | LaunchAtHomePage | HandoffInvalid | AdminLoginRequired => {
-                Status::Unauthorized
-            }
+            NoLaunch
+            | UnknownConsumer
+            | DisabledConsumer
+            | BadSignature
+            | StaleTimestamp(_)
+            | FutureTimestamp(_)
+            | ReplayedNonce
+            | NonceForgotten
+            | NoSession
+            | SessionExpired
+            | LaunchAtSessionPage
+            | LaunchAtHomePage
+            | LaunchAtPageWithoutLaunch(_)
+            | HandoffInvalid
+            | AdminLoginRequired => Status::Unauthorized,
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
             NoSuchConsumer | NotFound | LaunchAtUnknownAddress(_) => Status::NotFound,
             PublishedDemoConsumer | SecretAlreadyReplaced => Status::Conflict,
@@ -95,6 +105,7 @@ impl LtiError {
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}. {ASK}", crate::web::pages::suggested_launch_pages())),
             LaunchAtUnknownAddress(_) => ("Not a launch address", format!("There is no page at this address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}, typed exactly (letter case counts). {ASK}", crate::web::pages::suggested_launch_pages())),
+            LaunchAtPageWithoutLaunch(_) => ("Not a launch address", format!("This page does not start a visit, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}. {ASK}", crate::web::pages::suggested_launch_pages())),
             LaunchAtHomePage => ("Not a launch address", format!("This is the tool's home page, not a launch address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}. {ASK}", crate::web::pages::suggested_launch_pages())),
             HandoffInvalid => ("Link expired", format!("This link to open the tool in a new window has expired or was already used. {AGAIN}")),
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
@@ -505,16 +516,7 @@ fn generic(status: Status) -> ErrorPage {
 /// The methods the app's routes take at the request's path, as an `Allow` value: `None` when no
 /// route has the path, or one has it for the request's own method (and forwarded or failed).
 fn allowed_methods(req: &Request<'_>) -> Option<String> {
-    let path: Vec<&str> = req.uri().path().segments().collect();
-    let mut methods: Vec<Method> = req
-        .rocket()
-        .routes()
-        .filter(|route| path_matches(route.uri.path(), &path))
-        .filter(|route| {
-            route.name.as_deref() != Some(LAUNCH_AT_HOME_ROUTE) || route.uri.path() != "/"
-        })
-        .map(|route| route.method)
-        .collect();
+    let mut methods = route_methods(req);
     if methods.contains(&Method::Get) {
         // Rocket answers HEAD with the GET route.
         methods.push(Method::Head);
@@ -528,9 +530,23 @@ fn allowed_methods(req: &Request<'_>) -> Option<String> {
     Some(allow.join(", "))
 }
 
+/// The methods of the routes at the request's path (none: an address with no page). The home
+/// page's launch refusal is left out: it takes only launches, which a 405 is not about.
+pub(crate) fn route_methods(req: &Request<'_>) -> Vec<Method> {
+    let path: Vec<&str> = req.uri().path().segments().collect();
+    req.rocket()
+        .routes()
+        .filter(|route| path_matches(route.uri.path(), &path))
+        .filter(|route| {
+            route.name.as_deref() != Some(LAUNCH_AT_HOME_ROUTE) || route.uri.path() != "/"
+        })
+        .map(|route| route.method)
+        .collect()
+}
+
 /// Whether a route's path (`/consumers/<action>`, `/static/<file..>`) matches the request's
 /// (decoded, non-empty) segments.
-pub(crate) fn path_matches(route: &str, request: &[&str]) -> bool {
+fn path_matches(route: &str, request: &[&str]) -> bool {
     let mut want = route.split('/').filter(|s| !s.is_empty());
     let mut have = request.iter();
     loop {

@@ -26,6 +26,7 @@ use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
     end_session_refusing, first_live_session, note_visit, session_ids_of, BrowserSession,
 };
+use crate::web::stray_launch::peeked_body;
 use crate::web::AppState;
 
 /// What every guard hands the page: the launch data, and the session it lives in.
@@ -85,8 +86,8 @@ guard_type!(
     /// nothing is verified or spent, and the page is the session's. One for another user is
     /// logged (the sign of an LMS link set to this page by mistake). Without a live session, a
     /// request carrying a launch is refused (401) as one sent to a page that takes none. As a
-    /// data guard it looks in the body too; as a request guard, at the query and an OAuth
-    /// `Authorization` header.
+    /// data guard it looks in the body too; as a request guard (beside the route's own form), at
+    /// the query, an OAuth `Authorization` header and the start of a POST's body.
     LtiSession
 );
 guard_type!(
@@ -231,7 +232,8 @@ impl<'r> FromRequest<'r> for LtiSession {
     type Error = LtiError;
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
         let result = match state(req) {
-            Ok(state) => session_only(req, state, None).await,
+            // A POST's form is the route's: only its start, to tell a launch sent here.
+            Ok(state) => session_only(req, state, peeked_body(req)).await,
             Err(e) => Err(e),
         };
         outcome(req, result, LtiSession)

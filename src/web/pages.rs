@@ -163,6 +163,24 @@ pub fn launch_paths() -> Vec<&'static str> {
     paths
 }
 
+/// Those of `paths` that no POST route of `rocket` serves: an LMS launch there could only be
+/// refused ("Not a launch address"), so the start warns about a fork's launch page among them.
+pub fn without_post_route<'a, P: rocket::Phase>(
+    rocket: &rocket::Rocket<P>,
+    paths: &[&'a str],
+) -> Vec<&'a str> {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    paths
+        .iter()
+        .copied()
+        .filter(|path| {
+            !rocket
+                .routes()
+                .any(|r| r.method == rocket::http::Method::Post && same(r.uri.path(), path))
+        })
+        .collect()
+}
+
 const ANY: &str = "Landing page";
 const INITIAL: &str = "Initial request";
 const SESSION: &str = "Session request";

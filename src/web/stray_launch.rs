@@ -1,7 +1,10 @@
-//! Launches sent to an address with no page at all: a launch URL mistyped in the LMS (`/Any`,
-//! `/launch`, `/lti`). They get the 404 any request there gets, but the page says that a launch
-//! arrived at the wrong address and where launches go; as any failed launch, it ends the browser's
-//! session, and the admin page's refused launches show it with the address it came to. Nothing is
+//! Launches sent where no page takes them: to an address with no page at all (a launch URL
+//! mistyped in the LMS: `/Any`, `/launch`, `/lti`), with a method the address does not take (a
+//! POST to `/grades`, which only opens), or to a page whose `LtiSession` only continues a visit
+//! (`/grade`'s forms) when there is none. They get the answer any request there gets (404, or
+//! 401 "Not a launch address" where the address exists), in words that say a launch arrived at
+//! the wrong address and where launches go; as any failed launch, it ends the browser's session,
+//! and the admin page's refused launches show it with the address it came to. Nothing is
 //! verified or spent.
 
 use std::collections::HashSet;
@@ -13,7 +16,7 @@ use rocket::{Data, Request};
 
 use crate::error::{excerpt, LtiError};
 use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
-use crate::web::error::path_matches;
+use crate::web::error::route_methods;
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
 use crate::web::launch_body::carries_launch_fields;
@@ -21,23 +24,31 @@ use crate::web::origin::is_navigation;
 use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
 
-/// How much of a body the catcher gets to see: it cannot read the body itself, so the fairing
-/// keeps its start (Rocket's most for a peek). Launch fields show in the first few fields.
+/// How much of a body the catcher and `LtiSession`'s request guard get to see: neither can read
+/// the body itself, so the fairing keeps its start (Rocket's most for a peek). Launch fields show
+/// in the first few fields.
 const PEEK: usize = 512;
 
-/// The start of the body of a POST to an address with no route.
-struct StrayBody(Option<Vec<u8>>);
+/// The start of the body of a POST to an address that is not a launch page.
+struct PeekedBody(Option<Vec<u8>>);
 
-/// The fairing that keeps the start of the body of a POST to an address with no route.
-pub fn fairing() -> KeepStrayBodies {
-    KeepStrayBodies(OnceLock::new())
+/// The start of the request's body, kept by the [`fairing`]: for a POST to any address but a
+/// launch page (whose guard reads the whole body), else `None`.
+pub(crate) fn peeked_body<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
+    req.local_cache(|| PeekedBody(None)).0.as_deref()
 }
 
-/// See [`fairing`]; holds the route paths, read once (the routes are fixed once the server runs).
-pub struct KeepStrayBodies(OnceLock<RoutePaths>);
+/// The fairing that keeps the start of the body of a POST to an address that is not a launch
+/// page.
+pub fn fairing() -> KeepPeekedBodies {
+    KeepPeekedBodies(OnceLock::new())
+}
+
+/// See [`fairing`]; holds the launch pages' paths, made once (they are fixed at build time).
+pub struct KeepPeekedBodies(OnceLock<HashSet<String>>);
 
 #[rocket::async_trait]
-impl Fairing for KeepStrayBodies {
+impl Fairing for KeepPeekedBodies {
     fn info(&self) -> Info {
         Info {
             name: "Stray launches",
@@ -46,47 +57,22 @@ impl Fairing for KeepStrayBodies {
     }
 
     async fn on_request(&self, req: &mut Request<'_>, data: &mut Data<'_>) {
-        let paths = self.0.get_or_init(|| RoutePaths::of(req.rocket()));
-        if req.method() == Method::Post && !paths.has(req) {
+        if req.method() != Method::Post {
+            return;
+        }
+        let launch_pages = self.0.get_or_init(|| {
+            let mut paths = crate::web::pages::launch_paths();
+            paths.push("/");
+            paths
+                .into_iter()
+                .map(|p| normalized(p.split('/')))
+                .collect()
+        });
+        let path = normalized(req.uri().path().segments());
+        if !launch_pages.contains(&path) {
             let start = data.peek(PEEK).await.to_vec();
-            req.local_cache(|| StrayBody(Some(start)));
+            req.local_cache(|| PeekedBody(Some(start)));
         }
-    }
-}
-
-/// The paths the app's routes have: fixed ones to look up, and those with parameters to match.
-struct RoutePaths {
-    fixed: HashSet<String>,
-    with_parameters: Vec<String>,
-}
-
-impl RoutePaths {
-    fn of<P: rocket::Phase>(rocket: &rocket::Rocket<P>) -> Self {
-        let (mut fixed, mut with_parameters) = (HashSet::new(), Vec::new());
-        for route in rocket.routes() {
-            let path = route.uri.path();
-            match path.contains('<') {
-                true => with_parameters.push(path.to_string()),
-                false => {
-                    fixed.insert(normalized(path.split('/')));
-                }
-            }
-        }
-        RoutePaths {
-            fixed,
-            with_parameters,
-        }
-    }
-
-    /// Whether any route, of any method, has the request's path (then a launch there is sent
-    /// with the wrong method, or refused by that route: no stray).
-    fn has(&self, req: &Request<'_>) -> bool {
-        let segments: Vec<&str> = req.uri().path().segments().collect();
-        self.fixed.contains(&normalized(segments.iter().copied()))
-            || self
-                .with_parameters
-                .iter()
-                .any(|route| path_matches(route, &segments))
     }
 }
 
@@ -112,24 +98,27 @@ fn names_a_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
         .any(|raw| has(raw, b"oauth_consumer_key") || has(raw, b"lti_message_type"))
 }
 
-/// For a request to an address with no route: when it is a launch, the refusal that says so,
-/// else `None`. A browser's launch (not a HEAD, nor another page's image) is a failed launch: it
-/// is logged as one, ends the browser's session and is recorded for the admin page.
+/// For a request no route took (Rocket's 404): when it is a launch sent to an address with no
+/// page, or with a method the address does not take, the refusal that says so, else `None`. A
+/// browser's launch (not a HEAD, nor another page's image) is a failed launch: it is logged as
+/// one, ends the browser's session and is recorded for the admin page.
 pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
-    let body = req.local_cache(|| StrayBody(None)).0.as_deref();
+    let body = peeked_body(req);
     if !carries_launch_fields(req, body) || !names_a_launch(req, body) {
         return None;
     }
-    // A GET's path is looked up only now: a launch to no page is rare, 404s are not.
-    let unrouted = match req.method() {
-        Method::Post => body.is_some(),
-        _ => !RoutePaths::of(req.rocket()).has(req),
-    };
-    if !unrouted {
-        return None;
-    }
+    // The routes are looked up only now: a launch to no page is rare, 404s are not.
+    let methods = route_methods(req);
     let path = excerpt(req.uri().path().as_str(), 200);
-    let error = LtiError::LaunchAtUnknownAddress(path);
+    let error = if methods.is_empty() {
+        LtiError::LaunchAtUnknownAddress(path)
+    } else if !methods.contains(&req.method()) && !SentAsHead::of(req) {
+        // (A HEAD gets the 405 with the methods the address takes, as at a launch page.)
+        LtiError::LaunchAtPageWithoutLaunch(path)
+    } else {
+        // A route for the method forwarded (its own refusal), or a HEAD.
+        return None;
+    };
     let state = req.rocket().state::<AppState>()?;
     if !SentAsHead::of(req) && is_navigation(req) {
         let fields = unreadable_fields(req, body, &error);

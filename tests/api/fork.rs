@@ -187,6 +187,46 @@ async fn a_fork_adds_guarded_pages() {
 }
 
 #[rocket::async_test]
+async fn a_launch_url_without_a_post_route_is_named_at_start_and_launches_there_fail() {
+    use rocket_lti_tool::web::pages::without_post_route;
+    let app = spawn_app_with(|f| f).await;
+    let client = with_examples(&app, routes![quiz, gradebook, gradebook_visit]).await;
+    // The README's `/quiz` takes no launch: listed in LAUNCH_PAGES, the start would warn.
+    let (quiz, gradebook) = (format!("{EXAMPLE}/quiz"), format!("{EXAMPLE}/gradebook/"));
+    let unserved = without_post_route(client.rocket(), &[&quiz, &gradebook, "/any"]);
+    assert_eq!(unserved, [quiz.as_str()]);
+    // A launch sent there anyway is a failed launch: it ends the visit open in the browser.
+    let host = rocket::http::Header::new("Host", HOST);
+    let post = |path: String, body: String| {
+        client
+            .post(path)
+            .header(host.clone())
+            .header(rocket::http::ContentType::Form)
+            .body(body)
+    };
+    let launch = Launch::new(&format!("{EXAMPLE}/gradebook"));
+    let res = post(format!("{EXAMPLE}/gradebook"), launch.signed_body())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let res = post(
+        quiz.clone(),
+        Launch::new(&quiz).user("another").signed_body(),
+    )
+    .dispatch()
+    .await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let page = refused(res, Status::Unauthorized).await;
+    assert!(page.contains("Not a launch address"), "{page}");
+    let visit = client
+        .get(format!("{EXAMPLE}/gradebook"))
+        .header(host.clone())
+        .dispatch()
+        .await;
+    refused(visit, Status::Unauthorized).await;
+}
+
+#[rocket::async_test]
 async fn role_gates_and_handler_refusals_leave_no_session_behind() {
     let app = spawn_app_with(|f| f).await;
     let client = with_examples(&app, routes![practice, ta_room, checked_in_handler]).await;

@@ -723,17 +723,13 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
     assert!(hints[0].contains("/Initial"), "{hints:?}");
     // Nothing was verified or spent.
     assert_eq!(app.count("nonces").await, 2);
-    // An address that exists keeps its own answer (here, the 405 of a page that takes only
-    // GET), as do other requests to no page: an OAuth 1 callback's fields are no launch.
-    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
-    let res = app.launch(&Launch::new("/lti/config.xml")).await;
-    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
-    let page = refused(res, Status::MethodNotAllowed).await;
-    assert!(!page.contains("launch address"), "{page}");
-    // An address a route has through a parameter (`/admin/consumers/<action>`) exists too.
+    // An address a route has through a parameter (`/admin/consumers/<action>`, only for GET)
+    // exists: the launch was sent to a page that takes none, not to no page.
     let res = app.launch(&Launch::new("/admin/consumers/anything")).await;
-    let page = res.into_string().await.unwrap();
-    assert!(!page.contains("launch address"), "{page}");
+    let page = refused(res, Status::Unauthorized).await;
+    assert!(page.contains("does not start a visit"), "{page}");
+    // Other requests to no page keep their 404: an OAuth 1 callback's fields are no launch.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
     for res in [
         app.post_form("/nope", "a=1".into()).await,
         app.get("/nope?a=1").await,
@@ -744,7 +740,62 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
     }
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
-    assert_eq!(recorded.len(), 5);
+    assert_eq!(recorded.len(), 6);
+}
+
+#[rocket::async_test]
+async fn a_launch_sent_to_a_page_that_takes_none_is_a_failed_launch() {
+    use rocket_lti_tool::store::refusals;
+    let app = spawn_app().await;
+    // A page only opened by a GET (the staff's grade page, the registration XML): a launch
+    // POSTed there (an LMS link set to it) is refused as not a launch address, not with "does
+    // not take POST", and as any failed launch it ends the visit open in the browser.
+    for path in ["/grades", "/lti/config.xml"] {
+        assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+        let res = app.launch(&Launch::new(path).user("someone-else")).await;
+        assert!(clears_session_cookie(&res), "{path}: {:?}", res.headers());
+        let page = refused(res, Status::Unauthorized).await;
+        assert!(page.contains("Not a launch address"), "{page}");
+        assert!(page.contains("does not start a visit"), "{page}");
+        assert!(!page.contains("Back to your page"), "{page}");
+        refused(app.get("/session").await, Status::Unauthorized).await;
+    }
+    // A page whose form guard only continues a visit (the learner's grade form), without one:
+    // not "Not signed in" (which blames the browser's cookies) but where launches go.
+    let page = refused(
+        app.launch(&Launch::new("/grade")).await,
+        Status::Unauthorized,
+    )
+    .await;
+    assert!(page.contains("Not a launch address"), "{page}");
+    let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    let reasons: Vec<&str> = recorded.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(recorded.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[2].contains("/grades, which takes no launch"),
+        "{reasons:?}"
+    );
+    assert!(reasons[0].contains("session-only page"), "{reasons:?}");
+    // Nothing was verified or spent but the two launches that opened visits.
+    assert_eq!(app.count("nonces").await, 2);
+    // A HEAD keeps its 405 with the methods the address takes, and ends nothing; a request
+    // that is no launch keeps its own answer.
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    let launch = Launch::new("/grade/read");
+    let res = app.client.head(launch.signed_get_path()).dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert_eq!(res.headers().get_one("Allow"), Some("POST"));
+    let res = app.post_form("/grades", "note=hello".into()).await;
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD"));
+    refused(res, Status::MethodNotAllowed).await;
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+    assert_eq!(
+        refusals::recent(&app.state().db, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[rocket::async_test]
