@@ -95,6 +95,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .attach(lti_state())
         .attach(web::grades::fairing())
         .attach(pruning())
+        .attach(AdHoc::on_liftoff("Launch pages", |rocket| {
+            Box::pin(async move { warn_of_launch_pages_without_post_route(rocket) })
+        }))
         .attach(log_colours_stay_as_configured())
         .attach(response_headers())
         .attach(web::admin::never_framed())
@@ -110,20 +113,25 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     fork::attach(tool)
 }
 
+/// Warns of a fork launch page no POST route serves (checked once every route is mounted, a
+/// fork's ignite fairings' included): an LMS launch there can only be refused.
+fn warn_of_launch_pages_without_post_route(rocket: &Rocket<rocket::Orbit>) {
+    let fork_pages: Vec<&str> = fork::LAUNCH_PAGES.iter().map(|(p, _)| *p).collect();
+    for path in web::pages::without_post_route(rocket, &fork_pages) {
+        log::warn!(
+            "fork::LAUNCH_PAGES names {path:?}, but no POST route serves it: an LMS launch there \
+             is refused as \"Not a launch address\" (a launch URL needs a POST route with a \
+             launch guard, LtiInitial or LtiAny)"
+        );
+    }
+}
+
 /// Reads the settings, opens the database and builds the shared state; mounts the routes that
 /// settings turn on (off, they do not exist at all: 404 for any method).
 fn lti_state() -> impl Fairing {
     AdHoc::try_on_ignite("LTI state", |rocket| async move {
         match init_state(rocket.figment()).await {
             Ok(state) => {
-                let fork_pages: Vec<&str> = fork::LAUNCH_PAGES.iter().map(|(p, _)| *p).collect();
-                for path in web::pages::without_post_route(&rocket, &fork_pages) {
-                    log::warn!(
-                        "fork::LAUNCH_PAGES names {path:?}, but no POST route serves it: an LMS \
-                         launch there is refused as \"Not a launch address\" (a launch URL needs a \
-                         POST route with a launch guard, LtiInitial or LtiAny)"
-                    );
-                }
                 let mut rocket = rocket;
                 if state.settings.dev_launcher {
                     rocket = rocket.mount("/", web::dev_launcher::routes());

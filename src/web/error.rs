@@ -562,6 +562,10 @@ fn path_matches(route: &str, request: &[&str]) -> bool {
 #[catch(default)]
 async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
     crate::web::session_cookie::clear_cookie_on_refusal(req);
+    if crate::web::stray_launch::broke_off(req) {
+        let broken = LtiError::BodyUnreadable("the body broke off".into());
+        return Refusal::Page(ErrorPage::from(&broken));
+    }
     if status == Status::NotFound && remembered(req).is_none() {
         crate::web::session_cookie::note_visit_of_unguarded(req).await;
     }

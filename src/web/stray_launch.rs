@@ -16,7 +16,7 @@ use rocket::{Data, Request};
 
 use crate::error::{excerpt, LtiError};
 use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
-use crate::web::error::route_methods;
+use crate::web::error::{remember, route_methods};
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
 use crate::web::launch_body::carries_launch_fields;
@@ -71,9 +71,26 @@ impl Fairing for KeepPeekedBodies {
         let path = normalized(req.uri().path().segments());
         if !launch_pages.contains(&path) {
             let start = data.peek(PEEK).await.to_vec();
+            if start.len() < PEEK && !data.peek_complete() {
+                // Rocket's peek drops a read error (a body broken off, a bad chunk), and the body
+                // then reads as ended: a form route would take its start for the whole form. No
+                // route takes TRACE, so the catcher answers this one ([`broke_off`]).
+                remember(req, &LtiError::BodyUnreadable("the body broke off".into()));
+                req.local_cache(|| BrokeOff(true));
+                req.set_method(Method::Trace);
+            }
             req.local_cache(|| PeekedBody(Some(start)));
         }
     }
+}
+
+/// Set when a POST's body broke off within its first [`PEEK`] bytes.
+struct BrokeOff(bool);
+
+/// Whether the request's body broke off before the fairing could keep its start: it is refused
+/// (400) before any route sees what arrived.
+pub(super) fn broke_off(req: &Request<'_>) -> bool {
+    req.local_cache(|| BrokeOff(false)).0
 }
 
 /// A path as the router compares it: its non-empty segments.

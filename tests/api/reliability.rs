@@ -369,6 +369,63 @@ fn a_launch_whose_chunked_body_breaks_off_is_a_failed_launch_and_ends_the_sessio
 }
 
 #[test]
+fn a_form_whose_body_breaks_off_is_refused_not_taken_for_its_start() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let visit = launch_as(server.port, "learner").unwrap().expect("launch");
+    // A form cut short: its start must not pass for the whole form (a score of 0.9 for 0.95, a
+    // key cut in two), at any address a form is posted to. (Only past Rocket's own look at the
+    // first 15 bytes of a form, for `_method`: it drops an error there, and the body then reads
+    // as ended, as the README says.)
+    const FORM: &str = "csrf=0123456789abcdef&score=0.9";
+    for path in [
+        "/logout",
+        "/grade",
+        "/grades/set",
+        "/admin/login",
+        "/lti/continue",
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {HOST}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nCookie: lti_session={}\r\n",
+            visit.cookie
+        );
+        // The sender stops half way (and closes its side), or sends a chunk size that is none.
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let cut = format!("{head}Content-Length: 100\r\nConnection: close\r\n\r\n{FORM}");
+        stream.write_all(cut.as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let closed = read_answer(&mut stream).unwrap();
+        let chunked = send(
+            server.port,
+            format!(
+                "{head}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{FORM}\r\nzz\r\n",
+                FORM.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        for answer in [closed, chunked] {
+            assert_eq!(answer.status, 400, "{path}: {answer:?}");
+            assert!(
+                answer.is_error_page("Malformed request"),
+                "{path}: {answer:?}"
+            );
+        }
+    }
+    // Nothing was done with them: the visit goes on.
+    let answer = server.get("/session", Some(&visit.cookie)).unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let log = server.log_with("POST /lti/continue: 400");
+    assert!(log.contains("POST /grades/set: 400"), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
     let dir = temp_dir();
     // `ROCKET_CLI_COLORS=false`, and the log goes to a pipe.
