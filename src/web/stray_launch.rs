@@ -33,7 +33,8 @@ const PEEK: usize = 512;
 struct PeekedBody(Option<Vec<u8>>);
 
 /// The start of the request's body, kept by the [`fairing`]: for a POST to any address but a
-/// launch page (whose guard reads the whole body), else `None`.
+/// launch page (whose guard reads the whole body), else `None`. Only whole fields: those that
+/// end within its first [`PEEK`] bytes.
 pub(crate) fn peeked_body<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
     req.local_cache(|| PeekedBody(None)).0.as_deref()
 }
@@ -79,9 +80,19 @@ impl Fairing for KeepPeekedBodies {
                 req.local_cache(|| BrokeOff(true));
                 req.set_method(Method::Trace);
             }
-            req.local_cache(|| PeekedBody(Some(start)));
+            req.local_cache(|| PeekedBody(Some(whole_fields(start))));
         }
     }
+}
+
+/// A body's start without the field the peek cut through (it would read as another value, a
+/// consumer key cut short recorded as another key).
+fn whole_fields(mut start: Vec<u8>) -> Vec<u8> {
+    if start.len() >= PEEK {
+        let end = start.iter().rposition(|&b| b == b'&').unwrap_or(0);
+        start.truncate(end);
+    }
+    start
 }
 
 /// Set when a POST's body broke off within its first [`PEEK`] bytes.

@@ -744,6 +744,23 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
 }
 
 #[rocket::async_test]
+async fn a_stray_launch_is_recorded_without_a_field_cut_at_the_end_of_what_was_seen() {
+    use rocket_lti_tool::store::refusals;
+    let app = spawn_app().await;
+    // Of a POST to no page only the first 512 bytes are seen: here the consumer key's value
+    // runs past them. Recorded cut short, it would file the refusal under another key.
+    let start = "lti_message_type=basic-lti-launch-request&oauth_nonce=n&custom_pad=";
+    let key = "&oauth_consumer_key=";
+    let pad = "x".repeat(512 - start.len() - key.len() - 3);
+    let body = format!("{start}{pad}{key}__consumer_key__&oauth_signature=s");
+    refused(app.post_form("/Any", body).await, Status::NotFound).await;
+    let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].consumer_key, "", "{:?}", recorded[0].param_names);
+    assert!(recorded[0].param_names.ends_with("custom_pad"), "{}", recorded[0].param_names);
+}
+
+#[rocket::async_test]
 async fn a_launch_sent_to_a_page_that_takes_none_is_a_failed_launch() {
     use rocket_lti_tool::store::refusals;
     let app = spawn_app().await;
