@@ -45,7 +45,8 @@ pub fn fairing() -> KeepPeekedBodies {
     KeepPeekedBodies(OnceLock::new())
 }
 
-/// See [`fairing`]; holds the launch pages' paths, made once (they are fixed at build time).
+/// See [`fairing`]; holds the paths of the launch pages that read their body, made once (the
+/// routes are fixed once the server runs).
 pub struct KeepPeekedBodies(OnceLock<HashSet<String>>);
 
 #[rocket::async_trait]
@@ -64,8 +65,11 @@ impl Fairing for KeepPeekedBodies {
         let launch_pages = self.0.get_or_init(|| {
             let mut paths = crate::web::pages::launch_paths();
             paths.push("/");
+            // A fork's launch page without a POST route (the start warns) reads no body.
+            let unserved = crate::web::pages::without_post_route(req.rocket(), &paths);
             paths
                 .into_iter()
+                .filter(|p| !unserved.contains(p))
                 .map(|p| normalized(p.split('/')))
                 .collect()
         });

@@ -756,8 +756,16 @@ async fn a_stray_launch_is_recorded_without_a_field_cut_at_the_end_of_what_was_s
     refused(app.post_form("/Any", body).await, Status::NotFound).await;
     let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
     assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].consumer_key, "", "{:?}", recorded[0].param_names);
-    assert!(recorded[0].param_names.ends_with("custom_pad"), "{}", recorded[0].param_names);
+    assert_eq!(
+        recorded[0].consumer_key, "",
+        "{:?}",
+        recorded[0].param_names
+    );
+    assert!(
+        recorded[0].param_names.ends_with("custom_pad"),
+        "{}",
+        recorded[0].param_names
+    );
 }
 
 #[rocket::async_test]
