@@ -222,18 +222,27 @@ impl OutcomesClient {
         let mut pause = self.config.backoff;
         let attempts = self.config.attempts.max(1);
         // An attempt the LMS answered with a 5xx may have been recorded: if a later one then fails
-        // in a way that says nothing reached the LMS (no connection, a redirect, a 4xx), that is
-        // not the whole story, and the 5xx is reported instead.
+        // in a way that says nothing reached the LMS (no connection, a redirect, a 4xx) or that
+        // the LMS refused it (a failure in words, which an LMS that dedupes by message sends to
+        // a retry of what it recorded), that is not the whole story, and the 5xx is reported.
         let mut answered: Option<OutcomeError> = None;
         let unsure = |answered: &Option<OutcomeError>, error: OutcomeError| match answered {
-            Some(earlier) if error.nothing_recorded() => earlier.clone(),
+            Some(earlier) if error.nothing_recorded() || error.is_refusal() => {
+                log::warn!(
+                    "{}: {error}, after an attempt answered with {earlier} that may have been \
+                     recorded",
+                    operation.name()
+                );
+                earlier.clone()
+            }
             _ => error,
         };
         for attempt in 1..=attempts {
             match self.attempt(credentials, &target.service_url, &body).await {
                 Attempt::Done(result) => {
-                    let result = result.map_err(|e| unsure(&answered, e));
-                    return self.outcome(operation, &message_id, result);
+                    return self
+                        .outcome(operation, &message_id, result)
+                        .map_err(|e| unsure(&answered, e));
                 }
                 Attempt::Retry(error) if attempt == attempts => {
                     log::warn!(

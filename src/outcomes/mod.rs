@@ -106,6 +106,15 @@ impl OutcomeError {
             _ => false,
         }
     }
+
+    /// Whether the LMS answered with a refusal in words (`failure` or `unsupported`): this
+    /// request was not taken, whatever an earlier one was.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            OutcomeError::Failure { .. } | OutcomeError::Unsupported { .. }
+        )
+    }
 }
 
 /// Checks that a score is a finite number within 0.0..=1.0; a negative zero becomes a plain one.

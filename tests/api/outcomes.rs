@@ -324,6 +324,14 @@ async fn server_errors_are_retried_with_fresh_nonces_then_given_up() {
     assert!(!err.nothing_recorded());
     assert!(OutcomeError::HttpStatus(403).nothing_recorded());
     assert_eq!(lms.received().len(), 8);
+    // So is a 500 then a refusal in words (even one that blames the signature): the refusal is
+    // about the retry, not the first try, which may be in the gradebook.
+    let err = client
+        .replace_result(CREDS, &target(&lms, "/500-then-failure", "s1"), 0.5, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, OutcomeError::HttpStatus(500));
+    assert_eq!(lms.received().len(), 10);
     lms.assert_all_valid();
 }
 
