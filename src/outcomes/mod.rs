@@ -107,6 +107,18 @@ impl OutcomeError {
         }
     }
 
+    /// Whether a write reached the LMS and its answer leaves unknown what the gradebook holds
+    /// now (a 5xx, a malformed answer, a lost connection, a timeout).
+    pub fn leaves_score_unknown(&self) -> bool {
+        matches!(
+            self,
+            OutcomeError::HttpStatus(500..=599)
+                | OutcomeError::MalformedResponse(_)
+                | OutcomeError::Network(_)
+                | OutcomeError::Timeout
+        )
+    }
+
     /// Whether the LMS answered with a refusal in words (`failure` or `unsupported`): this
     /// request was not taken, whatever an earlier one was.
     pub fn is_refusal(&self) -> bool {

@@ -957,6 +957,15 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
     }
     page(app.launch(&Launch::new("/initial_staff")).await, Status::Ok).await;
     let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    // One learner's score was confirmed before: a row not read now still shows it.
+    sqlx::query(
+        "UPDATE outcome_targets SET last_score = 0.7, score_known_at = ? WHERE user_id = ?",
+    )
+    .bind(now() as i64)
+    .bind("learner-0")
+    .execute(&app.state().db)
+    .await
+    .unwrap();
     let started = Instant::now();
     let body = page(
         app.post_form("/grades/refresh", format!("csrf={token}"))
@@ -969,8 +978,19 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert!(body.contains("Not read: the LMS was too slow"), "{body}");
+    assert!(
+        body.contains("Not read now: the LMS was too slow"),
+        "{body}"
+    );
     assert_eq!(body.matches("<code>learner-").count(), 12, "{body}");
+    let row = body
+        .split("<tr>")
+        .find(|r| r.contains("<code>learner-0</code>"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("0.7") && row.contains("as of") && row.contains("Not read now"),
+        "{row}"
+    );
     // The headline does not claim the scores were read.
     assert!(!body.contains("Scores just read"), "{body}");
     assert!(body.contains("12 of 12 scores could not be read"), "{body}");
@@ -1204,6 +1224,40 @@ async fn a_score_the_lms_is_still_processing_is_not_shown_as_known() {
         .find(|r| r.contains("<code>learner-p</code>"))
         .unwrap_or_default();
     assert!(row.contains("unknown") && !row.contains("0.5"), "{row}");
+    lms.assert_all_valid();
+}
+
+#[rocket::async_test]
+async fn a_score_after_a_write_that_may_or_may_not_have_been_taken_is_unknown() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    // Two learners known at 0.7; writes to the first fail after reaching the LMS (500s), to the
+    // second before it (403): only the first gradebook may have changed.
+    for (user, path) in [("learner-u", "/down"), ("learner-n", "/forbidden")] {
+        app.launch(&learner_launch(&lms, path, user, &format!("sid-{user}")))
+            .await;
+    }
+    sqlx::query("UPDATE outcome_targets SET last_score = 0.7, score_known_at = ?")
+        .bind(now() as i64)
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    app.launch(&Launch::new("/initial_staff")).await;
+    let token = csrf_in(&page(app.get("/grades").await, Status::Ok).await);
+    for user in ["learner-u", "learner-n"] {
+        let form = format!("user_id={user}&score=0.2&csrf={token}");
+        let res = app.post_form("/grades/set", form).await;
+        assert_eq!(res.status(), Status::BadGateway);
+    }
+    let body = page(app.get("/grades").await, Status::Ok).await;
+    let row = |user: &str| {
+        body.split("<tr>")
+            .find(|r| r.contains(&format!("<code>{user}</code>")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("learner-u").contains("unknown"), "{}", row("learner-u"));
+    assert!(row("learner-n").contains("0.7"), "{}", row("learner-n"));
     lms.assert_all_valid();
 }
 

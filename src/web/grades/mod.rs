@@ -197,6 +197,26 @@ impl Outcomes {
         }
     }
 
+    /// After a write whose answer leaves the gradebook unknown (it may or may not have taken
+    /// it), forgets the score known before: the staff page shows it as unknown until read.
+    async fn forget_score_if_unsure(&self, subject: Subject<'_>, error: &OutcomeError) {
+        let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
+            return;
+        };
+        if !error.leaves_score_unknown() {
+            return;
+        }
+        let result = store::outcomes::ResultOf {
+            consumer_key: subject.consumer_key,
+            resource_link_id: link,
+            user_id: user,
+            sourcedid: &subject.target.sourcedid,
+        };
+        if let Err(e) = store::outcomes::forget_last_score(&self.db, result).await {
+            log::error!("could not forget a score the LMS may have changed: {e}");
+        }
+    }
+
     fn log(&self, operation: &str, subject: Subject<'_>, result: &Result<Response, OutcomeError>) {
         let user = subject.user_id.unwrap_or("?");
         match result {
@@ -229,6 +249,9 @@ impl Outcomes {
             .replace_result(consumer.lend(), subject.target, score, data)
             .await;
         self.log("replaceResult", subject, &result);
+        if let Err(e) = &result {
+            self.forget_score_if_unsure(subject, e).await;
+        }
         let response = result?;
         // As the LMS got it (rounded to the places it was sent with).
         let sent = crate::outcomes::xml::format_score(score)
@@ -262,6 +285,9 @@ impl Outcomes {
             .delete_result(consumer.lend(), subject.target)
             .await;
         self.log("deleteResult", subject, &result);
+        if let Err(e) = &result {
+            self.forget_score_if_unsure(subject, e).await;
+        }
         let response = result?;
         self.store_confirmed_score(subject, &response, None, None)
             .await;

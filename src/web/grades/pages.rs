@@ -25,7 +25,7 @@ const READ_CONCURRENCY: usize = 4;
 /// calling the LMS for long after the browser has gone.
 const REFRESH_DEADLINE_TIMEOUTS: u32 = 2;
 /// The row's note for a learner whose score was not read before the deadline.
-const NOT_READ_IN_TIME: &str = "Not read: the LMS was too slow for this refresh";
+const NOT_READ_IN_TIME: &str = "the LMS was too slow for this refresh";
 
 /// A learner's score form.
 #[derive(FromForm)]
