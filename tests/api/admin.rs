@@ -1327,6 +1327,14 @@ async fn a_crafted_link_cannot_make_the_list_claim_a_change() {
     // canvas-1 is enabled: only the true notice shows.
     let shown = notice("/admin?done=enabled&key=canvas-1").await;
     assert!(shown.is_some_and(|n| n.contains("canvas-1 is enabled")));
+    // The page's title says it too (read first by a screen reader on the new page).
+    let body = page(
+        app.get("/admin?done=enabled&key=canvas-1").await,
+        Status::Ok,
+    )
+    .await;
+    let title = between(&body, "<title>", "</title>").unwrap_or_default();
+    assert!(title.contains("canvas-1 is enabled"), "{title}");
     assert_eq!(notice("/admin?done=disabled&key=canvas-1").await, None);
     assert_eq!(notice("/admin?done=deleted&key=canvas-1").await, None);
     assert_eq!(notice("/admin?done=enabled&key=ghost").await, None);

@@ -167,7 +167,7 @@ async fn staff_page_accepts_urn_institution_and_system_admin_roles() {
 }
 
 #[test]
-fn the_launch_inspector_escapes_parameter_names_before_it_marks_their_breaks() {
+fn the_launch_inspector_escapes_parameter_names() {
     // A parameter's name as the LMS sent it (no signer here can sign such a name: a form's
     // names go unencoded in `oauth1-request`), rendered by the template the pages use.
     use rocket_dyn_templates::tera::{Context, Tera};
@@ -184,8 +184,9 @@ fn the_launch_inspector_escapes_parameter_names_before_it_marks_their_breaks() {
     let mut context = Context::new();
     context.insert("inspector", &inspector);
     let html = tera.render("inspector.html", &context).unwrap();
+    // Whole, as sent: a search of the page for a name finds it.
     assert!(
-        html.contains("<code>custom_<wbr>&lt;b&gt;x&lt;&#x2F;b&gt;</code>"),
+        html.contains("<code>custom_&lt;b&gt;x&lt;&#x2F;b&gt;</code>"),
         "{html}"
     );
     assert!(html.contains("&lt;i&gt;v&lt;&#x2F;i&gt;"), "{html}");
@@ -221,9 +222,8 @@ async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
         "Custom",
         "Extensions",
         "OAuth",
-        // Names may break after each `_` (not mid-word) in a narrow frame.
-        "ext_<wbr>lms",
-        "oauth_<wbr>nonce",
+        "ext_lms",
+        "oauth_nonce",
         "not necessarily this course",
     ] {
         assert!(body.contains(text), "{text}");
