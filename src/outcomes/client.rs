@@ -226,12 +226,15 @@ impl OutcomesClient {
         // the LMS refused it (a failure in words, which an LMS that dedupes by message sends to
         // a retry of what it recorded), that is not the whole story, and the 5xx is reported.
         let mut answered: Option<OutcomeError> = None;
+        // (A read changes nothing: its refusal is only its own.)
+        let write = !matches!(operation, Operation::Read);
         let unsure = |answered: &Option<OutcomeError>, error: OutcomeError| match answered {
-            Some(earlier) if error.nothing_recorded() || error.is_refusal() => {
+            Some(earlier) if error.nothing_recorded() || (write && error.is_refusal()) => {
                 log::warn!(
-                    "{}: {error}, after an attempt answered with {earlier} that may have been \
-                     recorded",
-                    operation.name()
+                    "{}: {}, after an attempt answered with {earlier} that may have been recorded",
+                    operation.name(),
+                    // The LMS's words: escaped, so they cannot forge log lines.
+                    error.to_string().escape_debug()
                 );
                 earlier.clone()
             }

@@ -137,8 +137,9 @@ pub struct ResultOf<'a> {
 
 /// Remembers the score the LMS just confirmed (`None`: it has none), unless a newer launch has
 /// since changed the sourcedid. A score read in a call made at `read_at` is kept only if none
-/// was learnt in that second or later (a read that overlapped a write must not put the old
-/// score back); a written one always is (one session's writes go one at a time).
+/// was learnt, nor forgotten ([`forget_last_score`]), in that second or later (a read that
+/// overlapped a write must not put the old score back); a written one always is (one session's
+/// writes go one at a time).
 pub async fn set_last_score(
     db: &Db,
     result: ResultOf<'_>,
@@ -155,7 +156,8 @@ pub async fn set_last_score(
     sqlx::query(
         "UPDATE outcome_targets SET last_score = ?, score_known_at = ? \
          WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ? \
-         AND (?7 IS NULL OR score_known_at IS NULL OR score_known_at < ?7)",
+         AND (?7 IS NULL OR ((score_known_at IS NULL OR score_known_at < ?7) \
+              AND (score_forgotten_at IS NULL OR score_forgotten_at < ?7)))",
     )
     .bind(score)
     .bind(now)
@@ -169,13 +171,16 @@ pub async fn set_last_score(
     Ok(())
 }
 
-/// Forgets this learner's score: the LMS took a change but has not made it yet (`processing`),
-/// so the staff page shows the score as unknown until it is read again.
-pub async fn forget_last_score(db: &Db, result: ResultOf<'_>) -> Result<(), LtiError> {
+/// Forgets this learner's score at `now`: the LMS took a change but has not made it yet
+/// (`processing`), or may or may not have taken it, so the staff page shows the score as unknown
+/// until it is read again by a call made after `now`.
+pub async fn forget_last_score(db: &Db, result: ResultOf<'_>, now: i64) -> Result<(), LtiError> {
     sqlx::query(
-        "UPDATE outcome_targets SET last_score = NULL, score_known_at = NULL \
+        "UPDATE outcome_targets SET last_score = NULL, score_known_at = NULL, \
+         score_forgotten_at = ? \
          WHERE consumer_key = ? AND resource_link_id = ? AND user_id = ? AND sourcedid = ?",
     )
+    .bind(now)
     .bind(result.consumer_key)
     .bind(result.resource_link_id)
     .bind(result.user_id)

@@ -76,26 +76,41 @@ impl Fairing for KeepPeekedBodies {
         let path = normalized(req.uri().path().segments());
         if !launch_pages.contains(&path) {
             let start = data.peek(PEEK).await.to_vec();
-            if start.len() < PEEK && !data.peek_complete() {
+            let complete = data.peek_complete();
+            let length = req
+                .headers()
+                .get_one("Content-Length")
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            // Fewer bytes than the body has, within the first PEEK.
+            let short = length.is_some_and(|length| start.len() < length.min(PEEK));
+            if (start.len() < PEEK && !complete) || short {
                 // Rocket's peek drops a read error (a body broken off, a bad chunk), and the body
-                // then reads as ended: a form route would take its start for the whole form. No
-                // route takes TRACE, so the catcher answers this one ([`broke_off`]).
+                // then reads as ended: a form route would take its start for the whole form. (When
+                // Rocket's own look at a form's first bytes, for `_method`, took the error, the
+                // body reads as complete, but shorter than it said.) No route takes TRACE, so the
+                // catcher answers this one ([`broke_off`]).
                 remember(req, &LtiError::BodyUnreadable("the body broke off".into()));
                 req.local_cache(|| BrokeOff(true));
                 req.set_method(Method::Trace);
             }
-            req.local_cache(|| PeekedBody(Some(whole_fields(start))));
+            // Cut short: PEEK bytes of a longer body (a local test client's says it is complete).
+            let cut = start.len() >= PEEK && length != Some(start.len());
+            let form = req.content_type().is_none_or(|ct| !ct.is_form_data());
+            let start = match form && cut {
+                true => whole_fields(start),
+                false => start,
+            };
+            req.local_cache(|| PeekedBody(Some(start)));
         }
     }
 }
 
-/// A body's start without the field the peek cut through (it would read as another value, a
-/// consumer key cut short recorded as another key).
+/// The start of a form body the peek cut short, without the field it cut through (it would read
+/// as another value: a consumer key cut short recorded as another key). A multipart body keeps
+/// its start whole: its parts are told by their headers, not by `&`.
 fn whole_fields(mut start: Vec<u8>) -> Vec<u8> {
-    if start.len() >= PEEK {
-        let end = start.iter().rposition(|&b| b == b'&').unwrap_or(0);
-        start.truncate(end);
-    }
+    let end = start.iter().rposition(|&b| b == b'&').unwrap_or(0);
+    start.truncate(end);
     start
 }
 

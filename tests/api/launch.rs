@@ -766,6 +766,25 @@ async fn a_stray_launch_is_recorded_without_a_field_cut_at_the_end_of_what_was_s
         "{}",
         recorded[0].param_names
     );
+    // A multipart body has no `&` between its parts: its start is kept whole.
+    let part = |name: &str, value: &str| {
+        format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+    };
+    let body = format!(
+        "{}{}{}--XyZ--\r\n",
+        part("oauth_consumer_key", "__consumer_key__"),
+        part("lti_message_type", "basic-lti-launch-request"),
+        part("custom_pad", &"x".repeat(700))
+    );
+    let res = app
+        .client
+        .post("/Any")
+        .header(ContentType::new("multipart", "form-data").with_params(("boundary", "XyZ")))
+        .body(body)
+        .dispatch()
+        .await;
+    let page = refused(res, Status::NotFound).await;
+    assert!(page.contains("Not a launch address"), "{page}");
 }
 
 #[rocket::async_test]

@@ -332,6 +332,13 @@ async fn server_errors_are_retried_with_fresh_nonces_then_given_up() {
         .unwrap_err();
     assert_eq!(err, OutcomeError::HttpStatus(500));
     assert_eq!(lms.received().len(), 10);
+    // A read changes nothing, so its refusal is its own.
+    let err = client
+        .read_result(CREDS, &target(&lms, "/500-then-failure-2", "s1"))
+        .await
+        .unwrap_err();
+    assert!(err.is_refusal(), "{err:?}");
+    assert_eq!(lms.received().len(), 12);
     lms.assert_all_valid();
 }
 
@@ -864,7 +871,7 @@ async fn a_campus_ca_named_in_outcomes_ca_file_is_trusted_for_grades() {
 
 #[rocket::async_test]
 async fn a_read_that_overlapped_a_write_does_not_put_the_old_score_back() {
-    use rocket_lti_tool::store::outcomes::{set_last_score, ResultOf};
+    use rocket_lti_tool::store::outcomes::{forget_last_score, set_last_score, ResultOf};
     let lms = MockLms::start().await;
     let app = spawn_app().await;
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "sid-1"))
@@ -904,6 +911,20 @@ async fn a_read_that_overlapped_a_write_does_not_put_the_old_score_back() {
     assert_eq!(last().await, (Some(0.5), Some(102)));
     set_last_score(db, result, None, None, 102).await.unwrap();
     assert_eq!(last().await, (None, Some(102)));
+    // Forgotten at 110 (a write the LMS may or may not have taken): a read asked before then, or
+    // in that second, cannot bring its older answer back; one asked after can.
+    forget_last_score(db, result, 110).await.unwrap();
+    set_last_score(db, result, Some(0.4), Some(109), 112)
+        .await
+        .unwrap();
+    set_last_score(db, result, Some(0.4), Some(110), 112)
+        .await
+        .unwrap();
+    assert_eq!(last().await, (None, None));
+    set_last_score(db, result, Some(0.9), Some(111), 112)
+        .await
+        .unwrap();
+    assert_eq!(last().await, (Some(0.9), Some(112)));
 }
 
 #[rocket::async_test]

@@ -188,7 +188,7 @@ impl Outcomes {
             sourcedid: &subject.target.sourcedid,
         };
         let saved = if response.code_major == CodeMajor::Processing {
-            store::outcomes::forget_last_score(&self.db, result).await
+            store::outcomes::forget_last_score(&self.db, result, store::now()).await
         } else {
             store::outcomes::set_last_score(&self.db, result, score, read_at, store::now()).await
         };
@@ -212,7 +212,7 @@ impl Outcomes {
             user_id: user,
             sourcedid: &subject.target.sourcedid,
         };
-        if let Err(e) = store::outcomes::forget_last_score(&self.db, result).await {
+        if let Err(e) = store::outcomes::forget_last_score(&self.db, result, store::now()).await {
             log::error!("could not forget a score the LMS may have changed: {e}");
         }
     }

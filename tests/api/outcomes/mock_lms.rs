@@ -7,7 +7,7 @@
 //! `/malformed`, `/other-message` and `/other-operation` (success, but echoing another message id
 //! or operation), `/moodle` (works, echoing `replaceResultRequest`), `/moodle-refusal` (Moodle's
 //! refusal naming `unknownRequest`), `/slow` (answers after 3 s), `/flaky` (two 500s, then works), `/down` (always
-//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`, `/500-then-failure`,
+//! 500), `/forbidden` (403 without an envelope), `/moved` (302 to https), `/500-then-403`, `/500-then-failure` (and `-2`, counted apart),
 //! `/500-failure` (a failure envelope with status 500), `/signature-refused` (a failure envelope
 //! with status 401), `/forbidden-policy` (a failure envelope with status 403), `/processing`
 //! (taken, not yet done; `/processing-bare` without a body) and `/two-codes` (an envelope with both `failure` and `success`).
@@ -273,8 +273,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         "/500-then-403" if hits <= 1 => (500, "Internal Server Error".to_string()),
         "/500-then-403" => (403, "Forbidden".to_string()),
         // The first may have been recorded: an LMS that dedupes by message then refuses the rest.
-        "/500-then-failure" if hits <= 1 => (500, "Internal Server Error".to_string()),
-        "/500-then-failure" => (
+        "/500-then-failure" | "/500-then-failure-2" if hits <= 1 => {
+            (500, "Internal Server Error".to_string())
+        }
+        "/500-then-failure" | "/500-then-failure-2" => (
             200,
             envelope(&received, "failure", "Message signature not valid", ""),
         ),
