@@ -1004,10 +1004,7 @@ async fn a_refresh_stops_calling_the_lms_at_its_deadline() {
         "{body}"
     );
     assert_eq!(body.matches("<code>learner-").count(), 12, "{body}");
-    let row = body
-        .split("<tr>")
-        .find(|r| r.contains("<code>learner-0</code>"))
-        .unwrap_or_default();
+    let row = row_of(&body, "learner-0");
     assert!(
         row.contains("0.7") && row.contains("as of") && row.contains("Not read now"),
         "{row}"
@@ -1050,13 +1047,7 @@ async fn learners_whose_reads_keep_failing_do_not_hold_the_others_back() {
     // The next refresh starts with the learners not tried yet.
     let body = page(refresh().await, Status::Ok).await;
     assert_eq!(read("b"), 8, "{body}");
-    let row_of = |user: &str| {
-        body.split("<tr>")
-            .find(|r| r.contains(&format!("<code>{user}</code>")))
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(!row_of("b7").contains("Not read"), "{body}");
+    assert!(!row_of(&body, "b7").contains("Not read"), "{body}");
 }
 
 #[rocket::async_test]
@@ -1240,10 +1231,7 @@ async fn a_score_the_lms_is_still_processing_is_not_shown_as_known() {
     assert!(body.contains("processing"), "{body}");
     assert!(body.contains("read the score again"), "{body}");
     let body = page(app.get("/grades").await, Status::Ok).await;
-    let row = body
-        .split("<tr>")
-        .find(|r| r.contains("<code>learner-p</code>"))
-        .unwrap_or_default();
+    let row = row_of(&body, "learner-p");
     assert!(row.contains("unknown") && !row.contains("0.5"), "{row}");
     lms.assert_all_valid();
 }
@@ -1271,14 +1259,16 @@ async fn a_score_after_a_write_that_may_or_may_not_have_been_taken_is_unknown() 
         assert_eq!(res.status(), Status::BadGateway);
     }
     let body = page(app.get("/grades").await, Status::Ok).await;
-    let row = |user: &str| {
-        body.split("<tr>")
-            .find(|r| r.contains(&format!("<code>{user}</code>")))
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(row("learner-u").contains("unknown"), "{}", row("learner-u"));
-    assert!(row("learner-n").contains("0.7"), "{}", row("learner-n"));
+    assert!(
+        row_of(&body, "learner-u").contains("unknown"),
+        "{}",
+        row_of(&body, "learner-u")
+    );
+    assert!(
+        row_of(&body, "learner-n").contains("0.7"),
+        "{}",
+        row_of(&body, "learner-n")
+    );
     lms.assert_all_valid();
 }
 
@@ -1367,14 +1357,8 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
     )
     .await;
     assert!(body.contains("Scores just read from the LMS"), "{body}");
-    let row_of = |user: &str| {
-        body.split("<tr>")
-            .find(|r| r.contains(&format!("<code>{user}</code>")))
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(row_of("learner-a").contains("0.5"), "{body}");
-    assert!(row_of("learner-b").contains("none"), "{body}");
+    assert!(row_of(&body, "learner-a").contains("0.5"), "{body}");
+    assert!(row_of(&body, "learner-b").contains("none"), "{body}");
 
     let sent = lms.received().len();
     let body = page(
@@ -1398,10 +1382,7 @@ async fn staff_see_and_set_the_grades_of_their_resource_link() {
     assert!(body.contains("Score deleted"), "{body}");
     assert_eq!(lms.score_of("sid-a"), None);
     let body = page(app.get("/grades").await, Status::Ok).await;
-    let row_a = body
-        .split("<tr>")
-        .find(|r| r.contains("<code>learner-a</code>"))
-        .unwrap_or_default();
+    let row_a = row_of(&body, "learner-a");
     assert!(row_a.contains("none"), "{body}");
 
     let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
@@ -1572,4 +1553,12 @@ async fn the_readme_example_posts_a_grade_from_a_fork() {
         .await
         .unwrap()
         .contains("lis_outcome_service_url"));
+}
+
+/// The staff page's table row of a learner (empty when there is none).
+fn row_of(body: &str, user: &str) -> String {
+    body.split("<tr>")
+        .find(|r| r.contains(&format!("<code>{user}</code>")))
+        .unwrap_or_default()
+        .to_string()
 }

@@ -183,6 +183,16 @@ fn send(port: u16, raw: &[u8]) -> std::io::Result<Answer> {
     read_answer(&mut stream)
 }
 
+/// Sends `raw` and closes the sending side (a client that stops short of its body), then reads
+/// the answer.
+fn send_then_close(port: u16, raw: &[u8]) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(raw)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    read_answer(&mut stream)
+}
+
 fn read_answer(stream: &mut TcpStream) -> std::io::Result<Answer> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -391,22 +401,11 @@ fn a_form_whose_body_breaks_off_is_refused_not_taken_for_its_start() {
             visit.cookie
         );
         // The sender stops half way (and closes its side), or sends a chunk size that is none.
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let cut = format!("{head}Content-Length: 100\r\nConnection: close\r\n\r\n{FORM}");
-        stream.write_all(cut.as_bytes()).unwrap();
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let closed = read_answer(&mut stream).unwrap();
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let early = format!("{head}Content-Length: 100\r\nConnection: close\r\n\r\ncsrf=");
-        stream.write_all(early.as_bytes()).unwrap();
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let closed_early = read_answer(&mut stream).unwrap();
+        let stopped_at = |start: &str| {
+            let raw = format!("{head}Content-Length: 100\r\nConnection: close\r\n\r\n{start}");
+            send_then_close(server.port, raw.as_bytes()).unwrap()
+        };
+        let (closed, closed_early) = (stopped_at(FORM), stopped_at("csrf="));
         let chunked = send(
             server.port,
             format!(

@@ -59,6 +59,18 @@ pub struct Subject<'a> {
     pub target: &'a OutcomeTarget,
 }
 
+impl<'a> Subject<'a> {
+    /// The learner's grade record this call is about, when the resource link and user are known.
+    fn result_of(&self) -> Option<store::outcomes::ResultOf<'a>> {
+        Some(store::outcomes::ResultOf {
+            consumer_key: self.consumer_key,
+            resource_link_id: self.resource_link_id?,
+            user_id: self.user_id?,
+            sourcedid: &self.target.sourcedid,
+        })
+    }
+}
+
 impl<'a> From<&'a StoredTarget> for Subject<'a> {
     fn from(s: &'a StoredTarget) -> Self {
         Subject {
@@ -178,14 +190,8 @@ impl Outcomes {
         score: Option<f64>,
         read_at: Option<i64>,
     ) {
-        let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
+        let Some(result) = subject.result_of() else {
             return;
-        };
-        let result = store::outcomes::ResultOf {
-            consumer_key: subject.consumer_key,
-            resource_link_id: link,
-            user_id: user,
-            sourcedid: &subject.target.sourcedid,
         };
         let saved = if response.code_major == CodeMajor::Processing {
             store::outcomes::forget_last_score(&self.db, result, store::now()).await
@@ -200,17 +206,8 @@ impl Outcomes {
     /// After a write whose answer leaves the gradebook unknown (it may or may not have taken
     /// it), forgets the score known before: the staff page shows it as unknown until read.
     async fn forget_score_if_unsure(&self, subject: Subject<'_>, error: &OutcomeError) {
-        let (Some(link), Some(user)) = (subject.resource_link_id, subject.user_id) else {
+        let Some(result) = subject.result_of().filter(|_| error.leaves_score_unknown()) else {
             return;
-        };
-        if !error.leaves_score_unknown() {
-            return;
-        }
-        let result = store::outcomes::ResultOf {
-            consumer_key: subject.consumer_key,
-            resource_link_id: link,
-            user_id: user,
-            sourcedid: &subject.target.sourcedid,
         };
         if let Err(e) = store::outcomes::forget_last_score(&self.db, result, store::now()).await {
             log::error!("could not forget a score the LMS may have changed: {e}");
