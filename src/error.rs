@@ -104,6 +104,10 @@ pub enum LtiError {
     /// GET, such as `/grades`): it cannot start a visit there.
     #[error("a launch sent to {0}, which takes no launch")]
     LaunchAtPageWithoutLaunch(String),
+    /// A launch sent to a launch page with a method other than POST (a PUT or DELETE): LMSs
+    /// POST their launches.
+    #[error("a launch sent by {0}, not POST")]
+    LaunchNotPosted(String),
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

@@ -133,6 +133,14 @@ fn normalized<'a>(segments: impl Iterator<Item = &'a str>) -> String {
     path
 }
 
+/// Whether the request's address is one of the launch pages (the tool's or a fork's).
+fn is_launch_page(req: &Request<'_>) -> bool {
+    let path = normalized(req.uri().path().segments());
+    crate::web::pages::launch_pages()
+        .iter()
+        .any(|(page, _)| normalized(page.split('/')) == path)
+}
+
 /// Whether the request names the field every launch has (a bare `oauth_*` field, as an OAuth 1
 /// callback has, is no launch an admin needs to see).
 fn names_a_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
@@ -161,7 +169,10 @@ pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
         LtiError::LaunchAtUnknownAddress(path)
     } else if !methods.contains(&req.method()) && !SentAsHead::of(req) {
         // (A HEAD gets the 405 with the methods the address takes, as at a launch page.)
-        LtiError::LaunchAtPageWithoutLaunch(path)
+        match methods.contains(&Method::Post) && is_launch_page(req) {
+            true => LtiError::LaunchNotPosted(req.method().as_str().to_string()),
+            false => LtiError::LaunchAtPageWithoutLaunch(path),
+        }
     } else {
         // A route for the method forwarded (its own refusal), or a HEAD.
         return None;

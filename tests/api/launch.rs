@@ -840,6 +840,15 @@ async fn a_launch_sent_to_a_page_that_takes_none_is_a_failed_launch() {
             .len(),
         3
     );
+    // A launch sent to a launch page by another method than POST is told so, not that the page
+    // starts no visit; as a failed launch it ends the visit.
+    let put = Launch::new("/any").user("someone-else").signed_get_path();
+    let res = app.client.put(put).dispatch().await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let page = refused(res, Status::Unauthorized).await;
+    assert!(page.contains("came as a PUT request"), "{page}");
+    assert!(!page.contains("does not start a visit"), "{page}");
+    refused(app.get("/session").await, Status::Unauthorized).await;
 }
 
 #[rocket::async_test]
