@@ -348,8 +348,8 @@ impl ErrorPage {
             status,
             title: title.into(),
             message: message.into(),
-            // The one 405 a guard refuses with is a HEAD on a launch page.
-            allow: "GET, POST".into(),
+            // Told from the routes when the page is answered ([`route_allow`]).
+            allow: String::new(),
             // The login throttle counts the failures of the last minute; storage trouble (a lock,
             // a full disk) is usually brief.
             retry_after: if status == Status::TooManyRequests {
@@ -426,7 +426,11 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         );
         if self.status == Status::MethodNotAllowed {
             // RFC 9110: a 405 says which methods the resource takes.
-            response.set_raw_header("Allow", self.allow);
+            let allow = match self.allow.is_empty() {
+                true => route_allow(req),
+                false => self.allow,
+            };
+            response.set_raw_header("Allow", allow);
         }
         if matches!(
             self.status,
@@ -530,6 +534,17 @@ fn allowed_methods(req: &Request<'_>) -> Option<String> {
     methods.dedup();
     let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
     Some(allow.join(", "))
+}
+
+/// The `Allow` header of a 405 a route refused with (a HEAD on a launch page, or a fork's
+/// `LtiError::page(405, …)`): the methods of the address's routes. HEAD, which a GET route
+/// also serves, is not added: the tool's guards refuse HEADs alone with a 405.
+fn route_allow(req: &Request<'_>) -> String {
+    let mut methods = route_methods(req);
+    methods.sort_by_key(|m| m.as_str());
+    methods.dedup();
+    let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+    allow.join(", ")
 }
 
 /// The methods of the routes at the request's path (none: an address with no page). The home

@@ -109,34 +109,54 @@ pub(super) fn carries_launch_fields(req: &Request<'_>, body: Option<&[u8]>) -> b
 
 /// True when a body names a launch field where its kind of form has field names.
 fn body_names_a_launch_field(req: &Request<'_>, body: &[u8]) -> bool {
+    body_names_a_field(req, body, is_launch_field)
+}
+
+/// True when a body has a field whose name passes `wanted`, where its kind of form (multipart or
+/// not) has field names.
+pub(super) fn body_names_a_field(
+    req: &Request<'_>,
+    body: &[u8],
+    wanted: fn(&[u8]) -> bool,
+) -> bool {
     let multipart = req
         .content_type()
         .is_some_and(|ct| ct.top() == "multipart" && ct.sub() == "form-data");
     match multipart {
-        true => names_a_launch_part(body),
-        false => names_a_launch_field(body),
+        true => names_a_part(body, wanted),
+        false => names_a_field(body, wanted),
     }
 }
 
 /// True when a form (or what was meant to be one) has a field whose name, percent-decoded as far
 /// as it goes, is a launch field's.
 fn names_a_launch_field(raw: &[u8]) -> bool {
+    names_a_field(raw, is_launch_field)
+}
+
+/// True when a form has a field whose name, percent-decoded as far as it goes, passes `wanted`
+/// (which sees at most [`NAME_SEEN`] bytes of it: enough to tell the launch fields).
+pub(super) fn names_a_field(raw: &[u8], wanted: fn(&[u8]) -> bool) -> bool {
     raw.split(|&b| b == b'&').any(|field| {
         let name = field.split(|&b| b == b'=').next().unwrap_or_default();
-        // Long enough to tell; a flood of fields costs no allocation each.
-        let mut decoded = [0u8; 17];
+        // A flood of fields costs no allocation each.
+        let mut decoded = [0u8; NAME_SEEN];
         let mut len = 0;
         for b in percent_decode(name).take(decoded.len()) {
             decoded[len] = b;
             len += 1;
         }
-        is_launch_field(&decoded[..len])
+        wanted(&decoded[..len])
     })
 }
 
-/// True when a multipart form has a part named like a launch field (`Content-Disposition:
+/// Bytes of a field name [`names_a_field`] decodes: one more than `oauth_consumer_key`, so a
+/// longer name is told apart.
+const NAME_SEEN: usize = 19;
+
+/// True when a multipart form has a part whose name passes `wanted` (`Content-Disposition:
 /// form-data; name="oauth_..."`; a file name does not count).
-fn names_a_launch_part(raw: &[u8]) -> bool {
+fn names_a_part(raw: &[u8], wanted: fn(&[u8]) -> bool) -> bool {
     const HEADER: &[u8] = b"content-disposition:";
     raw.split(|&b| b == b'\n').any(|line| {
         let Some(value) = line
@@ -150,7 +170,7 @@ fn names_a_launch_part(raw: &[u8]) -> bool {
             param
                 .trim()
                 .strip_prefix("name=")
-                .is_some_and(|n| is_launch_field(n.trim_matches('"').as_bytes()))
+                .is_some_and(|n| wanted(n.trim_matches('"').as_bytes()))
         })
     })
 }

@@ -20,6 +20,7 @@ use crate::web::error::{remember, route_methods};
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
 use crate::web::launch_body::carries_launch_fields;
+use crate::web::launch_body::{body_names_a_field, names_a_field};
 use crate::web::origin::is_navigation;
 use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
@@ -141,16 +142,17 @@ fn is_launch_page(req: &Request<'_>) -> bool {
         .any(|(page, _)| normalized(page.split('/')) == path)
 }
 
-/// Whether the request names the field every launch has (a bare `oauth_*` field, as an OAuth 1
-/// callback has, is no launch an admin needs to see).
+/// Whether the request names the field every launch has, percent-encoded or not (a bare
+/// `oauth_*` field, as an OAuth 1 callback has, is no launch an admin needs to see).
 fn names_a_launch(req: &Request<'_>, body: Option<&[u8]>) -> bool {
+    fn every_launch_has(name: &[u8]) -> bool {
+        name == b"oauth_consumer_key" || name == b"lti_message_type"
+    }
     let query = req.uri().query().map(|q| q.as_str().as_bytes());
-    let header = req.headers().get_one("Authorization").map(str::as_bytes);
-    let has = |raw: &[u8], what: &[u8]| raw.windows(what.len()).any(|w| w == what);
-    [query, body, header]
-        .into_iter()
-        .flatten()
-        .any(|raw| has(raw, b"oauth_consumer_key") || has(raw, b"lti_message_type"))
+    let header = req.headers().get_one("Authorization");
+    header.is_some_and(|h| h.contains("oauth_consumer_key"))
+        || query.is_some_and(|q| names_a_field(q, every_launch_has))
+        || body.is_some_and(|b| body_names_a_field(req, b, every_launch_has))
 }
 
 /// For a request no route took (Rocket's 404): when it is a launch sent to an address with no

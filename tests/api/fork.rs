@@ -29,6 +29,12 @@ fn gradebook_visit(lti: Staff<LtiAny>) -> String {
     format!("{} may grade here", lti.display_name())
 }
 
+/// A fork's page for a launch in the query string (a GET launch) or a visit.
+#[get("/report")]
+fn report(lti: LtiAny) -> String {
+    format!("report for {}", lti.user_id())
+}
+
 /// A fork's launch page with the part every launch page includes (the README's advice).
 #[post("/landing", data = "<lti>")]
 fn landing(lti: LtiAny) -> Template {
@@ -99,7 +105,7 @@ async fn with_examples(
 async fn a_fork_adds_guarded_pages() {
     let app = spawn_app_with(|f| f).await;
     // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
-    let routes = routes![quiz, gradebook, gradebook_visit, closed, landing];
+    let routes = routes![quiz, gradebook, gradebook_visit, closed, landing, report];
     let client = with_examples(&app, routes).await;
     let host = rocket::http::Header::new("Host", HOST);
     assert_eq!(
@@ -170,6 +176,19 @@ async fn a_fork_adds_guarded_pages() {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Forbidden);
+
+    // A HEAD that carries a launch launches nothing; its 405 names the methods the address's
+    // routes take.
+    for (path, allow) in [("gradebook", "GET, POST"), ("report", "GET")] {
+        let path = format!("{EXAMPLE}/{path}");
+        let res = client
+            .head(Launch::new(&path).signed_get_path())
+            .header(rocket::http::Header::new("Host", HOST))
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::MethodNotAllowed, "{path}");
+        assert_eq!(res.headers().get_one("Allow"), Some(allow), "{path}");
+    }
 
     // A fork's own refusal gets its status and the templated page, escaped.
     let res = client

@@ -741,6 +741,19 @@ async fn a_launch_sent_to_an_address_with_no_page_says_where_launches_go() {
     assert_eq!(app.get("/session").await.status(), Status::Ok);
     let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
     assert_eq!(recorded.len(), 6);
+    // A launch whose field names are percent-encoded (as launch pages read them) is one too.
+    let body = Launch::new("/lti/launch")
+        .signed_body()
+        .replace("oauth_consumer_key=", "oauth%5Fconsumer%5Fkey=")
+        .replace("lti_message_type=", "lti%5Fmessage%5Ftype=");
+    assert!(body.contains("%5Fconsumer"), "{body}");
+    let res = app.post_form("/lti/launch", body).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let page = refused(res, Status::NotFound).await;
+    assert!(page.contains("Not a launch address"), "{page}");
+    refused(app.get("/session").await, Status::Unauthorized).await;
+    let recorded = refusals::recent(&app.state().db, None, 10).await.unwrap();
+    assert_eq!(recorded.len(), 7);
 }
 
 #[rocket::async_test]
