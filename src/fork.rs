@@ -1,8 +1,9 @@
 //! Where a fork plugs in its own pages, launch URLs, settings and tables. Upstream keeps every
 //! hook here empty, so a fork that adds its code here (and its modules under `src/fork/`) pulls
-//! upstream changes with few conflicts: besides this file, only its tests' `mod` lines in
-//! `tests/api/main.rs` and its crates in `Cargo.toml` meet upstream's. See the README, "Extending
-//! the tool when you fork it".
+//! upstream changes with few conflicts: besides this file, its code meets upstream's only in its
+//! tests' `mod` lines in `tests/api/main.rs`, its crates in `Cargo.toml`, and whatever settings
+//! and templates it changes (`Rocket.toml`, a restyled page). See the README, "Extending the tool
+//! when you fork it".
 
 use rocket::{Build, Rocket, Route};
 use sqlx::SqliteConnection;

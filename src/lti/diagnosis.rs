@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 pub enum Hint {
     /// The LMS signed another scheme (https behind a TLS proxy, typically).
     SchemeMismatch {
-        /// The scheme the signature matches.
+        /// The URL the signature matches (its scheme differs).
         signed: String,
-        /// The scheme this tool saw.
+        /// The URL this tool checked.
         seen: String,
         /// Whether `seen` came from the `public_url` setting (then the LMS's URL is the likely
         /// culprit, not a proxy). Absent in hints recorded by older builds.
@@ -20,9 +20,9 @@ pub enum Hint {
     },
     /// The LMS signed another host or port than the one this tool reconstructed.
     HostMismatch {
-        /// The host (and port) the signature matches.
+        /// The URL the signature matches (its host or port differs).
         signed: String,
-        /// The host (and port) this tool saw.
+        /// The URL this tool checked.
         seen: String,
         /// Whether `seen` came from the `public_url` setting.
         #[serde(default)]
@@ -30,9 +30,9 @@ pub enum Hint {
     },
     /// The launch was signed for another path of this tool.
     PathMismatch {
-        /// The path the signature matches.
+        /// The URL the signature matches (its path differs).
         signed: String,
-        /// The path the launch arrived at.
+        /// The URL the launch arrived at.
         seen: String,
     },
     /// The launch was sent to an address of this tool that takes none (the home page, a

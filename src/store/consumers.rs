@@ -1,5 +1,6 @@
 //! The `consumers` table: LMS consumer keys and their shared secrets (encrypted at rest with
-//! the database's cipher from `crypto`; callers only ever see plaintext).
+//! the database's cipher from `crypto`; callers only ever see plaintext). A pool from
+//! `store::open` alone has no cipher: call `crypto::install_cipher` on it first.
 
 use sqlx::Row;
 

@@ -16,8 +16,8 @@ use super::sessions::stored_id;
 use super::Db;
 use crate::error::LtiError;
 
-/// Seconds a hand-off token stays valid: "within a minute" (issue 4), time enough to click the
-/// button the page shows at once.
+/// Seconds a hand-off token stays valid: within a minute, time enough to click the button the
+/// page shows at once, too little for a token that leaked (a log, a screenshot) to be of use.
 pub const HANDOFF_TTL: i64 = 60;
 
 /// A hand-off token as a launch stores it.

@@ -35,7 +35,10 @@ const WAL_SIZE_LIMIT: &str = "67108864";
 /// The connection pool, shared by the server and the command line.
 pub type Db = SqlitePool;
 
-/// Opens (creating the file and its folder if needed) and migrates the database.
+/// Opens (creating the file and its folder if needed) and migrates the database. The
+/// `consumers` functions need the secret key's cipher installed for it as well
+/// (`crypto::install_cipher`, which `build` and the command line call); without it they answer
+/// `Storage("no secret key installed …")`.
 pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     Ok(open_telling(database_url).await?.0)
 }

@@ -194,8 +194,8 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         return;
     }
     let key = first(&all, "oauth_consumer_key").unwrap_or("").to_string();
-    // From the consumer cache when it has it: a flood of forged launches under a known key
-    // costs no read each.
+    // From the consumer cache when it has it: the launch has just read this consumer (a bad
+    // signature, from the database), so recording its refusal costs no further read.
     let consumer = match key.is_empty() {
         true => None,
         false => state

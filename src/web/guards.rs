@@ -363,8 +363,9 @@ impl<'r> FromData<'r> for LaunchAtHomePage {
             let e = unreadable_launch(req, state, Some(&body), LtiError::LaunchAtHomePage).await;
             return Outcome::Error((remember(req, &e), e));
         }
-        // The catcher answers a 404 at an address with routes for other methods with a 405, and
-        // leaves this route out of its `Allow` header.
+        // Not this error's own status (401) on purpose: the catcher answers a 404 at an address
+        // with routes for other methods with a 405, and leaves this route out of its `Allow`
+        // header. The error itself is not shown.
         Outcome::Error((Status::NotFound, LtiError::NoLaunch))
     }
 }

@@ -239,8 +239,8 @@ pub(super) fn check_body_encoding(req: &Request<'_>, body: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// Checks that a launch body is a form; a missing Content-Type is read as one (but not one that
-/// is there and cannot be parsed).
+/// Checks that a launch body is a form. A missing or blank Content-Type is read as one; one
+/// Rocket cannot parse is judged by its media type alone.
 pub(super) fn check_form_content_type(req: &Request<'_>) -> Result<(), LtiError> {
     match req.content_type() {
         // Rocket's parser is strict (`...; charset=utf-8;` fails it): judge such a header by its

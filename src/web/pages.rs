@@ -380,3 +380,21 @@ pub fn routes() -> Vec<Route> {
         stylesheet
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_home_page_launch_refusal_is_found_by_its_name() {
+        // `route_methods` leaves this route out of a 405's `Allow` by its name: renaming the
+        // function must not silently put POST in it.
+        let named: Vec<Route> = routes()
+            .into_iter()
+            .filter(|route| route.name.as_deref() == Some(LAUNCH_AT_HOME_ROUTE))
+            .collect();
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].uri.path(), "/");
+        assert_eq!(named[0].method, rocket::http::Method::Post);
+    }
+}

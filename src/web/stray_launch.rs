@@ -88,8 +88,8 @@ impl Fairing for KeepPeekedBodies {
                 // Rocket's peek drops a read error (a body broken off, a bad chunk), and the body
                 // then reads as ended: a form route would take its start for the whole form. (When
                 // Rocket's own look at a form's first bytes, for `_method`, took the error, the
-                // body reads as complete, but shorter than it said.) No route takes TRACE, so the
-                // catcher answers this one ([`broke_off`]).
+                // body reads as complete, but shorter than it said.) No route takes TRACE (the README
+                // asks forks to add none), so the catcher answers this one ([`broke_off`]).
                 remember(req, &LtiError::BodyUnreadable("the body broke off".into()));
                 req.local_cache(|| BrokeOff(true));
                 req.set_method(Method::Trace);

@@ -17,9 +17,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// At about 20-30 ms a check, a wait of well under a second.
+/// Most admin logins waiting for or in their password check; more get 503. At about 20-30 ms a
+/// check, a wait of well under a second.
 pub(super) const MAX_QUEUED_CHECKS: usize = 16;
+/// Longest a login waits for the checks of its bucket that hold the limit (then 503).
+pub(super) const MAX_WAIT_FOR_CHECKS: Duration = Duration::from_secs(10);
 /// Buckets remembered as over their limit; past this, new ones are left to the database.
 const MAX_REMEMBERED: usize = 10_000;
 /// How long a bucket over its limit is refused from memory (the throttle's window).
@@ -179,7 +183,8 @@ impl LoginQueue {
             log::warn!(
                 "admin logins refused since the last such line: {busy} with {MAX_QUEUED_CHECKS} \
                  password checks queued (503), {throttled} over their failure limit (429), \
-                 {waited} after waiting 10 s for their address's checks or the database (503)"
+                 {waited} after waiting {} s for their address's checks or the database (503)",
+                MAX_WAIT_FOR_CHECKS.as_secs()
             );
         }
     }

@@ -11,7 +11,7 @@ use rocket::{catch, post, Responder, State};
 use rocket_dyn_templates::context;
 use subtle::ConstantTimeEq;
 
-use super::login_queue::Refused;
+use super::login_queue::{Refused, MAX_WAIT_FOR_CHECKS};
 use super::{render, Page};
 use crate::crypto;
 use crate::error::LtiError;
@@ -34,8 +34,6 @@ const MAX_ADMIN_COOKIES: usize = 4;
 
 /// Failed logins allowed per address per minute; the next attempt gets 429.
 pub const MAX_FAILURES_PER_MINUTE: i64 = 5;
-/// Longest a login waits for the checks of its bucket that hold the limit (then 503).
-const MAX_WAIT_FOR_CHECKS: Duration = Duration::from_secs(10);
 
 /// Admin password checks running at once (see `login`).
 static PASSWORD_CHECKS: rocket::tokio::sync::Semaphore =
@@ -197,7 +195,7 @@ fn known_device(state: &AppState, password_hash: &str, mark: &str) -> Option<Str
     valid.then(|| id.to_string())
 }
 
-/// The browser's device mark as it sent it ([`cookie_value`]), if any.
+/// The browser's device mark as it sent it ([`cookie_values`]), if any.
 struct DeviceMark(Option<String>);
 
 #[rocket::async_trait]
@@ -257,6 +255,7 @@ fn login_page_saying(
     }
 }
 
+/// Whether an admin password has been set (else the admin page offers its setup).
 pub(super) async fn has_password(state: &AppState) -> Result<bool, LtiError> {
     Ok(admin::password_hash(&state.db).await?.is_some())
 }
