@@ -51,7 +51,8 @@ enum ConsumerAction {
         key: String,
         /// Use this secret instead of generating one; `-` reads it from the first line of
         /// standard input (a secret in the arguments shows in `ps` and the shell's history).
-        #[arg(long)]
+        // A secret may start with `-` (an LMS's, or an older generated one).
+        #[arg(long, allow_hyphen_values = true)]
         secret: Option<String>,
         /// A human name (defaults to the key).
         #[arg(long)]

@@ -63,19 +63,37 @@ pub fn name_problem(name: &str) -> Option<String> {
     }
 }
 
-/// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits).
+/// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits), the first a letter or
+/// digit (a leading `-` reads as an option to command lines, ours included).
 pub fn generate_secret() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rngs::OsRng;
     (0..40)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .map(|i| {
+            let choices = if i == 0 { 62 } else { ALPHABET.len() };
+            ALPHABET[rng.gen_range(0..choices)] as char
+        })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_printable_label;
+    use super::{generate_secret, is_printable_label};
+
+    #[test]
+    fn generated_secrets_are_long_random_and_never_start_with_a_hyphen() {
+        let secrets: Vec<String> = (0..2000).map(|_| generate_secret()).collect();
+        for s in &secrets {
+            assert_eq!(s.len(), 40);
+            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(s.as_bytes()[0].is_ascii_alphanumeric(), "{s}");
+        }
+        // Hyphens do appear further on (1 in 32 characters), and no two secrets are alike.
+        assert!(secrets.iter().any(|s| s[1..].contains('-')));
+        let distinct: std::collections::HashSet<&String> = secrets.iter().collect();
+        assert_eq!(distinct.len(), secrets.len());
+    }
 
     #[test]
     fn labels_keep_real_names_and_refuse_what_hides_or_moves_text() {

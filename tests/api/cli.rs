@@ -287,6 +287,12 @@ async fn bad_keys_duplicates_and_short_secrets() {
         let out = cli(&db, &["consumer", "add", "padded", "--secret", padded]);
         assert!(!out.status.success(), "{padded:?}");
     }
+    // A secret may start with a hyphen (one an LMS already holds): it is a value, not an option.
+    let out = cli(
+        &db,
+        &["consumer", "add", "hyphen", "--secret", "-Z2DsGedlehO0R9-abcdef"],
+    );
+    assert!(out.status.success(), "{out:?}");
     // Brightspace keeps 100 characters of a secret: a longer one is accepted, with a warning.
     let out = cli(
         &db,
