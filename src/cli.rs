@@ -286,9 +286,16 @@ async fn open_db() -> Result<Db, String> {
     for key in crate::config::unknown_settings(&crate::figment()) {
         eprintln!("lti-tool: warning: unknown setting `{key}` is ignored (misspelt?)");
     }
-    let (db, created) = store::open_telling(&settings.database_url)
+    let store::Opened {
+        db,
+        created,
+        upgraded,
+    } = store::open_telling(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
+    for migration in upgraded {
+        eprintln!("lti-tool: upgraded the database: migration {migration}");
+    }
     if created {
         if let Ok(Some(file)) = store::file_of(&settings.database_url) {
             let file = std::fs::canonicalize(&file).unwrap_or(file);

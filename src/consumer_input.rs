@@ -86,7 +86,9 @@ mod tests {
         let secrets: Vec<String> = (0..2000).map(|_| generate_secret()).collect();
         for s in &secrets {
             assert_eq!(s.len(), 40);
-            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert!(s.as_bytes()[0].is_ascii_alphanumeric(), "{s}");
         }
         // Hyphens do appear further on (1 in 32 characters), and no two secrets are alike.

@@ -385,11 +385,18 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     let cipher = crypto::SecretCipher::from_figment(figment)?;
     web::grades::client_config(figment)
         .map_err(|e| format!("grade passback: {}", config::with_source(figment, e)))?;
-    let (db, created) = store::open_telling(&settings.database_url)
+    let store::Opened {
+        db,
+        created,
+        upgraded,
+    } = store::open_telling(&settings.database_url)
         .await
         .map_err(|e| e.to_string())?;
     if created {
         log::warn!("created a new, empty database");
+    }
+    for migration in upgraded {
+        log::warn!("upgraded the database: migration {migration}");
     }
     crypto::install_cipher(&db, cipher).await?;
     // What an admin checks first when the command line and the server seem to disagree.

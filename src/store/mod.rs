@@ -40,11 +40,22 @@ pub type Db = SqlitePool;
 /// (`crypto::install_cipher`, which `build` and the command line call); without it they answer
 /// `Storage("no secret key installed …")`.
 pub async fn open(database_url: &str) -> Result<Db, LtiError> {
-    Ok(open_telling(database_url).await?.0)
+    Ok(open_telling(database_url).await?.db)
 }
 
-/// Opens the database as [`open`] does; true with it when this call created its file.
-pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
+/// A database [`open_telling`] opened, and what the opening did to it.
+pub struct Opened {
+    /// The pool.
+    pub db: Db,
+    /// Whether this call created the database's file.
+    pub created: bool,
+    /// The migrations this call ran on a database that had a schema ("13 (outcome score
+    /// forgotten)"): an upgrade, for the log.
+    pub upgraded: Vec<String>,
+}
+
+/// Opens the database as [`open`] does, and says what the opening did.
+pub async fn open_telling(database_url: &str) -> Result<Opened, LtiError> {
     // The file is created below (private), never by a connection: a pool connection opened after
     // the file was removed would otherwise start an empty database beside the lost one.
     let options = SqliteConnectOptions::from_str(database_url)?
@@ -94,7 +105,16 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
             .await
             .map_err(|e| named(&e, crate::error::is_damaged(&e)))?;
         match migrate(&pool).await {
-            Ok(()) => Ok(pool),
+            Ok(upgraded) => Ok((pool, upgraded)),
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+                pool.close().await;
+                Err(LtiError::Storage(format!(
+                    "the database {} was upgraded by a newer version of this tool (its migration \
+                     {version} is unknown to this one): run that version, or restore the backup \
+                     taken before the upgrade",
+                    file.display()
+                )))
+            }
             Err(e) => {
                 pool.close().await;
                 let damaged = match &e {
@@ -108,8 +128,12 @@ pub async fn open_telling(database_url: &str) -> Result<(Db, bool), LtiError> {
             }
         }
     };
-    let opened = opened.await;
-    Ok((opened?, created))
+    let (db, upgraded) = opened.await?;
+    Ok(Opened {
+        db,
+        created,
+        upgraded,
+    })
 }
 
 /// The schema's migrations, embedded in the binary.
@@ -118,8 +142,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the embedded migrations under the database's write lock, taken first (SQLite waits
 /// `busy_timeout` for it): a server and commands started at once on a new database would
 /// otherwise each find it unmigrated and all but one fail on "table already exists". Whoever
-/// comes second finds the migrations done. With none pending, nothing takes the lock.
-async fn migrate(pool: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+/// comes second finds the migrations done. With none pending, nothing takes the lock. Returns the
+/// migrations run on a database that had a schema already (an upgrade).
+async fn migrate(pool: &Db) -> Result<Vec<String>, sqlx::migrate::MigrateError> {
     let migrator = &MIGRATOR;
     let mut conn = pool.acquire().await?;
     let applied: Vec<i64> =
@@ -129,14 +154,28 @@ async fn migrate(pool: &Db) -> Result<(), sqlx::migrate::MigrateError> {
             .unwrap_or_default();
     if migrator.iter().all(|m| applied.contains(&m.version)) {
         // Checks the applied ones' checksums; writes nothing.
-        return migrator.run_direct(&mut *conn).await;
+        migrator.run_direct(&mut *conn).await?;
+        return Ok(Vec::new());
     }
     let mut tx = conn.begin_with("BEGIN EXCLUSIVE").await?;
+    // Read again under the lock: another process may have migrated meanwhile.
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_or_default();
     // Each migration runs in a savepoint of this transaction, so a migration that must run
     // outside one (`-- no-transaction`: VACUUM, say) cannot be added.
     migrator.run_direct(&mut *tx).await?;
     tx.commit().await?;
-    Ok(())
+    if applied.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect())
 }
 
 /// When a pool connection was last opened read-only (Unix seconds; 0: never).

@@ -290,7 +290,13 @@ async fn bad_keys_duplicates_and_short_secrets() {
     // A secret may start with a hyphen (one an LMS already holds): it is a value, not an option.
     let out = cli(
         &db,
-        &["consumer", "add", "hyphen", "--secret", "-Z2DsGedlehO0R9-abcdef"],
+        &[
+            "consumer",
+            "add",
+            "hyphen",
+            "--secret",
+            "-Z2DsGedlehO0R9-abcdef",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     // Brightspace keeps 100 characters of a secret: a longer one is accepted, with a warning.
@@ -934,5 +940,61 @@ async fn outside_debug_the_demo_consumer_cannot_be_enabled_with_its_published_se
             .success()
     );
     assert!(release_starts(&db, TEST_SECRET_KEY).await);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
+async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_older() {
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    assert!(cli(&db, &["consumer", "add", "school"]).status.success());
+    // A database as the build before the last migration left it.
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(last, 13, "the undo below is migration 13's");
+    sqlx::query("ALTER TABLE outcome_targets DROP COLUMN score_forgotten_at")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 13")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = cli(&db, &["consumer", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("upgraded the database: migration 13 (outcome score forgotten)"),
+        "{said}"
+    );
+    assert!(stdout(&out).contains("school"), "{out:?}");
+    // Nothing more to run: nothing said.
+    let out = cli(&db, &["consumer", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("upgraded"),
+        "{out:?}"
+    );
+    // A database a newer build migrated further: this one says so, and changes nothing.
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', true, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let out = cli(&db, &["consumer", "list"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("was upgraded by a newer version of this tool (its migration 9999")
+            && said.contains("restore the backup"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
