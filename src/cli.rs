@@ -283,8 +283,17 @@ async fn open_db() -> Result<Db, String> {
     // Refuses a missing key before a database file is created for nothing.
     let (settings, cipher) = settings_and_cipher()?;
     // As the server does: `ROCKET_DATABSE_URL` would otherwise mean another database.
-    for key in crate::config::unknown_settings(&crate::figment()) {
+    let figment = crate::figment();
+    for key in crate::config::unknown_settings(&figment) {
         eprintln!("lti-tool: warning: unknown setting `{key}` is ignored (misspelt?)");
+    }
+    if let (Some(file), Ok(working)) = (
+        crate::config::settings_file(&figment),
+        std::env::current_dir(),
+    ) {
+        if let Some(warning) = crate::config::settings_file_warning(&file, &working) {
+            eprintln!("lti-tool: warning: {warning}");
+        }
     }
     let store::Opened {
         db,

@@ -6,6 +6,31 @@ use rocket::figment::Figment;
 use rocket::http::SameSite;
 use serde::Deserialize;
 
+/// The settings file the configuration was read from, if one was found: Rocket looks for
+/// `Rocket.toml` (or the file `ROCKET_CONFIG` names) in the working folder, then in each folder
+/// above it.
+pub fn settings_file(figment: &Figment) -> Option<std::path::PathBuf> {
+    figment.metadata().find_map(|m| match &m.source {
+        Some(rocket::figment::Source::File(path)) => Some(path.clone()),
+        _ => None,
+    })
+}
+
+/// A warning when the settings file was found in a folder above the working folder (a stray
+/// `/var/Rocket.toml` applies to a service run in `/var/lib/lti-tool`), else `None` (a file
+/// `ROCKET_CONFIG` names elsewhere, such as `/etc/lti-tool/Rocket.toml`, is meant).
+pub fn settings_file_warning(file: &std::path::Path, working: &std::path::Path) -> Option<String> {
+    let folder = file.parent()?;
+    (folder != working && working.starts_with(folder)).then(|| {
+        format!(
+            "settings are read from {}, in a folder above the working folder {} (Rocket looks \
+             for Rocket.toml in each folder above it): is that file meant for this tool?",
+            file.display(),
+            working.display()
+        )
+    })
+}
+
 /// Whether the settings are the debug profile's (`cargo run`), whose defaults suit a developer's
 /// machine and never a server.
 pub fn is_debug(figment: &Figment) -> bool {
@@ -473,6 +498,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settings_file_above_the_working_folder_is_pointed_out() {
+        use std::path::Path;
+        let working = Path::new("/var/lib/lti-tool");
+        let warning = settings_file_warning(Path::new("/var/Rocket.toml"), working);
+        assert!(warning.is_some_and(|w| w.contains("/var/Rocket.toml")));
+        // Where it is looked for first, or where ROCKET_CONFIG points: meant.
+        for meant in ["/var/lib/lti-tool/Rocket.toml", "/etc/lti-tool/Rocket.toml"] {
+            assert_eq!(
+                settings_file_warning(Path::new(meant), working),
+                None,
+                "{meant}"
+            );
+        }
+    }
 
     #[test]
     fn public_url_is_an_origin_and_nothing_more() {

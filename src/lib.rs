@@ -405,11 +405,21 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         None if settings.trusted_proxies.is_empty() => "not set (each request's Host)".into(),
         None => "not set (each request's Host, or a trusted proxy's X-Forwarded-* headers)".into(),
     };
+    let settings_file = config::settings_file(figment);
     log::info!(
-        "database {}; public_url {public_url}; trusted_proxies {:?}",
+        "settings from {} and ROCKET_* variables; database {}; public_url {public_url}; \
+         trusted_proxies {:?}",
+        settings_file
+            .as_deref()
+            .map_or("no Rocket.toml".into(), |f| f.display().to_string()),
         db.connect_options().get_filename().display(),
         settings.trusted_proxies
     );
+    if let (Some(file), Ok(working)) = (&settings_file, std::env::current_dir()) {
+        if let Some(warning) = config::settings_file_warning(file, &working) {
+            log::warn!("{warning}");
+        }
+    }
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
         return Err(unreadable_at_start(&unreadable));
