@@ -596,6 +596,12 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
         }
     }
     let unexplained = remembered(req).is_none();
+    // Rocket answers a multipart form it cannot parse (cut short, no closing boundary) with 413,
+    // as if it were too large: one smaller than any limit that could apply is malformed instead.
+    let status = match status == Status::PayloadTooLarge && unexplained && small_multipart(req) {
+        true => Status::BadRequest,
+        false => status,
+    };
     if status == Status::NotFound {
         if let Some(allow) = allowed_methods(req) {
             if unexplained {
@@ -620,6 +626,24 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
         log_unexplained(status, req);
     }
     refusal(status, req)
+}
+
+/// Whether the request is a multipart form whose `Content-Length` is under every limit Rocket
+/// applies to one or its parts (a field's `string` limit is the smallest, 8 KiB by default).
+fn small_multipart(req: &Request<'_>) -> bool {
+    let multipart = req.content_type().is_some_and(|ct| ct.is_form_data());
+    let length = req
+        .headers()
+        .get_one("Content-Length")
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    let limits = req.limits();
+    let smallest = ["string", "bytes", "file", "data-form"]
+        .iter()
+        .filter_map(|name| limits.get(*name))
+        .map(|limit| limit.as_u64())
+        .min()
+        .unwrap_or(0);
+    multipart && length.is_some_and(|length| length < smallest)
 }
 
 /// Logs a refusal that no code of ours explained (`remember`): Rocket's own, such as a form field

@@ -265,3 +265,34 @@ fn floods_are_refused_quickly_with_4xx() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_malformed_multipart_form_is_a_bad_request_not_too_large() {
+    let (client, dir) = blocking_app();
+    let multipart = ContentType::new("multipart", "form-data").with_params(("boundary", "X"));
+    let part = |value: &str| {
+        format!(
+            "--X\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{value}\r\n--X--\r\n"
+        )
+    };
+    // A few bytes that are no multipart body at all, and one cut before its closing boundary.
+    let cut = part("hunter2");
+    let cut = &cut[..cut.len() - 8];
+    for (body, want) in [
+        ("a=1".to_string(), Status::BadRequest),
+        (cut.to_string(), Status::BadRequest),
+    ] {
+        let res = client
+            .post("/admin/login")
+            .header(Header::new("Host", HOST))
+            .header(multipart.clone())
+            .header(Header::new("Content-Length", body.len().to_string()))
+            .body(&body)
+            .dispatch();
+        let status = res.status();
+        let page = res.into_string().unwrap_or_default();
+        assert_eq!(status, want, "{body:.40}: {page}");
+        assert_refused_cleanly(status, &page);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
