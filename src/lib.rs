@@ -206,10 +206,7 @@ fn response_headers() -> impl Fairing {
                     res.set_raw_header("Referrer-Policy", "same-origin");
                 }
                 if res.headers().get_one("Content-Security-Policy").is_none() {
-                    res.set_raw_header(
-                        "Content-Security-Policy",
-                        "object-src 'none'; base-uri 'none'",
-                    );
+                    res.set_raw_header("Content-Security-Policy", web::BASE_CSP);
                 }
             })
         },

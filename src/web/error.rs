@@ -420,10 +420,7 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
         response.set_raw_header("X-Content-Type-Options", "nosniff");
         response.set_raw_header("Cache-Control", "no-store");
         response.set_raw_header("Referrer-Policy", "same-origin");
-        response.set_raw_header(
-            "Content-Security-Policy",
-            "object-src 'none'; base-uri 'none'",
-        );
+        response.set_raw_header("Content-Security-Policy", crate::web::BASE_CSP);
         if self.status == Status::MethodNotAllowed {
             // RFC 9110: a 405 says which methods the resource takes.
             let allow = match self.allow.is_empty() {

@@ -17,7 +17,7 @@ use crate::web::session_cookie::{end_session, set_session_cookie, BrowserSession
 use crate::web::AppState;
 
 /// Where the new window lands unless the form names the page it came from.
-const LANDING: &str = "/any";
+const LANDING: &str = crate::web::pages::LAUNCH_PAGE;
 
 #[derive(FromForm)]
 struct Handoff {

@@ -18,6 +18,10 @@ pub mod registration;
 pub mod session_cookie;
 pub mod stray_launch;
 
+/// The Content-Security-Policy of every page (the admin pages add to it): no plugins, and no
+/// `<base>` to redirect relative links and forms.
+pub const BASE_CSP: &str = "object-src 'none'; base-uri 'none'";
+
 use crate::config::Settings;
 use crate::store::front::StoreFront;
 use crate::store::Db;

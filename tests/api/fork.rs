@@ -347,3 +347,53 @@ async fn a_handler_refusal_clears_the_production_cookie_with_its_own_attributes(
     refused(res, Status::Conflict).await;
     assert_eq!(app.count("sessions").await, 0);
 }
+
+/// A fork's admin-only page: under `/admin` (the admin cookie's path), behind the `Admin` guard.
+#[get("/report")]
+fn admin_report(_admin: rocket_lti_tool::web::admin::Admin) -> &'static str {
+    "launches per course"
+}
+
+#[rocket::async_test]
+async fn a_fork_adds_an_admin_page_behind_the_admin_login() {
+    let app = spawn_app().await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount("/admin/fork", routes![admin_report]),
+    )
+    .await
+    .unwrap();
+    let host = rocket::http::Header::new("Host", HOST);
+    let get = || {
+        client
+            .get("/admin/fork/report")
+            .header(host.clone())
+            .dispatch()
+    };
+    let state = client
+        .rocket()
+        .state::<rocket_lti_tool::web::AppState>()
+        .unwrap();
+    let hash = rocket_lti_tool::crypto::hash_password("correct horse battery").unwrap();
+    rocket_lti_tool::store::admin::set_password_hash(
+        &state.db,
+        &hash,
+        rocket_lti_tool::store::now(),
+    )
+    .await
+    .unwrap();
+    // Not logged in: the admin login page, as at the tool's own admin pages.
+    let body = refused(get().await, Status::Unauthorized).await;
+    assert!(body.contains(r#"action="/admin/login""#), "{body}");
+    let res = client
+        .post("/admin/login")
+        .header(host.clone())
+        .header(rocket::http::ContentType::Form)
+        .body("password=correct+horse+battery")
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let res = get().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.into_string().await.unwrap(), "launches per course");
+}

@@ -14,7 +14,8 @@ use rocket::{catchers, Catcher, Responder, Route};
 use rocket_dyn_templates::Template;
 
 pub use login_queue::LoginQueue;
-pub use session::{Admin, ADMIN_COOKIE, DEVICE_COOKIE, MAX_FAILURES_PER_MINUTE};
+/// The guard of an admin-only page, a fork's included (see the README's fork section).
+pub use session::Admin;
 
 /// An admin page with its status, never cached (it may show a secret, or a CSRF token).
 #[derive(Responder)]
@@ -60,7 +61,10 @@ pub fn never_framed() -> impl rocket::fairing::Fairing {
                 res.set_raw_header("X-Frame-Options", "DENY");
                 res.set_raw_header(
                     "Content-Security-Policy",
-                    "frame-ancestors 'none'; form-action 'self'; object-src 'none'; base-uri 'none'",
+                    format!(
+                        "frame-ancestors 'none'; form-action 'self'; {}",
+                        crate::web::BASE_CSP
+                    ),
                 );
             }
         })
