@@ -456,6 +456,9 @@ fn checked_new_consumer(
              would not verify"
         );
     }
+    if let Some(note) = consumer_input::passport_note(&key, &secret) {
+        eprintln!("warning: {note}");
+    }
     // Like the admin page: no name (or a blank one) is the key, which may be longer than a name
     // given.
     let name = match name.as_deref().map(str::trim) {

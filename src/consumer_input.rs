@@ -4,9 +4,12 @@
 /// Most characters in a consumer's name.
 pub const MAX_NAME: usize = 200;
 
-/// True when `key` is a valid consumer key: 1 to 255 characters of `A-Za-z0-9._:-`.
+/// Most characters in a consumer key.
+pub const MAX_KEY: usize = 255;
+
+/// True when `key` is a valid consumer key: 1 to [`MAX_KEY`] characters of `A-Za-z0-9._:-`.
 pub fn is_valid_key(key: &str) -> bool {
-    (1..=255).contains(&key.len())
+    (1..=MAX_KEY).contains(&key.len())
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
@@ -60,6 +63,20 @@ pub fn name_problem(name: &str) -> Option<String> {
         Some("must not contain control characters or invisible ones".into())
     } else {
         None
+    }
+}
+
+/// Why Open edX could not use this key or secret, if it could not: its LTI passports
+/// (`id:key:secret`) are split at `:`. Any other LMS can.
+pub fn passport_note(key: &str, secret: &str) -> Option<&'static str> {
+    match (key.contains(':'), secret.contains(':')) {
+        (false, false) => None,
+        (true, _) => {
+            Some("Open edX cannot use this key: its LTI passports (id:key:secret) are split at ':'")
+        }
+        (false, true) => Some(
+            "Open edX cannot use this secret: its LTI passports (id:key:secret) are split at ':'",
+        ),
     }
 }
 

@@ -22,7 +22,7 @@ pub struct OAuthFields {
 /// Longest nonce we store; real LMSs send 32 to 64 characters.
 const MAX_NONCE_LEN: usize = 255;
 /// Longest consumer key (the command line and admin page allow no longer ones).
-const MAX_KEY_LEN: usize = 255;
+const MAX_KEY_LEN: usize = crate::consumer_input::MAX_KEY;
 
 fn single<'a>(params: &'a Params, name: &'static str) -> Result<Option<&'a str>, LtiError> {
     let mut values = params

@@ -294,7 +294,7 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
     names.dedup();
     let refusal = refusals::Refusal {
         at: store::now(),
-        consumer_key: capped(&key, 255),
+        consumer_key: capped(&key, crate::consumer_input::MAX_KEY),
         reason: capped(&error.to_string(), 500),
         hint,
         signed_url: capped(&signed_url, URL_CAP),

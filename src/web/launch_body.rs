@@ -89,12 +89,23 @@ pub(super) async fn unreadable_launch(
         log::info!("an unreadable launch fetched as part of another page was refused");
         return LtiError::LaunchNotNavigation;
     }
-    let fields = unreadable_fields(req, body, &error);
-    log_refusal(req, state, consumer_key_of(&fields), &error);
+    fail_unread_launch(req, state, body, &error).await;
+    error
+}
+
+/// What any failed launch the launch pipeline did not read does: logs it, ends the browser's
+/// session and records it for the admin page, from the fields readable in `body`.
+pub(super) async fn fail_unread_launch(
+    req: &Request<'_>,
+    state: &AppState,
+    body: Option<&[u8]>,
+    error: &LtiError,
+) {
+    let fields = unreadable_fields(req, body, error);
+    log_refusal(req, state, consumer_key_of(&fields), error);
     let old = browser_session_id(req, state).await;
     end_session_after_failed_launch(req, state, old.as_deref()).await;
-    record_unreadable(req, state, fields, &error).await;
-    error
+    record_unreadable(req, state, fields, error).await;
 }
 
 /// True when undecodable input has launch fields where a form has its field names (or an OAuth

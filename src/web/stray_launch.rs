@@ -15,14 +15,12 @@ use rocket::http::Method;
 use rocket::{Data, Request};
 
 use crate::error::{excerpt, LtiError};
-use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
 use crate::web::error::{remember, route_methods};
 use crate::web::head::SentAsHead;
-use crate::web::launch::log_refusal;
-use crate::web::launch_body::carries_launch_fields;
-use crate::web::launch_body::{body_names_a_field, names_a_field};
+use crate::web::launch_body::{
+    body_names_a_field, carries_launch_fields, fail_unread_launch, names_a_field,
+};
 use crate::web::origin::is_navigation;
-use crate::web::session_cookie::{browser_session_id, end_session_after_failed_launch};
 use crate::web::AppState;
 
 /// How much of a body the catcher and `LtiSession`'s request guard get to see: neither can read
@@ -181,11 +179,7 @@ pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     };
     let state = req.rocket().state::<AppState>()?;
     if !SentAsHead::of(req) && is_navigation(req) {
-        let fields = unreadable_fields(req, body, &error);
-        log_refusal(req, state, consumer_key_of(&fields), &error);
-        let old = browser_session_id(req, state).await;
-        end_session_after_failed_launch(req, state, old.as_deref()).await;
-        record_unreadable(req, state, fields, &error).await;
+        fail_unread_launch(req, state, body, &error).await;
     }
     Some(error)
 }

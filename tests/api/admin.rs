@@ -611,7 +611,19 @@ async fn a_duplicate_key_gets_a_clear_message_and_changes_nothing() {
         &[("csrf", &token), ("key", "canvas")],
     )
     .await;
-    assert!(!page(res, Status::Ok).await.contains("only in case"));
+    let body = page(res, Status::Ok).await;
+    assert!(!body.contains("only in case"), "{body}");
+    assert!(!body.contains("Open edX cannot"), "{body}");
+    // A key with a colon works everywhere but Open edX, whose passports split at colons.
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers",
+        &[("csrf", &token), ("key", "edx:course-1")],
+    )
+    .await;
+    let body = page(res, Status::Ok).await;
+    assert!(body.contains("Open edX cannot use this key"), "{body}");
 }
 
 #[rocket::async_test]

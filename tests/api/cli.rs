@@ -333,6 +333,26 @@ async fn bad_keys_duplicates_and_short_secrets() {
         warned.contains("\"blank\" differs from \"BLANK\" only in case"),
         "{warned}"
     );
+    assert!(!warned.contains("Open edX"), "{warned}");
+    // A colon in a key or a secret: Open edX's passports (id:key:secret) would split there.
+    for args in [
+        &["consumer", "add", "edx:1"][..],
+        &[
+            "consumer",
+            "add",
+            "edx-2",
+            "--secret",
+            "has:a-colon-0123456789",
+        ],
+    ] {
+        let out = cli(&db, args);
+        assert!(out.status.success(), "{out:?}");
+        let warned = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            warned.contains("Open edX cannot use this"),
+            "{args:?}: {warned}"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

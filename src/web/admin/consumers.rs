@@ -146,7 +146,7 @@ fn new_consumer(session: Admin) -> Page {
 fn key_problem(key: &str) -> Option<&'static str> {
     if key.is_empty() {
         Some("Enter a consumer key.")
-    } else if key.len() > 255 {
+    } else if key.len() > consumer_input::MAX_KEY {
         Some("The consumer key is too long: use at most 255 characters.")
     } else if !consumer_input::is_valid_key(key) {
         Some("The consumer key may only contain letters A-Z a-z, digits 0-9 and . _ : - (no spaces).")
@@ -168,10 +168,11 @@ fn secret_page(
         .into_iter()
         .map(|(path, who)| (format!("{}{path}", origin.url()), who))
         .collect();
+    let passport_note = consumer_input::passport_note(key, secret);
     render(
         Status::Ok,
         "admin/secret",
-        context! { csrf: &session.csrf(), key, secret, urls, rotated, alike },
+        context! { csrf: &session.csrf(), key, secret, urls, rotated, alike, passport_note },
     )
 }
 
