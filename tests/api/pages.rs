@@ -494,6 +494,11 @@ async fn index_and_404_are_templated() {
         body.contains("http:&#x2F;&#x2F;tool.test&#x2F;initial_staff"),
         "{body}"
     );
+    // And the registration file an LMS can import instead.
+    assert!(
+        body.contains(r#"<a href="/lti/config.xml"><code>http:&#x2F;&#x2F;tool.test/lti/config.xml</code></a>"#),
+        "{body}"
+    );
     // Every launch page is offered, with who gets in: the tool's, and a fork's (`fork::LAUNCH_PAGES`).
     let pages = rocket_lti_tool::web::pages::launch_pages();
     assert!(pages.len() >= rocket_lti_tool::web::pages::LAUNCH_PAGES.len());
