@@ -23,8 +23,10 @@ struct PageView<'a> {
     title: &'a str,
     user_id: &'a str,
     name: String,
-    /// Each role as sent (the page shows no more of it).
+    /// Each role as sent (the page shows no more of it), the first [`MAX_ROLES_SHOWN`].
     roles: Vec<String>,
+    /// How many roles past those were sent.
+    roles_not_shown: usize,
     is_staff: bool,
     consumer_key: &'a str,
     context_title: Option<&'a str>,
@@ -66,15 +68,22 @@ impl<'a> Landing<'a> {
 #[serde(crate = "rocket::serde")]
 struct Inspector<'a> {
     groups: Vec<Group<'a>>,
+    /// The first [`MAX_ROLES_SHOWN`] roles' readings.
     roles: Vec<RoleReading>,
     missing: Vec<(&'static str, &'static str)>,
 }
 
+/// Roles listed on a page: LMSs send a handful, and a launch may carry thousands (its signer's
+/// choice), each a table row in the panel, on every view of the visit.
+const MAX_ROLES_SHOWN: usize = 50;
+
 fn inspector(user: &LtiUser) -> Inspector<'_> {
     let params = user.params.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let mut roles = user.roles();
+    roles.truncate(MAX_ROLES_SHOWN);
     Inspector {
         groups: group_params(params),
-        roles: explain_roles(&user.roles()),
+        roles: explain_roles(&roles),
         missing: missing_recommended(|name| user.get(name).is_some()),
     }
 }
@@ -83,11 +92,17 @@ fn inspector(user: &LtiUser) -> Inspector<'_> {
 /// LMS sent.
 pub(crate) fn page(title: &str, user: &LtiUser, state: &AppState) -> Template {
     let is_staff = user.is_staff();
+    let roles = user.roles();
     let view = PageView {
         title,
         user_id: user.user_id(),
         name: user.display_name(),
-        roles: user.roles().into_iter().map(|r| r.raw).collect(),
+        roles_not_shown: roles.len().saturating_sub(MAX_ROLES_SHOWN),
+        roles: roles
+            .into_iter()
+            .take(MAX_ROLES_SHOWN)
+            .map(|r| r.raw)
+            .collect(),
         is_staff,
         consumer_key: &user.consumer_key,
         context_title: user.get("context_title"),

@@ -166,6 +166,23 @@ async fn staff_page_accepts_urn_institution_and_system_admin_roles() {
     }
 }
 
+#[rocket::async_test]
+async fn a_launch_with_thousands_of_roles_lists_fifty_and_counts_them_all() {
+    let app = spawn_app().await;
+    // The staff role comes last: it counts, though it is not listed.
+    let mut roles: Vec<String> = (0..2000).map(|i| format!("urn:example:role{i}")).collect();
+    roles.push("Instructor".into());
+    let launch = Launch::new("/initial_staff").roles(&roles.join(","));
+    let body = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(body.contains("Staff page"), "{body:.300}");
+    assert!(body.contains("urn:example:role49<"), "{body:.300}");
+    assert!(!body.contains("urn:example:role50<"));
+    assert!(body.contains("and 1951 more not listed here"));
+    assert!(body.contains("1951 more roles were sent"));
+    // The page stays small: the roles themselves are in the launch (about 40 KB).
+    assert!(body.len() < 120_000, "{}", body.len());
+}
+
 #[test]
 fn the_launch_inspector_escapes_parameter_names() {
     // A parameter's name as the LMS sent it (no signer here can sign such a name: a form's
