@@ -373,7 +373,7 @@ async fn begin_secret_write(db: &Db) -> Result<SecretWrite, String> {
         return Err(other_key());
     }
     // Adopts an older debug build's secrets, if that is what does not decrypt.
-    let keys = crate::unreadable_secrets(db, &crate::figment()).await?;
+    let keys = crate::startup::unreadable_secrets(db, &crate::figment()).await?;
     if !keys.is_empty() {
         return Err(unreadable(&keys));
     }

@@ -10,6 +10,7 @@ pub mod grades;
 pub mod guards;
 pub mod handoff;
 pub mod head;
+pub(crate) mod headers;
 pub mod launch;
 pub mod launch_body;
 pub mod origin;

@@ -1,0 +1,52 @@
+//! The headers every answer gets, and the fairing that keeps log colours as configured.
+
+use rocket::fairing::{AdHoc, Fairing};
+
+/// Rocket parses every request's Content-Type before the fairings run (and its Accept when a
+/// route or catcher asks), and formatting a parse error (pear's `Display`) turns colour codes
+/// back on for the whole process: one request with a malformed header would put escape codes in
+/// every later log line, whatever `cli_colors` says. Accept is parsed here (Rocket keeps the
+/// result), then Rocket's own rule is applied again.
+pub(crate) fn log_colours_stay_as_configured() -> impl Fairing {
+    AdHoc::on_request("Log colours stay as configured", |req, _| {
+        Box::pin(async move {
+            let unparseable = (req.content_type().is_none()
+                && req.headers().contains("Content-Type"))
+                || (req.accept().is_none() && req.headers().contains("Accept"));
+            if unparseable {
+                let colors =
+                    req.rocket().config().cli_colors && yansi::Condition::stdouterr_are_tty();
+                yansi::whenever(yansi::Condition::cached(colors));
+            }
+        })
+    })
+}
+
+/// The headers of every answer: no sniffing, no caching of pages, no referrer to other sites, no
+/// plug-ins or base URL (framing stays open for the LMS's iframe; `web::admin::never_framed`
+/// closes it for the admin area).
+pub(crate) fn response_headers() -> impl Fairing {
+    AdHoc::on_response(
+        "No sniffing, no caching of pages, no referrer elsewhere",
+        |req, res| {
+            Box::pin(async move {
+                res.set_raw_header("X-Content-Type-Options", "nosniff");
+                // Pages carry a user's data: shared caches and the back button must not keep
+                // them. Only files served from /static may be cached, not the error pages there.
+                let static_file = req.uri().path().starts_with("/static/")
+                    && res.status().class() == rocket::http::StatusClass::Success;
+                if !static_file && res.headers().get_one("Cache-Control").is_none() {
+                    res.set_raw_header("Cache-Control", "no-store");
+                }
+                // Our own pages' addresses reach only ourselves (older browsers' `Referer` is
+                // how `web::origin` tells our forms from other sites'), never the LMS.
+                if res.headers().get_one("Referrer-Policy").is_none() {
+                    res.set_raw_header("Referrer-Policy", "same-origin");
+                }
+                if res.headers().get_one("Content-Security-Policy").is_none() {
+                    res.set_raw_header("Content-Security-Policy", super::BASE_CSP);
+                }
+            })
+        },
+    )
+}
