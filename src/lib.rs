@@ -79,7 +79,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
         .mount("/", web::handoff::routes())
         .mount("/", web::registration::routes())
         .mount("/", web::grades::routes())
-        .register("/", web::error::catchers())
+        .register("/", web::catcher::catchers())
         .register("/admin", web::admin::catchers())
         .mount("/", fork::routes());
     fork::attach(tool)

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod catcher;
 pub mod csrf;
 pub mod dev_launcher;
 pub mod diagnosis;

@@ -15,7 +15,8 @@ use rocket::http::Method;
 use rocket::{Data, Request};
 
 use crate::error::{excerpt, LtiError};
-use crate::web::error::{remember, route_methods};
+use crate::web::catcher::route_methods;
+use crate::web::error::remember;
 use crate::web::head::SentAsHead;
 use crate::web::launch_body::{
     body_names_a_field, carries_launch_fields, fail_unread_launch, names_a_field,
