@@ -50,9 +50,11 @@ enum ConsumerAction {
         /// Consumer key: 1 to 255 letters, digits and . _ : -
         key: String,
         /// Use this secret instead of generating one; `-` reads it from the first line of
-        /// standard input (a secret in the arguments shows in `ps` and the shell's history).
-        // A secret may start with `-` (an LMS's, or an older generated one).
-        #[arg(long, allow_hyphen_values = true)]
+        /// standard input (a secret in the arguments shows in `ps` and the shell's history). One
+        /// that starts with `-` is given as `--secret=-…`.
+        // Not `allow_hyphen_values`: an empty `--secret $VAR` would take the next option for
+        // the secret.
+        #[arg(long)]
         secret: Option<String>,
         /// A human name (defaults to the key).
         #[arg(long)]
@@ -287,13 +289,8 @@ async fn open_db() -> Result<Db, String> {
     for key in crate::config::unknown_settings(&figment) {
         eprintln!("lti-tool: warning: unknown setting `{key}` is ignored (misspelt?)");
     }
-    if let (Some(file), Ok(working)) = (
-        crate::config::settings_file(&figment),
-        std::env::current_dir(),
-    ) {
-        if let Some(warning) = crate::config::settings_file_warning(&file, &working) {
-            eprintln!("lti-tool: warning: {warning}");
-        }
+    if let Some(warning) = crate::config::settings_file_warning(&figment) {
+        eprintln!("lti-tool: warning: {warning}");
     }
     let store::Opened {
         db,

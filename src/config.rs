@@ -16,19 +16,33 @@ pub fn settings_file(figment: &Figment) -> Option<std::path::PathBuf> {
     })
 }
 
-/// A warning when the settings file was found in a folder above the working folder (a stray
-/// `/var/Rocket.toml` applies to a service run in `/var/lib/lti-tool`), else `None` (a file
-/// `ROCKET_CONFIG` names elsewhere, such as `/etc/lti-tool/Rocket.toml`, is meant).
-pub fn settings_file_warning(file: &std::path::Path, working: &std::path::Path) -> Option<String> {
-    let folder = file.parent()?;
-    (folder != working && working.starts_with(folder)).then(|| {
-        format!(
-            "settings are read from {}, in a folder above the working folder {} (Rocket looks \
-             for Rocket.toml in each folder above it): is that file meant for this tool?",
-            file.display(),
-            working.display()
-        )
-    })
+/// A warning when Rocket found the settings file in a folder above the working folder (a stray
+/// `/var/Rocket.toml` applies to a service run in `/var/lib/lti-tool`), else `None`.
+pub fn settings_file_warning(figment: &Figment) -> Option<String> {
+    let file = settings_file(figment)?;
+    let working = std::env::current_dir().ok()?;
+    let named = std::env::var("ROCKET_CONFIG").ok();
+    found_above(&file, &working, named.as_deref().map(str::trim))
+}
+
+/// The warning of [`settings_file_warning`] for `file`, found for the name `named` (the
+/// `ROCKET_CONFIG` setting, else `Rocket.toml`) from the folder `working`. An absolute name is
+/// where the file is meant to be.
+fn found_above(
+    file: &std::path::Path,
+    working: &std::path::Path,
+    named: Option<&str>,
+) -> Option<String> {
+    let name = named.unwrap_or("Rocket.toml");
+    if std::path::Path::new(name).is_absolute() || file == working.join(name) {
+        return None;
+    }
+    Some(format!(
+        "settings are read from {}, in a folder above the working folder {} (Rocket looks for \
+         {name} in each folder above it): is that file meant for this tool?",
+        file.display(),
+        working.display()
+    ))
 }
 
 /// Whether the settings are the debug profile's (`cargo run`), whose defaults suit a developer's
@@ -502,17 +516,19 @@ mod tests {
     #[test]
     fn a_settings_file_above_the_working_folder_is_pointed_out() {
         use std::path::Path;
-        let working = Path::new("/var/lib/lti-tool");
-        let warning = settings_file_warning(Path::new("/var/Rocket.toml"), working);
-        assert!(warning.is_some_and(|w| w.contains("/var/Rocket.toml")));
-        // Where it is looked for first, or where ROCKET_CONFIG points: meant.
-        for meant in ["/var/lib/lti-tool/Rocket.toml", "/etc/lti-tool/Rocket.toml"] {
-            assert_eq!(
-                settings_file_warning(Path::new(meant), working),
-                None,
-                "{meant}"
-            );
-        }
+        let working = Path::new("/srv/lti/data");
+        let above = |file: &str, named: Option<&str>| found_above(Path::new(file), working, named);
+        let warning = above("/srv/Rocket.toml", None);
+        assert!(warning.is_some_and(|w| w.contains("/srv/Rocket.toml")));
+        let warning = above("/srv/conf/lti.toml", Some("conf/lti.toml"));
+        assert!(warning.is_some_and(|w| w.contains("conf/lti.toml in each folder")));
+        // Where it is looked for first, or where an absolute ROCKET_CONFIG points: meant.
+        assert_eq!(above("/srv/lti/data/Rocket.toml", None), None);
+        assert_eq!(
+            above("/srv/lti/data/conf/lti.toml", Some("conf/lti.toml")),
+            None
+        );
+        assert_eq!(above("/srv/lti/lti.toml", Some("/srv/lti/lti.toml")), None);
     }
 
     #[test]

@@ -68,16 +68,16 @@ pub fn name_problem(name: &str) -> Option<String> {
 
 /// Why Open edX could not use this key or secret, if it could not: its LTI passports
 /// (`id:key:secret`) are split at `:`. Any other LMS can.
-pub fn passport_note(key: &str, secret: &str) -> Option<&'static str> {
-    match (key.contains(':'), secret.contains(':')) {
-        (false, false) => None,
-        (true, _) => {
-            Some("Open edX cannot use this key: its LTI passports (id:key:secret) are split at ':'")
-        }
-        (false, true) => Some(
-            "Open edX cannot use this secret: its LTI passports (id:key:secret) are split at ':'",
-        ),
-    }
+pub fn passport_note(key: &str, secret: &str) -> Option<String> {
+    let what = match (key.contains(':'), secret.contains(':')) {
+        (false, false) => return None,
+        (true, false) => "key",
+        (false, true) => "secret",
+        (true, true) => "key and secret",
+    };
+    Some(format!(
+        "Open edX cannot use this {what}: its LTI passports (id:key:secret) are split at ':'"
+    ))
 }
 
 /// A new random secret: 40 characters of `A-Za-z0-9-_` (about 238 bits), the first a letter or

@@ -106,8 +106,13 @@ pub enum LtiError {
     LaunchAtPageWithoutLaunch(String),
     /// A launch sent to a launch page with a method other than POST (a PUT or DELETE): LMSs
     /// POST their launches.
-    #[error("a launch sent by {0}, not POST")]
-    LaunchNotPosted(String),
+    #[error("a launch sent to {path} by {method}, not POST")]
+    LaunchNotPosted {
+        /// The method it came by.
+        method: String,
+        /// The launch page it was sent to.
+        path: String,
+    },
     /// A new-window token that is unknown, used or expired.
     #[error("hand-off token invalid, used or expired")]
     HandoffInvalid,

@@ -281,18 +281,17 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     };
     let settings_file = config::settings_file(figment);
     log::info!(
-        "settings from {} and ROCKET_* variables; database {}; public_url {public_url}; \
-         trusted_proxies {:?}",
+        "settings file {}; database {}; public_url {public_url}; trusted_proxies {:?}",
         settings_file
             .as_deref()
-            .map_or("no Rocket.toml".into(), |f| f.display().to_string()),
+            .map_or("none (ROCKET_* variables and defaults)".into(), |f| {
+                f.display().to_string()
+            }),
         db.connect_options().get_filename().display(),
         settings.trusted_proxies
     );
-    if let (Some(file), Ok(working)) = (&settings_file, std::env::current_dir()) {
-        if let Some(warning) = config::settings_file_warning(file, &working) {
-            log::warn!("{warning}");
-        }
+    if let Some(warning) = config::settings_file_warning(figment) {
+        log::warn!("{warning}");
     }
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {

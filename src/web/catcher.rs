@@ -177,7 +177,8 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
 }
 
 /// Whether the request is a multipart form whose `Content-Length` is under every limit Rocket
-/// applies to one or its parts (a field's `string` limit is the smallest, 8 KiB by default).
+/// applies to one or its parts (a field's `string` limit is the smallest, 8 KiB by default), or
+/// whose whole body (chunked, say) the start seen by `stray_launch` held.
 fn small_multipart(req: &Request<'_>) -> bool {
     let multipart = req.content_type().is_some_and(|ct| ct.is_form_data());
     let length = req
@@ -191,7 +192,8 @@ fn small_multipart(req: &Request<'_>) -> bool {
         .map(|limit| limit.as_u64())
         .min()
         .unwrap_or(0);
-    multipart && length.is_some_and(|length| length < smallest)
+    let seen_whole = crate::web::stray_launch::seen_whole(req);
+    multipart && (seen_whole || length.is_some_and(|length| length < smallest))
 }
 
 /// The request's method as the client sent it: Rocket turns a HEAD into a GET before it looks

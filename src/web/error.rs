@@ -48,7 +48,7 @@ impl LtiError {
             | LaunchAtSessionPage
             | LaunchAtHomePage
             | LaunchAtPageWithoutLaunch(_)
-            | LaunchNotPosted(_)
+            | LaunchNotPosted { .. }
             | HandoffInvalid
             | AdminLoginRequired => Status::Unauthorized,
             NotStaff | BadCsrfToken | CrossSiteForm | LaunchNotNavigation => Status::Forbidden,
@@ -111,7 +111,7 @@ impl LtiError {
             NotStaff => ("Not allowed", "This page is only for the teachers and administrators of the course.".into()),
             BadCsrfToken => ("Form expired", "This form has no valid token: it belongs to another visit, the tool restarted, or it did not come from the tool's own page. Open its page again and send it from there: reloading this page would only send the old form again.".into()),
             CrossSiteForm => ("Form from another site", "This form was sent from another site's page, so it was ignored. Open the tool's own page and try again there.".into()),
-            LaunchNotPosted(method) => ("Not a launch", format!("An LMS sends a launch by POST; this one came as a {method} request, so it was not used and started no visit. Open the tool from the course page. {ASK}")),
+            LaunchNotPosted { method, .. } => ("Not a launch", format!("An LMS sends a launch by POST; this one came by {method}, so it was not used and started no visit. Open the tool from the course page. {ASK}")),
             HeadLaunch => ("Not a launch", "A HEAD request (a link checker or a prefetch) never starts or ends a visit. Open the tool from the course page.".into()),
             LaunchNotNavigation => ("Not opened as a page", "A launch opens the tool in a window or frame; this one came as part of another page (an image, a script), so it started nothing. Open the tool from the course page.".into()),
             Outcome(e) => outcome_message(e),

@@ -39,6 +39,15 @@ pub(crate) fn peeked_body<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
     req.local_cache(|| PeekedBody(None)).0.as_deref()
 }
 
+/// Set when the fairing saw the whole body, unbroken, within its first [`PEEK`] bytes.
+struct SeenWhole(bool);
+
+/// Whether the [`fairing`] saw the request's whole body, unbroken, within its first [`PEEK`]
+/// bytes: a body no size limit can have refused.
+pub(crate) fn seen_whole(req: &Request<'_>) -> bool {
+    req.local_cache(|| SeenWhole(false)).0
+}
+
 /// The fairing that keeps the start of the body of a POST to an address that is not a launch
 /// page.
 pub fn fairing() -> KeepPeekedBodies {
@@ -92,6 +101,9 @@ impl Fairing for KeepPeekedBodies {
                 remember(req, &LtiError::BodyUnreadable("the body broke off".into()));
                 req.local_cache(|| BrokeOff(true));
                 req.set_method(Method::Trace);
+            }
+            if complete && start.len() < PEEK && !broke_off(req) {
+                req.local_cache(|| SeenWhole(true));
             }
             // Cut short: PEEK bytes of a longer body (a local test client's says it is complete).
             let cut = start.len() >= PEEK && length != Some(start.len());
@@ -171,7 +183,10 @@ pub(super) async fn refusal(req: &Request<'_>) -> Option<LtiError> {
     } else if !methods.contains(&req.method()) && !SentAsHead::of(req) {
         // (A HEAD gets the 405 with the methods the address takes, as at a launch page.)
         match methods.contains(&Method::Post) && is_launch_page(req) {
-            true => LtiError::LaunchNotPosted(req.method().as_str().to_string()),
+            true => LtiError::LaunchNotPosted {
+                method: req.method().as_str().to_string(),
+                path,
+            },
             false => LtiError::LaunchAtPageWithoutLaunch(path),
         }
     } else {

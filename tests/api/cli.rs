@@ -287,18 +287,23 @@ async fn bad_keys_duplicates_and_short_secrets() {
         let out = cli(&db, &["consumer", "add", "padded", "--secret", padded]);
         assert!(!out.status.success(), "{padded:?}");
     }
-    // A secret may start with a hyphen (one an LMS already holds): it is a value, not an option.
+    // A secret may start with a hyphen (one an LMS already holds), given as `--secret=…`; an
+    // option after `--secret` is never taken for its value (an empty `--secret $VAR`).
     let out = cli(
         &db,
         &[
             "consumer",
             "add",
             "hyphen",
-            "--secret",
-            "-Z2DsGedlehO0R9-abcdef",
+            "--secret=-Z2DsGedlehO0R9-abcdef",
         ],
     );
     assert!(out.status.success(), "{out:?}");
+    let out = cli(
+        &db,
+        &["consumer", "add", "swallowed", "--secret", "--name=Canvas"],
+    );
+    assert!(!out.status.success(), "{out:?}");
     // Brightspace keeps 100 characters of a secret: a longer one is accepted, with a warning.
     let out = cli(
         &db,

@@ -859,7 +859,7 @@ async fn a_launch_sent_to_a_page_that_takes_none_is_a_failed_launch() {
     let res = app.client.put(put).dispatch().await;
     assert!(clears_session_cookie(&res), "{:?}", res.headers());
     let page = refused(res, Status::Unauthorized).await;
-    assert!(page.contains("came as a PUT request"), "{page}");
+    assert!(page.contains("came by PUT"), "{page}");
     assert!(!page.contains("does not start a visit"), "{page}");
     refused(app.get("/session").await, Status::Unauthorized).await;
 }

@@ -179,6 +179,11 @@ async fn a_launch_with_thousands_of_roles_lists_fifty_and_counts_them_all() {
     assert!(!body.contains("urn:example:role50<"));
     assert!(body.contains("and 1951 more not listed here"));
     assert!(body.contains("1951 more roles were sent"));
+    let mut roles: Vec<String> = (0..50).map(|i| format!("urn:example:role{i}")).collect();
+    roles.push("Instructor".into());
+    let launch = Launch::new("/initial_staff").roles(&roles.join(","));
+    let body = page(app.launch(&launch).await, Status::Ok).await;
+    assert!(body.contains("1 more role was sent"), "{body}");
     // The page stays small: the roles themselves are in the launch (about 40 KB).
     assert!(body.len() < 120_000, "{}", body.len());
 }

@@ -433,6 +433,27 @@ fn a_form_whose_body_breaks_off_is_refused_not_taken_for_its_start() {
 }
 
 #[test]
+fn a_small_malformed_multipart_form_is_a_bad_request_however_it_is_framed() {
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    // Rocket answers a multipart body it cannot parse as too large (413): three bytes are not.
+    let head = format!(
+        "POST /admin/login HTTP/1.1\r\nHost: {HOST}\r\n\
+         Content-Type: multipart/form-data; boundary=X\r\nConnection: close\r\n"
+    );
+    for framing in [
+        "Content-Length: 3\r\n\r\na=1",
+        "Transfer-Encoding: chunked\r\n\r\n3\r\na=1\r\n0\r\n\r\n",
+    ] {
+        let answer = send(server.port, format!("{head}{framing}").as_bytes()).unwrap();
+        assert_eq!(answer.status, 400, "{framing:?}: {answer:?}");
+        assert!(answer.is_error_page("Bad request"), "{answer:?}");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
     let dir = temp_dir();
     // `ROCKET_CLI_COLORS=false`, and the log goes to a pipe.
