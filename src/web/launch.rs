@@ -9,10 +9,11 @@ use rocket::request::Request;
 use crate::error::{excerpt, LtiError};
 use crate::lti::launch::{
     check_lti_fields, check_oauth_in_one_place, check_timestamp, is_launch_field,
-    read_oauth_fields, LaunchData,
+    read_oauth_fields, LaunchData, OAuthFields,
 };
 use crate::lti::oauth::{base_uri, signature_base_string, verify};
 use crate::lti::params::{parse_authorization_header, parse_form, Params};
+use crate::store::consumers::Consumer;
 use crate::store::handoffs::NewHandoff;
 use crate::store::launches::{LaunchWrite, NewSession, Recorded};
 use crate::store::{self, handoffs, sessions, usage};
@@ -275,6 +276,64 @@ async fn replays_own_visit(
     }
 }
 
+/// The enabled consumer of `key` (from the cache, when `use_cache`).
+async fn enabled_consumer(
+    state: &AppState,
+    key: &str,
+    use_cache: bool,
+) -> Result<Consumer, LtiError> {
+    match state.front.consumer(&state.db, key, use_cache).await? {
+        None => Err(LtiError::UnknownConsumer),
+        Some(c) if !c.enabled => Err(LtiError::DisabledConsumer),
+        Some(c) => Ok(c),
+    }
+}
+
+/// Checks the signature against every tolerated reading of the request; `from_database` is the
+/// last try, whose failure logs the URL checked.
+fn check_signature(
+    req: &Request<'_>,
+    state: &AppState,
+    params: &LaunchParams,
+    oauth: &OAuthFields,
+    secret: &str,
+    from_database: bool,
+) -> Result<(), LtiError> {
+    let uris = candidate_uris(req, state)?;
+    let sets = candidate_param_sets(params);
+    if signature_matches(
+        req.method().as_str(),
+        &uris,
+        &sets,
+        secret,
+        &oauth.signature,
+    ) {
+        return Ok(());
+    }
+    if from_database {
+        log::info!(
+            "signed URL we checked: {} (consumer key {:?})",
+            uris.first().map_or("", String::as_str),
+            oauth.consumer_key
+        );
+    }
+    Err(LtiError::BadSignature)
+}
+
+/// Checks the timestamp is within the window, and that a replay of this launch could still be
+/// told apart: a nonce that would have expired before one already pruned (by a clock that ran
+/// ahead) could not.
+fn check_fresh(state: &AppState, timestamp: i64, now: i64) -> Result<(), LtiError> {
+    let window = state.settings.timestamp_window;
+    check_timestamp(timestamp, now, window)?;
+    match state.nonce_watermark.may_be_pruned(timestamp, window) {
+        true => Err(LtiError::NonceForgotten),
+        false => Ok(()),
+    }
+}
+
+/// Verifies the launch (fields, consumer, signature, freshness) and records it: its nonce
+/// spent, and when its LTI fields are right, its session started in place of `old_session`.
 async fn verify_and_record(
     req: &Request<'_>,
     state: &AppState,
@@ -288,41 +347,18 @@ async fn verify_and_record(
     check_oauth_in_one_place(&[&params.query, &params.body, &params.header])?;
     let all = params.combined();
     let oauth = read_oauth_fields(&all)?;
-    let consumer = state
-        .front
-        .consumer(&state.db, &oauth.consumer_key, use_consumer_cache)
-        .await?;
-    let consumer = match consumer {
-        None => return Err(LtiError::UnknownConsumer),
-        Some(c) if !c.enabled => return Err(LtiError::DisabledConsumer),
-        Some(c) => c,
-    };
-    let uris = candidate_uris(req, state)?;
-    let sets = candidate_param_sets(params);
-    if !signature_matches(
-        req.method().as_str(),
-        &uris,
-        &sets,
+    let consumer = enabled_consumer(state, &oauth.consumer_key, use_consumer_cache).await?;
+    check_signature(
+        req,
+        state,
+        params,
+        &oauth,
         &consumer.secret,
-        &oauth.signature,
-    ) {
-        if !use_consumer_cache {
-            log::info!(
-                "signed URL we checked: {} (consumer key {:?})",
-                uris.first().map_or("", String::as_str),
-                oauth.consumer_key
-            );
-        }
-        return Err(LtiError::BadSignature);
-    }
+        !use_consumer_cache,
+    )?;
     let now = store::now();
+    check_fresh(state, oauth.timestamp, now)?;
     let window = state.settings.timestamp_window;
-    check_timestamp(oauth.timestamp, now, window)?;
-    // A nonce that would have expired before one already pruned (by a clock that ran ahead):
-    // a replay of this launch could not be told apart.
-    if state.nonce_watermark.may_be_pruned(oauth.timestamp, window) {
-        return Err(LtiError::NonceForgotten);
-    }
 
     // Nonces outlive the window on both sides, so a replay is refused for as long as its
     // timestamp would still be accepted.
