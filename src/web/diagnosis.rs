@@ -189,6 +189,7 @@ fn lossy_fields(raw: &[u8]) -> Params {
         .collect()
 }
 
+/// Records a refused launch for the admin page, within the budget, and once per signature.
 async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiError) {
     if matches!(error, LtiError::NoLaunch | LtiError::Storage(_)) {
         return;
@@ -221,17 +222,42 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
     if signed {
         budget.note_recorded(&key, &signature);
     }
-    let origin = signed_origin(req, &state.settings).ok();
-    let path = req.uri().path().as_str();
-    let signed_url = origin
-        .as_ref()
-        .map(|o| base_uri(&o.scheme, &o.host, o.port, path))
+    let signed_url = signed_origin(req, &state.settings)
+        .map(|o| base_uri(&o.scheme, &o.host, o.port, req.uri().path().as_str()))
         .unwrap_or_default();
-    let method = req.method().as_str();
-    let hint = match error {
+    let hint = hint_for(req, state, error, &all, consumer.as_ref(), &signed_url).await;
+    if matches!(error, LtiError::BadSignature) {
+        // The refusal's own line says only "invalid signature": a wrong secret and a wrong
+        // address need different fixes, and the log may be all an administrator reads.
+        log::warn!(
+            "why the signature failed (consumer key \"{}\", from {}): {}",
+            excerpt(&key, 100).escape_debug(),
+            client_address(req, &state.settings),
+            without_controls(&hint.advice())
+        );
+    }
+    let refusal = refusal_row(req, state, error, &all, hint, &signed_url);
+    if let Err(e) = refusals::record(&state.db, &bucket, &refusal).await {
+        log::error!("could not record a refused launch: {e}");
+    }
+}
+
+/// The likely cause of a refused launch, from the evidence: the keys registered, the consumer's
+/// secret (which readings of the request it signs), the address the launch came to.
+async fn hint_for(
+    req: &Request<'_>,
+    state: &AppState,
+    error: &LtiError,
+    all: &Params,
+    consumer: Option<&consumers::Consumer>,
+    signed_url: &str,
+) -> Hint {
+    let path = req.uri().path().as_str();
+    match error {
         LtiError::UnknownConsumer => {
+            let key = first(all, "oauth_consumer_key").unwrap_or("");
             let keys = consumers::keys(&state.db).await.unwrap_or_default();
-            match similar_key(&key, keys.iter().map(String::as_str)) {
+            match similar_key(key, keys.iter().map(String::as_str)) {
                 Some(similar) => Hint::UnknownKeyLike {
                     similar: similar.to_string(),
                 },
@@ -248,14 +274,17 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
                 if signed_url.is_empty() {
                     path
                 } else {
-                    &signed_url
+                    signed_url
                 },
                 URL_CAP,
             ),
             suggested: crate::web::pages::suggested_launch_pages(),
         },
-        LtiError::BadSignature => match (&consumer, &origin) {
-            (Some(c), Some(o)) => signature_evidence(req, state, method, o, path, &all, &c.secret),
+        LtiError::BadSignature => match (consumer, signed_origin(req, &state.settings)) {
+            (Some(c), Ok(o)) => {
+                let method = req.method().as_str();
+                signature_evidence(req, state, method, &o, path, all, &c.secret)
+            }
             _ => Hint::WrongSecret,
         },
         LtiError::StaleTimestamp(s) => Hint::TimestampSkew { seconds: *s },
@@ -270,34 +299,37 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
         other => Hint::Malformed {
             detail: capped(&other.to_string(), 500),
         },
-    };
-    if matches!(error, LtiError::BadSignature) {
-        // The refusal's own line says only "invalid signature": a wrong secret and a wrong
-        // address need different fixes, and the log may be all an administrator reads.
-        log::warn!(
-            "why the signature failed (consumer key \"{}\", from {}): {}",
-            excerpt(&key, 100).escape_debug(),
-            client_address(req, &state.settings),
-            without_controls(&hint.advice())
-        );
     }
+}
+
+/// The admin page's record of a refused launch: nothing secret or personal in it (values are
+/// redacted in the base string, and only the parameters' names are kept).
+fn refusal_row(
+    req: &Request<'_>,
+    state: &AppState,
+    error: &LtiError,
+    all: &Params,
+    hint: Hint,
+    signed_url: &str,
+) -> refusals::Refusal {
     let redacted: Vec<(String, String)> = all
         .iter()
         .map(|(n, v)| (n.clone(), redact(n, v).into_owned()))
         .collect();
     let base_string = signature_base_string(
-        method,
-        &signed_url,
+        req.method().as_str(),
+        signed_url,
         redacted.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     );
     let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     names.dedup();
-    let refusal = refusals::Refusal {
+    let key = first(all, "oauth_consumer_key").unwrap_or("");
+    refusals::Refusal {
         at: store::now(),
-        consumer_key: capped(&key, crate::consumer_input::MAX_KEY),
+        consumer_key: capped(key, crate::consumer_input::MAX_KEY),
         reason: capped(&error.to_string(), 500),
         hint,
-        signed_url: capped(&signed_url, URL_CAP),
+        signed_url: capped(signed_url, URL_CAP),
         base_string: capped(&base_string, 8192),
         param_names: capped(&names.join(", "), 4096),
         remote_addr: client_address(req, &state.settings),
@@ -308,9 +340,6 @@ async fn record(req: &Request<'_>, state: &AppState, all: Params, error: &LtiErr
             .chars()
             .take(300)
             .collect(),
-    };
-    if let Err(e) = refusals::record(&state.db, &bucket, &refusal).await {
-        log::error!("could not record a refused launch: {e}");
     }
 }
 
