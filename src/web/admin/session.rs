@@ -11,7 +11,7 @@ use rocket::{catch, post, Responder, State};
 use rocket_dyn_templates::context;
 use subtle::ConstantTimeEq;
 
-use super::login_queue::{Refused, MAX_WAIT_FOR_CHECKS};
+use super::login_queue::{Checking, QueuePlace, Refused, MAX_WAIT_FOR_CHECKS};
 use super::{render, Page};
 use crate::crypto;
 use crate::error::LtiError;
@@ -307,57 +307,8 @@ async fn login(
         Some(id) => format!("device {id}"),
         None => throttle_bucket(&address),
     };
-    let queue = &state.login_queue;
-    // Counted as failed before the check, so parallel guesses cannot outrun the throttle. An
-    // attempt that finds the limit taken up by checks still running waits for their outcome,
-    // holding no place in the queue and writing nothing: right passwords sent at once are not
-    // failures.
-    let waited_since = std::time::Instant::now();
-    let (attempt, now, _checking, _place) = loop {
-        let now = store::now();
-        if queue.is_over_limit(&bucket, now) {
-            queue.log_refusal(Refused::Throttled, now);
-            return Err(LtiError::TooManyLogins);
-        }
-        if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
-            queue.log_refusal(Refused::Waited, now);
-            return Err(LtiError::LoginsBusy);
-        }
-        // No more of a bucket's attempts in their check than it may fail: the next wait here.
-        let Some(checking) = queue.checking(&bucket, MAX_FAILURES_PER_MINUTE) else {
-            rocket::tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let Some(place) = queue.take(device.is_some()) else {
-            queue.log_refusal(Refused::Busy, now);
-            return Err(LtiError::LoginsBusy);
-        };
-        // A check that was running when the rows were counted is either running after the count
-        // or has ended since `ended_before`: neither is taken for a decided failure.
-        let (_, ended_before) = checking.others();
-        match admin::begin_attempt(&state.db, &bucket, now, MAX_FAILURES_PER_MINUTE).await? {
-            Attempt::Counted(id) => break (id, now, checking, place),
-            Attempt::OverLimit(counted) => {
-                let (running_after, ended_after) = checking.others();
-                let ran = u64::try_from(running_after)
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(ended_after.saturating_sub(ended_before));
-                let decided = counted - i64::try_from(ran).unwrap_or(i64::MAX);
-                if decided >= MAX_FAILURES_PER_MINUTE {
-                    if queue.remember_over_limit(&bucket, now) {
-                        log::warn!(
-                            "admin login: {address} ({bucket}) is over \
-                             {MAX_FAILURES_PER_MINUTE} failures a minute; refused for a minute"
-                        );
-                    }
-                    queue.log_refusal(Refused::Throttled, now);
-                    return Err(LtiError::TooManyLogins);
-                }
-            }
-        }
-        drop((checking, place));
-        rocket::tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (attempt, now, _checking, _place) =
+        counted_attempt(state, &bucket, device.is_some(), &address).await?;
     let password = form.into_inner().password.unwrap_or_default();
     let binding = hash.clone();
     // One check at a time, whoever asks: Argon2id is slow on purpose, and guesses from many
@@ -393,6 +344,66 @@ async fn login(
     cookies.add(device_cookie(mark, secure));
     log::warn!("admin logged in from {address}");
     Ok(Reply::Redirect(Redirect::to("/admin")))
+}
+
+/// Counts a login attempt as failed before its password check (the row `forget_attempt` clears
+/// on success), under the bucket's throttle, so parallel guesses cannot outrun it: returns the
+/// attempt's row, the time, and the places it holds while its check runs. An attempt that finds
+/// the limit taken up by checks still running waits for their outcome, holding no place in the
+/// queue and writing nothing: right passwords sent at once are not failures.
+async fn counted_attempt(
+    state: &AppState,
+    bucket: &str,
+    known_device: bool,
+    address: &str,
+) -> Result<(i64, i64, Checking, QueuePlace), LtiError> {
+    let queue = &state.login_queue;
+    let waited_since = std::time::Instant::now();
+    loop {
+        let now = store::now();
+        if queue.is_over_limit(bucket, now) {
+            queue.log_refusal(Refused::Throttled, now);
+            return Err(LtiError::TooManyLogins);
+        }
+        if waited_since.elapsed() >= MAX_WAIT_FOR_CHECKS {
+            queue.log_refusal(Refused::Waited, now);
+            return Err(LtiError::LoginsBusy);
+        }
+        // No more of a bucket's attempts in their check than it may fail: the next wait here.
+        let Some(checking) = queue.checking(bucket, MAX_FAILURES_PER_MINUTE) else {
+            rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let Some(place) = queue.take(known_device) else {
+            queue.log_refusal(Refused::Busy, now);
+            return Err(LtiError::LoginsBusy);
+        };
+        // A check that was running when the rows were counted is either running after the count
+        // or has ended since `ended_before`: neither is taken for a decided failure.
+        let (_, ended_before) = checking.others();
+        match admin::begin_attempt(&state.db, bucket, now, MAX_FAILURES_PER_MINUTE).await? {
+            Attempt::Counted(id) => return Ok((id, now, checking, place)),
+            Attempt::OverLimit(counted) => {
+                let (running_after, ended_after) = checking.others();
+                let ran = u64::try_from(running_after)
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(ended_after.saturating_sub(ended_before));
+                let decided = counted - i64::try_from(ran).unwrap_or(i64::MAX);
+                if decided >= MAX_FAILURES_PER_MINUTE {
+                    if queue.remember_over_limit(bucket, now) {
+                        log::warn!(
+                            "admin login: {address} ({bucket}) is over \
+                             {MAX_FAILURES_PER_MINUTE} failures a minute; refused for a minute"
+                        );
+                    }
+                    queue.log_refusal(Refused::Throttled, now);
+                    return Err(LtiError::TooManyLogins);
+                }
+            }
+        }
+        drop((checking, place));
+        rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[derive(FromForm)]
