@@ -357,30 +357,7 @@ impl OutcomesClient {
             .await;
         let response = match sent {
             Ok(r) => r,
-            // Nothing was sent (a connection that timed out included). A certificate we do not
-            // trust stays untrusted on a retry.
-            Err(e) if e.is_connect() => {
-                let why = causes(e);
-                if let Some(at) = why.find(LOCAL_REFUSAL) {
-                    return Attempt::Done(Err(OutcomeError::BadServiceUrl(why[at..].to_string())));
-                }
-                // rustls's words for an answer that is no TLS record (plain http, say): that
-                // stays so on a retry too.
-                if why.contains("InvalidContentType") || why.contains("corrupt message") {
-                    return Attempt::Done(Err(OutcomeError::NotTls(why)));
-                }
-                return match why.contains("certificate") {
-                    true => Attempt::Done(Err(OutcomeError::Certificate(why))),
-                    false => Attempt::Retry(OutcomeError::Unconnected(why)),
-                };
-            }
-            Err(e) if e.is_timeout() => return Attempt::Done(Err(OutcomeError::Timeout)),
-            Err(e) if e.is_builder() => {
-                return Attempt::Done(Err(OutcomeError::BadServiceUrl(
-                    e.without_url().to_string(),
-                )))
-            }
-            Err(e) => return Attempt::Done(Err(network(e))),
+            Err(e) => return unsent(e),
         };
         let status = response.status();
         let content_type = response
@@ -392,34 +369,7 @@ impl OutcomesClient {
             .read_body(response)
             .await
             .and_then(|bytes| decode_body(&bytes, content_type.as_deref()));
-        if status.is_server_error() {
-            // Retried, unless the LMS said in an envelope that it refused the request: then
-            // a retry would be refused again, and its reason is worth more than the status.
-            return match text.as_deref().map(xml::parse_response) {
-                Ok(Ok(r)) if r.code_major != CodeMajor::Success => Attempt::Done(Ok(r)),
-                _ => Attempt::Retry(OutcomeError::HttpStatus(status.as_u16())),
-            };
-        }
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => return Attempt::Done(Err(e)),
-        };
-        let parsed = xml::parse_response(&text);
-        Attempt::Done(match parsed {
-            Ok(r) if status.is_success() => Ok(r),
-            // A refusal with 401 (Unauthorized): the LMS's words, and the hint the status gives.
-            // A 403 is a refusal like any other (a closed course, a policy).
-            Ok(r) if r.code_major == CodeMajor::Failure && status.as_u16() == 401 => {
-                Err(OutcomeError::SignatureRefused {
-                    status: 401,
-                    description: r.description,
-                })
-            }
-            // A refusal with an envelope explains itself better than its status does.
-            Ok(r) if r.code_major != CodeMajor::Success => Ok(r),
-            Err(e) if status.is_success() => Err(e),
-            _ => Err(OutcomeError::HttpStatus(status.as_u16())),
-        })
+        answered(status, text)
     }
 
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, OutcomeError> {
@@ -587,6 +537,68 @@ fn causes(e: reqwest::Error) -> String {
         source = s.source();
     }
     message
+}
+
+/// What a request that got no answer comes to: a retry when nothing was sent and a retry may
+/// connect, else the error as it stays.
+fn unsent(e: reqwest::Error) -> Attempt {
+    match e {
+        // Nothing was sent (a connection that timed out included). A certificate we do not
+        // trust stays untrusted on a retry.
+        e if e.is_connect() => {
+            let why = causes(e);
+            if let Some(at) = why.find(LOCAL_REFUSAL) {
+                return Attempt::Done(Err(OutcomeError::BadServiceUrl(why[at..].to_string())));
+            }
+            // rustls's words for an answer that is no TLS record (plain http, say): that
+            // stays so on a retry too.
+            if why.contains("InvalidContentType") || why.contains("corrupt message") {
+                return Attempt::Done(Err(OutcomeError::NotTls(why)));
+            }
+            match why.contains("certificate") {
+                true => Attempt::Done(Err(OutcomeError::Certificate(why))),
+                false => Attempt::Retry(OutcomeError::Unconnected(why)),
+            }
+        }
+        e if e.is_timeout() => Attempt::Done(Err(OutcomeError::Timeout)),
+        e if e.is_builder() => Attempt::Done(Err(OutcomeError::BadServiceUrl(
+            e.without_url().to_string(),
+        ))),
+        e => Attempt::Done(Err(network(e))),
+    }
+}
+
+/// What an answer comes to: the LMS's envelope, a retry for a server error without one, or the
+/// error the status and body make.
+fn answered(status: reqwest::StatusCode, text: Result<String, OutcomeError>) -> Attempt {
+    if status.is_server_error() {
+        // Retried, unless the LMS said in an envelope that it refused the request: then
+        // a retry would be refused again, and its reason is worth more than the status.
+        return match text.as_deref().map(xml::parse_response) {
+            Ok(Ok(r)) if r.code_major != CodeMajor::Success => Attempt::Done(Ok(r)),
+            _ => Attempt::Retry(OutcomeError::HttpStatus(status.as_u16())),
+        };
+    }
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let parsed = xml::parse_response(&text);
+    Attempt::Done(match parsed {
+        Ok(r) if status.is_success() => Ok(r),
+        // A refusal with 401 (Unauthorized): the LMS's words, and the hint the status gives.
+        // A 403 is a refusal like any other (a closed course, a policy).
+        Ok(r) if r.code_major == CodeMajor::Failure && status.as_u16() == 401 => {
+            Err(OutcomeError::SignatureRefused {
+                status: 401,
+                description: r.description,
+            })
+        }
+        // A refusal with an envelope explains itself better than its status does.
+        Ok(r) if r.code_major != CodeMajor::Success => Ok(r),
+        Err(e) if status.is_success() => Err(e),
+        _ => Err(OutcomeError::HttpStatus(status.as_u16())),
+    })
 }
 
 #[cfg(test)]
