@@ -1,6 +1,7 @@
-//! CSRF tokens for the forms of LTI pages (the grade forms, logout): an HMAC of the session id
-//! under a key derived from Rocket's `secret_key` for one purpose (random per process when none is
-//! configured, in the debug profile), so a token is valid only for its own session and forms.
+//! Keyed tokens: CSRF tokens for the forms of LTI pages (the grade forms, logout), an HMAC of the
+//! session id, and the admin's device marks, each under a key derived from Rocket's `secret_key`
+//! for its one purpose (random per process when none is configured, in the debug profile), so a
+//! token is valid only for its own session and purpose.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
