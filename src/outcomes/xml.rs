@@ -234,29 +234,8 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
     if !saw_root {
         return Err(malformed("empty document"));
     }
-    // The vocabulary is lower case; an LMS writing `Success` means nothing else by it.
-    let code_major = match code_major.map(|c| c.to_ascii_lowercase()).as_deref() {
-        Some("success") => CodeMajor::Success,
-        Some("processing") => CodeMajor::Processing,
-        Some("failure") => CodeMajor::Failure,
-        Some("unsupported") => CodeMajor::Unsupported,
-        Some(other) => {
-            return Err(malformed(format!(
-                "unknown imsx_codeMajor {:?}",
-                other.chars().take(40).collect::<String>()
-            )))
-        }
-        None => return Err(malformed("no imsx_codeMajor")),
-    };
-    let score = match score_text.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(parse_score_text(s).ok_or_else(|| {
-            malformed(format!(
-                "score {:?} is not a number from 0.0 to 1.0",
-                s.chars().take(40).collect::<String>()
-            ))
-        })?),
-    };
+    let code_major = code_major_of(code_major)?;
+    let score = score_of(score_text.as_deref())?;
     Ok(Response {
         code_major,
         description,
@@ -265,6 +244,35 @@ pub fn parse_response(body: &str) -> Result<Response, OutcomeError> {
         score,
         has_read_response,
     })
+}
+
+/// The status an `imsx_codeMajor` names. The vocabulary is lower case; an LMS writing `Success`
+/// means nothing else by it.
+fn code_major_of(text: Option<String>) -> Result<CodeMajor, OutcomeError> {
+    match text.map(|c| c.to_ascii_lowercase()).as_deref() {
+        Some("success") => Ok(CodeMajor::Success),
+        Some("processing") => Ok(CodeMajor::Processing),
+        Some("failure") => Ok(CodeMajor::Failure),
+        Some("unsupported") => Ok(CodeMajor::Unsupported),
+        Some(other) => Err(malformed(format!(
+            "unknown imsx_codeMajor {:?}",
+            other.chars().take(40).collect::<String>()
+        ))),
+        None => Err(malformed("no imsx_codeMajor")),
+    }
+}
+
+/// The score a read's `textString` holds: none when empty (no score yet).
+fn score_of(text: Option<&str>) -> Result<Option<f64>, OutcomeError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(s) => parse_score_text(s).map(Some).ok_or_else(|| {
+            malformed(format!(
+                "score {:?} is not a number from 0.0 to 1.0",
+                s.chars().take(40).collect::<String>()
+            ))
+        }),
+    }
 }
 
 /// True inside `readResultResponse/result/resultScore` (where the read score lives).
