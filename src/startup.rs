@@ -2,11 +2,13 @@
 //! meant), the database is opened, upgraded and its secrets checked against the key, the shared
 //! state is built, and the pruning task is started.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::fairing::{AdHoc, Fairing};
 use rocket::figment::Figment;
+use rocket::futures::FutureExt;
 use rocket::Rocket;
 
 use crate::config::{self, Settings};
@@ -359,27 +361,49 @@ async fn prune_forever(
     let mut file_gone = false;
     loop {
         tick.tick().await;
-        // Errors other than a missing file (a folder made unreadable) leave the last answer.
-        if let (Some(opened), Ok(now)) = (opened, store::FileIdentity::of(&db)) {
-            let gone = now != Some(opened);
-            if gone && !file_gone {
-                log::error!(
-                    "the database file {} was removed or replaced while the server runs: what \
-                     it records from now on is lost when it stops. Stop the server, put the file \
-                     back (or restore a backup) and start it again",
-                    db.connect_options().get_filename().display()
-                );
-            }
-            file_gone = gone;
-        }
-        match store::prune_expired(&db, store::now(), outcome_target_ttl, &nonce_mark).await {
-            Ok(0) => {}
-            Ok(n) => {
-                log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)")
-            }
-            // A stop closes the pool under a pruning pass: that is no failure.
-            Err(_) if db.is_closed() => return,
-            Err(e) => log::warn!("pruning failed: {e}"),
+        // A panic (a log line whose stdout is gone panics in a debug build) skips one pass, not
+        // every pass to come.
+        let pass = prune_pass(&db, outcome_target_ttl, &nonce_mark, opened, &mut file_gone);
+        if let Ok(Pass::Stopped) = AssertUnwindSafe(pass).catch_unwind().await {
+            return;
         }
     }
+}
+
+/// Whether the pruning task goes on.
+enum Pass {
+    Done,
+    /// The server stopped (its pool is closed).
+    Stopped,
+}
+
+/// One pass of [`prune_forever`].
+async fn prune_pass(
+    db: &store::Db,
+    outcome_target_ttl: i64,
+    nonce_mark: &store::nonces::NonceWatermark,
+    opened: Option<store::FileIdentity>,
+    file_gone: &mut bool,
+) -> Pass {
+    // Errors other than a missing file (a folder made unreadable) leave the last answer.
+    if let (Some(opened), Ok(now)) = (opened, store::FileIdentity::of(db)) {
+        let gone = now != Some(opened);
+        if gone && !*file_gone {
+            log::error!(
+                "the database file {} was removed or replaced while the server runs: what \
+                 it records from now on is lost when it stops. Stop the server, put the file \
+                 back (or restore a backup) and start it again",
+                db.connect_options().get_filename().display()
+            );
+        }
+        *file_gone = gone;
+    }
+    match store::prune_expired(db, store::now(), outcome_target_ttl, nonce_mark).await {
+        Ok(0) => {}
+        Ok(n) => log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)"),
+        // A stop closes the pool under a pruning pass: that is no failure.
+        Err(_) if db.is_closed() => return Pass::Stopped,
+        Err(e) => log::warn!("pruning failed: {e}"),
+    }
+    Pass::Done
 }

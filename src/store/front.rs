@@ -27,10 +27,12 @@
 //! by about 15 %).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rocket::futures::FutureExt;
 use rocket::tokio::sync::{mpsc, oneshot, watch};
 use rocket::tokio::task::JoinHandle;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -158,7 +160,7 @@ impl StoreFront {
         job: impl FnOnce(oneshot::Sender<Result<T, LtiError>>) -> Job,
     ) -> Result<T, LtiError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || LtiError::Storage("the store task has stopped".into());
+        let gone = || LtiError::Storage("the store task did not answer (see the log)".into());
         self.jobs.send(job(reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
@@ -286,37 +288,50 @@ async fn run(
                 Job::Close(reply) => close = Some(reply),
             }
         }
-        match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
-            Ok(outcomes) => {
-                if !writes.is_empty() {
-                    commits.fetch_add(1, Ordering::Relaxed);
+        // A panic here (a log line whose stdout is gone panics in a debug build; a bug) must not
+        // end the task, or every later launch would fail until a restart: the round's requests
+        // that were not answered get a storage error (their replies are dropped), and the next
+        // round starts from a new connection and empty caches.
+        let answered = AssertUnwindSafe(async {
+            match round(&options, &mut conn, &mut seen_version, &caches, &writes).await {
+                Ok(outcomes) => {
+                    if !writes.is_empty() {
+                        commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for reply in check_replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                    for (reply, outcome) in write_replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
                 }
-                for reply in check_replies {
-                    let _ = reply.send(Ok(()));
-                }
-                for (reply, outcome) in write_replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                Err(e) => {
+                    log::error!(
+                        "store round failed ({} launches not recorded): {e}",
+                        writes.len()
+                    );
+                    // Start again from a new connection and empty caches.
+                    conn = None;
+                    seen_version = None;
+                    lock(&caches).clear();
+                    // With the caches empty, a check's caller reads from SQLite, which often still
+                    // serves reads when writes fail (a full disk, another writer holding the lock);
+                    // when it does not, that read fails in turn.
+                    for reply in check_replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                    for reply in write_replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                log::error!(
-                    "store round failed ({} launches not recorded): {e}",
-                    writes.len()
-                );
-                // Start again from a new connection and empty caches.
-                conn = None;
-                seen_version = None;
-                lock(&caches).clear();
-                // With the caches empty, a check's caller reads from SQLite, which often still
-                // serves reads when writes fail (a full disk, another writer holding the lock);
-                // when it does not, that read fails in turn.
-                for reply in check_replies {
-                    let _ = reply.send(Ok(()));
-                }
-                for reply in write_replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+        })
+        .catch_unwind()
+        .await;
+        if answered.is_err() {
+            conn = None;
+            seen_version = None;
+            lock(&caches).clear();
         }
         if let Some(reply) = close {
             queue.close();
@@ -415,10 +430,15 @@ async fn checkpoint_forever(
                 }
                 failing = false;
             }
-            // Storage trouble shows in the launches' own errors; one line here is enough.
+            // Storage trouble shows in the launches' own errors; one line here is enough (and
+            // a log line that cannot be written must not end the task: see `run`).
             Err(e) => {
                 if !failing {
-                    log::warn!("background checkpoint failed (the writer will do it itself): {e}");
+                    let _ = std::panic::catch_unwind(|| {
+                        log::warn!(
+                            "background checkpoint failed (the writer will do it itself): {e}"
+                        )
+                    });
                 }
                 failing = true;
                 conn = None;

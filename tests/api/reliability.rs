@@ -43,9 +43,16 @@ impl Server {
             .stderr(Stdio::piped());
         configure(&mut cmd);
         let mut child = cmd.spawn().expect("lti-tool starts");
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
-        for mut pipe in [out, err] {
+        // (Unless `configure` sent them elsewhere.)
+        let out = child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>);
+        let err = child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>);
+        for mut pipe in [out, err].into_iter().flatten() {
             let mut log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -948,6 +955,45 @@ fn wait_for_storage_error_log(server: &Server) {
         assert!(Instant::now() < deadline, "no log line: {}", server.log());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_log_file_that_cannot_be_written_does_not_stop_launches_for_good() {
+    let dir = temp_dir();
+    // The log straight into a file on the disk that fills up, as the README's recipe without
+    // systemd has it. A debug build's logger panics when it cannot write a line: in the launch
+    // writer's task, that must not end the task (every later launch would fail until a restart).
+    let log = std::fs::File::create(dir.join("direct.log")).expect("log file");
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_LOG_LEVEL", "critical")
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+    });
+    assert!(launch_as(server.port, "before").expect("launch").is_some());
+    std::fs::write(dir.join("direct.log"), "").expect("log emptied");
+    limit_file_size(server.pid(), 0);
+    for i in 0..3 {
+        let body = Launch::new("/initial")
+            .user(&format!("full-{i}"))
+            .signed_body();
+        // Answered with 503, or not at all: a log line that cannot be written ends its request.
+        if let Ok(answer) = post(server.port, "/initial", &body) {
+            assert_eq!(answer.status, 503, "{}", answer.body);
+        }
+    }
+    limit_file_size(server.pid(), libc::RLIM_INFINITY);
+    let after = launch_as(server.port, "after")
+        .expect("launch")
+        .expect("accepted once the disk has room");
+    assert_eq!(
+        server
+            .get("/session", Some(&after.cookie))
+            .expect("GET")
+            .status,
+        200
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
