@@ -15,7 +15,19 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let cli = rocket_lti_tool::cli::Cli::parse();
+    let cli = match rocket_lti_tool::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap's tip for `--secret -abc` (`-- -abc`) would make the secret the key.
+            let secret_given = std::env::args().any(|a| a == "--secret");
+            if e.kind() == clap::error::ErrorKind::UnknownArgument && secret_given {
+                let _ = e.print();
+                eprintln!("(a secret that starts with '-' is given as --secret=-…)");
+                return std::process::ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     // Rocket reads some of these to build its runtime and panics on a bad one: say which, and
     // exit. The command line checks the rest too: it must not seal secrets under a `secret_key`
     // the server would refuse to start with.

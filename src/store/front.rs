@@ -160,9 +160,11 @@ impl StoreFront {
         job: impl FnOnce(oneshot::Sender<Result<T, LtiError>>) -> Job,
     ) -> Result<T, LtiError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || LtiError::Storage("the store task did not answer (see the log)".into());
-        self.jobs.send(job(reply)).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let closed = || LtiError::Storage("the store is closed (the server is stopping)".into());
+        self.jobs.send(job(reply)).await.map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| LtiError::Storage("the store task did not answer (see the log)".into()))?
     }
 
     /// Records a launch; returns once its transaction has committed.

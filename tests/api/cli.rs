@@ -304,6 +304,15 @@ async fn bad_keys_duplicates_and_short_secrets() {
         &["consumer", "add", "swallowed", "--secret", "--name=Canvas"],
     );
     assert!(!out.status.success(), "{out:?}");
+    let out = cli(
+        &db,
+        &["consumer", "add", "tip", "--secret", "-abc0123456789"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is given as --secret=-"),
+        "{out:?}"
+    );
     // Brightspace keeps 100 characters of a secret: a longer one is accepted, with a warning.
     let out = cli(
         &db,
