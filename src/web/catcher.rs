@@ -82,17 +82,18 @@ fn allowed_methods(req: &Request<'_>) -> Option<String> {
     if methods.is_empty() || methods.contains(&req.method()) {
         return None;
     }
-    methods.sort_by_key(|m| m.as_str());
-    methods.dedup();
-    let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
-    Some(allow.join(", "))
+    Some(allow_value(methods))
 }
 
 /// The `Allow` header of a 405 a route refused with (a HEAD on a launch page, or a fork's
 /// `LtiError::page(405, …)`): the methods of the address's routes. HEAD, which a GET route
 /// also serves, is not added: the tool's guards refuse HEADs alone with a 405.
 pub(super) fn route_allow(req: &Request<'_>) -> String {
-    let mut methods = route_methods(req);
+    allow_value(route_methods(req))
+}
+
+/// Methods as an `Allow` header says them: each once, in order.
+fn allow_value(mut methods: Vec<Method>) -> String {
     methods.sort_by_key(|m| m.as_str());
     methods.dedup();
     let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
