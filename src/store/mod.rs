@@ -147,11 +147,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 async fn migrate(pool: &Db) -> Result<Vec<String>, sqlx::migrate::MigrateError> {
     let migrator = &MIGRATOR;
     let mut conn = pool.acquire().await?;
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_default();
+    let applied = applied_migrations(&mut conn).await;
     if migrator.iter().all(|m| applied.contains(&m.version)) {
         // Checks the applied ones' checksums; writes nothing.
         migrator.run_direct(&mut *conn).await?;
@@ -159,11 +155,7 @@ async fn migrate(pool: &Db) -> Result<Vec<String>, sqlx::migrate::MigrateError> 
     }
     let mut tx = conn.begin_with("BEGIN EXCLUSIVE").await?;
     // Read again under the lock: another process may have migrated meanwhile.
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap_or_default();
+    let applied = applied_migrations(&mut tx).await;
     // Each migration runs in a savepoint of this transaction, so a migration that must run
     // outside one (`-- no-transaction`: VACUUM, say) cannot be added.
     migrator.run_direct(&mut *tx).await?;
@@ -176,6 +168,15 @@ async fn migrate(pool: &Db) -> Result<Vec<String>, sqlx::migrate::MigrateError> 
         .filter(|m| !applied.contains(&m.version))
         .map(|m| format!("{} ({})", m.version, m.description))
         .collect())
+}
+
+/// The versions of the migrations applied to the database (none for a new one, which has no
+/// table for them yet).
+async fn applied_migrations(conn: &mut sqlx::SqliteConnection) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = true")
+        .fetch_all(conn)
+        .await
+        .unwrap_or_default()
 }
 
 /// When a pool connection was last opened read-only (Unix seconds; 0: never).
