@@ -32,8 +32,98 @@ pub(super) fn cannot_listen(at: Option<std::net::SocketAddr>, why: &std::io::Err
     format!("lti-tool: cannot listen on{at}: {why} ({hint})")
 }
 
-/// Runs the server until it is stopped.
+/// Runs the server until it is stopped, its log lines passed on by a [`LogRelay`] in a debug
+/// build.
 pub(super) async fn serve() -> ExitCode {
+    let relay = LogRelay::start();
+    let code = serve_until_stopped().await;
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    code
+}
+
+/// Passes the server's standard output on through a pipe, dropping what cannot be written.
+/// Rocket's logger in a debug build (`cargo run`) panics on a line it cannot write: with the log
+/// in a file on a full disk (or over `ulimit -f`), every request that logs would end unanswered,
+/// and a SIGTERM be lost with the task that logs it. Writing into the pipe never fails; the relay
+/// thread drops the lines the file refuses, and the requests get their pages (a 503 while the
+/// database cannot grow either). Release builds drop such lines themselves; a terminal is left
+/// alone.
+struct LogRelay {
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl LogRelay {
+    #[cfg(unix)]
+    fn start() -> Option<LogRelay> {
+        use std::io::{IsTerminal, Read, Write};
+        use std::os::fd::{FromRawFd, OwnedFd};
+        if !cfg!(debug_assertions) || std::io::stdout().is_terminal() {
+            return None;
+        }
+        let mut ends = [0; 2];
+        // SAFETY: pipe2(2) fills the two descriptors of a new pipe into `ends`.
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return None;
+        }
+        // SAFETY: both are open descriptors this process owns from here on.
+        let (from, into) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        let _ = std::io::stdout().flush();
+        // SAFETY: fcntl(2) duplicates the open standard output; the copy is ours alone.
+        let target = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+        if target < 0 {
+            return None;
+        }
+        // SAFETY: `target` is the open descriptor just made.
+        let target = unsafe { OwnedFd::from_raw_fd(target) };
+        // SAFETY: dup2(2) of an open descriptor onto 1: standard output now writes into the pipe.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&into), 1) } < 0 {
+            return None;
+        }
+        drop(into);
+        let (sent, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut from, mut target) = (std::fs::File::from(from), std::fs::File::from(target));
+            let mut buffer = [0u8; 8192];
+            loop {
+                match from.read(&mut buffer) {
+                    Ok(0) => break,
+                    // A line the file refuses (a full disk) is dropped; the next may fit.
+                    Ok(n) => {
+                        let _ = target.write_all(&buffer[..n]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = sent.send(());
+        });
+        Some(LogRelay { done })
+    }
+
+    #[cfg(not(unix))]
+    fn start() -> Option<LogRelay> {
+        None
+    }
+
+    /// Passes on what is left (waiting a second at most), once the server has stopped.
+    fn finish(self) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        #[cfg(unix)]
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2(2) of an open descriptor onto 1, which closes the pipe's last
+            // writing end: the relay reads to its end.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
+        }
+        let _ = self.done.recv_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Runs the server until it is stopped.
+async fn serve_until_stopped() -> ExitCode {
     match crate::rocket()
         .attach(rocket::fairing::AdHoc::on_liftoff(
             "Open-file limit",
