@@ -491,7 +491,11 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
         eprintln!("no consumers");
     }
     // Written, not `println!`: piped into `head`, a closed pipe ends the listing quietly
-    // instead of panicking.
+    // instead of panicking; any other failure (a full disk) is the command's.
+    let stopped = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(format!("could not print the list: {e}")),
+    };
     let mut out = std::io::stdout().lock();
     for c in all {
         let created = chrono::DateTime::from_timestamp(c.created_at, 0)
@@ -510,11 +514,11 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
                 }
             })
             .collect();
-        if writeln!(out, "{}\t{state}\t{created}\t{name}", c.key).is_err() {
-            break;
+        if let Err(e) = writeln!(out, "{}\t{state}\t{created}\t{name}", c.key) {
+            return stopped(e);
         }
     }
-    Ok(())
+    out.flush().or_else(stopped)
 }
 
 async fn set_enabled(db: &Db, key: &str, enabled: bool) -> Result<(), String> {

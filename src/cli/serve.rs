@@ -84,22 +84,38 @@ impl LogRelay {
         }
         drop(into);
         let (sent, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut from, mut target) = (std::fs::File::from(from), std::fs::File::from(target));
-            let mut buffer = [0u8; 8192];
-            loop {
-                match from.read(&mut buffer) {
-                    Ok(0) => break,
-                    // A line the file refuses (a full disk) is dropped; the next may fit.
-                    Ok(n) => {
-                        let _ = target.write_all(&buffer[..n]);
+        let mut target = std::fs::File::from(target);
+        let restore = target.try_clone().ok();
+        let relay = std::thread::Builder::new()
+            .name("log relay".into())
+            .spawn(move || {
+                let mut from = std::fs::File::from(from);
+                let mut buffer = [0u8; 8192];
+                let mut dropped = false;
+                loop {
+                    let n = match from.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    // What the file refuses (a full disk) is dropped, and the next write that
+                    // fits says so first, on a line of its own (a line may have been cut).
+                    if dropped && target.write_all(DROPPED).is_err() {
+                        continue;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+                    dropped = target.write_all(&buffer[..n]).is_err();
                 }
+                let _ = sent.send(());
+            });
+        if relay.is_err() {
+            // No thread to read the pipe: standard output goes back where it was.
+            if let Some(restore) = restore {
+                // SAFETY: dup2(2) of an open descriptor onto 1.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&restore), 1) };
             }
-            let _ = sent.send(());
-        });
+            return None;
+        }
         Some(LogRelay { done })
     }
 
@@ -121,6 +137,10 @@ impl LogRelay {
         let _ = self.done.recv_timeout(std::time::Duration::from_secs(1));
     }
 }
+
+/// What the [`LogRelay`] writes where log lines were dropped.
+#[cfg(unix)]
+const DROPPED: &[u8] = b"\n[log lines were dropped here: the log file could not be written]\n";
 
 /// Runs the server until it is stopped.
 async fn serve_until_stopped() -> ExitCode {

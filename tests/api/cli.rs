@@ -407,6 +407,11 @@ async fn a_new_secret_that_cannot_be_printed_is_not_saved() {
     }
     let launch = Launch::new("/any").consumer("kept", &secret);
     assert_eq!(app.launch(&launch).await.status(), Status::Ok);
+    // A list that cannot be printed (a full disk) fails; a reader that stops early (`| head`)
+    // does not make it fail.
+    let res = cli_to(&db, &["consumer", "list"], full());
+    assert!(!res.status.success(), "{res:?}");
+    assert!(String::from_utf8_lossy(&res.stderr).contains("could not print the list"));
     // A given secret is not printed, so where the output goes does not matter.
     let given = &[
         "consumer",
