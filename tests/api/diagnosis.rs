@@ -541,9 +541,7 @@ async fn a_launch_that_cannot_be_read_is_recorded_from_what_can_be_made_of_it() 
     assert!(all[0].reason.contains("65536"), "{}", all[0].reason);
     // A multipart launch over the limit: its body is not split as a form would be, so a value
     // holding `&` does not turn the user's text into a stored "field name".
-    let part = |name: &str, value: &str| {
-        format!("--XX\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-    };
+    let part = |name: &str, value: &str| form_data_part("XX", name, value);
     let multipart = format!(
         "{}{}{}--XX--\r\n",
         part("oauth_consumer_key", "__consumer_key__"),

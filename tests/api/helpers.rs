@@ -277,6 +277,12 @@ impl Launch {
     }
 }
 
+/// One part of a `multipart/form-data` body with this boundary (the closing `--{boundary}--`
+/// follows the last).
+pub fn form_data_part(boundary: &str, name: &str, value: &str) -> String {
+    format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+}
+
 /// Replaces one form field's value in an encoded body (for tampering after signing).
 pub fn tamper(body: &str, name: &str, new_value: &str) -> String {
     body.split('&')

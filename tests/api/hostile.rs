@@ -12,7 +12,7 @@ use rocket_lti_tool::lti::launch::read_oauth_fields;
 use rocket_lti_tool::lti::oauth::{signature_base_string, verify};
 use rocket_lti_tool::lti::params::{parse_authorization_header, parse_form, Params};
 
-use crate::helpers::{temp_dir, Launch, HOST};
+use crate::helpers::{form_data_part, temp_dir, Launch, HOST};
 
 const URL: &str = "http://tool.test/any";
 
@@ -270,11 +270,7 @@ fn floods_are_refused_quickly_with_4xx() {
 fn a_malformed_multipart_form_is_a_bad_request_not_too_large() {
     let (client, dir) = blocking_app();
     let multipart = ContentType::new("multipart", "form-data").with_params(("boundary", "X"));
-    let part = |value: &str| {
-        format!(
-            "--X\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{value}\r\n--X--\r\n"
-        )
-    };
+    let part = |value: &str| form_data_part("X", "password", value) + "--X--\r\n";
     // A few bytes that are no multipart body at all, and one cut before its closing boundary.
     let cut = part("hunter2");
     let cut = &cut[..cut.len() - 8];

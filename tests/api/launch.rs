@@ -780,9 +780,7 @@ async fn a_stray_launch_is_recorded_without_a_field_cut_at_the_end_of_what_was_s
         recorded[0].param_names
     );
     // A multipart body has no `&` between its parts: its start is kept whole.
-    let part = |name: &str, value: &str| {
-        format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-    };
+    let part = |name: &str, value: &str| form_data_part("XyZ", name, value);
     let body = format!(
         "{}{}{}--XyZ--\r\n",
         part("oauth_consumer_key", "__consumer_key__"),
