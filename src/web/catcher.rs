@@ -74,22 +74,27 @@ fn generic(status: Status) -> ErrorPage {
 /// The methods the app's routes take at the request's path, as an `Allow` value: `None` when no
 /// route has the path, or one has it for the request's own method (and forwarded or failed).
 fn allowed_methods(req: &Request<'_>) -> Option<String> {
-    let mut methods = route_methods(req);
-    if methods.contains(&Method::Get) {
-        // Rocket answers HEAD with the GET route.
-        methods.push(Method::Head);
-    }
+    let methods = methods_with_head(req);
     if methods.is_empty() || methods.contains(&req.method()) {
         return None;
     }
     Some(allow_value(methods))
 }
 
-/// The `Allow` header of a 405 a route refused with (a HEAD on a launch page, or a fork's
-/// `LtiError::page(405, …)`): the methods of the address's routes. HEAD, which a GET route
-/// also serves, is not added: the tool's guards refuse HEADs alone with a 405.
+/// The `Allow` header of a 405 a route refused with (a HEAD that carries a launch, or a fork's
+/// `LtiError::page(405, …)`): the methods of the address's routes, as the catcher's 405 says
+/// them (a plain HEAD is still served there, so it is listed).
 pub(super) fn route_allow(req: &Request<'_>) -> String {
-    allow_value(route_methods(req))
+    allow_value(methods_with_head(req))
+}
+
+/// [`route_methods`], with HEAD where there is a GET route: Rocket answers HEAD with it.
+fn methods_with_head(req: &Request<'_>) -> Vec<Method> {
+    let mut methods = route_methods(req);
+    if methods.contains(&Method::Get) {
+        methods.push(Method::Head);
+    }
+    methods
 }
 
 /// Methods as an `Allow` header says them: each once, in order.

@@ -179,7 +179,7 @@ async fn a_fork_adds_guarded_pages() {
 
     // A HEAD that carries a launch launches nothing; its 405 names the methods the address's
     // routes take.
-    for (path, allow) in [("gradebook", "GET, POST"), ("report", "GET")] {
+    for (path, allow) in [("gradebook", "GET, HEAD, POST"), ("report", "GET, HEAD")] {
         let path = format!("{EXAMPLE}/{path}");
         let res = client
             .head(Launch::new(&path).signed_get_path())
