@@ -239,7 +239,7 @@ pub struct Settings {
     /// The scheme, host and port the LMS uses to reach us (e.g. `https://tool.example.edu`).
     pub public_url: Option<Origin>,
     /// Addresses whose `X-Forwarded-Proto/-Host/-Port/-For` and RFC 7239 `Forwarded` headers
-    /// are believed.
+    /// are believed, in canonical form (IPv4 as IPv4, never `::ffff:a.b.c.d`).
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest launch body accepted, in bytes.
     pub launch_body_limit: u64,
@@ -495,7 +495,13 @@ impl Settings {
             cookie_secure: raw.cookie_secure.unwrap_or(!debug_profile),
             seed_demo_consumer: raw.seed_demo_consumer.unwrap_or(debug_profile),
             public_url,
-            trusted_proxies: raw.trusted_proxies,
+            // As peers are compared: an IPv4 client of a dual-stack (`::`) listener arrives as
+            // `::ffff:a.b.c.d`, and either spelling in the list means the IPv4 address.
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .map(IpAddr::to_canonical)
+                .collect(),
             launch_body_limit,
             admin_idle_timeout: positive(raw.admin_idle_timeout, 30 * 60, "admin_idle_timeout")?,
             dev_launcher: raw.dev_launcher.unwrap_or(debug_profile),

@@ -108,8 +108,9 @@ impl Hint {
             ),
             Hint::SchemeMismatch { signed, seen, .. } | Hint::HostMismatch { signed, seen, .. } => format!(
                 "The LMS signed {signed} but this tool saw {seen}, typically behind a proxy. Set the public_url setting \
-                 (ROCKET_PUBLIC_URL) to the address the LMS uses; or list the proxy's address in the trusted_proxies \
-                 setting and have it send X-Forwarded-Proto, -Host and -Port as the LMS reaches it."
+                 (ROCKET_PUBLIC_URL) to the address the LMS uses; or, if the address this came from is your own proxy's, \
+                 list it in the trusted_proxies setting and have it send X-Forwarded-Proto, -Host and -Port as the LMS \
+                 reaches it (forwarded headers from any other address are ignored on purpose)."
             ),
             Hint::PathMismatch { signed, seen } => format!(
                 "The launch was signed for {signed} but arrived at {seen}: check the launch URL typed in the LMS."
@@ -142,7 +143,8 @@ impl Hint {
             Hint::WrongSecret => "The signature fails with this consumer's secret at every address this tool could be \
                                   reached at, and nothing else is wrong with the launch: most likely the shared secret in \
                                   the LMS differs from this consumer's (paste it again or rotate it); otherwise the LMS \
-                                  signed an address this tool cannot guess (check the launch URL in the LMS)."
+                                  signed an address this tool cannot guess (check the launch URL in the LMS; a proxy that serves the tool \
+                                  under a path prefix changes the signed path: its pages must be at the root)."
                 .into(),
             Hint::Malformed { detail } => format!("The launch is malformed ({detail}): check the LMS's tool settings."),
             Hint::Unknown => "This refusal was recorded by another version of the tool, whose hint this one cannot read.".into(),

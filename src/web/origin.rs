@@ -148,10 +148,7 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     let mut port_override = None;
     // Which header to blame for a host no URL could hold.
     let mut unusable = LtiError::MissingHost;
-    let trusted = req
-        .remote()
-        .is_some_and(|addr| settings.trusted_proxies.contains(&addr.ip()));
-    if trusted {
+    if peer_ip(req).is_some_and(|peer| settings.trusted_proxies.contains(&peer)) {
         let (proto, host, port) = forwarded_claim(req);
         if let Some(p) = proto {
             scheme = p.to_ascii_lowercase();
@@ -178,20 +175,44 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     })
 }
 
+/// The headers of the `X-Forwarded-*` family.
+const X_FORWARDED: [&str; 4] = [
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+];
+
+/// The peer's address, canonical: an IPv4 client of a dual-stack (`::`) listener arrives as
+/// `::ffff:a.b.c.d`, which is compared, logged and throttled as `a.b.c.d`.
+fn peer_ip(req: &Request<'_>) -> Option<IpAddr> {
+    req.remote().map(|addr| addr.ip().to_canonical())
+}
+
 /// The client's address: the peer's, or when the peer is a trusted proxy, the address that proxy
 /// saw: the last entry of `X-Forwarded-For` (of its last line: proxies append theirs after any
-/// the client sent). Headers from anyone else are ignored; a trusted proxy must set or append
-/// `X-Forwarded-For` (see the README), or it passes on the client's own claim.
+/// the client sent), or, when the request has no `X-Forwarded-*` header at all, the `for` of
+/// `Forwarded`'s last element: one family only, as in `forwarded_claim`, so a proxy that sets
+/// `X-Forwarded-Proto` but passes the client's `Forwarded` on does not let the client choose. Headers from anyone else
+/// are ignored; a trusted proxy must set or append one of them (see the README), or it passes
+/// on the client's own claim.
 pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
-    let Some(peer) = req.remote() else {
+    let Some(peer) = peer_ip(req) else {
         return "unknown".to_string();
     };
-    if !settings.trusted_proxies.contains(&peer.ip()) {
-        return peer.ip().to_string();
+    if !settings.trusted_proxies.contains(&peer) {
+        return peer.to_string();
     }
-    last_value(req, "X-Forwarded-For")
-        .and_then(parse_node)
-        .unwrap_or(peer.ip())
+    let x_forwarded = X_FORWARDED.iter().any(|name| req.headers().contains(*name));
+    let forwarded_for = match x_forwarded {
+        true => last_value(req, "X-Forwarded-For").and_then(parse_node),
+        false => last_value(req, "Forwarded")
+            .and_then(|element| forwarded_pair(element, "for"))
+            .and_then(|node| parse_node(&node)),
+    };
+    forwarded_for
+        .map(|ip| ip.to_canonical())
+        .unwrap_or(peer)
         .to_string()
 }
 

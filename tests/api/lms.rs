@@ -359,6 +359,16 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         Status::Ok
     );
 
+    // A dual-stack (`::`) listener sees the proxy as `::ffff:10.0.0.1`: still trusted.
+    let res = proxied(
+        &app,
+        "[::ffff:10.0.0.1]:40000",
+        public(()).signed_body(),
+        &xff,
+    )
+    .await;
+    assert_eq!(res.status(), Status::Ok);
+
     // The same headers from anyone else are ignored: the URL is the one the request came to.
     let res = proxied(&app, "10.0.0.2:40000", public(()).signed_body(), &xff).await;
     refused(res, Status::Unauthorized).await;
@@ -369,6 +379,11 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
             .status(),
         Status::Ok
     );
+
+    // An entry written as an IPv4-mapped address means the IPv4 peer too.
+    let mapped = spawn_app_with(|f| f.merge(("trusted_proxies", ["::ffff:10.0.0.1"]))).await;
+    let res = proxied(&mapped, "10.0.0.1:40000", public(()).signed_body(), &xff).await;
+    assert_eq!(res.status(), Status::Ok);
 
     // Default: trust no one.
     let app = spawn_app().await;

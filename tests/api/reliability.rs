@@ -496,6 +496,32 @@ fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
 }
 
 #[test]
+fn local_grade_services_allowed_in_production_are_warned_about_at_start() {
+    let warning = "outcomes_allow_local is on outside the debug profile";
+    let dir = temp_dir();
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_PROFILE", "release")
+            .env(
+                "ROCKET_SECRET_KEY",
+                "x7IfNM9mHbuyBk3PhwUZWdDMO0QLsNrg0n05ZnDMr7s=",
+            )
+            .env("ROCKET_OUTCOMES_ALLOW_LOCAL", "true");
+    });
+    assert_eq!(server.get("/", None).unwrap().status, 200);
+    let log = server.log_with(warning);
+    assert!(log.contains(warning), "{log}");
+    drop(server);
+    std::fs::remove_file(dir.join("server.log")).unwrap();
+    // Not in the debug profile, where it is the default (the README's fake LMS is local).
+    let server = Server::start(&dir);
+    assert_eq!(server.get("/", None).unwrap().status, 200);
+    let log = server.log_with("GET /");
+    assert!(log.contains("GET /") && !log.contains(warning), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn cleartext_http2_is_not_spoken() {
     // Rocket 0.5's HTTP/2 takes unlimited streams of 16 MiB header lists each; no browser speaks
     // it without TLS, so the server must answer the HTTP/2 preface as HTTP/1.1 does any garbage.

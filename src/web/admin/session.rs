@@ -100,7 +100,7 @@ impl<'r> FromRequest<'r> for ClientAddress {
             Some(state) => client_address(req, &state.settings),
             None => req
                 .remote()
-                .map_or("unknown".into(), |p| p.ip().to_string()),
+                .map_or("unknown".into(), |p| p.ip().to_canonical().to_string()),
         };
         request::Outcome::Success(ClientAddress(address))
     }

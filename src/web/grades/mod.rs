@@ -138,6 +138,12 @@ impl Outcomes {
                  checks); set outcomes_allow_local = true to go through the proxy"
             );
         }
+        if outcomes.client().config().allow_local && !crate::config::is_debug(figment) {
+            log::warn!(
+                "outcomes_allow_local is on outside the debug profile: a consumer's grade service \
+                 address may be this machine (loopback) or its link (a cloud's metadata service)"
+            );
+        }
         outcomes.csrf = CsrfKey::from_figment(figment, b"grade form csrf v1");
         Ok(outcomes)
     }
