@@ -31,18 +31,30 @@ pub enum ParamsError {
 }
 
 fn decode_component(raw: &[u8]) -> Result<String, ParamsError> {
-    // Most names and values need no decoding at all: one copy, no per-byte iterator.
+    // Most names and values need no decoding at all: one copy.
     if !raw.iter().any(|&b| b == b'+' || b == b'%') {
         return String::from_utf8(raw.to_vec()).map_err(|_| ParamsError::InvalidUtf8);
     }
-    // `+` means a space in form encoding; it must be replaced before percent-decoding so that an
-    // encoded plus (`%2B`) survives as `+`.
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let decoded: Vec<u8> = percent_decode(&spaced).collect();
-    String::from_utf8(decoded).map_err(|_| ParamsError::InvalidUtf8)
+    // One pass: `+` is a space in form encoding (an encoded plus, `%2B`, stays `+`), and a `%`
+    // not followed by two hex digits is kept as it is, as browsers and `percent_decode` do.
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        i += 1;
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(raw.get(i)), hex(raw.get(i + 1))) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| ParamsError::InvalidUtf8)
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body or query string, strictly: invalid UTF-8 is
@@ -156,6 +168,45 @@ mod tests {
         ];
         let got: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(got, want);
+    }
+
+    /// The decoding as `percent_decode` (an independent implementation) does it once `+` is a
+    /// space.
+    fn decoded_by_the_crate(raw: &[u8]) -> Result<String, ParamsError> {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        String::from_utf8(percent_decode(&spaced).collect()).map_err(|_| ParamsError::InvalidUtf8)
+    }
+
+    #[test]
+    fn broken_escapes_are_kept_as_they_are() {
+        for raw in [
+            "%", "%4", "%zz", "%%41", "a%2", "%2B+%20", "%c3%BC", "%C3", "100%", "%+1", "%0g",
+        ] {
+            assert_eq!(
+                decode_component(raw.as_bytes()),
+                decoded_by_the_crate(raw.as_bytes()),
+                "{raw}"
+            );
+        }
+        assert_eq!(decode_component(b"%%41%4").unwrap(), "%A%4");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_agrees_with_the_percent_encoding_crate(
+            raw in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"%+2Bbcf09AF".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..24,
+            )
+        ) {
+            proptest::prop_assert_eq!(decode_component(&raw), decoded_by_the_crate(&raw));
+        }
     }
 
     #[test]

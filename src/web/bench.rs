@@ -14,8 +14,12 @@ use crate::web::launch_body::read_body;
 use crate::web::pages::page;
 use crate::web::AppState;
 
-/// The fixed user the baseline pages show, built once at start-up.
-struct BaselineUser(LtiUser);
+/// The fixed users the baseline pages show, built once at start-up: as a launch's page shows its
+/// user (with the landing part: the new-window offer and its script), and as a later visit's.
+struct BaselineUsers {
+    launch: LtiUser,
+    visit: LtiUser,
+}
 
 const TITLE: &str = "Baseline page";
 
@@ -24,17 +28,17 @@ const TITLE: &str = "Baseline page";
 async fn post_baseline(
     data: Data<'_>,
     state: &State<AppState>,
-    user: &State<BaselineUser>,
+    users: &State<BaselineUsers>,
 ) -> Result<Template, LtiError> {
     // The same read as a launch guard's, so the ratio measures only the LTI work.
     read_body(data, state).await?;
-    Ok(page(TITLE, &user.0, state))
+    Ok(page(TITLE, &users.launch, state))
 }
 
 /// Answers the page.
 #[get("/get")]
-fn get_baseline(state: &State<AppState>, user: &State<BaselineUser>) -> Template {
-    page(TITLE, &user.0, state)
+fn get_baseline(state: &State<AppState>, users: &State<BaselineUsers>) -> Template {
+    page(TITLE, &users.visit, state)
 }
 
 /// Mounts the baseline routes under `/bench`, with the user they show.
@@ -57,14 +61,22 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
     );
-    let user = LtiUser {
-        launch: std::sync::Arc::new(launch),
+    let launch = std::sync::Arc::new(launch);
+    let visit = LtiUser {
+        launch: std::sync::Arc::clone(&launch),
         session_id: String::new(),
         fresh_launch: false,
         handoff_token: None,
-        logout_token: String::new(),
+        logout_token: crate::store::sessions::new_id(),
+    };
+    let launch = LtiUser {
+        launch,
+        session_id: String::new(),
+        fresh_launch: true,
+        handoff_token: Some(crate::store::sessions::new_id()),
+        logout_token: visit.logout_token.clone(),
     };
     rocket
-        .manage(BaselineUser(user))
+        .manage(BaselineUsers { launch, visit })
         .mount("/bench", routes![post_baseline, get_baseline])
 }

@@ -5,20 +5,22 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha1::Sha1;
 
 /// A key behind tokens and marks (the forms' CSRF tokens, the admin's device marks): derived
-/// from `secret_key` for one purpose, random per process when there is none.
-pub struct CsrfKey([u8; 32]);
+/// from `secret_key` for one purpose, random per process when there is none. Held as an HMAC
+/// already keyed, so no request pays for the key's set-up.
+pub struct CsrfKey(Hmac<Sha1>);
 
 impl CsrfKey {
     /// The key for `purpose` derived from the configured `secret_key`, or a random one when there
     /// is none.
     pub fn from_figment(figment: &rocket::figment::Figment, purpose: &[u8]) -> CsrfKey {
         crate::crypto::derived_key(figment, purpose)
-            .map(CsrfKey)
+            .map(CsrfKey::new)
             .unwrap_or_else(CsrfKey::random)
     }
 
@@ -26,12 +28,19 @@ impl CsrfKey {
     pub fn random() -> CsrfKey {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        CsrfKey(key)
+        CsrfKey::new(key)
+    }
+
+    fn new(key: [u8; 32]) -> CsrfKey {
+        // HMAC pads a key shorter than the hash's 64-byte block with zeros: the same MAC as
+        // keying with the 32 bytes, by a constructor that cannot fail.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key);
+        CsrfKey(<Hmac<Sha1> as KeyInit>::new(&block.into()))
     }
 
     fn mac(&self, session_id: &str) -> Option<Hmac<Sha1>> {
-        // HMAC takes keys of any length, so this never fails; no panic on a request path regardless.
-        let mut mac = Hmac::<Sha1>::new_from_slice(&self.0).ok()?;
+        let mut mac = self.0.clone();
         mac.update(session_id.as_bytes());
         Some(mac)
     }
@@ -68,6 +77,16 @@ mod tests {
         assert!(!key.verify("session-a", ""));
         assert!(!key.verify("session-a", "not base64 !"));
         assert!(!key.verify("session-a", &token[..token.len() - 2]));
+    }
+
+    #[test]
+    fn tokens_are_the_hmac_of_the_32_byte_key() {
+        // As before the key was kept padded: tokens and device marks given out by an older
+        // version stay valid.
+        let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(&[7; 32]).unwrap();
+        mac.update(b"session-a");
+        let want = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(CsrfKey::new([7; 32]).token("session-a"), want);
     }
 
     #[test]

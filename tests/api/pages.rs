@@ -672,3 +672,35 @@ async fn an_address_that_does_not_exist_still_leads_back_to_the_visit() {
         );
     }
 }
+
+#[rocket::async_test]
+async fn the_benchmark_baselines_answer_the_pages_a_launch_and_a_visit_get() {
+    // The launch's own page carries the new-window offer and the history entry for its visit.
+    let landing = ["id=\"new-window\"", "history.replaceState"];
+    let app = spawn_app_with(|f| f.merge(("benchmark_routes", true))).await;
+    let launched = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let visit = page(app.get("/any").await, Status::Ok).await;
+    let body = Launch::new("/any").signed_body();
+    let post_baseline = page(app.post_form("/bench/post", body).await, Status::Ok).await;
+    let get_baseline = page(app.get("/bench/get").await, Status::Ok).await;
+    for part in landing {
+        assert!(
+            launched.contains(part) && post_baseline.contains(part),
+            "{part}"
+        );
+        assert!(
+            !visit.contains(part) && !get_baseline.contains(part),
+            "{part}"
+        );
+    }
+    // The baseline launched nothing.
+    assert_eq!(app.count("nonces").await, 1);
+    // Off by default.
+    let app = spawn_app().await;
+    assert_eq!(app.get("/bench/get").await.status(), Status::NotFound);
+    let body = Launch::new("/any").signed_body();
+    assert_eq!(
+        app.post_form("/bench/post", body).await.status(),
+        Status::NotFound
+    );
+}
