@@ -5,10 +5,18 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-/// The RFC 3986 unreserved characters `A-Z a-z 0-9 - . _ ~`, which OAuth leaves as they are.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
+/// The RFC 3986 unreserved characters `A-Z a-z 0-9 - . _ ~`, which OAuth leaves as they are, by
+/// byte value.
+const UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -19,15 +27,21 @@ pub fn encode(s: &str) -> String {
     ascii_string(out)
 }
 
-/// Appends `bytes` percent-encoded the OAuth way (upper-case hex) to `out`: a plain byte loop,
-/// since it runs over every parameter of every launch, twice.
+/// Appends `bytes` percent-encoded the OAuth way (upper-case hex) to `out`, a run of unreserved
+/// bytes at a time: this runs over every parameter of every launch, twice.
 fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        if is_unreserved(b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
+    let mut rest = bytes;
+    loop {
+        let run = rest
+            .iter()
+            .position(|&b| !UNRESERVED[usize::from(b)])
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some((&b, tail)) = rest[run..].split_first() else {
+            return;
+        };
+        out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        rest = tail;
     }
 }
 
@@ -122,45 +136,53 @@ pub fn normalized_parameters<'a, I>(params: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let mut out = Vec::new();
-    let (encoded, spans) = encoded_sorted(params);
-    for (i, (name, value)) in spans.iter().enumerate() {
+    let encoded = Encoded::of(params);
+    let mut out = Vec::with_capacity(encoded.bytes.len() + 2 * encoded.spans.len());
+    for (i, (name, value)) in encoded.sorted().into_iter().enumerate() {
         if i > 0 {
             out.push(b'&');
         }
-        out.extend_from_slice(&encoded[name.clone()]);
+        out.extend_from_slice(name);
         out.push(b'=');
-        out.extend_from_slice(&encoded[value.clone()]);
+        out.extend_from_slice(value);
     }
     ascii_string(out)
 }
 
-/// Where one parameter's encoded name and value lie in [`encoded_sorted`]'s buffer.
-type Spans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+/// Every name and value but `oauth_signature`'s, encoded one after the other into one buffer
+/// (no allocation per parameter), and where each lies in it.
+struct Encoded {
+    bytes: Vec<u8>,
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
 
-/// Every name and value but `oauth_signature`'s, encoded one after the other into one buffer,
-/// and their places in it sorted by encoded name, then value: no allocation per parameter.
-fn encoded_sorted<'a, I>(params: I) -> (Vec<u8>, Spans)
-where
-    I: IntoIterator<Item = (&'a str, &'a str)>,
-{
-    let mut encoded = Vec::new();
-    let mut spans = Vec::new();
-    for (name, value) in params {
-        if name == "oauth_signature" {
-            continue;
+impl Encoded {
+    fn of<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Encoded {
+        let mut bytes = Vec::with_capacity(1024);
+        let mut spans = Vec::with_capacity(32);
+        for (name, value) in params {
+            if name == "oauth_signature" {
+                continue;
+            }
+            let start = bytes.len();
+            encode_into(&mut bytes, name.as_bytes());
+            let middle = bytes.len();
+            encode_into(&mut bytes, value.as_bytes());
+            spans.push((start..middle, middle..bytes.len()));
         }
-        let start = encoded.len();
-        encode_into(&mut encoded, name.as_bytes());
-        let middle = encoded.len();
-        encode_into(&mut encoded, value.as_bytes());
-        spans.push((start..middle, middle..encoded.len()));
+        Encoded { bytes, spans }
     }
-    spans.sort_unstable_by(|(n1, v1), (n2, v2)| {
-        (&encoded[n1.clone()], &encoded[v1.clone()])
-            .cmp(&(&encoded[n2.clone()], &encoded[v2.clone()]))
-    });
-    (encoded, spans)
+
+    /// The encoded pairs, sorted by name, then value.
+    fn sorted(&self) -> Vec<(&[u8], &[u8])> {
+        let mut pairs: Vec<(&[u8], &[u8])> = self
+            .spans
+            .iter()
+            .map(|(name, value)| (&self.bytes[name.clone()], &self.bytes[value.clone()]))
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
 }
 
 /// The signature base string (RFC 5849 section 3.4.1): `METHOD&enc(base_uri)&enc(params)`.
@@ -168,22 +190,23 @@ pub fn signature_base_string<'a, I>(method: &str, base_uri: &str, params: I) -> 
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let (encoded, spans) = encoded_sorted(params);
+    let encoded = Encoded::of(params);
     // Encoded once more: each `%` of the first encoding becomes `%25`, and the joining `=` and
     // `&` become `%3D` and `%26` (everything else in it is unreserved).
-    let mut out =
-        Vec::with_capacity(method.len() + 3 * base_uri.len() + 2 * encoded.len() + 6 * spans.len());
+    let mut out = Vec::with_capacity(
+        method.len() + 3 * base_uri.len() + 2 * encoded.bytes.len() + 6 * encoded.spans.len(),
+    );
     out.extend(method.bytes().map(|b| b.to_ascii_uppercase()));
     out.push(b'&');
     encode_into(&mut out, base_uri.as_bytes());
     out.push(b'&');
-    for (i, (name, value)) in spans.iter().enumerate() {
+    for (i, (name, value)) in encoded.sorted().into_iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b"%26");
         }
-        encode_into(&mut out, &encoded[name.clone()]);
+        encode_into(&mut out, name);
         out.extend_from_slice(b"%3D");
-        encode_into(&mut out, &encoded[value.clone()]);
+        encode_into(&mut out, value);
     }
     ascii_string(out)
 }
