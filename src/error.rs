@@ -85,12 +85,17 @@ pub enum LtiError {
         /// Where the LMS wants errors sent back.
         return_url: Option<String>,
     },
-    /// No session cookie, or it names no session.
+    /// No session cookie.
     #[error("no session")]
     NoSession,
-    /// The session existed but has expired.
+    /// The session existed but has expired (its row, or, once that is pruned, its id's date says
+    /// so).
     #[error("session expired")]
     SessionExpired,
+    /// The cookie names a session that no longer exists and had not run out: logged out, or
+    /// replaced by a newer launch in the same browser.
+    #[error("session ended")]
+    SessionEnded,
     /// A launch sent to a page that only continues a session (an LMS link with the wrong URL).
     #[error("a launch sent to a session-only page")]
     LaunchAtSessionPage,

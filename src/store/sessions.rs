@@ -37,6 +37,17 @@ pub fn new_id() -> String {
     format!("{millis:012x}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// When a session id from [`new_id`] was made, in Unix seconds (`None` for any other string).
+pub fn created_at_of(id: &str) -> Option<i64> {
+    let prefix = id.get(..12)?;
+    if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    i64::from_str_radix(prefix, 16)
+        .ok()
+        .map(|millis| millis / 1000)
+}
+
 /// What the `sessions` table keys a session id (or `handoffs` a token) by: its time prefix, then
 /// the SHA-256 of the whole id. A copy of the database (a backup) then holds no cookie that opens
 /// a session, as for admin sessions, while new rows still sort after old ones (see [`new_id`]).

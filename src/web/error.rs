@@ -45,6 +45,7 @@ impl LtiError {
             | NonceForgotten
             | NoSession
             | SessionExpired
+            | SessionEnded
             | LaunchAtSessionPage
             | LaunchAtHomePage
             | LaunchAtPageWithoutLaunch(_)
@@ -103,6 +104,7 @@ impl LtiError {
             ReplayedNonce => ("Launch already used", format!("This launch was already used once; each launch works only once. {AGAIN}")),
             NoSession => ("Not signed in", format!("You have no active session with this tool. {AGAIN} If this page comes right after opening the tool inside your course page, your browser is blocking this tool's cookie there: open the tool in a new window (your LMS may offer that), or allow this site's cookies.")),
             SessionExpired => ("Your visit has expired", format!("Your time with this tool ran out. {AGAIN}")),
+            SessionEnded => ("Your visit has ended", format!("This visit to the tool was ended: you logged out, or the tool was opened again in this browser (perhaps in another tab), which started a new visit there. {AGAIN}")),
             LaunchAtSessionPage => ("Not a launch address", format!("This page continues a visit already open in the tool and does not start one, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}. {ASK}", crate::web::pages::suggested_launch_pages())),
             LaunchAtUnknownAddress(_) => ("Not a launch address", format!("There is no page at this address, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}, typed exactly (letter case counts). {ASK}", crate::web::pages::suggested_launch_pages())),
             LaunchAtPageWithoutLaunch(_) => ("Not a launch address", format!("This page does not start a visit, so the launch was not used. The link in the LMS should point at the tool's launch address, such as {}. {ASK}", crate::web::pages::suggested_launch_pages())),

@@ -24,7 +24,8 @@ use crate::web::launch_body::{
 };
 use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
-    end_session_refusing, first_live_session, note_visit, session_ids_of, BrowserSession,
+    end_session_refusing, first_live_session, forget_session_refusing, note_visit, session_ids_of,
+    BrowserSession,
 };
 use crate::web::stray_launch::peeked_body;
 use crate::web::AppState;
@@ -114,6 +115,19 @@ async fn session_user(req: &Request<'_>, state: &AppState) -> Result<LtiUser, Lt
                 end_session_refusing(req, state, Some(&id)).await;
             }
             return Err(LtiError::SessionExpired);
+        }
+        BrowserSession::Gone(id) => {
+            if !SentAsHead::of(req) {
+                forget_session_refusing(req, state, &id);
+            }
+            // Expired sessions are pruned within minutes: the id's date tells that from a
+            // session that was ended (it says nothing else, and nothing is trusted from it).
+            let ran_out = crate::store::sessions::created_at_of(&id)
+                .is_some_and(|created| created + state.settings.session_ttl <= crate::store::now());
+            return Err(match ran_out {
+                true => LtiError::SessionExpired,
+                false => LtiError::SessionEnded,
+            });
         }
     };
     let logout_token = state.page_forms.token(&session.id);

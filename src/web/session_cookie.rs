@@ -98,11 +98,15 @@ pub enum BrowserSession {
     Live(sessions::Session),
     /// None is live; this one names a session that has run out.
     Expired(String),
-    /// None names a session.
+    /// None is live or expired; this one names a session that no longer exists (ended, or
+    /// pruned after it ran out).
+    Gone(String),
+    /// No cookie.
     None,
 }
 
-/// The first of `ids` that names a live session, else the first that names an expired one.
+/// The first of `ids` that names a live session, else the first that names an expired one,
+/// else the first that names none.
 pub async fn first_live_session(
     state: &AppState,
     ids: &[String],
@@ -117,7 +121,11 @@ pub async fn first_live_session(
             None => {}
         }
     }
-    Ok(expired.map_or(BrowserSession::None, BrowserSession::Expired))
+    Ok(match (expired, ids.first()) {
+        (Some(id), _) => BrowserSession::Expired(id),
+        (None, Some(id)) => BrowserSession::Gone(id.clone()),
+        (None, None) => BrowserSession::None,
+    })
 }
 
 /// Request guard: the session id the browser sent ([`browser_session_id`]).
@@ -221,11 +229,23 @@ pub async fn end_session_refusing(req: &Request<'_>, state: &AppState, id: Optio
     let secure = SecureCookies::of(req, &state.settings);
     end_session(state, req.cookies(), id, secure).await;
     if let Some(id) = id {
-        let _ = req
-            .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
-            .0
-            .set((secure, id.to_string()));
+        mark_ended_before_refusal(req, secure, id);
     }
+}
+
+/// Clears the cookie of a session that no longer exists while refusing a request, as
+/// [`end_session_refusing`] does, with nothing to delete (so a made-up cookie costs no write).
+pub fn forget_session_refusing(req: &Request<'_>, state: &AppState, id: &str) {
+    let secure = SecureCookies::of(req, &state.settings);
+    clear_session_cookie(req.cookies(), state, secure);
+    mark_ended_before_refusal(req, secure, id);
+}
+
+fn mark_ended_before_refusal(req: &Request<'_>, secure: SecureCookies, id: &str) {
+    let _ = req
+        .local_cache(|| EndedBeforeRefusal(OnceLock::new()))
+        .0
+        .set((secure, id.to_string()));
 }
 
 /// The session this request's launch started, with how its cookie was set.

@@ -704,3 +704,55 @@ async fn the_benchmark_baselines_answer_the_pages_a_launch_and_a_visit_get() {
         Status::NotFound
     );
 }
+
+#[rocket::async_test]
+async fn a_cookie_of_a_session_that_is_gone_is_told_apart_from_none_and_cleared() {
+    let app = spawn_app().await;
+    let get_with = |cookie: String, head: bool| {
+        let req = match head {
+            true => app.client.head("/session"),
+            false => app.client.get("/session"),
+        };
+        // Through the client's jar: Rocket's local client reads no `Cookie` header into it.
+        req.header(Header::new("Host", HOST))
+            .cookie(rocket::http::Cookie::new("lti_session", cookie))
+            .dispatch()
+    };
+    let res = app.launch(&Launch::new("/any")).await;
+    let cookie = res
+        .cookies()
+        .get("lti_session")
+        .expect("session cookie")
+        .value()
+        .to_string();
+    assert_eq!(app.post("/logout").await.status(), Status::Ok);
+    // The cookie of a visit that was ended (logged out, or replaced in another tab).
+    let res = get_with(cookie.clone(), false).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(body.contains("Your visit has ended"), "{body}");
+    assert!(!body.contains("blocking"), "{body}");
+    // One that ran out and was pruned since: its id's date says it expired.
+    let nine_hours_ago = (now() - 9 * 3600) * 1000;
+    let old = format!("{nine_hours_ago:012x}{}", &cookie[12..]);
+    let res = get_with(old.clone(), false).await;
+    assert!(clears_session_cookie(&res), "{:?}", res.headers());
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(body.contains("Your visit has expired"), "{body}");
+    // A HEAD clears nothing.
+    let res = get_with(old, true).await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    // No cookie at all: the advice about blocked cookies.
+    let res = app
+        .client
+        .get("/session")
+        .header(Header::new("Host", HOST))
+        .dispatch()
+        .await;
+    let body = refused(res, Status::Unauthorized).await;
+    assert!(
+        body.contains("Not signed in") && body.contains("blocking"),
+        "{body}"
+    );
+}
