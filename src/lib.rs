@@ -21,7 +21,7 @@ pub mod web;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
-use rocket::shield::{Frame, NoSniff, Shield};
+use rocket::shield::Shield;
 use rocket::{Build, Rocket};
 use rocket_dyn_templates::Template;
 
@@ -49,12 +49,13 @@ pub fn rocket() -> Rocket<Build> {
 
 /// The application on a given configuration (tests pass their own database URL here).
 pub fn build(figment: Figment) -> Rocket<Build> {
-    // The tool lives in an LMS iframe: X-Frame-Options would break it. `nosniff` is set by the
-    // error pages themselves (some bypass the fairings) and by the fairing below: Shield would log
-    // a warning for each error page, as it will not overwrite a header.
-    let shield = Shield::default().disable::<Frame>().disable::<NoSniff>();
+    // An empty Shield in place of the default one Rocket attaches: of its headers, X-Frame-Options
+    // would break the tool in its LMS iframe, `nosniff` is set by the error pages themselves
+    // (some bypass the fairings) and by the fairing below, and `Permissions-Policy:
+    // interest-cohort=()` names a feature browsers no longer know (Chrome logs an error for it in
+    // the console of every page).
     let tool = rocket::custom(with_defaults(figment))
-        .attach(shield)
+        .attach(Shield::new())
         .attach(Template::custom(|engines| {
             // `fork::VISIT_PAGE` is fixed at build time and a plain path: the templates need no
             // per-request value for it.

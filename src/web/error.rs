@@ -430,6 +430,9 @@ impl<'r> Responder<'r, 'static> for ErrorPage {
             };
             response.set_raw_header("Allow", allow);
         }
+        if self.status == Status::Unauthorized {
+            response.set_raw_header("WWW-Authenticate", crate::web::headers::challenge(req));
+        }
         if matches!(
             self.status,
             Status::TooManyRequests | Status::ServiceUnavailable

@@ -1,6 +1,8 @@
 //! The headers every answer gets, and the fairing that keeps log colours as configured.
 
 use rocket::fairing::{AdHoc, Fairing};
+use rocket::http::Status;
+use rocket::Request;
 
 /// Rocket parses every request's Content-Type before the fairings run (and its Accept when a
 /// route or catcher asks), and formatting a parse error (pear's `Display`) turns colour codes
@@ -46,7 +48,22 @@ pub(crate) fn response_headers() -> impl Fairing {
                 if res.headers().get_one("Content-Security-Policy").is_none() {
                     res.set_raw_header("Content-Security-Policy", super::BASE_CSP);
                 }
+                if res.status() == Status::Unauthorized
+                    && res.headers().get_one("WWW-Authenticate").is_none()
+                {
+                    res.set_raw_header("WWW-Authenticate", challenge(req));
+                }
             })
         },
     )
+}
+
+/// The `WWW-Authenticate` challenge of a 401, which RFC 9110 asks for: the tool's pages take an
+/// LTI launch (OAuth 1.0, whose challenge this is), the admin area a login form that sets a
+/// cookie. No browser shows a dialog for either scheme (only for Basic and the like).
+pub(crate) fn challenge(req: &Request<'_>) -> &'static str {
+    match crate::web::admin::is_admin_request(req) {
+        true => "Cookie realm=\"admin\"",
+        false => "OAuth realm=\"lti\"",
+    }
 }

@@ -100,6 +100,11 @@ async fn login_sets_a_strict_admin_only_cookie_and_logout_ends_the_session() {
 
     let res = login(&app, "wrong password").await;
     assert!(res.headers().get_one("Set-Cookie").is_none());
+    // The challenge RFC 9110 asks of a 401, of a scheme no browser asks a password for.
+    assert_eq!(
+        res.headers().get_one("WWW-Authenticate"),
+        Some("Cookie realm=\"admin\"")
+    );
     let body = page(res, Status::Unauthorized).await;
     assert!(is_login_page(&body) && body.contains("not right"));
     assert!(

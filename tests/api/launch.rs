@@ -37,6 +37,8 @@ async fn valid_launch_gets_the_page_directly_with_a_session_cookie() {
     // Framing by the LMS is allowed.
     let res = app.launch(&Launch::new("/any")).await;
     assert_eq!(res.headers().get_one("X-Frame-Options"), None);
+    // Nor a Permissions-Policy for a feature browsers no longer know (an error in their console).
+    assert_eq!(res.headers().get_one("Permissions-Policy"), None);
     let csp = res
         .headers()
         .get_one("Content-Security-Policy")

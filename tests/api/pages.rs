@@ -750,6 +750,11 @@ async fn a_cookie_of_a_session_that_is_gone_is_told_apart_from_none_and_cleared(
         .header(Header::new("Host", HOST))
         .dispatch()
         .await;
+    // With the challenge RFC 9110 asks of a 401: an LTI launch's.
+    assert_eq!(
+        res.headers().get_one("WWW-Authenticate"),
+        Some("OAuth realm=\"lti\"")
+    );
     let body = refused(res, Status::Unauthorized).await;
     assert!(
         body.contains("Not signed in") && body.contains("blocking"),
