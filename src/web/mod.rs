@@ -1,6 +1,7 @@
 //! The Rocket glue: application state, guards, pages, error pages.
 
 pub mod admin;
+pub mod assets;
 pub mod bench;
 pub mod catcher;
 pub mod csrf;

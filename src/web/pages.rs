@@ -1,7 +1,7 @@
 //! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
 
 use rocket::form::{Form, FromForm};
-use rocket::http::{ContentType, CookieJar, Status};
+use rocket::http::{CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
@@ -372,11 +372,6 @@ async fn logout(
     Ok(Template::render("logout", context! { ended: id.is_some() }))
 }
 
-#[get("/static/style.css")]
-fn stylesheet() -> (ContentType, &'static str) {
-    (ContentType::CSS, include_str!("../../static/style.css"))
-}
-
 /// The routes of this module.
 pub fn routes() -> Vec<Route> {
     routes![
@@ -392,7 +387,6 @@ pub fn routes() -> Vec<Route> {
         launch_at_home,
         logout_post,
         logout_get,
-        stylesheet
     ]
 }
 

@@ -42,14 +42,6 @@ fn xml_escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-#[get("/static/icon.svg")]
-fn icon() -> (rocket::http::ContentType, &'static str) {
-    (
-        rocket::http::ContentType::SVG,
-        include_str!("../../static/icon.svg"),
-    )
-}
-
 /// Where browsers look for an icon on their own (pages that are not HTML, like this XML, name none).
 #[get("/favicon.ico")]
 fn favicon() -> rocket::response::Redirect {
@@ -58,5 +50,5 @@ fn favicon() -> rocket::response::Redirect {
 
 /// The routes of this module.
 pub fn routes() -> Vec<Route> {
-    routes![config_xml, icon, favicon]
+    routes![config_xml, favicon]
 }
