@@ -157,8 +157,12 @@ pub fn check_lti_fields(params: &Params) -> Result<(), LtiError> {
         .find(|pair| pair[0].0 == pair[1].0 && pair[0].1 != pair[1].1);
     if let Some(&[(name, _), _]) = twice {
         // Which of two return URLs would be the reorderer's choice: then none is followed.
-        let return_url = first(params, "launch_presentation_return_url")
-            .filter(|_| name != "launch_presentation_return_url");
+        let mut return_urls = defined
+            .iter()
+            .filter(|(n, _)| *n == "launch_presentation_return_url")
+            .map(|(_, v)| *v);
+        let first_url = return_urls.next();
+        let return_url = first_url.filter(|url| return_urls.all(|other| other == *url));
         return Err(LtiError::InvalidLaunch {
             log: format!("field {name} is sent more than once with different values")
                 .chars()

@@ -68,7 +68,9 @@ pub fn base_uri(scheme: &str, host: &str, port: Option<u16>, path: &str) -> Stri
 }
 
 /// Splits an absolute URL (`scheme://host[:port]/path?query`) into its base string URI.
-/// Returns `None` when the URL has no scheme or host, or a port that is not a number.
+/// Returns `None` when the URL has no scheme (letters, digits, `+ - .`), no host, a host with
+/// characters no host holds (a `:` outside an IPv6 literal's brackets, spaces, controls; an
+/// internationalised name is kept as written), or a port that is not a number.
 pub fn base_uri_of_url(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let rest = rest.split(['?', '#']).next().unwrap_or("");
@@ -77,7 +79,20 @@ pub fn base_uri_of_url(url: &str) -> Option<String> {
         None => (rest, "/"),
     };
     let (host, port) = split_host_port(authority)?;
-    if scheme.is_empty() || host.is_empty() {
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let host_ok = match host.starts_with('[') {
+        true => is_valid_host(host),
+        false => {
+            !host.is_empty()
+                && !host
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || ":/?#[]@\\".contains(c))
+        }
+    };
+    if !scheme_ok || !host_ok {
         return None;
     }
     Some(base_uri(scheme, host, port, path))
@@ -345,6 +360,14 @@ mod tests {
             Some("http://[::1]:8000/a")
         );
         assert_eq!(base_uri_of_url("nohost"), None);
+        // Found by fuzzing (bb115): a host no URL can hold, or a scheme with a `?`, is none.
+        assert_eq!(base_uri_of_url("http://h:::80/"), None);
+        assert_eq!(base_uri_of_url("x?://h/"), None);
+        assert_eq!(base_uri_of_url("://h/"), None);
+        assert_eq!(
+            base_uri_of_url("https://L\u{e9}.example/o").as_deref(),
+            Some("https://l\u{e9}.example/o")
+        );
     }
 
     #[test]

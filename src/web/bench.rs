@@ -67,7 +67,8 @@ pub fn mount(rocket: Rocket<Build>) -> Rocket<Build> {
         session_id: String::new(),
         fresh_launch: false,
         handoff_token: None,
-        logout_token: crate::store::sessions::new_id(),
+        // As long as a real one (a form token: 27 characters).
+        logout_token: crate::store::sessions::new_id().chars().take(27).collect(),
     };
     let launch = LtiUser {
         launch,

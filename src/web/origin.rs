@@ -33,7 +33,7 @@ fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option
     if proto.is_some() || host.is_some() || port.is_some() {
         return (proto, host, port);
     }
-    match last_value(req, "Forwarded") {
+    match last_forwarded_element(req) {
         Some(element) => (
             forwarded_pair(element, "proto"),
             forwarded_pair(element, "host"),
@@ -43,18 +43,64 @@ fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option
     }
 }
 
+/// The last element of the last `Forwarded` line (the one the nearest proxy added), split at
+/// commas outside quoted strings: a proxy quotes the client's `Host` it copies into `host=`, and
+/// a comma in it must not start an element of the client's making.
+fn last_forwarded_element<'a>(req: &'a Request<'_>) -> Option<&'a str> {
+    let line = req.headers().get("Forwarded").last()?;
+    split_unquoted(line, ',')
+        .into_iter()
+        .rev()
+        .map(str::trim)
+        .find(|element| !element.is_empty())
+}
+
+/// `s` split at each `separator` outside a quoted string (`\"` escapes a quote inside one).
+fn split_unquoted(s: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
 /// One parameter of a `Forwarded` element (`for=192.0.2.60;proto=https;host="a.example"`), its
-/// quotes removed; names are case-insensitive (RFC 7239 section 4).
+/// quotes and escapes removed; names are case-insensitive, and semicolons inside a quoted value
+/// are part of it (RFC 7239 section 4).
 fn forwarded_pair(element: &str, name: &str) -> Option<String> {
-    element.split(';').find_map(|pair| {
+    split_unquoted(element, ';').into_iter().find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        (key.trim().eq_ignore_ascii_case(name) && !value.is_empty()).then(|| value.to_string())
+        let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(quoted) => unescape(quoted),
+            None => value.to_string(),
+        };
+        (key.trim().eq_ignore_ascii_case(name) && !value.is_empty()).then_some(value)
     })
+}
+
+/// A quoted string's content with its `\x` escapes resolved.
+fn unescape(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c {
+            '\\' => chars.next().unwrap_or('\\'),
+            c => c,
+        });
+    }
+    out
 }
 
 /// True when another site's page started this request (a link, image or form there), as browsers
@@ -175,14 +221,6 @@ pub fn signed_origin(req: &Request<'_>, settings: &Settings) -> Result<Origin, L
     })
 }
 
-/// The headers of the `X-Forwarded-*` family.
-const X_FORWARDED: [&str; 4] = [
-    "X-Forwarded-For",
-    "X-Forwarded-Proto",
-    "X-Forwarded-Host",
-    "X-Forwarded-Port",
-];
-
 /// The peer's address, canonical: an IPv4 client of a dual-stack (`::`) listener arrives as
 /// `::ffff:a.b.c.d`, which is compared, logged and throttled as `a.b.c.d`.
 fn peer_ip(req: &Request<'_>) -> Option<IpAddr> {
@@ -191,11 +229,11 @@ fn peer_ip(req: &Request<'_>) -> Option<IpAddr> {
 
 /// The client's address: the peer's, or when the peer is a trusted proxy, the address that proxy
 /// saw: the last entry of `X-Forwarded-For` (of its last line: proxies append theirs after any
-/// the client sent), or, when the request has no `X-Forwarded-*` header at all, the `for` of
-/// `Forwarded`'s last element: one family only, as in `forwarded_claim`, so a proxy that sets
-/// `X-Forwarded-Proto` but passes the client's `Forwarded` on does not let the client choose. Headers from anyone else
-/// are ignored; a trusted proxy must set or append one of them (see the README), or it passes
-/// on the client's own claim.
+/// the client sent). Headers from anyone else are ignored; a trusted proxy must set or append
+/// `X-Forwarded-For` (see the README), or it passes on the client's own claim. RFC 7239's
+/// `Forwarded: for=` is not read: the tool cannot tell which family the proxy sets, and a proxy
+/// that sets only `Forwarded` passes on a client's own `X-Forwarded-For`, so reading either by
+/// what the request holds would let the client choose.
 pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
     let Some(peer) = peer_ip(req) else {
         return "unknown".to_string();
@@ -203,14 +241,8 @@ pub fn client_address(req: &Request<'_>, settings: &Settings) -> String {
     if !settings.trusted_proxies.contains(&peer) {
         return peer.to_string();
     }
-    let x_forwarded = X_FORWARDED.iter().any(|name| req.headers().contains(*name));
-    let forwarded_for = match x_forwarded {
-        true => last_value(req, "X-Forwarded-For").and_then(parse_node),
-        false => last_value(req, "Forwarded")
-            .and_then(|element| forwarded_pair(element, "for"))
-            .and_then(|node| parse_node(&node)),
-    };
-    forwarded_for
+    last_value(req, "X-Forwarded-For")
+        .and_then(parse_node)
         .map(|ip| ip.to_canonical())
         .unwrap_or(peer)
         .to_string()

@@ -68,12 +68,15 @@ pub fn cookies_named(req: &Request<'_>, wanted: &str, max: usize) -> Vec<String>
             .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
             .filter(|(name, _)| *name == wanted)
             .map(|(_, value)| value.trim_matches([' ', '\t']).to_string())
+            // An empty value names nothing: as if the cookie were not there.
+            .filter(|value| !value.is_empty())
             .take(max)
             .collect(),
         false => req
             .cookies()
             .get(wanted)
             .map(|c| c.value().to_string())
+            .filter(|value| !value.is_empty())
             .into_iter()
             .collect(),
     }

@@ -432,7 +432,7 @@ async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_clai
     let bad = Launch::new("/any").consumer("__consumer_key__", "wrong");
     // The peer, the forwarding headers it sends, and the address the refusal should name.
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 10] = [
+    let cases: [Case; 8] = [
         // Not a trusted proxy: its own address, whatever it claims.
         (
             "10.0.0.2:4000",
@@ -465,27 +465,16 @@ async fn a_refusal_names_the_client_behind_a_trusted_proxy_and_no_one_elses_clai
             &[("X-Forwarded-For", "[2001:db8::1]:443,")],
             "2001:db8::1",
         ),
-        // RFC 7239 `Forwarded` from a proxy that sends no `X-Forwarded-*`: its last element's
-        // `for`.
+        // RFC 7239 `Forwarded` is not read: a proxy that sets only it passes on a client's own
+        // `X-Forwarded-For`, so whichever the request holds could be the client's choice.
         (
             "10.0.0.1:4000",
             &[(
                 "Forwarded",
                 "for=192.0.2.1, for=\"[2001:db8::2]:80\";proto=https",
             )],
-            "2001:db8::2",
-        ),
-        // One family only: beside an `X-Forwarded-*` header, `Forwarded` is the client's claim.
-        (
-            "10.0.0.1:4000",
-            &[
-                ("X-Forwarded-Proto", "https"),
-                ("Forwarded", "for=192.0.2.1"),
-            ],
             "10.0.0.1",
         ),
-        // An obfuscated or unknown `for` names the proxy.
-        ("10.0.0.1:4000", &[("Forwarded", "for=unknown")], "10.0.0.1"),
         // A dual-stack (`::`) listener sees IPv4 peers as `::ffff:a.b.c.d`: the same addresses.
         (
             "[::ffff:10.0.0.1]:4000",

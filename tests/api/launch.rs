@@ -572,6 +572,25 @@ async fn a_field_signed_twice_with_different_values_is_refused_whatever_the_orde
         assert!(page.contains("more than once"), "{page}");
     }
     assert_eq!(app.count("sessions").await, 0);
+    // Two return URLs are the reorderer's choice too, whichever field is reported: none is
+    // followed (bb119: with `context_id` repeated as well, the first was).
+    let two_urls = Launch::new("/any")
+        .add("context_id", "other-course")
+        .set("launch_presentation_return_url", "https://lms.example/a")
+        .add("launch_presentation_return_url", "https://evil.example/b");
+    let res = app.launch(&two_urls).await;
+    assert_eq!(res.headers().get_one("Location"), None);
+    refused(res, Status::BadRequest).await;
+    // With one return URL, the refusal goes back to it.
+    let one_url = Launch::new("/any")
+        .add("context_id", "other-course")
+        .set("launch_presentation_return_url", "https://lms.example/a");
+    let res = app.launch(&one_url).await;
+    assert_eq!(res.status(), Status::SeeOther);
+    assert!(res
+        .headers()
+        .get_one("Location")
+        .is_some_and(|l| l.starts_with("https://lms.example/a?")));
     // Canvas's copy of a field with the same value is still a launch.
     let same = Launch::new("/initial_staff").add("roles", "Instructor");
     assert_eq!(app.launch(&same).await.status(), Status::Ok);

@@ -332,6 +332,11 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     for forwarded in [
         r#"for=192.0.2.60;proto=https;host="tool.example.edu""#,
         "for=198.51.100.1;host=evil.example, for=192.0.2.60;Proto=https;Host=tool.example.edu",
+        // Separators and escaped quotes inside quoted values (a client's own text a proxy
+        // copied there) are part of the value, not parameters or elements of their own.
+        r#"for="a;proto=http";proto=https;host="tool.example.edu""#,
+        r#"for="a,proto=http;host=evil.example";proto=https;host=tool.example.edu"#,
+        r#"for="a\";proto=http;x=\"";proto=https;host=tool.example.edu"#,
     ] {
         let rfc7239 = [("Forwarded", forwarded)];
         let res = proxied(&app, "10.0.0.1:40000", public(()).signed_body(), &rfc7239).await;

@@ -790,6 +790,9 @@ async fn a_cookie_of_a_session_that_is_gone_is_told_apart_from_none_and_cleared(
     let res = get_with(old, true).await;
     assert_eq!(res.status(), Status::Unauthorized);
     assert!(res.headers().get_one("Set-Cookie").is_none());
+    // An empty one is none.
+    let body = refused(get_with(String::new(), false).await, Status::Unauthorized).await;
+    assert!(body.contains("Not signed in"), "{body}");
     // No cookie at all: the advice about blocked cookies.
     let res = app
         .client
