@@ -62,14 +62,6 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             engines
                 .tera
                 .register_function("visit_page", |_: &_| Ok(web::pages::visit_page().into()));
-            // `asset_url(path="/static/style.css")`: the file's address with its version.
-            engines.tera.register_function(
-                "asset_url",
-                |args: &std::collections::HashMap<String, rocket_dyn_templates::tera::Value>| {
-                    let path = args.get("path").and_then(|p| p.as_str()).unwrap_or("");
-                    Ok(web::assets::asset_url(path).into())
-                },
-            );
         }))
         .attach(web::head::method_as_sent())
         .attach(web::stray_launch::fairing())
