@@ -116,39 +116,43 @@ pub fn parse_authorization_header(header: &str) -> Result<Option<Params>, Params
     Ok(Some(out))
 }
 
-/// Splits an auth-param list at the commas outside quoted strings (`\"` escapes a quote inside
-/// one), leaving out empty items; an unterminated quote is malformed, and more items than a
-/// launch may have parameters (plus a realm) are too many.
+/// Splits an auth-param list at the commas outside quoted strings, leaving out empty items; an
+/// unterminated quote is malformed, and more items than a launch may have parameters (plus a
+/// realm) are too many.
 fn split_outside_quotes(list: &str) -> Result<Vec<&str>, ParamsError> {
-    fn keep<'a>(item: &'a str, items: &mut Vec<&'a str>) -> Result<(), ParamsError> {
-        if item.trim().is_empty() {
-            return Ok(());
-        }
-        if items.len() > MAX_PARAMS {
-            return Err(ParamsError::TooMany);
-        }
-        items.push(item);
-        Ok(())
+    let (parts, unterminated) = split_unquoted(list, ',');
+    if unterminated {
+        return Err(ParamsError::MalformedHeader);
     }
-    let mut items = Vec::new();
+    let items: Vec<&str> = parts
+        .into_iter()
+        .filter(|item| !item.trim().is_empty())
+        .collect();
+    match items.len() > MAX_PARAMS + 1 {
+        true => Err(ParamsError::TooMany),
+        false => Ok(items),
+    }
+}
+
+/// `s` split at each `separator` outside a quoted string (`\"` escapes a quote inside one), as
+/// HTTP header lists are (RFC 9110 section 5.6); also says whether a quote was left open.
+pub fn split_unquoted(s: &str, separator: char) -> (Vec<&str>, bool) {
+    let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in list.char_indices() {
+    for (i, c) in s.char_indices() {
         match c {
             _ if escaped => escaped = false,
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            ',' if !quoted => {
-                keep(&list[start..i], &mut items)?;
-                start = i + 1;
+            c if c == separator && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
             }
             _ => {}
         }
     }
-    if quoted {
-        return Err(ParamsError::MalformedHeader);
-    }
-    keep(&list[start..], &mut items)?;
-    Ok(items)
+    parts.push(&s[start..]);
+    (parts, quoted)
 }
 
 #[cfg(test)]

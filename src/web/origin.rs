@@ -10,6 +10,7 @@ use rocket::request::{self, FromRequest, Request};
 use crate::config::Settings;
 use crate::error::LtiError;
 use crate::lti::oauth::{base_uri, base_uri_of_url, is_valid_host, parse_port, split_host_port};
+use crate::lti::params::split_unquoted;
 use crate::web::error::remember;
 use crate::web::AppState;
 
@@ -49,37 +50,18 @@ fn forwarded_claim(req: &Request<'_>) -> (Option<String>, Option<String>, Option
 fn last_forwarded_element<'a>(req: &'a Request<'_>) -> Option<&'a str> {
     let line = req.headers().get("Forwarded").last()?;
     split_unquoted(line, ',')
+        .0
         .into_iter()
         .rev()
         .map(str::trim)
         .find(|element| !element.is_empty())
 }
 
-/// `s` split at each `separator` outside a quoted string (`\"` escapes a quote inside one).
-fn split_unquoted(s: &str, separator: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == separator && !quoted => {
-                parts.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
-}
-
 /// One parameter of a `Forwarded` element (`for=192.0.2.60;proto=https;host="a.example"`), its
 /// quotes and escapes removed; names are case-insensitive, and semicolons inside a quoted value
 /// are part of it (RFC 7239 section 4).
 fn forwarded_pair(element: &str, name: &str) -> Option<String> {
-    split_unquoted(element, ';').into_iter().find_map(|pair| {
+    split_unquoted(element, ';').0.into_iter().find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         let value = value.trim();
         let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
