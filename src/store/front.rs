@@ -376,7 +376,7 @@ async fn round(
     for (write, outcome) in writes.iter().zip(&outcomes) {
         match outcome {
             Recorded::Accepted => {}
-            Recorded::Replayed => continue,
+            Recorded::Replayed | Recorded::Forgotten => continue,
             Recorded::ConsumerChanged => {
                 caches.consumers.remove(&write.consumer_key);
                 continue;

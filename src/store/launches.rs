@@ -70,6 +70,10 @@ pub struct LaunchWrite {
     pub nonce: String,
     /// When the nonce may be forgotten (its timestamp can no longer pass).
     pub nonce_expires_at: i64,
+    /// The earliest expiry this nonce could have been stored with before (its timestamp, plus
+    /// the window, plus one): the launch is refused when a pruned nonce expired later (see
+    /// `nonces`), as it could be a replay of one.
+    pub nonce_earliest_expiry: i64,
     /// The session it starts; `None` when it is refused even though its nonce is spent.
     pub session: Option<NewSession>,
     /// The browser's previous session, which an accepted launch ends.
@@ -85,6 +89,10 @@ pub enum Recorded {
     Accepted,
     /// The consumer already used this nonce: nothing was written.
     Replayed,
+    /// Its nonce may have been pruned already (another process, or a clock that ran ahead,
+    /// raised `nonce_prune_watermark` past it), so it cannot be told from a replay: nothing was
+    /// written.
+    Forgotten,
     /// The consumer's secret or state is no longer the one the launch was verified with (the
     /// command line changed it meanwhile): nothing was written; verify again.
     ConsumerChanged,
@@ -93,7 +101,8 @@ pub enum Recorded {
 /// The launches of one round, one row each (TEMP: only the connection recording them sees it).
 const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     seq INTEGER PRIMARY KEY, consumer_key TEXT NOT NULL, stored_secret TEXT NOT NULL,
-    nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, spent_by TEXT NOT NULL,
+    nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, nonce_earliest_expiry INTEGER NOT NULL,
+    spent_by TEXT NOT NULL,
     replaces TEXT, session_id TEXT, user_id TEXT, roles TEXT, launch TEXT, created_at INTEGER,
     expires_at INTEGER, handoff_token TEXT, handoff_session TEXT, handoff_sealed TEXT,
     handoff_expires_at INTEGER, outcome_link TEXT,
@@ -101,17 +110,20 @@ const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     accepted INTEGER NOT NULL DEFAULT 0)";
 
 /// Columns bound per launch, in `bind_batch` order.
-const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, spent_by, \
+const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, \
+    nonce_earliest_expiry, spent_by, \
     replaces, session_id, user_id, roles, launch, created_at, expires_at, handoff_token, \
     handoff_session, handoff_sealed, handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
     outcome_name";
-const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Records launches in one transaction on `conn` (which must not be in one), in one round trip
 /// whatever their number. Under the write lock:
 /// 1. each nonce is inserted, marked with the launch that spent it, if its consumer is still
-///    enabled with the stored secret the launch was verified with (a nonce seen before, or twice
-///    in the batch, keeps its first owner: the other launches are replays);
+///    enabled with the stored secret the launch was verified with, and if no pruned nonce expired
+///    after it could have (the mark in `nonce_prune_watermark`, which any process may have
+///    raised since this one started); a nonce seen before, or twice in the batch, keeps its first
+///    owner: the other launches are replays;
 /// 2. the launches that own their nonce end the sessions they replace, start theirs with their
 ///    hand-off tokens and outcome services (staff forget theirs, see `outcomes::launch_target`),
 ///    and count towards their consumer's launches;
@@ -157,6 +169,8 @@ fn script(count: usize) -> Cow<'static, str> {
 fn build_script(count: usize) -> String {
     let rows = vec![BATCH_ROW; count].join(", ");
     let upsert = outcomes::UPSERT;
+    const MARK: &str =
+        "coalesce((SELECT pruned_before FROM nonce_prune_watermark WHERE id = 1), 0)";
     format!(
         "{BATCH_TABLE};
         BEGIN IMMEDIATE;
@@ -166,7 +180,7 @@ fn build_script(count: usize) -> String {
             SELECT b.consumer_key, b.nonce, b.nonce_expires_at, b.spent_by
             FROM temp.launch_batch b JOIN consumers c ON c.consumer_key = b.consumer_key
                 AND c.enabled = 1 AND c.secret = b.stored_secret
-            WHERE true ORDER BY b.seq
+            WHERE b.nonce_earliest_expiry >= {MARK} ORDER BY b.seq
             ON CONFLICT (consumer_key, nonce) DO NOTHING;
         UPDATE OR FAIL temp.launch_batch SET accepted = 1 WHERE EXISTS (SELECT 1 FROM nonces n
             WHERE n.consumer_key = launch_batch.consumer_key AND n.nonce = launch_batch.nonce
@@ -198,7 +212,9 @@ fn build_script(count: usize) -> String {
             WHERE consumers.consumer_key = u.consumer_key;
         SELECT (SELECT data_version FROM pragma_data_version()),
             coalesce(group_concat(CASE WHEN b.accepted = 1 THEN 'A'
-                              WHEN c.consumer_key IS NOT NULL THEN 'R' ELSE 'C' END, '' ORDER BY b.seq), '')
+                              WHEN c.consumer_key IS NULL THEN 'C'
+                              WHEN b.nonce_earliest_expiry < {MARK} THEN 'F' ELSE 'R' END,
+                          '' ORDER BY b.seq), '')
             FROM temp.launch_batch b LEFT JOIN consumers c ON c.consumer_key = b.consumer_key
                 AND c.enabled = 1 AND c.secret = b.stored_secret;
         COMMIT"
@@ -227,6 +243,7 @@ fn bind_batch<'q>(
             .bind(&w.stored_secret)
             .bind(&w.nonce)
             .bind(w.nonce_expires_at)
+            .bind(w.nonce_earliest_expiry)
             // Marks the nonce as this launch's: random, so no credential is copied into `nonces`.
             .bind(super::sessions::new_id())
             .bind(w.replaces.as_deref().map(super::sessions::stored_id))
@@ -264,6 +281,7 @@ fn read_outcomes(
         .map(|c| match c {
             'A' => Recorded::Accepted,
             'R' => Recorded::Replayed,
+            'F' => Recorded::Forgotten,
             _ => Recorded::ConsumerChanged,
         })
         .collect();

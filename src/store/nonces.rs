@@ -8,6 +8,11 @@
 //! included): a launch whose nonce would have expired before the latest pruned nonce did is
 //! refused. It comes from the pruned nonces' own expiries, so a clock that ran ahead locks out
 //! at most the launches whose nonces really went early.
+//!
+//! The stored mark is what counts: `launches::record_batch` checks each launch against it under
+//! the write lock, so a mark raised by another process on the same database (or by this one's
+//! pruning while the launch was on its way) is seen. [`NonceWatermark`] is this process's copy,
+//! which refuses such launches early, before their consumer and signature are looked at again.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -383,6 +383,7 @@ async fn verify_and_record(
         stored_secret: consumer.stored_secret.clone(),
         nonce: oauth.nonce.clone(),
         nonce_expires_at: nonce_expiry,
+        nonce_earliest_expiry: oauth.timestamp.saturating_add(window + 1),
         replaces: old_session
             .filter(|_| session.is_some())
             .map(str::to_string),
@@ -394,6 +395,7 @@ async fn verify_and_record(
     match state.front.record_launch(write).await? {
         Recorded::Accepted => {}
         Recorded::Replayed => return Err(LtiError::ReplayedNonce),
+        Recorded::Forgotten => return Err(LtiError::NonceForgotten),
         Recorded::ConsumerChanged => return Err(LtiError::BadSignature),
     }
     fields?;

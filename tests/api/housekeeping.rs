@@ -310,6 +310,7 @@ fn launch_write(now: i64, stored: &str, nonce: &str, launch: Option<LaunchData>)
         stored_secret: stored.into(),
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
+        nonce_earliest_expiry: now + 301,
         session: launch.map(|l| {
             NewSession::new(&sessions::new_id(), &Arc::new(l), now, now + 3600).expect("session")
         }),
@@ -630,6 +631,22 @@ async fn after_pruning_by_a_clock_that_ran_ahead_a_replay_of_a_forgotten_nonce_i
     // (A launch dated no later than the pruned one was stored would still be refused.)
     let new = Launch::new("/any").timestamp(now as u64 + 5);
     page(restarted.launch(&new).await, Status::Ok).await;
+}
+
+#[rocket::async_test]
+async fn a_replay_of_a_nonce_another_process_pruned_is_refused_without_a_restart() {
+    use crate::helpers::refused;
+    use rocket::http::Status;
+
+    // Another server on the same database, its clock nine hours ahead, prunes the nonce: this
+    // server's own mark in memory never saw that, but the stored one did.
+    let (app, launch, _) = launch_then_prune(100, 9 * 3600).await;
+    let body = refused(app.launch(&launch).await, Status::Unauthorized).await;
+    assert!(body.contains("Launch expired"), "{body}");
+    assert_eq!(
+        scalar(&app.state().db, "SELECT COUNT(*) FROM nonces").await,
+        0
+    );
 }
 
 #[rocket::async_test]
