@@ -3,7 +3,6 @@
 //! state is built, and the pruning task is started.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rocket::fairing::{AdHoc, Fairing};
@@ -84,7 +83,6 @@ pub(crate) fn pruning() -> impl Fairing {
                 rocket::tokio::spawn(prune_forever(
                     state.db.clone(),
                     state.settings.outcome_target_ttl,
-                    state.nonce_watermark.clone(),
                 ));
             }
         })
@@ -307,7 +305,7 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         seed_demo_consumer(&db).await?;
     }
     say_what_is_missing(&db).await;
-    let nonce_watermark = store::nonces::NonceWatermark::load(&db, settings.timestamp_window)
+    store::nonces::adopt_window(&db, settings.timestamp_window)
         .await
         .map_err(|e| e.to_string())?;
     let front = store::front::StoreFront::start(&db)
@@ -320,7 +318,6 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
         page_forms: web::csrf::CsrfKey::from_figment(figment, b"page form csrf v1"),
         refusal_budget: web::diagnosis::RefusalBudget::default(),
         login_queue: web::admin::LoginQueue::default(),
-        nonce_watermark: Arc::new(nonce_watermark),
         admin_devices: web::csrf::CsrfKey::from_figment(figment, b"admin device v1"),
     })
 }
@@ -351,11 +348,7 @@ async fn say_what_is_missing(db: &store::Db) {
 }
 
 /// Prunes every minute; also says, once, when the database file has been removed or replaced.
-async fn prune_forever(
-    db: store::Db,
-    outcome_target_ttl: i64,
-    nonce_mark: Arc<store::nonces::NonceWatermark>,
-) {
+async fn prune_forever(db: store::Db, outcome_target_ttl: i64) {
     let mut tick = rocket::tokio::time::interval(PRUNE_EVERY);
     let opened = store::FileIdentity::of(&db).ok().flatten();
     let mut file_gone = false;
@@ -363,7 +356,7 @@ async fn prune_forever(
         tick.tick().await;
         // A panic (a log line whose stdout is gone panics in a debug build) skips one pass, not
         // every pass to come.
-        let pass = prune_pass(&db, outcome_target_ttl, &nonce_mark, opened, &mut file_gone);
+        let pass = prune_pass(&db, outcome_target_ttl, opened, &mut file_gone);
         if let Ok(Pass::Stopped) = AssertUnwindSafe(pass).catch_unwind().await {
             return;
         }
@@ -381,7 +374,6 @@ enum Pass {
 async fn prune_pass(
     db: &store::Db,
     outcome_target_ttl: i64,
-    nonce_mark: &store::nonces::NonceWatermark,
     opened: Option<store::FileIdentity>,
     file_gone: &mut bool,
 ) -> Pass {
@@ -398,7 +390,7 @@ async fn prune_pass(
         }
         *file_gone = gone;
     }
-    match store::prune_expired(db, store::now(), outcome_target_ttl, nonce_mark).await {
+    match store::prune_expired(db, store::now(), outcome_target_ttl).await {
         Ok(0) => {}
         Ok(n) => log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)"),
         // A stop closes the pool under a pruning pass: that is no failure.

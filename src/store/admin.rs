@@ -118,7 +118,9 @@ pub enum Attempt {
 
 /// Counts a login attempt from `address` as failed until `forget_attempt` clears it, unless the
 /// failed attempts of the last minute, this one included, would be over `limit`. One
-/// transaction, so parallel attempts cannot all slip under the limit.
+/// transaction, so parallel attempts cannot all slip under the limit. Failures dated after `now`
+/// (by a clock that ran ahead and was set back) are not counted: they would lock the address out
+/// for as long as the clock was wrong.
 pub async fn begin_attempt(
     db: &Db,
     address: &str,
@@ -134,10 +136,11 @@ pub async fn begin_attempt(
     .fetch_one(&mut *tx)
     .await?;
     let recent: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM admin_login_failures WHERE address = ? AND at > ?",
+        "SELECT COUNT(*) FROM admin_login_failures WHERE address = ? AND at > ? AND at <= ?",
     )
     .bind(address)
     .bind(now - 60)
+    .bind(now)
     .fetch_one(&mut *tx)
     .await?;
     if recent > limit {
@@ -157,15 +160,50 @@ pub async fn forget_attempt(db: &Db, id: i64) -> Result<(), LtiError> {
     Ok(())
 }
 
-/// Deletes expired admin sessions and failures older than a minute; returns how many went.
+/// Deletes expired admin sessions, and failures older than a minute or dated more than a minute
+/// ahead (by a clock since set back: they are never counted); returns how many went.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, LtiError> {
     let sessions = sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
         .bind(now)
         .execute(db)
         .await?;
-    let failures = sqlx::query("DELETE FROM admin_login_failures WHERE at <= ?")
+    let failures = sqlx::query("DELETE FROM admin_login_failures WHERE at <= ? OR at > ?")
         .bind(now - 60)
+        .bind(now + 60)
         .execute(db)
         .await?;
     Ok(sessions.rows_affected() + failures.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rocket::async_test]
+    async fn failures_dated_ahead_by_a_clock_since_set_back_lock_nobody_out() {
+        let dir =
+            std::env::temp_dir().join(format!("lti-admin-{}", super::super::sessions::new_id()));
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let db = super::super::open(&url).await.unwrap();
+        let now = 1_700_000_000;
+        // Six failures counted while the clock was a day ahead, over the limit of 5.
+        for _ in 0..6 {
+            sqlx::query("INSERT INTO admin_login_failures (address, at) VALUES ('a', ?)")
+                .bind(now + 86_400)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        let attempt = begin_attempt(&db, "a", now, 5).await.unwrap();
+        assert!(matches!(attempt, Attempt::Counted(_)), "{attempt:?}");
+        // Pruning takes them; the attempt just counted stays for its minute.
+        assert_eq!(prune(&db, now).await.unwrap(), 6);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_login_failures")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(left, 1);
+        db.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

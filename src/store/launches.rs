@@ -70,10 +70,9 @@ pub struct LaunchWrite {
     pub nonce: String,
     /// When the nonce may be forgotten (its timestamp can no longer pass).
     pub nonce_expires_at: i64,
-    /// The earliest expiry this nonce could have been stored with before (its timestamp, plus
-    /// the window, plus one): the launch is refused when a pruned nonce expired later (see
-    /// `nonces`), as it could be a replay of one.
-    pub nonce_earliest_expiry: i64,
+    /// Its `oauth_timestamp`: the launch is refused when its consumer has a pruned nonce signed
+    /// as late or later (see `nonces`), as it could be a replay of one.
+    pub signed_at: i64,
     /// The session it starts; `None` when it is refused even though its nonce is spent.
     pub session: Option<NewSession>,
     /// The browser's previous session, which an accepted launch ends.
@@ -89,9 +88,8 @@ pub enum Recorded {
     Accepted,
     /// The consumer already used this nonce: nothing was written.
     Replayed,
-    /// Its nonce may have been pruned already (another process, or a clock that ran ahead,
-    /// raised `nonce_prune_watermark` past it), so it cannot be told from a replay: nothing was
-    /// written.
+    /// Its nonce may have been pruned already (by a clock that ran ahead, here or in another
+    /// process: see `nonces`), so it cannot be told from a replay: nothing was written.
     Forgotten,
     /// The consumer's secret or state is no longer the one the launch was verified with (the
     /// command line changed it meanwhile): nothing was written; verify again.
@@ -101,7 +99,7 @@ pub enum Recorded {
 /// The launches of one round, one row each (TEMP: only the connection recording them sees it).
 const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
     seq INTEGER PRIMARY KEY, consumer_key TEXT NOT NULL, stored_secret TEXT NOT NULL,
-    nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, nonce_earliest_expiry INTEGER NOT NULL,
+    nonce TEXT NOT NULL, nonce_expires_at INTEGER NOT NULL, signed_at INTEGER NOT NULL,
     spent_by TEXT NOT NULL,
     replaces TEXT, session_id TEXT, user_id TEXT, roles TEXT, launch TEXT, created_at INTEGER,
     expires_at INTEGER, handoff_token TEXT, handoff_session TEXT, handoff_sealed TEXT,
@@ -111,7 +109,7 @@ const BATCH_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS launch_batch (
 
 /// Columns bound per launch, in `bind_batch` order.
 const BATCH_COLUMNS: &str = "seq, consumer_key, stored_secret, nonce, nonce_expires_at, \
-    nonce_earliest_expiry, spent_by, \
+    signed_at, spent_by, \
     replaces, session_id, user_id, roles, launch, created_at, expires_at, handoff_token, \
     handoff_session, handoff_sealed, handoff_expires_at, outcome_link, outcome_user, outcome_service_url, outcome_sourcedid, \
     outcome_name";
@@ -120,10 +118,10 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 /// Records launches in one transaction on `conn` (which must not be in one), in one round trip
 /// whatever their number. Under the write lock:
 /// 1. each nonce is inserted, marked with the launch that spent it, if its consumer is still
-///    enabled with the stored secret the launch was verified with, and if no pruned nonce expired
-///    after it could have (the mark in `nonce_prune_watermark`, which any process may have
-///    raised since this one started); a nonce seen before, or twice in the batch, keeps its first
-///    owner: the other launches are replays;
+///    enabled with the stored secret the launch was verified with, and if it was signed after
+///    every pruned nonce of its consumer (`nonce_prune_marks`, which any process may have raised
+///    since this one started); a nonce seen before, or twice in the batch, keeps its first owner:
+///    the other launches are replays;
 /// 2. the launches that own their nonce end the sessions they replace, start theirs with their
 ///    hand-off tokens and outcome services (staff forget theirs, see `outcomes::launch_target`),
 ///    and count towards their consumer's launches;
@@ -169,18 +167,18 @@ fn script(count: usize) -> Cow<'static, str> {
 fn build_script(count: usize) -> String {
     let rows = vec![BATCH_ROW; count].join(", ");
     let upsert = outcomes::UPSERT;
-    const MARK: &str =
-        "coalesce((SELECT pruned_before FROM nonce_prune_watermark WHERE id = 1), 0)";
+    const MARK: &str = "coalesce((SELECT m.signed_up_to FROM nonce_prune_marks m \
+        WHERE m.consumer_key = b.consumer_key), -1)";
     format!(
         "{BATCH_TABLE};
         BEGIN IMMEDIATE;
         DELETE FROM temp.launch_batch;
         INSERT OR FAIL INTO temp.launch_batch ({BATCH_COLUMNS}) VALUES {rows};
-        INSERT OR FAIL INTO nonces (consumer_key, nonce, expires_at, spent_by)
-            SELECT b.consumer_key, b.nonce, b.nonce_expires_at, b.spent_by
+        INSERT OR FAIL INTO nonces (consumer_key, nonce, expires_at, signed_at, spent_by)
+            SELECT b.consumer_key, b.nonce, b.nonce_expires_at, b.signed_at, b.spent_by
             FROM temp.launch_batch b JOIN consumers c ON c.consumer_key = b.consumer_key
                 AND c.enabled = 1 AND c.secret = b.stored_secret
-            WHERE b.nonce_earliest_expiry >= {MARK} ORDER BY b.seq
+            WHERE b.signed_at > {MARK} ORDER BY b.seq
             ON CONFLICT (consumer_key, nonce) DO NOTHING;
         UPDATE OR FAIL temp.launch_batch SET accepted = 1 WHERE EXISTS (SELECT 1 FROM nonces n
             WHERE n.consumer_key = launch_batch.consumer_key AND n.nonce = launch_batch.nonce
@@ -213,7 +211,7 @@ fn build_script(count: usize) -> String {
         SELECT (SELECT data_version FROM pragma_data_version()),
             coalesce(group_concat(CASE WHEN b.accepted = 1 THEN 'A'
                               WHEN c.consumer_key IS NULL THEN 'C'
-                              WHEN b.nonce_earliest_expiry < {MARK} THEN 'F' ELSE 'R' END,
+                              WHEN b.signed_at <= {MARK} THEN 'F' ELSE 'R' END,
                           '' ORDER BY b.seq), '')
             FROM temp.launch_batch b LEFT JOIN consumers c ON c.consumer_key = b.consumer_key
                 AND c.enabled = 1 AND c.secret = b.stored_secret;
@@ -243,7 +241,7 @@ fn bind_batch<'q>(
             .bind(&w.stored_secret)
             .bind(&w.nonce)
             .bind(w.nonce_expires_at)
-            .bind(w.nonce_earliest_expiry)
+            .bind(w.signed_at)
             // Marks the nonce as this launch's: random, so no credential is copied into `nonces`.
             .bind(super::sessions::new_id())
             .bind(w.replaces.as_deref().map(super::sessions::stored_id))

@@ -1,5 +1,5 @@
 //! SQLite storage: opening the pool, migrations, and one module per table (`consumer_refusals` is
-//! `usage`'s, `secret_key_check` `consumers`', `nonce_prune_watermark` `nonces`'). `launches`
+//! `usage`'s, `secret_key_check` `consumers`', `nonce_window` and `nonce_prune_marks` `nonces`'). `launches`
 //! writes a verified launch's rows in several tables in one script, for speed (see `front`).
 
 pub mod admin;
@@ -49,8 +49,8 @@ pub struct Opened {
     pub db: Db,
     /// Whether this call created the database's file.
     pub created: bool,
-    /// The migrations this call ran on a database that had a schema ("13 (outcome score
-    /// forgotten)"): an upgrade, for the log.
+    /// The migrations this call ran on a database that had a schema ("14 (nonce marks by
+    /// consumer)"): an upgrade, for the log.
     pub upgraded: Vec<String>,
 }
 
@@ -530,20 +530,15 @@ async fn prune_expired_rows(
 /// grade records of learners who last launched more than `outcome_target_ttl` seconds ago) in
 /// small batches through their indexes, pausing between full batches so that launches never wait
 /// long behind it. A clock that ran ahead cannot make a pruned nonce's launch replayable: see
-/// `nonces::NonceWatermark`.
-pub async fn prune_expired(
-    db: &Db,
-    now: i64,
-    outcome_target_ttl: i64,
-    nonce_mark: &nonces::NonceWatermark,
-) -> Result<u64, LtiError> {
+/// `nonces`.
+pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await?
         + usage::prune(db, now).await?
         + crate::fork::prune(db, now).await?;
     let batch = PRUNE_BATCH as i64;
     loop {
         let counts = [
-            nonces::prune(db, now - NONCE_PRUNE_LAG, batch, nonce_mark).await?,
+            nonces::prune(db, now - NONCE_PRUNE_LAG, batch).await?,
             sessions::prune(db, now, batch).await?,
             handoffs::prune(db, now, batch).await?,
             outcomes::prune(db, now - outcome_target_ttl, batch).await?,

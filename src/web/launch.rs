@@ -320,18 +320,6 @@ fn check_signature(
     Err(LtiError::BadSignature)
 }
 
-/// Checks the timestamp is within the window, and that a replay of this launch could still be
-/// told apart: a nonce that would have expired before one already pruned (by a clock that ran
-/// ahead) could not.
-fn check_fresh(state: &AppState, timestamp: i64, now: i64) -> Result<(), LtiError> {
-    let window = state.settings.timestamp_window;
-    check_timestamp(timestamp, now, window)?;
-    match state.nonce_watermark.may_be_pruned(timestamp, window) {
-        true => Err(LtiError::NonceForgotten),
-        false => Ok(()),
-    }
-}
-
 /// Verifies the launch (fields, consumer, signature, freshness) and records it: its nonce
 /// spent, and when its LTI fields are right, its session started in place of `old_session`.
 async fn verify_and_record(
@@ -357,8 +345,8 @@ async fn verify_and_record(
         !use_consumer_cache,
     )?;
     let now = store::now();
-    check_fresh(state, oauth.timestamp, now)?;
     let window = state.settings.timestamp_window;
+    check_timestamp(oauth.timestamp, now, window)?;
 
     // Nonces outlive the window on both sides, so a replay is refused for as long as its
     // timestamp would still be accepted.
@@ -383,7 +371,7 @@ async fn verify_and_record(
         stored_secret: consumer.stored_secret.clone(),
         nonce: oauth.nonce.clone(),
         nonce_expires_at: nonce_expiry,
-        nonce_earliest_expiry: oauth.timestamp.saturating_add(window + 1),
+        signed_at: oauth.timestamp,
         replaces: old_session
             .filter(|_| session.is_some())
             .map(str::to_string),

@@ -45,6 +45,4 @@ pub struct AppState {
     pub login_queue: admin::LoginQueue,
     /// Signs the cookie of browsers that logged in as admin (see `admin::DEVICE_COOKIE`).
     pub admin_devices: csrf::CsrfKey,
-    /// How far nonces have been pruned: launches whose nonce may be gone are refused.
-    pub nonce_watermark: std::sync::Arc<crate::store::nonces::NonceWatermark>,
 }

@@ -993,24 +993,37 @@ async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_o
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(last, 13, "the undo below is migration 13's");
-    sqlx::query("ALTER TABLE outcome_targets DROP COLUMN score_forgotten_at")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 13")
-        .execute(&pool)
-        .await
-        .unwrap();
+    assert_eq!(last, 14, "the undo below is migration 14's");
+    // Its one mark for all consumers, as that build left it after pruning (timestamp window 300).
+    for undo in [
+        "DROP TABLE nonce_prune_marks",
+        "ALTER TABLE nonces DROP COLUMN signed_at",
+        "ALTER TABLE nonce_window RENAME TO nonce_prune_watermark",
+        "ALTER TABLE nonce_prune_watermark ADD COLUMN pruned_before INTEGER NOT NULL DEFAULT 0",
+        "INSERT OR REPLACE INTO nonce_prune_watermark (id, pruned_before, window) \
+         VALUES (1, 1700000000, 300)",
+        "DELETE FROM _sqlx_migrations WHERE version = 14",
+    ] {
+        sqlx::query(undo).execute(&pool).await.unwrap();
+    }
     pool.close().await;
     let out = cli(&db, &["consumer", "list"]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("upgraded the database: migration 13 (outcome score forgotten)"),
+        said.contains("upgraded the database: migration 14 (nonce marks by consumer)"),
         "{said}"
     );
     assert!(stdout(&out).contains("school"), "{out:?}");
+    // That mark refused launches signed 302 s or more before it: each consumer's still does.
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    let marks: Vec<(String, i64)> =
+        sqlx::query_as("SELECT consumer_key, signed_up_to FROM nonce_prune_marks")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(marks, [("school".to_string(), 1_700_000_000 - 302)]);
+    pool.close().await;
     // Nothing more to run: nothing said.
     let out = cli(&db, &["consumer", "list"]);
     assert!(

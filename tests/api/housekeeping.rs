@@ -101,9 +101,7 @@ async fn a_week_of_launches_keeps_the_database_bounded() {
     for step in 0..7 * STEPS_PER_DAY {
         let now = start + step * STEP;
         launches_at(&db, &stored, now, PER_STEP, WINDOW, TTL).await;
-        store::prune_expired(&db, now, YEAR, &Default::default())
-            .await
-            .expect("prune");
+        store::prune_expired(&db, now, YEAR).await.expect("prune");
         let live_sessions = scalar(&db, "SELECT COUNT(*) FROM sessions").await;
         let live_nonces = scalar(&db, "SELECT COUNT(*) FROM nonces").await;
         let live_tokens = scalar(&db, "SELECT COUNT(*) FROM handoffs").await;
@@ -150,18 +148,11 @@ async fn pruning_takes_expired_rows_only_in_bounded_batches() {
     launches_at(&db, &stored, now - 40_000, 1_234, 300, 3600).await;
     launches_at(&db, &stored, now, 7, 300, 3600).await;
     // Every batch is bounded: one call deletes at most the batch size.
-    assert_eq!(
-        nonces::prune(&db, now, 100, &Default::default())
-            .await
-            .expect("prune"),
-        100
-    );
+    assert_eq!(nonces::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(sessions::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(handoffs::prune(&db, now, 100).await.expect("prune"), 100);
     assert_eq!(
-        store::prune_expired(&db, now, YEAR, &Default::default())
-            .await
-            .expect("prune"),
+        store::prune_expired(&db, now, YEAR).await.expect("prune"),
         3 * 1_134
     );
     assert_eq!(scalar(&db, "SELECT COUNT(*) FROM nonces").await, 7);
@@ -207,12 +198,12 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
         }
     };
     // A day before the first launches' records run out, all are kept.
-    store::prune_expired(&db, start + KEEP - DAY, KEEP, &Default::default())
+    store::prune_expired(&db, start + KEEP - DAY, KEEP)
         .await
         .expect("prune");
     assert_eq!(users(&db).await.len(), 5);
     // After it, only the learners who launched since remain.
-    store::prune_expired(&db, start + KEEP + 1, KEEP, &Default::default())
+    store::prune_expired(&db, start + KEEP + 1, KEEP)
         .await
         .expect("prune");
     assert_eq!(users(&db).await, ["user-0", "user-1"]);
@@ -235,9 +226,7 @@ async fn grade_records_go_once_their_learner_has_not_launched_for_their_lifetime
             .any(|(_, _, _, d)| d.contains("outcome_targets_by_update")),
         "{plan:?}"
     );
-    store::prune_expired(&db, far, KEEP, &Default::default())
-        .await
-        .expect("prune");
+    store::prune_expired(&db, far, KEEP).await.expect("prune");
     assert!(users(&db).await.is_empty());
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -310,7 +299,7 @@ fn launch_write(now: i64, stored: &str, nonce: &str, launch: Option<LaunchData>)
         stored_secret: stored.into(),
         nonce: nonce.into(),
         nonce_expires_at: now + 301,
-        nonce_earliest_expiry: now + 301,
+        signed_at: now,
         session: launch.map(|l| {
             NewSession::new(&sessions::new_id(), &Arc::new(l), now, now + 3600).expect("session")
         }),
@@ -602,7 +591,7 @@ async fn launch_then_prune(
     let launch = Launch::new("/any").timestamp(now as u64 - signed_ago);
     page(app.launch(&launch).await, Status::Ok).await;
     let db = &app.state().db;
-    store::prune_expired(db, now + prune_in, YEAR, &Default::default())
+    store::prune_expired(db, now + prune_in, YEAR)
         .await
         .expect("prune");
     assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
@@ -647,6 +636,53 @@ async fn a_replay_of_a_nonce_another_process_pruned_is_refused_without_a_restart
         scalar(&app.state().db, "SELECT COUNT(*) FROM nonces").await,
         0
     );
+}
+
+#[rocket::async_test]
+async fn a_mark_left_by_one_lms_fast_clock_locks_out_no_other_consumer() {
+    use crate::helpers::{page, refused, spawn_app, Launch};
+    use rocket::http::Status;
+
+    let app = spawn_app().await;
+    app.add_consumer("other-lms", "other-secret").await;
+    let now = store::now();
+    // The default consumer's LMS runs 290 s fast (inside the window); a server clock a day
+    // ahead prunes its nonce.
+    let fast = Launch::new("/any").timestamp(now as u64 + 290);
+    page(app.launch(&fast).await, Status::Ok).await;
+    let db = &app.state().db;
+    store::prune_expired(db, now + 86_400, YEAR)
+        .await
+        .expect("prune");
+    assert_eq!(scalar(db, "SELECT COUNT(*) FROM nonces").await, 0);
+    // Once the clock is right: the replay is refused, and so is anything that LMS signed before
+    // it; its next launches, and another LMS's launches at the right time, pass at once.
+    let body = refused(app.launch(&fast).await, Status::Unauthorized).await;
+    assert!(body.contains("Launch expired"), "{body}");
+    let earlier = Launch::new("/any").timestamp(now as u64 + 200);
+    refused(app.launch(&earlier).await, Status::Unauthorized).await;
+    page(
+        app.launch(&Launch::new("/any").timestamp(now as u64 + 291))
+            .await,
+        Status::Ok,
+    )
+    .await;
+    let other = Launch::new("/any")
+        .consumer("other-lms", "other-secret")
+        .timestamp(now as u64);
+    page(app.launch(&other).await, Status::Ok).await;
+}
+
+#[rocket::async_test]
+async fn an_lms_with_a_slow_clock_is_not_locked_out_after_a_clock_ran_ahead() {
+    use crate::helpers::{page, Launch};
+    use rocket::http::Status;
+
+    // Its clock 250 s slow: the nonce it used is pruned by a clock nine hours ahead, and its next
+    // launch, a second later by its own clock, still passes.
+    let (app, _, now) = launch_then_prune(250, 9 * 3600).await;
+    let next = Launch::new("/any").timestamp(now as u64 - 249);
+    page(app.launch(&next).await, Status::Ok).await;
 }
 
 #[rocket::async_test]

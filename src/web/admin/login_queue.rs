@@ -142,7 +142,7 @@ impl LoginQueue {
     pub(super) fn is_over_limit(&self, bucket: &str, now: i64) -> bool {
         self.over_limit
             .lock()
-            .is_ok_and(|map| map.get(bucket).is_some_and(|until| *until > now))
+            .is_ok_and(|map| map.get(bucket).is_some_and(|&until| still_over(until, now)))
     }
 
     /// Remembers that `bucket` is over its limit, for a minute; false when it already was (a
@@ -151,11 +151,11 @@ impl LoginQueue {
         let Ok(mut map) = self.over_limit.lock() else {
             return true;
         };
-        if map.get(bucket).is_some_and(|until| *until > now) {
+        if map.get(bucket).is_some_and(|&until| still_over(until, now)) {
             return false;
         }
         if map.len() >= MAX_REMEMBERED {
-            map.retain(|_, until| *until > now);
+            map.retain(|_, until| still_over(*until, now));
         }
         if map.len() < MAX_REMEMBERED {
             map.insert(bucket.to_string(), now + OVER_LIMIT_SECONDS);
@@ -188,6 +188,12 @@ impl LoginQueue {
             );
         }
     }
+}
+
+/// Whether a bucket remembered over its limit `until` still is at `now`. An end further away
+/// than a minute was set by a clock that has since been set back: it is over.
+fn still_over(until: i64, now: i64) -> bool {
+    until > now && until <= now + OVER_LIMIT_SECONDS
 }
 
 #[cfg(test)]
@@ -251,5 +257,13 @@ mod tests {
         assert!(queue.over_limit.lock().unwrap().len() <= MAX_REMEMBERED);
         queue.remember_over_limit("late", 3000);
         assert!(queue.is_over_limit("late", 3001));
+        // Remembered by a clock an hour ahead that was then set right: over at once.
+        queue.remember_over_limit("ahead", 3000 + 3600);
+        assert!(!queue.is_over_limit("ahead", 3001));
+        assert!(
+            queue.remember_over_limit("ahead", 3001),
+            "remembered afresh"
+        );
+        assert!(queue.is_over_limit("ahead", 3002));
     }
 }
