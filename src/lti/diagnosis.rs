@@ -52,6 +52,9 @@ pub enum Hint {
     },
     /// The same nonce arrived twice.
     ReplayedNonce,
+    /// The launch was signed no later than launches of its consumer whose nonces were already
+    /// pruned (by a clock that was ahead), so it cannot be told from a replay of one.
+    SignedBeforePruned,
     /// No consumer has the key, but one with a very similar key exists.
     UnknownKeyLike {
         /// The registered key it resembles.
@@ -88,6 +91,7 @@ impl Hint {
             Hint::NotLaunchAddress { .. } => "not_launch_address",
             Hint::TimestampSkew { .. } => "timestamp_skew",
             Hint::ReplayedNonce => "replayed_nonce",
+            Hint::SignedBeforePruned => "signed_before_pruned",
             Hint::UnknownKeyLike { .. } => "unknown_key_typo",
             Hint::UnknownKey => "unknown_key",
             Hint::DisabledKey => "disabled_key",
@@ -132,6 +136,12 @@ impl Hint {
             Hint::ReplayedNonce => {
                 "The same launch arrived twice: a double submit by the user, or a proxy retrying the POST.".into()
             }
+            Hint::SignedBeforePruned => "The launch was signed no later than launches of this key that this tool has \
+                                         already forgotten, so it could be a copy of one: a clock was ahead when they \
+                                         were forgotten (this server's, or the LMS's, since set back). Launches the LMS \
+                                         signs later pass: check both clocks (NTP). A new consumer key for the LMS \
+                                         works at once; removing and adding this key again does not."
+                .into(),
             Hint::UnknownKeyLike { similar } => {
                 format!("No consumer has this key, but {similar:?} does: probably a typo in the LMS's consumer key.")
             }

@@ -120,7 +120,7 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 /// 1. each nonce is inserted, marked with the launch that spent it, if its consumer is still
 ///    enabled with the stored secret the launch was verified with, and if it was signed after
 ///    every pruned nonce of its consumer (`nonce_prune_marks`, which any process may have raised
-///    since this one started); a nonce seen before, or twice in the batch, keeps its first owner:
+///    since this one started, and `nonce_pruning.all_signed_up_to`); a nonce seen before, or twice in the batch, keeps its first owner:
 ///    the other launches are replays;
 /// 2. the launches that own their nonce end the sessions they replace, start theirs with their
 ///    hand-off tokens and outcome services (staff forget theirs, see `outcomes::launch_target`),
@@ -167,8 +167,9 @@ fn script(count: usize) -> Cow<'static, str> {
 fn build_script(count: usize) -> String {
     let rows = vec![BATCH_ROW; count].join(", ");
     let upsert = outcomes::UPSERT;
-    const MARK: &str = "coalesce((SELECT m.signed_up_to FROM nonce_prune_marks m \
-        WHERE m.consumer_key = b.consumer_key), -1)";
+    const MARK: &str = "max(coalesce((SELECT m.signed_up_to FROM nonce_prune_marks m \
+        WHERE m.consumer_key = b.consumer_key), -1), \
+        coalesce((SELECT all_signed_up_to FROM nonce_pruning WHERE id = 1), -1))";
     format!(
         "{BATCH_TABLE};
         BEGIN IMMEDIATE;

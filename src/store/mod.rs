@@ -1,5 +1,5 @@
 //! SQLite storage: opening the pool, migrations, and one module per table (`consumer_refusals` is
-//! `usage`'s, `secret_key_check` `consumers`', `nonce_window` and `nonce_prune_marks` `nonces`'). `launches`
+//! `usage`'s, `secret_key_check` `consumers`', `nonce_pruning` and `nonce_prune_marks` `nonces`'). `launches`
 //! writes a verified launch's rows in several tables in one script, for speed (see `front`).
 
 pub mod admin;

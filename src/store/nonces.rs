@@ -7,7 +7,8 @@
 //! was right. The mark covers the rest (a clock that ran ahead when it pruned, restarts and other
 //! servers on the same database included): a launch signed no later than the latest timestamp of
 //! its consumer's pruned nonces is refused, as it cannot be told from a replay of one.
-//! `record_batch` checks that under the write lock, as it spends the nonce.
+//! `record_batch` checks that under the write lock, as it spends the nonce. (Databases from before
+//! migration 0014 had one mark for all consumers: it stays, as `nonce_pruning.all_signed_up_to`.)
 //!
 //! The mark comes from what the consumer's LMS signed, not from the server's clock, and is kept
 //! per consumer: a server clock that ran ahead, or one LMS's fast clock, locks out no other
@@ -24,7 +25,7 @@ use crate::error::LtiError;
 pub async fn adopt_window(db: &Db, window: i64) -> Result<(), LtiError> {
     // IMMEDIATE: a read, then writes (see `consumers::encrypt_plaintext_secrets`).
     let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let stored: Option<i64> = sqlx::query_scalar("SELECT window FROM nonce_window WHERE id = 1")
+    let stored: Option<i64> = sqlx::query_scalar("SELECT window FROM nonce_pruning WHERE id = 1")
         .fetch_optional(&mut *tx)
         .await?;
     let wider = window - stored.unwrap_or(window);
@@ -35,7 +36,7 @@ pub async fn adopt_window(db: &Db, window: i64) -> Result<(), LtiError> {
             .await?;
     }
     sqlx::query(
-        "INSERT INTO nonce_window (id, window) VALUES (1, ?) \
+        "INSERT INTO nonce_pruning (id, window) VALUES (1, ?) \
          ON CONFLICT (id) DO UPDATE SET window = excluded.window",
     )
     .bind(window)
@@ -64,7 +65,7 @@ pub async fn prune(db: &Db, now: i64, batch: i64) -> Result<u64, LtiError> {
     sqlx::query(
         "INSERT INTO nonce_prune_marks (consumer_key, signed_up_to) \
          SELECT consumer_key, max(coalesce(signed_at, expires_at - 1 - \
-             coalesce((SELECT window FROM nonce_window WHERE id = 1), 0))) \
+             coalesce((SELECT window FROM nonce_pruning WHERE id = 1), 0))) \
          FROM nonces WHERE expires_at <= ? GROUP BY consumer_key \
          ON CONFLICT (consumer_key) DO UPDATE \
          SET signed_up_to = max(signed_up_to, excluded.signed_up_to)",

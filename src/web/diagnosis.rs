@@ -290,6 +290,7 @@ async fn hint_for(
         LtiError::StaleTimestamp(s) => Hint::TimestampSkew { seconds: *s },
         LtiError::FutureTimestamp(s) => Hint::TimestampSkew { seconds: -s },
         LtiError::ReplayedNonce => Hint::ReplayedNonce,
+        LtiError::NonceForgotten => Hint::SignedBeforePruned,
         LtiError::MissingOAuthParam(field) => Hint::MissingField {
             field: field.to_string(),
         },

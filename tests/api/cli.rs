@@ -998,7 +998,8 @@ async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_o
     for undo in [
         "DROP TABLE nonce_prune_marks",
         "ALTER TABLE nonces DROP COLUMN signed_at",
-        "ALTER TABLE nonce_window RENAME TO nonce_prune_watermark",
+        "ALTER TABLE nonce_pruning RENAME TO nonce_prune_watermark",
+        "ALTER TABLE nonce_prune_watermark DROP COLUMN all_signed_up_to",
         "ALTER TABLE nonce_prune_watermark ADD COLUMN pruned_before INTEGER NOT NULL DEFAULT 0",
         "INSERT OR REPLACE INTO nonce_prune_watermark (id, pruned_before, window) \
          VALUES (1, 1700000000, 300)",
@@ -1015,14 +1016,14 @@ async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_o
         "{said}"
     );
     assert!(stdout(&out).contains("school"), "{out:?}");
-    // That mark refused launches signed 302 s or more before it: each consumer's still does.
+    // That mark refused launches signed 302 s or more before it: for every key, it still does.
     let pool = rocket_lti_tool::store::open(&db).await.unwrap();
-    let marks: Vec<(String, i64)> =
-        sqlx::query_as("SELECT consumer_key, signed_up_to FROM nonce_prune_marks")
-            .fetch_all(&pool)
+    let kept: (i64, i64) =
+        sqlx::query_as("SELECT all_signed_up_to, window FROM nonce_pruning WHERE id = 1")
+            .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(marks, [("school".to_string(), 1_700_000_000 - 302)]);
+    assert_eq!(kept, (1_700_000_000 - 302, 300));
     pool.close().await;
     // Nothing more to run: nothing said.
     let out = cli(&db, &["consumer", "list"]);

@@ -141,6 +141,22 @@ async fn replayed_nonce() {
 }
 
 #[rocket::async_test]
+async fn a_launch_signed_before_forgotten_ones_is_put_down_to_a_clock() {
+    let app = spawn_app().await;
+    sqlx::query("INSERT INTO nonce_prune_marks (consumer_key, signed_up_to) VALUES (?, ?)")
+        .bind("__consumer_key__")
+        .bind(now() as i64 + 60)
+        .execute(&app.state().db)
+        .await
+        .unwrap();
+    let launch = Launch::new("/any");
+    assert_eq!(app.launch(&launch).await.status(), Status::Unauthorized);
+    let hint = only_refusal(&app).await.hint;
+    assert_eq!(hint, Hint::SignedBeforePruned);
+    assert!(hint.advice().contains("clock"), "{}", hint.advice());
+}
+
+#[rocket::async_test]
 async fn unknown_key_close_to_an_existing_one_and_unknown_key() {
     let hint = hint_of(Launch::new("/any").consumer("canvas-mian", "canvas-secret-123456")).await;
     assert_eq!(

@@ -674,6 +674,28 @@ async fn a_mark_left_by_one_lms_fast_clock_locks_out_no_other_consumer() {
 }
 
 #[rocket::async_test]
+async fn the_one_mark_of_older_builds_still_holds_for_every_key() {
+    use crate::helpers::{page, refused, spawn_app, Launch};
+    use rocket::http::Status;
+
+    // As migration 0014 keeps it: no key has a mark of its own (one removed before the upgrade
+    // and added again has none), yet launches signed at or before it are refused.
+    let app = spawn_app().await;
+    let now = store::now();
+    sqlx::query("UPDATE nonce_pruning SET all_signed_up_to = ?")
+        .bind(now + 100)
+        .execute(&app.state().db)
+        .await
+        .expect("mark");
+    let at_mark = Launch::new("/any").timestamp(now as u64 + 100);
+    let body = refused(app.launch(&at_mark).await, Status::Unauthorized).await;
+    assert!(body.contains("Launch expired"), "{body}");
+    assert_eq!(app.count("nonces").await, 0, "its nonce is not spent");
+    let after = Launch::new("/any").timestamp(now as u64 + 101);
+    page(app.launch(&after).await, Status::Ok).await;
+}
+
+#[rocket::async_test]
 async fn an_lms_with_a_slow_clock_is_not_locked_out_after_a_clock_ran_ahead() {
     use crate::helpers::{page, Launch};
     use rocket::http::Status;
