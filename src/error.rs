@@ -5,7 +5,7 @@ use crate::lti::params::ParamsError;
 use crate::outcomes::OutcomeError;
 
 /// Everything that can refuse a request, from a malformed launch to a database that is down.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LtiError {
     /// The body is larger than the configured limit.
     #[error("request body over the {0}-byte limit")]
@@ -269,5 +269,14 @@ impl From<sqlx::Error> for LtiError {
 impl From<sqlx::migrate::MigrateError> for LtiError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         LtiError::Storage(e.to_string())
+    }
+}
+
+/// Shows what `Display` shows. Rocket logs a failed guard's error with `{:?}`, at every log level
+/// (`critical` included), so the fields behind the message must not reach it: a refused launch's
+/// return URL carries Moodle's `sesskey`.
+impl std::fmt::Debug for LtiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LtiError({self})")
     }
 }

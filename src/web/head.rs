@@ -42,6 +42,13 @@ impl rocket::fairing::Fairing for MethodAsSent {
         // one: either way it is answered as a POST (which owes a body) that launches nothing.
         if head {
             req.local_cache(|| SentAsHead(true));
+            // Routed as the GET it stands for at once (hyper sends no body for a HEAD, and the
+            // length of the GET's). Rocket would first look for HEAD routes, find none, and log
+            // "No matching routes for HEAD <URL>" at every log level, a link checker's HEAD of a
+            // signed GET launch with its whole, still usable URL.
+            if req.method() == Method::Head {
+                req.set_method(Method::Get);
+            }
         }
     }
 }

@@ -1368,3 +1368,112 @@ fn command_line_changes_apply_at_once_despite_the_caches() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one answer of a kept-alive connection: its head, then as many body bytes as its
+/// `Content-Length` says (none for a HEAD).
+fn read_one(stream: &mut TcpStream, head_request: bool) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("answer"), 1, "{raw:?}");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; if head_request { 0 } else { length }];
+    stream.read_exact(&mut body).expect("body");
+    (head, body)
+}
+
+#[test]
+fn the_production_log_holds_no_usable_launch_and_no_return_url() {
+    let dir = temp_dir();
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_LOG_LEVEL", "critical");
+    });
+    // A link checker's HEAD of a signed GET launch: refused, its nonce unspent, so its URL would
+    // still open a session; then, on the same connection, a page.
+    let launch = Launch::new("/initial").user("head-checked");
+    let path = launch.signed_get_path();
+    let signature = path
+        .split('&')
+        .find_map(|f| f.strip_prefix("oauth_signature="))
+        .expect("signed")
+        .to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let ask =
+        |method: &str, path: &str| format!("{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    stream
+        .write_all(ask("HEAD", &path).as_bytes())
+        .expect("send");
+    let (head, _) = read_one(&mut stream, true);
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+    stream.write_all(ask("HEAD", "/").as_bytes()).expect("send");
+    let (head, _) = read_one(&mut stream, true);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    stream.write_all(ask("GET", "/").as_bytes()).expect("send");
+    let (head, body) = read_one(&mut stream, false);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("</html>"));
+    // A verified launch refused for its LTI fields goes back to the LMS's return URL, which in
+    // Moodle carries the user's sesskey.
+    let refused = Launch::new("/any")
+        .without("resource_link_id")
+        .set(
+            "launch_presentation_return_url",
+            "https://moodle.example/mod/lti/return.php?course=2&sesskey=SeSsKeY4711",
+        )
+        .signed_body();
+    assert_eq!(server.post("/any", &refused).expect("answer").status, 303);
+    let log = server.log_with("missing resource_link_id");
+    assert!(log.contains("missing resource_link_id"), "{log}");
+    assert!(!log.contains("SeSsKeY4711"), "{log}");
+    assert!(
+        !log.contains(&signature) && !log.contains("head-checked"),
+        "{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_ended_visit_leaves_no_readable_trace_in_the_database_file() {
+    let dir = temp_dir();
+    let mut server = Server::start(&dir);
+    let visit = launch_as(server.port, "gone-learner-7Q3x")
+        .unwrap()
+        .expect("launch");
+    let out = server.get("/logout", Some(&visit.cookie)).expect("logout");
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(
+        server
+            .get("/session", Some(&visit.cookie))
+            .expect("page")
+            .status,
+        401
+    );
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    assert!(server.exit_status_within(Duration::from_secs(15)).success());
+    // Stopped cleanly, the file is all there is; the session's row was zeroed, not just freed.
+    assert!(!dir.join("db.sqlite-wal").exists());
+    let file = std::fs::read(dir.join("db.sqlite")).expect("database file");
+    let needle = b"gone-learner-7Q3x";
+    assert!(!file.windows(needle.len()).any(|w| w == needle));
+    let _ = std::fs::remove_dir_all(&dir);
+}
