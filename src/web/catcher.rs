@@ -165,7 +165,7 @@ async fn default_catcher(status: Status, req: &Request<'_>) -> Refusal {
             if unexplained {
                 log_unexplained(Status::MethodNotAllowed, req);
             }
-            let method = method_as_sent(req);
+            let method = SentAsHead::method_of(req);
             // RFC 9110: the address exists, only not for this method.
             let mut page = ErrorPage::new(
                 Status::MethodNotAllowed,
@@ -202,21 +202,12 @@ fn small_multipart(req: &Request<'_>) -> bool {
     multipart && (seen_whole || length.is_some_and(|length| length < smallest))
 }
 
-/// The request's method as the client sent it: Rocket turns a HEAD into a GET before it looks
-/// for a route.
-fn method_as_sent(req: &Request<'_>) -> &'static str {
-    match SentAsHead::of(req) {
-        true => "HEAD",
-        false => req.method().as_str(),
-    }
-}
-
 /// Logs a refusal that no code of ours explained (`remember`): Rocket's own, such as a form field
 /// missing (422), a body that is not a form (415), or an address with no route for the method
 /// (404 and 405, only at the info level: scanners send thousands).
 fn log_unexplained(status: Status, req: &Request<'_>) {
     let path = crate::error::excerpt(req.uri().path().as_str(), 200);
-    let method = method_as_sent(req);
+    let method = SentAsHead::method_of(req);
     let path = path.escape_debug();
     match status.code {
         404 | 405 => log::info!("{method} {path}: {status}"),

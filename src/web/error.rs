@@ -219,7 +219,7 @@ pub fn remember(req: &Request<'_>, error: &LtiError) -> Status {
     let what = what.escape_debug();
     // The path may be as long as the HTTP layer allows (the router ignores repeated slashes).
     let path = crate::error::excerpt(req.uri().path().as_str(), 200);
-    let (method, path) = (req.method(), path.escape_debug());
+    let (method, path) = (super::head::SentAsHead::method_of(req), path.escape_debug());
     let logged = req
         .local_cache(super::launch::RefusalLogged::default)
         .0

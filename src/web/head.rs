@@ -1,18 +1,19 @@
-//! What method a request was really sent with: Rocket answers HEAD with GET routes, and takes
+//! What method a request was really sent with: HEAD is answered by GET routes, and Rocket takes
 //! a form field `_method=…` for the method. A launch route must tell a HEAD (a link checker) from
 //! a launch, and no form of ours overrides its method.
 
 use rocket::http::Method;
 use rocket::request::{self, FromRequest, Request};
 
-/// Whether the request was sent as HEAD: Rocket answers HEAD with a GET route and resets the
-/// method first, so `method_as_sent` records it before routing. HEAD is a safe method: link
-/// checkers and prefetchers send it, and it must not spend a nonce or end a session.
+/// Whether the request was sent as HEAD: it is routed as a GET, so `method_as_sent` records it
+/// before routing. HEAD is a safe method: link checkers and prefetchers send it, and it must not
+/// spend a nonce or end a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SentAsHead(pub bool);
 
-/// Gives every request back the method it was sent with, then records HEAD requests for
-/// [`SentAsHead`] (only those: nothing is stored for other requests).
+/// Gives every request back the method it was sent with, records HEAD requests for
+/// [`SentAsHead`] (only those: nothing is stored for other requests) and routes them as the GET
+/// they stand for; answers them without a body.
 ///
 /// Rocket 0.5 takes a POST form whose first field is `_method=…` for that method. No form of
 /// ours uses it, and it turned a POST into a HEAD (answered without the body the connection still
@@ -24,31 +25,47 @@ pub fn method_as_sent() -> MethodAsSent {
 /// The fairing of [`method_as_sent`] (a type of its own: it peeks at the body).
 pub struct MethodAsSent;
 
+/// A request that reads as a HEAD whose form body starts `_method=HEAD`: a POST Rocket took for
+/// a HEAD, or a HEAD sent with such a body; nothing tells which, so its answer keeps its body.
+struct HeadOrPost(bool);
+
 #[rocket::async_trait]
 impl rocket::fairing::Fairing for MethodAsSent {
     fn info(&self) -> rocket::fairing::Info {
         rocket::fairing::Info {
             name: "Method as sent",
-            kind: rocket::fairing::Kind::Request,
+            kind: rocket::fairing::Kind::Request | rocket::fairing::Kind::Response,
         }
     }
 
     async fn on_request(&self, req: &mut Request<'_>, data: &mut rocket::Data<'_>) {
         let head = req.method() == Method::Head;
-        if req.method() != Method::Post && method_field_overrode(req, data).await {
-            req.set_method(Method::Post);
-        }
-        // A HEAD whose body starts `_method=HEAD` reads the same as a POST Rocket turned into
-        // one: either way it is answered as a POST (which owes a body) that launches nothing.
+        let overrode = req.method() != Method::Post && method_field_overrode(req, data).await;
         if head {
             req.local_cache(|| SentAsHead(true));
-            // Routed as the GET it stands for at once (hyper sends no body for a HEAD, and the
-            // length of the GET's). Rocket would first look for HEAD routes, find none, and log
-            // "No matching routes for HEAD <URL>" at every log level, a link checker's HEAD of a
-            // signed GET launch with its whole, still usable URL.
-            if req.method() == Method::Head {
-                req.set_method(Method::Get);
-            }
+        }
+        if head && overrode {
+            // Either way it must change nothing: no route takes TRACE, so every address answers
+            // 405 (the catcher's, with the address's `Allow`), and it is told as a HEAD.
+            req.local_cache(|| HeadOrPost(true));
+            req.set_method(Method::Trace);
+        } else if overrode {
+            req.set_method(Method::Post);
+        } else if head {
+            // Routed as the GET it stands for at once. Rocket would first look for HEAD routes,
+            // find none, and log "No matching routes for HEAD <URL>" at every log level: a link
+            // checker's HEAD of a signed GET launch, with its whole, still usable URL.
+            req.set_method(Method::Get);
+        }
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut rocket::Response<'r>) {
+        // Hyper sends no body for a HEAD, and the `Content-Length` given here: Rocket, which took
+        // it for a GET, would push the body into a connection that takes none, and log "Remote
+        // left" for it at every log level.
+        if SentAsHead::of(req) && !req.local_cache(|| HeadOrPost(false)).0 {
+            let size = res.body_mut().size().await;
+            res.set_sized_body(size, std::io::Cursor::new(&[][..]));
         }
     }
 }
@@ -72,6 +89,14 @@ impl SentAsHead {
     /// True when `req` was sent as HEAD.
     pub fn of(req: &Request<'_>) -> bool {
         req.local_cache(|| SentAsHead(false)).0
+    }
+
+    /// The request's method as the client sent it, for log lines and pages.
+    pub fn method_of(req: &Request<'_>) -> &'static str {
+        match SentAsHead::of(req) {
+            true => "HEAD",
+            false => req.method().as_str(),
+        }
     }
 }
 

@@ -670,6 +670,25 @@ async fn a_head_with_a_method_field_in_its_body_launches_nothing() {
 }
 
 #[rocket::async_test]
+async fn a_head_with_a_method_field_in_its_body_changes_nothing_at_any_page() {
+    let app = spawn_app().await;
+    page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    // Read as a POST, it would log out (no sign of another site): it is refused as a HEAD.
+    let res = app
+        .client
+        .head("/logout")
+        .header(Header::new("Host", HOST))
+        .header(ContentType::Form)
+        .body("_method=HEAD")
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD, POST"));
+    page(app.get("/session").await, Status::Ok).await;
+    assert_eq!(app.count("sessions").await, 1);
+}
+
+#[rocket::async_test]
 async fn a_launch_sent_to_the_home_page_is_refused_as_not_a_launch_address() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);

@@ -1426,6 +1426,13 @@ fn the_production_log_holds_no_usable_launch_and_no_return_url() {
         head.to_ascii_lowercase().contains("content-length: "),
         "{head}"
     );
+    for _ in 0..5 {
+        stream
+            .write_all(ask("HEAD", "/static/style.css").as_bytes())
+            .expect("send");
+        let (head, _) = read_one(&mut stream, true);
+        assert!(head.contains("content-length: "), "{head}");
+    }
     stream.write_all(ask("GET", "/").as_bytes()).expect("send");
     let (head, body) = read_one(&mut stream, false);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -1447,6 +1454,8 @@ fn the_production_log_holds_no_usable_launch_and_no_return_url() {
         !log.contains(&signature) && !log.contains("head-checked"),
         "{log}"
     );
+    // The HEADs' bodies were never pushed at a connection that takes none.
+    assert!(!log.contains("Remote left"), "{log}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1455,25 +1464,26 @@ fn the_production_log_holds_no_usable_launch_and_no_return_url() {
 fn an_ended_visit_leaves_no_readable_trace_in_the_database_file() {
     let dir = temp_dir();
     let mut server = Server::start(&dir);
-    let visit = launch_as(server.port, "gone-learner-7Q3x")
-        .unwrap()
-        .expect("launch");
-    let out = server.get("/logout", Some(&visit.cookie)).expect("logout");
+    // Over a page (4 KiB), a launch spills onto pages of its own, which deleting it frees.
+    let body = Launch::new("/initial")
+        .user("gone-learner-7Q3x")
+        .set("custom_notes", &"gone-notes-9Kp2 ".repeat(1500))
+        .signed_body();
+    let answer = post(server.port, "/initial", &body).expect("launch");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let cookie = answer.session_cookie().expect("session");
+    let out = server.get("/logout", Some(&cookie)).expect("logout");
     assert_eq!(out.status, 200, "{}", out.body);
-    assert_eq!(
-        server
-            .get("/session", Some(&visit.cookie))
-            .expect("page")
-            .status,
-        401
-    );
+    let page = server.get("/session", Some(&cookie)).expect("page");
+    assert_eq!(page.status, 401);
     // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
     assert!(server.exit_status_within(Duration::from_secs(15)).success());
-    // Stopped cleanly, the file is all there is; the session's row was zeroed, not just freed.
+    // Stopped cleanly, the file is all there is; the session's rows were zeroed, not just freed.
     assert!(!dir.join("db.sqlite-wal").exists());
     let file = std::fs::read(dir.join("db.sqlite")).expect("database file");
-    let needle = b"gone-learner-7Q3x";
-    assert!(!file.windows(needle.len()).any(|w| w == needle));
+    for needle in [&b"gone-learner-7Q3x"[..], b"gone-notes-9Kp2"] {
+        assert!(!file.windows(needle.len()).any(|w| w == needle));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
