@@ -73,9 +73,9 @@ pub enum LtiError {
     /// The nonce was already used by this consumer.
     #[error("nonce already used")]
     ReplayedNonce,
-    /// The launch was signed no later than a nonce of its consumer already pruned (see
-    /// `store::nonces`).
-    #[error("signed no later than a nonce of this consumer already pruned, so it may be a replay (was the server clock ahead when nonces were pruned, or this LMS's clock ahead and then set back?)")]
+    /// The launch was signed no later than a nonce of its consumer already pruned, or than the
+    /// one mark an older build kept for all consumers (see `store::nonces`).
+    #[error("signed no later than nonces already pruned (of this consumer, or of any before the upgrade to migration 14), so it may be a replay (was the server clock ahead when nonces were pruned, or this LMS's clock ahead and then set back?)")]
     NonceForgotten,
     /// A verified launch whose LTI fields are wrong; `log` names the parameter (`missing
     /// resource_link_id`), `return_url` is the signed `launch_presentation_return_url`, if any.

@@ -140,7 +140,9 @@ impl Hint {
                                          already forgotten, so it could be a copy of one: a clock was ahead when they \
                                          were forgotten (this server's, or the LMS's, since set back). Launches the LMS \
                                          signs later pass: check both clocks (NTP). A new consumer key for the LMS \
-                                         works at once; removing and adding this key again does not."
+                                         works at once, unless every key is refused (the mark a build before \
+                                         migration 14 left holds for all); removing and adding this key again \
+                                         does not."
                 .into(),
             Hint::UnknownKeyLike { similar } => {
                 format!("No consumer has this key, but {similar:?} does: probably a typo in the LMS's consumer key.")

@@ -63,9 +63,13 @@ impl rocket::fairing::Fairing for MethodAsSent {
         // Hyper sends no body for a HEAD, and the `Content-Length` given here: Rocket, which took
         // it for a GET, would push the body into a connection that takes none, and log "Remote
         // left" for it at every log level.
-        if SentAsHead::of(req) && !req.local_cache(|| HeadOrPost(false)).0 {
-            let size = res.body_mut().size().await;
-            res.set_sized_body(size, std::io::Cursor::new(&[][..]));
+        // A 304 or 204 has no length to keep (Rocket strips their bodies itself), nor does a
+        // streamed body: those are left as they are.
+        let bodiless = matches!(res.status().code, 204 | 304);
+        if SentAsHead::of(req) && !req.local_cache(|| HeadOrPost(false)).0 && !bodiless {
+            if let Some(size) = res.body_mut().size().await {
+                res.set_sized_body(size, std::io::Cursor::new(&[][..]));
+            }
         }
     }
 }

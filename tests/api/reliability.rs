@@ -1433,6 +1433,24 @@ fn the_production_log_holds_no_usable_launch_and_no_return_url() {
         let (head, _) = read_one(&mut stream, true);
         assert!(head.contains("content-length: "), "{head}");
     }
+    // Unchanged: a 304 carries no length (RFC 9110 8.6), for a HEAD as for a GET.
+    let (head, _) = {
+        stream
+            .write_all(ask("HEAD", "/static/style.css").as_bytes())
+            .expect("send");
+        read_one(&mut stream, true)
+    };
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an ETag")
+        .to_string();
+    let revalidate =
+        format!("HEAD /static/style.css HTTP/1.1\r\nHost: {HOST}\r\nIf-None-Match: {etag}\r\n\r\n");
+    stream.write_all(revalidate.as_bytes()).expect("send");
+    let (head, _) = read_one(&mut stream, true);
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
     stream.write_all(ask("GET", "/").as_bytes()).expect("send");
     let (head, body) = read_one(&mut stream, false);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
