@@ -120,8 +120,8 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 /// 1. each nonce is inserted, marked with the launch that spent it, if its consumer is still
 ///    enabled with the stored secret the launch was verified with, and if it was signed after
 ///    every pruned nonce of its consumer (`nonce_prune_marks`, which any process may have raised
-///    since this one started, and `nonce_pruning.all_signed_up_to`); a nonce seen before, or twice in the batch, keeps its first owner:
-///    the other launches are replays;
+///    since this one started, and `nonce_pruning.all_signed_up_to`); a nonce seen before, or
+///    twice in the batch, keeps its first owner: the other launches are replays;
 /// 2. the launches that own their nonce end the sessions they replace, start theirs with their
 ///    hand-off tokens and outcome services (staff forget theirs, see `outcomes::launch_target`),
 ///    and count towards their consumer's launches;

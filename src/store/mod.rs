@@ -1,6 +1,7 @@
 //! SQLite storage: opening the pool, migrations, and one module per table (`consumer_refusals` is
-//! `usage`'s, `secret_key_check` `consumers`', `nonce_pruning` and `nonce_prune_marks` `nonces`'). `launches`
-//! writes a verified launch's rows in several tables in one script, for speed (see `front`).
+//! `usage`'s, `secret_key_check` `consumers`', `nonce_pruning` and `nonce_prune_marks`
+//! `nonces`'). `launches` writes a verified launch's rows in several tables in one script, for
+//! speed (see `front`).
 
 pub mod admin;
 pub mod consumers;
@@ -68,8 +69,8 @@ pub async fn open_telling(database_url: &str) -> Result<Opened, LtiError> {
         .pragma("wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
         .pragma("journal_size_limit", WAL_SIZE_LIMIT)
         // A deleted row (an ended session's launch data, a removed consumer's learners) is
-        // zeroed, not left readable in the file and its backups; `fast` would leave the pages a
-        // large launch spills onto (over 4 KiB) readable on the free list.
+        // zeroed, not left readable in the file and its backups; `fast` would leave whole freed
+        // pages readable (those a launch over 4 KiB spills onto, leaves pruning empties).
         .pragma("secure_delete", "on")
         .busy_timeout(Duration::from_secs(5))
         // A statement slowed by a lock or a full disk fails with its own error line; sqlx's

@@ -12,9 +12,11 @@
 //!
 //! The mark comes from what the consumer's LMS signed, not from the server's clock, and is kept
 //! per consumer: a server clock that ran ahead, or one LMS's fast clock, locks out no other
-//! consumer's right launches. Only an LMS whose own clock ran ahead and was set back waits, until
-//! its clock passes what it signed before (launches it signed then stay refused: their nonces are
-//! gone).
+//! consumer's right launches. Only launches of the same key signed earlier than its pruned ones
+//! wait: an LMS whose own clock ran ahead and was set back, until its clock passes what it signed
+//! then (those launches stay refused: their nonces are gone); LMS nodes sharing a key with clocks
+//! apart, for at most that difference. Without a clock jump no launch waits: a pruned nonce was
+//! signed well before any timestamp the window still accepts.
 
 use super::Db;
 use crate::error::LtiError;
