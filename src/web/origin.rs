@@ -110,9 +110,15 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
     let Some(theirs) = base_uri_of_url(origin) else {
         return true;
     };
-    // Ours: the origin the LMS signs for, or the address the browser asked for (`Host`), which
-    // still matches when a TLS proxy in front is not configured and the scheme differs.
-    // Compared in base-URI form: lower case, default port dropped.
+    let (own, asked_for) = own_origins(req, origin);
+    own.is_some_and(|own| own != theirs) && asked_for.is_none_or(|asked| asked != theirs)
+}
+
+/// This tool's origin as `origin` (an `Origin` header, a `Referer`'s start) would be written, in
+/// base-URI form (lower case, default port dropped): the origin the LMS signs for, and the
+/// address the browser asked for (`Host`, with `origin`'s scheme), which still matches when a TLS
+/// proxy in front is not configured and the scheme differs.
+fn own_origins(req: &Request<'_>, origin: &str) -> (Option<String>, Option<String>) {
     let own = req
         .rocket()
         .state::<AppState>()
@@ -122,7 +128,20 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
         let scheme = origin.split_once("://")?.0;
         base_uri_of_url(&format!("{scheme}://{}", host.trim()))
     });
-    own.is_some_and(|own| own != theirs) && asked_for.is_none_or(|asked| asked != theirs)
+    (own, asked_for)
+}
+
+/// True when the request's `Origin` header names this tool's own origin. Browsers set it, and a
+/// page of another site cannot make it say ours.
+fn origin_is_ours(req: &Request<'_>) -> bool {
+    let Some(origin) = req.headers().get_one("Origin").map(str::trim) else {
+        return false;
+    };
+    let Some(theirs) = base_uri_of_url(origin) else {
+        return false;
+    };
+    let (own, asked_for) = own_origins(req, origin);
+    own.is_some_and(|own| own == theirs) || asked_for.is_some_and(|asked| asked == theirs)
 }
 
 /// False for a request a browser made for a page's part (an image, a script, a `fetch`), as
@@ -275,12 +294,15 @@ impl<'r> FromRequest<'r> for FromOwnPage {
     type Error = LtiError;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, LtiError> {
-        // Not even a typed address ("none"): the real form is on one of our pages.
-        let not_ours = req
-            .headers()
-            .get_one("Sec-Fetch-Site")
-            .is_some_and(|site| !site.trim().eq_ignore_ascii_case("same-origin"));
-        if not_ours || started_by_another_site(req) {
+        // Not even a typed address ("none"): the real form is on one of our pages. But WebKit
+        // (Safari) says `cross-site` for every form posted into a new window (`target=_blank`,
+        // the "Open in a new window" button), even from the tool's own top-level page; its
+        // `Origin` still names the page the form was on.
+        let own_page = match req.headers().get_one("Sec-Fetch-Site") {
+            Some(site) => site.trim().eq_ignore_ascii_case("same-origin") || origin_is_ours(req),
+            None => !started_by_another_site(req),
+        };
+        if !own_page {
             let e = LtiError::CrossSiteForm;
             return request::Outcome::Error((remember(req, &e), e));
         }

@@ -1223,14 +1223,27 @@ async fn another_site_cannot_post_a_new_window_token() {
     let app = spawn_app().await;
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     let token = handoff_token(&body);
-    for (name, value) in [
-        ("Sec-Fetch-Site", "cross-site"),
-        ("Origin", "https://evil.example"),
+    let cross = |origin: &str| {
+        vec![
+            ("Sec-Fetch-Site", "cross-site".to_string()),
+            ("Origin", origin.to_string()),
+        ]
+    };
+    for headers in [
+        vec![("Sec-Fetch-Site", "cross-site".to_string())],
+        vec![("Origin", "https://evil.example".to_string())],
+        cross("https://evil.example"),
+        // A sibling site, and a sandboxed frame's opaque origin.
+        vec![
+            ("Sec-Fetch-Site", "same-site".to_string()),
+            ("Origin", "http://pages.test".to_string()),
+        ],
+        cross("null"),
     ] {
-        let res = continue_with(&app.client, &token, &[(name, value.to_string())]).await;
+        let res = continue_with(&app.client, &token, &headers).await;
         // Said as it is: the token is not spent, the form came from elsewhere.
         let body = refused(res, Status::Forbidden).await;
-        assert!(body.contains("another site"), "{body}");
+        assert!(body.contains("another site"), "{headers:?}: {body}");
     }
     // The tool's own page (same origin, as browsers say it) still works, once.
     let own = [
@@ -1241,4 +1254,11 @@ async fn another_site_cannot_post_a_new_window_token() {
         continue_with(&app.client, &token, &own).await.status(),
         Status::SeeOther
     );
+    // WebKit (Safari) says `cross-site` for any form posted into a new window, the tool's own
+    // button included; its `Origin` is the tool's.
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    let token = handoff_token(&body);
+    let webkit = cross(&format!("http://{HOST}"));
+    let res = continue_with(&app.client, &token, &webkit).await;
+    assert_eq!(res.status(), Status::SeeOther, "{webkit:?}");
 }
