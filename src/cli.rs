@@ -503,17 +503,7 @@ async fn list_consumers(db: &Db) -> Result<(), String> {
             .unwrap_or_default();
         let state = if c.enabled { "enabled" } else { "disabled" };
         // Rows from before names were checked may hold control characters: escaped.
-        let name: String = c
-            .name
-            .chars()
-            .map(|ch| {
-                if consumer_input::is_unsafe_in_label(ch) {
-                    ch.escape_default().to_string()
-                } else {
-                    ch.to_string()
-                }
-            })
-            .collect();
+        let name = consumer_input::escape_hidden(&c.name, false);
         if let Err(e) = writeln!(out, "{}\t{state}\t{created}\t{name}", c.key) {
             return stopped(e);
         }

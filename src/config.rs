@@ -364,6 +364,13 @@ impl Origin {
         if host.is_empty() {
             return Err(format!("public_url {url:?} has no host"));
         }
+        if !host.is_ascii() {
+            // Browsers send, and LMSs sign, an international name in its ASCII form.
+            return Err(format!(
+                "public_url {url:?} has a host that is not ASCII: write an international \
+                 domain name in its ASCII (xn--) form, as browsers send it"
+            ));
+        }
         if !crate::lti::oauth::is_valid_host(host) {
             return Err(format!(
                 "public_url {url:?} has a host that is not a name or an address"
@@ -577,6 +584,10 @@ mod tests {
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+        // An international name is asked for in the form browsers send and LMSs sign.
+        let idn = Origin::parse("https://tööl.example").expect_err("not ASCII");
+        assert!(idn.contains("xn--"), "{idn}");
+        assert!(Origin::parse("https://xn--tl-fkaa.example").is_ok());
     }
 
     #[test]

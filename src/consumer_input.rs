@@ -1,5 +1,8 @@
 //! What a consumer's key, name and note may be, and its generated secrets: the admin page and
-//! the command line check the same rules.
+//! the command line check the same rules. Text that breaks them (an LMS's, or an old row's) is
+//! shown through [`escape_hidden`].
+
+use std::borrow::Cow;
 
 /// Most characters in a consumer's name.
 pub const MAX_NAME: usize = 200;
@@ -36,6 +39,24 @@ pub fn is_unsafe_in_label(c: char) -> bool {
         // Noncharacters.
         || matches!(cp, 0xFDD0..=0xFDEF)
         || cp & 0xFFFE == 0xFFFE
+}
+
+/// `text` with each [`is_unsafe_in_label`] character written as its escape (`\u{202e}`), so
+/// what would hide text or turn it around shows instead; with `lines`, line breaks and tabs stay.
+pub fn escape_hidden(text: &str, lines: bool) -> Cow<'_, str> {
+    let hidden = |c: char| is_unsafe_in_label(c) && !(lines && matches!(c, '\n' | '\r' | '\t'));
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
 }
 
 /// True for the characters that shape their neighbours but show nothing by themselves: joiners,
@@ -96,7 +117,20 @@ pub fn generate_secret() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{generate_secret, is_printable_label};
+    use super::{escape_hidden, generate_secret, is_printable_label};
+
+    #[test]
+    fn hidden_characters_are_shown_as_escapes() {
+        assert_eq!(escape_hidden("ok-nf\u{202e}c", false), "ok-nf\\u{202e}c");
+        assert_eq!(
+            escape_hidden("\u{feff}x\u{200b}y\0", false),
+            "\\u{feff}x\\u{200b}y\\u{0}"
+        );
+        assert_eq!(escape_hidden("a\nb\tc", false), "a\\nb\\tc");
+        assert_eq!(escape_hidden("a\nb\tc", true), "a\nb\tc");
+        let real = "جامعة القاهرة 👩\u{200d}🏫";
+        assert!(matches!(escape_hidden(real, false), std::borrow::Cow::Borrowed(s) if s == real));
+    }
 
     #[test]
     fn generated_secrets_are_long_random_and_never_start_with_a_hyphen() {

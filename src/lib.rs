@@ -62,6 +62,9 @@ pub fn build(figment: Figment) -> Rocket<Build> {
             engines
                 .tera
                 .register_function("visit_page", |_: &_| Ok(web::pages::visit_page().into()));
+            engines
+                .tera
+                .register_filter("visible", web::pages::visible_filter);
         }))
         .attach(web::head::method_as_sent())
         .attach(web::stray_launch::fairing())

@@ -19,7 +19,9 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // clap's tip for `--secret -abc` (`-- -abc`) would make the secret the key.
-            let secret_given = std::env::args().any(|a| a == "--secret");
+            // `args_os`: `args` panics on an argument that is not UTF-8, which clap refuses
+            // with a message of its own.
+            let secret_given = std::env::args_os().any(|a| a == "--secret");
             if e.kind() == clap::error::ErrorKind::UnknownArgument && secret_given {
                 let _ = e.print();
                 eprintln!("(a secret that starts with '-' is given as --secret=-…)");

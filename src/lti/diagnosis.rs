@@ -182,9 +182,12 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// The existing key closest to `key`, when it is close enough to be a typo (case, or two edits).
 pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // Lengths in characters, as the distance counts: an invisible character added to a key is
+    // three bytes but one edit.
+    let chars = key.chars().count();
     existing
         .into_iter()
-        .filter(|k| *k != key && k.len().abs_diff(key.len()) <= 2)
+        .filter(|k| *k != key && k.chars().count().abs_diff(chars) <= 2)
         .map(|k| {
             (
                 k,
@@ -195,7 +198,7 @@ pub fn similar_key<'a>(key: &str, existing: impl IntoIterator<Item = &'a str>) -
                 },
             )
         })
-        .filter(|(k, d)| *d <= 2 && *d < k.len().max(key.len()))
+        .filter(|(k, d)| *d <= 2 && *d < k.chars().count().max(chars))
         .min_by_key(|(_, d)| *d)
         .map(|(k, _)| k)
 }
@@ -290,6 +293,10 @@ mod tests {
         assert_eq!(similar_key("Moodle", keys), Some("moodle"));
         assert_eq!(similar_key("blackboard", keys), None);
         assert_eq!(similar_key("xy", keys), None);
+        // Invisible or text-direction characters are edits too, however many bytes they take.
+        assert_eq!(similar_key("moo\u{200b}dle", keys), Some("moodle"));
+        assert_eq!(similar_key("mood\u{202e}le", keys), Some("moodle"));
+        assert_eq!(similar_key("\u{2066}moodle\u{2069}", keys), Some("moodle"));
     }
 
     #[test]

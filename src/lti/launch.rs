@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{first, Params};
 use super::roles::{self, Role};
+use crate::consumer_input::escape_hidden;
 use crate::error::LtiError;
 
 /// The OAuth protocol fields of a launch, checked for presence and form.
@@ -283,11 +284,16 @@ impl LaunchData {
             .unwrap_or_else(|| self.user_id())
     }
 
-    /// The name to show: the username, followed by the full name when the LMS sent one.
+    /// The name to show: the username, followed by the full name when the LMS sent one, each with
+    /// the characters that hide text or turn it around written as escapes (a right-to-left
+    /// override in the full name would otherwise turn the parentheses around it).
     pub fn display_name(&self) -> String {
+        let username = escape_hidden(self.username(), false);
         match self.full_name() {
-            Some(full) if full != self.username() => format!("{} ({full})", self.username()),
-            _ => self.username().to_string(),
+            Some(full) if full != self.username() => {
+                format!("{username} ({})", escape_hidden(&full, false))
+            }
+            _ => username.into_owned(),
         }
     }
 

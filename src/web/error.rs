@@ -178,7 +178,7 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         ScoreOutOfRange(s) => ("Score out of range", format!("The score {s} is not between 0.0 and 1.0; nothing was sent to the LMS.")),
         ScoreNotANumber(s) => ("Score not a number", format!("The score {s:?} is not a number such as 0.85; nothing was sent to the LMS.")),
         NoOutcomeService => ("No gradebook for this launch", "The LMS did not set up grade passback for this launch (it sent no lis_outcome_service_url and lis_result_sourcedid), so no score can be sent. Open the tool from a graded assignment.".into()),
-        UnusableSourcedid => ("No gradebook for this launch", "The LMS gave this tool a result id (lis_result_sourcedid) with control characters, which cannot be sent back in a grade request. Nothing was sent.".into()),
+        UnusableSourcedid => ("No gradebook for this launch", "The LMS gave this tool a result id (lis_result_sourcedid) with a character that cannot be sent back in a grade request (a control character such as NUL or ESC). Nothing was sent.".into()),
         StaffHaveNoScore => ("No score of your own", "You are course staff here, so the gradebook keeps no score for you from this tool. Grade your learners on the Grades page instead.".into()),
         UnknownLearner => ("Learner not found", "This tool has no grade record for that learner on this resource link. They need to open the tool from the course once.".into()),
         ConsumerUnavailable(_) => ("Cannot sign grades", "The LMS's consumer key is no longer registered or enabled with this tool, so grades cannot be signed.".into()),

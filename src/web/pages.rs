@@ -1,12 +1,15 @@
 //! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
 
+use std::collections::HashMap;
+
 use rocket::form::{Form, FromForm};
 use rocket::http::{CookieJar, Status};
 use rocket::request::{self, FromRequest, Request};
 use rocket::serde::Serialize;
 use rocket::{get, post, routes, Route, State};
-use rocket_dyn_templates::{context, Template};
+use rocket_dyn_templates::{context, tera, Template};
 
+use crate::consumer_input::escape_hidden;
 use crate::error::LtiError;
 use crate::lti::inspect::{explain_roles, group_params, missing_recommended, Group, RoleReading};
 use crate::web::guards::{LaunchAtHomePage, LtiAny, LtiInitial, LtiSession, LtiUser, Staff};
@@ -157,6 +160,21 @@ pub fn visit_page() -> &'static str {
         true => crate::fork::VISIT_PAGE,
         false => SESSION_PAGE,
     }
+}
+
+/// The `visible` template filter: text an LMS (or an old row) sent, with the characters that hide
+/// text or turn it around written as escapes (`\u{202e}`), so that a user id holding a
+/// right-to-left override cannot read as someone else's. `visible(lines=true)` keeps line breaks
+/// and tabs. Anything but a string passes through.
+pub fn visible_filter(
+    value: &tera::Value,
+    args: &HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let lines = args.get("lines").and_then(tera::Value::as_bool) == Some(true);
+    Ok(match value.as_str() {
+        Some(text) => escape_hidden(text, lines).into_owned().into(),
+        None => value.clone(),
+    })
 }
 
 /// Every launch URL an LMS can be given, the tool's and the fork's, with who gets in: for the

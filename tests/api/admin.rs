@@ -1241,6 +1241,38 @@ async fn the_refused_launch_log_is_for_logged_in_admins_and_escaped() {
 }
 
 #[rocket::async_test]
+async fn a_key_that_only_looks_like_a_registered_one_shows_what_hides_in_it() {
+    let app = logged_in().await;
+    create(&app, "canvas-main").await;
+    // Anyone may send these (no secret needed): each looks like "canvas-main" on a page.
+    for (key, shown) in [
+        ("canvas\u{200b}-main", r"canvas\u{200b}-main"),
+        ("canvas-ma\u{202e}in", r"canvas-ma\u{202e}in"),
+        (
+            "\u{2066}canvas-main\u{2069}",
+            r"\u{2066}canvas-main\u{2069}",
+        ),
+    ] {
+        let forged = Launch::new("/any")
+            .consumer(key, "x")
+            .set("custom_\u{202e}eman", "v");
+        refused(app.launch(&forged).await, Status::Unauthorized).await;
+        let body = page(app.get("/admin/refusals").await, Status::Ok).await;
+        assert!(body.contains(&format!("<code>{shown}</code>")), "{body}");
+        // Named as the near miss it is, not as a stranger.
+        assert!(body.contains(r#"data-hint="unknown_key_typo""#), "{body}");
+        assert!(body.contains(r"custom_\u{202e}eman"), "{body}");
+        for hidden in ['\u{200b}', '\u{202e}', '\u{2066}', '\u{2069}'] {
+            assert!(!body.contains(hidden), "{hidden:?} in {body}");
+        }
+    }
+    // Scripts get the key as it was sent.
+    let json = app.get("/admin/refusals.json").await;
+    let list: serde_json::Value = serde_json::from_str(&json.into_string().await.unwrap()).unwrap();
+    assert_eq!(list[0]["consumer_key"], "\u{2066}canvas-main\u{2069}");
+}
+
+#[rocket::async_test]
 async fn a_form_sent_as_something_else_is_told_so() {
     let app = spawn_app().await;
     set_password(&app, PASSWORD).await;

@@ -482,6 +482,35 @@ fn an_empty_list_prints_no_key_and_an_overlong_password_is_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(unix)]
+#[test]
+fn an_argument_that_is_not_utf8_gets_clap_s_message_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let bad = OsStr::from_bytes(b"k\xff");
+    for args in [
+        vec![OsStr::new("consumer"), OsStr::new("add"), bad],
+        vec![OsStr::new("consumer"), OsStr::new("disable"), bad],
+        vec![bad],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lti-tool"))
+            .args(&args)
+            .env("ROCKET_DATABASE_URL", &db)
+            .output()
+            .expect("runs");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+        assert!(
+            said.contains("invalid UTF-8") || said.contains("unrecognized subcommand"),
+            "{args:?}: {said}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_port_in_use_is_named_at_every_log_level() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -260,7 +260,7 @@ async fn a_sourcedid_xml_cannot_carry_is_refused_before_sending() {
     app.launch(&learner_launch(&lms, "/ok", "learner-1", "sid\u{1}7"))
         .await;
     let body = refused(app.get("/grade").await, Status::Conflict).await;
-    assert!(body.contains("control characters"), "{body}");
+    assert!(body.contains("a control character"), "{body}");
     assert!(lms.received().is_empty());
 }
 

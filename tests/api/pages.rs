@@ -197,12 +197,16 @@ fn the_launch_inspector_escapes_parameter_names() {
     // names go unencoded in `oauth1-request`), rendered by the template the pages use.
     use rocket_dyn_templates::tera::{Context, Tera};
     let mut tera = Tera::default();
-    // As the app's engine has it (by the file's path).
+    // As the app's engine has it (by the file's path, with the app's filter).
     tera.autoescape_on(vec![".html.tera"]);
+    tera.register_filter("visible", rocket_lti_tool::web::pages::visible_filter);
     tera.add_template_file("templates/inspector.html.tera", Some("inspector.html"))
         .unwrap();
     let inspector = serde_json::json!({
-        "groups": [{"name": "Custom", "params": [["custom_<b>x</b>", "<i>v</i>"]]}],
+        "groups": [{"name": "Custom", "params": [
+            ["custom_<b>x</b>", "<i>v</i>"],
+            ["custom_\u{202e}eman", "v\u{200b}"],
+        ]}],
         "roles": [],
         "missing": [],
     });
@@ -216,6 +220,13 @@ fn the_launch_inspector_escapes_parameter_names() {
     );
     assert!(html.contains("&lt;i&gt;v&lt;&#x2F;i&gt;"), "{html}");
     assert!(!html.contains("<b>") && !html.contains("<i>"), "{html}");
+    // What hides text or turns it around is shown as an escape.
+    assert!(html.contains(r"<code>custom_\u{202e}eman</code>"), "{html}");
+    assert!(html.contains(r"v\u{200b}"), "{html}");
+    assert!(
+        !html.contains('\u{202e}') && !html.contains('\u{200b}'),
+        "{html}"
+    );
 }
 
 #[rocket::async_test]
@@ -282,6 +293,36 @@ async fn staff_see_what_the_lms_sent_escaped_and_learners_do_not() {
     )
     .await;
     assert!(body.contains("What the LMS sent"));
+}
+
+#[rocket::async_test]
+async fn what_hides_text_or_turns_it_around_shows_as_escapes_on_the_page() {
+    // The debug profile shows everyone the panel of what the LMS sent.
+    let app = spawn_app().await;
+    let launch = Launch::new("/any")
+        .user("\u{202e}redael-rotcurtsni")
+        .set("lis_person_name_full", "\u{202e}eciffO snoissimdA")
+        .roles("Learner,\u{202e}rotcurtsnI")
+        .set("custom_code", "\u{feff}abc")
+        .set("custom_zone", "zero\u{200b}width")
+        .set("custom_poem", "line one\nline two\u{7}")
+        .set("context_title", "جامعة القاهرة");
+    let body = page(app.launch(&launch).await, Status::Ok).await;
+    for hidden in ['\u{202e}', '\u{feff}', '\u{200b}', '\u{7}'] {
+        assert!(!body.contains(hidden), "{hidden:?} in {body}");
+    }
+    for shown in [
+        r#"<dd id="user-id">\u{202e}redael-rotcurtsni</dd>"#,
+        // The override in the full name cannot turn the parentheses around.
+        r#"<dd id="user-name" dir="auto">\u{202e}redael-rotcurtsni (\u{202e}eciffO snoissimdA)</dd>"#,
+        r"<code>\u{202e}rotcurtsnI</code>",
+        r"\u{feff}abc",
+        r"zero\u{200b}width",
+        "line one\nline two\\u{7}",
+        r#"<dd dir="auto">جامعة القاهرة</dd>"#,
+    ] {
+        assert!(body.contains(shown), "{shown} not in {body}");
+    }
 }
 
 #[rocket::async_test]
