@@ -367,8 +367,8 @@ impl Origin {
         if !host.is_ascii() {
             // Browsers send, and LMSs sign, an international name in its ASCII form.
             return Err(format!(
-                "public_url {url:?} has a host that is not ASCII: write an international \
-                 domain name in its ASCII (xn--) form, as browsers send it"
+                "public_url {url:?} has a host that is not ASCII: write it as browsers send \
+                 it, in ASCII (an international domain name in its xn-- form)"
             ));
         }
         if !crate::lti::oauth::is_valid_host(host) {

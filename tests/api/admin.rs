@@ -1243,7 +1243,14 @@ async fn the_refused_launch_log_is_for_logged_in_admins_and_escaped() {
 #[rocket::async_test]
 async fn a_key_that_only_looks_like_a_registered_one_shows_what_hides_in_it() {
     let app = logged_in().await;
-    create(&app, "canvas-main").await;
+    let secret = create(&app, "canvas-main").await;
+    // A field the refusal's advice quotes, and its error page.
+    let quoted = Launch::new("/any")
+        .consumer("canvas-main", &secret)
+        .set("lti_version", "LTI-1p0\u{202e}x");
+    let error_page = refused(app.launch(&quoted).await, Status::BadRequest).await;
+    assert!(error_page.contains(r"LTI-1p0\u{202e}x"), "{error_page}");
+    assert!(!error_page.contains('\u{202e}'), "{error_page}");
     // Anyone may send these (no secret needed): each looks like "canvas-main" on a page.
     for (key, shown) in [
         ("canvas\u{200b}-main", r"canvas\u{200b}-main"),
@@ -1262,6 +1269,7 @@ async fn a_key_that_only_looks_like_a_registered_one_shows_what_hides_in_it() {
         // Named as the near miss it is, not as a stranger.
         assert!(body.contains(r#"data-hint="unknown_key_typo""#), "{body}");
         assert!(body.contains(r"custom_\u{202e}eman"), "{body}");
+        assert!(body.contains(r"LTI-1p0\u{202e}x"), "{body}");
         for hidden in ['\u{200b}', '\u{202e}', '\u{2066}', '\u{2069}'] {
             assert!(!body.contains(hidden), "{hidden:?} in {body}");
         }
