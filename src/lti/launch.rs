@@ -288,10 +288,10 @@ impl LaunchData {
     /// the characters that hide text or turn it around written as escapes (a right-to-left
     /// override in the full name would otherwise turn the parentheses around it).
     pub fn display_name(&self) -> String {
-        let username = escape_hidden(self.username(), false);
+        let username = escape_hidden(self.username(), true);
         match self.full_name() {
             Some(full) if full != self.username() => {
-                format!("{username} ({})", escape_hidden(&full, false))
+                format!("{username} ({})", escape_hidden(&full, true))
             }
             _ => username.into_owned(),
         }

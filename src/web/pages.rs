@@ -164,15 +164,14 @@ pub fn visit_page() -> &'static str {
 
 /// The `visible` template filter: text an LMS (or an old row) sent, with the characters that hide
 /// text or turn it around written as escapes (`\u{202e}`), so that a user id holding a
-/// right-to-left override cannot read as someone else's. `visible(lines=true)` keeps line breaks
-/// and tabs. Anything but a string passes through.
+/// right-to-left override cannot read as someone else's. Line breaks and tabs stay (a page shows
+/// them as spaces, or as lines where its style says so). Anything but a string passes through.
 pub fn visible_filter(
     value: &tera::Value,
-    args: &HashMap<String, tera::Value>,
+    _: &HashMap<String, tera::Value>,
 ) -> tera::Result<tera::Value> {
-    let lines = args.get("lines").and_then(tera::Value::as_bool) == Some(true);
     Ok(match value.as_str() {
-        Some(text) => escape_hidden(text, lines).into_owned().into(),
+        Some(text) => escape_hidden(text, true).into_owned().into(),
         None => value.clone(),
     })
 }
