@@ -54,8 +54,8 @@ fn is_hidden(c: char) -> bool {
             || cp & 0xFFFE == 0xFFFE)
 }
 
-/// `text` with each character that turns text around or shows nothing ([`is_hidden`]) written
-/// as its escape (`\u{202e}`), so that it shows; with `lines`, line breaks and tabs stay.
+/// `text` with each character that turns text around or shows nothing written as its escape
+/// (`\u{202e}`), so that it shows; with `lines`, line breaks and tabs stay.
 pub fn escape_hidden(text: &str, lines: bool) -> Cow<'_, str> {
     let hidden = |c: char| is_hidden(c) && !(lines && matches!(c, '\n' | '\r' | '\t'));
     if !text.chars().any(hidden) {
