@@ -24,7 +24,7 @@ pub const DEVELOPMENT_SECRET_KEY: &str =
 
 /// What older builds encrypted under by mistake when no `secret_key` was set (the debug server, or
 /// the command line in any profile): Rocket's all-zero placeholder. Debug databases are adopted at
-/// start (see `lib.rs`); `admin rekey` tries it when given "development".
+/// start (see `startup::unreadable_secrets`); `admin rekey` tries it when given "development".
 pub const LEGACY_DEBUG_KEY_MATERIAL: [u8; 32] = [0; 32];
 
 /// Whether consumer secrets use the development key (the debug profile without a `secret_key`).

@@ -157,8 +157,8 @@ pub enum LtiError {
     /// An admin form that does not name its consumer (a hand-made request).
     #[error("the form names no consumer")]
     ConsumerNotNamed,
-    /// The demo consumer with its published secret, to be enabled where the profile does not
-    /// seed it (the next start would refuse it).
+    /// The demo consumer with its published secret, to be enabled while `seed_demo_consumer` is
+    /// off (the next start outside the debug profile would refuse it).
     #[error("the demo consumer still has its published secret")]
     PublishedDemoConsumer,
     /// Too many failed admin logins from one address.

@@ -392,7 +392,9 @@ async fn prune_pass(
     }
     match store::prune_expired(db, store::now(), outcome_target_ttl).await {
         Ok(0) => {}
-        Ok(n) => log::info!("pruned {n} expired rows (nonces, sessions, tokens, grade records)"),
+        Ok(n) => log::info!(
+            "pruned {n} expired rows (nonces, sessions, tokens, grade records, admin rows)"
+        ),
         // A stop closes the pool under a pruning pass: that is no failure.
         Err(_) if db.is_closed() => return Pass::Stopped,
         Err(e) => log::warn!("pruning failed: {e}"),

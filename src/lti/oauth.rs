@@ -144,26 +144,6 @@ pub fn parse_port(digits: &str) -> Option<u16> {
     digits.parse().ok().filter(|p| *p != 0)
 }
 
-/// Normalises the request parameters (RFC 5849 section 3.4.1.3.2): every name and value encoded,
-/// then sorted by name and value, joined with `&`. `oauth_signature` is left out; repeated names
-/// and empty values are kept.
-pub fn normalized_parameters<'a, I>(params: I) -> String
-where
-    I: IntoIterator<Item = (&'a str, &'a str)>,
-{
-    let encoded = Encoded::of(params);
-    let mut out = Vec::with_capacity(encoded.bytes.len() + 2 * encoded.spans.len());
-    for (i, (name, value)) in encoded.sorted().into_iter().enumerate() {
-        if i > 0 {
-            out.push(b'&');
-        }
-        out.extend_from_slice(name);
-        out.push(b'=');
-        out.extend_from_slice(value);
-    }
-    ascii_string(out)
-}
-
 /// Every name and value but `oauth_signature`'s, encoded one after the other into one buffer
 /// (no allocation per parameter), and where each lies in it.
 struct Encoded {
@@ -200,7 +180,10 @@ impl Encoded {
     }
 }
 
-/// The signature base string (RFC 5849 section 3.4.1): `METHOD&enc(base_uri)&enc(params)`.
+/// The signature base string (RFC 5849 section 3.4.1): `METHOD&enc(base_uri)&enc(params)`,
+/// where the parameters are normalised (section 3.4.1.3.2): every name and value encoded, sorted
+/// by name and value, joined with `&`; `oauth_signature` is left out, repeated names and empty
+/// values are kept.
 pub fn signature_base_string<'a, I>(method: &str, base_uri: &str, params: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
@@ -374,7 +357,10 @@ mod tests {
     fn sorts_after_encoding() {
         // `a b` encodes to `a%20b`, which sorts before `a+`'s `a%2B` and after `a!`'s `a%21`.
         let params = [("a+", "1"), ("a b", "2"), ("a!", "3")];
-        assert_eq!(normalized_parameters(params), "a%20b=2&a%21=3&a%2B=1");
+        assert_eq!(
+            signature_base_string("POST", "http://h/", params),
+            "POST&http%3A%2F%2Fh%2F&a%2520b%3D2%26a%2521%3D3%26a%252B%3D1"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `consumers` table: LMS consumer keys and their shared secrets (encrypted at rest with
 //! the database's cipher from `crypto`; callers only ever see plaintext). A pool from
-//! `store::open` alone has no cipher: call `crypto::install_cipher` on it first.
+//! `store::open` alone has no cipher: call `crypto::install_cipher` on it first. Launches count
+//! themselves in `launch_count` and `last_launch_at` (`launches::record_batch`); `usage` reads
+//! those with the refusal counts.
 
 use sqlx::Row;
 
@@ -80,8 +82,9 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<Consumer>, LtiError> {
 }
 
 /// Whether `key` is PyLTI's demo consumer with its published secret (`crate::DEMO_CONSUMER`):
-/// enabled, anyone could launch as any user. Where `seed_demo_consumer` is off the server refuses
-/// to start with it enabled, so the command line and the admin page refuse to enable it.
+/// enabled, anyone could launch as any user. Where `seed_demo_consumer` is off the command line
+/// and the admin page refuse to enable it; a server outside the debug profile also refuses to
+/// start with it enabled (`startup::init_state`).
 pub async fn is_published_demo(db: &Db, key: &str) -> Result<bool, LtiError> {
     let (demo_key, demo_secret) = crate::DEMO_CONSUMER;
     Ok(key == demo_key
@@ -93,8 +96,8 @@ pub async fn is_published_demo(db: &Db, key: &str) -> Result<bool, LtiError> {
 /// Why the demo consumer with its published secret may not be enabled, and what to do instead.
 pub const PUBLISHED_DEMO_REFUSED: &str = "The demo consumer __consumer_key__ still has its \
     published (PyLTI example) secret, with which anyone could launch as any user, and \
-    seed_demo_consumer is off (the server would refuse to start): rotate its secret first, or \
-    remove it";
+    seed_demo_consumer is off (outside the debug profile the server would refuse to start): \
+    rotate its secret first, or remove it";
 
 /// Why the demo consumer may not be added with its published secret.
 pub const PUBLISHED_DEMO_NOT_ADDED: &str = "The demo consumer __consumer_key__ may not be added \

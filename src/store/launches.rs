@@ -1,5 +1,6 @@
 //! Recording verified launches: each launch's nonce, the session it starts and the session it
-//! replaces, for many launches in one transaction (see `front` for who calls it and when).
+//! replaces, its hand-off token, its grade record (`outcome_targets`) and its consumer's launch
+//! count, for many launches in one transaction (see `front` for who calls it and when).
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -127,7 +128,7 @@ const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 ///    and count towards their consumer's launches;
 /// 3. one row comes back: `PRAGMA data_version` and each launch's outcome; then it commits.
 ///
-/// Every write is `OR FAIL`: a broken constraint stops the script without undoing the statement's
+/// Every insert and update is `OR FAIL` (the deletes can break no constraint): a broken constraint stops the script without undoing the statement's
 /// earlier rows, so SQLite keeps no per-statement undo journal (about 5 % of a launch's CPU); the
 /// whole transaction is rolled back on any error anyway.
 ///

@@ -38,7 +38,7 @@ pub type Db = SqlitePool;
 
 /// Opens (creating the file and its folder if needed) and migrates the database. The
 /// `consumers` functions need the secret key's cipher installed for it as well
-/// (`crypto::install_cipher`, which `build` and the command line call); without it they answer
+/// (`crypto::install_cipher`, which the server's start-up and the command line call); without it they answer
 /// `Storage("no secret key installed …")`.
 pub async fn open(database_url: &str) -> Result<Db, LtiError> {
     Ok(open_telling(database_url).await?.db)
@@ -531,10 +531,11 @@ async fn prune_expired_rows(
     Ok(done.rows_affected())
 }
 
-/// Deletes expired rows (nonces, sessions, hand-off tokens, admin sessions, old counts, and the
-/// grade records of learners who last launched more than `outcome_target_ttl` seconds ago) in
-/// small batches through their indexes, pausing between full batches so that launches never wait
-/// long behind it. A clock that ran ahead cannot make a pruned nonce's launch replayable: see
+/// Deletes expired rows: first, in one statement each, admin sessions, admin login failures, old
+/// refusal counts and the fork's rows (`fork::prune`); then, in small batches through their
+/// indexes, nonces, sessions, hand-off tokens and the grade records of learners who last launched
+/// more than `outcome_target_ttl` seconds ago, pausing between full batches so that launches never
+/// wait long behind it. A clock that ran ahead cannot make a pruned nonce's launch replayable: see
 /// `nonces`.
 pub async fn prune_expired(db: &Db, now: i64, outcome_target_ttl: i64) -> Result<u64, LtiError> {
     let mut total = admin::prune(db, now).await?

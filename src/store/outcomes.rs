@@ -1,5 +1,7 @@
 //! The `outcome_targets` table: each learner's outcome service and result sourcedid per
-//! (consumer, resource link, user), and the last score the LMS confirmed.
+//! (consumer, resource link, user), and the last score the LMS confirmed. Launches insert and
+//! replace their rows in `launches::record_batch`, through `UPSERT`; a fork's table written
+//! on its own pages inserts from its own module.
 
 use sqlx::Row;
 

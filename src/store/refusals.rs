@@ -39,7 +39,8 @@ pub struct Refusal {
     pub hint: Hint,
     /// The URL we checked the signature against.
     pub signed_url: String,
-    /// The base string we computed, user-field values replaced by their length.
+    /// The base string we computed, values of fields outside `lti::diagnosis::is_readable_field`
+    /// (user fields, `custom_*`, the return URL…) replaced by their length.
     pub base_string: String,
     /// Parameter names received, comma-separated.
     pub param_names: String,

@@ -67,7 +67,7 @@ pub struct ConsumerFigures {
     /// Successful launches ever.
     pub launch_count: i64,
     /// Refused launches (`counts_as_refusal`: bad signature, replay, a timestamp outside the
-    /// window) in the last 24 hours, counted by whole hours: the current hour and the 24 before
+    /// window, a nonce already pruned) in the last 24 hours, counted by whole hours: the current hour and the 24 before
     /// it, so up to 25 hours.
     pub refused_24h: i64,
 }

@@ -39,25 +39,21 @@ impl CsrfKey {
         CsrfKey(<Hmac<Sha1> as KeyInit>::new(&block.into()))
     }
 
-    fn mac(&self, session_id: &str) -> Option<Hmac<Sha1>> {
+    fn mac(&self, session_id: &str) -> Hmac<Sha1> {
         let mut mac = self.0.clone();
         mac.update(session_id.as_bytes());
-        Some(mac)
+        mac
     }
 
     /// The token for a session's forms.
     pub fn token(&self, session_id: &str) -> String {
-        self.mac(session_id)
-            .map(|mac| URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
-            .unwrap_or_default()
+        URL_SAFE_NO_PAD.encode(self.mac(session_id).finalize().into_bytes())
     }
 
     /// True when `token` is this session's token (compared in constant time).
     pub fn verify(&self, session_id: &str, token: &str) -> bool {
         match URL_SAFE_NO_PAD.decode(token.trim()) {
-            Ok(given) => self
-                .mac(session_id)
-                .is_some_and(|mac| mac.verify_slice(&given).is_ok()),
+            Ok(given) => self.mac(session_id).verify_slice(&given).is_ok(),
             Err(_) => false,
         }
     }

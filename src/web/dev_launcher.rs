@@ -1,6 +1,6 @@
 //! `/dev/launch`: a built-in test launcher that signs launches exactly as an LMS does, so a
 //! browser alone shows every page and every refusal. On in the debug profile, off (404) in release:
-//! mounted only when `dev_launcher` is on (see `lib.rs`).
+//! mounted only when `dev_launcher` is on (see `startup::lti_state`).
 
 use rocket::form::{Form, FromForm};
 use rocket::{get, post, routes, Route, State};

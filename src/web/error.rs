@@ -190,7 +190,9 @@ fn outcome_message(e: &OutcomeError) -> (&'static str, String) {
         Unsupported { operation, description } => ("Not supported by the LMS", format!("The LMS does not support {operation}. {description}")),
         ResultDataNotAccepted(kind) => ("Not accepted by this LMS", format!("This LMS does not take a {} with the score (its launch did not list {kind} in ext_outcome_data_values_accepted); nothing was sent to the LMS.", if *kind == "url" { "link" } else { "comment" })),
         // A redirect or a client error: the LMS did not take the request.
-        HttpStatus(code @ (401 | 403)) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed. {SIGNATURE}")),
+        HttpStatus(401) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP 401, so the score was not changed. {SIGNATURE}")),
+        // A bare 403 may be a policy as well (a closed course): the signature is only a guess.
+        HttpStatus(403) => ("The LMS refused the grade request", "The LMS's grade service answered HTTP 403 (forbidden), so the score was not changed. Some LMSs answer so to a signature they do not accept: if every grade is refused, check that the consumer key and secret match on both sides, and that this server's clock is right.".into()),
         SignatureRefused { status, description } => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {status}{}, so the score was not changed. {SIGNATURE}", if description.is_empty() { String::new() } else { format!(" ({description})") })),
         HttpStatus(code @ 300..=399) => ("Gradebook moved", format!("The LMS's grade service answered HTTP {code} (it sends requests elsewhere, say from http to https), so the score was not changed. Ask whoever manages the LMS to check its address for this tool.")),
         HttpStatus(code @ 400..=499) => ("The LMS refused the grade request", format!("The LMS's grade service answered HTTP {code}, so the score was not changed.")),

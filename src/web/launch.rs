@@ -163,8 +163,8 @@ pub struct Launched {
 }
 
 /// Verifies a launch and, when it passes, starts a new session (replacing the browser's old one)
-/// and sets its cookie. On failure the browser's current session ends too, but for a replay of
-/// that session's own user's launch (`replays_own_visit`).
+/// and sets its cookie. On failure the browser's current session ends too, but for the replays
+/// that `replays_own_visit` leaves it to (a double click, the same user's Back button).
 pub async fn launch(
     req: &Request<'_>,
     state: &AppState,

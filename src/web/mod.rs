@@ -43,6 +43,6 @@ pub struct AppState {
     pub refusal_budget: diagnosis::RefusalBudget,
     /// Admin logins waiting for their password check.
     pub login_queue: admin::LoginQueue,
-    /// Signs the cookie of browsers that logged in as admin (see `admin::DEVICE_COOKIE`).
+    /// Signs the cookie of browsers that logged in as admin (see `admin::session::DEVICE_COOKIE`).
     pub admin_devices: csrf::CsrfKey,
 }

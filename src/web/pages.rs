@@ -1,4 +1,4 @@
-//! The tool's pages: the four guarded pages of the PyLTI example, the index, logout and the stylesheet.
+//! The tool's pages: the four guarded pages of the PyLTI example, the index and logout.
 
 use std::collections::HashMap;
 
@@ -176,12 +176,13 @@ pub fn visible_filter(
     })
 }
 
-/// Every launch URL an LMS can be given, the tool's and the fork's, with who gets in: for the
-/// index page, the page showing a new key, the test launcher and the refusal hints.
+/// Every launch URL an LMS can be given, the fork's first (as in the registration XML), then the
+/// tool's, with who gets in: for the index page, the page showing a new key, the test launcher
+/// and the refusal hints.
 pub fn launch_pages() -> Vec<(&'static str, &'static str)> {
-    LAUNCH_PAGES
+    crate::fork::LAUNCH_PAGES
         .iter()
-        .chain(crate::fork::LAUNCH_PAGES)
+        .chain(LAUNCH_PAGES)
         .copied()
         .collect()
 }

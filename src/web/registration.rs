@@ -1,5 +1,5 @@
 //! `GET /lti/config.xml`: the IMS Common Cartridge link an LMS imports to register the tool; also
-//! the tool's icon (`/static/icon.svg`, `/favicon.ico`) that the link names.
+//! `/favicon.ico`, sent on to the tool's icon (`/static/icon.svg`, served by `assets`).
 
 use rocket::{get, routes, Route, State};
 use rocket_dyn_templates::{context, Template};

@@ -1,5 +1,7 @@
 //! The session cookie: which session a browser's cookies name, setting and clearing the cookie,
-//! and ending the session it names (logout, a failed launch, a refusal).
+//! and ending the session it names (logout, a failed launch, a refusal). Also what a request
+//! found of its visit (`note_visit` and the way back an error page offers), since each refusal
+//! that ends a session must also take that way back off the page.
 
 use std::sync::OnceLock;
 

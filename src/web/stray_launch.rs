@@ -1,11 +1,16 @@
 //! Launches sent where no page takes them: to an address with no page at all (a launch URL
-//! mistyped in the LMS: `/Any`, `/launch`, `/lti`), with a method the address does not take (a
-//! POST to `/grades`, which only opens), or to a page whose `LtiSession` only continues a visit
-//! (`/grade`'s forms) when there is none. They get the answer any request there gets (404, or
-//! 401 "Not a launch address" where the address exists), in words that say a launch arrived at
-//! the wrong address and where launches go; as any failed launch, it ends the browser's session,
-//! and the admin page's refused launches show it with the address it came to. Nothing is
-//! verified or spent.
+//! mistyped in the LMS: `/Any`, `/launch`, `/lti`) or with a method the address does not take (a
+//! POST to `/grades`, which only opens; a PUT to a launch page). They get the answer any request
+//! there gets (404; 401 "Not a launch address" where the address exists; 401 "Not a launch" for a
+//! launch page reached by another method than POST), in words that say a launch arrived at the
+//! wrong address and where launches go; as any failed launch, it ends the browser's session, and
+//! the admin page's refused launches show it with the address it came to. Nothing is verified or
+//! spent.
+//!
+//! The same fairing keeps the start of every other POST's body, which the catcher and
+//! `LtiSession`'s guard read: the guard refuses a launch sent to a page that only continues a
+//! visit (`/grade`'s forms; `LtiError::LaunchAtSessionPage`), and a body that breaks off within
+//! its start is refused as broken.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;

@@ -465,9 +465,10 @@ pub(super) async fn login_again_page(
             true => " What you were sending was not saved.",
             false => "",
         };
+        let max_hours = crate::store::admin::SESSION_MAX_AGE / 3600;
         ended = Some(format!(
-            "Your admin session has ended (after {idle} without use, 12 hours after logging \
-             in, or a logout or password change elsewhere). Log in again.{lost}"
+            "Your admin session has ended (after {idle} without use, {max_hours} hours after \
+             logging in, or a logout or password change elsewhere). Log in again.{lost}"
         ));
     }
     let has = has_password(state).await.unwrap_or(true);

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use crate::outcomes::{ClientConfig, OutcomesClient};
 
 /// Optional settings (Rocket.toml / `ROCKET_*`): `outcomes_timeout` in seconds (default 10),
-/// `outcomes_attempts` (default 3), `outcomes_ca_file` (PEM certificates of CAs to trust too).
+/// `outcomes_attempts` (default 3), `outcomes_ca_file` (PEM certificates of CAs to trust too),
+/// `outcomes_allow_local` (grade services on this machine or its link; default on in debug only).
 #[derive(Debug, Deserialize)]
 struct OutcomesSettings {
     outcomes_timeout: Option<f64>,
