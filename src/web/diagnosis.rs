@@ -344,27 +344,12 @@ fn refusal_row(
     }
 }
 
-/// `s` with its control characters, line and paragraph separators and invisible direction marks
-/// escaped (a crafted value can neither forge log lines nor make one read backwards), and nothing
-/// else: `escape_debug` would also put backslashes before the advice's quotes.
+/// `s` with its control characters, line breaks and the characters that hide text or turn it
+/// around escaped (`consumer_input::escape_hidden`), so a crafted value can neither forge log
+/// lines nor make one read backwards, and nothing else: `escape_debug` would also put
+/// backslashes before the advice's quotes.
 fn without_controls(s: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{061c}'
-                    | '\u{200b}'..='\u{200f}'
-                    | '\u{2028}'..='\u{202e}'
-                    | '\u{2060}'..='\u{206f}'
-                    | '\u{feff}'
-            )
-    };
-    s.chars()
-        .map(|c| match hidden(c) {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+    crate::consumer_input::escape_hidden(s, false).into_owned()
 }
 
 /// At most `max` bytes of `s` (on a character boundary), marked when cut: a refusal is recorded
