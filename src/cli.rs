@@ -67,7 +67,8 @@ enum ConsumerAction {
     Disable { key: String },
     /// Accept launches signed with this key again.
     Enable { key: String },
-    /// Delete a consumer, end its sessions and forget its grade records and refused launches.
+    /// Delete a consumer, end its sessions and forget its grade records and refused launches
+    /// (and a fork's rows of it).
     // `delete` too: the admin page's button says Delete.
     #[command(visible_alias = "delete")]
     Remove { key: String },

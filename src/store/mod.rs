@@ -114,9 +114,18 @@ pub async fn open_telling(database_url: &str) -> Result<Opened, LtiError> {
             Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
                 pool.close().await;
                 Err(LtiError::Storage(format!(
-                    "the database {} was upgraded by a newer version of this tool (its migration \
-                     {version} is unknown to this one): run that version, or restore the backup \
-                     taken before the upgrade",
+                    "the database {} was upgraded by a newer version of this tool or a fork of it \
+                     (its migration {version} is unknown to this one): run that version, or \
+                     restore the backup taken before the upgrade",
+                    file.display()
+                )))
+            }
+            Err(sqlx::migrate::MigrateError::VersionMismatch(version)) => {
+                pool.close().await;
+                Err(LtiError::Storage(format!(
+                    "the database {} applied another migration {version} than this build has (an \
+                     unreleased build's, or a fork's that took an upstream number): run the build \
+                     that made it, or restore a backup",
                     file.display()
                 )))
             }

@@ -1012,16 +1012,57 @@ async fn outside_debug_the_demo_consumer_cannot_be_enabled_with_its_published_se
 }
 
 #[rocket::async_test]
+async fn no_shipped_migration_is_edited_and_each_new_one_is_pinned() {
+    // sqlx refuses to start on a database whose applied migration has another checksum, so an
+    // edit to a shipped file locks every database that applied it out of the upgrade.
+    let pinned: Vec<(i64, String)> = include_str!("../fixtures/shipped_migrations.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(' '))
+        .map(|(v, sum)| (v.parse().expect("a version"), sum.to_string()))
+        .collect();
+    let dir = temp_dir();
+    let db = format!("sqlite://{}", dir.join("lti.db").display());
+    let pool = rocket_lti_tool::store::open(&db).await.unwrap();
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE version < 1000")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let applied: Vec<(i64, String)> = applied
+        .into_iter()
+        .map(|(v, sum)| (v, sum.iter().map(|b| format!("{b:02x}")).collect()))
+        .collect();
+    for (version, sum) in &applied {
+        match pinned.iter().find(|(v, _)| v == version) {
+            Some((_, shipped)) => assert_eq!(
+                sum, shipped,
+                "migration {version} differs from the one that shipped: add a new migration instead"
+            ),
+            None => panic!(
+                "migration {version} is not in tests/fixtures/shipped_migrations.txt: add \
+                 `{version} {sum}` there (and never edit the file again once it is on main)"
+            ),
+        }
+    }
+    assert_eq!(applied.len(), pinned.len(), "a shipped migration is gone");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[rocket::async_test]
 async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_older() {
     let dir = temp_dir();
     let db = format!("sqlite://{}", dir.join("lti.db").display());
     assert!(cli(&db, &["consumer", "add", "school"]).status.success());
-    // A database as the build before the last migration left it.
+    // A database as the build before the last migration left it (upstream's own migrations are
+    // numbered below 1000, a fork's above: see the README's "Your own data").
     let pool = rocket_lti_tool::store::open(&db).await.unwrap();
-    let last: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let last: i64 =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE version < 1000")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(last, 14, "the undo below is migration 14's");
     // Its one mark for all consumers, as that build left it after pruning (timestamp window 300).
     for undo in [
@@ -1074,8 +1115,31 @@ async fn an_upgrade_says_which_migrations_it_ran_and_an_older_build_says_it_is_o
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("was upgraded by a newer version of this tool (its migration 9999")
-            && said.contains("restore the backup"),
+        said.contains(
+            "was upgraded by a newer version of this tool or a fork of it (its migration 9999"
+        ) && said.contains("restore the backup"),
+        "{said}"
+    );
+    // A database that applied another migration under one of this build's numbers (a build
+    // between two landings, a fork's clash): said as such, not as sqlx's "modified".
+    let pool = rocket_lti_tool::store::open(&db).await;
+    assert!(pool.is_err());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 9999")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 12")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = cli(&db, &["consumer", "list"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("applied another migration 12 than this build has")
+            && said.contains("restore a backup"),
         "{said}"
     );
     let _ = std::fs::remove_dir_all(dir);

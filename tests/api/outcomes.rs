@@ -1485,6 +1485,61 @@ fn done_token(client: &rocket::local::asynchronous::Client) -> String {
 /// Where the tests mount the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
+/// A fork's page that grades every user's work and sends a score only where one can be sent.
+#[rocket::get("/can-grade")]
+fn can_grade(lti: rocket_lti_tool::web::guards::LtiSession) -> &'static str {
+    match lti.can_post_grade() {
+        true => "yes",
+        false => "no",
+    }
+}
+
+#[rocket::async_test]
+async fn a_fork_can_ask_whether_a_launch_can_be_graded() {
+    let lms = MockLms::start().await;
+    let app = spawn_app().await;
+    let client = rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone())
+            .mount(EXAMPLE, rocket::routes![can_grade]),
+    )
+    .await
+    .unwrap();
+    let host = rocket::http::Header::new("Host", HOST);
+    // Each launch has a nonce of its own.
+    let learner = || learner_launch(&lms, "/ok", "learner-1", "sid-1");
+    let cases = [
+        (learner(), "yes"),
+        // No grade passback set up for this link.
+        (
+            learner()
+                .without("lis_outcome_service_url")
+                .without("lis_result_sourcedid"),
+            "no",
+        ),
+        // Staff have no score of their own.
+        (learner().roles("Instructor"), "no"),
+        // A result id that no grade request can carry.
+        (learner().set("lis_result_sourcedid", "a\u{1b}b"), "no"),
+    ];
+    for (launch, expected) in cases {
+        let res = client
+            .post("/any")
+            .header(host.clone())
+            .header(rocket::http::ContentType::Form)
+            .body(launch.signed_body())
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Ok);
+        let res = client
+            .get(format!("{EXAMPLE}/can-grade"))
+            .header(host.clone())
+            .dispatch()
+            .await;
+        assert_eq!(res.into_string().await.as_deref(), Some(expected));
+    }
+    assert!(lms.received().is_empty());
+}
+
 #[rocket::async_test]
 async fn the_readme_example_posts_a_grade_from_a_fork() {
     let lms = MockLms::start().await;

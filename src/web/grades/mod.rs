@@ -320,6 +320,13 @@ impl LtiUser {
         OutcomeTarget::from_launch(&self.launch)
     }
 
+    /// Whether a score can be sent for this launch: the LMS set up grade passback with a result id
+    /// that can be sent, and the user is not course staff only (what `post_grade` checks first,
+    /// refusing with 409 otherwise). A page that grades every user's work asks this first.
+    pub fn can_post_grade(&self) -> bool {
+        self.target_or_refuse().is_ok()
+    }
+
     /// Sends this learner's score (0.0 to 1.0) to the LMS gradebook.
     pub async fn post_grade(&self, outcomes: &Outcomes, score: f64) -> Result<Response, LtiError> {
         self.post_grade_with(outcomes, score, None).await
