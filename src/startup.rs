@@ -36,7 +36,34 @@ fn check_templates(figment: &Figment) -> Result<(), String> {
             )
         })?;
     }
+    let differ = templates_unlike_the_build(&dir);
+    if !differ.is_empty() {
+        let shown: Vec<&str> = differ.iter().take(5).map(String::as_str).collect();
+        let more = match differ.len() > shown.len() {
+            true => format!(" and {} more", differ.len() - shown.len()),
+            false => String::new(),
+        };
+        log::warn!(
+            "template_dir {}: {} of this build's templates are missing or differ ({}{more}): \
+             restyled ones are fine, but another version's make pages fail with 500 (install \
+             the templates of this version)",
+            dir.display(),
+            differ.len(),
+            shown.join(", ")
+        );
+    }
     Ok(())
+}
+
+include!(concat!(env!("OUT_DIR"), "/built_templates.rs"));
+
+/// The templates this build was made with that `dir` lacks or holds otherwise.
+fn templates_unlike_the_build(dir: &std::path::Path) -> Vec<String> {
+    BUILT_TEMPLATES
+        .iter()
+        .filter(|(name, built)| std::fs::read(dir.join(name)).ok().as_deref() != Some(*built))
+        .map(|(name, _)| (*name).to_string())
+        .collect()
 }
 
 /// Warns of a fork launch page no POST route serves (checked once every route is mounted, a

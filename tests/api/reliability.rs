@@ -460,6 +460,47 @@ fn a_small_malformed_multipart_form_is_a_bad_request_however_it_is_framed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Copies the folder `from` into `to`, subfolders included.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => copy_dir(&path, &to.join(entry.file_name())),
+            false => {
+                std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn templates_of_another_version_are_warned_about_at_start() {
+    let warning = "of this build's templates are missing or differ";
+    let dir = temp_dir();
+    // The templates it was built with: nothing said.
+    let server = Server::start(&dir);
+    assert_eq!(server.get("/", None).unwrap().status, 200);
+    let log = server.log_with("GET /");
+    assert!(log.contains("GET /") && !log.contains(warning), "{log}");
+    drop(server);
+    // An older version's set, left installed by an upgrade: one changed, one missing.
+    let templates = dir.join("templates");
+    copy_dir(Path::new("templates"), &templates);
+    std::fs::write(templates.join("page.html.tera"), "{{ role.raw }}").unwrap();
+    std::fs::remove_file(templates.join("admin/refusals.html.tera")).unwrap();
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_TEMPLATE_DIR", &templates);
+    });
+    let log = server.log_with(warning);
+    assert!(
+        log.contains("2 of this build's templates are missing or differ (admin/refusals.html.tera, page.html.tera)"),
+        "{log}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_malformed_content_type_does_not_turn_colour_codes_on_in_the_log() {
     let dir = temp_dir();
