@@ -173,8 +173,8 @@ async fn refuse_public_demo_consumer(db: &store::Db) -> Result<(), String> {
 /// Why the server refuses to start when some consumers' secrets do not decrypt.
 fn unreadable_at_start(keys: &[String]) -> String {
     format!(
-        "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key: if the key \
-         changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
+        "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key (with none set in \
+         the debug profile, the development key): if the key changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
          line run under another key is removed with `lti-tool consumer remove KEY`",
         keys.len(),
         keys.join(", ")
