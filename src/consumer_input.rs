@@ -1,7 +1,9 @@
 //! What a consumer's key, name and note may be, and its generated secrets: the admin page and
 //! the command line check the same rules (the note's length and the rest of its form checks are
 //! `web::admin::consumers`'). Text that breaks them (an LMS's, or an old row's) is shown through
-//! [`escape_hidden`], which every page and `LtiUser::display_name` use for text an LMS sent.
+//! [`escape_hidden`], which pages use (the `visible` filter) for the user's id, name and roles,
+//! the launch panel, grade and admin pages, as `LtiUser::display_name` does; course and link
+//! titles are shown as sent.
 
 use std::borrow::Cow;
 

@@ -272,11 +272,12 @@ impl From<sqlx::migrate::MigrateError> for LtiError {
     }
 }
 
-/// Shows what `Display` shows. Rocket logs a failed guard's error with `{:?}`, at every log level
-/// (`critical` included), so the fields behind the message must not reach it: a refused launch's
-/// return URL carries Moodle's `sesskey`.
+/// Shows what `Display` shows, escaped as the tool's own log lines are. Rocket logs a failed
+/// guard's error with `{:?}`, at every log level (`critical` included), so the fields behind the
+/// message must not reach it (a refused launch's return URL carries Moodle's `sesskey`), and the
+/// request values the message quotes must not break or turn its line around.
 impl std::fmt::Debug for LtiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LtiError({self})")
+        write!(f, "LtiError({})", self.to_string().escape_debug())
     }
 }

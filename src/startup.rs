@@ -36,20 +36,17 @@ fn check_templates(figment: &Figment) -> Result<(), String> {
             )
         })?;
     }
-    let differ = templates_unlike_the_build(&dir);
-    if !differ.is_empty() {
-        let shown: Vec<&str> = differ.iter().take(5).map(String::as_str).collect();
-        let more = match differ.len() > shown.len() {
-            true => format!(" and {} more", differ.len() - shown.len()),
-            false => String::new(),
-        };
+    let unlike = templates_unlike_the_build(&dir);
+    if !unlike.is_empty() {
+        let said: Vec<String> = unlike
+            .iter()
+            .map(|(how, names)| format!("{how}: {}", names.join(", ")))
+            .collect();
         log::warn!(
-            "template_dir {}: {} of this build's templates are missing or differ ({}{more}): \
-             restyled ones are fine, but another version's make pages fail with 500 (install \
-             the templates of this version)",
+            "template_dir {}: templates unlike this build's ({}): restyled ones are fine, but \
+             another version's make pages fail with 500 (install the templates of this version)",
             dir.display(),
-            differ.len(),
-            shown.join(", ")
+            said.join("; ")
         );
     }
     Ok(())
@@ -57,13 +54,33 @@ fn check_templates(figment: &Figment) -> Result<(), String> {
 
 include!(concat!(env!("OUT_DIR"), "/built_templates.rs"));
 
-/// The templates this build was made with that `dir` lacks or holds otherwise.
-fn templates_unlike_the_build(dir: &std::path::Path) -> Vec<String> {
-    BUILT_TEMPLATES
-        .iter()
-        .filter(|(name, built)| std::fs::read(dir.join(name)).ok().as_deref() != Some(*built))
-        .map(|(name, _)| (*name).to_string())
-        .collect()
+/// The templates this build was made with that `dir` holds otherwise, lacks or cannot be read
+/// (each kind with its names, those at the top first: they make the pages learners see). Line
+/// ends do not count: a checkout with CRLF holds the same templates.
+fn templates_unlike_the_build(dir: &std::path::Path) -> Vec<(&'static str, Vec<&'static str>)> {
+    let same = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .filter(|&&c| c != b'\r')
+            .eq(b.iter().filter(|&&c| c != b'\r'))
+    };
+    let mut names: Vec<&(&str, &[u8])> = BUILT_TEMPLATES.iter().collect();
+    names.sort_by_key(|(name, _)| (name.contains('/'), *name));
+    let mut unlike: Vec<(&str, Vec<&str>)> = vec![
+        ("differ", vec![]),
+        ("missing", vec![]),
+        ("unreadable", vec![]),
+    ];
+    for (name, built) in names {
+        let kind = match std::fs::read(dir.join(name)) {
+            Ok(installed) if same(&installed, built) => continue,
+            Ok(_) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(_) => 2,
+        };
+        unlike[kind].1.push(name);
+    }
+    unlike.retain(|(_, names)| !names.is_empty());
+    unlike
 }
 
 /// Warns of a fork launch page no POST route serves (checked once every route is mounted, a
@@ -171,10 +188,13 @@ async fn refuse_public_demo_consumer(db: &store::Db) -> Result<(), String> {
 }
 
 /// Why the server refuses to start when some consumers' secrets do not decrypt.
-fn unreadable_at_start(keys: &[String]) -> String {
+fn unreadable_at_start(keys: &[String], development_key: bool) -> String {
+    let key = match development_key {
+        true => "the development key (no secret_key is set)",
+        false => "this secret_key",
+    };
     format!(
-        "the secrets of {} consumer(s) ({}) do not decrypt under this secret_key (with none set in \
-         the debug profile, the development key): if the key changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
+        "the secrets of {} consumer(s) ({}) do not decrypt under {key}: if the key changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
          line run under another key is removed with `lti-tool consumer remove KEY`",
         keys.len(),
         keys.join(", ")
@@ -225,13 +245,15 @@ fn warn_about_settings(settings: &Settings) {
 /// Every secret reads under this key: from now on the command line must use it too. Sealed
 /// under the write lock after reading every secret again, so that a command line run under
 /// another key cannot add one between the two.
-async fn seal_secret_key_check(db: &store::Db) -> Result<(), String> {
+async fn seal_secret_key_check(db: &store::Db, development_key: bool) -> Result<(), String> {
     let (tx, check) = store::consumers::begin_under_key_check(db, true)
         .await
         .map_err(|e| e.to_string())?;
     match check {
         store::consumers::KeyCheck::Sealed => tx.commit().await.map_err(|e| e.to_string()),
-        store::consumers::KeyCheck::Unreadable(keys) => Err(unreadable_at_start(&keys)),
+        store::consumers::KeyCheck::Unreadable(keys) => {
+            Err(unreadable_at_start(&keys, development_key))
+        }
         store::consumers::KeyCheck::OtherKey => {
             Err("the secret_key check could not be sealed".into())
         }
@@ -320,11 +342,12 @@ async fn init_state(figment: &Figment) -> Result<AppState, String> {
     if let Some(warning) = config::settings_file_warning(figment) {
         log::warn!("{warning}");
     }
+    let development_key = crypto::uses_development_key(figment);
     let unreadable = unreadable_secrets(&db, figment).await?;
     if !unreadable.is_empty() {
-        return Err(unreadable_at_start(&unreadable));
+        return Err(unreadable_at_start(&unreadable, development_key));
     }
-    seal_secret_key_check(&db).await?;
+    seal_secret_key_check(&db, development_key).await?;
     if !settings.debug_profile && !settings.seed_demo_consumer {
         refuse_public_demo_consumer(&db).await?;
     }
@@ -419,9 +442,7 @@ async fn prune_pass(
     }
     match store::prune_expired(db, store::now(), outcome_target_ttl).await {
         Ok(0) => {}
-        Ok(n) => log::info!(
-            "pruned {n} expired rows (nonces, sessions, tokens, grade records, admin rows)"
-        ),
+        Ok(n) => log::info!("pruned {n} expired rows"),
         // A stop closes the pool under a pruning pass: that is no failure.
         Err(_) if db.is_closed() => return Pass::Stopped,
         Err(e) => log::warn!("pruning failed: {e}"),

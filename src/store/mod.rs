@@ -540,8 +540,8 @@ async fn prune_expired_rows(
     Ok(done.rows_affected())
 }
 
-/// Deletes expired rows: first, in one statement each, admin sessions, admin login failures, old
-/// refusal counts and the fork's rows (`fork::prune`); then, in small batches through their
+/// Deletes expired rows: first admin sessions, admin login failures and old refusal counts (one
+/// statement each), and the fork's rows (`fork::prune`); then, in small batches through their
 /// indexes, nonces, sessions, hand-off tokens and the grade records of learners who last launched
 /// more than `outcome_target_ttl` seconds ago, pausing between full batches so that launches never
 /// wait long behind it. A clock that ran ahead cannot make a pruned nonce's launch replayable: see

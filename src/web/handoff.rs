@@ -65,7 +65,8 @@ async fn continue_in_window(
 
 /// A path of this site and nothing else (no other host, query, dot segment or odd character):
 /// where the new window may be sent (only our own pages can post the form, see `FromOwnPage`).
-/// Also what the start requires of `fork::VISIT_PAGE` and `fork::LAUNCH_PAGES`.
+/// Also what `fork::VISIT_PAGE` must be (else `/session` is used) and what the start checks
+/// `fork::LAUNCH_PAGES` against (it warns).
 pub(crate) fn is_plain_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.starts_with("//")

@@ -1,8 +1,9 @@
 //! Launches sent where no page takes them: to an address with no page at all (a launch URL
 //! mistyped in the LMS: `/Any`, `/launch`, `/lti`) or with a method the address does not take (a
 //! POST to `/grades`, which only opens; a PUT to a launch page). They get the answer any request
-//! there gets (404; 401 "Not a launch address" where the address exists; 401 "Not a launch" for a
-//! launch page reached by another method than POST), in words that say a launch arrived at the
+//! there gets (404; 401 "Not a launch address" where the address exists; 401 "Not a launch" for
+//! launch fields in the query or an `Authorization` header of a launch page reached by another
+//! method than POST, whose form body is never read: that gets 405), in words that say a launch arrived at the
 //! wrong address and where launches go; as any failed launch, it ends the browser's session, and
 //! the admin page's refused launches show it with the address it came to. Nothing is verified or
 //! spent.

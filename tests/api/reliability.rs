@@ -476,7 +476,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn templates_of_another_version_are_warned_about_at_start() {
-    let warning = "of this build's templates are missing or differ";
+    let warning = "templates unlike this build's";
     let dir = temp_dir();
     // The templates it was built with: nothing said.
     let server = Server::start(&dir);
@@ -489,14 +489,46 @@ fn templates_of_another_version_are_warned_about_at_start() {
     copy_dir(Path::new("templates"), &templates);
     std::fs::write(templates.join("page.html.tera"), "{{ role.raw }}").unwrap();
     std::fs::remove_file(templates.join("admin/refusals.html.tera")).unwrap();
+    // A checkout with CRLF line ends holds the same templates: not named.
+    let index = std::fs::read_to_string(templates.join("index.html.tera")).unwrap();
+    std::fs::write(
+        templates.join("index.html.tera"),
+        index.replace('\n', "\r\n"),
+    )
+    .unwrap();
     let server = Server::start_with(&dir, |cmd| {
         cmd.env("ROCKET_TEMPLATE_DIR", &templates);
     });
     let log = server.log_with(warning);
     assert!(
-        log.contains("2 of this build's templates are missing or differ (admin/refusals.html.tera, page.html.tera)"),
+        log.contains("templates unlike this build's (differ: page.html.tera; missing: admin/refusals.html.tera)"),
         "{log}"
     );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn values_a_refusal_quotes_cannot_forge_or_reverse_rocket_s_guard_line() {
+    let dir = temp_dir();
+    // The production log level: Rocket still logs a failed data guard's error.
+    let server = Server::start_with(&dir, |cmd| {
+        cmd.env("ROCKET_LOG_LEVEL", "critical");
+    });
+    // Unsigned, from anyone: the refusal quotes the method it does not support.
+    let body = "oauth_signature_method=x%0D%0AError%3A+forged+by+anyone%E2%80%AE&\
+                oauth_consumer_key=nobody&oauth_timestamp=1&oauth_nonce=n&oauth_signature=s&\
+                lti_message_type=basic-lti-launch-request&lti_version=LTI-1p0&resource_link_id=r";
+    let answer = server.post("/any", body).unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let log = server.log_with("Data guard");
+    assert!(log.contains("Data guard"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.trim_start().starts_with("Error: forged")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{202e}'), "{log}");
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

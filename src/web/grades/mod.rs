@@ -321,8 +321,8 @@ impl LtiUser {
     }
 
     /// Whether a score can be sent for this launch: the LMS set up grade passback with a result id
-    /// that can be sent, and the user is not course staff only (what `post_grade` checks first,
-    /// refusing with 409 otherwise). A page that grades every user's work asks this first.
+    /// that can be sent, and the user is not course staff only (what `post_grade` checks after the
+    /// score, refusing with 409, or 403 for staff). A page that grades every user's work asks this.
     pub fn can_post_grade(&self) -> bool {
         self.target_or_refuse().is_ok()
     }
