@@ -57,6 +57,12 @@ fn is_hidden(c: char) -> bool {
             || cp & 0xFFFE == 0xFFFE)
 }
 
+/// Whether `c` turns text around or shows nothing (what [`escape_hidden`] escapes, line breaks
+/// and tabs included).
+pub fn is_hidden_char(c: char) -> bool {
+    is_hidden(c)
+}
+
 /// `text` with each character that turns text around or shows nothing written as its escape
 /// (`\u{202e}`), so that it shows; with `lines`, line breaks and tabs stay.
 pub fn escape_hidden(text: &str, lines: bool) -> Cow<'_, str> {

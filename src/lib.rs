@@ -55,6 +55,7 @@ pub fn build(figment: Figment) -> Rocket<Build> {
     // interest-cohort=()` names a feature browsers no longer know (Chrome logs an error for it in
     // the console of every page).
     let tool = rocket::custom(with_defaults(figment))
+        .attach(web::headers::request_address_logged_safely())
         .attach(Shield::new())
         .attach(Template::custom(|engines| {
             // `fork::VISIT_PAGE` is fixed at build time and a plain path: the templates need no

@@ -1,8 +1,45 @@
-//! The headers every answer gets, and the fairing that keeps log colours as configured.
+//! The headers every answer gets, and the fairings that keep Rocket's log lines as configured:
+//! colours, and request addresses that cannot break or turn a line around.
 
 use rocket::fairing::{AdHoc, Fairing};
 use rocket::http::Status;
 use rocket::Request;
+
+/// Rocket logs a request's address as it arrived ("No matching routes for GET /…" even at
+/// `critical`), and hyper takes raw UTF-8 in it: a line separator (U+2028, NEL) would split the
+/// line for a log reader, a bidi control turn it around. Such an address is taken as its
+/// percent-encoded form (all its non-ASCII: a parsed address holds none), the same address to
+/// the router (it decodes segments), before Rocket logs it. Addresses without such characters,
+/// accents and all, stay as sent. Attached first, so later fairings see the same address as the
+/// routes.
+pub(crate) fn request_address_logged_safely() -> impl Fairing {
+    AdHoc::on_request("Request address logged safely", |req, _| {
+        Box::pin(async move {
+            let uri = req.uri().to_string();
+            if !uri
+                .chars()
+                .any(|c| !c.is_ascii() && crate::consumer_input::is_hidden_char(c))
+            {
+                return;
+            }
+            let mut encoded = String::with_capacity(uri.len() + 16);
+            for c in uri.chars() {
+                match c.is_ascii() {
+                    false => {
+                        let mut buf = [0u8; 4];
+                        for b in c.encode_utf8(&mut buf).bytes() {
+                            encoded.push_str(&format!("%{b:02X}"));
+                        }
+                    }
+                    true => encoded.push(c),
+                }
+            }
+            if let Ok(origin) = rocket::http::uri::Origin::parse_owned(encoded) {
+                req.set_uri(origin);
+            }
+        })
+    })
+}
 
 /// Rocket parses every request's Content-Type before the fairings run (and its Accept when a
 /// route or catcher asks), and formatting a parse error (pear's `Display`) turns colour codes

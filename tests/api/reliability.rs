@@ -529,6 +529,24 @@ fn values_a_refusal_quotes_cannot_forge_or_reverse_rocket_s_guard_line() {
         "{log}"
     );
     assert!(!log.contains('\u{202e}'), "{log}");
+    // Raw UTF-8 in the address, which hyper takes and Rocket logs as it came ("No matching
+    // routes for GET /…", at `critical` too): a line separator, a NEL, a bidi override.
+    for (path, status) in [
+        ("/x\u{2028}Warning:\u{a0}admin\u{a0}logged\u{a0}in", 404),
+        ("/nowhere/\u{202e}nigol.nimda\u{85}Error:", 404),
+        // The same page to the router.
+        ("/lti/config.xml?q=\u{2029}", 200),
+    ] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+        let answer = send(server.port, raw.as_bytes()).unwrap();
+        assert_eq!(answer.status, status, "{path:?}: {answer:?}");
+    }
+    let log = server.log_with("%E2%80%AE");
+    assert!(log.contains("/x%E2%80%A8Warning:"), "{log}");
+    assert!(
+        !log.contains(['\u{2028}', '\u{2029}', '\u{85}', '\u{202e}']),
+        "{log}"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
