@@ -685,6 +685,14 @@ mod tests {
             let err = decode_body(bytes, content_type).unwrap_err();
             assert!(matches!(err, OutcomeError::MalformedResponse(_)), "{err:?}");
         }
+        // A charset label as long as the LMS likes is quoted cut, in the log and on pages.
+        let label = format!("text/xml; charset={}", "c".repeat(60_000));
+        let err = decode_body(b"<d/>", Some(label.as_str())).unwrap_err();
+        assert!(
+            err.to_string().chars().count() < 400,
+            "{}",
+            err.to_string().len()
+        );
     }
 
     #[test]

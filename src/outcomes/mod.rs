@@ -66,8 +66,9 @@ pub enum OutcomeError {
     /// The LMS answered an HTTP error status without an outcomes envelope.
     #[error("the LMS answered HTTP {0}")]
     HttpStatus(u16),
-    /// The LMS answered something that is not an outcomes response envelope.
-    #[error("malformed LMS response: {0}")]
+    /// The LMS answered something that is not an outcomes response envelope. (Shown cut: the
+    /// reason may quote an LMS's element, entity or charset name of any length.)
+    #[error("malformed LMS response: {}", crate::error::excerpt(.0, 300))]
     MalformedResponse(String),
     /// The LMS did not answer within the timeout.
     #[error("the LMS did not answer in time")]

@@ -313,8 +313,8 @@ fn check_signature(
     if from_database {
         log::info!(
             "signed URL we checked: {} (consumer key {:?})",
-            uris.first().map_or("", String::as_str),
-            oauth.consumer_key
+            excerpt(uris.first().map_or("", String::as_str), 2048),
+            excerpt(&oauth.consumer_key, 100)
         );
     }
     Err(LtiError::BadSignature)
@@ -389,8 +389,8 @@ async fn verify_and_record(
     fields?;
     log::info!(
         "launch accepted: consumer key {:?}, user {:?}",
-        launch.consumer_key,
-        launch.user_id()
+        excerpt(&launch.consumer_key, 100),
+        excerpt(launch.user_id(), 200)
     );
     Ok(Launched {
         launch,
