@@ -15,13 +15,17 @@ use rocket::Request;
 pub(crate) fn request_address_logged_safely() -> impl Fairing {
     AdHoc::on_request("Request address logged safely", |req, _| {
         Box::pin(async move {
-            let uri = req.uri().to_string();
-            if !uri
-                .chars()
-                .any(|c| !c.is_ascii() && crate::consumer_input::is_hidden_char(c))
-            {
+            // Checked without a copy: almost every address is ASCII.
+            let hidden = |s: &str| {
+                !s.is_ascii()
+                    && s.chars()
+                        .any(|c| !c.is_ascii() && crate::consumer_input::is_hidden_char(c))
+            };
+            let uri = req.uri();
+            if !hidden(uri.path().as_str()) && !uri.query().is_some_and(|q| hidden(q.as_str())) {
                 return;
             }
+            let uri = uri.to_string();
             let mut encoded = String::with_capacity(uri.len() + 16);
             for c in uri.chars() {
                 match c.is_ascii() {
