@@ -48,19 +48,13 @@ pub fn is_unsafe_in_label(c: char) -> bool {
 /// but the marks of real writing a label may not hold and a page shows all the same (Arabic and
 /// Syriac prepended marks, Mongolian variation selectors and vowel separator, the combining
 /// grapheme joiner, private-use characters a campus font draws, the object replacement box).
-fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     let cp = u32::from(c);
     is_unsafe_in_label(c)
         && (!matches!(cp,
             0x034F | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2 | 0x180B..=0x180F | 0xFFFC
             | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
             || cp & 0xFFFE == 0xFFFE)
-}
-
-/// Whether `c` turns text around or shows nothing (what [`escape_hidden`] escapes, line breaks
-/// and tabs included).
-pub fn is_hidden_char(c: char) -> bool {
-    is_hidden(c)
 }
 
 /// `text` with each character that turns text around or shows nothing written as its escape

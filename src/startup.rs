@@ -194,8 +194,9 @@ fn unreadable_at_start(keys: &[String], development_key: bool) -> String {
         false => "this secret_key",
     };
     format!(
-        "the secrets of {} consumer(s) ({}) do not decrypt under {key}: if the key changed, run `lti-tool admin rekey` (see the README); a consumer added by a command \
-         line run under another key is removed with `lti-tool consumer remove KEY`",
+        "the secrets of {} consumer(s) ({}) do not decrypt under {key}: if the key changed, run \
+         `lti-tool admin rekey` (see the README); a consumer added by a command line run under \
+         another key is removed with `lti-tool consumer remove KEY`",
         keys.len(),
         keys.join(", ")
     )

@@ -16,11 +16,7 @@ pub(crate) fn request_address_logged_safely() -> impl Fairing {
     AdHoc::on_request("Request address logged safely", |req, _| {
         Box::pin(async move {
             // Checked without a copy: almost every address is ASCII.
-            let hidden = |s: &str| {
-                !s.is_ascii()
-                    && s.chars()
-                        .any(|c| !c.is_ascii() && crate::consumer_input::is_hidden_char(c))
-            };
+            let hidden = |s: &str| !s.is_ascii() && s.chars().any(crate::consumer_input::is_hidden);
             let uri = req.uri();
             if !hidden(uri.path().as_str()) && !uri.query().is_some_and(|q| hidden(q.as_str())) {
                 return;

@@ -1485,6 +1485,19 @@ fn done_token(client: &rocket::local::asynchronous::Client) -> String {
 /// Where the tests mount the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
+/// A client of `app`'s configuration with `routes` mounted under [`EXAMPLE`]: a fork that adds
+/// the examples to the app keeps its tests passing.
+async fn example_client(
+    app: &TestApp,
+    routes: Vec<rocket::Route>,
+) -> rocket::local::asynchronous::Client {
+    rocket::local::asynchronous::Client::tracked(
+        rocket_lti_tool::build(app.client.rocket().figment().clone()).mount(EXAMPLE, routes),
+    )
+    .await
+    .unwrap()
+}
+
 /// A fork's page that grades every user's work and sends a score only where one can be sent.
 #[rocket::get("/can-grade")]
 fn can_grade(lti: rocket_lti_tool::web::guards::LtiSession) -> &'static str {
@@ -1498,12 +1511,7 @@ fn can_grade(lti: rocket_lti_tool::web::guards::LtiSession) -> &'static str {
 async fn a_fork_can_ask_whether_a_launch_can_be_graded() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;
-    let client = rocket::local::asynchronous::Client::tracked(
-        rocket_lti_tool::build(app.client.rocket().figment().clone())
-            .mount(EXAMPLE, rocket::routes![can_grade]),
-    )
-    .await
-    .unwrap();
+    let client = example_client(&app, rocket::routes![can_grade]).await;
     let host = rocket::http::Header::new("Host", HOST);
     // Each launch has a nonce of its own.
     let learner = || learner_launch(&lms, "/ok", "learner-1", "sid-1");
@@ -1544,13 +1552,7 @@ async fn a_fork_can_ask_whether_a_launch_can_be_graded() {
 async fn the_readme_example_posts_a_grade_from_a_fork() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;
-    let client = rocket::local::asynchronous::Client::tracked(
-        rocket_lti_tool::build(app.client.rocket().figment().clone())
-            // Under a prefix of its own: a fork that adds the example to the app keeps its tests passing.
-            .mount(EXAMPLE, rocket::routes![done_page, done]),
-    )
-    .await
-    .unwrap();
+    let client = example_client(&app, rocket::routes![done_page, done]).await;
     let host = rocket::http::Header::new("Host", HOST);
     let launch = learner_launch(&lms, "/ok", "learner-1", "sid-1");
     let res = client
