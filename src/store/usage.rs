@@ -9,8 +9,9 @@ use crate::error::LtiError;
 
 const HOUR: i64 = 3600;
 
-/// True for the refusals an admin should see: the LMS signs with a known key but gets
-/// something wrong (secret, clock, or it resends a launch).
+/// True for the refusals an admin should see: the LMS launches with a known key but gets
+/// something wrong that fails every launch until it is fixed there (the secret, the clock, the
+/// launch URL, the placement's LTI fields, the OAuth version or method), or it resends a launch.
 pub fn counts_as_refusal(error: &LtiError) -> bool {
     matches!(
         error,
@@ -19,6 +20,14 @@ pub fn counts_as_refusal(error: &LtiError) -> bool {
             | LtiError::StaleTimestamp(_)
             | LtiError::NonceForgotten
             | LtiError::FutureTimestamp(_)
+            | LtiError::InvalidLaunch { .. }
+            | LtiError::UnsupportedSignatureMethod(_)
+            | LtiError::UnsupportedOAuthVersion(_)
+            | LtiError::LaunchAtSessionPage
+            | LtiError::LaunchAtHomePage
+            | LtiError::LaunchAtUnknownAddress(_)
+            | LtiError::LaunchAtPageWithoutLaunch(_)
+            | LtiError::LaunchNotPosted { .. }
     )
 }
 
@@ -67,7 +76,7 @@ pub struct ConsumerFigures {
     /// Successful launches ever.
     pub launch_count: i64,
     /// Refused launches (`counts_as_refusal`: bad signature, replay, a timestamp outside the
-    /// window, a nonce already pruned) in the last 24 hours, counted by whole hours: the current hour and the 24 before
+    /// window, a nonce already pruned, a wrong address or wrong LTI fields) in the last 24 hours, counted by whole hours: the current hour and the 24 before
     /// it, so up to 25 hours.
     pub refused_24h: i64,
 }

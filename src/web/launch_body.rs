@@ -10,6 +10,7 @@ use rocket::request::Request;
 
 use crate::error::LtiError;
 use crate::lti::launch::{is_launch_field, LAUNCH_FIELD_MARKERS};
+use crate::store::{self, usage};
 use crate::web::diagnosis::{consumer_key_of, record_unreadable, unreadable_fields};
 use crate::web::head::SentAsHead;
 use crate::web::launch::log_refusal;
@@ -102,10 +103,17 @@ pub(super) async fn fail_unread_launch(
     error: &LtiError,
 ) {
     let fields = unreadable_fields(req, body, error);
-    log_refusal(req, state, consumer_key_of(&fields), error);
+    let key = consumer_key_of(&fields);
+    log_refusal(req, state, key, error);
     let old = browser_session_id(req, state).await;
     end_session_after_failed_launch(req, state, old.as_deref()).await;
-    record_unreadable(req, state, fields, error).await;
+    // As for a readable launch (`launch`): no detailed record when the count could not be written.
+    if usage::count_refusal(&state.db, key, error, store::now())
+        .await
+        .is_ok()
+    {
+        record_unreadable(req, state, fields, error).await;
+    }
 }
 
 /// True when undecodable input has launch fields where a form has its field names (or an OAuth

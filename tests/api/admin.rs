@@ -975,12 +975,40 @@ async fn refused_launches_are_counted_for_known_keys_only() {
         let res = app.launch(&launch).await;
         assert_eq!(res.status(), Status::Unauthorized);
     }
+    // What fails every launch of a placement until the LMS is fixed counts too: a launch URL
+    // that is one of ours but takes no launch (without a live session, which a
+    // later launch here starts), and a signed launch with wrong LTI fields.
+    for (launch, status) in [
+        (Launch::new("/session"), Status::Unauthorized),
+        (Launch::new("/"), Status::Unauthorized),
+        (Launch::new("/Any"), Status::NotFound),
+        (
+            Launch::new("/initial").without("resource_link_id"),
+            Status::BadRequest,
+        ),
+        (
+            Launch::new("/initial").set("lti_version", "LTI-2p0"),
+            Status::BadRequest,
+        ),
+    ] {
+        let launch = launch.consumer("clocky", &secret);
+        let res = app.launch(&launch).await;
+        assert_eq!(res.status(), status, "{}", launch.path);
+    }
+    let plaintext = Launch::new("/initial").consumer("clocky", &secret);
+    let res = app.post_form("/initial", plaintext.plaintext_body()).await;
+    assert_eq!(res.status(), Status::BadRequest);
+    // A form with no launch fields at all is no launch, and counts nothing.
+    assert_eq!(
+        app.post_form("/session", "a=b".into()).await.status(),
+        Status::Unauthorized
+    );
     let replay = Launch::new("/initial").consumer("clocky", &secret);
     assert_eq!(app.launch(&replay).await.status(), Status::Ok);
     assert_eq!(app.launch(&replay).await.status(), Status::Unauthorized);
     let list = page(app.get("/admin").await, Status::Ok).await;
     let row = between(&list, "<code>clocky</code>", "</tr>").unwrap();
-    assert!(row.contains(r#"<strong class="bad">3</strong>"#), "{row}");
+    assert!(row.contains(r#"<strong class="bad">9</strong>"#), "{row}");
     assert!(row.contains(r#"Launches</span><div>1<"#), "{row}");
     assert!(!list.contains("unknown-key"));
     let keys: Vec<String> =
