@@ -155,8 +155,9 @@ impl Hint {
             Hint::WrongSecret => "The signature fails with this consumer's secret at every address this tool could be \
                                   reached at, and nothing else is wrong with the launch: most likely the shared secret in \
                                   the LMS differs from this consumer's (paste it again or rotate it); otherwise the LMS \
-                                  signed an address this tool cannot guess (check the launch URL in the LMS; a proxy that serves the tool \
-                                  under a path prefix changes the signed path: its pages must be at the root)."
+                                  signed an address this tool cannot guess (check the launch URL in the LMS, its host in lower case, as some \
+                                  LMSs sign it as typed; a proxy that serves the tool under a path prefix changes the \
+                                  signed path: its pages must be at the root)."
                 .into(),
             Hint::Malformed { detail } => format!("The launch is malformed ({detail}): check the LMS's tool settings."),
             Hint::Unknown => "This refusal was recorded by another version of the tool, whose hint this one cannot read.".into(),

@@ -628,6 +628,9 @@ async fn config_xml_is_a_well_formed_cartridge() {
                 .map(str::to_string)
         };
         assert_eq!(property(ext, "privacy_level").as_deref(), Some("public"));
+        // Canvas then signs a launch URL's query as it sends it, rather than copying it into the
+        // body and signing the URL without it.
+        assert_eq!(property(ext, "oauth_compliant").as_deref(), Some("true"));
         // Canvas matches the tool's other URLs against the domain with their port, when they
         // name one: a port that is not the scheme's default belongs in it.
         let authority = base.split_once("://").unwrap().1;
