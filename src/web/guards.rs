@@ -24,8 +24,8 @@ use crate::web::launch_body::{
 };
 use crate::web::origin::SecureCookies;
 use crate::web::session_cookie::{
-    end_session_refusing, first_live_session, forget_session_refusing, note_visit, session_ids_of,
-    BrowserSession,
+    end_session_refusing, first_live_session, forget_session_refusing, note_visit,
+    note_visit_of_unguarded, session_ids_of, BrowserSession,
 };
 use crate::web::stray_launch::peeked_body;
 use crate::web::AppState;
@@ -146,7 +146,16 @@ async fn launch_user(
     state: &AppState,
     params: LaunchParams,
 ) -> Result<LtiUser, LtiError> {
-    let launched = launch(req, state, params).await?;
+    let launched = match launch(req, state, params).await {
+        Ok(launched) => launched,
+        Err(LtiError::NoLaunch) => {
+            // A launch page opened without a launch (a bookmark, a typed address) leaves the
+            // visit be: its page leads back to it, as a 404 during the visit does.
+            note_visit_of_unguarded(req).await;
+            return Err(LtiError::NoLaunch);
+        }
+        Err(e) => return Err(e),
+    };
     let logout_token = state.page_forms.token(&launched.session_id);
     note_visit(req, &logout_token);
     Ok(LtiUser {

@@ -597,6 +597,30 @@ async fn a_field_signed_twice_with_different_values_is_refused_whatever_the_orde
 }
 
 #[rocket::async_test]
+async fn a_launch_page_opened_without_a_launch_during_a_visit_leads_back_to_it() {
+    let app = spawn_app().await;
+    // Without a visit: no way back to offer.
+    let body = refused(app.get("/initial").await, Status::Unauthorized).await;
+    assert!(!body.contains("Back to your page"), "{body}");
+    assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
+    for res in [
+        app.get("/initial").await,
+        app.get("/initial_staff").await,
+        app.post_form("/initial", String::new()).await,
+    ] {
+        // The visit goes on, and its page offers the way back to it and Log out.
+        assert!(res.headers().get_one("Set-Cookie").is_none());
+        let body = refused(res, Status::Unauthorized).await;
+        assert!(body.contains("Not launched from an LMS"), "{body}");
+        assert!(
+            body.contains("Back to your page") && body.contains(r#"action="/logout""#),
+            "{body}"
+        );
+    }
+    assert_eq!(app.get("/session").await.status(), Status::Ok);
+}
+
+#[rocket::async_test]
 async fn a_failed_launch_ends_the_current_session() {
     let app = spawn_app().await;
     assert_eq!(app.launch(&Launch::new("/any")).await.status(), Status::Ok);
