@@ -834,3 +834,31 @@ async fn a_cookie_of_a_session_that_is_gone_is_told_apart_from_none_and_cleared(
         "{body}"
     );
 }
+
+#[rocket::async_test]
+async fn an_anonymous_launch_says_so_rather_than_showing_blanks() {
+    let app = spawn_app().await;
+    // LTI 1.1 recommends user_id but does not require it: an LMS may hide who launched.
+    let anonymous = Launch::new("/any")
+        .without("user_id")
+        .without("lis_person_name_full")
+        .roles("Learner");
+    let body = page(app.launch(&anonymous).await, Status::Ok).await;
+    assert!(
+        body.contains(r#"<dd id="user-id"><em>none: an anonymous launch</em></dd>"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<dd id="user-name"><em>not sent</em></dd>"#),
+        "{body}"
+    );
+    let body = page(app.get("/session").await, Status::Ok).await;
+    assert!(body.contains("none: an anonymous launch"), "{body}");
+    // A named launch shows its values as sent.
+    let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
+    assert!(
+        body.contains(r#"<dd id="user-id">teacher-1</dd>"#),
+        "{body}"
+    );
+    assert!(!body.contains("anonymous launch"), "{body}");
+}
