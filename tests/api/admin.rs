@@ -914,16 +914,27 @@ async fn deleting_asks_first_then_ends_the_consumers_sessions_and_forgets_its_le
         .await
         .unwrap()
         .contains("No such consumer"));
-    // Only deleting and rotating ask first.
-    let res = app.get("/admin/consumers/enable?key=x1").await;
+    // Only deleting and rotating ask first: the other actions take only their POST, with or
+    // without a key, and a method no route takes is told which one is.
+    for path in ["/admin/consumers/enable?key=x1", "/admin/consumers/disable"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), Status::MethodNotAllowed, "{path}");
+        assert_eq!(res.headers().get_one("Allow"), Some("POST"), "{path}");
+        let body = res.into_string().await.unwrap();
+        // An admin page's refusal leads back to the admin area.
+        assert!(
+            body.contains(r#"<a href="/admin">Back to the admin area</a>"#),
+            "{body}"
+        );
+    }
+    let res = app
+        .client
+        .req(rocket::http::Method::Put, "/admin/consumers/rotate")
+        .dispatch()
+        .await;
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD, POST"));
+    let res = app.get("/admin/consumers/frobnicate?key=x1").await;
     assert_eq!(res.status(), Status::NotFound);
-    let body = res.into_string().await.unwrap();
-    // An admin page's refusal leads back to the admin area.
-    assert!(
-        body.contains("Not found")
-            && body.contains(r#"<a href="/admin">Back to the admin area</a>"#),
-        "{body}"
-    );
 }
 
 #[rocket::async_test]

@@ -257,7 +257,8 @@ impl KeyForm {
     }
 }
 
-/// The two actions that ask first (`GET /admin/consumers/<other>?key=…` is a 404).
+/// The two actions that ask first. Each has a GET route of its own, so that a GET of an address
+/// that takes only a POST (`/admin/consumers/disable`) gets 405 with `Allow: POST`.
 #[derive(Clone, Copy, Serialize)]
 #[serde(crate = "rocket::serde", rename_all = "lowercase")]
 enum Confirmed {
@@ -265,27 +266,32 @@ enum Confirmed {
     Delete,
 }
 
-// Read as an `Option`: Rocket answers a parameter that does not parse with 422, not 404.
-impl<'a> rocket::request::FromParam<'a> for Confirmed {
-    type Error = &'a str;
-    fn from_param(param: &'a str) -> Result<Self, Self::Error> {
-        match param {
-            "rotate" => Ok(Confirmed::Rotate),
-            "delete" => Ok(Confirmed::Delete),
-            other => Err(other),
-        }
-    }
-}
-
-/// The confirmation step before a rotation or deletion.
-#[get("/consumers/<action>?<key>")]
-async fn confirm(
+/// The confirmation step before a rotation.
+#[get("/consumers/rotate?<key>")]
+async fn confirm_rotate(
     state: &State<AppState>,
     session: Admin,
-    action: Option<Confirmed>,
     key: &str,
 ) -> Result<Page, LtiError> {
-    let action = action.ok_or(LtiError::NotFound)?;
+    confirm(state, session, Confirmed::Rotate, key).await
+}
+
+/// The confirmation step before a deletion.
+#[get("/consumers/delete?<key>")]
+async fn confirm_delete(
+    state: &State<AppState>,
+    session: Admin,
+    key: &str,
+) -> Result<Page, LtiError> {
+    confirm(state, session, Confirmed::Delete, key).await
+}
+
+async fn confirm(
+    state: &AppState,
+    session: Admin,
+    action: Confirmed,
+    key: &str,
+) -> Result<Page, LtiError> {
     let exists = usage::overview(&state.db, store::now())
         .await?
         .into_iter()
@@ -419,7 +425,8 @@ pub(super) fn routes() -> Vec<rocket::Route> {
         home,
         new_consumer,
         create,
-        confirm,
+        confirm_rotate,
+        confirm_delete,
         rotate,
         enable,
         disable,
