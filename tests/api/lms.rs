@@ -1265,3 +1265,31 @@ async fn another_site_cannot_post_a_new_window_token() {
     let res = continue_with(&app.client, &token, &webkit).await;
     assert_eq!(res.status(), Status::SeeOther, "{webkit:?}");
 }
+
+#[rocket::async_test]
+async fn with_a_public_url_only_its_origin_is_the_tool_s_own() {
+    let public = "https://tool.example.edu";
+    let app = spawn_app_with(|f| f.merge(("public_url", public))).await;
+    let launch = Launch::new("/any").signed_for(&format!("{public}/any"));
+    let token = handoff_token(&page(app.launch(&launch).await, Status::Ok).await);
+    // The address the request came to, under another scheme, is not the tool's origin when the
+    // tool knows its own: a page served there over plain http is someone else's.
+    for origin in [format!("http://{HOST}"), "http://tool.example.edu".into()] {
+        for headers in [
+            vec![("Origin", origin.clone())],
+            vec![
+                ("Sec-Fetch-Site", "cross-site".to_string()),
+                ("Origin", origin.clone()),
+            ],
+        ] {
+            let res = continue_with(&app.client, &token, &headers).await;
+            refused(res, Status::Forbidden).await;
+        }
+    }
+    let own = [
+        ("Sec-Fetch-Site", "cross-site".to_string()),
+        ("Origin", public.to_string()),
+    ];
+    let res = continue_with(&app.client, &token, &own).await;
+    assert_eq!(res.status(), Status::SeeOther);
+}
