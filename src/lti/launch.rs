@@ -73,9 +73,12 @@ pub fn read_oauth_fields(params: &Params) -> Result<OAuthFields, LtiError> {
     }
     if let Some(version) = single(params, "oauth_version")? {
         if version != "1.0" {
-            return Err(LtiError::UnsupportedOAuthVersion(
-                version.chars().take(40).collect(),
-            ));
+            // Present but empty is refused too (RFC 5849 3.1: if present, "1.0").
+            let shown = match version.is_empty() {
+                true => "(empty)".to_string(),
+                false => version.chars().take(40).collect(),
+            };
+            return Err(LtiError::UnsupportedOAuthVersion(shown));
         }
     }
     let timestamp = if timestamp.len() <= 12 && timestamp.bytes().all(|b| b.is_ascii_digit()) {
@@ -377,6 +380,11 @@ mod tests {
             read_oauth_fields(&p),
             Err(LtiError::UnsupportedOAuthVersion(_))
         ));
+        // Sent but empty: refused, in words that say so.
+        let mut p = params(OAUTH);
+        p.push(("oauth_version".into(), String::new()));
+        let refused = read_oauth_fields(&p).map(|_| ()).unwrap_err();
+        assert_eq!(refused.to_string(), "unsupported oauth_version (empty)");
     }
 
     #[test]
