@@ -119,7 +119,7 @@ pub(crate) fn route_methods(req: &Request<'_>) -> Vec<Method> {
         .collect()
 }
 
-/// Whether a route's path (`/consumers/<action>`, `/static/<file..>`) matches the request's
+/// Whether a route's path (`/notes/<id>`, `/files/<path..>`) matches the request's
 /// (decoded, non-empty) segments.
 fn path_matches(route: &str, request: &[&str]) -> bool {
     let mut want = route.split('/').filter(|s| !s.is_empty());
@@ -229,9 +229,9 @@ mod tests {
         let yes = [
             ("/any", &["any"][..]),
             ("/", &[][..]),
-            ("/consumers/<action>", &["consumers", "rotate"][..]),
-            ("/static/<file..>", &["static", "css", "style.css"][..]),
-            ("/static/<file..>", &["static"][..]),
+            ("/notes/<id>", &["notes", "7"][..]),
+            ("/files/<path..>", &["files", "css", "style.css"][..]),
+            ("/files/<path..>", &["files"][..]),
         ];
         for (route, request) in yes {
             assert!(path_matches(route, request), "{route} {request:?}");
@@ -239,7 +239,7 @@ mod tests {
         let no = [
             ("/any", &["anything"][..]),
             ("/any", &["any", "more"][..]),
-            ("/consumers/<action>", &["consumers"][..]),
+            ("/notes/<id>", &["notes"][..]),
             ("/grade/read", &["grade"][..]),
             ("/", &["any"][..]),
         ];

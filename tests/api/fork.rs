@@ -86,6 +86,12 @@ fn checked_in_handler(lti: LtiAny) -> Result<String, LtiError> {
     }
 }
 
+/// A page whose address has a parameter, opened only by a GET.
+#[get("/notes/<id>")]
+fn note(id: u32) -> String {
+    format!("note {id}")
+}
+
 /// Where the test mounts the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
@@ -105,7 +111,15 @@ async fn with_examples(
 async fn a_fork_adds_guarded_pages() {
     let app = spawn_app_with(|f| f).await;
     // Under a prefix of its own: a fork that adds the example to the app keeps this passing.
-    let routes = routes![quiz, gradebook, gradebook_visit, closed, landing, report];
+    let routes = routes![
+        quiz,
+        gradebook,
+        gradebook_visit,
+        closed,
+        landing,
+        report,
+        note
+    ];
     let client = with_examples(&app, routes).await;
     let host = rocket::http::Header::new("Host", HOST);
     assert_eq!(
@@ -189,6 +203,19 @@ async fn a_fork_adds_guarded_pages() {
         assert_eq!(res.status(), Status::MethodNotAllowed, "{path}");
         assert_eq!(res.headers().get_one("Allow"), Some(allow), "{path}");
     }
+
+    // An address a route has through a parameter exists: a launch sent there was sent to a page
+    // that takes none (401), not to no page (404).
+    let path = format!("{EXAMPLE}/notes/7");
+    let res = client
+        .post(&path)
+        .header(rocket::http::Header::new("Host", HOST))
+        .header(rocket::http::ContentType::Form)
+        .body(Launch::new(&path).signed_body())
+        .dispatch()
+        .await;
+    let page = refused(res, Status::Unauthorized).await;
+    assert!(page.contains("does not start a visit"), "{page}");
 
     // A fork's own refusal gets its status and the templated page, escaped.
     let res = client
