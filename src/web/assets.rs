@@ -1,4 +1,5 @@
-//! The files under `/static/`, compiled into the binary: the stylesheet and the icon.
+//! The files under `/static/`, compiled into the binary: the stylesheet and the icon. A fork
+//! serves its own the same way, from its module: an [`Asset`] and a route that answers [`Served`].
 //!
 //! Browsers may keep them for five minutes, then revalidate them with their `ETag` (a 304 while
 //! the file is unchanged): a student's browser does not fetch the stylesheet again on every page
@@ -17,14 +18,15 @@ use sha2::{Digest, Sha256};
 const FRESH_FOR: &str = "public, max-age=300";
 
 /// A file compiled into the binary, and its entity tag (a hash of its content).
-struct Asset {
+pub struct Asset {
     body: &'static str,
     content_type: ContentType,
     etag: String,
 }
 
 impl Asset {
-    fn new(body: &'static str, content_type: ContentType) -> Asset {
+    /// A file's content (`include_str!`) and its type; kept in a `static` `LazyLock`.
+    pub fn new(body: &'static str, content_type: ContentType) -> Asset {
         let hash = Sha256::digest(body.as_bytes());
         let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
         Asset {
@@ -42,7 +44,7 @@ static ICON: LazyLock<Asset> =
     LazyLock::new(|| Asset::new(include_str!("../../static/icon.svg"), ContentType::SVG));
 
 /// An answer with a file: in full, or 304 when the browser's copy is this one.
-struct Served(&'static Asset);
+pub struct Served(pub &'static Asset);
 
 impl<'r> Responder<'r, 'static> for Served {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {

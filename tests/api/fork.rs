@@ -92,6 +92,45 @@ fn note(id: u32) -> String {
     format!("note {id}")
 }
 
+/// A fork's static file, as the README shows.
+static QUIZ_JS: std::sync::LazyLock<rocket_lti_tool::web::assets::Asset> =
+    std::sync::LazyLock::new(|| {
+        rocket_lti_tool::web::assets::Asset::new(
+            "document.title = 'quiz';",
+            rocket::http::ContentType::JavaScript,
+        )
+    });
+
+#[get("/static/quiz.js")]
+fn quiz_js() -> rocket_lti_tool::web::assets::Served {
+    rocket_lti_tool::web::assets::Served(&QUIZ_JS)
+}
+
+#[rocket::async_test]
+async fn a_fork_serves_a_static_file_of_its_own_with_the_tool_s_caching() {
+    let app = spawn_app_with(|f| f).await;
+    let client = with_examples(&app, routes![quiz_js]).await;
+    let path = format!("{EXAMPLE}/static/quiz.js");
+    let res = client.get(&path).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(
+        res.content_type(),
+        Some(rocket::http::ContentType::JavaScript)
+    );
+    assert_eq!(
+        res.headers().get_one("Cache-Control"),
+        Some("public, max-age=300")
+    );
+    let etag = res.headers().get_one("ETag").unwrap().to_string();
+    assert_eq!(res.into_string().await.unwrap(), "document.title = 'quiz';");
+    let res = client
+        .get(&path)
+        .header(rocket::http::Header::new("If-None-Match", etag))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::NotModified);
+}
+
 /// Where the test mounts the README's example routes.
 const EXAMPLE: &str = "/readme-example";
 
