@@ -11,7 +11,8 @@ const HOUR: i64 = 3600;
 
 /// True for the refusals an admin should see: the LMS launches with a known key but gets
 /// something wrong that fails every launch until it is fixed there (the secret, the clock, the
-/// launch URL, the placement's LTI fields, the OAuth version or method), or it resends a launch.
+/// launch URL, the placement's LTI fields, the OAuth version or method), resends a launch, or
+/// launches with a key that is disabled.
 pub fn counts_as_refusal(error: &LtiError) -> bool {
     matches!(
         error,
@@ -28,6 +29,8 @@ pub fn counts_as_refusal(error: &LtiError) -> bool {
             | LtiError::LaunchAtUnknownAddress(_)
             | LtiError::LaunchAtPageWithoutLaunch(_)
             | LtiError::LaunchNotPosted { .. }
+            // Not a mistake, but whether the LMS still uses a key the admin turned off.
+            | LtiError::DisabledConsumer
     )
 }
 
@@ -76,7 +79,8 @@ pub struct ConsumerFigures {
     /// Successful launches ever.
     pub launch_count: i64,
     /// Refused launches (`counts_as_refusal`: bad signature, replay, a timestamp outside the
-    /// window, a nonce already pruned, a wrong address or wrong LTI fields) in the last 24 hours, counted by whole hours: the current hour and the 24 before
+    /// window, a nonce already pruned, a wrong address or wrong LTI fields, a disabled key) in the
+    /// last 24 hours, counted by whole hours: the current hour and the 24 before
     /// it, so up to 25 hours.
     pub refused_24h: i64,
 }

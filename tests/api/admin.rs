@@ -1028,6 +1028,21 @@ async fn refused_launches_are_counted_for_known_keys_only() {
             .await
             .unwrap();
     assert_eq!(keys, vec!["clocky".to_string()]);
+    // A disabled key's launches count too: whether the LMS still uses it.
+    let secret = create(&app, "retired").await;
+    let token = csrf(&app).await;
+    let res = post(
+        &app,
+        "/admin/consumers/disable",
+        &[("csrf", &token), ("key", "retired")],
+    )
+    .await;
+    assert_eq!(res.status(), Status::SeeOther);
+    let launch = Launch::new("/initial").consumer("retired", &secret);
+    refused(app.launch(&launch).await, Status::Unauthorized).await;
+    let list = page(app.get("/admin").await, Status::Ok).await;
+    let row = between(&list, "<code>retired</code>", "</tr>").unwrap();
+    assert!(row.contains(r#"<strong class="bad">1</strong>"#), "{row}");
 }
 
 /// Two apps, one after the other, on the same database file with a given `secret_key`.
