@@ -39,7 +39,8 @@ fn found_above(
     }
     Some(format!(
         "settings are read from {}, in a folder above the working folder {} (Rocket looks for \
-         {name} in each folder above it): is that file meant for this tool?",
+         {name} in each folder above it): is that file meant for this tool? A relative \
+         database_url, the default included, is still read from the working folder",
         file.display(),
         working.display()
     ))
