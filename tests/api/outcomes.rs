@@ -1163,6 +1163,32 @@ async fn one_session_cannot_turn_a_burst_of_clicks_into_a_burst_of_lms_calls() {
 }
 
 #[rocket::async_test]
+async fn a_grade_call_waiting_its_turn_is_not_sent_once_the_visit_was_logged_out() {
+    let lms = MockLms::start().await;
+    // `/slow` answers after 3 s: each call gives up after 0.5 s.
+    let app = spawn_app_with(|f| f.merge(("outcomes_timeout", 0.5))).await;
+    let launch = learner_launch(&lms, "/slow", "learner-1", "sid-1");
+    let landing = page(app.launch(&launch).await, Status::Ok).await;
+    let token = grade_form_token(&app).await;
+    let logout = format!("csrf={}", logout_token_in(&landing));
+    let (first, second, logged_out) = rocket::tokio::join!(
+        app.post_form("/grade/read", format!("csrf={token}")),
+        app.post_form("/grade/read", format!("csrf={token}")),
+        async {
+            // While the first call waits for the LMS and the second for its turn.
+            rocket::tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            app.post_form("/logout", logout.clone()).await
+        },
+    );
+    assert!(logged_out.status().code < 400, "{}", logged_out.status());
+    assert_eq!(first.status(), Status::GatewayTimeout);
+    // The second was never sent: its visit had ended (a learner leaving a shared computer).
+    let body = refused(second, Status::Unauthorized).await;
+    assert!(body.contains("ended"), "{body}");
+    assert_eq!(lms.received().len(), 1);
+}
+
+#[rocket::async_test]
 async fn teachers_launching_with_a_sourcedid_are_not_listed_as_learners() {
     let lms = MockLms::start().await;
     let app = spawn_app().await;

@@ -157,8 +157,19 @@ impl Outcomes {
     /// already wait (one learner's burst of clicks must not become a burst of signed calls).
     /// Held while calling the LMS; `post_grade` and friends take it themselves, so a caller that
     /// holds it must not call them (it would wait for itself).
+    ///
+    /// A call that had to wait goes only if its session is still live: one logged out (on a
+    /// shared computer) or expired while it waited sends nothing.
     pub(crate) async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
-        self.turns.take(session_id).await
+        let (turn, waited) = self.turns.take(session_id).await?;
+        if waited {
+            match crate::store::sessions::find(&self.db, session_id).await? {
+                Some(s) if s.expires_at > crate::store::now() => {}
+                Some(_) => return Err(LtiError::SessionExpired),
+                None => return Err(LtiError::SessionEnded),
+            }
+        }
+        Ok(turn)
     }
 
     /// The CSRF token of a session's grade forms.

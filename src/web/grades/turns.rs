@@ -29,8 +29,9 @@ impl Turns {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for the session's turn, or refuses when enough of its calls already wait.
-    pub(super) async fn take(&self, session_id: &str) -> Result<Turn<'_>, LtiError> {
+    /// Waits for the session's turn, or refuses when enough of its calls already wait. Says
+    /// whether it had to wait behind another call.
+    pub(super) async fn take(&self, session_id: &str) -> Result<(Turn<'_>, bool), LtiError> {
         let lock = {
             let mut map = self.map();
             // Locks only the map holds are of sessions whose last waiting call was given up.
@@ -42,12 +43,16 @@ impl Turns {
             }
             lock
         };
-        let guard = lock.lock_owned().await;
-        Ok(Turn {
+        let (guard, waited) = match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        };
+        let turn = Turn {
             turns: self,
             session_id: session_id.to_string(),
             guard: Some(guard),
-        })
+        };
+        Ok((turn, waited))
     }
 
     /// How many sessions have a call in flight or waiting (for tests).
@@ -80,7 +85,8 @@ mod tests {
     #[rocket::async_test]
     async fn calls_of_one_session_take_turns_and_a_burst_is_refused() {
         let turns = Turns::default();
-        let first = turns.take("s1").await.unwrap();
+        let (first, waited) = turns.take("s1").await.unwrap();
+        assert!(!waited);
         // Another session is not held up.
         assert!(turns.take("s2").now_or_never().is_some());
         // Two more calls of s1 wait their turn (polled once, they are queued)...
@@ -95,7 +101,8 @@ mod tests {
         ));
         // When the first is done, the second goes, and room for one more waiting call is back.
         drop(first);
-        let second = (&mut second).now_or_never().unwrap().unwrap();
+        let (second, waited) = (&mut second).now_or_never().unwrap().unwrap();
+        assert!(waited);
         let mut fourth = Box::pin(turns.take("s1"));
         assert!((&mut fourth).now_or_never().is_none());
         // The last call done while given-up ones still wait leaves an entry behind...
