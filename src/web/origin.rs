@@ -117,8 +117,9 @@ pub fn started_by_another_site(req: &Request<'_>) -> bool {
 /// This tool's origin as `origin` (an `Origin` header, a `Referer`'s start) would be written, in
 /// base-URI form (lower case, default port dropped): the origin the LMS signs for, and the
 /// address the browser asked for (`Host`, with `origin`'s scheme), which still matches when a TLS
-/// proxy in front is not configured and the scheme differs. With `public_url` set the tool's
-/// origin is known, scheme and all: the second is `None`.
+/// proxy in front is not configured and the scheme differs. With `public_url` set, its host under
+/// another scheme is not the tool (a page served there over plain http is someone else's);
+/// another address the tool is reached at (an internal one) still is.
 fn own_origins(req: &Request<'_>, origin: &str) -> (Option<String>, Option<String>) {
     let settings = req
         .rocket()
@@ -127,13 +128,14 @@ fn own_origins(req: &Request<'_>, origin: &str) -> (Option<String>, Option<Strin
     let own = settings
         .and_then(|settings| signed_origin(req, settings).ok())
         .map(|o| base_uri(&o.scheme, &o.host, o.port, "/"));
-    if settings.is_some_and(|settings| settings.public_url.is_some()) {
-        return (own, None);
-    }
     let asked_for = single_host(req).and_then(|host| {
         let scheme = origin.split_once("://")?.0;
         base_uri_of_url(&format!("{scheme}://{}", host.trim()))
     });
+    let public = settings.is_some_and(|settings| settings.public_url.is_some());
+    let authority = |uri: &str| uri.split_once("://").map(|(_, rest)| rest.to_string());
+    let asked_for =
+        asked_for.filter(|asked| !public || own.as_deref().and_then(authority) != authority(asked));
     (own, asked_for)
 }
 
