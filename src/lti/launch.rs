@@ -293,6 +293,8 @@ impl LaunchData {
     pub fn display_name(&self) -> String {
         let username = escape_hidden(self.username(), true);
         match self.full_name() {
+            // An anonymous launch may still name its user: the name alone, not " (name)".
+            Some(full) if self.username().is_empty() => escape_hidden(&full, true).into_owned(),
             Some(full) if full != self.username() => {
                 format!("{username} ({})", escape_hidden(&full, true))
             }

@@ -845,7 +845,7 @@ async fn an_anonymous_launch_says_so_rather_than_showing_blanks() {
         .roles("Learner");
     let body = page(app.launch(&anonymous).await, Status::Ok).await;
     assert!(
-        body.contains(r#"<dd id="user-id"><em>none: an anonymous launch</em></dd>"#),
+        body.contains(r#"<dd id="user-id"><em>none sent</em></dd>"#),
         "{body}"
     );
     assert!(
@@ -853,12 +853,19 @@ async fn an_anonymous_launch_says_so_rather_than_showing_blanks() {
         "{body}"
     );
     let body = page(app.get("/session").await, Status::Ok).await;
-    assert!(body.contains("none: an anonymous launch"), "{body}");
+    assert!(body.contains("none sent"), "{body}");
+    // No user id but a name: the name alone, not " (name)".
+    let named = Launch::new("/any").without("user_id").roles("Learner");
+    let body = page(app.launch(&named).await, Status::Ok).await;
+    assert!(
+        body.contains(r#"<dd id="user-name">Ada Lovelace</dd>"#),
+        "{body}"
+    );
     // A named launch shows its values as sent.
     let body = page(app.launch(&Launch::new("/any")).await, Status::Ok).await;
     assert!(
         body.contains(r#"<dd id="user-id">teacher-1</dd>"#),
         "{body}"
     );
-    assert!(!body.contains("anonymous launch"), "{body}");
+    assert!(!body.contains("none sent"), "{body}");
 }
