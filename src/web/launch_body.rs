@@ -95,7 +95,8 @@ pub(super) async fn unreadable_launch(
 }
 
 /// What any failed launch the launch pipeline did not read does: logs it, ends the browser's
-/// session and records it for the admin page, from the fields readable in `body`.
+/// session, counts it for its consumer and records it for the admin page, from the fields
+/// readable in `body`.
 pub(super) async fn fail_unread_launch(
     req: &Request<'_>,
     state: &AppState,

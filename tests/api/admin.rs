@@ -971,6 +971,17 @@ async fn deleting_a_consumer_that_does_not_exist_keeps_the_unknown_keys_refusals
     assert_eq!(app.count("refusals").await, 1);
 }
 
+/// The refused launches counted for `key` (all hours).
+async fn refused_count(app: &TestApp, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(SUM(refused), 0) FROM consumer_refusals WHERE consumer_key = ?",
+    )
+    .bind(key)
+    .fetch_one(&app.state().db)
+    .await
+    .unwrap()
+}
+
 #[rocket::async_test]
 async fn refused_launches_are_counted_for_known_keys_only() {
     let app = logged_in().await;
@@ -1002,18 +1013,32 @@ async fn refused_launches_are_counted_for_known_keys_only() {
             Status::BadRequest,
         ),
     ] {
+        let before = refused_count(&app, "clocky").await;
         let launch = launch.consumer("clocky", &secret);
         let res = app.launch(&launch).await;
         assert_eq!(res.status(), status, "{}", launch.path);
+        // Each once: not missed, not counted twice.
+        assert_eq!(
+            refused_count(&app, "clocky").await,
+            before + 1,
+            "{}",
+            launch.path
+        );
     }
     let plaintext = Launch::new("/initial").consumer("clocky", &secret);
     let res = app.post_form("/initial", plaintext.plaintext_body()).await;
     assert_eq!(res.status(), Status::BadRequest);
-    // A form with no launch fields at all is no launch, and counts nothing.
-    assert_eq!(
-        app.post_form("/session", "a=b".into()).await.status(),
-        Status::Unauthorized
+    assert_eq!(refused_count(&app, "clocky").await, 8);
+    // A malformed launch (here, no nonce) is listed on the refusals page but not counted.
+    let body = drop_field(
+        &Launch::new("/initial")
+            .consumer("clocky", &secret)
+            .signed_body(),
+        "oauth_nonce",
     );
+    let res = app.post_form("/initial", body).await;
+    assert_eq!(res.status(), Status::BadRequest);
+    assert_eq!(refused_count(&app, "clocky").await, 8);
     let replay = Launch::new("/initial").consumer("clocky", &secret);
     assert_eq!(app.launch(&replay).await.status(), Status::Ok);
     assert_eq!(app.launch(&replay).await.status(), Status::Unauthorized);
