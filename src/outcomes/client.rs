@@ -34,6 +34,15 @@ pub struct ClientConfig {
     pub allow_local: bool,
 }
 
+impl ClientConfig {
+    /// The longest one operation can take: every attempt timing out, with the pauses between.
+    pub fn longest_operation(&self) -> Duration {
+        let attempts = self.attempts.max(1);
+        let pauses = (1..attempts).map(|n| self.backoff * 2u32.saturating_pow(n - 1));
+        self.timeout * attempts + pauses.sum::<Duration>()
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
@@ -604,6 +613,17 @@ fn answered(status: reqwest::StatusCode, text: Result<String, OutcomeError>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_operation_is_every_attempt_timing_out_with_the_pauses_between() {
+        let defaults = ClientConfig::default();
+        assert_eq!(defaults.longest_operation(), Duration::from_millis(30_750));
+        let once = ClientConfig {
+            attempts: 1,
+            ..ClientConfig::default()
+        };
+        assert_eq!(once.longest_operation(), Duration::from_secs(10));
+    }
 
     #[test]
     fn local_addresses_are_this_machine_and_its_link_not_private_networks() {

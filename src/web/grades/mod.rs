@@ -42,6 +42,9 @@ use crate::web::csrf::CsrfKey;
 use crate::web::guards::LtiUser;
 use crate::web::AppState;
 
+/// How soon a grade request should be answered, waits for the session's turn included.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub use pages::routes;
 pub use settings::client_config;
 
@@ -160,8 +163,15 @@ impl Outcomes {
     ///
     /// A call that had to wait goes only if its session is still live: one logged out (on a
     /// shared computer) or expired while it waited sends nothing.
+    ///
+    /// It waits only as long as leaves it a minute in all (a proxy's usual limit) with its own
+    /// longest operation; past that it is refused as queued, with nothing sent.
     pub(crate) async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
-        let (turn, waited) = self.turns.take(session_id).await?;
+        let longest = self.client.config().longest_operation();
+        let wait = ANSWER_WITHIN.saturating_sub(longest);
+        let (turn, waited) = rocket::tokio::time::timeout(wait, self.turns.take(session_id))
+            .await
+            .map_err(|_| LtiError::GradeCallsQueued)??;
         if waited {
             match crate::store::sessions::find(&self.db, session_id).await? {
                 Some(s) if s.expires_at > crate::store::now() => {}
