@@ -166,6 +166,9 @@ impl OutcomesClient {
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // `Authorization`, not `authorization`: names are case-insensitive, but some LMS
+            // servers (IIS-hosted ones) have failed on lower case, as PyLTI notes.
+            .http1_title_case_headers()
             .user_agent(concat!("rocket-lti-tool/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {

@@ -199,20 +199,20 @@ mod tests {
             );
         }
         assert!(check_score(f64::NAN).is_err());
-        // A negative zero is a plain zero: the LMS is sent `0`, never `-0`.
+        // A negative zero is a plain zero: the LMS is sent `0.0`, never `-0`.
         for zero in ["-0", "-0.0", "-0e5"] {
             let score = parse_score(zero).unwrap();
             assert!(score.is_sign_positive(), "{zero}");
-            assert_eq!(xml::format_score(score), "0");
+            assert_eq!(xml::format_score(score), "0.0");
         }
-        assert_eq!(xml::format_score(-0.0), "0");
-        // Plain decimals of at most 12 places, trailing zeros trimmed.
+        assert_eq!(xml::format_score(-0.0), "0.0");
+        // Plain decimals of at most 12 places, trailing zeros trimmed down to one.
         for (score, sent) in [
             (0.85, "0.85"),
-            (1.0, "1"),
+            (1.0, "1.0"),
             (0.1 + 0.2, "0.3"),
             (2.0 / 3.0, "0.666666666667"),
-            (5e-324, "0"),
+            (5e-324, "0.0"),
             (1e-12, "0.000000000001"),
         ] {
             assert_eq!(xml::format_score(score), sent, "{score:e}");

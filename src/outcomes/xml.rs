@@ -46,15 +46,17 @@ impl Operation {
     }
 }
 
-/// Formats a score the way LMSs parse it: plain decimal, never an exponent, and never `-0` (an
-/// unsigned decimal is what LTI 1.1 asks for).
+/// Formats a score the way LMSs parse it: plain decimal with at least one decimal digit (`1.0`,
+/// `0.0`, as LTI 1.1 writes the range and PyLTI sends them), never an exponent, and never `-0`
+/// (an unsigned decimal is what LTI 1.1 asks for).
 pub fn format_score(score: f64) -> String {
     // At most 12 decimals: LMSs keep fewer (Moodle 5), and the shortest exact form of a tiny
     // score runs to hundreds of digits. `-0.0 + 0.0` is `0.0`.
     let fixed = format!("{:.12}", score + 0.0);
-    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    let trimmed = fixed.trim_end_matches('0');
     match trimmed {
-        "" | "-0" => "0".to_string(),
+        "." | "-0." => "0.0".to_string(),
+        t if t.ends_with('.') => format!("{t}0"),
         t => t.to_string(),
     }
 }
@@ -331,7 +333,7 @@ mod tests {
             },
         );
         assert!(text.contains(
-            "<textString>1</textString></resultScore><resultData><text>good &lt;b&gt;work&lt;/b&gt; \
+            "<textString>1.0</textString></resultScore><resultData><text>good &lt;b&gt;work&lt;/b&gt; \
              &amp; more</text></resultData></result>"
         ));
         let url = request(
@@ -343,7 +345,7 @@ mod tests {
             },
         );
         assert!(url.contains(
-            "<textString>0</textString></resultScore><resultData><url>https://x.test/a?b=1&amp;c=2</url>\
+            "<textString>0.0</textString></resultScore><resultData><url>https://x.test/a?b=1&amp;c=2</url>\
              </resultData></result>"
         ));
     }

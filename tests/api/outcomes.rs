@@ -516,6 +516,14 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
     assert_eq!(sent.operation, "replaceResult");
     assert_eq!(sent.sourcedid, MOODLE_SOURCEDID);
     assert_eq!(sent.result_text, None);
+    // Header names in title case, as PyLTI sends them (some LMS servers refuse lower case).
+    for name in ["Authorization", "Content-Type", "Content-Length", "Host"] {
+        assert!(
+            sent.header_names.iter().any(|n| n == name),
+            "{name}: {:?}",
+            sent.header_names
+        );
+    }
 
     let body = page(
         app.post_form("/grade/read", format!("csrf={token}")).await,
@@ -558,8 +566,8 @@ async fn a_learner_posts_reads_and_deletes_a_grade_from_the_pages() {
         Status::Ok,
     )
     .await;
-    assert!(body.contains("<dd id=\"score\">0</dd>"), "{body}");
-    assert_eq!(lms.score_of(MOODLE_SOURCEDID).as_deref(), Some("0"));
+    assert!(body.contains("<dd id=\"score\">0.0</dd>"), "{body}");
+    assert_eq!(lms.score_of(MOODLE_SOURCEDID).as_deref(), Some("0.0"));
 
     let ops: Vec<String> = lms.received().into_iter().map(|r| r.operation).collect();
     assert_eq!(

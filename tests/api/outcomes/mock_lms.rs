@@ -45,6 +45,8 @@ pub struct Received {
     pub result_text: Option<String>,
     pub result_url: Option<String>,
     pub nonce: String,
+    /// The header names as sent, letter case kept (some LMS servers want `Authorization`).
+    pub header_names: Vec<String>,
     /// Everything an LMS would refuse the request for; empty for a good request.
     pub problems: Vec<String>,
 }
@@ -470,6 +472,12 @@ fn inspect(origin: &str, head: &str, body: &[u8], state: &Mutex<LmsState>) -> Re
     let mut request_line = head.lines().next().unwrap_or_default().split(' ');
     let method = request_line.next().unwrap_or_default();
     r.target = request_line.next().unwrap_or_default().to_string();
+    r.header_names = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, _)| name.to_string())
+        .collect();
     if method != "POST" {
         r.problems.push(format!("method {method}"));
     }
