@@ -351,6 +351,39 @@ async fn admin_in_a_real_browser_creates_a_key_that_launches_then_disables_it() 
         .await
         .expect("log out");
     wait_heading(&c, "Admin login").await;
+
+    // Framed by another site (an LMS), a page asks its frame to fit it (Canvas's
+    // lti.frameResize), with the page's height.
+    let lms_page = dir.join("lms.html");
+    std::fs::write(
+        &lms_page,
+        format!(
+            "<!doctype html><script>window.asked = [];\
+             addEventListener('message', e => asked.push(e.data));</script>\
+             <iframe src='{base}/' width=700 height=300></iframe>"
+        ),
+    )
+    .expect("write the framing page");
+    c.goto(&format!("file://{}", lms_page.display()))
+        .await
+        .expect("open the framing page");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let asked = loop {
+        let asked = c
+            .execute("return window.asked", vec![])
+            .await
+            .expect("read the messages");
+        let asked: Vec<String> = serde_json::from_value(asked).expect("strings");
+        if !asked.is_empty() || Instant::now() > deadline {
+            break asked;
+        }
+        rocket::tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let message: serde_json::Value =
+        serde_json::from_str(asked.first().expect("a resize message")).expect("JSON");
+    assert_eq!(message["subject"], "lti.frameResize", "{message}");
+    let height = message["height"].as_u64().expect("a height");
+    assert!(height > 300, "{message}");
     c.close().await.expect("close the browser");
     let _ = std::fs::remove_dir_all(&dir);
 }
