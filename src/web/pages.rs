@@ -383,8 +383,23 @@ async fn logout(
         let token = confirmation_token(state, id.as_deref()).await;
         return Ok(Template::render("logout_confirm", context! { token }));
     }
-    // Storage trouble is a 503 page that says so, with the cookie kept for another try.
-    end_session_or_fail(state, cookies, id.as_deref(), secure).await?;
+    // Storage trouble is a 503 page that says so, with the cookie kept for another try: in
+    // words that say the visit goes on (on a shared computer, a student must not leave thinking
+    // it ended).
+    end_session_or_fail(state, cookies, id.as_deref(), secure)
+        .await
+        .map_err(|e| match e {
+            LtiError::Storage(why) => {
+                log::error!("logout not recorded, the session goes on: {why}");
+                LtiError::page(
+                    503,
+                    "Still signed in",
+                    "The tool could not record your logout because its database is unavailable \
+                     right now: you are still signed in. Press Log out again in a few seconds.",
+                )
+            }
+            other => other,
+        })?;
     // Without a cookie (blocked in the LMS frame) nothing was ended here: say so, rather than
     // let a student on a shared computer believe a window opened by the hand-off is closed too.
     Ok(Template::render("logout", context! { ended: id.is_some() }))

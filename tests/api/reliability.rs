@@ -1157,6 +1157,8 @@ fn full_disk_gives_503_pages_then_recovers() {
         "{}",
         out.body
     );
+    // In words a student leaving a shared computer cannot take for a logout.
+    assert!(out.body.contains("you are still signed in"), "{}", out.body);
 
     limit_file_size(server.pid(), libc::RLIM_INFINITY);
     let after = launch_as(server.port, "after-full")
