@@ -822,6 +822,12 @@ async fn new_window_token_works_once() {
             && body.contains(r#"document.getElementById("new-window").hidden = true;"#),
         "{body}"
     );
+    // Without scripts it says "if"; the script, told by the check that no session came back,
+    // swaps that sentence for a definite one: the text it replaces is the page's own.
+    let hedged =
+        "If your browser blocks this tool's cookie inside the LMS page, the next click here will";
+    assert_eq!(body.matches(hedged).count(), 2, "{body}");
+    assert!(body.contains("offerNewWindow(r.status === 401)"), "{body}");
     // The live region is on the page from the start (one revealed from hidden goes unheard).
     assert!(
         body.contains(r#"<p id="new-window-said" class="visually-hidden" role="status"></p>"#),
