@@ -201,6 +201,24 @@ impl LtiError {
             message: message.into(),
         }
     }
+
+    /// A logout that storage trouble kept from being recorded (503), in words that say the
+    /// session goes on: on a shared computer no one must leave thinking it ended. Other errors
+    /// stay as they are.
+    pub fn logout_not_recorded(self) -> LtiError {
+        match self {
+            LtiError::Storage(why) => {
+                log::error!("logout not recorded, the session goes on: {why}");
+                LtiError::page(
+                    503,
+                    "Still signed in",
+                    "The tool could not record your logout because its database is unavailable \
+                     right now: you are still signed in. Press Log out again in a few seconds.",
+                )
+            }
+            other => other,
+        }
+    }
 }
 
 /// At most `max_chars` characters of `value`, marked when cut: what an error or a log line quotes

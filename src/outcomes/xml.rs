@@ -55,7 +55,8 @@ pub fn format_score(score: f64) -> String {
     let fixed = format!("{:.12}", score + 0.0);
     let trimmed = fixed.trim_end_matches('0');
     match trimmed {
-        "." | "-0." => "0.0".to_string(),
+        // A tiny negative score rounds to `-0.000000000000`.
+        "-0." => "0.0".to_string(),
         t if t.ends_with('.') => format!("{t}0"),
         t => t.to_string(),
     }

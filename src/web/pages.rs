@@ -388,18 +388,7 @@ async fn logout(
     // it ended).
     end_session_or_fail(state, cookies, id.as_deref(), secure)
         .await
-        .map_err(|e| match e {
-            LtiError::Storage(why) => {
-                log::error!("logout not recorded, the session goes on: {why}");
-                LtiError::page(
-                    503,
-                    "Still signed in",
-                    "The tool could not record your logout because its database is unavailable \
-                     right now: you are still signed in. Press Log out again in a few seconds.",
-                )
-            }
-            other => other,
-        })?;
+        .map_err(LtiError::logout_not_recorded)?;
     // Without a cookie (blocked in the LMS frame) nothing was ended here: say so, rather than
     // let a student on a shared computer believe a window opened by the hand-off is closed too.
     Ok(Template::render("logout", context! { ended: id.is_some() }))

@@ -422,7 +422,9 @@ async fn logout(
     form: Form<CsrfForm>,
 ) -> Result<Redirect, LtiError> {
     session.check_csrf(form.csrf.as_deref())?;
-    admin::end_session(&state.db, &session.0.id).await?;
+    admin::end_session(&state.db, &session.0.id)
+        .await
+        .map_err(LtiError::logout_not_recorded)?;
     cookies.remove(admin_cookie(String::new(), secure));
     log::warn!("admin logged out from {}", address.0);
     Ok(Redirect::to("/admin"))

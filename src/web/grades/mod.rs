@@ -42,8 +42,9 @@ use crate::web::csrf::CsrfKey;
 use crate::web::guards::LtiUser;
 use crate::web::AppState;
 
-/// How soon a grade request should be answered, waits for the session's turn included.
-const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How soon a grade request should be answered, waits for the session's turn included: inside a
+/// proxy's usual minute, with a few seconds for the database (a lock may hold a query up).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(55);
 
 pub use pages::routes;
 pub use settings::client_config;
@@ -164,8 +165,8 @@ impl Outcomes {
     /// A call that had to wait goes only if its session is still live: one logged out (on a
     /// shared computer) or expired while it waited sends nothing.
     ///
-    /// It waits only as long as leaves it a minute in all (a proxy's usual limit) with its own
-    /// longest operation; past that it is refused as queued, with nothing sent.
+    /// It waits only as long as leaves it [`ANSWER_WITHIN`] in all with its own longest
+    /// operation; past that it is refused as queued, with nothing sent.
     pub(crate) async fn turn(&self, session_id: &str) -> Result<turns::Turn<'_>, LtiError> {
         let longest = self.client.config().longest_operation();
         let wait = ANSWER_WITHIN.saturating_sub(longest);
